@@ -1,0 +1,14 @@
+//! Pure logic of aoai-blaster: everything that decides, with no actors and no sockets.
+//!
+//! Every type here takes time (`Instant`, `SystemTime`) and randomness as inputs, so it is
+//! tested with exact values. The `aoai-blaster` crate wraps these in actix actors.
+
+pub mod chat;
+pub mod classify;
+pub mod config;
+pub mod health;
+pub mod quota;
+pub mod retry;
+pub mod ring;
+pub mod secret;
+pub mod sse;
