@@ -1,1 +1,746 @@
-//! TODO(owner): chat
+//! OpenAI / Azure OpenAI chat-completion wire types, and request-body building.
+//!
+//! Replies are parsed leniently (Azure omits `model` or `created` in some replies, and adds
+//! fields such as `prompt_filter_results`): missing fields take defaults, and every field we do
+//! not model is kept in an `extra` map so that nothing is lost on a round trip. Only `choices`
+//! is required in a completion.
+//!
+//! ```
+//! use aoai_blaster_core::chat::{build_request_body, ChatCompletion, ChatRequest, RequestDefaults};
+//! use serde_json::json;
+//!
+//! let request = ChatRequest::new(vec![json!({"role": "user", "content": "Hi"})]).option("seed", 7);
+//! let defaults = RequestDefaults { temperature: Some(0.2), max_completion_tokens: Some(512) };
+//! let body = build_request_body(&defaults, &request, false);
+//! assert_eq!(body["temperature"], 0.2);
+//! assert_eq!(body["seed"], 7);
+//!
+//! let reply: ChatCompletion = serde_json::from_value(json!({
+//!     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+//!     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"},
+//!                  "finish_reason": "stop"}],
+//!     "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+//!     "system_fingerprint": "fp_1"
+//! }))?;
+//! assert_eq!(reply.text(), Some("Hello"));
+//! assert_eq!(reply.extra["system_fingerprint"], "fp_1");
+//! # Ok::<(), serde_json::Error>(())
+//! ```
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+fn chat_completion_object() -> String {
+    "chat.completion".to_owned()
+}
+
+fn chat_completion_chunk_object() -> String {
+    "chat.completion.chunk".to_owned()
+}
+
+fn assistant_role() -> String {
+    "assistant".to_owned()
+}
+
+fn function_type() -> String {
+    "function".to_owned()
+}
+
+/// Treats `null` like a missing field (Azure sends `"created": null` and the like at times).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A whole (non-streamed, or assembled) chat completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    /// `chatcmpl-...`; empty when the service gave none.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub id: String,
+    /// `chat.completion`.
+    #[serde(default = "chat_completion_object")]
+    pub object: String,
+    /// Unix seconds; 0 when the service gave none.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub created: u64,
+    /// The model that answered; empty when the service gave none.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub model: String,
+    /// The answers (one unless the request set `n`).
+    pub choices: Vec<Choice>,
+    /// Token counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Every other field (`system_fingerprint`, `prompt_filter_results`, ...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ChatCompletion {
+    /// The first choice's text, if it has any.
+    pub fn text(&self) -> Option<&str> {
+        self.choices.first()?.message.content.as_deref()
+    }
+
+    /// The first choice's `finish_reason` (`stop`, `length`, `content_filter`, `tool_calls`).
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.choices.first()?.finish_reason.as_deref()
+    }
+}
+
+/// One answer in a [`ChatCompletion`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    /// Position among the choices.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub index: u32,
+    /// The assistant's message.
+    #[serde(default)]
+    pub message: AssistantMessage,
+    /// Why generation stopped.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Every other field (`content_filter_results`, `logprobs`, ...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The message of a [`Choice`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssistantMessage {
+    /// `assistant`.
+    #[serde(default = "assistant_role")]
+    pub role: String,
+    /// The text; `None` for a pure tool call or a filtered answer.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// Tool calls the model asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// Every other field (`refusal`, `annotations`, `context`, ...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Default for AssistantMessage {
+    fn default() -> Self {
+        AssistantMessage {
+            role: assistant_role(),
+            content: None,
+            tool_calls: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// A tool call in an [`AssistantMessage`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// `call_...`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub id: String,
+    /// `function`.
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    /// The function and its JSON-encoded arguments.
+    #[serde(default)]
+    pub function: FunctionCall,
+    /// Every other field.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The function of a [`ToolCall`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    /// Function name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+    /// Arguments as a JSON text (as the model wrote it; it may not be valid JSON).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub arguments: String,
+}
+
+/// Token counts of a reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub completion_tokens: u64,
+    /// Their sum.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub total_tokens: u64,
+    /// Every other field (`prompt_tokens_details`, `completion_tokens_details`, ...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One `data:` event of a streamed completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionChunk {
+    /// `chatcmpl-...`; empty in Azure's first (prompt filter) chunk.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub id: String,
+    /// `chat.completion.chunk` (empty in Azure's first chunk).
+    #[serde(default = "chat_completion_chunk_object")]
+    pub object: String,
+    /// Unix seconds; 0 in Azure's first chunk.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub created: u64,
+    /// The model; empty in Azure's first chunk.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub model: String,
+    /// Deltas; empty in the prompt-filter chunk and in the usage chunk.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub choices: Vec<ChunkChoice>,
+    /// Token counts (in the last chunk, when `stream_options.include_usage` was set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Every other field (`prompt_filter_results`, `system_fingerprint`, ...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One choice's delta in a [`ChatCompletionChunk`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkChoice {
+    /// Which choice this delta extends.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub index: u32,
+    /// The new part.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub delta: Delta,
+    /// Set on the choice's last chunk.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Every other field (`content_filter_results`, `logprobs`, ...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The new part of a message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    /// `assistant`, in the first delta.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Text to append.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Tool-call fragments to merge by `index`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// Every other field (`refusal`, ...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Delta {
+    /// True when this delta carries something for the caller: text, a tool-call fragment or a
+    /// refusal (a bare `role` or an empty string does not count).
+    pub fn has_payload(&self) -> bool {
+        self.content.as_deref().is_some_and(|c| !c.is_empty())
+            || self.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
+            || self
+                .extra
+                .get("refusal")
+                .and_then(Value::as_str)
+                .is_some_and(|r| !r.is_empty())
+    }
+}
+
+/// A fragment of a tool call in a [`Delta`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    /// Which tool call this fragment extends.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub index: u32,
+    /// Set in the first fragment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function`, in the first fragment.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Name (first fragment) and a piece of the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCallDelta>,
+}
+
+/// A fragment of a function call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCallDelta {
+    /// Set in the first fragment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A piece of the JSON arguments text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+/// The `error` object of an error reply (`{"error": {...}}`), as Azure and OpenAI send it,
+/// both as an HTTP error body and as a mid-stream event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    /// `content_filter`, `context_length_exceeded`, `429`, `DeploymentNotFound`, ...
+    /// (numbers are turned into text).
+    #[serde(default, deserialize_with = "code_as_text")]
+    pub code: Option<String>,
+    /// Human-readable message.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub message: String,
+    /// `invalid_request_error`, ...
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The request parameter at fault (`prompt`, `messages`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// Every other field (`innererror` with `content_filter_result`, `status`, ...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ApiErrorBody {
+    /// Reads `{"error": {...}}` from an HTTP error body. `None` if it is not that shape.
+    ///
+    /// ```
+    /// use aoai_blaster_core::chat::ApiErrorBody;
+    /// let body = br#"{"error": {"code": "content_filter", "message": "filtered", "param": "prompt"}}"#;
+    /// let error = ApiErrorBody::from_reply_body(body).unwrap();
+    /// assert_eq!(error.code.as_deref(), Some("content_filter"));
+    /// assert_eq!(error.to_string(), "content_filter: filtered");
+    /// ```
+    pub fn from_reply_body(body: &[u8]) -> Option<ApiErrorBody> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            error: ApiErrorBody,
+        }
+        serde_json::from_slice::<Envelope>(body)
+            .ok()
+            .map(|envelope| envelope.error)
+    }
+
+    /// Azure's inner error code (`ResponsibleAIPolicyViolation` for a content filter), if any.
+    pub fn inner_code(&self) -> Option<&str> {
+        self.extra.get("innererror")?.get("code")?.as_str()
+    }
+}
+
+impl std::fmt::Display for ApiErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{code}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+fn code_as_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => None,
+        Some(Value::String(code)) => Some(code),
+        Some(other) => Some(other.to_string()),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------------------------
+
+/// What a deployment puts in every request unless the job says otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RequestDefaults {
+    /// Sent only when set (o-series models reject `temperature`).
+    pub temperature: Option<f64>,
+    /// Sent only when set, and not when the job gives `max_tokens`.
+    pub max_completion_tokens: Option<u32>,
+}
+
+/// A job's chat request: the messages and any OpenAI parameters.
+///
+/// Options override the deployment's defaults; an option set to `null` removes the key
+/// altogether (e.g. `.option("temperature", Value::Null)` to send no temperature to a deployment
+/// that has one configured).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatRequest {
+    /// The conversation, as OpenAI message objects.
+    pub messages: Vec<Value>,
+    /// Every other body parameter (`temperature`, `response_format`, `tools`, `seed`, ...).
+    pub options: Map<String, Value>,
+}
+
+/// A request body that cannot become a [`ChatRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestBodyError {
+    /// The body is not a JSON object.
+    #[error("request body must be a JSON object with a \"messages\" list, got {0}")]
+    NotAnObject(&'static str),
+    /// `messages` is missing or not a list.
+    #[error("request body needs a \"messages\" list of message objects")]
+    NoMessages,
+}
+
+impl ChatRequest {
+    /// A request with these messages and no options.
+    pub fn new(messages: Vec<Value>) -> ChatRequest {
+        ChatRequest {
+            messages,
+            options: Map::new(),
+        }
+    }
+
+    /// Splits a full request body (`{"messages": [...], ...}`) into messages and options.
+    ///
+    /// ```
+    /// use aoai_blaster_core::chat::ChatRequest;
+    /// let request = ChatRequest::from_body(serde_json::json!({
+    ///     "messages": [{"role": "user", "content": "Hi"}], "seed": 1
+    /// })).unwrap();
+    /// assert_eq!(request.messages.len(), 1);
+    /// assert_eq!(request.options["seed"], 1);
+    /// ```
+    pub fn from_body(body: Value) -> Result<ChatRequest, RequestBodyError> {
+        let Value::Object(mut options) = body else {
+            return Err(RequestBodyError::NotAnObject(json_kind(&body)));
+        };
+        match options.remove("messages") {
+            Some(Value::Array(messages)) => Ok(ChatRequest { messages, options }),
+            _ => Err(RequestBodyError::NoMessages),
+        }
+    }
+
+    /// Sets any body parameter.
+    pub fn option(mut self, key: impl Into<String>, value: impl Into<Value>) -> ChatRequest {
+        self.options.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets `temperature`.
+    pub fn temperature(self, temperature: f64) -> ChatRequest {
+        self.option("temperature", temperature)
+    }
+
+    /// Sets `max_completion_tokens`.
+    pub fn max_completion_tokens(self, tokens: u32) -> ChatRequest {
+        self.option("max_completion_tokens", tokens)
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The JSON body for one attempt: deployment defaults, then the job's options over them, then
+/// `messages`, then the streaming switch.
+///
+/// - `temperature` / `max_completion_tokens` from `defaults` only when set; a job's `max_tokens`
+///   suppresses the default `max_completion_tokens` (Azure rejects both together).
+/// - An option whose value is `null` removes that key.
+/// - `stream: true` sets `"stream": true` and `"stream_options": {"include_usage": true}`
+///   (a caller-given `stream_options` is kept, with `include_usage` added if absent);
+///   `stream: false` removes both.
+///
+/// ```
+/// use aoai_blaster_core::chat::{build_request_body, ChatRequest, RequestDefaults};
+/// use serde_json::json;
+///
+/// let defaults = RequestDefaults { temperature: Some(1.0), max_completion_tokens: Some(512) };
+/// let request = ChatRequest::new(vec![json!({"role": "user", "content": "Hi"})])
+///     .temperature(0.1)
+///     .option("max_tokens", 50);
+/// let body = build_request_body(&defaults, &request, true);
+/// assert_eq!(body["temperature"], 0.1);
+/// assert_eq!(body["max_tokens"], 50);
+/// assert!(body.get("max_completion_tokens").is_none());
+/// assert_eq!(body["stream_options"], json!({"include_usage": true}));
+/// ```
+pub fn build_request_body(
+    defaults: &RequestDefaults,
+    request: &ChatRequest,
+    stream: bool,
+) -> Value {
+    let mut body = Map::new();
+    if let Some(temperature) = defaults.temperature {
+        body.insert("temperature".to_owned(), temperature.into());
+    }
+    let job_caps_tokens = request.options.contains_key("max_tokens")
+        || request.options.contains_key("max_completion_tokens");
+    if let (Some(tokens), false) = (defaults.max_completion_tokens, job_caps_tokens) {
+        body.insert("max_completion_tokens".to_owned(), tokens.into());
+    }
+    for (key, value) in &request.options {
+        if value.is_null() {
+            body.remove(key);
+        } else {
+            body.insert(key.clone(), value.clone());
+        }
+    }
+    body.insert(
+        "messages".to_owned(),
+        Value::Array(request.messages.clone()),
+    );
+    if stream {
+        body.insert("stream".to_owned(), Value::Bool(true));
+        let options = body
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(options) = options {
+            options.entry("include_usage").or_insert(Value::Bool(true));
+        }
+    } else {
+        body.remove("stream");
+        body.remove("stream_options");
+    }
+    Value::Object(body)
+}
+
+/// How many choices a body asks for (`n`, default 1).
+pub fn requested_choices(body: &Value) -> u64 {
+    body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1)
+}
+
+/// Output tokens a body may cost at most, as Azure's rate limiter counts them: its
+/// `max_completion_tokens` (or `max_tokens`, or `default_max_tokens` when it gives neither)
+/// times [`requested_choices`].
+///
+/// ```
+/// use aoai_blaster_core::chat::charged_output_tokens;
+/// use serde_json::json;
+/// assert_eq!(charged_output_tokens(&json!({"max_tokens": 100, "n": 3}), 4096), 300);
+/// assert_eq!(charged_output_tokens(&json!({}), 4096), 4096);
+/// ```
+pub fn charged_output_tokens(body: &Value, default_max_tokens: u64) -> u64 {
+    let cap = body
+        .get("max_completion_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| body.get("max_tokens").and_then(Value::as_u64))
+        .unwrap_or(default_max_tokens);
+    cap.saturating_mul(requested_choices(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn azure_reply() -> Value {
+        json!({
+            "choices": [{
+                "content_filter_results": {
+                    "hate": {"filtered": false, "severity": "safe"},
+                    "self_harm": {"filtered": false, "severity": "safe"}
+                },
+                "finish_reason": "stop",
+                "index": 0,
+                "logprobs": null,
+                "message": {"annotations": [], "content": "Backoff spreads retries.", "refusal": null, "role": "assistant"}
+            }],
+            "created": 1_732_500_000,
+            "id": "chatcmpl-AbC",
+            "model": "gpt-4o-2024-11-20",
+            "object": "chat.completion",
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {"hate": {"filtered": false, "severity": "safe"}}}],
+            "system_fingerprint": "fp_b705f0c291",
+            "usage": {
+                "completion_tokens": 5,
+                "completion_tokens_details": {"reasoning_tokens": 0},
+                "prompt_tokens": 20,
+                "prompt_tokens_details": {"cached_tokens": 0},
+                "total_tokens": 25
+            }
+        })
+    }
+
+    #[test]
+    fn parses_an_azure_reply_and_round_trips_unknown_fields() {
+        let reply: ChatCompletion = serde_json::from_value(azure_reply()).unwrap();
+        assert_eq!(reply.text(), Some("Backoff spreads retries."));
+        assert_eq!(reply.finish_reason(), Some("stop"));
+        assert_eq!(reply.id, "chatcmpl-AbC");
+        assert_eq!(reply.created, 1_732_500_000);
+        let usage = reply.usage.as_ref().unwrap();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
+            (20, 5, 25)
+        );
+        assert_eq!(usage.extra["prompt_tokens_details"]["cached_tokens"], 0);
+        assert!(reply.extra.contains_key("prompt_filter_results"));
+        assert_eq!(
+            reply.choices[0].extra["content_filter_results"]["hate"]["severity"],
+            "safe"
+        );
+        assert!(reply.choices[0].message.extra.contains_key("annotations"));
+        assert_eq!(serde_json::to_value(&reply).unwrap(), azure_reply());
+    }
+
+    #[test]
+    fn missing_fields_take_defaults_but_choices_are_required() {
+        let reply: ChatCompletion = serde_json::from_value(json!({
+            "created": null,
+            "choices": [{"message": {"content": null}, "finish_reason": "content_filter"}]
+        }))
+        .unwrap();
+        assert_eq!(reply.model, "");
+        assert_eq!(reply.created, 0);
+        assert_eq!(reply.object, "chat.completion");
+        assert_eq!(reply.choices[0].message.role, "assistant");
+        assert_eq!(reply.text(), None);
+        assert_eq!(reply.usage, None);
+        let error = serde_json::from_value::<ChatCompletion>(json!({"id": "x"})).unwrap_err();
+        assert!(
+            error.to_string().contains("missing field `choices`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn tool_calls_parse_typed() {
+        let reply: ChatCompletion = serde_json::from_value(json!({"choices": [{
+            "index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}
+            ]}
+        }]}))
+        .unwrap();
+        let call = &reply.choices[0].message.tool_calls.as_ref().unwrap()[0];
+        assert_eq!(call.id, "call_1");
+        assert_eq!(call.kind, "function");
+        assert_eq!(call.function.name, "get_weather");
+        assert_eq!(call.function.arguments, r#"{"city":"Oslo"}"#);
+    }
+
+    #[test]
+    fn error_bodies_parse_with_numeric_codes_and_inner_errors() {
+        let filtered = ApiErrorBody::from_reply_body(
+            json!({"error": {"message": "The response was filtered", "type": null, "param": "prompt",
+                "code": "content_filter", "status": 400,
+                "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": {}}}})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(filtered.code.as_deref(), Some("content_filter"));
+        assert_eq!(filtered.inner_code(), Some("ResponsibleAIPolicyViolation"));
+        assert_eq!(filtered.param.as_deref(), Some("prompt"));
+        let numeric =
+            ApiErrorBody::from_reply_body(br#"{"error": {"code": 429, "message": "slow down"}}"#)
+                .unwrap();
+        assert_eq!(numeric.code.as_deref(), Some("429"));
+        assert_eq!(numeric.to_string(), "429: slow down");
+        assert_eq!(
+            ApiErrorBody::from_reply_body(b"<html>bad gateway</html>"),
+            None
+        );
+        assert_eq!(ApiErrorBody::from_reply_body(br#"{"choices": []}"#), None);
+    }
+
+    #[test]
+    fn deployment_defaults_then_job_options() {
+        let defaults = RequestDefaults {
+            temperature: Some(0.7),
+            max_completion_tokens: Some(512),
+        };
+        let request = ChatRequest::new(vec![json!({"role": "user", "content": "Hi"})])
+            .temperature(0.1)
+            .option("response_format", json!({"type": "json_object"}))
+            .option("seed", 7)
+            .option("stop", json!(["\n"]))
+            .option("messages", json!("ignored: the request's messages win"));
+        let body = build_request_body(&defaults, &request, false);
+        assert_eq!(
+            body,
+            json!({
+                "temperature": 0.1,
+                "max_completion_tokens": 512,
+                "response_format": {"type": "json_object"},
+                "seed": 7,
+                "stop": ["\n"],
+                "messages": [{"role": "user", "content": "Hi"}]
+            })
+        );
+    }
+
+    #[test]
+    fn nothing_is_sent_that_was_not_configured() {
+        let request = ChatRequest::new(vec![]).option("stream", true);
+        let body = build_request_body(&RequestDefaults::default(), &request, false);
+        assert_eq!(body, json!({"messages": []}));
+    }
+
+    #[test]
+    fn null_option_removes_a_deployment_default() {
+        let defaults = RequestDefaults {
+            temperature: Some(0.7),
+            max_completion_tokens: None,
+        };
+        let request = ChatRequest::new(vec![]).option("temperature", Value::Null);
+        let body = build_request_body(&defaults, &request, false);
+        assert_eq!(body, json!({"messages": []}));
+    }
+
+    #[test]
+    fn job_max_tokens_suppresses_default_max_completion_tokens() {
+        let defaults = RequestDefaults {
+            temperature: None,
+            max_completion_tokens: Some(512),
+        };
+        let with_max_tokens = ChatRequest::new(vec![]).option("max_tokens", 10);
+        let body = build_request_body(&defaults, &with_max_tokens, false);
+        assert_eq!(body, json!({"max_tokens": 10, "messages": []}));
+        let with_own = ChatRequest::new(vec![]).max_completion_tokens(20);
+        let body = build_request_body(&defaults, &with_own, false);
+        assert_eq!(body, json!({"max_completion_tokens": 20, "messages": []}));
+    }
+
+    #[test]
+    fn streaming_adds_usage_and_keeps_caller_stream_options() {
+        let plain =
+            build_request_body(&RequestDefaults::default(), &ChatRequest::new(vec![]), true);
+        assert_eq!(
+            plain,
+            json!({"messages": [], "stream": true, "stream_options": {"include_usage": true}})
+        );
+        let own =
+            ChatRequest::new(vec![]).option("stream_options", json!({"include_usage": false}));
+        let body = build_request_body(&RequestDefaults::default(), &own, true);
+        assert_eq!(body["stream_options"], json!({"include_usage": false}));
+        let other = ChatRequest::new(vec![]).option("stream_options", json!({"x": 1}));
+        let body = build_request_body(&RequestDefaults::default(), &other, true);
+        assert_eq!(
+            body["stream_options"],
+            json!({"x": 1, "include_usage": true})
+        );
+    }
+
+    #[test]
+    fn request_from_body_and_token_charges() {
+        assert_eq!(
+            ChatRequest::from_body(json!([1])),
+            Err(RequestBodyError::NotAnObject("a list"))
+        );
+        assert_eq!(
+            ChatRequest::from_body(json!({"messages": "hi"})),
+            Err(RequestBodyError::NoMessages)
+        );
+        let body = json!({"max_completion_tokens": 30, "max_tokens": 99, "n": 2});
+        assert_eq!(charged_output_tokens(&body, 1000), 60);
+        assert_eq!(requested_choices(&json!({"n": 0})), 1);
+    }
+}

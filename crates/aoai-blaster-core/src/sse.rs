@@ -1,1 +1,1 @@
-//! TODO(owner): sse
+//! Server-Sent-Events decoding for chat streams (in progress).
