@@ -1,1 +1,964 @@
-//! TODO(owner): classify
+//! Turning one HTTP reply (or one transport failure) into one [`AttemptOutcome`].
+//!
+//! Why one place: whether a failure is the job's fault (retrying it elsewhere would fail the same
+//! way), the endpoint's fault (its key or deployment is wrong, so it must stop taking jobs), a
+//! passing condition (timeouts, 5xx) or Azure asking us to slow down (429) decides everything
+//! downstream: the endpoint's health, the job's retry, the quota budget. Deciding it in scattered
+//! `match` arms is how retry storms and silent hangs happen, so the decision is made here, once,
+//! on plain values (a status, a header lookup, the body bytes, the current time), and the helpers
+//! on [`AttemptOutcome`] answer the questions the callers ask.
+//!
+//! Azure's replies are read leniently: the error body `{"error": {"code", "message"}}` when it is
+//! there, a short sanitised excerpt of whatever came back when it is not (an HTML page from a
+//! proxy, an empty body), and rate-limit headers that are garbage, negative or absurd are ignored
+//! rather than trusted or allowed to panic.
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use aoai_blaster_core::classify::{classify, AttemptOutcome, WaitSource};
+//!
+//! let body = br#"{"error":{"code":"429","message":"Requests to the ChatCompletions_Create Operation
+//! have exceeded token rate limit. Please retry after 7 seconds."}}"#;
+//! let no_headers = |_: &str| None;
+//! let outcome = classify(429, &no_headers, body, SystemTime::UNIX_EPOCH, Duration::from_secs(15));
+//! match outcome {
+//!     AttemptOutcome::RateLimited { wait, source, .. } => {
+//!         assert_eq!(wait, Duration::from_secs(7));
+//!         assert_eq!(source, WaitSource::Message);
+//!     }
+//!     other => panic!("expected a rate limit, got {other:?}"),
+//! }
+//! ```
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+/// The longest wait any rate-limit hint is taken at: 7 days. A larger (finite, non-negative)
+/// value saturates to this; the health policy's `retry_after_cap` then decides what to do with it.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The longest error message kept from a JSON error body, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 2000;
+
+/// The longest excerpt kept from a body that is not Azure's JSON error, in characters.
+pub const MAX_EXCERPT_CHARS: usize = 200;
+
+/// An error reply from Azure (or from whatever answered in its place): status, Azure's error
+/// code when it gave one, and a message a person can read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status code.
+    pub status: u16,
+    /// Azure's `error.code` (`"content_filter"`, `"DeploymentNotFound"`, `"429"`, ...), or for
+    /// a content-filter refusal the inner code when the outer one is missing.
+    pub code: Option<String>,
+    /// Azure's `error.message`, or a short sanitised excerpt of a body that was not Azure's
+    /// JSON error (`"(empty body)"` when there was none).
+    pub message: String,
+}
+
+impl ApiError {
+    /// Reads an error reply's body leniently.
+    ///
+    /// Accepted shapes: `{"error": {"code", "message", "innererror": {"code"}}}` (Azure OpenAI;
+    /// a numeric code is kept as its digits), `{"error": "text"}`, and API Management's
+    /// `{"statusCode", "message"}`. Anything else becomes an excerpt of at most
+    /// [`MAX_EXCERPT_CHARS`] characters, with HTML tags and control characters removed.
+    pub fn from_body(status: u16, body: &[u8]) -> ApiError {
+        let parsed = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|value| error_fields(&value));
+        match parsed {
+            Some((code, message)) => ApiError {
+                status,
+                code,
+                message: clean_text(&message, MAX_MESSAGE_CHARS),
+            },
+            None => ApiError {
+                status,
+                code: None,
+                message: body_excerpt(body),
+            },
+        }
+    }
+
+    /// The code, or `""` when Azure gave none.
+    pub fn code_str(&self) -> &str {
+        self.code.as_deref().unwrap_or("")
+    }
+
+    /// The code when it says more than the status does (Azure often repeats the status as the
+    /// code: `"429"`, `"401"`).
+    fn informative_code(&self) -> Option<&str> {
+        self.code
+            .as_deref()
+            .filter(|code| code.parse::<u16>().ok() != Some(self.status))
+    }
+}
+
+impl fmt::Display for ApiError {
+    /// `HTTP 400 content_filter: The response was filtered ...` (a code that only repeats the
+    /// status is left out: `HTTP 429: Requests to ...`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.informative_code() {
+            Some(code) => write!(f, "HTTP {} {}: {}", self.status, code, self.message),
+            None => write!(f, "HTTP {}: {}", self.status, self.message),
+        }
+    }
+}
+
+/// Where a rate-limit wait came from (reported with the wait, so a surprising cooldown can be
+/// traced to the header or message that asked for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WaitSource {
+    /// The `retry-after-ms` header (milliseconds, possibly fractional).
+    RetryAfterMs,
+    /// The `retry-after` header as a number of seconds.
+    RetryAfter,
+    /// The `retry-after` header as an HTTP date.
+    RetryAfterDate,
+    /// "retry after N seconds" in the error message.
+    Message,
+    /// None of the above: the configured `rate_limit_fallback`.
+    Fallback,
+}
+
+impl fmt::Display for WaitSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WaitSource::RetryAfterMs => "Retry-After-Ms",
+            WaitSource::RetryAfter => "Retry-After",
+            WaitSource::RetryAfterDate => "Retry-After date",
+            WaitSource::Message => "error message",
+            WaitSource::Fallback => "rate_limit_fallback",
+        })
+    }
+}
+
+/// A failure worth retrying, during which the endpoint should be backed off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransientKind {
+    /// No reply (or no complete reply) in time; the text says which timeout and how long.
+    Timeout(String),
+    /// The connection could not be made (refused, reset, DNS, TLS).
+    Connect(String),
+    /// The server answered 408, 425 or 5xx.
+    Server(ApiError),
+    /// A 2xx reply whose body could not be read as a chat completion (or a 1xx reply).
+    InvalidReply(String),
+    /// A stream ended or broke before it was complete.
+    StreamCut(String),
+    /// Anything else that is worth another try.
+    Other(String),
+}
+
+impl TransientKind {
+    /// A timeout described uniformly: `timeout after 120s`.
+    pub fn timeout_after(limit: Duration) -> TransientKind {
+        TransientKind::Timeout(format!("after {}", format_duration(limit)))
+    }
+}
+
+impl fmt::Display for TransientKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransientKind::Timeout(detail) => write!(f, "timeout {detail}"),
+            TransientKind::Connect(detail) => write!(f, "connection failed: {detail}"),
+            TransientKind::Server(error) => write!(f, "{error}"),
+            TransientKind::InvalidReply(detail) => write!(f, "invalid reply: {detail}"),
+            TransientKind::StreamCut(detail) => write!(f, "stream cut: {detail}"),
+            TransientKind::Other(detail) => write!(f, "{detail}"),
+        }
+    }
+}
+
+/// What one attempt of a job on one endpoint came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// A 2xx reply; the caller parses the body.
+    Success,
+    /// HTTP 429: cool the endpoint down for `wait`; the job goes back to the queue and the
+    /// attempt does not count against `max_job_retry`.
+    RateLimited {
+        /// How long Azure asked us to wait (at most [`MAX_RETRY_WAIT`]).
+        wait: Duration,
+        /// Where `wait` came from.
+        source: WaitSource,
+        /// The reply itself.
+        error: ApiError,
+    },
+    /// Worth another try (preferably elsewhere); the endpoint backs off.
+    Transient(TransientKind),
+    /// The job itself was refused (400 including `content_filter` and
+    /// `context_length_exceeded`, 413, 422, other 4xx): retrying cannot help.
+    JobFatal(ApiError),
+    /// The endpoint cannot serve anything (401/403: credentials; 404: deployment missing; a
+    /// redirect: wrong `endpoint`): disable it; the job may still succeed elsewhere.
+    EndpointFatal {
+        /// What is wrong and what to fix, for the disabled endpoint's report.
+        reason: String,
+        /// The reply itself.
+        error: ApiError,
+    },
+}
+
+impl AttemptOutcome {
+    /// True for [`AttemptOutcome::Success`].
+    pub fn is_success(&self) -> bool {
+        matches!(self, AttemptOutcome::Success)
+    }
+
+    /// True when the job may be tried again (on this endpoint or another one): rate limits,
+    /// transient failures and endpoint-fatal replies. Success and job-fatal replies are final.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            AttemptOutcome::RateLimited { .. }
+                | AttemptOutcome::Transient(_)
+                | AttemptOutcome::EndpointFatal { .. }
+        )
+    }
+
+    /// True when the attempt counts against the job's `max_job_retry`: every failure except a
+    /// rate limit (Azure asked us to wait; the job did nothing wrong).
+    pub fn counts_against_retries(&self) -> bool {
+        matches!(
+            self,
+            AttemptOutcome::Transient(_)
+                | AttemptOutcome::JobFatal(_)
+                | AttemptOutcome::EndpointFatal { .. }
+        )
+    }
+
+    /// True when the endpoint answered properly, whatever it thought of the job: proof that it
+    /// is reachable and its credentials work (success and job-fatal replies).
+    pub fn endpoint_answered(&self) -> bool {
+        matches!(self, AttemptOutcome::Success | AttemptOutcome::JobFatal(_))
+    }
+
+    /// The HTTP error reply behind this outcome, if there was one.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        match self {
+            AttemptOutcome::RateLimited { error, .. }
+            | AttemptOutcome::JobFatal(error)
+            | AttemptOutcome::EndpointFatal { error, .. }
+            | AttemptOutcome::Transient(TransientKind::Server(error)) => Some(error),
+            AttemptOutcome::Success | AttemptOutcome::Transient(_) => None,
+        }
+    }
+
+    /// The HTTP status behind this outcome, when there was a reply (`None` for a transport
+    /// failure and for success, whose status the caller has).
+    pub fn status(&self) -> Option<u16> {
+        self.api_error().map(|error| error.status)
+    }
+}
+
+impl fmt::Display for AttemptOutcome {
+    /// A one-line summary for attempt histories: `success`, `rate limited, retry after 7s
+    /// (error message): HTTP 429 ...`, `timeout after 120s`, `HTTP 503: ...`,
+    /// `credentials rejected (HTTP 401): ...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptOutcome::Success => f.write_str("success"),
+            AttemptOutcome::RateLimited {
+                wait,
+                source,
+                error,
+            } => write!(
+                f,
+                "rate limited, retry after {} ({source}): {error}",
+                format_duration(*wait)
+            ),
+            AttemptOutcome::Transient(kind) => write!(f, "{kind}"),
+            AttemptOutcome::JobFatal(error) => write!(f, "{error}"),
+            AttemptOutcome::EndpointFatal { reason, error } => {
+                write!(f, "{reason}: {}", error.message)
+            }
+        }
+    }
+}
+
+/// The `x-ratelimit-remaining-*` headers of a reply (Azure sends them on successes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    /// `x-ratelimit-remaining-requests`.
+    pub remaining_requests: Option<u64>,
+    /// `x-ratelimit-remaining-tokens`.
+    pub remaining_tokens: Option<u64>,
+}
+
+/// Reads `x-ratelimit-remaining-requests` and `x-ratelimit-remaining-tokens`; a header that is
+/// missing or not a non-negative integer is `None`.
+///
+/// `header` looks a header up by name, case-insensitively (the caller's HTTP library does that).
+pub fn parse_rate_limit_headers(header: &dyn Fn(&str) -> Option<String>) -> RateLimitHeaders {
+    let read = |name: &str| header(name).and_then(|value| value.trim().parse::<u64>().ok());
+    RateLimitHeaders {
+        remaining_requests: read("x-ratelimit-remaining-requests"),
+        remaining_tokens: read("x-ratelimit-remaining-tokens"),
+    }
+}
+
+/// The wait a 429 asks for, from the first usable source in this order: `retry-after-ms`
+/// (milliseconds, possibly fractional), `retry-after` (seconds, integer or fractional, or an HTTP
+/// date, taken relative to `now`; a date in the past means no wait), "retry after N second(s)"
+/// or "try again in N second(s)" in `body_message` (case-insensitive).
+///
+/// A header that is not a number or date, is negative, NaN or infinite is ignored and the next
+/// source is tried; a usable value above [`MAX_RETRY_WAIT`] saturates to it. `None` when no source
+/// is usable (the caller then applies its fallback).
+pub fn parse_retry_wait(
+    header: &dyn Fn(&str) -> Option<String>,
+    body_message: Option<&str>,
+    now: SystemTime,
+) -> Option<(Duration, WaitSource)> {
+    if let Some(ms) = header("retry-after-ms").and_then(|v| parse_non_negative(&v)) {
+        return Some((seconds_to_wait(ms / 1000.0), WaitSource::RetryAfterMs));
+    }
+    if let Some(value) = header("retry-after") {
+        if let Some(seconds) = parse_non_negative(&value) {
+            return Some((seconds_to_wait(seconds), WaitSource::RetryAfter));
+        }
+        if let Ok(date) = httpdate::parse_http_date(value.trim()) {
+            let wait = date.duration_since(now).unwrap_or(Duration::ZERO);
+            return Some((wait.min(MAX_RETRY_WAIT), WaitSource::RetryAfterDate));
+        }
+    }
+    body_message
+        .and_then(wait_in_message)
+        .map(|seconds| (seconds_to_wait(seconds), WaitSource::Message))
+}
+
+/// Classifies one HTTP reply.
+///
+/// - 2xx: [`AttemptOutcome::Success`].
+/// - 429: [`AttemptOutcome::RateLimited`] with the wait from [`parse_retry_wait`], else
+///   `fallback`.
+/// - 408, 425, 5xx: [`AttemptOutcome::Transient`] ([`TransientKind::Server`]).
+/// - 401, 403, 404 and redirects: [`AttemptOutcome::EndpointFatal`], with a reason that says
+///   what to fix in the configuration.
+/// - 400 and every other status: [`AttemptOutcome::JobFatal`] (1xx: transient invalid reply).
+///
+/// `header` looks a header up by name, case-insensitively; `now` is the wall-clock time (for a
+/// `retry-after` date).
+pub fn classify(
+    status: u16,
+    header: &dyn Fn(&str) -> Option<String>,
+    body: &[u8],
+    now: SystemTime,
+    fallback: Duration,
+) -> AttemptOutcome {
+    if (200..300).contains(&status) {
+        return AttemptOutcome::Success;
+    }
+    if status < 200 {
+        return AttemptOutcome::Transient(TransientKind::InvalidReply(format!(
+            "unexpected informational status HTTP {status}"
+        )));
+    }
+    let error = ApiError::from_body(status, body);
+    match status {
+        429 => {
+            let (wait, source) = parse_retry_wait(header, Some(&error.message), now)
+                .unwrap_or((fallback.min(MAX_RETRY_WAIT), WaitSource::Fallback));
+            AttemptOutcome::RateLimited {
+                wait,
+                source,
+                error,
+            }
+        }
+        408 | 425 | 500..=599 => AttemptOutcome::Transient(TransientKind::Server(error)),
+        401 => AttemptOutcome::EndpointFatal {
+            reason: "credentials rejected (HTTP 401): check api_key for this deployment".into(),
+            error,
+        },
+        403 => AttemptOutcome::EndpointFatal {
+            reason: format!(
+                "access denied (HTTP 403{}): check api_key, or the identity's role and the \
+                 resource's network rules",
+                code_suffix(&error)
+            ),
+            error,
+        },
+        404 if error.code_str().eq_ignore_ascii_case("DeploymentNotFound") => {
+            AttemptOutcome::EndpointFatal {
+                reason: "deployment not found (HTTP 404 DeploymentNotFound): check `model` is \
+                         the Azure deployment name"
+                    .into(),
+                error,
+            }
+        }
+        404 => AttemptOutcome::EndpointFatal {
+            reason: format!(
+                "not found (HTTP 404{}): check `endpoint`, `model` (the Azure deployment name) \
+                 and `api_version`",
+                code_suffix(&error)
+            ),
+            error,
+        },
+        300..=399 => AttemptOutcome::EndpointFatal {
+            reason: format!(
+                "unexpected redirect (HTTP {status}){}: check `endpoint` (https, resource URL)",
+                header("location")
+                    .map(|to| format!(" to {}", clean_text(&to, MAX_EXCERPT_CHARS)))
+                    .unwrap_or_default()
+            ),
+            error,
+        },
+        _ => AttemptOutcome::JobFatal(error),
+    }
+}
+
+/// Formats a duration the way reports and reasons show it: `350ms`, `7s`, `7.5s`, `5m`,
+/// `2m 30s`, `3h 0m`, `2d 1h`.
+pub fn format_duration(duration: Duration) -> String {
+    let total = duration.as_secs();
+    let millis = duration.subsec_millis();
+    if total == 0 {
+        return format!("{millis}ms");
+    }
+    let (days, hours, minutes, seconds) = (
+        total / 86_400,
+        total / 3600 % 24,
+        total / 60 % 60,
+        total % 60,
+    );
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {minutes}m")
+    } else if minutes > 0 && seconds > 0 {
+        format!("{minutes}m {seconds}s")
+    } else if minutes > 0 {
+        format!("{minutes}m")
+    } else if millis >= 100 {
+        format!("{seconds}.{}s", millis / 100)
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+fn code_suffix(error: &ApiError) -> String {
+    error
+        .informative_code()
+        .map(|code| format!(" {code}"))
+        .unwrap_or_default()
+}
+
+/// `(code, message)` from the JSON error shapes Azure and its gateways send.
+fn error_fields(value: &serde_json::Value) -> Option<(Option<String>, String)> {
+    let as_code = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match value.get("error") {
+        Some(serde_json::Value::Object(error)) => {
+            let code = error.get("code").and_then(as_code).or_else(|| {
+                error
+                    .get("innererror")
+                    .and_then(|inner| inner.get("code"))
+                    .and_then(as_code)
+            });
+            let message = error
+                .get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+                .unwrap_or_else(|| "(no message)".to_owned());
+            Some((code, message))
+        }
+        Some(serde_json::Value::String(message)) => Some((None, message.clone())),
+        _ => {
+            let message = value.get("message")?.as_str()?.to_owned();
+            let code = value.get("code").and_then(as_code);
+            Some((code, message))
+        }
+    }
+}
+
+/// A short, single-line, tag-free excerpt of a body that is not Azure's JSON error.
+fn body_excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut without_tags = String::with_capacity(text.len().min(4 * MAX_EXCERPT_CHARS));
+    let mut in_tag = false;
+    for c in text.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                without_tags.push(' ');
+            }
+            _ if !in_tag => without_tags.push(c),
+            _ => {}
+        }
+        if without_tags.len() > 8 * MAX_EXCERPT_CHARS {
+            break;
+        }
+    }
+    let excerpt = clean_text(&without_tags, MAX_EXCERPT_CHARS);
+    if excerpt.is_empty() {
+        "(empty body)".to_owned()
+    } else {
+        excerpt
+    }
+}
+
+/// Collapses whitespace and control characters into single spaces, trims, and truncates to
+/// `max_chars` characters (marking a cut with `…`).
+fn clean_text(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    let mut count = 0;
+    let mut pending_space = false;
+    for c in text.chars() {
+        if c.is_whitespace() || c.is_control() {
+            pending_space = !out.is_empty();
+            continue;
+        }
+        if count + usize::from(pending_space) >= max_chars {
+            out.push('…');
+            return out;
+        }
+        if pending_space {
+            out.push(' ');
+            count += 1;
+            pending_space = false;
+        }
+        out.push(c);
+        count += 1;
+    }
+    out
+}
+
+/// A finite, non-negative number from a header value.
+fn parse_non_negative(value: &str) -> Option<f64> {
+    let number: f64 = value.trim().parse().ok()?;
+    (number.is_finite() && number >= 0.0).then_some(number)
+}
+
+/// Seconds as a wait, saturating at [`MAX_RETRY_WAIT`].
+fn seconds_to_wait(seconds: f64) -> Duration {
+    if seconds >= MAX_RETRY_WAIT.as_secs_f64() {
+        MAX_RETRY_WAIT
+    } else {
+        Duration::try_from_secs_f64(seconds).unwrap_or(MAX_RETRY_WAIT)
+    }
+}
+
+/// The N of "retry after N second(s)" or "try again in N second(s)" in a message.
+fn wait_in_message(message: &str) -> Option<f64> {
+    let lower = message.to_ascii_lowercase();
+    for phrase in ["retry after ", "try again in "] {
+        let mut rest = lower.as_str();
+        while let Some(at) = rest.find(phrase) {
+            rest = &rest[at + phrase.len()..];
+            let number_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            let (number, unit) = rest.split_at(number_len);
+            let unit = unit.trim_start();
+            let is_seconds = unit.starts_with("second") || unit.starts_with("sec");
+            if let (true, Some(seconds)) = (is_seconds, parse_non_negative(number)) {
+                return Some(seconds);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const FALLBACK: Duration = Duration::from_secs(15);
+
+    fn now() -> SystemTime {
+        // Wed, 25 Nov 2026 08:00:00 GMT
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_593_600)
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
+            .collect();
+        move |name: &str| map.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    fn classify_with(status: u16, pairs: &[(&str, &str)], body: &[u8]) -> AttemptOutcome {
+        classify(status, &headers(pairs), body, now(), FALLBACK)
+    }
+
+    fn wait_of(outcome: &AttemptOutcome) -> (Duration, WaitSource) {
+        match outcome {
+            AttemptOutcome::RateLimited { wait, source, .. } => (*wait, *source),
+            other => panic!("expected RateLimited, got {other:?}"),
+        }
+    }
+
+    const AZURE_429: &[u8] = br#"{"error":{"code":"429","message":"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-10-21 have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after 7 seconds. Please go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit."}}"#;
+
+    const CONTENT_FILTER_400: &[u8] = br#"{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry.","type":null,"param":"prompt","code":"content_filter","status":400,"innererror":{"code":"ResponsibleAIPolicyViolation","content_filter_result":{"hate":{"filtered":false,"severity":"safe"},"violence":{"filtered":true,"severity":"medium"}}}}}"#;
+
+    const HTML_502: &[u8] = b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+
+    #[test]
+    fn success_for_every_2xx() {
+        for status in [200, 201, 204, 299] {
+            assert_eq!(classify_with(status, &[], b""), AttemptOutcome::Success);
+        }
+    }
+
+    #[test]
+    fn real_azure_429_body_gives_the_message_wait() {
+        let outcome = classify_with(429, &[], AZURE_429);
+        assert_eq!(
+            wait_of(&outcome),
+            (Duration::from_secs(7), WaitSource::Message)
+        );
+        let error = outcome.api_error().unwrap();
+        assert_eq!(error.status, 429);
+        assert_eq!(error.code.as_deref(), Some("429"));
+        assert!(
+            error
+                .message
+                .starts_with("Requests to the ChatCompletions_Create")
+        );
+        assert!(outcome.is_retryable());
+        assert!(!outcome.counts_against_retries());
+    }
+
+    #[test]
+    fn retry_after_ms_wins_over_everything() {
+        let outcome = classify_with(
+            429,
+            &[("Retry-After-Ms", "1500.5"), ("Retry-After", "2")],
+            AZURE_429,
+        );
+        assert_eq!(
+            wait_of(&outcome),
+            (Duration::from_micros(1_500_500), WaitSource::RetryAfterMs)
+        );
+    }
+
+    #[test]
+    fn retry_after_seconds_wins_over_the_message() {
+        let outcome = classify_with(429, &[("retry-after", "3")], AZURE_429);
+        assert_eq!(
+            wait_of(&outcome),
+            (Duration::from_secs(3), WaitSource::RetryAfter)
+        );
+        let outcome = classify_with(429, &[("retry-after", " 0.25 ")], AZURE_429);
+        assert_eq!(
+            wait_of(&outcome),
+            (Duration::from_millis(250), WaitSource::RetryAfter)
+        );
+    }
+
+    #[test]
+    fn retry_after_http_date_is_relative_to_now() {
+        let outcome = classify_with(
+            429,
+            &[("retry-after", "Wed, 25 Nov 2026 08:00:42 GMT")],
+            b"",
+        );
+        assert_eq!(
+            wait_of(&outcome),
+            (Duration::from_secs(42), WaitSource::RetryAfterDate)
+        );
+        let past = classify_with(
+            429,
+            &[("retry-after", "Wed, 25 Nov 2026 07:59:00 GMT")],
+            b"",
+        );
+        assert_eq!(wait_of(&past), (Duration::ZERO, WaitSource::RetryAfterDate));
+        let far = classify_with(
+            429,
+            &[("retry-after", "Fri, 25 Nov 2050 08:00:00 GMT")],
+            b"",
+        );
+        assert_eq!(wait_of(&far), (MAX_RETRY_WAIT, WaitSource::RetryAfterDate));
+    }
+
+    #[test]
+    fn garbage_headers_fall_through_to_the_next_source() {
+        for bad in [
+            "", "soon", "-1", "NaN", "inf", "-inf", "1e400", "0x10", "5s",
+        ] {
+            let outcome = classify_with(
+                429,
+                &[("retry-after-ms", bad), ("retry-after", bad)],
+                AZURE_429,
+            );
+            assert_eq!(
+                wait_of(&outcome),
+                (Duration::from_secs(7), WaitSource::Message),
+                "header value {bad:?}"
+            );
+        }
+        let outcome = classify_with(429, &[("retry-after-ms", "NaN"), ("retry-after", "2")], b"");
+        assert_eq!(
+            wait_of(&outcome),
+            (Duration::from_secs(2), WaitSource::RetryAfter)
+        );
+    }
+
+    #[test]
+    fn huge_values_saturate_to_the_documented_cap() {
+        for (name, value) in [
+            ("retry-after-ms", "1e300"),
+            ("retry-after", "1e30"),
+            ("retry-after", "18446744073709551616"),
+        ] {
+            let outcome = classify_with(429, &[(name, value)], b"");
+            assert_eq!(wait_of(&outcome).0, MAX_RETRY_WAIT, "{name}: {value}");
+        }
+        let day = classify_with(429, &[("retry-after", "86400")], b"");
+        assert_eq!(wait_of(&day).0, Duration::from_secs(86_400));
+        let message =
+            br#"{"error":{"code":"429","message":"Please retry after 99999999999 seconds."}}"#;
+        assert_eq!(
+            wait_of(&classify_with(429, &[], message)),
+            (MAX_RETRY_WAIT, WaitSource::Message)
+        );
+    }
+
+    #[test]
+    fn fallback_when_nothing_says_how_long() {
+        let outcome = classify_with(
+            429,
+            &[],
+            br#"{"error":{"code":"429","message":"Too many requests"}}"#,
+        );
+        assert_eq!(wait_of(&outcome), (FALLBACK, WaitSource::Fallback));
+        let outcome = classify_with(429, &[], b"");
+        assert_eq!(wait_of(&outcome), (FALLBACK, WaitSource::Fallback));
+    }
+
+    #[test]
+    fn message_waits_in_their_variants() {
+        let cases = [
+            ("Please retry after 1 second.", Some(1.0)),
+            ("PLEASE RETRY AFTER 30 SECONDS", Some(30.0)),
+            (
+                "Rate limit reached. Please try again in 20 seconds.",
+                Some(20.0),
+            ),
+            ("retry after 2.5 seconds", Some(2.5)),
+            ("retry after a while, then retry after 4 seconds", Some(4.0)),
+            ("retry after 5 minutes", None),
+            ("retry after -3 seconds", None),
+            ("retry after", None),
+            ("nothing here", None),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(wait_in_message(message), expected, "{message}");
+        }
+    }
+
+    #[test]
+    fn content_filter_400_is_job_fatal_with_azure_code_and_message() {
+        let outcome = classify_with(400, &[], CONTENT_FILTER_400);
+        let AttemptOutcome::JobFatal(error) = &outcome else {
+            panic!("expected JobFatal, got {outcome:?}");
+        };
+        assert_eq!(error.status, 400);
+        assert_eq!(error.code.as_deref(), Some("content_filter"));
+        assert!(error.message.starts_with("The response was filtered"));
+        assert!(!outcome.is_retryable());
+        assert!(outcome.endpoint_answered());
+    }
+
+    #[test]
+    fn context_length_and_other_4xx_are_job_fatal() {
+        let body = br#"{"error":{"message":"This model's maximum context length is 128000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+        let outcome = classify_with(400, &[], body);
+        assert_eq!(
+            outcome.api_error().and_then(|e| e.code.clone()).as_deref(),
+            Some("context_length_exceeded")
+        );
+        for status in [400, 409, 413, 415, 422, 451] {
+            assert!(
+                matches!(
+                    classify_with(status, &[], b"{}"),
+                    AttemptOutcome::JobFatal(_)
+                ),
+                "HTTP {status}"
+            );
+        }
+    }
+
+    #[test]
+    fn timeouts_and_server_errors_are_transient() {
+        for status in [408, 425, 500, 502, 503, 504, 599] {
+            let outcome = classify_with(status, &[], b"");
+            assert!(
+                matches!(outcome, AttemptOutcome::Transient(TransientKind::Server(ref e)) if e.status == status),
+                "HTTP {status}: {outcome:?}"
+            );
+            assert!(outcome.is_retryable());
+            assert!(outcome.counts_against_retries());
+        }
+    }
+
+    #[test]
+    fn html_body_becomes_a_short_clean_excerpt() {
+        let outcome = classify_with(502, &[], HTML_502);
+        let error = outcome.api_error().unwrap();
+        assert_eq!(error.code, None);
+        assert_eq!(error.message, "502 Bad Gateway 502 Bad Gateway nginx");
+        assert_eq!(
+            outcome.to_string(),
+            "HTTP 502: 502 Bad Gateway 502 Bad Gateway nginx"
+        );
+    }
+
+    #[test]
+    fn long_or_binary_bodies_are_truncated_and_sanitised() {
+        let long = "x".repeat(10_000);
+        let error = ApiError::from_body(500, long.as_bytes());
+        assert_eq!(error.message.chars().count(), MAX_EXCERPT_CHARS + 1);
+        assert!(error.message.ends_with('…'));
+        let binary = ApiError::from_body(500, &[0xff, 0xfe, b'\n', 0x00, b'o', b'k', 0x07]);
+        assert_eq!(binary.message, "\u{fffd}\u{fffd} ok");
+        assert_eq!(ApiError::from_body(503, b"  \r\n ").message, "(empty body)");
+        let long_json = format!(
+            r#"{{"error":{{"code":"x","message":"{}"}}}}"#,
+            "y".repeat(5000)
+        );
+        let error = ApiError::from_body(400, long_json.as_bytes());
+        assert_eq!(error.message.chars().count(), MAX_MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn other_json_error_shapes_are_understood() {
+        let apim = br#"{ "statusCode": 401, "message": "Access denied due to invalid subscription key or wrong API endpoint." }"#;
+        let error = ApiError::from_body(401, apim);
+        assert_eq!(error.code, None);
+        assert!(error.message.starts_with("Access denied"));
+        let numeric = ApiError::from_body(429, br#"{"error":{"code":429,"message":"slow"}}"#);
+        assert_eq!(numeric.code.as_deref(), Some("429"));
+        let inner = ApiError::from_body(
+            400,
+            br#"{"error":{"message":"m","innererror":{"code":"ResponsibleAIPolicyViolation"}}}"#,
+        );
+        assert_eq!(inner.code.as_deref(), Some("ResponsibleAIPolicyViolation"));
+        let text = ApiError::from_body(400, br#"{"error":"bad things"}"#);
+        assert_eq!((text.code, text.message.as_str()), (None, "bad things"));
+        let unrelated = ApiError::from_body(400, br#"{"detail":"nope"}"#);
+        assert_eq!(unrelated.message, r#"{"detail":"nope"}"#);
+    }
+
+    #[test]
+    fn credential_and_deployment_problems_are_endpoint_fatal_with_a_fix() {
+        let reason = |outcome: AttemptOutcome| match outcome {
+            AttemptOutcome::EndpointFatal { reason, .. } => reason,
+            other => panic!("expected EndpointFatal, got {other:?}"),
+        };
+        let unauthorized = br#"{"error":{"code":"401","message":"Access denied due to invalid subscription key or wrong API endpoint."}}"#;
+        assert_eq!(
+            reason(classify_with(401, &[], unauthorized)),
+            "credentials rejected (HTTP 401): check api_key for this deployment"
+        );
+        assert!(reason(classify_with(403, &[], b"")).starts_with("access denied (HTTP 403)"));
+        let missing = br#"{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource does not exist."}}"#;
+        assert_eq!(
+            reason(classify_with(404, &[], missing)),
+            "deployment not found (HTTP 404 DeploymentNotFound): check `model` is the Azure deployment name"
+        );
+        let other_404 = br#"{"error":{"code":"404","message":"Resource not found"}}"#;
+        assert_eq!(
+            reason(classify_with(404, &[], other_404)),
+            "not found (HTTP 404): check `endpoint`, `model` (the Azure deployment name) and `api_version`"
+        );
+        assert_eq!(
+            reason(classify_with(
+                301,
+                &[("Location", "https://x.openai.azure.com/")],
+                b""
+            )),
+            "unexpected redirect (HTTP 301) to https://x.openai.azure.com/: check `endpoint` (https, resource URL)"
+        );
+        let outcome = classify_with(401, &[], unauthorized);
+        assert!(outcome.is_retryable());
+        assert!(outcome.counts_against_retries());
+        assert!(!outcome.endpoint_answered());
+    }
+
+    #[test]
+    fn informational_statuses_are_invalid_replies() {
+        assert!(matches!(
+            classify_with(100, &[], b""),
+            AttemptOutcome::Transient(TransientKind::InvalidReply(_))
+        ));
+    }
+
+    #[test]
+    fn rate_limit_headers_are_read_leniently() {
+        let read = |pairs: &[(&str, &str)]| parse_rate_limit_headers(&headers(pairs));
+        assert_eq!(
+            read(&[
+                ("X-RateLimit-Remaining-Requests", "59"),
+                ("x-ratelimit-remaining-tokens", " 99000 ")
+            ]),
+            RateLimitHeaders {
+                remaining_requests: Some(59),
+                remaining_tokens: Some(99_000)
+            }
+        );
+        assert_eq!(
+            read(&[
+                ("x-ratelimit-remaining-requests", "-1"),
+                ("x-ratelimit-remaining-tokens", "lots")
+            ]),
+            RateLimitHeaders::default()
+        );
+    }
+
+    #[test]
+    fn summaries_read_well() {
+        let limited = classify_with(429, &[("retry-after", "7")], AZURE_429);
+        assert!(
+            limited
+                .to_string()
+                .starts_with("rate limited, retry after 7s (Retry-After): HTTP 429: Requests")
+        );
+        assert_eq!(
+            AttemptOutcome::Transient(TransientKind::timeout_after(Duration::from_secs(120)))
+                .to_string(),
+            "timeout after 2m"
+        );
+        assert_eq!(
+            AttemptOutcome::Transient(TransientKind::Connect("connection refused".into()))
+                .to_string(),
+            "connection failed: connection refused"
+        );
+        let server = classify_with(
+            503,
+            &[],
+            br#"{"error":{"code":"ServiceUnavailable","message":"The service is temporarily unable to process your request."}}"#,
+        );
+        assert_eq!(
+            server.to_string(),
+            "HTTP 503 ServiceUnavailable: The service is temporarily unable to process your request."
+        );
+    }
+
+    #[test]
+    fn durations_format_for_people() {
+        let cases = [
+            (Duration::from_millis(350), "350ms"),
+            (Duration::from_secs(7), "7s"),
+            (Duration::from_millis(7_500), "7.5s"),
+            (Duration::from_secs(120), "2m"),
+            (Duration::from_secs(150), "2m 30s"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(3 * 3600), "3h 0m"),
+            (Duration::from_secs(86_400 + 3600), "1d 1h"),
+        ];
+        for (duration, expected) in cases {
+            assert_eq!(format_duration(duration), expected);
+        }
+    }
+}
