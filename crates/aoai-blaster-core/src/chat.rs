@@ -208,6 +208,19 @@ pub struct ChatCompletionChunk {
     pub extra: Map<String, Value>,
 }
 
+impl ChatCompletionChunk {
+    /// True when some choice's delta carries text, a tool-call fragment or a refusal: the
+    /// chunks worth delivering to an incremental consumer.
+    pub fn has_payload(&self) -> bool {
+        self.choices.iter().any(|choice| choice.delta.has_payload())
+    }
+
+    /// The first choice's new text, if any.
+    pub fn text(&self) -> Option<&str> {
+        self.choices.first()?.delta.content.as_deref()
+    }
+}
+
 /// One choice's delta in a [`ChatCompletionChunk`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkChoice {
