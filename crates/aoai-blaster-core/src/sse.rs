@@ -431,7 +431,7 @@ impl StreamAssembler {
     pub fn push_item(&mut self, item: &StreamItem) -> Result<(), SseError> {
         match item {
             StreamItem::Chunk(chunk) => {
-                self.push_chunk(chunk);
+                self.push(chunk);
                 Ok(())
             }
             StreamItem::Done => {
@@ -448,7 +448,7 @@ impl StreamAssembler {
     }
 
     /// Folds in one chunk.
-    pub fn push_chunk(&mut self, chunk: &ChatCompletionChunk) {
+    pub fn push(&mut self, chunk: &ChatCompletionChunk) {
         self.chunks += 1;
         if self.id.is_empty() {
             self.id.clone_from(&chunk.id);
@@ -563,17 +563,26 @@ impl StreamAssembler {
         }
     }
 
-    /// The completion, if the stream was complete: `[DONE]` seen and at least one choice.
+    /// The completion, if there is at least one choice ([`SseError::NoChoices`] otherwise).
+    ///
+    /// It does not require `[DONE]`: call it when `[DONE]` arrives, or check
+    /// [`StreamAssembler::saw_done`] first when the byte stream ends (as
+    /// [`StreamAssembler::finish_complete`] and [`ChatStream::finish`] do).
     pub fn finish(self) -> Result<ChatCompletion, SseError> {
+        if self.choices.is_empty() {
+            return Err(SseError::NoChoices);
+        }
+        Ok(self.into_completion())
+    }
+
+    /// [`StreamAssembler::finish`], and [`SseError::MissingDone`] unless `[DONE]` was seen.
+    pub fn finish_complete(self) -> Result<ChatCompletion, SseError> {
         if !self.saw_done {
             return Err(SseError::MissingDone {
                 deltas: self.deltas,
             });
         }
-        if self.choices.is_empty() {
-            return Err(SseError::NoChoices);
-        }
-        Ok(self.into_completion())
+        self.finish()
     }
 }
 
@@ -648,7 +657,7 @@ impl ChatStream {
     ) -> Result<(), SseError> {
         match parse_stream_data(&event.data)? {
             StreamItem::Chunk(chunk) => {
-                self.assembler.push_chunk(&chunk);
+                self.assembler.push(&chunk);
                 chunks.push(chunk);
             }
             StreamItem::Done => self.assembler.push_done(),
@@ -684,7 +693,7 @@ impl ChatStream {
                 Err(error) => return Err(error),
             }
         }
-        self.assembler.finish()
+        self.assembler.finish_complete()
     }
 }
 
@@ -941,7 +950,7 @@ mod tests {
         }
         assembler.push_item(&StreamItem::Done).unwrap();
         assert_eq!(assembler.delta_count(), 5);
-        let completion = assembler.finish().unwrap();
+        let completion = assembler.finish_complete().unwrap();
         let message = &completion.choices[0].message;
         assert_eq!(message.content, None);
         let calls = message.tool_calls.as_ref().unwrap();
@@ -971,10 +980,10 @@ mod tests {
         ];
         let mut assembler = StreamAssembler::new();
         for chunk in &chunks {
-            assembler.push_chunk(&serde_json::from_value(chunk.clone()).unwrap());
+            assembler.push(&serde_json::from_value(chunk.clone()).unwrap());
         }
         assembler.push_done();
-        let completion = assembler.finish().unwrap();
+        let completion = assembler.finish_complete().unwrap();
         assert_eq!(completion.choices.len(), 2);
         let (a, b) = (&completion.choices[0], &completion.choices[1]);
         assert_eq!((a.index, a.message.content.as_deref()), (0, Some("A1A2")));
@@ -1043,6 +1052,27 @@ mod tests {
             .push(b"data: {\"choices\":[]}\n\ndata: [DONE]\n\n")
             .unwrap();
         assert_eq!(stream.finish().unwrap_err(), SseError::NoChoices);
+    }
+
+    #[test]
+    fn finish_leaves_done_to_the_caller_and_finish_complete_requires_it() {
+        let chunk: ChatCompletionChunk = serde_json::from_value(
+            json!({"choices": [{"index": 0, "delta": {"content": "partial"}}]}),
+        )
+        .unwrap();
+        let mut assembler = StreamAssembler::new();
+        assembler.push(&chunk);
+        assert!(!assembler.saw_done());
+        assert_eq!(assembler.chunk_count(), 1);
+        assert_eq!(
+            assembler.clone().finish_complete().unwrap_err(),
+            SseError::MissingDone { deltas: 1 }
+        );
+        assert_eq!(assembler.finish().unwrap().text(), Some("partial"));
+        assert_eq!(
+            StreamAssembler::new().finish().unwrap_err(),
+            SseError::NoChoices
+        );
     }
 
     #[test]
