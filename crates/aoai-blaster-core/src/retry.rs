@@ -1,1 +1,674 @@
-//! TODO(owner): retry
+//! Whether a job that met an outcome is delivered, retried, or failed: decided in one place.
+//!
+//! Why one place: retries scattered over call sites multiply (a retry inside a retry is a retry
+//! storm) and forget things, such as that a 429 is Azure asking us to wait rather than the job
+//! failing, or that a job must not loop forever on an exhausted quota. Here the Dispatcher keeps a
+//! [`JobHistory`] per job, records every attempt in it, and asks [`RetryPolicy::decide`] what to
+//! do. The rules:
+//!
+//! - success is delivered; a job-fatal reply (400 content filter, context length, ...) fails the
+//!   job at once with Azure's error;
+//! - a transient failure or an endpoint-fatal reply is retried, preferably on another endpoint,
+//!   while the job has counted attempts left: at most `1 + max_job_retry` of them;
+//! - 429s and lost attempts (the endpoint's actor restarted mid-request) do not count;
+//! - `job_deadline`, when set, bounds a job's whole life, 429s included.
+//!
+//! When a job fails, its [`JobError`] lists what every attempt met, endpoint by endpoint.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use aoai_blaster_core::classify::{AttemptOutcome, TransientKind};
+//! use aoai_blaster_core::retry::{Decision, JobErrorKind, JobHistory, RetryPolicy};
+//!
+//! let policy = RetryPolicy { max_job_retry: 1, job_deadline: None };
+//! let t0 = Instant::now();
+//! let mut history = JobHistory::new(t0);
+//! let refused = AttemptOutcome::Transient(TransientKind::Connect("connection refused".into()));
+//!
+//! history.record("east", &refused, Duration::from_millis(3));
+//! assert_eq!(policy.decide(&history, &refused, t0), Decision::Retry { avoid: Some("east".into()) });
+//! history.record("west", &refused, Duration::from_millis(2));
+//! assert_eq!(policy.decide(&history, &refused, t0), Decision::Fail(JobErrorKind::RetriesExhausted));
+//!
+//! let error = history.into_error(JobErrorKind::RetriesExhausted);
+//! assert_eq!(
+//!     error.to_string(),
+//!     "retries exhausted (max_job_retry): attempt 1 on 'east': connection failed: connection refused; \
+//!      attempt 2 on 'west': connection failed: connection refused"
+//! );
+//! ```
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::classify::{ApiError, AttemptOutcome};
+
+/// How often and how long a job may be tried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Counted attempts after the first (`max_job_retry`, default 5): a job makes at most
+    /// `1 + max_job_retry` attempts that count. 429s and lost attempts do not count.
+    pub max_job_retry: u32,
+    /// The longest a job may live, from submission (`job_deadline`, default none).
+    pub job_deadline: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_job_retry: 5,
+            job_deadline: None,
+        }
+    }
+}
+
+/// What to do with a job after an attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The attempt succeeded: hand the result to the caller.
+    Deliver,
+    /// Queue the job again.
+    Retry {
+        /// The endpoint the last attempt went to: prefer another one if any can take the job
+        /// (a preference, not a ban: with a single endpoint, use it).
+        avoid: Option<String>,
+    },
+    /// Give up, with this error.
+    Fail(JobErrorKind),
+}
+
+impl RetryPolicy {
+    /// Decides what follows `outcome`, the outcome of the job's latest attempt.
+    ///
+    /// `history` must already hold that attempt (call [`JobHistory::record`] first): the job's
+    /// final error lists it too. `now` is checked against `job_deadline`; a success is delivered
+    /// even when it arrives after the deadline.
+    pub fn decide(&self, history: &JobHistory, outcome: &AttemptOutcome, now: Instant) -> Decision {
+        debug_assert_eq!(
+            history.attempts.last().map(|a| a.kind),
+            Some(AttemptKind::of(outcome)),
+            "record the attempt in the history before deciding"
+        );
+        match outcome {
+            AttemptOutcome::Success => Decision::Deliver,
+            AttemptOutcome::JobFatal(error) => {
+                Decision::Fail(JobErrorKind::Rejected(error.clone()))
+            }
+            AttemptOutcome::RateLimited { .. }
+            | AttemptOutcome::Transient(_)
+            | AttemptOutcome::EndpointFatal { .. } => {
+                if self.deadline_passed(history, now) {
+                    Decision::Fail(JobErrorKind::DeadlineExceeded)
+                } else if outcome.counts_against_retries()
+                    && history.counted_failures() > self.max_job_retry
+                {
+                    Decision::Fail(JobErrorKind::RetriesExhausted)
+                } else {
+                    Decision::Retry {
+                        avoid: history.last_endpoint().map(str::to_owned),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides what follows a lost attempt (the endpoint's actor stopped or restarted before
+    /// answering): retry, anywhere, unless the deadline has passed. Lost attempts do not count.
+    pub fn decide_lost(&self, history: &JobHistory, now: Instant) -> Decision {
+        if self.deadline_passed(history, now) {
+            Decision::Fail(JobErrorKind::DeadlineExceeded)
+        } else {
+            Decision::Retry { avoid: None }
+        }
+    }
+
+    /// When the job's deadline falls, if it has one (for the Dispatcher's timer on queued jobs).
+    pub fn deadline(&self, history: &JobHistory) -> Option<Instant> {
+        self.job_deadline
+            .and_then(|deadline| history.started.checked_add(deadline))
+    }
+
+    /// True when `now - started >= job_deadline`.
+    pub fn deadline_passed(&self, history: &JobHistory, now: Instant) -> bool {
+        self.job_deadline
+            .is_some_and(|deadline| now.saturating_duration_since(history.started) >= deadline)
+    }
+}
+
+/// What kind of outcome an attempt had (the part of it the retry rules need).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttemptKind {
+    /// A 2xx reply.
+    Success,
+    /// A 429 (does not count against `max_job_retry`).
+    RateLimited,
+    /// Timeout, connection failure, 408/5xx, unreadable reply, cut stream.
+    Transient,
+    /// The job was refused (4xx other than 401/403/404/429).
+    JobFatal,
+    /// The endpoint cannot serve (401/403/404).
+    EndpointFatal,
+    /// No outcome: the endpoint's actor stopped or restarted first (does not count).
+    Lost,
+}
+
+impl AttemptKind {
+    /// The kind of an outcome.
+    pub fn of(outcome: &AttemptOutcome) -> AttemptKind {
+        match outcome {
+            AttemptOutcome::Success => AttemptKind::Success,
+            AttemptOutcome::RateLimited { .. } => AttemptKind::RateLimited,
+            AttemptOutcome::Transient(_) => AttemptKind::Transient,
+            AttemptOutcome::JobFatal(_) => AttemptKind::JobFatal,
+            AttemptOutcome::EndpointFatal { .. } => AttemptKind::EndpointFatal,
+        }
+    }
+
+    /// True for the kinds that count against `max_job_retry`.
+    pub fn counts_against_retries(self) -> bool {
+        matches!(
+            self,
+            AttemptKind::Transient | AttemptKind::JobFatal | AttemptKind::EndpointFatal
+        )
+    }
+}
+
+/// One attempt of a job, as its history and its final error show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The endpoint's name (its label in the config).
+    pub endpoint: String,
+    /// What happened, in a line: `HTTP 503 ServiceUnavailable: ...`, `timeout after 2m`,
+    /// `rate limited, retry after 7s (error message): ...`, `lost: ...`.
+    pub outcome: String,
+    /// The kind of outcome.
+    pub kind: AttemptKind,
+    /// How long the attempt took.
+    pub elapsed: Duration,
+    /// The HTTP error reply, when the attempt got one (for a batch line's `response`).
+    pub reply: Option<ApiError>,
+}
+
+impl AttemptRecord {
+    /// The record of an attempt that had `outcome`.
+    pub fn new(endpoint: impl Into<String>, outcome: &AttemptOutcome, elapsed: Duration) -> Self {
+        AttemptRecord {
+            endpoint: endpoint.into(),
+            outcome: outcome.to_string(),
+            kind: AttemptKind::of(outcome),
+            elapsed,
+            reply: outcome.api_error().cloned(),
+        }
+    }
+
+    /// The record of an attempt lost because the endpoint's actor stopped or restarted.
+    pub fn lost(endpoint: impl Into<String>, elapsed: Duration) -> Self {
+        AttemptRecord {
+            endpoint: endpoint.into(),
+            outcome: "lost: the endpoint's actor restarted before answering".to_owned(),
+            kind: AttemptKind::Lost,
+            elapsed,
+            reply: None,
+        }
+    }
+}
+
+/// Every attempt of one job so far, and when the job started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobHistory {
+    /// When the job was submitted (the origin of `job_deadline`).
+    pub started: Instant,
+    /// The attempts, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+impl JobHistory {
+    /// An empty history for a job submitted at `started`.
+    pub fn new(started: Instant) -> Self {
+        JobHistory {
+            started,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// Records an attempt on `endpoint` that had `outcome` and took `elapsed`.
+    pub fn record(
+        &mut self,
+        endpoint: impl Into<String>,
+        outcome: &AttemptOutcome,
+        elapsed: Duration,
+    ) {
+        self.attempts
+            .push(AttemptRecord::new(endpoint, outcome, elapsed));
+    }
+
+    /// Records an attempt on `endpoint` that was lost (actor restarted or stopped).
+    pub fn record_lost(&mut self, endpoint: impl Into<String>, elapsed: Duration) {
+        self.attempts.push(AttemptRecord::lost(endpoint, elapsed));
+    }
+
+    /// Attempts that count against `max_job_retry` (all failures but 429s and lost attempts).
+    pub fn counted_failures(&self) -> u32 {
+        let count = self
+            .attempts
+            .iter()
+            .filter(|a| a.kind.counts_against_retries())
+            .count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// Attempts answered with 429.
+    pub fn rate_limited(&self) -> u32 {
+        let count = self
+            .attempts
+            .iter()
+            .filter(|a| a.kind == AttemptKind::RateLimited)
+            .count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// The endpoint of the latest attempt.
+    pub fn last_endpoint(&self) -> Option<&str> {
+        self.attempts.last().map(|a| a.endpoint.as_str())
+    }
+
+    /// The job's final error, carrying this history's attempts.
+    pub fn into_error(self, kind: JobErrorKind) -> JobError {
+        JobError {
+            kind,
+            attempts: self.attempts,
+        }
+    }
+}
+
+/// Why a job failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobErrorKind {
+    /// Azure refused the job itself (400 content filter, context length, ...): not retried.
+    Rejected(ApiError),
+    /// Every counted attempt failed (`1 + max_job_retry` of them).
+    RetriesExhausted,
+    /// Every endpoint is disabled (see each endpoint's reason in the report).
+    AllEndpointsDisabled,
+    /// The job outlived `job_deadline`.
+    DeadlineExceeded,
+    /// The job's estimated cost is more than any endpoint's whole per-minute token budget.
+    NeverFits {
+        /// The job's estimated tokens.
+        tokens: u64,
+        /// The largest `tpm_limit` among the endpoints.
+        largest_capacity: u64,
+    },
+    /// The caller cancelled the job.
+    Cancelled,
+    /// The blaster stopped taking jobs (it is closing).
+    QueueClosed,
+}
+
+impl JobErrorKind {
+    /// A stable machine code, for a batch line's `error.code` and for metrics:
+    /// `rejected`, `retries_exhausted`, `all_endpoints_disabled`, `deadline_exceeded`,
+    /// `never_fits`, `cancelled`, `queue_closed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            JobErrorKind::Rejected(_) => "rejected",
+            JobErrorKind::RetriesExhausted => "retries_exhausted",
+            JobErrorKind::AllEndpointsDisabled => "all_endpoints_disabled",
+            JobErrorKind::DeadlineExceeded => "deadline_exceeded",
+            JobErrorKind::NeverFits { .. } => "never_fits",
+            JobErrorKind::Cancelled => "cancelled",
+            JobErrorKind::QueueClosed => "queue_closed",
+        }
+    }
+}
+
+impl fmt::Display for JobErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobErrorKind::Rejected(error) => write!(f, "rejected: {error}"),
+            JobErrorKind::RetriesExhausted => f.write_str("retries exhausted (max_job_retry)"),
+            JobErrorKind::AllEndpointsDisabled => {
+                f.write_str("every endpoint is disabled (see the report for each reason)")
+            }
+            JobErrorKind::DeadlineExceeded => f.write_str("job_deadline exceeded"),
+            JobErrorKind::NeverFits {
+                tokens,
+                largest_capacity,
+            } => write!(
+                f,
+                "never fits: the job needs an estimated {tokens} tokens, more than the largest \
+                 tpm_limit ({largest_capacity}); shorten the prompt or lower max_tokens"
+            ),
+            JobErrorKind::Cancelled => f.write_str("cancelled"),
+            JobErrorKind::QueueClosed => f.write_str("the blaster is closing and takes no jobs"),
+        }
+    }
+}
+
+/// A job's final error: why it failed and what each attempt met.
+///
+/// Its `Display` is one line: the kind, then `attempt 1 on 'east': timeout after 2m; attempt 2
+/// on 'west': HTTP 503 ...`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}{}", AttemptList(attempts))]
+pub struct JobError {
+    /// Why the job failed.
+    pub kind: JobErrorKind,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+impl JobError {
+    /// An error of `kind` with these attempts.
+    pub fn new(kind: JobErrorKind, attempts: Vec<AttemptRecord>) -> Self {
+        JobError { kind, attempts }
+    }
+
+    /// The final HTTP error reply: Azure's refusal for [`JobErrorKind::Rejected`], otherwise the
+    /// reply the last attempt got, if it got one (a 5xx, 429, 401...). `None` when the job ended
+    /// without a reply (timeouts, refused connections, no attempt at all): a batch line then
+    /// carries `error` instead of `response`.
+    pub fn reply(&self) -> Option<&ApiError> {
+        match &self.kind {
+            JobErrorKind::Rejected(error) => Some(error),
+            _ => self.attempts.last().and_then(|a| a.reply.as_ref()),
+        }
+    }
+
+    /// The HTTP status of [`reply`](Self::reply).
+    pub fn status(&self) -> Option<u16> {
+        self.reply().map(|error| error.status)
+    }
+
+    /// Our stable code for the failure ([`JobErrorKind::code`]); Azure's own code, when there
+    /// was a reply, is in [`reply`](Self::reply).
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+}
+
+struct AttemptList<'a>(&'a [AttemptRecord]);
+
+impl fmt::Display for AttemptList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, attempt) in self.0.iter().enumerate() {
+            let separator = if index == 0 { ": " } else { "; " };
+            write!(
+                f,
+                "{separator}attempt {} on '{}': {}",
+                index + 1,
+                attempt.endpoint,
+                attempt.outcome
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{TransientKind, WaitSource};
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn policy(max_job_retry: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_job_retry,
+            job_deadline: None,
+        }
+    }
+
+    fn unavailable() -> AttemptOutcome {
+        AttemptOutcome::Transient(TransientKind::Server(ApiError {
+            status: 503,
+            code: Some("ServiceUnavailable".into()),
+            message: "try later".into(),
+        }))
+    }
+
+    fn timeout() -> AttemptOutcome {
+        AttemptOutcome::Transient(TransientKind::timeout_after(120 * S))
+    }
+
+    fn limited() -> AttemptOutcome {
+        AttemptOutcome::RateLimited {
+            wait: 7 * S,
+            source: WaitSource::Message,
+            error: ApiError {
+                status: 429,
+                code: Some("429".into()),
+                message: "Please retry after 7 seconds.".into(),
+            },
+        }
+    }
+
+    fn filtered() -> ApiError {
+        ApiError {
+            status: 400,
+            code: Some("content_filter".into()),
+            message: "The response was filtered".into(),
+        }
+    }
+
+    fn forbidden() -> AttemptOutcome {
+        AttemptOutcome::EndpointFatal {
+            reason: "credentials rejected (HTTP 401): check api_key for this deployment".into(),
+            error: ApiError {
+                status: 401,
+                code: None,
+                message: "Access denied".into(),
+            },
+        }
+    }
+
+    /// Records `outcome` on `endpoint` and decides, as the Dispatcher does.
+    fn step(
+        policy: &RetryPolicy,
+        history: &mut JobHistory,
+        endpoint: &str,
+        outcome: AttemptOutcome,
+        now: Instant,
+    ) -> Decision {
+        history.record(endpoint, &outcome, S);
+        policy.decide(history, &outcome, now)
+    }
+
+    fn retry_avoiding(endpoint: &str) -> Decision {
+        Decision::Retry {
+            avoid: Some(endpoint.to_owned()),
+        }
+    }
+
+    #[test]
+    fn max_job_retry_2_fails_on_the_third_transient_and_429s_do_not_count() {
+        let t0 = Instant::now();
+        let p = policy(2);
+        let mut h = JobHistory::new(t0);
+        assert_eq!(
+            step(&p, &mut h, "east", timeout(), t0),
+            retry_avoiding("east")
+        );
+        for _ in 0..10 {
+            assert_eq!(
+                step(&p, &mut h, "west", limited(), t0),
+                retry_avoiding("west")
+            );
+        }
+        assert_eq!(
+            step(&p, &mut h, "west", unavailable(), t0),
+            retry_avoiding("west")
+        );
+        h.record_lost("east", S);
+        assert_eq!(p.decide_lost(&h, t0), Decision::Retry { avoid: None });
+        assert_eq!(h.counted_failures(), 2);
+        assert_eq!(h.rate_limited(), 10);
+        assert_eq!(
+            step(&p, &mut h, "east", timeout(), t0),
+            Decision::Fail(JobErrorKind::RetriesExhausted)
+        );
+        assert_eq!(h.attempts.len(), 14);
+    }
+
+    #[test]
+    fn zero_retries_means_one_attempt() {
+        let t0 = Instant::now();
+        let mut h = JobHistory::new(t0);
+        assert_eq!(
+            step(&policy(0), &mut h, "east", timeout(), t0),
+            Decision::Fail(JobErrorKind::RetriesExhausted)
+        );
+    }
+
+    #[test]
+    fn success_is_delivered_even_after_failures_and_the_deadline() {
+        let t0 = Instant::now();
+        let p = RetryPolicy {
+            max_job_retry: 1,
+            job_deadline: Some(10 * S),
+        };
+        let mut h = JobHistory::new(t0);
+        step(&p, &mut h, "east", timeout(), t0);
+        assert_eq!(
+            step(&p, &mut h, "west", AttemptOutcome::Success, t0 + 60 * S),
+            Decision::Deliver
+        );
+    }
+
+    #[test]
+    fn job_fatal_fails_at_once_with_azure_error() {
+        let t0 = Instant::now();
+        let mut h = JobHistory::new(t0);
+        let decision = step(
+            &policy(5),
+            &mut h,
+            "east",
+            AttemptOutcome::JobFatal(filtered()),
+            t0,
+        );
+        assert_eq!(decision, Decision::Fail(JobErrorKind::Rejected(filtered())));
+    }
+
+    #[test]
+    fn endpoint_fatal_retries_elsewhere_and_counts() {
+        let t0 = Instant::now();
+        let p = policy(1);
+        let mut h = JobHistory::new(t0);
+        assert_eq!(
+            step(&p, &mut h, "east", forbidden(), t0),
+            retry_avoiding("east")
+        );
+        assert_eq!(
+            step(&p, &mut h, "west", forbidden(), t0),
+            Decision::Fail(JobErrorKind::RetriesExhausted)
+        );
+    }
+
+    #[test]
+    fn the_deadline_bounds_429_loops_and_lost_attempts() {
+        let t0 = Instant::now();
+        let p = RetryPolicy {
+            max_job_retry: 5,
+            job_deadline: Some(30 * S),
+        };
+        let mut h = JobHistory::new(t0);
+        assert_eq!(p.deadline(&h), Some(t0 + 30 * S));
+        assert_eq!(
+            step(&p, &mut h, "east", limited(), t0 + 29 * S),
+            retry_avoiding("east")
+        );
+        assert_eq!(
+            step(&p, &mut h, "east", limited(), t0 + 30 * S),
+            Decision::Fail(JobErrorKind::DeadlineExceeded)
+        );
+        assert_eq!(
+            p.decide_lost(&h, t0 + 31 * S),
+            Decision::Fail(JobErrorKind::DeadlineExceeded)
+        );
+        assert!(!p.deadline_passed(&h, t0));
+        assert_eq!(policy(5).deadline(&h), None);
+    }
+
+    #[test]
+    fn the_error_lists_every_attempt() {
+        let t0 = Instant::now();
+        let p = policy(1);
+        let mut h = JobHistory::new(t0);
+        step(&p, &mut h, "east", timeout(), t0);
+        step(&p, &mut h, "west", limited(), t0);
+        let Decision::Fail(kind) = step(&p, &mut h, "west", unavailable(), t0) else {
+            panic!("expected failure");
+        };
+        let error = h.into_error(kind);
+        assert_eq!(
+            error.to_string(),
+            "retries exhausted (max_job_retry): \
+             attempt 1 on 'east': timeout after 2m; \
+             attempt 2 on 'west': rate limited, retry after 7s (error message): HTTP 429: Please retry after 7 seconds.; \
+             attempt 3 on 'west': HTTP 503 ServiceUnavailable: try later"
+        );
+        assert_eq!(error.status(), Some(503));
+        assert_eq!(error.code(), "retries_exhausted");
+        assert_eq!(error.attempts[1].kind, AttemptKind::RateLimited);
+    }
+
+    #[test]
+    fn accessors_for_batch_lines() {
+        let rejected = JobError::new(
+            JobErrorKind::Rejected(filtered()),
+            vec![AttemptRecord::new(
+                "east",
+                &AttemptOutcome::JobFatal(filtered()),
+                S,
+            )],
+        );
+        assert_eq!(rejected.status(), Some(400));
+        assert_eq!(
+            rejected.reply().and_then(|e| e.code.as_deref()),
+            Some("content_filter")
+        );
+        assert_eq!(
+            rejected.to_string(),
+            "rejected: HTTP 400 content_filter: The response was filtered: \
+             attempt 1 on 'east': HTTP 400 content_filter: The response was filtered"
+        );
+        let no_reply = JobError::new(
+            JobErrorKind::RetriesExhausted,
+            vec![AttemptRecord::new("east", &timeout(), 120 * S)],
+        );
+        assert_eq!(no_reply.status(), None);
+        let nothing_tried = JobError::new(JobErrorKind::AllEndpointsDisabled, Vec::new());
+        assert_eq!(nothing_tried.reply(), None);
+        assert_eq!(nothing_tried.code(), "all_endpoints_disabled");
+        assert_eq!(
+            nothing_tried.to_string(),
+            "every endpoint is disabled (see the report for each reason)"
+        );
+        let lost = AttemptRecord::lost("east", S);
+        assert_eq!(lost.kind, AttemptKind::Lost);
+        assert!(!lost.kind.counts_against_retries());
+    }
+
+    #[test]
+    fn never_fits_says_what_to_do() {
+        let error = JobError::new(
+            JobErrorKind::NeverFits {
+                tokens: 150_000,
+                largest_capacity: 100_000,
+            },
+            Vec::new(),
+        );
+        assert_eq!(
+            error.to_string(),
+            "never fits: the job needs an estimated 150000 tokens, more than the largest \
+             tpm_limit (100000); shorten the prompt or lower max_tokens"
+        );
+        assert_eq!(error.code(), "never_fits");
+    }
+
+    #[test]
+    fn job_error_is_a_sendable_cloneable_std_error() {
+        fn check<T: std::error::Error + Clone + Send + Sync + 'static>() {}
+        check::<JobError>();
+    }
+}
