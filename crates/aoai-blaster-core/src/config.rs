@@ -1413,6 +1413,19 @@ fn check_endpoint(raw: &str, scope: Scope<'_>, problems: &mut Problems) -> Strin
         problems.add(scope, "endpoint", message);
         return raw.to_owned();
     }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if url.scheme() == "http" && !loopback {
+        problems.warn(
+            scope,
+            "endpoint",
+            "plain http sends credentials unencrypted; use https:// outside a local simulator",
+        );
+    }
     let mut normalised = url.to_string();
     if !normalised.ends_with('/') {
         normalised.push('/');
@@ -1979,6 +1992,23 @@ mod tests {
             pasted.contains("looks like a full request URL; give only the resource URL"),
             "{pasted}"
         );
+        let remote_http = load(
+            json!({"deployments": [{"name": "a", "endpoint": "http://10.0.0.1",
+            "api_key": "k", "model": "m"}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            remote_http.warnings,
+            [
+                r#"deployments[0] ("a").endpoint: plain http sends credentials unencrypted; use https:// outside a local simulator"#
+            ]
+        );
+        let local = load(
+            json!({"deployments": [{"name": "a", "endpoint": "http://localhost:1",
+            "api_key": "k", "model": "m"}]}),
+        )
+        .unwrap();
+        assert!(local.warnings.is_empty());
         assert!(
             endpoint("https://u:p@x.com")
                 .unwrap_err()
