@@ -1,0 +1,642 @@
+//! Input lines in the OpenAI / Azure Batch format, parsed and validated one at a time.
+//!
+//! A line is `{"custom_id": "...", "method": "POST", "url": "/chat/completions", "body": {...}}`
+//! (`"/v1/chat/completions"` is accepted too). A line that breaks a rule becomes an
+//! [`InputError`] that names the line number and the fix; the run goes on with the next line.
+//! The checks run in this order, and the first that fails names the error:
+//!
+//! | code | when |
+//! |---|---|
+//! | `invalid_json` | the line is not a JSON object |
+//! | `missing_custom_id` | `custom_id` is missing, empty or not a string |
+//! | `duplicate_custom_id` | an earlier valid line of this input has the same `custom_id` |
+//! | `invalid_method` | `method` is not `"POST"` |
+//! | `invalid_url` | `url` is not `/chat/completions` or `/v1/chat/completions` |
+//! | `invalid_body` | `body` is not an object with a `messages` list |
+//!
+//! Only a valid line claims its `custom_id`: an invalid line does not make a later valid line
+//! with the same id a duplicate. Blank lines are skipped.
+//!
+//! **Pinning.** Azure puts the deployment in the URL, not in the body. When `body.model` names a
+//! deployment of the config (its `name`, or else its `model`), the request is pinned to that
+//! deployment; any other value is ignored. Either way `model` is removed from the body before
+//! sending. `"stream": true` asks for a streamed reply, assembled into the same answer.
+//!
+//! ```
+//! use aoai_blaster_cli::batch::input::{DeploymentNames, LineParser, ParsedLine};
+//!
+//! let names = DeploymentNames::new([("east", "gpt-4o"), ("west", "gpt-4o-mini")]);
+//! let mut parser = LineParser::new(names);
+//! let line = r#"{"custom_id": "r1", "method": "POST", "url": "/chat/completions",
+//!               "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}}"#;
+//! let ParsedLine::Request(request) = parser.parse(1, line) else { panic!() };
+//! assert_eq!(request.pin.as_deref(), Some("west"));
+//! assert!(request.body.get("model").is_none());
+//!
+//! let ParsedLine::Invalid(error) = parser.parse(2, line) else { panic!() };
+//! assert_eq!(error.code.as_str(), "duplicate_custom_id");
+//! ```
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::ids::IdIndex;
+
+/// The URLs a line may name.
+pub const ACCEPTED_URLS: [&str; 2] = ["/chat/completions", "/v1/chat/completions"];
+
+/// Why an input line was rejected: the `error.code` of its output line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InputErrorCode {
+    /// The line is not a JSON object.
+    InvalidJson,
+    /// `custom_id` is missing, empty or not a string.
+    MissingCustomId,
+    /// An earlier valid line has the same `custom_id`.
+    DuplicateCustomId,
+    /// `method` is not `POST`.
+    InvalidMethod,
+    /// `url` is not a chat-completions URL.
+    InvalidUrl,
+    /// `body` is not an object with a `messages` list.
+    InvalidBody,
+}
+
+impl InputErrorCode {
+    /// Every code, in the order the checks run.
+    pub const ALL: [InputErrorCode; 6] = [
+        InputErrorCode::InvalidJson,
+        InputErrorCode::MissingCustomId,
+        InputErrorCode::DuplicateCustomId,
+        InputErrorCode::InvalidMethod,
+        InputErrorCode::InvalidUrl,
+        InputErrorCode::InvalidBody,
+    ];
+
+    /// The code as it appears in output lines (`invalid_json`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputErrorCode::InvalidJson => "invalid_json",
+            InputErrorCode::MissingCustomId => "missing_custom_id",
+            InputErrorCode::DuplicateCustomId => "duplicate_custom_id",
+            InputErrorCode::InvalidMethod => "invalid_method",
+            InputErrorCode::InvalidUrl => "invalid_url",
+            InputErrorCode::InvalidBody => "invalid_body",
+        }
+    }
+
+    /// The code named by `text`, if it is one of ours.
+    pub fn parse(text: &str) -> Option<InputErrorCode> {
+        InputErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == text)
+    }
+}
+
+impl fmt::Display for InputErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejected input line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    /// 1-based line number in the input file.
+    pub line: u64,
+    /// The line's `custom_id`, when it had a usable one.
+    pub custom_id: Option<String>,
+    /// What is wrong.
+    pub code: InputErrorCode,
+    /// What is wrong and how to fix it, starting with `line N:`.
+    pub message: String,
+}
+
+/// A valid input line, ready to become a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRequest {
+    /// 1-based line number in the input file.
+    pub line: u64,
+    /// The caller's id, echoed in the output line.
+    pub custom_id: String,
+    /// The request body without `model` and `stream` (`messages` is there and is a list).
+    pub body: Map<String, Value>,
+    /// The deployment `body.model` pinned the request to (a `name` of the config).
+    pub pin: Option<String>,
+    /// `body.stream` was `true`.
+    pub stream: bool,
+}
+
+/// What one input line turned into.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParsedLine {
+    /// Empty or whitespace only: skipped, not counted.
+    Blank,
+    /// A valid request.
+    Request(BatchRequest),
+    /// A rejected line.
+    Invalid(InputError),
+}
+
+/// The deployment names and models of the config, for pinning by `body.model`.
+#[derive(Debug, Clone, Default)]
+pub struct DeploymentNames {
+    deployments: Vec<(String, String)>,
+}
+
+impl DeploymentNames {
+    /// From `(name, model)` pairs, in config order.
+    pub fn new<N: Into<String>, M: Into<String>>(
+        pairs: impl IntoIterator<Item = (N, M)>,
+    ) -> DeploymentNames {
+        DeploymentNames {
+            deployments: pairs
+                .into_iter()
+                .map(|(name, model)| (name.into(), model.into()))
+                .collect(),
+        }
+    }
+
+    /// The deployment `name` that `model` designates: a deployment with that `name`, else the
+    /// first deployment whose `model` it is.
+    pub fn resolve(&self, model: &str) -> Option<&str> {
+        self.deployments
+            .iter()
+            .find(|(name, _)| name == model)
+            .or_else(|| self.deployments.iter().find(|(_, m)| m == model))
+            .map(|(name, _)| name.as_str())
+    }
+}
+
+/// Parses input lines in order, remembering the `custom_id`s of valid lines.
+#[derive(Debug, Clone)]
+pub struct LineParser {
+    deployments: DeploymentNames,
+    claimed: IdIndex,
+}
+
+impl LineParser {
+    /// A parser that pins by `deployments`.
+    pub fn new(deployments: DeploymentNames) -> LineParser {
+        LineParser {
+            deployments,
+            claimed: IdIndex::default(),
+        }
+    }
+
+    /// Number of distinct `custom_id`s claimed by valid lines so far.
+    pub fn claimed(&self) -> usize {
+        self.claimed.len()
+    }
+
+    /// Parses and validates line number `line` (1-based).
+    pub fn parse(&mut self, line: u64, text: &str) -> ParsedLine {
+        if text.trim().is_empty() {
+            return ParsedLine::Blank;
+        }
+        let invalid = |custom_id: Option<&str>, code, message: String| {
+            ParsedLine::Invalid(InputError {
+                line,
+                custom_id: custom_id.map(str::to_owned),
+                code,
+                message: format!("line {line}: {message}"),
+            })
+        };
+        let mut object = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(object)) => object,
+            Ok(other) => {
+                return invalid(
+                    None,
+                    InputErrorCode::InvalidJson,
+                    format!(
+                        "expected a JSON object {{\"custom_id\", \"method\", \"url\", \"body\"}}, got {}",
+                        kind_of(&other)
+                    ),
+                );
+            }
+            Err(error) => {
+                return invalid(
+                    None,
+                    InputErrorCode::InvalidJson,
+                    format!("not valid JSON ({error}); each line must be one JSON object"),
+                );
+            }
+        };
+        let custom_id = match object.get("custom_id") {
+            Some(Value::String(id)) if !id.is_empty() => id.clone(),
+            Some(Value::String(_)) => {
+                return invalid(
+                    None,
+                    InputErrorCode::MissingCustomId,
+                    "\"custom_id\" is empty; give every line a unique non-empty string id".into(),
+                );
+            }
+            Some(other) => {
+                return invalid(
+                    None,
+                    InputErrorCode::MissingCustomId,
+                    format!(
+                        "\"custom_id\" must be a string, got {}; quote it",
+                        kind_of(other)
+                    ),
+                );
+            }
+            None => {
+                return invalid(
+                    None,
+                    InputErrorCode::MissingCustomId,
+                    "no \"custom_id\"; give every line a unique string id".into(),
+                );
+            }
+        };
+        let id = Some(custom_id.as_str());
+        if self.claimed.contains(&custom_id) {
+            return invalid(
+                id,
+                InputErrorCode::DuplicateCustomId,
+                format!(
+                    "custom_id {custom_id:?} was already used by an earlier line; ids must be unique"
+                ),
+            );
+        }
+        match object.get("method") {
+            Some(Value::String(method)) if method.eq_ignore_ascii_case("POST") => {}
+            Some(other) => {
+                return invalid(
+                    id,
+                    InputErrorCode::InvalidMethod,
+                    format!("\"method\" must be \"POST\", got {}", short(other)),
+                );
+            }
+            None => {
+                return invalid(
+                    id,
+                    InputErrorCode::InvalidMethod,
+                    "no \"method\"; add \"method\": \"POST\"".into(),
+                );
+            }
+        }
+        match object.get("url") {
+            Some(Value::String(url)) if ACCEPTED_URLS.contains(&url.as_str()) => {}
+            Some(other) => {
+                return invalid(
+                    id,
+                    InputErrorCode::InvalidUrl,
+                    format!(
+                        "\"url\" must be \"/chat/completions\" or \"/v1/chat/completions\", got {}",
+                        short(other)
+                    ),
+                );
+            }
+            None => {
+                return invalid(
+                    id,
+                    InputErrorCode::InvalidUrl,
+                    "no \"url\"; add \"url\": \"/chat/completions\"".into(),
+                );
+            }
+        }
+        let mut body = match object.remove("body") {
+            Some(Value::Object(body)) => body,
+            Some(other) => {
+                return invalid(
+                    id,
+                    InputErrorCode::InvalidBody,
+                    format!(
+                        "\"body\" must be a JSON object with a \"messages\" list, got {}",
+                        kind_of(&other)
+                    ),
+                );
+            }
+            None => {
+                return invalid(
+                    id,
+                    InputErrorCode::InvalidBody,
+                    "no \"body\"; add the chat-completion request body {\"messages\": [...]}"
+                        .into(),
+                );
+            }
+        };
+        match body.get("messages") {
+            Some(Value::Array(_)) => {}
+            Some(other) => {
+                return invalid(
+                    id,
+                    InputErrorCode::InvalidBody,
+                    format!(
+                        "\"body.messages\" must be a list of message objects, got {}",
+                        kind_of(other)
+                    ),
+                );
+            }
+            None => {
+                return invalid(
+                    id,
+                    InputErrorCode::InvalidBody,
+                    "\"body\" has no \"messages\" list".into(),
+                );
+            }
+        }
+        let pin = match body.remove("model") {
+            Some(Value::String(model)) => self.deployments.resolve(&model).map(str::to_owned),
+            _ => None,
+        };
+        let stream = matches!(body.remove("stream"), Some(Value::Bool(true)));
+        self.claimed.insert(&custom_id);
+        ParsedLine::Request(BatchRequest {
+            line,
+            custom_id,
+            body,
+            pin,
+            stream,
+        })
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A value for an error message: strings and scalars in full (up to 60 characters), containers by
+/// kind.
+fn short(value: &Value) -> String {
+    match value {
+        Value::String(text) if text.chars().count() <= 60 => format!("{text:?}"),
+        Value::String(text) => {
+            let head: String = text.chars().take(57).collect();
+            format!("{head:?}...")
+        }
+        Value::Array(_) | Value::Object(_) => kind_of(value).to_owned(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parser() -> LineParser {
+        LineParser::new(DeploymentNames::new([
+            ("east", "gpt-4o"),
+            ("west", "gpt-4o-mini"),
+            ("gpt-4o-mini", "other"),
+        ]))
+    }
+
+    fn line(custom_id: Value, method: Value, url: Value, body: Value) -> String {
+        json!({"custom_id": custom_id, "method": method, "url": url, "body": body}).to_string()
+    }
+
+    fn good(id: &str) -> String {
+        line(
+            json!(id),
+            json!("POST"),
+            json!("/chat/completions"),
+            json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}),
+        )
+    }
+
+    fn error_of(parsed: ParsedLine) -> InputError {
+        match parsed {
+            ParsedLine::Invalid(error) => error,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    fn request_of(parsed: ParsedLine) -> BatchRequest {
+        match parsed {
+            ParsedLine::Request(request) => request,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_line_becomes_a_request() {
+        let request = request_of(parser().parse(7, &good("a")));
+        assert_eq!(request.line, 7);
+        assert_eq!(request.custom_id, "a");
+        assert_eq!(request.body["max_tokens"], 5);
+        assert_eq!(request.body["messages"][0]["content"], "Hi");
+        assert_eq!(request.pin, None);
+        assert!(!request.stream);
+    }
+
+    #[test]
+    fn v1_url_and_lowercase_method_are_accepted() {
+        let text = line(
+            json!("a"),
+            json!("post"),
+            json!("/v1/chat/completions"),
+            json!({"messages": []}),
+        );
+        assert_eq!(request_of(parser().parse(1, &text)).custom_id, "a");
+    }
+
+    #[test]
+    fn blank_lines_are_skipped() {
+        assert_eq!(parser().parse(3, "   \t"), ParsedLine::Blank);
+        assert_eq!(parser().parse(3, ""), ParsedLine::Blank);
+    }
+
+    #[test]
+    fn invalid_json_names_the_line() {
+        let error = error_of(parser().parse(12, "{\"custom_id\": \"a\""));
+        assert_eq!(error.code, InputErrorCode::InvalidJson);
+        assert_eq!(error.line, 12);
+        assert!(
+            error.message.starts_with("line 12: not valid JSON"),
+            "{}",
+            error.message
+        );
+        assert_eq!(error.custom_id, None);
+    }
+
+    #[test]
+    fn a_json_value_that_is_not_an_object_is_invalid_json() {
+        let error = error_of(parser().parse(2, "[1, 2]"));
+        assert_eq!(error.code, InputErrorCode::InvalidJson);
+        assert!(error.message.contains("got a list"), "{}", error.message);
+    }
+
+    #[test]
+    fn custom_id_must_be_a_non_empty_string() {
+        let body = json!({"messages": []});
+        let url = json!("/chat/completions");
+        for (id, expect) in [
+            (json!(17), "must be a string, got a number"),
+            (json!(""), "is empty"),
+            (Value::Null, "must be a string, got null"),
+        ] {
+            let text = line(id, json!("POST"), url.clone(), body.clone());
+            let error = error_of(parser().parse(4, &text));
+            assert_eq!(error.code, InputErrorCode::MissingCustomId);
+            assert!(error.message.contains(expect), "{}", error.message);
+        }
+        let text = json!({"method": "POST", "url": url, "body": body}).to_string();
+        let error = error_of(parser().parse(5, &text));
+        assert_eq!(error.code, InputErrorCode::MissingCustomId);
+        assert!(error.message.starts_with("line 5: no \"custom_id\""));
+    }
+
+    #[test]
+    fn second_valid_line_with_an_id_is_a_duplicate() {
+        let mut parser = parser();
+        request_of(parser.parse(1, &good("a")));
+        let error = error_of(parser.parse(2, &good("a")));
+        assert_eq!(error.code, InputErrorCode::DuplicateCustomId);
+        assert_eq!(error.custom_id.as_deref(), Some("a"));
+        assert!(error.message.contains("\"a\" was already used"));
+        request_of(parser.parse(3, &good("b")));
+        assert_eq!(parser.claimed(), 2);
+    }
+
+    #[test]
+    fn an_invalid_line_does_not_claim_its_id() {
+        let mut parser = parser();
+        let bad = line(
+            json!("a"),
+            json!("GET"),
+            json!("/chat/completions"),
+            json!({"messages": []}),
+        );
+        assert_eq!(
+            error_of(parser.parse(1, &bad)).code,
+            InputErrorCode::InvalidMethod
+        );
+        assert_eq!(request_of(parser.parse(2, &good("a"))).line, 2);
+    }
+
+    #[test]
+    fn method_url_and_body_are_checked_in_order() {
+        let messages = json!({"messages": []});
+        let url = json!("/chat/completions");
+        let cases = [
+            (
+                line(json!("a"), json!("GET"), json!("/embeddings"), json!(1)),
+                InputErrorCode::InvalidMethod,
+                "got \"GET\"",
+            ),
+            (
+                json!({"custom_id": "a", "url": url, "body": messages}).to_string(),
+                InputErrorCode::InvalidMethod,
+                "no \"method\"",
+            ),
+            (
+                line(json!("a"), json!("POST"), json!("/embeddings"), json!(1)),
+                InputErrorCode::InvalidUrl,
+                "got \"/embeddings\"",
+            ),
+            (
+                json!({"custom_id": "a", "method": "POST", "body": messages}).to_string(),
+                InputErrorCode::InvalidUrl,
+                "no \"url\"",
+            ),
+            (
+                line(json!("a"), json!("POST"), url.clone(), json!("hi")),
+                InputErrorCode::InvalidBody,
+                "got a string",
+            ),
+            (
+                line(
+                    json!("a"),
+                    json!("POST"),
+                    url.clone(),
+                    json!({"prompt": "x"}),
+                ),
+                InputErrorCode::InvalidBody,
+                "no \"messages\"",
+            ),
+            (
+                line(
+                    json!("a"),
+                    json!("POST"),
+                    url.clone(),
+                    json!({"messages": "x"}),
+                ),
+                InputErrorCode::InvalidBody,
+                "must be a list",
+            ),
+            (
+                json!({"custom_id": "a", "method": "POST", "url": url}).to_string(),
+                InputErrorCode::InvalidBody,
+                "no \"body\"",
+            ),
+        ];
+        for (text, code, expect) in cases {
+            let error = error_of(parser().parse(9, &text));
+            assert_eq!(error.code, code, "{text}");
+            assert!(error.message.contains(expect), "{}", error.message);
+            assert_eq!(error.custom_id.as_deref(), Some("a"));
+        }
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_messages() {
+        let url = "/x".repeat(100);
+        let text = line(
+            json!("a"),
+            json!("POST"),
+            json!(url),
+            json!({"messages": []}),
+        );
+        let error = error_of(parser().parse(1, &text));
+        assert!(error.message.len() < 200, "{}", error.message);
+        assert!(error.message.ends_with("\"..."), "{}", error.message);
+    }
+
+    #[test]
+    fn model_pins_by_name_first_then_by_model() {
+        let mut parser = parser();
+        let with_model = |id: &str, model: &str| {
+            line(
+                json!(id),
+                json!("POST"),
+                json!("/chat/completions"),
+                json!({"model": model, "messages": []}),
+            )
+        };
+        // "gpt-4o-mini" is the `name` of the third deployment and the `model` of the second:
+        // the name wins.
+        let by_name = request_of(parser.parse(1, &with_model("a", "gpt-4o-mini")));
+        assert_eq!(by_name.pin.as_deref(), Some("gpt-4o-mini"));
+        let by_model = request_of(parser.parse(2, &with_model("b", "gpt-4o")));
+        assert_eq!(by_model.pin.as_deref(), Some("east"));
+        let unknown = request_of(parser.parse(3, &with_model("c", "gpt-5")));
+        assert_eq!(unknown.pin, None);
+        for request in [by_name, by_model, unknown] {
+            assert!(request.body.get("model").is_none());
+        }
+    }
+
+    #[test]
+    fn stream_true_is_taken_out_of_the_body() {
+        let text = line(
+            json!("a"),
+            json!("POST"),
+            json!("/chat/completions"),
+            json!({"messages": [], "stream": true, "stream_options": {"include_usage": true}}),
+        );
+        let request = request_of(parser().parse(1, &text));
+        assert!(request.stream);
+        assert!(request.body.get("stream").is_none());
+        assert_eq!(request.body["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for code in InputErrorCode::ALL {
+            assert_eq!(InputErrorCode::parse(code.as_str()), Some(code));
+            assert_eq!(code.to_string(), code.as_str());
+        }
+        assert_eq!(InputErrorCode::parse("server_error"), None);
+    }
+}

@@ -1,0 +1,9 @@
+//! Batch files in the OpenAI / Azure Batch JSONL format: input lines in, result lines out.
+//!
+//! - [`input`]: parse and validate one input line into a request or an error record.
+//! - [`output`]: the output line types, the crash-safe writer, and the resume scan.
+//! - [`ids`]: the compact index of `custom_id`s that makes duplicates and resume cheap.
+
+pub mod ids;
+pub mod input;
+pub mod output;

@@ -1,0 +1,10 @@
+//! # aoai-blaster-cli
+//!
+//! The `aoai-blaster` command line: a demo against the embedded simulator, resumable batch runs
+//! in the OpenAI / Azure Batch JSONL format, a config check and the simulator itself. The binary
+//! (`src/main.rs`) is glue; the logic lives in these modules so that it can be tested.
+
+#![forbid(unsafe_code)]
+
+pub mod batch;
+pub mod summary;

@@ -1,0 +1,505 @@
+//! The figures of a run: counted per job as results arrive, mergeable, printed at the end and
+//! written with `--summary-json`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use aoai_blaster_cli::summary::{JobTally, Summary};
+//!
+//! let mut summary = Summary::default();
+//! summary.record_job(&JobTally { succeeded: true, attempts: 3, rate_limited: 1, prompt_tokens: 10, completion_tokens: 5, ..Default::default() });
+//! summary.makespan = Duration::from_secs(30);
+//! assert_eq!(summary.retried_jobs, 1);
+//! assert_eq!(summary.retry_attempts, 2);
+//! assert_eq!(summary.tokens_per_minute(), 30.0);
+//! ```
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+/// Exit status: every job succeeded.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: some jobs failed or some input lines were invalid.
+pub const EXIT_SOME_FAILED: u8 = 1;
+/// Exit status: bad usage, or a config, input or output file that cannot be used.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: interrupted (SIGINT/SIGTERM).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// What one finished job adds to the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobTally {
+    /// Answered with a 2xx reply.
+    pub succeeded: bool,
+    /// Failed with a final HTTP error reply (as opposed to no reply at all).
+    pub http_error: bool,
+    /// Attempts sent (0 when it failed before any was sent).
+    pub attempts: u32,
+    /// Of those, attempts answered with 429.
+    pub rate_limited: u32,
+    /// Prompt tokens of the answer.
+    pub prompt_tokens: u64,
+    /// Completion tokens of the answer.
+    pub completion_tokens: u64,
+}
+
+/// One endpoint's figures at the end of the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EndpointSummary {
+    /// The deployment's `name`.
+    pub name: String,
+    /// `healthy`, `cooling`, `probing` or `disabled`.
+    pub state: String,
+    /// Why it is disabled, if it is.
+    pub disabled_reason: Option<String>,
+    /// Attempts sent.
+    pub requests: u64,
+    /// Successful attempts.
+    pub successes: u64,
+    /// 429 replies.
+    pub rate_limited: u64,
+    /// Timeouts.
+    pub timeouts: u64,
+    /// Other failures (5xx, connection errors, bad replies, 4xx).
+    pub errors: u64,
+    /// Prompt tokens of successful replies.
+    pub prompt_tokens: u64,
+    /// Completion tokens of successful replies.
+    pub completion_tokens: u64,
+    /// Mean duration of answered attempts, in milliseconds.
+    pub mean_latency_ms: Option<f64>,
+    /// The configured `tpm_limit`, if any.
+    pub tpm_limit: Option<u64>,
+}
+
+impl EndpointSummary {
+    /// Adds another summary's counts for the same endpoint (the latency becomes the weighted
+    /// mean; the state is the other's, as the later one).
+    pub fn merge(&mut self, other: &EndpointSummary) {
+        let answered = |e: &EndpointSummary| (e.successes + e.rate_limited + e.errors) as f64;
+        self.mean_latency_ms = match (self.mean_latency_ms, other.mean_latency_ms) {
+            (Some(a), Some(b)) => {
+                let (wa, wb) = (answered(self), answered(other));
+                if wa + wb > 0.0 {
+                    Some((a * wa + b * wb) / (wa + wb))
+                } else {
+                    Some((a + b) / 2.0)
+                }
+            }
+            (a, b) => a.or(b),
+        };
+        self.state.clone_from(&other.state);
+        self.disabled_reason.clone_from(&other.disabled_reason);
+        self.requests += other.requests;
+        self.successes += other.successes;
+        self.rate_limited += other.rate_limited;
+        self.timeouts += other.timeouts;
+        self.errors += other.errors;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.tpm_limit = self.tpm_limit.or(other.tpm_limit);
+    }
+
+    /// Tokens (prompt + completion) per minute over `makespan`.
+    pub fn tokens_per_minute(&self, makespan: Duration) -> f64 {
+        per_minute(self.prompt_tokens + self.completion_tokens, makespan)
+    }
+}
+
+/// The figures of one run (or of several, merged).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Non-blank input lines read.
+    pub lines_read: u64,
+    /// Valid lines skipped because the output file already answers their `custom_id`.
+    pub skipped: u64,
+    /// Of those, ids whose earlier answer is a failure (kept: run with `--retry-failed`).
+    pub skipped_failed: u64,
+    /// Jobs sent to the dispatcher.
+    pub submitted: u64,
+    /// Jobs answered with a 2xx reply.
+    pub succeeded: u64,
+    /// Jobs that failed for good (with or without an HTTP reply).
+    pub failed: u64,
+    /// Of the failed, those with a final HTTP error reply.
+    pub http_errors: u64,
+    /// Input lines rejected (written now or reported by an earlier run).
+    pub invalid_lines: u64,
+    /// Jobs submitted but not finished when the run was interrupted (they run again next time).
+    pub unfinished: u64,
+    /// Jobs that needed more than one attempt.
+    pub retried_jobs: u64,
+    /// Attempts beyond each job's first.
+    pub retry_attempts: u64,
+    /// Attempts answered with 429.
+    pub rate_limited: u64,
+    /// Prompt tokens of the answers.
+    pub prompt_tokens: u64,
+    /// Completion tokens of the answers.
+    pub completion_tokens: u64,
+    /// Wall time of the run.
+    #[serde(rename = "makespan_secs", serialize_with = "seconds")]
+    pub makespan: Duration,
+    /// Sum of the configured `tpm_limit`s, when every deployment has one.
+    pub configured_tpm: Option<u64>,
+    /// The run was interrupted.
+    pub interrupted: bool,
+    /// Per-endpoint figures.
+    pub endpoints: Vec<EndpointSummary>,
+}
+
+fn seconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64())
+}
+
+fn per_minute(count: u64, over: Duration) -> f64 {
+    if over.is_zero() {
+        0.0
+    } else {
+        count as f64 * 60.0 / over.as_secs_f64()
+    }
+}
+
+impl Summary {
+    /// Counts one finished job.
+    pub fn record_job(&mut self, job: &JobTally) {
+        if job.succeeded {
+            self.succeeded += 1;
+        } else {
+            self.failed += 1;
+            self.http_errors += u64::from(job.http_error);
+        }
+        if job.attempts > 1 {
+            self.retried_jobs += 1;
+            self.retry_attempts += u64::from(job.attempts - 1);
+        }
+        self.rate_limited += u64::from(job.rate_limited);
+        self.prompt_tokens += job.prompt_tokens;
+        self.completion_tokens += job.completion_tokens;
+    }
+
+    /// Jobs finished (succeeded or failed).
+    pub fn finished(&self) -> u64 {
+        self.succeeded + self.failed
+    }
+
+    /// Answered tokens (prompt + completion) per minute of makespan.
+    pub fn tokens_per_minute(&self) -> f64 {
+        per_minute(self.prompt_tokens + self.completion_tokens, self.makespan)
+    }
+
+    /// Achieved tokens per minute as a percentage of the configured TPM, if every deployment
+    /// has a `tpm_limit`.
+    pub fn quota_use_percent(&self) -> Option<f64> {
+        self.configured_tpm
+            .filter(|tpm| *tpm > 0)
+            .map(|tpm| self.tokens_per_minute() * 100.0 / tpm as f64)
+    }
+
+    /// Adds another run's figures: counts add up, the makespan is the longer one, endpoints are
+    /// merged by name.
+    pub fn merge(&mut self, other: &Summary) {
+        self.lines_read += other.lines_read;
+        self.skipped += other.skipped;
+        self.skipped_failed += other.skipped_failed;
+        self.submitted += other.submitted;
+        self.succeeded += other.succeeded;
+        self.failed += other.failed;
+        self.http_errors += other.http_errors;
+        self.invalid_lines += other.invalid_lines;
+        self.unfinished += other.unfinished;
+        self.retried_jobs += other.retried_jobs;
+        self.retry_attempts += other.retry_attempts;
+        self.rate_limited += other.rate_limited;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.makespan = self.makespan.max(other.makespan);
+        self.configured_tpm = match (self.configured_tpm, other.configured_tpm) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.interrupted |= other.interrupted;
+        for endpoint in &other.endpoints {
+            match self.endpoints.iter_mut().find(|e| e.name == endpoint.name) {
+                Some(mine) => mine.merge(endpoint),
+                None => self.endpoints.push(endpoint.clone()),
+            }
+        }
+    }
+
+    /// The process exit status this run ends with: [`EXIT_INTERRUPTED`] when interrupted, else
+    /// [`EXIT_SOME_FAILED`] when any job failed, any input line was invalid, or an id kept an
+    /// earlier failed answer, else [`EXIT_OK`].
+    pub fn exit_status(&self) -> u8 {
+        if self.interrupted {
+            EXIT_INTERRUPTED
+        } else if self.failed + self.invalid_lines + self.skipped_failed > 0 {
+            EXIT_SOME_FAILED
+        } else {
+            EXIT_OK
+        }
+    }
+
+    /// The summary for a person: totals, then one row per endpoint.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} in {:.1}s: {} succeeded, {} failed ({} with an HTTP error), {} invalid lines, {} skipped (already answered{})",
+            if self.interrupted {
+                "Interrupted"
+            } else {
+                "Done"
+            },
+            self.makespan.as_secs_f64(),
+            self.succeeded,
+            self.failed,
+            self.http_errors,
+            self.invalid_lines,
+            self.skipped,
+            if self.skipped_failed > 0 {
+                format!(
+                    ", {} of them failed: use --retry-failed",
+                    self.skipped_failed
+                )
+            } else {
+                String::new()
+            },
+        );
+        if self.unfinished > 0 {
+            let _ = writeln!(
+                out,
+                "{} jobs did not finish; run the same command again to complete them",
+                self.unfinished
+            );
+        }
+        let _ = write!(
+            out,
+            "retried {} jobs ({} extra attempts), 429s seen {}, tokens {} in / {} out, {:.0} tokens/min",
+            self.retried_jobs,
+            self.retry_attempts,
+            self.rate_limited,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.tokens_per_minute()
+        );
+        match (self.configured_tpm, self.quota_use_percent()) {
+            (Some(tpm), Some(percent)) => {
+                let _ = writeln!(out, " ({percent:.0}% of the configured {tpm} TPM)");
+            }
+            _ => out.push('\n'),
+        }
+        if self.endpoints.is_empty() {
+            return out;
+        }
+        let _ = writeln!(
+            out,
+            "{:<20} {:<9} {:>8} {:>8} {:>6} {:>8} {:>7} {:>10} {:>9} {:>12}",
+            "endpoint",
+            "state",
+            "requests",
+            "ok",
+            "429",
+            "timeouts",
+            "errors",
+            "tokens",
+            "mean ms",
+            "tokens/min"
+        );
+        for e in &self.endpoints {
+            let rate = e.tokens_per_minute(self.makespan);
+            let rate = match e.tpm_limit {
+                Some(limit) if limit > 0 => {
+                    format!("{rate:.0} ({:.0}%)", rate * 100.0 / limit as f64)
+                }
+                _ => format!("{rate:.0}"),
+            };
+            let _ = write!(
+                out,
+                "{:<20} {:<9} {:>8} {:>8} {:>6} {:>8} {:>7} {:>10} {:>9} {:>12}",
+                e.name,
+                e.state,
+                e.requests,
+                e.successes,
+                e.rate_limited,
+                e.timeouts,
+                e.errors,
+                e.prompt_tokens + e.completion_tokens,
+                e.mean_latency_ms
+                    .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}")),
+                rate
+            );
+            if let Some(reason) = &e.disabled_reason {
+                let _ = write!(out, "  disabled: {reason}");
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(name: &str, requests: u64, latency: Option<f64>) -> EndpointSummary {
+        EndpointSummary {
+            name: name.into(),
+            state: "healthy".into(),
+            requests,
+            successes: requests,
+            prompt_tokens: 100,
+            completion_tokens: 20,
+            mean_latency_ms: latency,
+            tpm_limit: Some(1_000),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn record_job_counts_each_kind() {
+        let mut summary = Summary::default();
+        summary.record_job(&JobTally {
+            succeeded: true,
+            attempts: 1,
+            prompt_tokens: 7,
+            completion_tokens: 3,
+            ..Default::default()
+        });
+        summary.record_job(&JobTally {
+            http_error: true,
+            attempts: 4,
+            rate_limited: 2,
+            ..Default::default()
+        });
+        summary.record_job(&JobTally::default());
+        assert_eq!(summary.succeeded, 1);
+        assert_eq!(summary.failed, 2);
+        assert_eq!(summary.http_errors, 1);
+        assert_eq!(summary.retried_jobs, 1);
+        assert_eq!(summary.retry_attempts, 3);
+        assert_eq!(summary.rate_limited, 2);
+        assert_eq!(summary.finished(), 3);
+        assert_eq!((summary.prompt_tokens, summary.completion_tokens), (7, 3));
+    }
+
+    #[test]
+    fn rates_are_per_minute_of_makespan() {
+        let summary = Summary {
+            prompt_tokens: 900,
+            completion_tokens: 100,
+            makespan: Duration::from_secs(30),
+            configured_tpm: Some(4_000),
+            ..Default::default()
+        };
+        assert_eq!(summary.tokens_per_minute(), 2_000.0);
+        assert_eq!(summary.quota_use_percent(), Some(50.0));
+        assert_eq!(Summary::default().tokens_per_minute(), 0.0);
+        assert_eq!(Summary::default().quota_use_percent(), None);
+    }
+
+    #[test]
+    fn exit_status_follows_the_documented_order() {
+        let mut summary = Summary {
+            succeeded: 3,
+            ..Default::default()
+        };
+        assert_eq!(summary.exit_status(), EXIT_OK);
+        summary.skipped_failed = 1;
+        assert_eq!(summary.exit_status(), EXIT_SOME_FAILED);
+        summary.skipped_failed = 0;
+        summary.invalid_lines = 1;
+        assert_eq!(summary.exit_status(), EXIT_SOME_FAILED);
+        summary.invalid_lines = 0;
+        summary.failed = 1;
+        assert_eq!(summary.exit_status(), EXIT_SOME_FAILED);
+        summary.interrupted = true;
+        assert_eq!(summary.exit_status(), EXIT_INTERRUPTED);
+    }
+
+    #[test]
+    fn merge_adds_counts_and_merges_endpoints_by_name() {
+        let mut a = Summary {
+            succeeded: 2,
+            makespan: Duration::from_secs(10),
+            endpoints: vec![endpoint("east", 10, Some(10.0))],
+            ..Default::default()
+        };
+        let b = Summary {
+            succeeded: 3,
+            failed: 1,
+            interrupted: true,
+            makespan: Duration::from_secs(4),
+            endpoints: vec![endpoint("east", 30, Some(30.0)), endpoint("west", 5, None)],
+            ..Default::default()
+        };
+        a.merge(&b);
+        assert_eq!((a.succeeded, a.failed), (5, 1));
+        assert!(a.interrupted);
+        assert_eq!(a.makespan, Duration::from_secs(10));
+        assert_eq!(a.endpoints.len(), 2);
+        assert_eq!(a.endpoints[0].requests, 40);
+        assert_eq!(a.endpoints[0].prompt_tokens, 200);
+        // Weighted by answered attempts: (10*10 + 30*30) / 40.
+        assert_eq!(a.endpoints[0].mean_latency_ms, Some(25.0));
+        assert_eq!(a.endpoints[1].name, "west");
+    }
+
+    #[test]
+    fn json_has_seconds_and_every_figure() {
+        let summary = Summary {
+            succeeded: 1,
+            makespan: Duration::from_millis(1500),
+            endpoints: vec![endpoint("east", 1, None)],
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["makespan_secs"], 1.5);
+        assert_eq!(json["succeeded"], 1);
+        assert_eq!(json["endpoints"][0]["name"], "east");
+        assert_eq!(json["endpoints"][0]["tpm_limit"], 1000);
+    }
+
+    #[test]
+    fn render_shows_totals_and_one_row_per_endpoint() {
+        let summary = Summary {
+            succeeded: 9,
+            failed: 1,
+            skipped: 4,
+            skipped_failed: 2,
+            unfinished: 3,
+            prompt_tokens: 60,
+            completion_tokens: 60,
+            makespan: Duration::from_secs(60),
+            endpoints: vec![
+                endpoint("east", 10, Some(12.34)),
+                EndpointSummary {
+                    disabled_reason: Some("HTTP 401".into()),
+                    state: "disabled".into(),
+                    ..endpoint("west", 0, None)
+                },
+            ],
+            ..Default::default()
+        };
+        let text = summary.render();
+        assert!(
+            text.starts_with("Done in 60.0s: 9 succeeded, 1 failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2 of them failed: use --retry-failed"),
+            "{text}"
+        );
+        assert!(text.contains("3 jobs did not finish"), "{text}");
+        assert!(text.contains("120 tokens/min"), "{text}");
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("east") || l.starts_with("west"))
+            .collect();
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].contains("12.3"), "{}", rows[0]);
+        assert!(rows[0].contains("120 (12%)"), "{}", rows[0]);
+        assert!(rows[1].contains("disabled: HTTP 401"), "{}", rows[1]);
+    }
+}
