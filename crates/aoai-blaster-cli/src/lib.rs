@@ -7,4 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod cli;
+pub mod progress;
 pub mod summary;

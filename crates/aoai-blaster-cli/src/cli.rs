@@ -1,0 +1,200 @@
+//! The command line, as clap derive types. `aoai-blaster --help` shows it all.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Push chat-completion traffic through many Azure OpenAI deployments at once, as fast as their
+/// quotas allow, without losing a job.
+#[derive(Debug, Parser)]
+#[command(name = "aoai-blaster", version, about, long_about = None)]
+#[command(
+    after_help = "Exit codes: 0 every job succeeded, 1 some jobs failed or input lines were \
+invalid, 2 usage or config error, 130 interrupted.\nLogging: RUST_LOG=debug (or any filter) \
+and --log-format json."
+)]
+pub struct Cli {
+    /// Log format on stderr (logs print above the progress display).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run N generated prompts through an embedded simulator with three deployments of different
+    /// character (a tight TPM quota, a flaky one with 5xx and timeouts, a slow one), with live
+    /// progress, then print the summary and the per-endpoint health table.
+    Demo(DemoArgs),
+    /// Run a Batch JSONL input file through the configured deployments into an output file;
+    /// resumable: re-running skips every custom_id already answered in the output.
+    Run(RunArgs),
+    /// Validate the config, resolve credentials and send one tiny request to each deployment.
+    Check(CheckArgs),
+    /// Run the Azure OpenAI simulator standalone (same as the `aoai-sim` binary).
+    Sim(SimArgs),
+}
+
+/// Options shared by `run` and `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
+    /// Also write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+    /// After the first Ctrl-C (SIGINT/SIGTERM), how long in-flight jobs may take to finish
+    /// before the run stops without them (e.g. `10s`, `500ms`); a second Ctrl-C stops at once.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub grace_period: Duration,
+    /// Without a terminal on stderr: seconds between plain progress log lines.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub progress_interval: Duration,
+}
+
+/// `demo` options.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Number of prompts to send.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub requests: u64,
+    /// Also write every answer as a Batch output line to this file.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Shared run options.
+    #[command(flatten)]
+    pub options: RunOptions,
+}
+
+/// `run` options.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Blaster config (YAML, JSON or TOML, by extension); `AOAI_BLASTER__<KEY>` overrides
+    /// top-level keys.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Batch JSONL input: one `{"custom_id", "method", "url", "body"}` per line.
+    #[arg(long, short, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Batch JSONL output, appended to; ids already answered in it are skipped.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Run again the ids whose answer in the output is a failure (the output is rewritten
+    /// atomically without those lines first).
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Shared run options.
+    #[command(flatten)]
+    pub options: RunOptions,
+}
+
+/// `check` options.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Blaster config (YAML, JSON or TOML, by extension).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// `sim` options.
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// Simulator config (YAML, JSON or TOML, by extension).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Override the shared listener's address (e.g. 127.0.0.1:8080).
+    #[arg(long)]
+    pub bind: Option<String>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds.is_finite() && seconds >= 0.0 {
+            return Ok(Duration::from_secs_f64(seconds));
+        }
+        return Err(format!("{text:?} is not a duration; use e.g. 10s or 500ms"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|error| format!("{text:?} is not a duration ({error}); use e.g. 10s or 500ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_its_flags() {
+        let cli = Cli::try_parse_from([
+            "aoai-blaster",
+            "--log-format",
+            "json",
+            "run",
+            "--config",
+            "c.yaml",
+            "--input",
+            "in.jsonl",
+            "--output",
+            "out.jsonl",
+            "--retry-failed",
+            "--summary-json",
+            "s.json",
+            "--grace-period",
+            "1500ms",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let Command::Run(run) = cli.command else {
+            panic!("expected run");
+        };
+        assert!(run.retry_failed);
+        assert_eq!(run.options.grace_period, Duration::from_millis(1500));
+        assert_eq!(run.options.progress_interval, Duration::from_secs(5));
+        assert_eq!(run.options.summary_json, Some(PathBuf::from("s.json")));
+    }
+
+    #[test]
+    fn demo_defaults_to_a_few_thousand_requests() {
+        let cli = Cli::try_parse_from(["aoai-blaster", "demo"]).unwrap();
+        let Command::Demo(demo) = cli.command else {
+            panic!("expected demo");
+        };
+        assert_eq!(demo.requests, 3000);
+        assert_eq!(demo.options.grace_period, Duration::from_secs(10));
+        assert!(Cli::try_parse_from(["aoai-blaster", "demo", "--requests", "0"]).is_err());
+    }
+
+    #[test]
+    fn run_without_input_is_a_usage_error() {
+        let error = Cli::try_parse_from(["aoai-blaster", "run", "--config", "c.yaml"]).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn durations_accept_seconds_and_units() {
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("0.25").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("-1").unwrap_err().contains("use e.g. 10s"));
+        assert!(parse_duration("soon").unwrap_err().contains("use e.g. 10s"));
+    }
+}

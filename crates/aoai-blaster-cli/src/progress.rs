@@ -1,0 +1,483 @@
+//! Live progress on stderr: indicatif bars when stderr is a terminal (one line for the run, one
+//! per endpoint), plain periodic log lines otherwise.
+//!
+//! Log lines must print above the bars, never through them: [`ProgressWriter`] is the
+//! `tracing-subscriber` writer that suspends the bars while a log line is written. The figures
+//! are formatted by plain functions ([`run_line`], [`endpoint_line`]) so they are tested with
+//! exact values.
+//!
+//! ```
+//! use std::time::Duration;
+//! use aoai_blaster_cli::progress::{run_line, ProgressSnapshot};
+//!
+//! let snapshot = ProgressSnapshot {
+//!     done: 50, total: Some(100), succeeded: 48, failed: 2, tokens: 6_000,
+//!     elapsed: Duration::from_secs(10), ..Default::default()
+//! };
+//! assert_eq!(
+//!     run_line(&snapshot),
+//!     "50/100 lines | 5.0/s | 36000 tokens/min | ok 48 failed 2 invalid 0 skipped 0 | \
+//!      in flight 0 | 429s 0 | retries 0 | ETA 10s"
+//! );
+//! ```
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant, SystemTime};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tracing_subscriber::fmt::MakeWriter;
+
+/// One endpoint's state, as the progress display shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointStatus {
+    /// The deployment's `name`.
+    pub name: String,
+    /// `healthy`, `cooling`, `probing` or `disabled`.
+    pub state: String,
+    /// When a cooldown (or a timed disable) ends.
+    pub until: Option<SystemTime>,
+    /// Why it is disabled.
+    pub disabled_reason: Option<String>,
+    /// Attempts in flight.
+    pub in_flight: usize,
+    /// Attempts sent.
+    pub requests: u64,
+    /// Successful attempts.
+    pub successes: u64,
+    /// 429 replies.
+    pub rate_limited: u64,
+}
+
+/// The figures of a run at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProgressSnapshot {
+    /// Input lines dealt with (answered, rejected, skipped, blank).
+    pub done: u64,
+    /// Input lines in the file, once counted.
+    pub total: Option<u64>,
+    /// Jobs answered with a 2xx.
+    pub succeeded: u64,
+    /// Jobs that failed for good.
+    pub failed: u64,
+    /// Input lines rejected.
+    pub invalid: u64,
+    /// Lines skipped because the output already answers them.
+    pub skipped: u64,
+    /// Jobs submitted and not finished.
+    pub in_flight: u64,
+    /// Attempts answered with 429.
+    pub rate_limited: u64,
+    /// Attempts beyond each job's first.
+    pub retries: u64,
+    /// Answered tokens (prompt + completion).
+    pub tokens: u64,
+    /// Time since the run started.
+    pub elapsed: Duration,
+    /// Each endpoint's state.
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+impl ProgressSnapshot {
+    /// Lines dealt with per second.
+    pub fn rate(&self) -> f64 {
+        per_second(self.done, self.elapsed)
+    }
+
+    /// Answered tokens per minute.
+    pub fn tokens_per_minute(&self) -> f64 {
+        per_second(self.tokens, self.elapsed) * 60.0
+    }
+
+    /// Time left at the current rate, once the total is known and the rate is not zero.
+    pub fn eta(&self) -> Option<Duration> {
+        let total = self.total?;
+        let rate = self.rate();
+        if rate <= 0.0 {
+            return None;
+        }
+        let left = total.saturating_sub(self.done) as f64;
+        Some(Duration::from_secs_f64(left / rate))
+    }
+}
+
+fn per_second(count: u64, over: Duration) -> f64 {
+    if over.is_zero() {
+        0.0
+    } else {
+        count as f64 / over.as_secs_f64()
+    }
+}
+
+fn short_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if seconds >= 3600 {
+        format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60)
+    } else if seconds >= 60 {
+        format!("{}m{:02}s", seconds / 60, seconds % 60)
+    } else if duration < Duration::from_secs(10) && !duration.is_zero() {
+        format!("{:.1}s", duration.as_secs_f64())
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// The run's progress in one line.
+pub fn run_line(snapshot: &ProgressSnapshot) -> String {
+    let done = match snapshot.total {
+        Some(total) => format!("{}/{total} lines", snapshot.done),
+        None => format!("{} lines", snapshot.done),
+    };
+    let eta = snapshot
+        .eta()
+        .map_or_else(|| "-".to_owned(), |eta| format!("{}s", eta.as_secs()));
+    format!(
+        "{done} | {:.1}/s | {:.0} tokens/min | ok {} failed {} invalid {} skipped {} | \
+         in flight {} | 429s {} | retries {} | ETA {eta}",
+        snapshot.rate(),
+        snapshot.tokens_per_minute(),
+        snapshot.succeeded,
+        snapshot.failed,
+        snapshot.invalid,
+        snapshot.skipped,
+        snapshot.in_flight,
+        snapshot.rate_limited,
+        snapshot.retries,
+    )
+}
+
+/// One endpoint's status in one line, e.g. `flaky  cooling until +1.5s | in flight 0 | ...`.
+pub fn endpoint_line(endpoint: &EndpointStatus, now: SystemTime) -> String {
+    let state = match (endpoint.state.as_str(), endpoint.until) {
+        ("cooling", Some(until)) => {
+            let left = until.duration_since(now).unwrap_or_default();
+            format!("cooling for {}", short_duration(left))
+        }
+        ("disabled", until) => {
+            let reason = endpoint
+                .disabled_reason
+                .as_deref()
+                .unwrap_or("no reason given");
+            match until.and_then(|until| until.duration_since(now).ok()) {
+                Some(left) => format!("disabled for {}: {reason}", short_duration(left)),
+                None => format!("disabled: {reason}"),
+            }
+        }
+        (state, _) => state.to_owned(),
+    };
+    format!(
+        "{:<16} {state} | in flight {} | requests {} | ok {} | 429s {}",
+        endpoint.name,
+        endpoint.in_flight,
+        endpoint.requests,
+        endpoint.successes,
+        endpoint.rate_limited
+    )
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// indicatif bars on stderr (stderr is a terminal).
+    Bars,
+    /// A log line every `interval` (stderr is not a terminal).
+    Plain {
+        /// Time between lines.
+        interval: Duration,
+    },
+}
+
+impl ProgressMode {
+    /// Bars when stderr is a terminal, otherwise plain lines every `interval`.
+    pub fn detect(interval: Duration) -> ProgressMode {
+        use std::io::IsTerminal;
+        if io::stderr().is_terminal() {
+            ProgressMode::Bars
+        } else {
+            ProgressMode::Plain { interval }
+        }
+    }
+
+    /// The bar container for this mode (drawing nothing in plain mode).
+    pub fn multi(self) -> MultiProgress {
+        match self {
+            ProgressMode::Bars => MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            ProgressMode::Plain { .. } => {
+                MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
+            }
+        }
+    }
+}
+
+/// The live display of one run.
+#[derive(Debug)]
+pub struct ProgressDisplay {
+    mode: ProgressMode,
+    multi: MultiProgress,
+    main: ProgressBar,
+    endpoints: Vec<ProgressBar>,
+    last_plain: Option<Instant>,
+}
+
+impl ProgressDisplay {
+    /// A display in `multi` (from [`ProgressMode::multi`]) with one line per endpoint.
+    pub fn new(mode: ProgressMode, multi: MultiProgress, endpoints: usize) -> ProgressDisplay {
+        let main = multi.add(ProgressBar::no_length());
+        main.set_style(spinner_style());
+        main.enable_steady_tick(Duration::from_millis(200));
+        let line_style =
+            ProgressStyle::with_template("  {msg}").unwrap_or_else(|_| spinner_style());
+        let endpoints = (0..endpoints)
+            .map(|_| {
+                let bar = multi.add(ProgressBar::no_length());
+                bar.set_style(line_style.clone());
+                bar
+            })
+            .collect();
+        ProgressDisplay {
+            mode,
+            multi,
+            main,
+            endpoints,
+            last_plain: None,
+        }
+    }
+
+    /// Shows `snapshot`. In plain mode, logs a line when `interval` has passed since the last.
+    pub fn update(&mut self, snapshot: &ProgressSnapshot, now: Instant) {
+        match self.mode {
+            ProgressMode::Bars => {
+                if let Some(total) = snapshot.total
+                    && self.main.length() != Some(total)
+                {
+                    self.main.set_length(total);
+                    self.main.set_style(bar_style());
+                }
+                self.main.set_position(snapshot.done);
+                self.main.set_message(run_line(snapshot));
+                let wall = SystemTime::now();
+                for (bar, endpoint) in self.endpoints.iter().zip(&snapshot.endpoints) {
+                    bar.set_message(endpoint_line(endpoint, wall));
+                }
+            }
+            ProgressMode::Plain { interval } => {
+                let due = self
+                    .last_plain
+                    .is_none_or(|last| now.saturating_duration_since(last) >= interval);
+                if due {
+                    self.last_plain = Some(now);
+                    self.log_plain(snapshot);
+                }
+            }
+        }
+    }
+
+    fn log_plain(&self, snapshot: &ProgressSnapshot) {
+        let wall = SystemTime::now();
+        let endpoints: Vec<String> = snapshot
+            .endpoints
+            .iter()
+            .map(|endpoint| endpoint_line(endpoint, wall))
+            .collect();
+        tracing::info!(
+            target: "aoai_blaster_cli::progress",
+            "{} || {}",
+            run_line(snapshot),
+            endpoints.join(" || ")
+        );
+    }
+
+    /// Removes the bars (call before printing the summary).
+    pub fn finish(&self) {
+        self.main.finish_and_clear();
+        for bar in &self.endpoints {
+            bar.finish_and_clear();
+        }
+        let _ = self.multi.clear();
+    }
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} [{bar:30}] {percent:>3}% {msg}")
+        .map(|style| style.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+/// A `tracing-subscriber` writer that prints each log line to stderr above the progress bars.
+#[derive(Debug, Clone)]
+pub struct ProgressWriter {
+    multi: MultiProgress,
+}
+
+impl ProgressWriter {
+    /// Writes through `multi`'s suspension.
+    pub fn new(multi: MultiProgress) -> ProgressWriter {
+        ProgressWriter { multi }
+    }
+}
+
+/// The per-event writer of [`ProgressWriter`].
+#[derive(Debug)]
+pub struct SuspendingStderr {
+    multi: MultiProgress,
+}
+
+impl Write for SuspendingStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.multi.suspend(|| io::stderr().lock().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+impl<'a> MakeWriter<'a> for ProgressWriter {
+    type Writer = SuspendingStderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        SuspendingStderr {
+            multi: self.multi.clone(),
+        }
+    }
+}
+
+/// Counts the lines of a file (newlines, plus a last line without one), reading it in blocks.
+pub fn count_lines(path: &std::path::Path) -> io::Result<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut lines = 0u64;
+    let mut last = b'\n';
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        lines += buffer[..read].iter().filter(|&&b| b == b'\n').count() as u64;
+        last = buffer[read - 1];
+    }
+    Ok(lines + u64::from(last != b'\n'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_needs_a_total_and_a_rate() {
+        let mut snapshot = ProgressSnapshot {
+            done: 30,
+            elapsed: Duration::from_secs(3),
+            ..Default::default()
+        };
+        assert_eq!(snapshot.eta(), None);
+        snapshot.total = Some(90);
+        assert_eq!(snapshot.eta(), Some(Duration::from_secs(6)));
+        snapshot.elapsed = Duration::ZERO;
+        assert_eq!(snapshot.eta(), None);
+        assert_eq!(snapshot.tokens_per_minute(), 0.0);
+    }
+
+    #[test]
+    fn run_line_without_total() {
+        let snapshot = ProgressSnapshot {
+            done: 7,
+            in_flight: 3,
+            rate_limited: 2,
+            retries: 4,
+            elapsed: Duration::from_secs(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            run_line(&snapshot),
+            "7 lines | 3.5/s | 0 tokens/min | ok 0 failed 0 invalid 0 skipped 0 | in flight 3 | \
+             429s 2 | retries 4 | ETA -"
+        );
+    }
+
+    #[test]
+    fn endpoint_lines_show_state_and_why() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let base = EndpointStatus {
+            name: "east".into(),
+            state: "healthy".into(),
+            in_flight: 2,
+            requests: 10,
+            successes: 9,
+            rate_limited: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            endpoint_line(&base, now),
+            "east             healthy | in flight 2 | requests 10 | ok 9 | 429s 1"
+        );
+        let cooling = EndpointStatus {
+            state: "cooling".into(),
+            until: Some(now + Duration::from_millis(1500)),
+            ..base.clone()
+        };
+        assert!(endpoint_line(&cooling, now).contains("cooling for 1.5s"));
+        let disabled = EndpointStatus {
+            state: "disabled".into(),
+            disabled_reason: Some("HTTP 401: bad key".into()),
+            ..base.clone()
+        };
+        assert!(endpoint_line(&disabled, now).contains("disabled: HTTP 401: bad key"));
+        let timed = EndpointStatus {
+            until: Some(now + Duration::from_secs(125)),
+            ..disabled
+        };
+        assert!(
+            endpoint_line(&timed, now).contains("disabled for 2m05s: HTTP 401: bad key"),
+            "{}",
+            endpoint_line(&timed, now)
+        );
+    }
+
+    #[test]
+    fn short_durations_pick_a_unit() {
+        assert_eq!(short_duration(Duration::from_millis(2500)), "2.5s");
+        assert_eq!(short_duration(Duration::from_secs(42)), "42s");
+        assert_eq!(short_duration(Duration::from_secs(3 * 3600 + 120)), "3h02m");
+        assert_eq!(short_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn count_lines_counts_a_last_line_without_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, "a\nb\nc").unwrap();
+        assert_eq!(count_lines(&path).unwrap(), 3);
+        std::fs::write(&path, "a\nb\n").unwrap();
+        assert_eq!(count_lines(&path).unwrap(), 2);
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(count_lines(&path).unwrap(), 0);
+        let big: String = (0..100_000).map(|i| format!("{i}\n")).collect();
+        std::fs::write(&path, big).unwrap();
+        assert_eq!(count_lines(&path).unwrap(), 100_000);
+    }
+
+    #[test]
+    fn plain_mode_draws_no_bars() {
+        let mode = ProgressMode::Plain {
+            interval: Duration::from_secs(5),
+        };
+        let multi = mode.multi();
+        assert!(multi.is_hidden());
+        let mut display = ProgressDisplay::new(mode, multi, 2);
+        let start = Instant::now();
+        display.update(&ProgressSnapshot::default(), start);
+        assert_eq!(display.last_plain, Some(start));
+        display.update(&ProgressSnapshot::default(), start + Duration::from_secs(1));
+        assert_eq!(display.last_plain, Some(start), "not due yet");
+        display.update(&ProgressSnapshot::default(), start + Duration::from_secs(5));
+        assert_eq!(display.last_plain, Some(start + Duration::from_secs(5)));
+        display.finish();
+    }
+}
