@@ -18,16 +18,16 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //! use aoai_blaster_core::classify::{AttemptOutcome, TransientKind};
-//! use aoai_blaster_core::retry::{Decision, JobErrorKind, JobHistory, RetryPolicy};
+//! use aoai_blaster_core::retry::{AttemptRecord, Decision, JobErrorKind, JobHistory, RetryPolicy};
 //!
 //! let policy = RetryPolicy { max_job_retry: 1, job_deadline: None };
 //! let t0 = Instant::now();
 //! let mut history = JobHistory::new(t0);
 //! let refused = AttemptOutcome::Transient(TransientKind::Connect("connection refused".into()));
 //!
-//! history.record("east", &refused, Duration::from_millis(3));
+//! history.record(AttemptRecord::from_outcome("east", &refused, Duration::from_millis(3)));
 //! assert_eq!(policy.decide(&history, &refused, t0), Decision::Retry { avoid: Some("east".into()) });
-//! history.record("west", &refused, Duration::from_millis(2));
+//! history.record(AttemptRecord::from_outcome("west", &refused, Duration::from_millis(2)));
 //! assert_eq!(policy.decide(&history, &refused, t0), Decision::Fail(JobErrorKind::RetriesExhausted));
 //!
 //! let error = history.into_error(JobErrorKind::RetriesExhausted);
@@ -190,8 +190,12 @@ pub struct AttemptRecord {
 }
 
 impl AttemptRecord {
-    /// The record of an attempt that had `outcome`.
-    pub fn new(endpoint: impl Into<String>, outcome: &AttemptOutcome, elapsed: Duration) -> Self {
+    /// The record of an attempt on `endpoint` that had `outcome` and took `elapsed`.
+    pub fn from_outcome(
+        endpoint: impl Into<String>,
+        outcome: &AttemptOutcome,
+        elapsed: Duration,
+    ) -> Self {
         AttemptRecord {
             endpoint: endpoint.into(),
             outcome: outcome.to_string(),
@@ -231,20 +235,9 @@ impl JobHistory {
         }
     }
 
-    /// Records an attempt on `endpoint` that had `outcome` and took `elapsed`.
-    pub fn record(
-        &mut self,
-        endpoint: impl Into<String>,
-        outcome: &AttemptOutcome,
-        elapsed: Duration,
-    ) {
-        self.attempts
-            .push(AttemptRecord::new(endpoint, outcome, elapsed));
-    }
-
-    /// Records an attempt on `endpoint` that was lost (actor restarted or stopped).
-    pub fn record_lost(&mut self, endpoint: impl Into<String>, elapsed: Duration) {
-        self.attempts.push(AttemptRecord::lost(endpoint, elapsed));
+    /// Appends an attempt ([`AttemptRecord::from_outcome`] or [`AttemptRecord::lost`]).
+    pub fn record(&mut self, attempt: AttemptRecord) {
+        self.attempts.push(attempt);
     }
 
     /// Attempts that count against `max_job_retry` (all failures but 429s and lost attempts).
@@ -299,6 +292,19 @@ pub enum JobErrorKind {
         /// The largest `tpm_limit` among the endpoints.
         largest_capacity: u64,
     },
+    /// A stream failed after some of its deltas had reached the caller: not retried, since the
+    /// caller already holds part of a reply.
+    StreamInterrupted {
+        /// Deltas delivered before the failure.
+        deltas_delivered: u32,
+    },
+    /// The job asked for a deployment by a name no endpoint has.
+    UnknownDeployment {
+        /// The name asked for.
+        name: String,
+        /// The configured names, comma-separated.
+        known: String,
+    },
     /// The caller cancelled the job.
     Cancelled,
     /// The blaster stopped taking jobs (it is closing).
@@ -308,7 +314,7 @@ pub enum JobErrorKind {
 impl JobErrorKind {
     /// A stable machine code, for a batch line's `error.code` and for metrics:
     /// `rejected`, `retries_exhausted`, `all_endpoints_disabled`, `deadline_exceeded`,
-    /// `never_fits`, `cancelled`, `queue_closed`.
+    /// `never_fits`, `stream_interrupted`, `unknown_deployment`, `cancelled`, `queue_closed`.
     pub fn code(&self) -> &'static str {
         match self {
             JobErrorKind::Rejected(_) => "rejected",
@@ -316,6 +322,8 @@ impl JobErrorKind {
             JobErrorKind::AllEndpointsDisabled => "all_endpoints_disabled",
             JobErrorKind::DeadlineExceeded => "deadline_exceeded",
             JobErrorKind::NeverFits { .. } => "never_fits",
+            JobErrorKind::StreamInterrupted { .. } => "stream_interrupted",
+            JobErrorKind::UnknownDeployment { .. } => "unknown_deployment",
             JobErrorKind::Cancelled => "cancelled",
             JobErrorKind::QueueClosed => "queue_closed",
         }
@@ -339,6 +347,14 @@ impl fmt::Display for JobErrorKind {
                 "never fits: the job needs an estimated {tokens} tokens, more than the largest \
                  tpm_limit ({largest_capacity}); shorten the prompt or lower max_tokens"
             ),
+            JobErrorKind::StreamInterrupted { deltas_delivered } => write!(
+                f,
+                "stream interrupted after {deltas_delivered} deltas reached the caller (not \
+                 retried: the caller already holds part of the reply)"
+            ),
+            JobErrorKind::UnknownDeployment { name, known } => {
+                write!(f, "no deployment named '{name}' (known: {known})")
+            }
             JobErrorKind::Cancelled => f.write_str("cancelled"),
             JobErrorKind::QueueClosed => f.write_str("the blaster is closing and takes no jobs"),
         }
@@ -470,7 +486,7 @@ mod tests {
         outcome: AttemptOutcome,
         now: Instant,
     ) -> Decision {
-        history.record(endpoint, &outcome, S);
+        history.record(AttemptRecord::from_outcome(endpoint, &outcome, S));
         policy.decide(history, &outcome, now)
     }
 
@@ -499,7 +515,7 @@ mod tests {
             step(&p, &mut h, "west", unavailable(), t0),
             retry_avoiding("west")
         );
-        h.record_lost("east", S);
+        h.record(AttemptRecord::lost("east", S));
         assert_eq!(p.decide_lost(&h, t0), Decision::Retry { avoid: None });
         assert_eq!(h.counted_failures(), 2);
         assert_eq!(h.rate_limited(), 10);
@@ -616,7 +632,7 @@ mod tests {
     fn accessors_for_batch_lines() {
         let rejected = JobError::new(
             JobErrorKind::Rejected(filtered()),
-            vec![AttemptRecord::new(
+            vec![AttemptRecord::from_outcome(
                 "east",
                 &AttemptOutcome::JobFatal(filtered()),
                 S,
@@ -634,7 +650,7 @@ mod tests {
         );
         let no_reply = JobError::new(
             JobErrorKind::RetriesExhausted,
-            vec![AttemptRecord::new("east", &timeout(), 120 * S)],
+            vec![AttemptRecord::from_outcome("east", &timeout(), 120 * S)],
         );
         assert_eq!(no_reply.status(), None);
         let nothing_tried = JobError::new(JobErrorKind::AllEndpointsDisabled, Vec::new());
@@ -664,6 +680,23 @@ mod tests {
              tpm_limit (100000); shorten the prompt or lower max_tokens"
         );
         assert_eq!(error.code(), "never_fits");
+        let unknown = JobErrorKind::UnknownDeployment {
+            name: "north".into(),
+            known: "east, west".into(),
+        };
+        assert_eq!(
+            unknown.to_string(),
+            "no deployment named 'north' (known: east, west)"
+        );
+        assert_eq!(unknown.code(), "unknown_deployment");
+        let cut = JobErrorKind::StreamInterrupted {
+            deltas_delivered: 12,
+        };
+        assert!(
+            cut.to_string()
+                .starts_with("stream interrupted after 12 deltas")
+        );
+        assert_eq!(cut.code(), "stream_interrupted");
     }
 
     #[test]
