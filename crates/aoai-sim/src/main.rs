@@ -1,1 +1,74 @@
-fn main() {}
+//! `aoai-sim --config sim.yaml`: run the simulator until Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A faithful Azure OpenAI simulator.
+#[derive(Debug, Parser)]
+#[command(name = "aoai-sim", version, about)]
+struct Args {
+    /// Configuration file (YAML, JSON or TOML, by extension).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Override the shared listener's address (e.g. 127.0.0.1:8080).
+    #[arg(long)]
+    bind: Option<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let system = actix_rt::System::new();
+    system.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let mut config = match aoai_sim::SimConfig::from_file(&args.config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("aoai-sim: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(bind) = args.bind {
+        config.bind = bind;
+    }
+    let sim = match aoai_sim::start(config).await {
+        Ok(sim) => sim,
+        Err(err) => {
+            eprintln!("aoai-sim: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    for listener in sim.listeners() {
+        if listener.shared {
+            println!("aoai-sim listening on {}", listener.url);
+        } else {
+            println!(
+                "aoai-sim listening on {} for {}",
+                listener.url,
+                listener.deployments.join(", ")
+            );
+        }
+    }
+    if let Some(endpoint) = sim.managed_identity_endpoint() {
+        println!("aoai-sim managed identity endpoint {endpoint}");
+    }
+    let result = tokio::signal::ctrl_c().await;
+    sim.stop().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("aoai-sim: cannot wait for Ctrl-C: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

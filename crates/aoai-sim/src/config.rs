@@ -1,0 +1,727 @@
+//! The simulator's configuration: what a YAML/JSON/TOML file says, or what a test builds in code.
+//!
+//! Every field has a default, so a file (or a struct literal with `..Default::default()`) names
+//! only what it changes. [`SimConfig::validate`] checks the whole tree and names the offending key.
+//!
+//! ```
+//! use aoai_sim::{DeploymentSpec, FaultSpec, SimConfig};
+//!
+//! let config = SimConfig {
+//!     deployments: vec![
+//!         DeploymentSpec::new("gpt-4o").tpm(60_000),
+//!         DeploymentSpec::new("flaky").tpm(10_000).faults(FaultSpec { p_500: 0.1, ..Default::default() }),
+//!     ],
+//!     ..Default::default()
+//! };
+//! assert!(config.validate().is_ok());
+//! assert_eq!(config.deployments[0].effective_rpm(), Some(360));
+//! ```
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SimError;
+
+/// The `api-key` accepted when a configuration names none.
+pub const DEFAULT_API_KEY: &str = "sim-key";
+/// The `Authorization: Bearer` token accepted when a configuration names none.
+pub const DEFAULT_BEARER_TOKEN: &str = "sim-token";
+/// Tokens charged for the completion when a request gives neither `max_tokens` nor
+/// `max_completion_tokens` (configurable per deployment with `default_max_tokens`).
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+/// Requests per minute granted per 1,000 TPM when `rpm` is not given (the gpt-4o family's ratio).
+pub const DEFAULT_RPM_PER_1000_TPM: u64 = 6;
+/// Completion length (in tokens, one word each) when `max_tokens` does not cut it short.
+pub const DEFAULT_REPLY_TOKENS: u64 = 40;
+/// Tokens per minute of a deployment that does not say.
+pub const DEFAULT_TPM: u64 = 60_000;
+/// How long a "hang" fault holds a request before answering 408.
+pub const DEFAULT_HANG_SECS: u64 = 600;
+
+/// The whole simulator: listeners, credentials, deployments.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// Seed for every random draw (faults, jitter). Same seed and same request order, same run.
+    pub seed: u64,
+    /// Address of the shared listener (`127.0.0.1:0` picks a free port). Deployments on their own
+    /// listener bind the same host with port 0.
+    pub bind: String,
+    /// actix-web worker threads per listener.
+    pub workers: usize,
+    /// Length of the short window over which RPM is enforced (`1s`: RPM/60 per second, `10s`:
+    /// RPM/6 per 10 seconds).
+    pub rpm_window: RpmWindow,
+    /// Where the simulator's time comes from: the wall clock, or a clock that only moves when a
+    /// test calls [`SimHandle::advance_clock`](crate::SimHandle::advance_clock).
+    pub clock: ClockMode,
+    /// Accepted `api-key` header values.
+    pub api_keys: Vec<String>,
+    /// Accepted `Authorization: Bearer` tokens.
+    pub bearer_tokens: Vec<String>,
+    /// Serve a managed-identity token endpoint (App Service protocol) on the shared listener.
+    pub managed_identity: Option<ManagedIdentitySpec>,
+    /// The deployments served.
+    pub deployments: Vec<DeploymentSpec>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 42,
+            bind: "127.0.0.1:0".to_owned(),
+            workers: 1,
+            rpm_window: RpmWindow::default(),
+            clock: ClockMode::default(),
+            api_keys: vec![DEFAULT_API_KEY.to_owned()],
+            bearer_tokens: vec![DEFAULT_BEARER_TOKEN.to_owned()],
+            managed_identity: None,
+            deployments: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("seed", &self.seed)
+            .field("bind", &self.bind)
+            .field("workers", &self.workers)
+            .field("rpm_window", &self.rpm_window)
+            .field("clock", &self.clock)
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
+            .field(
+                "bearer_tokens",
+                &format_args!("[{} redacted]", self.bearer_tokens.len()),
+            )
+            .field("managed_identity", &self.managed_identity)
+            .field("deployments", &self.deployments)
+            .finish()
+    }
+}
+
+impl SimConfig {
+    /// Load a configuration file; the format follows the extension (`.yaml`/`.yml`, `.json`,
+    /// `.toml`). The result is validated.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<SimConfig, SimError> {
+        let path = path.as_ref();
+        let load_error = |source: config::ConfigError| SimError::Load {
+            path: path.display().to_string(),
+            source,
+        };
+        let config: SimConfig = config::Config::builder()
+            .add_source(config::File::from(path))
+            .build()
+            .map_err(load_error)?
+            .try_deserialize()
+            .map_err(load_error)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Add a deployment (builder style).
+    pub fn deployment(mut self, spec: DeploymentSpec) -> Self {
+        self.deployments.push(spec);
+        self
+    }
+
+    /// Use a clock that stands still until [`SimHandle::advance_clock`](crate::SimHandle::advance_clock)
+    /// moves it (builder style; for tests).
+    pub fn manual_clock(mut self) -> Self {
+        self.clock = ClockMode::Manual;
+        self
+    }
+
+    /// The short RPM window as a duration.
+    pub fn rpm_window_duration(&self) -> Duration {
+        self.rpm_window.duration()
+    }
+
+    /// Check every field; the error names the key and says how to fix it.
+    pub fn validate(&self) -> Result<(), SimError> {
+        let invalid = |msg: String| Err(SimError::Invalid(msg));
+        if self.workers == 0 {
+            return invalid("workers: 0 threads cannot serve anything; use 1 or more".to_owned());
+        }
+        if self.bind.parse::<std::net::SocketAddr>().is_err() {
+            return invalid(format!(
+                "bind: {:?} is not an IP address with a port; write it like \"127.0.0.1:0\"",
+                self.bind
+            ));
+        }
+        if self
+            .api_keys
+            .iter()
+            .chain(&self.bearer_tokens)
+            .any(String::is_empty)
+        {
+            return invalid(
+                "api_keys/bearer_tokens: an empty key would accept requests with an empty header; remove it"
+                    .to_owned(),
+            );
+        }
+        if let Some(mi) = &self.managed_identity
+            && (mi.identity_header.is_empty() || mi.access_token.is_empty())
+        {
+            return invalid(
+                "managed_identity: identity_header and access_token must not be empty".to_owned(),
+            );
+        }
+        if self.deployments.is_empty() {
+            return invalid(
+                "deployments: none configured; add at least one with a name".to_owned(),
+            );
+        }
+        let mut names = HashSet::new();
+        for (index, deployment) in self.deployments.iter().enumerate() {
+            deployment.validate(index)?;
+            if !names.insert(deployment.name.as_str()) {
+                return invalid(format!(
+                    "deployments[{index}].name: {:?} is used twice; deployment names must be unique",
+                    deployment.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The short window over which RPM is enforced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RpmWindow {
+    /// RPM/60 requests per second.
+    #[default]
+    #[serde(rename = "1s")]
+    OneSecond,
+    /// RPM/6 requests per 10 seconds.
+    #[serde(rename = "10s")]
+    TenSeconds,
+}
+
+impl RpmWindow {
+    /// The window's length.
+    pub fn duration(self) -> Duration {
+        match self {
+            RpmWindow::OneSecond => Duration::from_secs(1),
+            RpmWindow::TenSeconds => Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where the simulator's time comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockMode {
+    /// Wall-clock time since the simulator started.
+    #[default]
+    Real,
+    /// Starts at zero and moves only through `SimHandle::advance_clock` (tests).
+    Manual,
+}
+
+/// The managed-identity token endpoint (App Service protocol, as `IDENTITY_ENDPOINT` /
+/// `IDENTITY_HEADER` describe it).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagedIdentitySpec {
+    /// The value the client must send in `X-IDENTITY-HEADER` (its `IDENTITY_HEADER`).
+    pub identity_header: String,
+    /// The token handed out; it is then accepted as a bearer token.
+    pub access_token: String,
+    /// Lifetime announced in `expires_on`.
+    pub expires_in_secs: u64,
+}
+
+impl Default for ManagedIdentitySpec {
+    fn default() -> Self {
+        ManagedIdentitySpec {
+            identity_header: "sim-identity-header".to_owned(),
+            access_token: "sim-mi-token".to_owned(),
+            expires_in_secs: 3600,
+        }
+    }
+}
+
+impl fmt::Debug for ManagedIdentitySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagedIdentitySpec")
+            .field("identity_header", &"<redacted>")
+            .field("access_token", &"<redacted>")
+            .field("expires_in_secs", &self.expires_in_secs)
+            .finish()
+    }
+}
+
+/// Which listener (TCP port) serves a deployment.
+///
+/// In files: `shared` (the main listener, the default), `own` (a port of its own), or any other
+/// name: deployments giving the same name share that port, like deployments of one Azure resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum Listener {
+    /// The main listener ([`SimHandle::base_url`](crate::SimHandle::base_url)).
+    #[default]
+    Shared,
+    /// A listener for this deployment alone.
+    Own,
+    /// A listener shared by every deployment naming it.
+    Named(String),
+}
+
+impl From<String> for Listener {
+    fn from(value: String) -> Self {
+        match value.as_str() {
+            "shared" => Listener::Shared,
+            "own" => Listener::Own,
+            _ => Listener::Named(value),
+        }
+    }
+}
+
+impl From<Listener> for String {
+    fn from(value: Listener) -> Self {
+        match value {
+            Listener::Shared => "shared".to_owned(),
+            Listener::Own => "own".to_owned(),
+            Listener::Named(name) => name,
+        }
+    }
+}
+
+/// One deployment: its quota, reply shape, latency, faults and outages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploymentSpec {
+    /// The deployment name (URL path segment, or `model` on the v1 route).
+    pub name: String,
+    /// Model name reported in replies (defaults to the deployment name).
+    pub model: Option<String>,
+    /// Tokens-per-minute quota.
+    pub tpm: u64,
+    /// Requests-per-minute quota; absent: `tpm / 1000 * rpm_per_1000_tpm` (none for provisioned).
+    pub rpm: Option<u64>,
+    /// RPM granted per 1,000 TPM when `rpm` is absent.
+    pub rpm_per_1000_tpm: u64,
+    /// Provisioned (PTU): answer 429 whenever the minute's utilisation is over 100%, instead of
+    /// refusing any request that would not fit.
+    pub provisioned: bool,
+    /// Completion tokens charged when the request gives no `max_tokens`/`max_completion_tokens`.
+    pub default_max_tokens: u64,
+    /// Completion length when `max_tokens` allows it (finish `stop`), else cut to `max_tokens`
+    /// (finish `length`).
+    pub reply_tokens: u64,
+    /// Which listener serves it.
+    pub listener: Listener,
+    /// Latency model.
+    pub latency: LatencySpec,
+    /// Fault probabilities.
+    pub faults: FaultSpec,
+    /// Scheduled outages.
+    pub outages: Vec<OutageSpec>,
+}
+
+impl Default for DeploymentSpec {
+    fn default() -> Self {
+        DeploymentSpec {
+            name: String::new(),
+            model: None,
+            tpm: DEFAULT_TPM,
+            rpm: None,
+            rpm_per_1000_tpm: DEFAULT_RPM_PER_1000_TPM,
+            provisioned: false,
+            default_max_tokens: DEFAULT_MAX_TOKENS,
+            reply_tokens: DEFAULT_REPLY_TOKENS,
+            listener: Listener::Shared,
+            latency: LatencySpec::default(),
+            faults: FaultSpec::default(),
+            outages: Vec::new(),
+        }
+    }
+}
+
+impl DeploymentSpec {
+    /// A deployment with every default ([`DEFAULT_TPM`], derived RPM, no latency, no faults).
+    pub fn new(name: impl Into<String>) -> Self {
+        DeploymentSpec {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Set the TPM quota.
+    pub fn tpm(mut self, tpm: u64) -> Self {
+        self.tpm = tpm;
+        self
+    }
+
+    /// Set the RPM quota explicitly.
+    pub fn rpm(mut self, rpm: u64) -> Self {
+        self.rpm = Some(rpm);
+        self
+    }
+
+    /// Set the RPM-per-1,000-TPM ratio used when `rpm` is absent.
+    pub fn rpm_per_1000_tpm(mut self, ratio: u64) -> Self {
+        self.rpm_per_1000_tpm = ratio;
+        self
+    }
+
+    /// Make it a provisioned (PTU) deployment.
+    pub fn provisioned(mut self) -> Self {
+        self.provisioned = true;
+        self
+    }
+
+    /// Set the completion tokens charged when a request gives no maximum.
+    pub fn default_max_tokens(mut self, tokens: u64) -> Self {
+        self.default_max_tokens = tokens;
+        self
+    }
+
+    /// Set the natural completion length.
+    pub fn reply_tokens(mut self, tokens: u64) -> Self {
+        self.reply_tokens = tokens;
+        self
+    }
+
+    /// Put it on a listener of its own.
+    pub fn own_listener(mut self) -> Self {
+        self.listener = Listener::Own;
+        self
+    }
+
+    /// Choose its listener.
+    pub fn listener(mut self, listener: Listener) -> Self {
+        self.listener = listener;
+        self
+    }
+
+    /// Set the latency model.
+    pub fn latency(mut self, latency: LatencySpec) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Set the fault probabilities.
+    pub fn faults(mut self, faults: FaultSpec) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Add a scheduled outage.
+    pub fn outage(mut self, outage: OutageSpec) -> Self {
+        self.outages.push(outage);
+        self
+    }
+
+    /// The model name put in replies.
+    pub fn model_name(&self) -> &str {
+        self.model.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The RPM limit in force: `rpm` if given; none for a provisioned deployment without `rpm`;
+    /// else `tpm * rpm_per_1000_tpm / 1000` (rounded down).
+    pub fn effective_rpm(&self) -> Option<u64> {
+        match (self.rpm, self.provisioned) {
+            (Some(rpm), _) => Some(rpm),
+            (None, true) => None,
+            (None, false) => Some(self.tpm.saturating_mul(self.rpm_per_1000_tpm) / 1000),
+        }
+    }
+
+    fn validate(&self, index: usize) -> Result<(), SimError> {
+        let at = format!("deployments[{index}]");
+        let invalid = |msg: String| Err(SimError::Invalid(msg));
+        if self.name.is_empty() || self.name.contains('/') {
+            return invalid(format!(
+                "{at}.name: {:?} cannot be a deployment name; give the Azure deployment name (no '/')",
+                self.name
+            ));
+        }
+        let at = format!("{at} ({:?})", self.name);
+        if self.tpm == 0 {
+            return invalid(format!(
+                "{at}.tpm: 0 admits nothing; give a positive TPM quota"
+            ));
+        }
+        if self.rpm == Some(0) {
+            return invalid(format!(
+                "{at}.rpm: 0 admits nothing; give a positive RPM or leave it out to derive it"
+            ));
+        }
+        if self.default_max_tokens == 0 {
+            return invalid(format!(
+                "{at}.default_max_tokens: must be at least 1 (it is what a request without max_tokens is charged)"
+            ));
+        }
+        if self.reply_tokens == 0 {
+            return invalid(format!(
+                "{at}.reply_tokens: must be at least 1 (the reply carries the request digest)"
+            ));
+        }
+        self.faults.validate(&at)?;
+        for (i, outage) in self.outages.iter().enumerate() {
+            if outage.from_secs >= outage.to_secs {
+                return invalid(format!(
+                    "{at}.outages[{i}]: from_secs {} is not before to_secs {}; an outage needs from_secs < to_secs",
+                    outage.from_secs, outage.to_secs
+                ));
+            }
+            if outage.mode == OutageMode::Refuse && self.listener == Listener::Shared {
+                return invalid(format!(
+                    "{at}.outages[{i}]: mode refuse needs the deployment on its own listener; set `listener: own`"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Latency model: time to first token + per-token time × completion tokens + uniform jitter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencySpec {
+    /// Time to first token, in milliseconds.
+    pub ttft_ms: u64,
+    /// Time per completion token, in milliseconds.
+    pub per_token_ms: u64,
+    /// Up to this many milliseconds added to the time to first token (uniform, seeded).
+    pub jitter_ms: u64,
+}
+
+impl LatencySpec {
+    /// True when no delay is configured at all (the reply path then touches no timer).
+    pub fn is_zero(&self) -> bool {
+        self.ttft_ms == 0 && self.per_token_ms == 0 && self.jitter_ms == 0
+    }
+}
+
+/// Fault probabilities, drawn once per admitted request from the deployment's seeded RNG.
+/// Their sum must not exceed 1. Stream-only faults do nothing to non-streaming requests.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultSpec {
+    /// 500 `InternalServerError`.
+    pub p_500: f64,
+    /// 503 `ServiceUnavailable` (engine overloaded).
+    pub p_503: f64,
+    /// Hold the request for `hang_secs` without replying (then 408).
+    pub p_hang: f64,
+    /// Send headers and part of the body, then abort the connection.
+    pub p_drop: f64,
+    /// Streams only: stop after some deltas without `[DONE]`, aborting the connection.
+    pub p_stream_cut: f64,
+    /// Streams only: after some deltas send `data: {"error": {...}}` and end the stream.
+    pub p_stream_error: f64,
+    /// 400 `content_filter` (`innererror.code` = `ResponsibleAIPolicyViolation`).
+    pub p_content_filter: f64,
+    /// 200 whose body is not JSON.
+    pub p_not_json: f64,
+    /// How long a hang lasts, in seconds.
+    pub hang_secs: u64,
+}
+
+impl Default for FaultSpec {
+    fn default() -> Self {
+        FaultSpec {
+            p_500: 0.0,
+            p_503: 0.0,
+            p_hang: 0.0,
+            p_drop: 0.0,
+            p_stream_cut: 0.0,
+            p_stream_error: 0.0,
+            p_content_filter: 0.0,
+            p_not_json: 0.0,
+            hang_secs: DEFAULT_HANG_SECS,
+        }
+    }
+}
+
+impl FaultSpec {
+    /// The probabilities with their config keys, in the order they are drawn.
+    pub fn probabilities(&self) -> [(&'static str, f64); 8] {
+        [
+            ("p_500", self.p_500),
+            ("p_503", self.p_503),
+            ("p_hang", self.p_hang),
+            ("p_drop", self.p_drop),
+            ("p_stream_cut", self.p_stream_cut),
+            ("p_stream_error", self.p_stream_error),
+            ("p_content_filter", self.p_content_filter),
+            ("p_not_json", self.p_not_json),
+        ]
+    }
+
+    fn validate(&self, at: &str) -> Result<(), SimError> {
+        let mut sum = 0.0;
+        for (key, p) in self.probabilities() {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(SimError::Invalid(format!(
+                    "{at}.faults.{key}: {p} is not a probability; use a value between 0 and 1"
+                )));
+            }
+            sum += p;
+        }
+        if sum > 1.0 + 1e-9 {
+            return Err(SimError::Invalid(format!(
+                "{at}.faults: the probabilities add up to {sum}, more than 1; lower some of them"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A scheduled outage, in seconds since the simulator started: `[from_secs, to_secs)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutageSpec {
+    /// Start (inclusive).
+    pub from_secs: u64,
+    /// End (exclusive).
+    pub to_secs: u64,
+    /// How the deployment is down.
+    #[serde(default)]
+    pub mode: OutageMode,
+}
+
+impl OutageSpec {
+    /// An outage answering 503.
+    pub fn status_503(from_secs: u64, to_secs: u64) -> Self {
+        OutageSpec {
+            from_secs,
+            to_secs,
+            mode: OutageMode::Status503,
+        }
+    }
+
+    /// An outage refusing connections (the deployment needs its own listener).
+    pub fn refuse(from_secs: u64, to_secs: u64) -> Self {
+        OutageSpec {
+            from_secs,
+            to_secs,
+            mode: OutageMode::Refuse,
+        }
+    }
+
+    /// Whether the outage is in force at this simulator time.
+    pub fn covers(&self, elapsed: Duration) -> bool {
+        elapsed >= Duration::from_secs(self.from_secs)
+            && elapsed < Duration::from_secs(self.to_secs)
+    }
+}
+
+/// How a deployment behaves during an outage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutageMode {
+    /// Answer every request with 503.
+    #[default]
+    #[serde(rename = "status_503")]
+    Status503,
+    /// Close the listening socket: connections are refused.
+    #[serde(rename = "refuse")]
+    Refuse,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(spec: DeploymentSpec) -> SimConfig {
+        SimConfig::default().deployment(spec)
+    }
+
+    fn invalid_message(config: &SimConfig) -> String {
+        match config.validate() {
+            Err(err) => err.to_string(),
+            Ok(()) => String::from("<valid>"),
+        }
+    }
+
+    #[test]
+    fn default_rpm_is_six_per_thousand_tpm() {
+        assert_eq!(
+            DeploymentSpec::new("a").tpm(60_000).effective_rpm(),
+            Some(360)
+        );
+        assert_eq!(
+            DeploymentSpec::new("a")
+                .tpm(60_000)
+                .rpm_per_1000_tpm(1)
+                .effective_rpm(),
+            Some(60)
+        );
+        assert_eq!(
+            DeploymentSpec::new("a").tpm(1_000).rpm(7).effective_rpm(),
+            Some(7)
+        );
+        assert_eq!(DeploymentSpec::new("a").provisioned().effective_rpm(), None);
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        assert!(invalid_message(&SimConfig::default()).contains("deployments: none"));
+        assert!(invalid_message(&one(DeploymentSpec::new("a").tpm(0))).contains("\"a\").tpm"));
+        let faults = FaultSpec {
+            p_500: 1.5,
+            ..Default::default()
+        };
+        assert!(
+            invalid_message(&one(DeploymentSpec::new("a").faults(faults))).contains("faults.p_500")
+        );
+        let faults = FaultSpec {
+            p_500: 0.6,
+            p_503: 0.6,
+            ..Default::default()
+        };
+        assert!(
+            invalid_message(&one(DeploymentSpec::new("a").faults(faults))).contains("add up to")
+        );
+        let refuse_shared = DeploymentSpec::new("a").outage(OutageSpec::refuse(1, 2));
+        assert!(invalid_message(&one(refuse_shared)).contains("listener: own"));
+        let backwards = DeploymentSpec::new("a").outage(OutageSpec::status_503(5, 5));
+        assert!(invalid_message(&one(backwards)).contains("outages[0]"));
+        let twice = one(DeploymentSpec::new("a")).deployment(DeploymentSpec::new("a"));
+        assert!(invalid_message(&twice).contains("used twice"));
+        assert!(
+            invalid_message(&one(DeploymentSpec::new("").tpm(5))).contains("deployments[0].name")
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        let config = SimConfig {
+            managed_identity: Some(ManagedIdentitySpec::default()),
+            ..one(DeploymentSpec::new("a"))
+        };
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(DEFAULT_API_KEY), "{debug}");
+        assert!(!debug.contains(DEFAULT_BEARER_TOKEN), "{debug}");
+        assert!(!debug.contains("sim-mi-token"), "{debug}");
+        assert!(debug.contains("redacted"));
+    }
+
+    #[test]
+    fn listener_names_round_trip() {
+        for name in ["shared", "own", "resource-b"] {
+            let listener = Listener::from(name.to_owned());
+            assert_eq!(String::from(listener), name);
+        }
+        assert_eq!(Listener::from("own".to_owned()), Listener::Own);
+    }
+
+    #[test]
+    fn outage_covers_half_open_interval() {
+        let outage = OutageSpec::status_503(5, 10);
+        assert!(!outage.covers(Duration::from_millis(4_999)));
+        assert!(outage.covers(Duration::from_secs(5)));
+        assert!(outage.covers(Duration::from_millis(9_999)));
+        assert!(!outage.covers(Duration::from_secs(10)));
+    }
+}

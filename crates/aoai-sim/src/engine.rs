@@ -1,0 +1,766 @@
+//! What the simulator answers: authentication, routing, outages, quota, faults and the reply,
+//! decided without any HTTP server (the server only carries the decision out).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::json;
+
+use crate::azure_error::{self, AzureError};
+use crate::clock::SimClock;
+use crate::config::{DeploymentSpec, Listener, ManagedIdentitySpec, OutageMode, SimConfig};
+use crate::content::{completion_length, messages_digest, reply_pieces};
+use crate::faults::{Fault, outage_at, pick_fault};
+use crate::quota::{self, DeploymentLimiter, Limits};
+use crate::reply::{ChoiceText, ReplyMeta, Usage, completion_body};
+use crate::request::{ChatRequest, parse_chat_request};
+use crate::stats::{Counters, FaultCounter, SimStats};
+use crate::stream::{Pacing, StreamPlan, plan_stream};
+
+/// The key of the main listener.
+pub(crate) const SHARED_LISTENER: &str = "shared";
+
+/// The listener a deployment is served on.
+pub(crate) fn listener_key(spec: &DeploymentSpec) -> String {
+    match &spec.listener {
+        Listener::Shared => SHARED_LISTENER.to_owned(),
+        Listener::Own => format!("own:{}", spec.name),
+        Listener::Named(name) => format!("named:{name}"),
+    }
+}
+
+/// A deployment's live state.
+#[derive(Debug)]
+pub(crate) struct DeploymentState {
+    pub(crate) spec: DeploymentSpec,
+    pub(crate) listener: String,
+    core: Mutex<Core>,
+    pub(crate) counters: Counters,
+}
+
+#[derive(Debug)]
+struct Core {
+    limiter: DeploymentLimiter,
+    rng: StdRng,
+}
+
+/// Counts a request in flight until dropped (with the reply body, for streams).
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<DeploymentState>);
+
+impl InFlight {
+    fn enter(deployment: &Arc<DeploymentState>) -> Self {
+        deployment.counters.enter();
+        InFlight(Arc::clone(deployment))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.counters.leave();
+    }
+}
+
+/// Which chat route a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Route<'a> {
+    /// `/openai/deployments/{name}/chat/completions?api-version=...`
+    Deployment {
+        name: &'a str,
+        api_version: Option<&'a str>,
+    },
+    /// `/openai/v1/chat/completions` (deployment in `model`).
+    V1 { api_version: Option<&'a str> },
+}
+
+/// The credentials a request carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Credentials<'a> {
+    pub(crate) api_key: Option<&'a str>,
+    pub(crate) bearer: Option<&'a str>,
+}
+
+/// A chat request as the server received it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChatCall<'a> {
+    pub(crate) listener: &'a str,
+    pub(crate) route: Route<'a>,
+    pub(crate) credentials: Credentials<'a>,
+    pub(crate) body: &'a [u8],
+}
+
+/// The body of a reply.
+#[derive(Debug)]
+pub(crate) enum Body {
+    /// All at once.
+    Full(Bytes),
+    /// Server-sent events.
+    Stream(StreamPlan),
+    /// `Content-Length` of the whole body, but only the first `sent` bytes, then abort.
+    Torn { body: Bytes, sent: usize },
+}
+
+/// What to answer, and after how long.
+#[derive(Debug)]
+pub(crate) struct Decision {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: Body,
+    /// Wait this long before sending anything.
+    pub(crate) delay: Duration,
+    /// Held until the reply is sent (moved into a stream body).
+    pub(crate) in_flight: Option<InFlight>,
+}
+
+const JSON: &str = "application/json";
+
+impl Decision {
+    fn error(err: AzureError, request_id: &str) -> Self {
+        Decision {
+            status: err.status,
+            headers: base_headers(JSON, request_id),
+            body: Body::Full(err.body),
+            delay: Duration::ZERO,
+            in_flight: None,
+        }
+    }
+}
+
+fn base_headers(content_type: &'static str, request_id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("content-type", content_type.to_owned()),
+        ("x-request-id", request_id.to_owned()),
+        ("apim-request-id", request_id.to_owned()),
+    ]
+}
+
+/// The simulator's state shared by every listener and worker (no `Debug`: it holds the keys).
+pub(crate) struct Engine {
+    clock: SimClock,
+    deployments: HashMap<String, Arc<DeploymentState>>,
+    api_keys: HashSet<String>,
+    bearer_tokens: HashSet<String>,
+    managed_identity: Option<ManagedIdentitySpec>,
+    unrouted: Counters,
+    next_request: AtomicU64,
+    id_prefix: u32,
+}
+
+fn name_hash(name: &str) -> u64 {
+    // FNV-1a: stable across runs and platforms, unlike the std hasher.
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+impl Engine {
+    pub(crate) fn new(config: &SimConfig, clock: SimClock) -> Self {
+        let window = config.rpm_window_duration();
+        let deployments = config
+            .deployments
+            .iter()
+            .map(|spec| {
+                let limits = if spec.provisioned {
+                    Limits::provisioned(spec.tpm, spec.effective_rpm(), window)
+                } else {
+                    Limits::standard(spec.tpm, spec.effective_rpm(), window)
+                };
+                let state = DeploymentState {
+                    spec: spec.clone(),
+                    listener: listener_key(spec),
+                    core: Mutex::new(Core {
+                        limiter: DeploymentLimiter::new(limits),
+                        rng: StdRng::seed_from_u64(config.seed ^ name_hash(&spec.name)),
+                    }),
+                    counters: Counters::default(),
+                };
+                (spec.name.clone(), Arc::new(state))
+            })
+            .collect();
+        let mut bearer_tokens: HashSet<String> = config.bearer_tokens.iter().cloned().collect();
+        if let Some(mi) = &config.managed_identity {
+            bearer_tokens.insert(mi.access_token.clone());
+        }
+        Engine {
+            clock,
+            deployments,
+            api_keys: config.api_keys.iter().cloned().collect(),
+            bearer_tokens,
+            managed_identity: config.managed_identity.clone(),
+            unrouted: Counters::default(),
+            next_request: AtomicU64::new(1),
+            id_prefix: (config.seed & 0xffff_ffff) as u32,
+        }
+    }
+
+    pub(crate) fn clock(&self) -> &SimClock {
+        &self.clock
+    }
+
+    pub(crate) fn deployment(&self, name: &str) -> Option<&Arc<DeploymentState>> {
+        self.deployments.get(name)
+    }
+
+    pub(crate) fn stats(&self) -> SimStats {
+        SimStats {
+            deployments: self
+                .deployments
+                .iter()
+                .map(|(name, state)| (name.clone(), state.counters.snapshot()))
+                .collect(),
+            unrouted: self.unrouted.snapshot(),
+        }
+    }
+
+    fn request_id(&self) -> (u64, String) {
+        let number = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:08x}-0000-4000-8000-{:012x}", self.id_prefix, number);
+        (number, id)
+    }
+
+    fn authorize(&self, credentials: Credentials<'_>) -> Result<(), AzureError> {
+        if credentials
+            .api_key
+            .is_some_and(|key| self.api_keys.contains(key))
+        {
+            return Ok(());
+        }
+        match credentials.bearer {
+            Some(token) if self.bearer_tokens.contains(token) => Ok(()),
+            Some(_) => Err(azure_error::invalid_token()),
+            None => Err(azure_error::invalid_key()),
+        }
+    }
+
+    /// Decide the answer to a chat request.
+    pub(crate) fn chat(&self, call: ChatCall<'_>) -> Decision {
+        let (number, request_id) = self.request_id();
+        let served_here = |name: &str| {
+            self.deployments
+                .get(name)
+                .filter(|deployment| deployment.listener == call.listener)
+        };
+        let (deployment, parsed, api_version) = match call.route {
+            Route::Deployment { name, api_version } => (served_here(name), None, api_version),
+            Route::V1 { api_version } => {
+                let parsed = parse_chat_request(call.body);
+                let deployment = parsed
+                    .as_ref()
+                    .ok()
+                    .and_then(|request| request.model.as_deref())
+                    .and_then(served_here);
+                (deployment, Some(parsed), Some(api_version.unwrap_or("v1")))
+            }
+        };
+        let counters = deployment.map_or(&self.unrouted, |d| &d.counters);
+        counters.request();
+        let in_flight = deployment.map(InFlight::enter);
+
+        let early = || -> Result<(&Arc<DeploymentState>, &str), AzureError> {
+            self.authorize(call.credentials)?;
+            let api_version = api_version
+                .filter(|version| !version.is_empty())
+                .ok_or_else(azure_error::missing_api_version)?;
+            if let Some(Err(invalid)) = &parsed {
+                return Err(azure_error::bad_request(invalid));
+            }
+            if let Some(Ok(ChatRequest { model: None, .. })) = &parsed {
+                return Err(azure_error::missing_model());
+            }
+            let deployment = deployment.ok_or_else(azure_error::deployment_not_found)?;
+            Ok((deployment, api_version))
+        };
+        let mut decision = match early() {
+            Err(err) => {
+                counters.status(err.status);
+                Decision::error(err, &request_id)
+            }
+            Ok((deployment, api_version)) => {
+                let request = match parsed {
+                    Some(Ok(request)) => Ok(request),
+                    _ => parse_chat_request(call.body),
+                };
+                self.serve(deployment, api_version, request, number, &request_id)
+            }
+        };
+        decision.in_flight = in_flight;
+        decision
+    }
+
+    fn serve(
+        &self,
+        deployment: &DeploymentState,
+        api_version: &str,
+        request: Result<ChatRequest, crate::request::InvalidRequest>,
+        number: u64,
+        request_id: &str,
+    ) -> Decision {
+        let counters = &deployment.counters;
+        let spec = &deployment.spec;
+        let fail = |err: AzureError| {
+            counters.status(err.status);
+            Decision::error(err, request_id)
+        };
+        let elapsed = self.clock.elapsed();
+        // A refusing listener may still let a request in while it is being closed: 503 too.
+        if outage_at(&spec.outages, elapsed).is_some() {
+            return fail(azure_error::outage());
+        }
+        let request = match request {
+            Ok(request) => request,
+            Err(invalid) => return fail(azure_error::bad_request(&invalid)),
+        };
+        let prompt_tokens = quota::estimate_prompt_tokens(request.message_list());
+        let cost = quota::charge(
+            prompt_tokens,
+            request.max_tokens,
+            spec.default_max_tokens,
+            request.n,
+            request.best_of,
+        );
+        let admission = {
+            let mut core = deployment
+                .core
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            core.limiter.check(elapsed, cost).map(|admitted| {
+                let draw: f64 = core.rng.random();
+                let jitter = if spec.latency.jitter_ms > 0 {
+                    Duration::from_micros(core.rng.random_range(0..=spec.latency.jitter_ms * 1000))
+                } else {
+                    Duration::ZERO
+                };
+                (admitted, draw, jitter)
+            })
+        };
+        let (admitted, draw, jitter) = match admission {
+            Ok(admitted) => admitted,
+            Err(rejected) => {
+                let retry_ms = ceil_millis(rejected.retry_after);
+                let retry_secs = retry_ms.div_ceil(1000);
+                let mut decision = fail(azure_error::rate_limited(
+                    api_version,
+                    rejected.kind,
+                    retry_secs,
+                ));
+                decision.headers.extend([
+                    ("retry-after", retry_secs.to_string()),
+                    ("retry-after-ms", retry_ms.to_string()),
+                    (
+                        "x-ratelimit-remaining-tokens",
+                        rejected.remaining_tokens.to_string(),
+                    ),
+                ]);
+                if let Some(remaining) = rejected.remaining_requests {
+                    decision
+                        .headers
+                        .push(("x-ratelimit-remaining-requests", remaining.to_string()));
+                }
+                return decision;
+            }
+        };
+        counters.charged(cost);
+
+        let fault = pick_fault(&spec.faults, request.stream, draw);
+        match fault {
+            Some(Fault::Internal) => return fail(azure_error::internal_error()),
+            Some(Fault::Overloaded) => return fail(azure_error::engine_overloaded()),
+            Some(Fault::ContentFilter) => {
+                counters.fault(FaultCounter::ContentFilter);
+                return fail(azure_error::content_filtered());
+            }
+            Some(Fault::Hang) => {
+                counters.fault(FaultCounter::Hang);
+                let mut decision = Decision::error(azure_error::timeout(), request_id);
+                decision.delay = Duration::from_secs(spec.faults.hang_secs);
+                return decision;
+            }
+            Some(Fault::NotJson) => {
+                counters.fault(FaultCounter::NotJson);
+                counters.status(200);
+                return Decision {
+                    status: 200,
+                    headers: base_headers(JSON, request_id),
+                    body: Body::Full(Bytes::from_static(azure_error::NOT_JSON_BODY.as_bytes())),
+                    delay: Duration::ZERO,
+                    in_flight: None,
+                };
+            }
+            Some(Fault::Drop) => counters.fault(FaultCounter::Drop),
+            Some(Fault::StreamCut) => counters.fault(FaultCounter::StreamCut),
+            Some(Fault::StreamError) => counters.fault(FaultCounter::StreamError),
+            None => {}
+        }
+
+        let digest = messages_digest(&request.messages);
+        let (tokens, finish_reason) = completion_length(spec.reply_tokens, request.max_tokens);
+        let choices: Vec<ChoiceText> = (0..request.n)
+            .map(|index| ChoiceText {
+                pieces: reply_pieces(&digest, index, tokens),
+                finish_reason,
+            })
+            .collect();
+        let usage = Usage::new(prompt_tokens, tokens * request.n);
+        counters.used(usage.total_tokens);
+        counters.status(200);
+        let meta = ReplyMeta {
+            id: format!("chatcmpl-sim{number:012x}"),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs()),
+            model: spec.model_name().to_owned(),
+        };
+        let first_token = Duration::from_millis(spec.latency.ttft_ms) + jitter;
+        let per_token = Duration::from_millis(spec.latency.per_token_ms);
+
+        let content_type = if request.stream {
+            "text/event-stream"
+        } else {
+            JSON
+        };
+        let mut headers = base_headers(content_type, request_id);
+        headers.push((
+            "x-ratelimit-remaining-tokens",
+            admitted.remaining_tokens.to_string(),
+        ));
+        if let Some(remaining) = admitted.remaining_requests {
+            headers.push(("x-ratelimit-remaining-requests", remaining.to_string()));
+        }
+        if request.stream {
+            let pacing = Pacing {
+                first_token,
+                per_token,
+            };
+            let usage = request.include_usage.then_some(usage);
+            return Decision {
+                status: 200,
+                headers,
+                body: Body::Stream(plan_stream(&meta, &choices, pacing, usage, fault)),
+                delay: Duration::ZERO,
+                in_flight: None,
+            };
+        }
+        let body = completion_body(&meta, &choices, usage);
+        let delay = first_token + per_token * u32::try_from(tokens).unwrap_or(u32::MAX);
+        let body = if fault == Some(Fault::Drop) {
+            let sent = body.len() / 2;
+            Body::Torn { body, sent }
+        } else {
+            Body::Full(body)
+        };
+        Decision {
+            status: 200,
+            headers,
+            body,
+            delay,
+            in_flight: None,
+        }
+    }
+
+    /// Answer the managed-identity token endpoint (App Service protocol).
+    pub(crate) fn msi_token(
+        &self,
+        query: &HashMap<String, String>,
+        identity_header: Option<&str>,
+    ) -> (u16, Bytes) {
+        let reply = |status: u16, body: serde_json::Value| (status, Bytes::from(body.to_string()));
+        let Some(mi) = &self.managed_identity else {
+            let err = azure_error::resource_not_found();
+            return (err.status, err.body);
+        };
+        if identity_header != Some(mi.identity_header.as_str()) {
+            return reply(
+                401,
+                json!({"statusCode": 401, "message": "X-IDENTITY-HEADER is missing or does not match IDENTITY_HEADER."}),
+            );
+        }
+        if query.get("api-version").map(String::as_str) != Some("2019-08-01") {
+            return reply(
+                400,
+                json!({"statusCode": 400, "message": "api-version must be 2019-08-01 for this endpoint."}),
+            );
+        }
+        let Some(resource) = query.get("resource").filter(|r| !r.is_empty()) else {
+            return reply(
+                400,
+                json!({"statusCode": 400, "message": "The resource query parameter is required."}),
+            );
+        };
+        let expires_on = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+            + mi.expires_in_secs;
+        reply(
+            200,
+            json!({
+                "access_token": mi.access_token,
+                "expires_on": expires_on.to_string(),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": query.get("client_id").cloned().unwrap_or_default(),
+            }),
+        )
+    }
+
+    /// Whether a listener should refuse connections now because of a scheduled outage.
+    pub(crate) fn refuse_scheduled(&self, listener: &str) -> bool {
+        let elapsed = self.clock.elapsed();
+        self.deployments.values().any(|deployment| {
+            deployment.listener == listener
+                && outage_at(&deployment.spec.outages, elapsed) == Some(OutageMode::Refuse)
+        })
+    }
+}
+
+fn ceil_millis(duration: Duration) -> u64 {
+    let nanos = duration.as_nanos();
+    u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DeploymentSpec, FaultSpec, LatencySpec, OutageSpec};
+
+    fn engine(spec: DeploymentSpec) -> Engine {
+        Engine::new(&SimConfig::default().deployment(spec), SimClock::manual())
+    }
+
+    const KEY: Credentials<'static> = Credentials {
+        api_key: Some("sim-key"),
+        bearer: None,
+    };
+
+    fn call<'a>(name: &'a str, body: &'a str) -> ChatCall<'a> {
+        ChatCall {
+            listener: SHARED_LISTENER,
+            route: Route::Deployment {
+                name,
+                api_version: Some("2024-10-21"),
+            },
+            credentials: KEY,
+            body: body.as_bytes(),
+        }
+    }
+
+    fn header<'a>(decision: &'a Decision, name: &str) -> Option<&'a str> {
+        decision
+            .headers
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    const BODY: &str = r#"{"messages":[{"role":"user","content":"12345678"}],"max_tokens":10}"#;
+
+    #[test]
+    fn charges_the_estimate_and_reports_remaining() {
+        // 60,000 TPM: 360 RPM, 6 per 1 s window.
+        let engine = engine(DeploymentSpec::new("d").tpm(60_000));
+        let decision = engine.chat(call("d", BODY));
+        assert_eq!(decision.status, 200);
+        // prompt 3 + 2 + 3 = 8, max_tokens 10: charge 18.
+        assert_eq!(
+            header(&decision, "x-ratelimit-remaining-tokens"),
+            Some("59982")
+        );
+        assert_eq!(
+            header(&decision, "x-ratelimit-remaining-requests"),
+            Some("5")
+        );
+        let stats = engine.stats().deployment("d");
+        assert_eq!((stats.charged_tokens, stats.used_tokens), (18, 8 + 10));
+        // In flight until the reply is sent.
+        assert_eq!(stats.in_flight, 1);
+        drop(decision);
+        let stats = engine.stats().deployment("d");
+        assert_eq!((stats.in_flight, stats.peak_in_flight), (0, 1));
+    }
+
+    #[test]
+    fn rate_limited_with_retry_headers() {
+        let engine = engine(DeploymentSpec::new("d").tpm(1_000).rpm(1_000_000));
+        let big = r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":992}"#;
+        assert_eq!(engine.chat(call("d", big)).status, 200);
+        engine.clock().advance(Duration::from_micros(12_345_500));
+        let decision = engine.chat(call("d", big));
+        assert_eq!(decision.status, 429);
+        // 60 s - 12.3455 s = 47.6545 s: 47655 ms, 48 s.
+        assert_eq!(header(&decision, "retry-after-ms"), Some("47655"));
+        assert_eq!(header(&decision, "retry-after"), Some("48"));
+        let Body::Full(body) = &decision.body else {
+            panic!("429 has a full body");
+        };
+        assert!(String::from_utf8_lossy(body).contains("Please retry after 48 seconds."));
+        assert_eq!(engine.stats().deployment("d").rate_limited, 1);
+    }
+
+    #[test]
+    fn routing_and_auth_errors() {
+        let engine = engine(DeploymentSpec::new("d"));
+        assert_eq!(engine.chat(call("nope", BODY)).status, 404);
+        let mut no_version = call("d", BODY);
+        no_version.route = Route::Deployment {
+            name: "d",
+            api_version: None,
+        };
+        assert_eq!(engine.chat(no_version).status, 400);
+        let mut wrong_key = call("d", BODY);
+        wrong_key.credentials.api_key = Some("wrong");
+        assert_eq!(engine.chat(wrong_key).status, 401);
+        let mut bearer = call("d", BODY);
+        bearer.credentials = Credentials {
+            api_key: None,
+            bearer: Some("sim-token"),
+        };
+        assert_eq!(engine.chat(bearer).status, 200);
+        let mut other_listener = call("d", BODY);
+        other_listener.listener = "own:d";
+        assert_eq!(engine.chat(other_listener).status, 404);
+        let stats = engine.stats();
+        assert_eq!(stats.deployment("d").requests, 3);
+        assert_eq!(stats.deployment("d").client_errors, 2);
+        assert_eq!(stats.unrouted.requests, 2);
+    }
+
+    #[test]
+    fn v1_route_takes_the_deployment_from_model() {
+        let engine = engine(DeploymentSpec::new("d"));
+        let v1 = |body: &'static str| ChatCall {
+            listener: SHARED_LISTENER,
+            route: Route::V1 { api_version: None },
+            credentials: KEY,
+            body: body.as_bytes(),
+        };
+        assert_eq!(
+            engine
+                .chat(v1(r#"{"model":"d","messages":[{"role":"user"}]}"#))
+                .status,
+            200
+        );
+        assert_eq!(
+            engine.chat(v1(r#"{"messages":[{"role":"user"}]}"#)).status,
+            400
+        );
+        assert_eq!(
+            engine
+                .chat(v1(r#"{"model":"x","messages":[{"role":"user"}]}"#))
+                .status,
+            404
+        );
+    }
+
+    #[test]
+    fn outage_answers_503_inside_the_schedule_only() {
+        let engine = engine(DeploymentSpec::new("d").outage(OutageSpec::status_503(5, 10)));
+        assert_eq!(engine.chat(call("d", BODY)).status, 200);
+        engine.clock().advance(Duration::from_secs(5));
+        assert_eq!(engine.chat(call("d", BODY)).status, 503);
+        engine.clock().advance(Duration::from_secs(5));
+        assert_eq!(engine.chat(call("d", BODY)).status, 200);
+    }
+
+    #[test]
+    fn latency_model_sets_the_delay() {
+        let latency = LatencySpec {
+            ttft_ms: 100,
+            per_token_ms: 10,
+            jitter_ms: 0,
+        };
+        let engine = engine(DeploymentSpec::new("d").reply_tokens(5).latency(latency));
+        let decision = engine.chat(call("d", BODY));
+        assert_eq!(decision.delay, Duration::from_millis(150));
+        let jittery = LatencySpec {
+            jitter_ms: 20,
+            ..latency
+        };
+        let jittery_spec = DeploymentSpec::new("d")
+            .rpm(1_000_000)
+            .reply_tokens(5)
+            .latency(jittery);
+        let engine = self::engine(jittery_spec.clone());
+        let delays: Vec<Duration> = (0..20)
+            .map(|_| engine.chat(call("d", BODY)).delay)
+            .collect();
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d >= Duration::from_millis(150) && *d <= Duration::from_millis(170))
+        );
+        assert!(delays.iter().any(|d| *d != delays[0]), "jitter varies");
+        // Same seed, same draws.
+        let again = self::engine(jittery_spec);
+        let replay: Vec<Duration> = (0..20).map(|_| again.chat(call("d", BODY)).delay).collect();
+        assert_eq!(delays, replay);
+    }
+
+    #[test]
+    fn faults_follow_the_seeded_draw() {
+        let faults = FaultSpec {
+            p_500: 0.5,
+            ..Default::default()
+        };
+        let statuses = |seed: u64| -> Vec<u16> {
+            let config = SimConfig {
+                seed,
+                ..SimConfig::default().deployment(
+                    DeploymentSpec::new("d")
+                        .tpm(1_000_000)
+                        .rpm(1_000_000)
+                        .faults(faults),
+                )
+            };
+            let engine = Engine::new(&config, SimClock::manual());
+            (0..64)
+                .map(|_| engine.chat(call("d", BODY)).status)
+                .collect()
+        };
+        let first = statuses(7);
+        assert_eq!(first, statuses(7));
+        let failures = first.iter().filter(|s| **s == 500).count();
+        assert!((16..=48).contains(&failures), "{failures} of 64 failed");
+        assert_ne!(first, statuses(8));
+    }
+
+    #[test]
+    fn msi_token_checks_header_and_query() {
+        let config = SimConfig {
+            managed_identity: Some(ManagedIdentitySpec::default()),
+            ..SimConfig::default().deployment(DeploymentSpec::new("d"))
+        };
+        let engine = Engine::new(&config, SimClock::manual());
+        let query: HashMap<String, String> = [
+            ("api-version", "2019-08-01"),
+            ("resource", "https://cognitiveservices.azure.com"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(engine.msi_token(&query, None).0, 401);
+        let (status, body) = engine.msi_token(&query, Some("sim-identity-header"));
+        assert_eq!(status, 200);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(body["access_token"], "sim-mi-token");
+        assert_eq!(body["token_type"], "Bearer");
+        assert!(
+            body["expires_on"]
+                .as_str()
+                .is_some_and(|s| s.parse::<u64>().is_ok())
+        );
+        let mut bad = query.clone();
+        bad.remove("resource");
+        assert_eq!(engine.msi_token(&bad, Some("sim-identity-header")).0, 400);
+        // The token is then a valid bearer token.
+        let mut bearer = call("d", BODY);
+        bearer.credentials = Credentials {
+            api_key: None,
+            bearer: Some("sim-mi-token"),
+        };
+        assert_eq!(engine.chat(bearer).status, 200);
+    }
+}

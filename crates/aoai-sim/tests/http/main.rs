@@ -1,0 +1,7 @@
+//! The simulator over real loopback HTTP, driven by awc.
+
+mod api;
+mod common;
+mod faults;
+mod quota;
+mod streaming;
