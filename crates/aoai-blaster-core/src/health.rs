@@ -124,6 +124,29 @@ impl HealthState {
     }
 }
 
+impl HealthState {
+    /// Whether an endpoint in this state can take a job at `now`, from the state alone (for a
+    /// mirror of the state, such as the Dispatcher's). The same as
+    /// [`EndpointHealth::availability`] except after a disable for a long Retry-After, where
+    /// this says [`Availability::ProbeOnly`] (one job at a time) until the owner's
+    /// [`EndpointHealth::refresh`] reports it healthy.
+    pub fn availability(&self, now: Instant) -> Availability {
+        match self {
+            HealthState::Healthy => Availability::Now,
+            HealthState::Probing => Availability::ProbeOnly,
+            HealthState::Cooling { until, .. } if *until <= now => Availability::Now,
+            HealthState::Cooling { until, .. } => Availability::At(*until),
+            HealthState::Disabled { until: None, .. } => Availability::Never,
+            HealthState::Disabled {
+                until: Some(until), ..
+            } if *until <= now => Availability::ProbeOnly,
+            HealthState::Disabled {
+                until: Some(until), ..
+            } => Availability::At(*until),
+        }
+    }
+}
+
 impl fmt::Display for HealthState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -326,21 +349,14 @@ impl EndpointHealth {
     /// Whether the endpoint can take a job at `now` (already accounting for cooldowns and
     /// disables that have ended, even before [`refresh`](Self::refresh) is called).
     pub fn availability(&self, now: Instant) -> Availability {
-        match &self.state {
-            HealthState::Healthy => Availability::Now,
-            HealthState::Probing => Availability::ProbeOnly,
-            HealthState::Cooling { until, .. } if *until <= now => Availability::Now,
-            HealthState::Cooling { until, .. } => Availability::At(*until),
-            HealthState::Disabled { until: None, .. } => Availability::Never,
-            HealthState::Disabled {
-                until: Some(until), ..
-            } if *until <= now => match self.disable_kind {
-                DisableKind::Failures => Availability::ProbeOnly,
-                DisableKind::LongRateLimit => Availability::Now,
-            },
-            HealthState::Disabled {
-                until: Some(until), ..
-            } => Availability::At(*until),
+        match (&self.state, self.disable_kind) {
+            (
+                HealthState::Disabled {
+                    until: Some(until), ..
+                },
+                DisableKind::LongRateLimit,
+            ) if *until <= now => Availability::Now,
+            (state, _) => state.availability(now),
         }
     }
 
@@ -679,6 +695,15 @@ mod tests {
             }
         );
         assert_eq!(h.availability(t0 + 3 * 3600 * S), Availability::Now);
+        // A mirror that only has the state lets one job through until the refresh arrives.
+        assert_eq!(
+            h.state().availability(t0 + 3 * 3600 * S),
+            Availability::ProbeOnly
+        );
+        assert_eq!(
+            h.state().availability(t0 + 3600 * S),
+            Availability::At(t0 + 3 * 3600 * S)
+        );
         // Azure said when: healthy again without a probe.
         assert_eq!(
             h.refresh(t0 + 3 * 3600 * S).unwrap().to,
