@@ -419,8 +419,8 @@ fn far_future(from: Instant) -> Instant {
 }
 
 /// Tokens charged per message on top of its text (role, separators), as OpenAI's chat format
-/// spends them.
-pub const TOKENS_PER_MESSAGE: u64 = 4;
+/// spends them for the gpt-4o family.
+pub const TOKENS_PER_MESSAGE: u64 = 3;
 
 /// Tokens charged once per request for the reply's priming.
 pub const TOKENS_PER_REPLY: u64 = 3;
@@ -432,14 +432,15 @@ pub const TOKENS_PER_IMAGE: u64 = 85;
 /// [`TOKENS_PER_MESSAGE`] plus a quarter of the characters of its strings (content, text parts,
 /// name, tool calls; not its role), rounded up, plus [`TOKENS_PER_IMAGE`] per image part; plus
 /// [`TOKENS_PER_REPLY`]. About right for English with o200k/cl100k; a real tokenizer replaces it
-/// later (text in scripts without spaces, e.g. Chinese, is underestimated).
+/// later (text in scripts without spaces, e.g. Chinese, is underestimated). For plain text
+/// messages this is also the simulator's own estimate; for tool calls and images it errs high.
 ///
 /// ```
 /// use aoai_blaster_core::quota::estimate_prompt_tokens_chars;
 /// use serde_json::json;
 ///
 /// let messages = [json!({"role": "user", "content": "Say hello in French!"})]; // 20 chars
-/// assert_eq!(estimate_prompt_tokens_chars(&messages), 4 + 5 + 3);
+/// assert_eq!(estimate_prompt_tokens_chars(&messages), 3 + 5 + 3);
 /// ```
 pub fn estimate_prompt_tokens_chars(messages: &[serde_json::Value]) -> u64 {
     let per_messages: u64 = messages
@@ -491,15 +492,17 @@ fn count_text(value: &serde_json::Value, chars: &mut u64, images: &mut u64) {
 
 /// The cost Azure charges a chat request on arrival: `prompt_tokens` plus the completion
 /// allowance (`max_completion_tokens` or `max_tokens`, the larger if both are given, else
-/// `default_max_tokens`) times `max(n, best_of, 1)`; one request. Values that are missing or not
-/// non-negative integers count as absent. Never overflows (saturates).
+/// `default_max_tokens`), all times `max(n, best_of, 1)`; one request. (Whether Azure multiplies
+/// the prompt too is not documented; multiplying it is the cautious reading, and the one the
+/// simulator charges.) Values that are missing or not non-negative integers count as absent.
+/// Never overflows (saturates).
 ///
 /// ```
 /// use aoai_blaster_core::quota::{job_cost, Cost};
 /// use serde_json::json;
 ///
 /// let body = json!({"messages": [], "max_tokens": 100, "n": 3});
-/// assert_eq!(job_cost(&body, 50, 4096), Cost { requests: 1, tokens: 50 + 3 * 100 });
+/// assert_eq!(job_cost(&body, 50, 4096), Cost { requests: 1, tokens: 3 * (50 + 100) });
 /// ```
 pub fn job_cost(body: &serde_json::Value, prompt_tokens: u64, default_max_tokens: u64) -> Cost {
     let field = |name: &str| body.get(name).and_then(serde_json::Value::as_u64);
@@ -514,7 +517,9 @@ pub fn job_cost(body: &serde_json::Value, prompt_tokens: u64, default_max_tokens
         .max(1);
     Cost {
         requests: 1,
-        tokens: prompt_tokens.saturating_add(completion.saturating_mul(choices)),
+        tokens: prompt_tokens
+            .saturating_add(completion)
+            .saturating_mul(choices),
     }
 }
 
@@ -740,12 +745,12 @@ mod tests {
         ];
         assert_eq!(
             estimate_prompt_tokens_chars(&messages),
-            (4 + 4) + (4 + 3 + TOKENS_PER_IMAGE) + (4 + 2) + TOKENS_PER_REPLY
+            (3 + 4) + (3 + 3 + TOKENS_PER_IMAGE) + (3 + 2) + TOKENS_PER_REPLY
         );
         assert_eq!(estimate_prompt_tokens_chars(&[]), TOKENS_PER_REPLY);
         // Characters, not bytes: 8 accented letters are 2 tokens, not 4.
         let accented = [json!({"role": "user", "content": "éééééééé"})];
-        assert_eq!(estimate_prompt_tokens_chars(&accented), 4 + 2 + 3);
+        assert_eq!(estimate_prompt_tokens_chars(&accented), 3 + 2 + 3);
     }
 
     #[test]
@@ -758,11 +763,8 @@ mod tests {
                 json!({"max_tokens": 200, "max_completion_tokens": 300}),
                 1_000 + 300,
             ),
-            (json!({"max_tokens": 100, "n": 4}), 1_000 + 400),
-            (
-                json!({"max_tokens": 100, "n": 2, "best_of": 5}),
-                1_000 + 500,
-            ),
+            (json!({"max_tokens": 100, "n": 4}), 4 * 1_100),
+            (json!({"max_tokens": 100, "n": 2, "best_of": 5}), 5 * 1_100),
             (json!({"max_tokens": -5, "n": "three"}), 1_000 + 4096),
             (json!({"max_tokens": 100, "n": 0}), 1_000 + 100),
         ];
