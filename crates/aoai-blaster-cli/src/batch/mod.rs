@@ -2,8 +2,10 @@
 //!
 //! - [`input`]: parse and validate one input line into a request or an error record.
 //! - [`output`]: the output line types, the crash-safe writer, and the resume scan.
+//! - [`source`]: the reader thread that streams the input into a bounded channel.
 //! - [`ids`]: the compact index of `custom_id`s that makes duplicates and resume cheap.
 
 pub mod ids;
 pub mod input;
 pub mod output;
+pub mod source;

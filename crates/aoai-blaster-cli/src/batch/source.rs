@@ -1,0 +1,333 @@
+//! The input side of a run: a thread that streams the input file line by line, validates each
+//! line, drops the ones the output already answers, and hands the rest over a bounded channel.
+//!
+//! Nothing here holds more than one line at a time: memory is the channel's few hundred
+//! requests plus the `custom_id` index, however long the file is.
+
+use std::io::{self, BufRead};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use super::input::{BatchRequest, InputError, InputErrorCode, LineParser, ParsedLine};
+use super::output::{PreviousAnswer, ResumeScan};
+
+/// What the reader hands to the run.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// A valid line to run.
+    Job(BatchRequest),
+    /// A rejected line to report.
+    Invalid(InputError),
+    /// The input could not be read any further.
+    Failed(io::Error),
+}
+
+/// Live counts of the reader, shared with the progress display.
+#[derive(Debug)]
+pub struct SourceCounters {
+    total: AtomicU64,
+    /// Lines read (every line, blank ones included).
+    pub lines: AtomicU64,
+    /// Blank lines (skipped).
+    pub blank: AtomicU64,
+    /// Valid lines whose `custom_id` the output already answers.
+    pub skipped: AtomicU64,
+    /// Of those, ids whose earlier answer is a failure.
+    pub skipped_failed: AtomicU64,
+    /// Invalid lines that an earlier run already reported (not written again).
+    pub invalid_reported_before: AtomicU64,
+}
+
+impl Default for SourceCounters {
+    fn default() -> Self {
+        SourceCounters {
+            total: AtomicU64::new(u64::MAX),
+            lines: AtomicU64::new(0),
+            blank: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            skipped_failed: AtomicU64::new(0),
+            invalid_reported_before: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SourceCounters {
+    /// Records the number of lines of the input, once counted.
+    pub fn set_total(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    /// The number of lines of the input, if counted yet.
+    pub fn total(&self) -> Option<u64> {
+        let total = self.total.load(Ordering::Relaxed);
+        (total != u64::MAX).then_some(total)
+    }
+
+    /// Lines dealt with without a job: blank, skipped, or reported before.
+    pub fn settled_without_job(&self) -> u64 {
+        self.blank.load(Ordering::Relaxed)
+            + self.skipped.load(Ordering::Relaxed)
+            + self.invalid_reported_before.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads `input` to the end (or until `stop` is set or the receiver is gone), sending each line
+/// that needs work as a [`SourceEvent`]. Blocking: run it on a thread of its own.
+pub fn read_batch_input(
+    mut input: impl BufRead,
+    mut parser: LineParser,
+    mut previous: ResumeScan,
+    events: &mpsc::Sender<SourceEvent>,
+    counters: &SourceCounters,
+    stop: &AtomicBool,
+) {
+    let mut buffer = Vec::with_capacity(4096);
+    let mut number = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        buffer.clear();
+        match input.read_until(b'\n', &mut buffer) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                let _ = events.blocking_send(SourceEvent::Failed(error));
+                return;
+            }
+        }
+        number += 1;
+        counters.lines.fetch_add(1, Ordering::Relaxed);
+        let parsed = match std::str::from_utf8(&buffer) {
+            Ok(text) => parser.parse(number, text.trim_end_matches(['\n', '\r'])),
+            Err(error) => ParsedLine::Invalid(InputError {
+                line: number,
+                custom_id: None,
+                code: InputErrorCode::InvalidJson,
+                message: format!(
+                    "line {number}: not valid UTF-8 (at byte {}); save the file as UTF-8",
+                    error.valid_up_to()
+                ),
+            }),
+        };
+        let event = match parsed {
+            ParsedLine::Blank => {
+                counters.blank.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            ParsedLine::Invalid(error) => {
+                if previous.reported_lines.contains(&error.line) {
+                    counters
+                        .invalid_reported_before
+                        .fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                SourceEvent::Invalid(error)
+            }
+            ParsedLine::Request(request) => match previous.take_answer(&request.custom_id) {
+                Some(answer) => {
+                    counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    if answer == PreviousAnswer::Failed {
+                        counters.skipped_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                None => SourceEvent::Job(request),
+            },
+        };
+        if events.blocking_send(event).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::input::DeploymentNames;
+    use crate::batch::output::{OutputLine, ResultWriter, prepare_output};
+    use serde_json::json;
+
+    fn line(id: &str) -> String {
+        json!({"custom_id": id, "method": "POST", "url": "/chat/completions",
+               "body": {"messages": [{"role": "user", "content": id}]}})
+        .to_string()
+    }
+
+    fn run_reader(input: &str, previous: ResumeScan) -> (Vec<SourceEvent>, SourceCounters) {
+        let (sender, mut receiver) = mpsc::channel(1024);
+        let counters = SourceCounters::default();
+        let stop = AtomicBool::new(false);
+        read_batch_input(
+            input.as_bytes(),
+            LineParser::new(DeploymentNames::default()),
+            previous,
+            &sender,
+            &counters,
+            &stop,
+        );
+        drop(sender);
+        let mut events = Vec::new();
+        while let Ok(event) = receiver.try_recv() {
+            events.push(event);
+        }
+        (events, counters)
+    }
+
+    fn describe(events: &[SourceEvent]) -> Vec<String> {
+        events
+            .iter()
+            .map(|event| match event {
+                SourceEvent::Job(request) => format!("job {} @{}", request.custom_id, request.line),
+                SourceEvent::Invalid(error) => format!("{} @{}", error.code, error.line),
+                SourceEvent::Failed(error) => format!("failed {error}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_line_becomes_a_job_an_error_or_a_count() {
+        let input = format!(
+            "{}\n\n{}\nnot json\n{}\r\n{}",
+            line("a"),
+            line("b"),
+            line("a"),
+            line("c")
+        );
+        let (events, counters) = run_reader(&input, ResumeScan::default());
+        assert_eq!(
+            describe(&events),
+            vec![
+                "job a @1",
+                "job b @3",
+                "invalid_json @4",
+                "duplicate_custom_id @5",
+                "job c @6"
+            ]
+        );
+        assert_eq!(counters.lines.load(Ordering::Relaxed), 6);
+        assert_eq!(counters.blank.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.settled_without_job(), 1);
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_invalid_json_line() {
+        let mut input = line("a").into_bytes();
+        input.extend_from_slice(b"\n{\"custom_id\": \"\xff\"}\n");
+        let (sender, mut receiver) = mpsc::channel(8);
+        let counters = SourceCounters::default();
+        read_batch_input(
+            &input[..],
+            LineParser::new(DeploymentNames::default()),
+            ResumeScan::default(),
+            &sender,
+            &counters,
+            &AtomicBool::new(false),
+        );
+        drop(sender);
+        let _job = receiver.try_recv().unwrap();
+        let Ok(SourceEvent::Invalid(error)) = receiver.try_recv() else {
+            panic!("expected an invalid line");
+        };
+        assert_eq!(error.line, 2);
+        assert!(
+            error.message.contains("not valid UTF-8"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn answered_ids_and_reported_lines_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut writer = ResultWriter::append_to(&path).unwrap();
+        writer
+            .write(&OutputLine::answer(
+                "x1".into(),
+                "a".into(),
+                200,
+                None,
+                json!({}),
+                vec![],
+            ))
+            .unwrap();
+        writer
+            .write(&OutputLine::failure(
+                "x2".into(),
+                "b".into(),
+                "timeout",
+                "slow",
+                vec![],
+            ))
+            .unwrap();
+        writer
+            .write(&OutputLine::input_error(
+                "x3".into(),
+                &InputError {
+                    line: 3,
+                    custom_id: None,
+                    code: InputErrorCode::InvalidJson,
+                    message: "line 3: bad".into(),
+                },
+            ))
+            .unwrap();
+        let previous = prepare_output(&path, false).unwrap();
+        let input = format!(
+            "{}\n{}\nnot json\n{}\n{}",
+            line("a"),
+            line("b"),
+            line("c"),
+            line("a")
+        );
+        let (events, counters) = run_reader(&input, previous);
+        assert_eq!(
+            describe(&events),
+            vec!["job c @4", "duplicate_custom_id @5"]
+        );
+        assert_eq!(counters.skipped.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.skipped_failed.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.invalid_reported_before.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn stop_ends_the_reading_before_the_next_line() {
+        let (sender, mut receiver) = mpsc::channel(8);
+        let counters = SourceCounters::default();
+        let stop = AtomicBool::new(true);
+        read_batch_input(
+            line("a").as_bytes(),
+            LineParser::new(DeploymentNames::default()),
+            ResumeScan::default(),
+            &sender,
+            &counters,
+            &stop,
+        );
+        assert!(receiver.try_recv().is_err());
+        assert_eq!(counters.lines.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_gone_receiver_ends_the_reading() {
+        let (sender, receiver) = mpsc::channel(1);
+        drop(receiver);
+        let counters = SourceCounters::default();
+        let input = format!("{}\n{}\n", line("a"), line("b"));
+        read_batch_input(
+            input.as_bytes(),
+            LineParser::new(DeploymentNames::default()),
+            ResumeScan::default(),
+            &sender,
+            &counters,
+            &AtomicBool::new(false),
+        );
+        assert_eq!(counters.lines.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn total_is_unknown_until_set() {
+        let counters = SourceCounters::default();
+        assert_eq!(counters.total(), None);
+        counters.set_total(0);
+        assert_eq!(counters.total(), Some(0));
+    }
+}
