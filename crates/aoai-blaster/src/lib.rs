@@ -1,1 +1,47 @@
-//! blaster
+//! # aoai-blaster
+//!
+//! Push chat-completion traffic through many Azure OpenAI deployments at once, as fast as their
+//! combined quotas allow, without losing a job.
+//!
+//! The system is two kinds of actix actors:
+//! - one [`Dispatcher`] holds the bounded job queue, the weighted ring, each endpoint's admission
+//!   state and the retry policy, and decides which endpoint may take a job now;
+//! - one [`EndpointActor`] per deployment owns its HTTP client, its auth, its cooldown timer and
+//!   its failure streak, and reports health changes as [`HealthReport`] messages.
+//!
+//! Actix apps embed the Dispatcher (`dispatcher.send(ChatJob::new(request)).await`); other code
+//! uses the [`Blaster`] facade. All decisions (routing, backoff, retry, classification, quota)
+//! live in the pure crate `aoai-blaster-core`, re-exported here.
+//!
+//! ```no_run
+//! use aoai_blaster::{BlasterConfig, ChatJob, ChatRequest, Dispatcher};
+//! use serde_json::json;
+//!
+//! #[actix::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let config = BlasterConfig::from_file("blaster.yaml")?;
+//!     let dispatcher = Dispatcher::start(config)?;
+//!     let request = ChatRequest::new(vec![json!({"role": "user", "content": "Say hi"})]);
+//!     let result = dispatcher.send(ChatJob::new(request)).await??;
+//!     println!("{}", result.text().unwrap_or_default());
+//!     Ok(())
+//! }
+//! ```
+
+pub mod auth;
+mod blaster;
+mod clock;
+pub mod dispatcher;
+pub mod endpoint;
+pub mod messages;
+pub mod report;
+
+pub use aoai_blaster_core as core;
+pub use aoai_blaster_core::chat::{ChatCompletion, ChatRequest, Usage};
+pub use aoai_blaster_core::config::{BlasterConfig, ConfigError};
+pub use aoai_blaster_core::retry::{AttemptRecord, JobError, JobErrorKind};
+pub use blaster::{Blaster, BlasterError, JobHandle};
+pub use dispatcher::{Dispatcher, StartError};
+pub use endpoint::EndpointActor;
+pub use messages::{ChatJob, ChatResult, HealthEvent, HealthReport, StreamDelta};
+pub use report::EndpointReport;

@@ -1,0 +1,766 @@
+//! `Dispatcher`: the one actor that holds the job queue, the weighted ring, every endpoint's
+//! admission state (health mirror, in-flight count, quota budget) and the retry policy.
+//!
+//! A job enters through [`ChatJob`]; the bounded intake makes callers wait (never an OOM). The
+//! Dispatcher picks an endpoint that can take the job *now*, reserves its estimated cost, and
+//! sends an [`Attempt`]. When no endpoint can, it arms one timer for the earliest moment one
+//! could, instead of polling. Each [`AttemptReport`] is turned, in one place
+//! ([`RetryPolicy::decide`]), into a reply, a retry (preferably elsewhere) or a failure that
+//! lists every attempt.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use aoai_blaster_core::chat::ChatRequest;
+use aoai_blaster_core::classify::AttemptOutcome;
+use aoai_blaster_core::config::BlasterConfig;
+use aoai_blaster_core::health::{Availability, HealthState};
+use aoai_blaster_core::quota::{
+    Cost, QuotaBudget, QuotaFeedback, Refusal, Reservation, UnlimitedBudget, WindowBudget,
+    estimate_prompt_tokens_chars, job_cost,
+};
+use aoai_blaster_core::retry::{
+    AttemptRecord, Decision, JobError, JobErrorKind, JobHistory, RetryPolicy,
+};
+use aoai_blaster_core::ring::WeightedRing;
+use rand::SeedableRng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::auth::{AuthError, CredentialRegistry};
+use crate::clock;
+use crate::endpoint::{EndpointActor, EndpointSettings};
+use crate::messages::{
+    Attempt, AttemptReport, ChatJob, ChatResult, Close, GetReport, HealthReport, HealthSnapshot,
+    RestartEndpoint, StopForRestart, StreamDelta, Subscribe,
+};
+use crate::report::{EndpointCounters, EndpointReport};
+
+/// Tokens charged for the reply when a request names no `max_tokens` and the deployment no
+/// `max_completion_tokens` (the quota estimate Azure makes is of the same kind).
+pub const DEFAULT_CHARGED_COMPLETION_TOKENS: u64 = 1024;
+
+/// How far past an unplaceable pinned job the Dispatcher looks for one it can place.
+const PINNED_SCAN_LIMIT: usize = 64;
+
+/// Why the Dispatcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A deployment's credential could not be set up.
+    #[error("deployment '{deployment}': {source}")]
+    Auth {
+        /// The deployment's name.
+        deployment: String,
+        /// What went wrong.
+        source: AuthError,
+    },
+    /// The actor system could not be started.
+    #[error("cannot start the actor system: {0}")]
+    System(String),
+}
+
+/// Admission state of one endpoint, owned by the Dispatcher.
+struct EndpointSlot {
+    name: String,
+    model: String,
+    addr: Addr<EndpointActor>,
+    max_in_flight: usize,
+    in_flight: usize,
+    budget: Box<dyn QuotaBudget>,
+    default_completion_tokens: u64,
+    health: HealthSnapshot,
+    counters: EndpointCounters,
+}
+
+impl EndpointSlot {
+    fn availability(&self, now: Instant) -> Availability {
+        self.health.state.availability(now)
+    }
+
+    /// Whether health and in-flight room allow one more attempt now.
+    fn has_room(&self, now: Instant) -> bool {
+        if self.in_flight >= self.max_in_flight {
+            return false;
+        }
+        match self.availability(now) {
+            Availability::Now => true,
+            Availability::ProbeOnly => self.in_flight == 0,
+            Availability::At(_) | Availability::Never => false,
+        }
+    }
+}
+
+/// A job the Dispatcher holds until its outcome is known.
+struct PendingJob {
+    request: Arc<ChatRequest>,
+    stream: bool,
+    deltas: Option<Recipient<StreamDelta>>,
+    pin: Option<usize>,
+    label: Option<String>,
+    prompt_tokens: u64,
+    history: JobHistory,
+    avoid: Option<usize>,
+    attempts_sent: u32,
+    reply: oneshot::Sender<Result<ChatResult, JobError>>,
+    submitted: Instant,
+    upstream_total: Duration,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What happened when the Dispatcher tried to place one job.
+enum Placement {
+    Sent,
+    Finished,
+    WaitUntil(Instant),
+    Busy,
+}
+
+/// The actor that queues jobs and routes them to endpoints. See the module docs.
+pub struct Dispatcher {
+    slots: Vec<EndpointSlot>,
+    ring: WeightedRing,
+    queue: VecDeque<u64>,
+    jobs: HashMap<u64, PendingJob>,
+    next_job: u64,
+    retry: RetryPolicy,
+    num_workers: usize,
+    in_flight: usize,
+    intake: Arc<Semaphore>,
+    subscribers: Vec<Recipient<HealthReport>>,
+    wake: Option<(Instant, SpawnHandle)>,
+    closing: bool,
+    close_waiters: Vec<oneshot::Sender<()>>,
+    _arbiters: Vec<Arbiter>,
+}
+
+impl Dispatcher {
+    /// Starts the endpoint actors (on their own arbiters) and the Dispatcher, in the current
+    /// actix System. Use [`Blaster`](crate::Blaster) when you are not in an actix app.
+    pub fn start(config: BlasterConfig) -> Result<Addr<Dispatcher>, StartError> {
+        Self::start_with_registry(config, CredentialRegistry::default())
+    }
+
+    /// Like [`Dispatcher::start`], with credentials built by `registry`.
+    pub fn start_with_registry(
+        config: BlasterConfig,
+        mut registry: CredentialRegistry,
+    ) -> Result<Addr<Dispatcher>, StartError> {
+        let mut auths = Vec::with_capacity(config.deployments.len());
+        for deployment in &config.deployments {
+            let auth = registry
+                .auth_for(&deployment.auth)
+                .map_err(|source| StartError::Auth {
+                    deployment: deployment.name.clone(),
+                    source,
+                })?;
+            auths.push(auth);
+        }
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        let threads = std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+            .clamp(1, config.deployments.len().max(1));
+        let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+        let now = clock::now();
+        let weights: Vec<u32> = config.deployments.iter().map(|d| d.weight).collect();
+        let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+        let ring = WeightedRing::new(&weights, &mut rng);
+        let permits = config.queue_capacity.saturating_add(config.num_workers);
+        Ok(Dispatcher::create(move |ctx| {
+            ctx.set_mailbox_capacity(4096);
+            let reports = ctx.address().recipient::<HealthReport>();
+            let slots = config
+                .deployments
+                .iter()
+                .zip(auths)
+                .enumerate()
+                .map(|(index, (deployment, auth))| {
+                    let settings = EndpointSettings::from_config(index, deployment);
+                    let arbiter = arbiters[index % arbiters.len()].handle();
+                    let addr =
+                        EndpointActor::start_supervised(&arbiter, settings, auth, reports.clone());
+                    let budget: Box<dyn QuotaBudget> =
+                        if deployment.rpm_limit.is_some() || deployment.tpm_limit.is_some() {
+                            Box::new(WindowBudget::new(
+                                now,
+                                deployment.rpm_limit,
+                                deployment.tpm_limit,
+                                Duration::from_secs(1),
+                            ))
+                        } else {
+                            Box::new(UnlimitedBudget)
+                        };
+                    EndpointSlot {
+                        name: deployment.name.clone(),
+                        model: deployment.model.clone(),
+                        addr,
+                        max_in_flight: deployment.max_in_flight.max(1),
+                        in_flight: 0,
+                        budget,
+                        default_completion_tokens: deployment
+                            .max_completion_tokens
+                            .map(u64::from)
+                            .unwrap_or(DEFAULT_CHARGED_COMPLETION_TOKENS),
+                        health: HealthSnapshot {
+                            generation: 0,
+                            state: HealthState::Healthy,
+                            failure_streak: 0,
+                        },
+                        counters: EndpointCounters::default(),
+                    }
+                })
+                .collect();
+            Dispatcher {
+                slots,
+                ring,
+                queue: VecDeque::new(),
+                jobs: HashMap::new(),
+                next_job: 0,
+                retry: RetryPolicy {
+                    max_job_retry: config.max_job_retry,
+                    job_deadline: config.job_deadline,
+                },
+                num_workers: config.num_workers.max(1),
+                in_flight: 0,
+                intake: Arc::new(Semaphore::new(permits)),
+                subscribers: Vec::new(),
+                wake: None,
+                closing: false,
+                close_waiters: Vec::new(),
+                _arbiters: arbiters,
+            }
+        }))
+    }
+
+    fn resolve_pin(&self, pin: &str) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|slot| slot.name == pin)
+            .or_else(|| self.slots.iter().position(|slot| slot.model == pin))
+    }
+
+    fn enqueue(
+        &mut self,
+        job: ChatJob,
+        permit: OwnedSemaphorePermit,
+        ctx: &mut Context<Self>,
+    ) -> Result<oneshot::Receiver<Result<ChatResult, JobError>>, JobError> {
+        let now = clock::now();
+        if self.closing {
+            return Err(job_error(JobErrorKind::QueueClosed, Vec::new()));
+        }
+        let pin = match &job.pin {
+            None => None,
+            Some(name) => match self.resolve_pin(name) {
+                Some(index) => Some(index),
+                None => {
+                    let known: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
+                    return Err(job_error(
+                        JobErrorKind::UnknownDeployment {
+                            name: name.clone(),
+                            known: known.join(", "),
+                        },
+                        Vec::new(),
+                    ));
+                }
+            },
+        };
+        let (reply, receiver) = oneshot::channel();
+        let id = self.next_job;
+        self.next_job += 1;
+        let prompt_tokens = estimate_prompt_tokens_chars(&job.request.messages);
+        self.jobs.insert(
+            id,
+            PendingJob {
+                request: Arc::new(job.request),
+                stream: job.stream || job.deltas.is_some(),
+                deltas: job.deltas,
+                pin,
+                label: job.label,
+                prompt_tokens,
+                history: JobHistory::new(now),
+                avoid: None,
+                attempts_sent: 0,
+                reply,
+                submitted: now,
+                upstream_total: Duration::ZERO,
+                _permit: permit,
+            },
+        );
+        self.queue.push_back(id);
+        self.pump(ctx);
+        Ok(receiver)
+    }
+
+    /// Places as many queued jobs as the endpoints can take now.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let now = clock::now();
+        if self.queue.is_empty() {
+            return;
+        }
+        if self
+            .slots
+            .iter()
+            .all(|slot| matches!(slot.availability(now), Availability::Never))
+        {
+            self.fail_all_queued(JobErrorKind::AllEndpointsDisabled);
+            return;
+        }
+        let mut earliest: Option<Instant> = None;
+        let mut index = 0;
+        let mut skipped_pinned = 0;
+        while self.in_flight < self.num_workers && index < self.queue.len() {
+            let id = self.queue[index];
+            let pinned = self.jobs.get(&id).is_some_and(|job| job.pin.is_some());
+            match self.place(id, now, ctx) {
+                Placement::Sent | Placement::Finished => {
+                    self.queue.remove(index);
+                }
+                Placement::WaitUntil(at) => {
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                    if !pinned || skipped_pinned >= PINNED_SCAN_LIMIT {
+                        break;
+                    }
+                    skipped_pinned += 1;
+                    index += 1;
+                }
+                Placement::Busy => {
+                    if !pinned || skipped_pinned >= PINNED_SCAN_LIMIT {
+                        break;
+                    }
+                    skipped_pinned += 1;
+                    index += 1;
+                }
+            }
+        }
+        if let Some(at) = earliest {
+            self.arm_wake(at, ctx);
+        }
+    }
+
+    fn arm_wake(&mut self, at: Instant, ctx: &mut Context<Self>) {
+        if let Some((armed_at, handle)) = self.wake {
+            if armed_at <= at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let wait = at.saturating_duration_since(clock::now());
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.wake = None;
+            act.pump(ctx);
+        });
+        self.wake = Some((at, handle));
+    }
+
+    /// Tries to send job `id` to an endpoint now.
+    fn place(&mut self, id: u64, now: Instant, ctx: &mut Context<Self>) -> Placement {
+        let Some(job) = self.jobs.get(&id) else {
+            return Placement::Finished;
+        };
+        if job.reply.is_closed() {
+            self.jobs.remove(&id);
+            return Placement::Finished;
+        }
+        if let Some(deadline) = self.retry.job_deadline
+            && now.saturating_duration_since(job.submitted) >= deadline
+        {
+            self.finish(id, Err(JobErrorKind::DeadlineExceeded));
+            return Placement::Finished;
+        }
+        let pin = job.pin;
+        let avoid = job.avoid;
+        let mut excluded = vec![false; self.slots.len()];
+        let mut earliest: Option<Instant> = None;
+        let mut never_fits: Option<(u64, u64)> = None;
+        loop {
+            let slots = &self.slots;
+            let eligible = |i: usize, excluded: &[bool]| {
+                !excluded[i] && pin.is_none_or(|p| p == i) && slots[i].has_room(now)
+            };
+            let choice = self
+                .ring
+                .pick(|i| eligible(i, &excluded) && Some(i) != avoid)
+                .or_else(|| self.ring.pick(|i| eligible(i, &excluded)));
+            let Some(index) = choice else { break };
+            let cost = self.cost_on(id, index);
+            match self.slots[index].budget.try_reserve(now, cost) {
+                Ok(reservation) => {
+                    self.send_attempt(id, index, reservation, ctx);
+                    return Placement::Sent;
+                }
+                Err(Refusal::NotUntil(at)) => {
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                    excluded[index] = true;
+                }
+                Err(Refusal::NeverFits { tokens, capacity }) => {
+                    let largest = never_fits.map_or(capacity, |(_, c)| c.max(capacity));
+                    never_fits = Some((tokens, largest));
+                    excluded[index] = true;
+                }
+            }
+        }
+        // Nothing could take the job now: find out when something could.
+        for (index, slot) in self.slots.iter().enumerate() {
+            if excluded[index] || pin.is_some_and(|p| p != index) {
+                continue;
+            }
+            if let Availability::At(at) = slot.availability(now) {
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            }
+        }
+        let any_usable = self.slots.iter().enumerate().any(|(index, slot)| {
+            pin.is_none_or(|p| p == index)
+                && !matches!(slot.availability(now), Availability::Never)
+                && !(never_fits.is_some() && excluded[index] && earliest.is_none())
+        });
+        if let Some((tokens, largest_capacity)) = never_fits
+            && earliest.is_none()
+            && !self
+                .slots
+                .iter()
+                .enumerate()
+                .any(|(i, s)| !excluded[i] && pin.is_none_or(|p| p == i) && s.in_flight > 0)
+        {
+            self.finish(
+                id,
+                Err(JobErrorKind::NeverFits {
+                    tokens,
+                    largest_capacity,
+                }),
+            );
+            return Placement::Finished;
+        }
+        if !any_usable {
+            self.finish(id, Err(JobErrorKind::AllEndpointsDisabled));
+            return Placement::Finished;
+        }
+        match earliest {
+            Some(at) => Placement::WaitUntil(at),
+            None => Placement::Busy,
+        }
+    }
+
+    fn cost_on(&self, id: u64, index: usize) -> Cost {
+        let Some(job) = self.jobs.get(&id) else {
+            return Cost {
+                requests: 1,
+                tokens: 0,
+            };
+        };
+        let options = serde_json::Value::Object(job.request.options.clone());
+        job_cost(
+            &options,
+            job.prompt_tokens,
+            self.slots[index].default_completion_tokens,
+        )
+    }
+
+    fn send_attempt(
+        &mut self,
+        id: u64,
+        index: usize,
+        reservation: Reservation,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.attempts_sent += 1;
+        let attempt = Attempt {
+            job: id,
+            number: job.attempts_sent,
+            request: job.request.clone(),
+            stream: job.stream,
+            deltas: job.deltas.clone(),
+            label: job.label.clone(),
+        };
+        let slot = &mut self.slots[index];
+        slot.in_flight += 1;
+        slot.counters.requests += 1;
+        self.in_flight += 1;
+        let sent_at = clock::now();
+        let span = tracing::debug_span!(
+            "attempt",
+            job = id,
+            label = job.label.as_deref().unwrap_or(""),
+            endpoint = %slot.name,
+            attempt = job.attempts_sent
+        );
+        let request = slot.addr.send(attempt);
+        ctx.spawn(
+            fut::wrap_future::<_, Self>(tracing::Instrument::instrument(request, span)).map(
+                move |result, act, ctx| {
+                    act.on_attempt_done(id, index, reservation, sent_at, result, ctx);
+                },
+            ),
+        );
+    }
+
+    fn on_attempt_done(
+        &mut self,
+        id: u64,
+        index: usize,
+        reservation: Reservation,
+        sent_at: Instant,
+        result: Result<AttemptReport, MailboxError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let now = clock::now();
+        let slot = &mut self.slots[index];
+        slot.in_flight = slot.in_flight.saturating_sub(1);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let endpoint = slot.name.clone();
+        match result {
+            Err(_) => {
+                // The actor stopped (a supervisor restart) with this attempt in flight: the
+                // attempt is lost, not failed. Keep the charge (it may have reached Azure).
+                slot.budget
+                    .settle(now, reservation, &QuotaFeedback::default());
+                slot.counters.lost += 1;
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.history.record(AttemptRecord::lost(
+                        &endpoint,
+                        now.saturating_duration_since(sent_at),
+                    ));
+                    self.queue.push_front(id);
+                }
+            }
+            Ok(report) => self.on_report(id, index, reservation, report, now),
+        }
+        self.pump(ctx);
+        self.check_closed();
+    }
+
+    fn on_report(
+        &mut self,
+        id: u64,
+        index: usize,
+        reservation: Reservation,
+        report: AttemptReport,
+        now: Instant,
+    ) {
+        let slot = &mut self.slots[index];
+        if report.health.generation >= slot.health.generation {
+            slot.health = report.health.clone();
+        }
+        if report.declined {
+            slot.budget.release(reservation);
+            slot.counters.requests = slot.counters.requests.saturating_sub(1);
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.attempts_sent = job.attempts_sent.saturating_sub(1);
+                self.queue.push_front(id);
+            }
+            return;
+        }
+        let used_tokens = report
+            .completion
+            .as_ref()
+            .and_then(|c| c.usage.as_ref())
+            .map(|u| u.total_tokens);
+        let feedback = QuotaFeedback {
+            remaining_requests: report.rate_limits.remaining_requests,
+            remaining_tokens: report.rate_limits.remaining_tokens,
+            rate_limited_for: match &report.outcome {
+                AttemptOutcome::RateLimited { wait, .. } => Some(*wait),
+                _ => None,
+            },
+            used_tokens,
+        };
+        slot.budget.settle(now, reservation, &feedback);
+        slot.counters.record(&report);
+        let endpoint = slot.name.clone();
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.history.record(AttemptRecord::from_outcome(
+            &endpoint,
+            &report.outcome,
+            report.elapsed,
+        ));
+        job.upstream_total += report.elapsed;
+        let interrupted_stream =
+            report.deltas_delivered > 0 && !matches!(report.outcome, AttemptOutcome::Success);
+        let decision = if interrupted_stream {
+            Decision::Fail(JobErrorKind::StreamInterrupted {
+                deltas_delivered: report.deltas_delivered,
+            })
+        } else {
+            self.retry.decide(&job.history, &report.outcome, now)
+        };
+        match decision {
+            Decision::Deliver => {
+                let Some(completion) = report.completion else {
+                    self.finish(id, Err(JobErrorKind::RetriesExhausted));
+                    return;
+                };
+                let Some(job) = self.jobs.remove(&id) else {
+                    return;
+                };
+                let total_time = now.saturating_duration_since(job.submitted);
+                let result = ChatResult {
+                    completion,
+                    endpoint,
+                    attempts: job.history.attempts,
+                    request_id: report.request_id,
+                    queued_for: total_time.saturating_sub(job.upstream_total),
+                    upstream_time: report.elapsed,
+                    total_time,
+                };
+                let _ = job.reply.send(Ok(result));
+            }
+            Decision::Retry { .. } => {
+                job.avoid = Some(index);
+                self.queue.push_front(id);
+            }
+            Decision::Fail(kind) => self.finish(id, Err(kind)),
+        }
+    }
+
+    fn finish(&mut self, id: u64, outcome: Result<ChatResult, JobErrorKind>) {
+        let Some(job) = self.jobs.remove(&id) else {
+            return;
+        };
+        let result = outcome.map_err(|kind| job_error(kind, job.history.attempts));
+        if let Err(error) = &result {
+            tracing::debug!(job = id, label = job.label.as_deref().unwrap_or(""), %error, "job failed");
+        }
+        let _ = job.reply.send(result);
+    }
+
+    fn fail_all_queued(&mut self, kind: JobErrorKind) {
+        for id in std::mem::take(&mut self.queue) {
+            self.finish(id, Err(kind.clone()));
+        }
+    }
+
+    fn check_closed(&mut self) {
+        if self.closing && self.jobs.is_empty() {
+            for waiter in self.close_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    fn report(&self) -> Vec<EndpointReport> {
+        let now = clock::now();
+        self.slots
+            .iter()
+            .map(|slot| {
+                EndpointReport::new(
+                    &slot.name,
+                    &slot.health,
+                    slot.in_flight,
+                    &slot.counters,
+                    now,
+                )
+            })
+            .collect()
+    }
+}
+
+fn job_error(kind: JobErrorKind, attempts: Vec<AttemptRecord>) -> JobError {
+    JobError { kind, attempts }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+}
+
+impl Handler<ChatJob> for Dispatcher {
+    type Result = ResponseActFuture<Self, Result<ChatResult, JobError>>;
+
+    fn handle(&mut self, job: ChatJob, _ctx: &mut Self::Context) -> Self::Result {
+        if self.closing {
+            return Box::pin(fut::ready(Err(job_error(
+                JobErrorKind::QueueClosed,
+                Vec::new(),
+            ))));
+        }
+        let intake = self.intake.clone();
+        Box::pin(fut::wrap_future::<_, Self>(intake.acquire_owned()).then(
+            move |permit, act, ctx| {
+                let enqueued = match permit {
+                    Ok(permit) => act.enqueue(job, permit, ctx),
+                    Err(_) => Err(job_error(JobErrorKind::QueueClosed, Vec::new())),
+                };
+                fut::wrap_future(async move {
+                    match enqueued {
+                        Ok(receiver) => receiver.await.unwrap_or_else(|_| {
+                            Err(job_error(JobErrorKind::Cancelled, Vec::new()))
+                        }),
+                        Err(error) => Err(error),
+                    }
+                })
+            },
+        ))
+    }
+}
+
+impl Handler<HealthReport> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, report: HealthReport, ctx: &mut Self::Context) {
+        if let Some(slot) = self.slots.get_mut(report.index)
+            && report.health.generation >= slot.health.generation
+        {
+            slot.health = report.health.clone();
+            if report.event == crate::messages::HealthEvent::Restarted {
+                slot.counters.restarts += 1;
+            }
+        }
+        self.subscribers.retain(|s| s.connected());
+        for subscriber in &self.subscribers {
+            subscriber.do_send(report.clone());
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Subscribe> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, Subscribe(recipient): Subscribe, _ctx: &mut Self::Context) {
+        self.subscribers.push(recipient);
+    }
+}
+
+impl Handler<GetReport> for Dispatcher {
+    type Result = MessageResult<GetReport>;
+
+    fn handle(&mut self, _: GetReport, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.report())
+    }
+}
+
+impl Handler<RestartEndpoint> for Dispatcher {
+    type Result = bool;
+
+    fn handle(&mut self, RestartEndpoint(name): RestartEndpoint, _ctx: &mut Self::Context) -> bool {
+        match self.slots.iter().find(|slot| slot.name == name) {
+            Some(slot) => {
+                slot.addr.do_send(StopForRestart);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Handler<Close> for Dispatcher {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Close, _ctx: &mut Self::Context) -> Self::Result {
+        self.closing = true;
+        self.intake.close();
+        let (sender, receiver) = oneshot::channel();
+        self.close_waiters.push(sender);
+        self.check_closed();
+        Box::pin(async move {
+            let _ = receiver.await;
+        })
+    }
+}

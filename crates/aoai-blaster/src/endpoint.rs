@@ -1,0 +1,500 @@
+//! `EndpointActor`: one per deployment. It owns the HTTP client, the auth, the cooldown timer
+//! and the failure streak; it sends one [`Attempt`] at a time per message and answers with an
+//! [`AttemptReport`]. Every decision is made by pure code from `aoai-blaster-core`
+//! (`classify`, `EndpointHealth`); this file only performs the effects.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use aoai_blaster_core::chat::{ChatCompletion, RequestDefaults, build_request_body};
+use aoai_blaster_core::classify::{
+    ApiError, AttemptOutcome, RateLimitHeaders, TransientKind, classify, parse_rate_limit_headers,
+};
+use aoai_blaster_core::config::{DeploymentConfig, Timeouts};
+use aoai_blaster_core::health::{Availability, EndpointHealth, HealthPolicy, HealthState};
+use aoai_blaster_core::sse::{SseDecoder, StreamAssembler, StreamItem, parse_stream_data};
+use awc::error::{ConnectError, SendRequestError};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::auth::Auth;
+use crate::clock;
+use crate::messages::{
+    Attempt, AttemptReport, HealthEvent, HealthReport, HealthSnapshot, StopForRestart, StreamDelta,
+};
+
+/// Largest successful reply body read (a reply with many choices can be large).
+const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+/// Largest error reply body read.
+const MAX_ERROR_BYTES: usize = 1024 * 1024;
+
+/// What an [`EndpointActor`] needs to know about its deployment.
+#[derive(Debug, Clone)]
+pub struct EndpointSettings {
+    /// Index in the config's deployments list.
+    pub index: usize,
+    /// The deployment's `name` (label in logs and reports).
+    pub name: String,
+    /// Full chat-completions URL including `api-version`.
+    pub url: String,
+    /// Deployment defaults merged into each request body.
+    pub defaults: RequestDefaults,
+    /// Request, connect and stream-idle timeouts.
+    pub timeouts: Timeouts,
+    /// Backoff, disable and re-enable rules.
+    pub health_policy: HealthPolicy,
+    /// Cooldown when a 429 names no wait.
+    pub rate_limit_fallback: Duration,
+    /// Connection pool size.
+    pub max_connections: usize,
+}
+
+impl EndpointSettings {
+    /// Settings for the deployment at `index`.
+    pub fn from_config(index: usize, config: &DeploymentConfig) -> Self {
+        let resilience = &config.resilience;
+        Self {
+            index,
+            name: config.name.clone(),
+            url: config.chat_completions_url(),
+            defaults: config.request_defaults(),
+            timeouts: config.timeouts,
+            health_policy: HealthPolicy {
+                backoff_base: resilience.backoff_base,
+                backoff_max: resilience.backoff_max,
+                auto_disable_threshold: resilience.auto_disable_threshold,
+                reenable_after: resilience.reenable_after,
+                retry_after_cap: resilience.retry_after_cap,
+            },
+            rate_limit_fallback: resilience.rate_limit_fallback,
+            max_connections: config.max_in_flight.max(1),
+        }
+    }
+}
+
+/// The actor for one deployment. Start it with [`EndpointActor::start_supervised`].
+pub struct EndpointActor {
+    settings: Arc<EndpointSettings>,
+    client: awc::Client,
+    auth: Auth,
+    health: EndpointHealth,
+    generation: u64,
+    reports: Recipient<HealthReport>,
+    cooldown_timer: Option<SpawnHandle>,
+}
+
+impl EndpointActor {
+    /// Starts the actor under a [`Supervisor`] in `arbiter`, building its awc client there
+    /// (awc's client is not `Send`).
+    pub fn start_supervised(
+        arbiter: &ArbiterHandle,
+        settings: EndpointSettings,
+        auth: Auth,
+        reports: Recipient<HealthReport>,
+    ) -> Addr<EndpointActor> {
+        Supervisor::start_in_arbiter(arbiter, move |_ctx| {
+            let client = build_client(&settings);
+            EndpointActor {
+                health: EndpointHealth::new(settings.health_policy.clone()),
+                settings: Arc::new(settings),
+                client,
+                auth,
+                generation: 0,
+                reports,
+                cooldown_timer: None,
+            }
+        })
+    }
+
+    fn snapshot(&self) -> HealthSnapshot {
+        HealthSnapshot {
+            generation: self.generation,
+            state: self.health.state().clone(),
+            failure_streak: self.health.failure_streak(),
+        }
+    }
+
+    fn announce(&mut self, event: HealthEvent, previous: Option<HealthState>) {
+        self.generation += 1;
+        let report = HealthReport {
+            endpoint: self.settings.name.clone(),
+            index: self.settings.index,
+            event,
+            previous,
+            health: self.snapshot(),
+            at: SystemTime::now(),
+        };
+        match &report.health.state {
+            HealthState::Disabled { reason, .. } => {
+                tracing::warn!(endpoint = %report.endpoint, %reason, "endpoint disabled");
+            }
+            state => tracing::info!(endpoint = %report.endpoint, ?state, "endpoint health changed"),
+        }
+        self.reports.do_send(report);
+    }
+
+    /// Arms (or re-arms) the timer that ends a cooldown or a timed disable.
+    fn arm_timer(&mut self, ctx: &mut Context<Self>, now: Instant) {
+        if let Some(handle) = self.cooldown_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let until = match self.health.state() {
+            HealthState::Cooling { until, .. } => *until,
+            HealthState::Disabled {
+                until: Some(until), ..
+            } => *until,
+            _ => return,
+        };
+        let wait = until.saturating_duration_since(now);
+        self.cooldown_timer = Some(ctx.run_later(wait, |act, ctx| {
+            act.cooldown_timer = None;
+            let now = clock::now();
+            let previous = act.health.state().clone();
+            if act.health.refresh(now).is_some() {
+                act.announce(HealthEvent::Changed, Some(previous));
+            }
+            act.arm_timer(ctx, now);
+        }));
+    }
+
+    fn conclude(&mut self, call: CallResult, ctx: &mut Context<Self>) -> AttemptReport {
+        let now = clock::now();
+        let previous = self.health.state().clone();
+        if self.health.on_outcome(now, &call.outcome).is_some() {
+            self.announce(HealthEvent::Changed, Some(previous));
+            self.arm_timer(ctx, now);
+        }
+        AttemptReport {
+            outcome: call.outcome,
+            completion: call.completion,
+            status: call.status,
+            request_id: call.request_id,
+            rate_limits: call.rate_limits,
+            elapsed: call.elapsed,
+            deltas_delivered: call.deltas_delivered,
+            declined: false,
+            health: self.snapshot(),
+        }
+    }
+}
+
+fn build_client(settings: &EndpointSettings) -> awc::Client {
+    let connector = awc::Connector::new()
+        .timeout(settings.timeouts.connect)
+        .limit(settings.max_connections);
+    awc::Client::builder()
+        .connector(connector)
+        .timeout(settings.timeouts.request)
+        .disable_redirects()
+        .finish()
+}
+
+impl Actor for EndpointActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.settings.max_connections.saturating_add(64));
+    }
+}
+
+impl Supervised for EndpointActor {
+    fn restarting(&mut self, ctx: &mut Self::Context) {
+        self.cooldown_timer = None;
+        self.client = build_client(&self.settings);
+        self.announce(HealthEvent::Restarted, None);
+        self.arm_timer(ctx, clock::now());
+    }
+}
+
+impl Handler<StopForRestart> for EndpointActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopForRestart, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Attempt> for EndpointActor {
+    type Result = ResponseActFuture<Self, AttemptReport>;
+
+    fn handle(&mut self, attempt: Attempt, _ctx: &mut Self::Context) -> Self::Result {
+        let now = clock::now();
+        if matches!(
+            self.health.availability(now),
+            Availability::At(_) | Availability::Never
+        ) {
+            let report = AttemptReport {
+                outcome: AttemptOutcome::Transient(TransientKind::Other(
+                    "declined: endpoint is cooling down or disabled".into(),
+                )),
+                completion: None,
+                status: None,
+                request_id: None,
+                rate_limits: RateLimitHeaders::default(),
+                elapsed: Duration::ZERO,
+                deltas_delivered: 0,
+                declined: true,
+                health: self.snapshot(),
+            };
+            return Box::pin(fut::ready(report));
+        }
+        let body = build_request_body(&self.settings.defaults, &attempt.request, attempt.stream);
+        let call = HttpCall {
+            client: self.client.clone(),
+            settings: self.settings.clone(),
+            auth: self.auth.clone(),
+            body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+            stream: attempt.stream,
+            deltas: attempt.deltas,
+            label: attempt.label,
+        };
+        Box::pin(
+            fut::wrap_future::<_, Self>(call.run()).map(|call, act, ctx| act.conclude(call, ctx)),
+        )
+    }
+}
+
+/// The result of one HTTP call, before the actor folds it into its health.
+struct CallResult {
+    outcome: AttemptOutcome,
+    completion: Option<ChatCompletion>,
+    status: Option<u16>,
+    request_id: Option<String>,
+    rate_limits: RateLimitHeaders,
+    elapsed: Duration,
+    deltas_delivered: u32,
+}
+
+/// Everything one HTTP call needs; `run` performs it.
+struct HttpCall {
+    client: awc::Client,
+    settings: Arc<EndpointSettings>,
+    auth: Auth,
+    body: Bytes,
+    stream: bool,
+    deltas: Option<Recipient<StreamDelta>>,
+    label: Option<String>,
+}
+
+impl HttpCall {
+    async fn run(self) -> CallResult {
+        let started = clock::now();
+        let mut refreshed_token = false;
+        loop {
+            let mut result = self.send_once(started).await;
+            result.elapsed = clock::now().saturating_duration_since(started);
+            // DECISIONS: on a 401 with a bearer token, refresh the token once before giving up.
+            if result.status == Some(401) && self.auth.is_refreshable() && !refreshed_token {
+                refreshed_token = true;
+                self.auth.invalidate();
+                continue;
+            }
+            return result;
+        }
+    }
+
+    async fn send_once(&self, started: Instant) -> CallResult {
+        let mut result = CallResult {
+            outcome: AttemptOutcome::Success,
+            completion: None,
+            status: None,
+            request_id: None,
+            rate_limits: RateLimitHeaders::default(),
+            elapsed: Duration::ZERO,
+            deltas_delivered: 0,
+        };
+        let header = match self.auth.header().await {
+            Ok(header) => header,
+            Err(error) => {
+                result.outcome = AttemptOutcome::EndpointFatal {
+                    reason: format!(
+                        "{error}; check `api_key` of deployment '{}'",
+                        self.settings.name
+                    ),
+                    error: ApiError {
+                        status: 401,
+                        code: Some("CredentialUnavailable".into()),
+                        message: error.to_string(),
+                    },
+                };
+                return result;
+            }
+        };
+        let timeouts = &self.settings.timeouts;
+        let request = self
+            .client
+            .post(&self.settings.url)
+            .insert_header(("content-type", "application/json"))
+            .insert_header((header.name, header.value.expose()))
+            .timeout(timeouts.request);
+        let response = match request.send_body(self.body.clone()).await {
+            Ok(response) => response,
+            Err(error) => {
+                result.outcome = AttemptOutcome::Transient(send_error(&error, timeouts));
+                return result;
+            }
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let lookup = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        result.status = Some(status);
+        result.rate_limits = parse_rate_limit_headers(&lookup);
+        result.request_id = lookup("apim-request-id").or_else(|| lookup("x-request-id"));
+        let remaining = timeouts
+            .request
+            .saturating_sub(clock::now().saturating_duration_since(started));
+        if !(200..300).contains(&status) {
+            let mut response = response.timeout(remaining);
+            let body = response
+                .body()
+                .limit(MAX_ERROR_BYTES)
+                .await
+                .unwrap_or_default();
+            result.outcome = classify(
+                status,
+                &lookup,
+                &body,
+                SystemTime::now(),
+                self.settings.rate_limit_fallback,
+            );
+            return result;
+        }
+        if self.stream {
+            self.read_stream(response, &mut result).await;
+            return result;
+        }
+        let mut response = response.timeout(remaining);
+        match response.body().limit(MAX_REPLY_BYTES).await {
+            Ok(body) => match serde_json::from_slice::<ChatCompletion>(&body) {
+                Ok(completion) => result.completion = Some(completion),
+                Err(error) => {
+                    result.outcome = AttemptOutcome::Transient(TransientKind::InvalidReply(
+                        format!(
+                            "HTTP {status} reply is not a chat completion ({error}); body starts {:?}",
+                            excerpt(&body)
+                        ),
+                    ));
+                }
+            },
+            Err(error) => {
+                result.outcome = AttemptOutcome::Transient(body_error(&error, timeouts));
+            }
+        }
+        result
+    }
+
+    async fn read_stream<S>(&self, mut response: awc::ClientResponse<S>, result: &mut CallResult)
+    where
+        S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+    {
+        let idle = self.settings.timeouts.stream_idle;
+        let mut decoder = SseDecoder::new();
+        let mut assembler = StreamAssembler::new();
+        let cut = |why: String| AttemptOutcome::Transient(TransientKind::StreamCut(why));
+        loop {
+            let next = tokio::time::timeout(idle, response.next()).await;
+            let bytes = match next {
+                Err(_) => {
+                    result.outcome = cut(format!(
+                        "no stream data for {}s (stream_idle_timeout)",
+                        idle.as_secs_f64()
+                    ));
+                    return;
+                }
+                Ok(None) => {
+                    result.outcome = cut("stream ended before `data: [DONE]`".into());
+                    return;
+                }
+                Ok(Some(Err(error))) => {
+                    result.outcome = cut(format!("stream broken: {error}"));
+                    return;
+                }
+                Ok(Some(Ok(bytes))) => bytes,
+            };
+            let events = match decoder.push(&bytes) {
+                Ok(events) => events,
+                Err(error) => {
+                    result.outcome =
+                        cut(format!("stream is not valid server-sent events: {error}"));
+                    return;
+                }
+            };
+            for event in events {
+                match parse_stream_data(&event.data) {
+                    Ok(StreamItem::Chunk(chunk)) => {
+                        let chunk = Arc::new(chunk);
+                        assembler.push(&chunk);
+                        if let Some(recipient) = &self.deltas {
+                            for choice in &chunk.choices {
+                                let content = choice.delta.content.clone().unwrap_or_default();
+                                if content.is_empty() && choice.delta.tool_calls.is_none() {
+                                    continue;
+                                }
+                                result.deltas_delivered += 1;
+                                recipient.do_send(StreamDelta {
+                                    label: self.label.clone(),
+                                    choice: choice.index,
+                                    content,
+                                    chunk: chunk.clone(),
+                                });
+                            }
+                        }
+                    }
+                    Ok(StreamItem::Done) => {
+                        match assembler.finish() {
+                            Ok(completion) => result.completion = Some(completion),
+                            Err(error) => result.outcome = cut(error.to_string()),
+                        }
+                        return;
+                    }
+                    Ok(StreamItem::Error(error)) => {
+                        result.outcome = cut(format!("error event in stream: {error}"));
+                        return;
+                    }
+                    Err(error) => {
+                        result.outcome = cut(format!("unreadable stream event: {error}"));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn send_error(error: &SendRequestError, timeouts: &Timeouts) -> TransientKind {
+    match error {
+        SendRequestError::Timeout => TransientKind::Timeout(format!(
+            "no reply headers within {}s (request_timeout)",
+            timeouts.request.as_secs_f64()
+        )),
+        SendRequestError::Connect(ConnectError::Timeout) => TransientKind::Timeout(format!(
+            "no connection within {}s (connect_timeout)",
+            timeouts.connect.as_secs_f64()
+        )),
+        SendRequestError::Connect(error) => TransientKind::Connect(error.to_string()),
+        other => TransientKind::Connect(other.to_string()),
+    }
+}
+
+fn body_error(error: &awc::error::PayloadError, timeouts: &Timeouts) -> TransientKind {
+    let text = error.to_string();
+    if text.to_ascii_lowercase().contains("timed out") || text.contains("Timeout") {
+        TransientKind::Timeout(format!(
+            "reply body not complete within {}s (request_timeout)",
+            timeouts.request.as_secs_f64()
+        ))
+    } else {
+        TransientKind::InvalidReply(format!("reply body broken: {text}"))
+    }
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(80)]);
+    text.chars().filter(|c| !c.is_control()).collect()
+}

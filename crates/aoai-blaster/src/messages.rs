@@ -1,0 +1,239 @@
+//! Every message the actors exchange, as plain documented types.
+//!
+//! Callers talk to the [`Dispatcher`](crate::Dispatcher) with [`ChatJob`], [`Subscribe`],
+//! [`GetReport`], [`Close`] and [`RestartEndpoint`]. The Dispatcher talks to each
+//! [`EndpointActor`](crate::EndpointActor) with [`Attempt`] and gets an [`AttemptReport`] back;
+//! endpoints announce health changes with [`HealthReport`], which the Dispatcher folds into its
+//! admission state and forwards to every subscriber.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use aoai_blaster_core::chat::{ChatCompletion, ChatCompletionChunk, ChatRequest, Usage};
+use aoai_blaster_core::classify::{AttemptOutcome, RateLimitHeaders};
+use aoai_blaster_core::health::HealthState;
+use aoai_blaster_core::retry::{AttemptRecord, JobError};
+
+use crate::report::EndpointReport;
+
+/// One chat completion to run: the caller's unit of work.
+///
+/// Send it to the Dispatcher and await the result:
+/// `dispatcher.send(ChatJob::new(request)).await??` gives a [`ChatResult`].
+#[derive(Message, Clone)]
+#[rtype(result = "Result<ChatResult, JobError>")]
+pub struct ChatJob {
+    /// The messages and per-job options (they override the deployment's defaults).
+    pub request: ChatRequest,
+    /// Ask for a streamed reply. Without [`ChatJob::deltas`] the stream is assembled into the same
+    /// [`ChatResult`] a non-streamed call gives.
+    pub stream: bool,
+    /// Receives each delta as it arrives (implies `stream`). An attempt is retried only if it
+    /// failed before its first delta was delivered here.
+    pub deltas: Option<Recipient<StreamDelta>>,
+    /// Run only on the deployment with this `name` (or `model`), if set.
+    pub pin: Option<String>,
+    /// A label for logs and traces (for example the batch line's `custom_id`).
+    pub label: Option<String>,
+}
+
+impl fmt::Debug for ChatJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatJob")
+            .field("messages", &self.request.messages.len())
+            .field("stream", &self.stream)
+            .field("incremental", &self.deltas.is_some())
+            .field("pin", &self.pin)
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+impl ChatJob {
+    /// A non-streamed job for `request`.
+    pub fn new(request: ChatRequest) -> Self {
+        Self {
+            request,
+            stream: false,
+            deltas: None,
+            pin: None,
+            label: None,
+        }
+    }
+
+    /// Stream the reply and assemble it (same result as non-streamed).
+    pub fn streamed(mut self) -> Self {
+        self.stream = true;
+        self
+    }
+
+    /// Stream the reply and deliver each delta to `recipient` as it arrives.
+    pub fn with_deltas(mut self, recipient: Recipient<StreamDelta>) -> Self {
+        self.stream = true;
+        self.deltas = Some(recipient);
+        self
+    }
+
+    /// Run only on the named deployment.
+    pub fn pinned_to(mut self, deployment: impl Into<String>) -> Self {
+        self.pin = Some(deployment.into());
+        self
+    }
+
+    /// Label the job for logs (for example with a batch `custom_id`).
+    pub fn labelled(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+}
+
+/// A finished job: the whole completion plus where and how it was obtained.
+#[derive(Debug, Clone)]
+pub struct ChatResult {
+    /// The completion as Azure returned it (assembled, for streams), unknown fields kept.
+    pub completion: ChatCompletion,
+    /// Name of the deployment that answered.
+    pub endpoint: String,
+    /// Every attempt the job made, the last one being the success.
+    pub attempts: Vec<AttemptRecord>,
+    /// Azure's request id of the answering call (`apim-request-id` / `x-request-id`).
+    pub request_id: Option<String>,
+    /// Time spent waiting in the queue and between attempts.
+    pub queued_for: Duration,
+    /// Duration of the successful HTTP call.
+    pub upstream_time: Duration,
+    /// From submission to result.
+    pub total_time: Duration,
+}
+
+impl ChatResult {
+    /// The first choice's text, if any.
+    pub fn text(&self) -> Option<&str> {
+        self.completion.text()
+    }
+
+    /// Token usage as reported by the service.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.completion.usage.as_ref()
+    }
+}
+
+/// One streamed delta, delivered to the job's [`ChatJob::deltas`] recipient.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct StreamDelta {
+    /// The job's label, if it had one.
+    pub label: Option<String>,
+    /// Which choice this delta extends.
+    pub choice: u32,
+    /// The text this delta adds (empty for role-only or tool-call deltas).
+    pub content: String,
+    /// The whole chunk, for tool calls and other fields.
+    pub chunk: Arc<ChatCompletionChunk>,
+}
+
+/// Dispatcher → EndpointActor: send this job's request once.
+#[derive(Message, Clone)]
+#[rtype(result = "AttemptReport")]
+pub struct Attempt {
+    /// The Dispatcher's id for the job.
+    pub job: u64,
+    /// 1 for the first attempt, then 2, 3, ...
+    pub number: u32,
+    /// The request, shared between attempts.
+    pub request: Arc<ChatRequest>,
+    /// Ask for a stream.
+    pub stream: bool,
+    /// Where deltas go, for incremental streams.
+    pub deltas: Option<Recipient<StreamDelta>>,
+    /// The job's label for logs.
+    pub label: Option<String>,
+}
+
+/// EndpointActor → Dispatcher: what one attempt met, and the endpoint's health after it.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    /// What happened, classified.
+    pub outcome: AttemptOutcome,
+    /// The completion, on success.
+    pub completion: Option<ChatCompletion>,
+    /// HTTP status, when a reply arrived.
+    pub status: Option<u16>,
+    /// Azure's request id, when a reply arrived.
+    pub request_id: Option<String>,
+    /// `x-ratelimit-remaining-*` as the reply stated them.
+    pub rate_limits: RateLimitHeaders,
+    /// Duration of the HTTP call.
+    pub elapsed: Duration,
+    /// Deltas already delivered to the caller (a failure after the first is not retried).
+    pub deltas_delivered: u32,
+    /// The endpoint declined the attempt without sending it (it is cooling down or disabled).
+    pub declined: bool,
+    /// The endpoint's health after this attempt.
+    pub health: HealthSnapshot,
+}
+
+/// An endpoint's health at one moment, numbered so that a late message cannot undo a newer one.
+#[derive(Debug, Clone)]
+pub struct HealthSnapshot {
+    /// Increases with every change the endpoint makes.
+    pub generation: u64,
+    /// The state.
+    pub state: HealthState,
+    /// Consecutive transient failures.
+    pub failure_streak: u32,
+}
+
+/// What changed in an endpoint's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthEvent {
+    /// The state moved (for example healthy → cooling, cooling → healthy, → disabled).
+    Changed,
+    /// The actor was restarted by its supervisor; its in-flight attempts were requeued.
+    Restarted,
+}
+
+/// A change in one endpoint's health, sent to the Dispatcher and to every subscriber.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct HealthReport {
+    /// The deployment's `name`.
+    pub endpoint: String,
+    /// Its index in the config's `deployments` list.
+    pub index: usize,
+    /// What happened.
+    pub event: HealthEvent,
+    /// The state before, when it changed.
+    pub previous: Option<HealthState>,
+    /// The health now.
+    pub health: HealthSnapshot,
+    /// Wall-clock time of the change.
+    pub at: SystemTime,
+}
+
+/// Register a recipient for every [`HealthReport`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe(pub Recipient<HealthReport>);
+
+/// Ask the Dispatcher for a snapshot of every endpoint.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Vec<EndpointReport>")]
+pub struct GetReport;
+
+/// Stop taking jobs, finish the ones queued and in flight, then answer.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Close;
+
+/// Restart one endpoint actor (fresh connections); its in-flight attempts are requeued.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "bool")]
+pub struct RestartEndpoint(pub String);
+
+/// Dispatcher → EndpointActor: stop now so the supervisor restarts it.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct StopForRestart;
