@@ -79,22 +79,59 @@ const WORDS: [&str; 16] = [
     "kilo", "lima", "mike", "november", "oscar", "papa",
 ];
 
-/// The pieces of one choice's content, one per token: `digest=<hex>`, then ` word`s.
-/// Concatenated they are the content; the same request always gets the same pieces.
-pub(crate) fn reply_pieces(digest: &str, choice_index: u64, tokens: u64) -> Vec<String> {
-    let tokens = usize::try_from(tokens.max(1)).unwrap_or(usize::MAX);
-    let offset = digest
-        .bytes()
-        .next()
-        .map_or(0, usize::from)
-        .wrapping_add(usize::try_from(choice_index).unwrap_or(0).wrapping_mul(5));
-    let mut pieces = Vec::with_capacity(tokens);
-    pieces.push(format!("digest={digest}"));
-    for i in 1..tokens {
-        let word = WORDS[offset.wrapping_add(i.wrapping_mul(7)) % WORDS.len()];
-        pieces.push(format!(" {word}"));
+/// One choice's content, one piece per token: `digest=<hex>`, then ` word`s. The same request
+/// always gets the same content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReplyText {
+    /// The whole content.
+    pub(crate) content: String,
+    /// Byte offset where each piece starts.
+    starts: Vec<usize>,
+}
+
+impl ReplyText {
+    /// Build the text of choice `choice_index` with `tokens` pieces (at least one).
+    pub(crate) fn new(digest: &str, choice_index: u64, tokens: u64) -> Self {
+        let tokens = usize::try_from(tokens.max(1)).unwrap_or(usize::MAX);
+        let offset = digest
+            .bytes()
+            .next()
+            .map_or(0, usize::from)
+            .wrapping_add(usize::try_from(choice_index).unwrap_or(0).wrapping_mul(5));
+        let mut content = String::with_capacity(8 + digest.len() + tokens.saturating_mul(8));
+        let mut starts = Vec::with_capacity(tokens);
+        starts.push(0);
+        content.push_str("digest=");
+        content.push_str(digest);
+        for i in 1..tokens {
+            starts.push(content.len());
+            content.push(' ');
+            content.push_str(WORDS[offset.wrapping_add(i.wrapping_mul(7)) % WORDS.len()]);
+        }
+        ReplyText { content, starts }
     }
-    pieces
+
+    /// The number of pieces (tokens).
+    pub(crate) fn tokens(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Piece `index`, if there is one.
+    pub(crate) fn piece(&self, index: usize) -> Option<&str> {
+        let start = *self.starts.get(index)?;
+        let end = self
+            .starts
+            .get(index + 1)
+            .copied()
+            .unwrap_or(self.content.len());
+        self.content.get(start..end)
+    }
+
+    /// Every piece in order.
+    #[cfg(test)]
+    pub(crate) fn pieces(&self) -> impl Iterator<Item = &str> {
+        (0..self.tokens()).filter_map(|index| self.piece(index))
+    }
 }
 
 /// The completion length and finish reason for a deployment's natural `reply_tokens` under a
@@ -136,7 +173,8 @@ mod tests {
 
     #[test]
     fn pieces_start_with_the_digest_and_count_tokens() {
-        let pieces = reply_pieces("0123456789abcdef", 0, 5);
+        let text = ReplyText::new("0123456789abcdef", 0, 5);
+        let pieces: Vec<&str> = text.pieces().collect();
         assert_eq!(pieces.len(), 5);
         assert_eq!(pieces[0], "digest=0123456789abcdef");
         assert!(
@@ -144,9 +182,12 @@ mod tests {
                 .iter()
                 .all(|p| p.starts_with(' ') && p.len() > 1)
         );
-        assert_eq!(pieces, reply_pieces("0123456789abcdef", 0, 5));
-        assert_ne!(pieces, reply_pieces("0123456789abcdef", 1, 5));
-        assert_eq!(reply_pieces("0123456789abcdef", 0, 0).len(), 1);
+        assert_eq!(pieces.concat(), text.content);
+        assert_eq!(text.content.split(' ').count(), 5);
+        assert_eq!(text.piece(5), None);
+        assert_eq!(text, ReplyText::new("0123456789abcdef", 0, 5));
+        assert_ne!(text, ReplyText::new("0123456789abcdef", 1, 5));
+        assert_eq!(ReplyText::new("0123456789abcdef", 0, 0).tokens(), 1);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::azure_error::{self, AzureError};
 use crate::clock::SimClock;
 use crate::config::{DeploymentSpec, Listener, ManagedIdentitySpec, OutageMode, SimConfig};
-use crate::content::{completion_length, messages_digest, reply_pieces};
+use crate::content::{ReplyText, completion_length, messages_digest};
 use crate::faults::{Fault, outage_at, pick_fault};
 use crate::quota::{self, DeploymentLimiter, Limits};
 use crate::reply::{ChoiceText, ReplyMeta, Usage, completion_body};
@@ -401,7 +401,7 @@ impl Engine {
         let (tokens, finish_reason) = completion_length(spec.reply_tokens, request.max_tokens);
         let choices: Vec<ChoiceText> = (0..request.n)
             .map(|index| ChoiceText {
-                pieces: reply_pieces(&digest, index, tokens),
+                text: ReplyText::new(&digest, index, tokens),
                 finish_reason,
             })
             .collect();

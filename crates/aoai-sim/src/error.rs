@@ -32,6 +32,9 @@ pub enum SimError {
         "deployment {0:?} is on the shared listener; refusing connections needs `listener: own`"
     )]
     SharedListener(String),
+    /// The simulator's own thread (see [`SimThread`](crate::SimThread)) failed or is gone.
+    #[error("{0}")]
+    Thread(String),
     /// `advance_clock` was called while the simulator runs on the wall clock.
     #[error("the simulator runs on the real clock; set `clock: manual` to move time by hand")]
     RealClock,

@@ -29,6 +29,8 @@
 //! # Ok(()) }
 //! ```
 //!
+//! From synchronous code: [`SimThread::start`] runs it on a thread of its own.
+//!
 //! Standalone: `aoai-sim --config examples/sim.yaml` (see the crate README).
 //!
 //! Modules: [`config`] (what can be configured), [`quota`] (the pure limiter), [`stats`]
@@ -49,6 +51,7 @@ mod reply;
 mod request;
 mod server;
 mod stream;
+mod thread;
 
 pub use config::{
     ClockMode, DEFAULT_API_KEY, DEFAULT_BEARER_TOKEN, DEFAULT_MAX_TOKENS, DeploymentSpec,
@@ -60,6 +63,7 @@ pub use error::SimError;
 pub use reply::Usage;
 pub use server::{ListenerInfo, SimHandle};
 pub use stats::{DeploymentStats, SimStats};
+pub use thread::SimThread;
 
 /// Start the simulator on the current actix runtime (inside `#[actix_rt::test]`,
 /// `#[actix_web::main]` or an `actix_rt::System`): bind its listeners (port 0 picks free ports)

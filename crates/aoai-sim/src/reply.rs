@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::content::ReplyText;
+
 /// Token counts reported in `usage`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -33,10 +35,10 @@ pub(crate) struct ReplyMeta {
     pub(crate) model: String,
 }
 
-/// One choice's content, one piece per token.
+/// One choice's content and finish reason.
 #[derive(Debug, Clone)]
 pub(crate) struct ChoiceText {
-    pub(crate) pieces: Vec<String>,
+    pub(crate) text: ReplyText,
     pub(crate) finish_reason: &'static str,
 }
 
@@ -75,7 +77,7 @@ struct PromptFilterResult {
 #[derive(Serialize)]
 struct Message<'a> {
     role: &'static str,
-    content: String,
+    content: &'a str,
     refusal: Option<&'a str>,
 }
 
@@ -121,7 +123,7 @@ pub(crate) fn completion_body(meta: &ReplyMeta, choices: &[ChoiceText], usage: U
                 index,
                 message: Message {
                     role: "assistant",
-                    content: choice.pieces.concat(),
+                    content: &choice.text.content,
                     refusal: None,
                 },
                 finish_reason: choice.finish_reason,
@@ -304,11 +306,11 @@ mod tests {
     fn completion_has_openai_shape() {
         let choices = [
             ChoiceText {
-                pieces: vec!["digest=ab".to_owned(), " echo".to_owned()],
+                text: ReplyText::new("ab", 0, 2),
                 finish_reason: "stop",
             },
             ChoiceText {
-                pieces: vec!["digest=ab".to_owned()],
+                text: ReplyText::new("ab", 1, 1),
                 finish_reason: "length",
             },
         ];
@@ -317,7 +319,11 @@ mod tests {
         assert_eq!(body["id"], "chatcmpl-1");
         assert_eq!(body["model"], "gpt-4o");
         assert_eq!(body["choices"][0]["message"]["role"], "assistant");
-        assert_eq!(body["choices"][0]["message"]["content"], "digest=ab echo");
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            choices[0].text.content
+        );
+        assert_eq!(body["choices"][1]["message"]["content"], "digest=ab");
         assert_eq!(body["choices"][1]["index"], 1);
         assert_eq!(body["choices"][1]["finish_reason"], "length");
         assert_eq!(body["usage"]["total_tokens"], 13);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use actix_web::body::SizedStream;
 use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use bytes::Bytes;
 use futures_util::Stream;
@@ -207,10 +208,16 @@ async fn respond(decision: Decision, started: Instant) -> HttpResponse {
     }
     let mut builder =
         HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY));
-    for header in headers {
-        builder.insert_header(header);
+    for (name, value) in headers {
+        // Names are lowercase constants; values are ASCII we formatted ourselves.
+        if let Ok(value) = HeaderValue::try_from(value) {
+            builder.insert_header((HeaderName::from_static(name), value));
+        }
     }
-    builder.insert_header(("x-sim-processing-us", processing.as_micros().to_string()));
+    builder.insert_header((
+        HeaderName::from_static("x-sim-processing-us"),
+        HeaderValue::from(u64::try_from(processing.as_micros()).unwrap_or(u64::MAX)),
+    ));
     match body {
         Body::Full(bytes) => builder.body(bytes),
         Body::Stream(plan) => builder.streaming(event_stream(plan, in_flight)),
@@ -373,6 +380,10 @@ impl SimHandle {
     /// A snapshot of the counters.
     pub fn stats(&self) -> SimStats {
         self.engine.stats()
+    }
+
+    pub(crate) fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.engine)
     }
 
     /// The simulator's time: since start on the real clock, or as moved by

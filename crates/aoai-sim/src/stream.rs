@@ -62,7 +62,7 @@ pub(crate) fn plan_stream(
     let mut head = vec![now(prompt_filter_event())];
     head.extend((0..choices.len()).map(|index| now(delta_event(meta, index, Delta::Role))));
 
-    let steps = choices.iter().map(|c| c.pieces.len()).max().unwrap_or(0);
+    let steps = choices.iter().map(|c| c.text.tokens()).max().unwrap_or(0);
     let mut content = Vec::new();
     for step in 0..steps {
         let mut delay = if step == 0 {
@@ -71,7 +71,7 @@ pub(crate) fn plan_stream(
             pacing.per_token
         };
         for (index, choice) in choices.iter().enumerate() {
-            if let Some(piece) = choice.pieces.get(step) {
+            if let Some(piece) = choice.text.piece(step) {
                 content.push(StreamEvent {
                     delay,
                     data: delta_event(meta, index, Delta::Content(piece)),
@@ -130,6 +130,7 @@ pub(crate) fn plan_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::content::ReplyText;
     use serde_json::Value;
 
     fn meta() -> ReplyMeta {
@@ -143,11 +144,11 @@ mod tests {
     fn choices() -> Vec<ChoiceText> {
         vec![
             ChoiceText {
-                pieces: vec!["digest=aa".into(), " b".into(), " c".into()],
+                text: ReplyText::new("aa", 0, 3),
                 finish_reason: "stop",
             },
             ChoiceText {
-                pieces: vec!["digest=aa".into(), " d".into()],
+                text: ReplyText::new("aa", 1, 2),
                 finish_reason: "length",
             },
         ]
@@ -194,7 +195,13 @@ mod tests {
                     .to_owned()
             })
             .collect();
-        assert_eq!(contents, ["digest=aa", "digest=aa", " b", " d", " c"]);
+        let texts = choices();
+        let expected: Vec<&str> = [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2)]
+            .iter()
+            .filter_map(|&(choice, piece)| texts[choice].text.piece(piece))
+            .collect();
+        assert_eq!(contents, expected);
+        assert_eq!(contents[0], "digest=aa");
         assert_eq!(
             json(&plan.events[9])["choices"][0]["finish_reason"],
             "length"

@@ -1,7 +1,9 @@
-//! The simulator over real loopback HTTP, driven by awc.
+//! The simulator over real loopback HTTP (driven by awc), its config files and its binary.
 
 mod api;
+mod binary;
 mod common;
+mod config_files;
 mod faults;
 mod quota;
 mod streaming;

@@ -1,0 +1,95 @@
+//! Loading configuration files: the example, every format, and clear errors.
+
+use std::path::PathBuf;
+
+use aoai_sim::{Listener, OutageMode, RpmWindow, SimConfig, SimError};
+
+fn example_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/sim.yaml")
+}
+
+fn write(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write config");
+    (dir, path)
+}
+
+fn load_error(name: &str, text: &str) -> String {
+    let (_dir, path) = write(name, text);
+    match SimConfig::from_file(&path) {
+        Ok(config) => format!("<loaded {config:?}>"),
+        Err(err) => err.to_string(),
+    }
+}
+
+#[test]
+fn the_example_loads_and_covers_the_options() {
+    let config = SimConfig::from_file(example_path()).expect("examples/sim.yaml loads");
+    assert_eq!(config.seed, 42);
+    assert_eq!(config.rpm_window, RpmWindow::OneSecond);
+    assert!(config.managed_identity.is_some());
+    let names: Vec<&str> = config.deployments.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["gpt-4o", "gpt-4o-mini", "gpt-4o-ptu"]);
+    assert_eq!(config.deployments[0].effective_rpm(), Some(360));
+    assert_eq!(config.deployments[0].latency.ttft_ms, 300);
+    let mini = &config.deployments[1];
+    assert_eq!(mini.model_name(), "gpt-4o-mini-2024-07-18");
+    assert_eq!(mini.faults.p_500, 0.02);
+    assert_eq!(mini.outages[0].mode, OutageMode::Status503);
+    let ptu = &config.deployments[2];
+    assert!(ptu.provisioned);
+    assert_eq!(ptu.listener, Listener::Own);
+    assert_eq!(ptu.outages[0].mode, OutageMode::Refuse);
+}
+
+#[test]
+fn json_and_toml_load_the_same_config() {
+    let (_json_dir, json) = write(
+        "sim.json",
+        r#"{"seed": 7, "rpm_window": "10s", "deployments": [{"name": "a", "tpm": 1000, "rpm": null,
+            "faults": {"p_500": 0}, "outages": [{"from_secs": 1, "to_secs": 2}]}]}"#,
+    );
+    let (_toml_dir, toml) = write(
+        "sim.toml",
+        "seed = 7\nrpm_window = \"10s\"\n[[deployments]]\nname = \"a\"\ntpm = 1000\nfaults = { p_500 = 0 }\noutages = [{ from_secs = 1, to_secs = 2 }]\n",
+    );
+    let from_json = SimConfig::from_file(&json).expect("json loads");
+    let from_toml = SimConfig::from_file(&toml).expect("toml loads");
+    assert_eq!(from_json, from_toml);
+    assert_eq!(from_json.rpm_window, RpmWindow::TenSeconds);
+    assert_eq!(from_json.deployments[0].effective_rpm(), Some(6));
+    assert_eq!(
+        from_json.deployments[0].outages[0].mode,
+        OutageMode::Status503
+    );
+    // Defaults fill everything else.
+    assert_eq!(from_json.api_keys, [aoai_sim::DEFAULT_API_KEY]);
+    assert_eq!(
+        from_json.deployments[0].default_max_tokens,
+        aoai_sim::DEFAULT_MAX_TOKENS
+    );
+}
+
+#[test]
+fn errors_name_the_file_and_the_key() {
+    let typo = load_error("typo.yaml", "deployments:\n  - name: a\n    tmp: 5\n");
+    assert!(typo.contains("typo.yaml") && typo.contains("tmp"), "{typo}");
+    let probability = load_error(
+        "p.yaml",
+        "deployments:\n  - name: a\n    faults: { p_500: 1.5 }\n",
+    );
+    assert!(
+        probability.contains("deployments[0] (\"a\").faults.p_500"),
+        "{probability}"
+    );
+    let window = load_error("w.yaml", "rpm_window: 5s\ndeployments: [{name: a}]\n");
+    assert!(
+        window.contains("rpm_window") || window.contains("5s"),
+        "{window}"
+    );
+    let missing = SimConfig::from_file("/nonexistent/sim.yaml");
+    assert!(
+        matches!(&missing, Err(SimError::Load { path, .. }) if path.contains("/nonexistent/sim.yaml"))
+    );
+}
