@@ -315,7 +315,8 @@ pub struct ListenerInfo {
     pub deployments: Vec<String>,
 }
 
-/// A running simulator: its addresses, counters, and controls.
+/// A running simulator: its addresses, counters, and controls. Call [`stop`](Self::stop) to
+/// shut it down; dropping the handle leaves the listeners serving until the actix system ends.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), aoai_sim::SimError> {

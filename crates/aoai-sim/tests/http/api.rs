@@ -314,3 +314,23 @@ async fn stop_closes_the_listener() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+#[actix_rt::test]
+async fn a_taken_address_is_a_bind_error() {
+    let first = start(one("d")).await;
+    let taken = first
+        .base_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let second = aoai_sim::start(SimConfig {
+        bind: taken.clone(),
+        ..one("d")
+    })
+    .await;
+    match second {
+        Err(aoai_sim::SimError::Bind { addr, .. }) => assert_eq!(addr, taken),
+        other => panic!("expected a bind error, got {other:?}"),
+    }
+    first.stop().await;
+}

@@ -376,3 +376,22 @@ async fn set_refusing_takes_a_listener_down_and_up_on_the_same_port() {
     ));
     sim.stop().await;
 }
+
+#[actix_rt::test]
+async fn refuse_outage_in_force_at_start_on_the_real_clock() {
+    let sim = start(
+        SimConfig::default().deployment(
+            DeploymentSpec::new("down")
+                .own_listener()
+                .outage(OutageSpec::refuse(0, 3_600)),
+        ),
+    )
+    .await;
+    let own = sim.endpoint_for("down").expect("own listener");
+    assert!(connect(&own).is_err(), "refused from the first instant");
+    assert!(matches!(
+        sim.advance_clock(Duration::from_secs(1)).await,
+        Err(aoai_sim::SimError::RealClock)
+    ));
+    sim.stop().await;
+}
