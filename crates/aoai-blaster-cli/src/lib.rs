@@ -7,6 +7,11 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod check;
 pub mod cli;
+pub mod demo;
+pub mod logging;
 pub mod progress;
+pub mod run;
+pub mod sim;
 pub mod summary;

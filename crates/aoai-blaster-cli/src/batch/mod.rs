@@ -3,8 +3,10 @@
 //! - [`input`]: parse and validate one input line into a request or an error record.
 //! - [`output`]: the output line types, the crash-safe writer, and the resume scan.
 //! - [`source`]: the reader thread that streams the input into a bounded channel.
+//! - [`answer`]: a finished job (completion or error) as an output line.
 //! - [`ids`]: the compact index of `custom_id`s that makes duplicates and resume cheap.
 
+pub mod answer;
 pub mod ids;
 pub mod input;
 pub mod output;

@@ -1,0 +1,289 @@
+//! `aoai-blaster demo`: the whole product on a fresh machine, with no Azure account.
+//!
+//! It starts the simulator in-process with three deployments of different character, points a
+//! blaster config at them, generates N prompts and runs them through the same loop as `run`,
+//! with the live progress display; it ends with the summary, the per-endpoint health table and
+//! what the simulator saw.
+//!
+//! | deployment | character |
+//! |---|---|
+//! | `tight` | a tight quota: 30,000 TPM (180 RPM), paced by the blaster's budget |
+//! | `flaky` | fast, but 5% 500s, 5% 503s and 1% requests that hang past the 2 s timeout |
+//! | `slow` | 400 ms to the first token plus 5 ms per token, jitter up to 200 ms |
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use aoai_blaster::{Blaster, BlasterConfig, ConfigError};
+use aoai_sim::{DeploymentSpec, FaultSpec, LatencySpec, SimConfig, SimHandle};
+use indicatif::MultiProgress;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use crate::batch::input::BatchRequest;
+use crate::batch::output::{LineIds, ResultWriter};
+use crate::batch::source::{SourceCounters, SourceEvent};
+use crate::cli::DemoArgs;
+use crate::progress::{ProgressDisplay, ProgressMode};
+use crate::run::{
+    RunLoop, SOURCE_CHANNEL_CAPACITY, configured_tpm, endpoint_summaries, finish_run, run_id,
+};
+use crate::summary::EXIT_USAGE;
+
+/// The tight deployment's quota, in tokens per minute.
+pub const TIGHT_TPM: u64 = 30_000;
+
+/// The simulator the demo runs against.
+pub fn sim_config() -> SimConfig {
+    SimConfig {
+        seed: 2026,
+        workers: 2,
+        deployments: vec![
+            DeploymentSpec::new("tight").tpm(TIGHT_TPM),
+            DeploymentSpec::new("flaky")
+                .tpm(5_000_000)
+                .latency(LatencySpec {
+                    ttft_ms: 15,
+                    per_token_ms: 0,
+                    jitter_ms: 15,
+                })
+                .faults(FaultSpec {
+                    p_500: 0.05,
+                    p_503: 0.05,
+                    p_hang: 0.01,
+                    hang_secs: 30,
+                    ..FaultSpec::default()
+                }),
+            DeploymentSpec::new("slow")
+                .tpm(5_000_000)
+                .latency(LatencySpec {
+                    ttft_ms: 400,
+                    per_token_ms: 5,
+                    jitter_ms: 200,
+                }),
+        ],
+        ..SimConfig::default()
+    }
+}
+
+/// The blaster config for the demo simulator, given each deployment's base URL.
+pub fn blaster_config(endpoint_of: impl Fn(&str) -> String) -> Result<BlasterConfig, ConfigError> {
+    let deployment = |name: &str, extra: Value| {
+        let mut value = json!({
+            "name": name,
+            "endpoint": endpoint_of(name),
+            "api_key": aoai_sim::DEFAULT_API_KEY,
+            "model": name,
+        });
+        if let (Some(target), Value::Object(extra)) = (value.as_object_mut(), extra) {
+            target.extend(extra);
+        }
+        value
+    };
+    BlasterConfig::from_value(json!({
+        "num_workers": 96,
+        "max_job_retry": 6,
+        "request_timeout": "2s",
+        "connect_timeout": "1s",
+        "backoff_base": "100ms",
+        "backoff_max": "2s",
+        "rate_limit_fallback": "1s",
+        "auto_disable_threshold": 10,
+        "reenable_after": "2s",
+        "deployments": [
+            deployment("tight", json!({"tpm_limit": TIGHT_TPM, "rpm_limit": 180})),
+            deployment("flaky", json!({"weight": 2})),
+            deployment("slow", json!({"max_in_flight": 48})),
+        ],
+    }))
+}
+
+/// The `i`-th demo request: prompts and `max_tokens` of varying size.
+pub fn demo_request(i: u64) -> BatchRequest {
+    let topics = [
+        "rate limits",
+        "retry budgets",
+        "weighted round robin",
+        "token buckets",
+        "circuit breakers",
+        "back-pressure",
+        "idempotency",
+    ];
+    let topic = topics[(i % topics.len() as u64) as usize];
+    let detail = " Keep it short and concrete.".repeat(1 + (i % 5) as usize);
+    let mut body = Map::new();
+    body.insert(
+        "messages".into(),
+        json!([
+            {"role": "system", "content": "You are a concise assistant."},
+            {"role": "user", "content": format!("Request {i}: explain {topic} in one paragraph.{detail}")}
+        ]),
+    );
+    body.insert("max_tokens".into(), json!(30 + (i % 4) * 15));
+    BatchRequest {
+        line: i + 1,
+        custom_id: format!("demo-{i}"),
+        body,
+        pin: None,
+        stream: i % 10 == 9,
+    }
+}
+
+fn generate(
+    count: u64,
+    events: &mpsc::Sender<SourceEvent>,
+    counters: &SourceCounters,
+    stop: &AtomicBool,
+) {
+    for i in 0..count {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        counters.lines.fetch_add(1, Ordering::Relaxed);
+        if events
+            .blocking_send(SourceEvent::Job(demo_request(i)))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn sim_line(sim: &SimHandle) -> String {
+    let stats = sim.stats();
+    let mut parts = Vec::new();
+    for (name, s) in &stats.deployments {
+        parts.push(format!(
+            "{name}: {} requests, {} ok, {} 429, {} 5xx, {} hangs",
+            s.requests, s.ok, s.rate_limited, s.server_errors, s.hangs
+        ));
+    }
+    format!("The simulator saw {}", parts.join("; "))
+}
+
+/// `aoai-blaster demo`.
+pub async fn demo_command(args: DemoArgs, multi: MultiProgress, mode: ProgressMode) -> u8 {
+    let sim = match aoai_sim::start(sim_config()).await {
+        Ok(sim) => sim,
+        Err(error) => {
+            eprintln!("aoai-blaster: cannot start the embedded simulator: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let config =
+        match blaster_config(|name| sim.endpoint_for(name).unwrap_or_else(|| sim.base_url())) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("aoai-blaster: demo config: {error}");
+                sim.stop().await;
+                return EXIT_USAGE;
+            }
+        };
+    let writer = match &args.output {
+        None => None,
+        Some(path) => {
+            let created = std::fs::File::create(path).and_then(|_| ResultWriter::append_to(path));
+            match created {
+                Ok(writer) => Some(writer),
+                Err(error) => {
+                    eprintln!(
+                        "aoai-blaster: cannot create --output {}: {error}",
+                        path.display()
+                    );
+                    sim.stop().await;
+                    return EXIT_USAGE;
+                }
+            }
+        }
+    };
+    tracing::info!(
+        requests = args.requests,
+        simulator = %sim.base_url(),
+        "demo: tight (30k TPM), flaky (5xx, hangs), slow (400 ms+)"
+    );
+    let counters = Arc::new(SourceCounters::default());
+    counters.set_total(args.requests);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sender, receiver) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
+    {
+        let counters = counters.clone();
+        let stop = stop.clone();
+        let count = args.requests;
+        let spawned = std::thread::Builder::new()
+            .name("demo-prompts".into())
+            .spawn(move || generate(count, &sender, &counters, &stop));
+        if let Err(error) = spawned {
+            eprintln!("aoai-blaster: cannot start the prompt generator: {error}");
+            sim.stop().await;
+            return EXIT_USAGE;
+        }
+    }
+    let blaster = match Blaster::from_config(config.clone()) {
+        Ok(blaster) => blaster,
+        Err(error) => {
+            eprintln!("aoai-blaster: {error}");
+            sim.stop().await;
+            return EXIT_USAGE;
+        }
+    };
+    let capacity = config.queue_capacity.saturating_add(config.num_workers);
+    let started = Instant::now();
+    let mut progress = ProgressDisplay::new(mode, multi, config.deployments.len());
+    let outcome = RunLoop {
+        blaster: &blaster,
+        capacity,
+        writer,
+        ids: LineIds::new(run_id()),
+        progress: &mut progress,
+        grace_period: args.options.grace_period,
+        counters,
+        stop,
+        started,
+    }
+    .drive(receiver)
+    .await;
+    let mut summary = outcome.summary;
+    summary.makespan = started.elapsed();
+    let reports = blaster.report().await;
+    progress.finish();
+    summary.endpoints = endpoint_summaries(&reports, &config);
+    summary.rate_limited = summary
+        .rate_limited
+        .max(reports.iter().map(|r| r.rate_limited).sum());
+    summary.configured_tpm = configured_tpm(&config);
+    if summary.unfinished == 0 {
+        blaster.close();
+    } else {
+        drop(blaster);
+    }
+    let status = finish_run(&summary, &args.options, outcome.fatal.as_deref());
+    println!("{}", sim_line(&sim));
+    sim.stop().await;
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_configs_are_valid() {
+        assert!(sim_config().validate().is_ok());
+        let config = blaster_config(|name| format!("http://127.0.0.1:1/{name}/")).unwrap();
+        assert_eq!(config.deployments.len(), 3);
+        assert_eq!(config.deployments[0].tpm_limit, Some(TIGHT_TPM));
+        assert_eq!(configured_tpm(&config), None);
+    }
+
+    #[test]
+    fn demo_requests_vary_and_are_valid() {
+        let first = demo_request(0);
+        let other = demo_request(3);
+        assert_eq!(first.custom_id, "demo-0");
+        assert_eq!(first.body["max_tokens"], 30);
+        assert_eq!(other.body["max_tokens"], 75);
+        assert!(demo_request(9).stream);
+        assert!(aoai_blaster::ChatRequest::from_body(Value::Object(first.body)).is_ok());
+    }
+}

@@ -1,0 +1,52 @@
+//! `aoai-blaster sim`: the Azure OpenAI simulator, standalone (the same as the `aoai-sim`
+//! binary), until Ctrl-C.
+
+use crate::cli::SimArgs;
+use crate::summary::{EXIT_OK, EXIT_USAGE};
+
+/// `aoai-blaster sim`.
+pub async fn sim_command(args: SimArgs) -> u8 {
+    let mut config = match aoai_sim::SimConfig::from_file(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!(
+                "aoai-blaster: simulator config {}: {error}",
+                args.config.display()
+            );
+            return EXIT_USAGE;
+        }
+    };
+    if let Some(bind) = args.bind {
+        config.bind = bind;
+    }
+    let sim = match aoai_sim::start(config).await {
+        Ok(sim) => sim,
+        Err(error) => {
+            eprintln!("aoai-blaster: cannot start the simulator: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    for listener in sim.listeners() {
+        if listener.shared {
+            println!("aoai-sim listening on {}", listener.url);
+        } else {
+            println!(
+                "aoai-sim listening on {} for {}",
+                listener.url,
+                listener.deployments.join(", ")
+            );
+        }
+    }
+    if let Some(endpoint) = sim.managed_identity_endpoint() {
+        println!("aoai-sim managed identity endpoint {endpoint}");
+    }
+    let waited = tokio::signal::ctrl_c().await;
+    sim.stop().await;
+    match waited {
+        Ok(()) => EXIT_OK,
+        Err(error) => {
+            eprintln!("aoai-blaster: cannot wait for Ctrl-C: {error}");
+            EXIT_USAGE
+        }
+    }
+}

@@ -1,0 +1,644 @@
+//! End-to-end tests: the `aoai-blaster` binary against the simulator running in this process on
+//! 127.0.0.1 (port 0).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aoai_sim::{DeploymentSpec, LatencySpec, SimConfig, SimHandle};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aoai-blaster");
+
+/// A deployment with room for everything a test sends.
+fn roomy(name: &str) -> DeploymentSpec {
+    DeploymentSpec::new(name).tpm(50_000_000)
+}
+
+fn slow(name: &str, ttft_ms: u64) -> DeploymentSpec {
+    roomy(name).latency(LatencySpec {
+        ttft_ms,
+        per_token_ms: 0,
+        jitter_ms: 0,
+    })
+}
+
+async fn start_sim(deployments: Vec<DeploymentSpec>) -> SimHandle {
+    aoai_sim::start(SimConfig {
+        deployments,
+        workers: 2,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("the simulator starts")
+}
+
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Workspace {
+        Workspace {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a blaster config with one entry per `(name, endpoint, api_key)`.
+    fn config(&self, deployments: &[(&str, String, &str)], extra: &str) -> PathBuf {
+        let mut text = format!(
+            "num_workers: 8\nrequest_timeout: 5s\nconnect_timeout: 1s\n\
+             backoff_base: 50ms\nbackoff_max: 200ms\nrate_limit_fallback: 200ms\n{extra}\ndeployments:\n"
+        );
+        for (name, endpoint, key) in deployments {
+            text.push_str(&format!(
+                "  - name: {name}\n    endpoint: {endpoint}\n    api_key: {key}\n    model: {name}\n"
+            ));
+        }
+        let path = self.path("blaster.yaml");
+        std::fs::write(&path, text).expect("config written");
+        path
+    }
+
+    fn input(&self, lines: &[String]) -> PathBuf {
+        let path = self.path("requests.jsonl");
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(&path, text).expect("input written");
+        path
+    }
+}
+
+fn request_line(id: &str) -> String {
+    json!({
+        "custom_id": id,
+        "method": "POST",
+        "url": "/chat/completions",
+        "body": {"messages": [{"role": "user", "content": format!("Say hello to {id}")}], "max_tokens": 20}
+    })
+    .to_string()
+}
+
+fn request_lines(count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| request_line(&format!("req-{i}")))
+        .collect()
+}
+
+fn endpoint(sim: &SimHandle, name: &str) -> String {
+    sim.endpoint_for(name).expect("the deployment is served")
+}
+
+fn run_args(config: &Path, input: &Path, output: &Path) -> Vec<String> {
+    [
+        "run",
+        "--config",
+        &config.display().to_string(),
+        "--input",
+        &input.display().to_string(),
+        "--output",
+        &output.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn command(args: &[String]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env("RUST_LOG", "warn,aoai_blaster_cli=info")
+        .env_remove("AOAI_BLASTER__NUM_WORKERS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs the binary to its end without blocking the simulator's runtime.
+async fn run_to_end(args: Vec<String>) -> Output {
+    actix_rt::task::spawn_blocking(move || command(&args).output().expect("the binary runs"))
+        .await
+        .expect("the blocking task finishes")
+}
+
+async fn wait_child(mut child: Child) -> Output {
+    actix_rt::task::spawn_blocking(move || {
+        let status = child.wait().expect("the child is waited for");
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        if let Some(mut out) = child.stdout.take() {
+            let _ = std::io::Read::read_to_end(&mut out, &mut stdout);
+        }
+        if let Some(mut err) = child.stderr.take() {
+            let _ = std::io::Read::read_to_end(&mut err, &mut stderr);
+        }
+        Output {
+            status,
+            stdout,
+            stderr,
+        }
+    })
+    .await
+    .expect("the blocking task finishes")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr)
+    )
+}
+
+fn output_lines(path: &Path) -> Vec<Value> {
+    let content = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        content.is_empty() || content.ends_with('\n'),
+        "the output ends with a whole line"
+    );
+    content
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every output line is JSON"))
+        .collect()
+}
+
+fn complete_lines(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|bytes| bytecount(&bytes))
+        .unwrap_or(0)
+}
+
+fn bytecount(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// Answers per custom_id (error lines for rejected input are not answers).
+fn answers_per_id(lines: &[Value]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for line in lines {
+        if line["error"]["line"].is_u64() {
+            continue;
+        }
+        let id = line["custom_id"]
+            .as_str()
+            .expect("answers carry their custom_id");
+        *counts.entry(id.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Polls until the output has at least `lines` whole lines (or panics after `limit`).
+async fn wait_for_lines(path: &Path, lines: usize, limit: Duration) {
+    let started = Instant::now();
+    while complete_lines(path) < lines {
+        assert!(
+            started.elapsed() < limit,
+            "the output did not reach {lines} lines within {limit:?}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {signal} succeeded");
+}
+
+#[actix_rt::test]
+async fn happy_path_answers_every_line_once() {
+    let sim = start_sim(vec![roomy("east"), roomy("west")]).await;
+    let ws = Workspace::new();
+    let config = ws.config(
+        &[
+            ("east", endpoint(&sim, "east"), "sim-key"),
+            ("west", endpoint(&sim, "west"), "sim-key"),
+        ],
+        "",
+    );
+    let mut lines = request_lines(40);
+    // Pinned by model name, and streamed.
+    lines.push(
+        json!({"custom_id": "pinned", "method": "POST", "url": "/v1/chat/completions",
+               "body": {"model": "west", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}})
+        .to_string(),
+    );
+    let input = ws.input(&lines);
+    let output = ws.path("results.jsonl");
+    let summary_json = ws.path("summary.json");
+    let mut args = run_args(&config, &input, &output);
+    args.extend(["--summary-json".into(), summary_json.display().to_string()]);
+    let result = run_to_end(args).await;
+    assert_eq!(result.status.code(), Some(0), "{}", describe(&result));
+
+    let lines = output_lines(&output);
+    assert_eq!(lines.len(), 41);
+    let counts = answers_per_id(&lines);
+    assert_eq!(counts.len(), 41);
+    assert!(counts.values().all(|&n| n == 1));
+    for line in &lines {
+        assert!(line["id"].as_str().unwrap().starts_with("batch_req_"));
+        assert_eq!(line["error"], Value::Null);
+        assert_eq!(line["response"]["status_code"], 200);
+        assert_eq!(line["response"]["body"]["object"], "chat.completion");
+        assert!(line["response"]["body"]["choices"][0]["message"]["content"].is_string());
+        assert!(!line["attempts"].as_array().unwrap().is_empty());
+    }
+    let pinned = lines.iter().find(|l| l["custom_id"] == "pinned").unwrap();
+    let attempts = pinned["attempts"].as_array().unwrap();
+    assert!(attempts.iter().all(|a| a["endpoint"] == "west"), "{pinned}");
+
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary_json).unwrap()).unwrap();
+    assert_eq!(summary["succeeded"], 41);
+    assert_eq!(summary["failed"], 0);
+    assert_eq!(summary["endpoints"].as_array().unwrap().len(), 2);
+    assert!(
+        text(&result.stdout).contains("41 succeeded"),
+        "{}",
+        describe(&result)
+    );
+    assert_eq!(sim.stats().total().ok, 41);
+
+    // Running the same command again sends nothing and writes nothing.
+    let again = run_to_end(run_args(&config, &input, &output)).await;
+    assert_eq!(again.status.code(), Some(0), "{}", describe(&again));
+    assert!(
+        text(&again.stdout).contains("41 skipped"),
+        "{}",
+        describe(&again)
+    );
+    assert_eq!(output_lines(&output).len(), 41);
+    assert_eq!(sim.stats().total().requests, 41);
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn malformed_lines_get_error_lines_and_the_run_goes_on() {
+    let sim = start_sim(vec![roomy("east")]).await;
+    let ws = Workspace::new();
+    let config = ws.config(&[("east", endpoint(&sim, "east"), "sim-key")], "");
+    let lines = vec![
+        request_line("a"),
+        "{not json".to_owned(),
+        json!({"method": "POST", "url": "/chat/completions", "body": {"messages": []}}).to_string(),
+        request_line("a"),
+        json!({"custom_id": "m", "method": "GET", "url": "/chat/completions", "body": {"messages": []}}).to_string(),
+        json!({"custom_id": "u", "method": "POST", "url": "/embeddings", "body": {"messages": []}}).to_string(),
+        json!({"custom_id": "b", "method": "POST", "url": "/chat/completions", "body": [1]}).to_string(),
+        request_line("c"),
+    ];
+    let input = ws.input(&lines);
+    let output = ws.path("results.jsonl");
+    let result = run_to_end(run_args(&config, &input, &output)).await;
+    assert_eq!(result.status.code(), Some(1), "{}", describe(&result));
+    let lines = output_lines(&output);
+    assert_eq!(lines.len(), 8);
+    let mut errors: Vec<(u64, String)> = lines
+        .iter()
+        .filter(|l| l["error"]["line"].is_u64())
+        .map(|l| {
+            let message = l["error"]["message"].as_str().unwrap();
+            let line = l["error"]["line"].as_u64().unwrap();
+            assert!(message.starts_with(&format!("line {line}:")), "{message}");
+            assert_eq!(l["response"], Value::Null);
+            (line, l["error"]["code"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    errors.sort();
+    let expected: Vec<(u64, String)> = [
+        (2, "invalid_json"),
+        (3, "missing_custom_id"),
+        (4, "duplicate_custom_id"),
+        (5, "invalid_method"),
+        (6, "invalid_url"),
+        (7, "invalid_body"),
+    ]
+    .iter()
+    .map(|(line, code)| (*line, code.to_string()))
+    .collect();
+    assert_eq!(errors, expected);
+    let counts = answers_per_id(&lines);
+    assert_eq!(counts, HashMap::from([("a".into(), 1), ("c".into(), 1)]));
+    assert!(
+        text(&result.stdout).contains("6 invalid lines"),
+        "{}",
+        describe(&result)
+    );
+
+    // A rerun neither sends nor reports anything again, and still says the input has errors.
+    let again = run_to_end(run_args(&config, &input, &output)).await;
+    assert_eq!(again.status.code(), Some(1), "{}", describe(&again));
+    assert_eq!(output_lines(&output).len(), 8);
+    assert_eq!(sim.stats().total().requests, 2);
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_broken_config_is_a_usage_error_before_anything_is_sent() {
+    let sim = start_sim(vec![roomy("east")]).await;
+    let ws = Workspace::new();
+    let config = ws.path("broken.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "num_workers: 0\ndeployments:\n  - name: east\n    endpoint: {}\n    api_key: sim-key\n    model: east\n    weight: 0\n",
+            endpoint(&sim, "east")
+        ),
+    )
+    .unwrap();
+    let input = ws.input(&request_lines(3));
+    let output = ws.path("results.jsonl");
+    let result = run_to_end(run_args(&config, &input, &output)).await;
+    assert_eq!(result.status.code(), Some(2), "{}", describe(&result));
+    let stderr = text(&result.stderr);
+    assert!(stderr.contains("num_workers"), "{stderr}");
+    assert!(stderr.contains("weight"), "{stderr}");
+    assert_eq!(sim.stats().total().requests, 0);
+    assert!(!output.exists());
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn resume_after_sigkill_gives_exactly_one_line_per_id() {
+    let sim = start_sim(vec![slow("east", 150), slow("west", 150)]).await;
+    let ws = Workspace::new();
+    let config = ws.config(
+        &[
+            ("east", endpoint(&sim, "east"), "sim-key"),
+            ("west", endpoint(&sim, "west"), "sim-key"),
+        ],
+        "",
+    );
+    let input = ws.input(&request_lines(120));
+    let output = ws.path("results.jsonl");
+    let child = command(&run_args(&config, &input, &output))
+        .spawn()
+        .expect("the binary starts");
+    wait_for_lines(&output, 10, Duration::from_secs(15)).await;
+    let mut child = child;
+    child.kill().expect("SIGKILL is sent");
+    let killed = wait_child(child).await;
+    assert_eq!(killed.status.code(), None, "killed by a signal");
+    let written = output_lines(&output).len();
+    assert!(written < 120, "the kill landed mid-run ({written} lines)");
+    // As if the kill had torn the line being written.
+    let mut torn = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&output)
+        .unwrap();
+    std::io::Write::write_all(&mut torn, br#"{"id":"batch_req_x","custom_id":"req-1"#).unwrap();
+    drop(torn);
+
+    let resumed = run_to_end(run_args(&config, &input, &output)).await;
+    assert_eq!(resumed.status.code(), Some(0), "{}", describe(&resumed));
+    assert!(
+        text(&resumed.stderr).contains("torn line"),
+        "{}",
+        describe(&resumed)
+    );
+    let lines = output_lines(&output);
+    assert_eq!(lines.len(), 120);
+    let counts = answers_per_id(&lines);
+    assert_eq!(counts.len(), 120);
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    assert!(lines.iter().all(|l| l["response"]["status_code"] == 200));
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn sigint_drains_in_flight_jobs_and_exits_130() {
+    let sim = start_sim(vec![slow("east", 400)]).await;
+    let ws = Workspace::new();
+    let config = ws.config(&[("east", endpoint(&sim, "east"), "sim-key")], "");
+    let input = ws.input(&request_lines(150));
+    let output = ws.path("results.jsonl");
+    let child = command(&run_args(&config, &input, &output))
+        .spawn()
+        .expect("the binary starts");
+    wait_for_lines(&output, 8, Duration::from_secs(15)).await;
+    let signalled_at = Instant::now();
+    let requests_before = sim.stats().total().requests;
+    send_signal(&child, "-INT");
+    let result = wait_child(child).await;
+    assert_eq!(result.status.code(), Some(130), "{}", describe(&result));
+    assert!(
+        signalled_at.elapsed() < Duration::from_secs(8),
+        "drained within the grace period"
+    );
+    let stderr = text(&result.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        text(&result.stdout).starts_with("Interrupted"),
+        "{}",
+        describe(&result)
+    );
+    // No line was taken after the signal: at most the jobs already handed to the dispatcher
+    // (queue_capacity + num_workers = 40) were sent after it.
+    let stats = sim.stats().total();
+    assert!(
+        stats.requests <= requests_before + 40,
+        "{} requests after the signal",
+        stats.requests - requests_before
+    );
+    let lines = output_lines(&output);
+    assert_eq!(
+        lines.len() as u64,
+        stats.ok,
+        "every finished job was written"
+    );
+    assert!(answers_per_id(&lines).values().all(|&n| n == 1));
+    assert!(lines.len() < 150);
+
+    // The rerun completes the rest, exactly once each.
+    let resumed = run_to_end(run_args(&config, &input, &output)).await;
+    assert_eq!(resumed.status.code(), Some(0), "{}", describe(&resumed));
+    let counts = answers_per_id(&output_lines(&output));
+    assert_eq!(counts.len(), 150);
+    assert!(counts.values().all(|&n| n == 1));
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_dead_endpoint_among_live_ones_loses_no_job() {
+    let sim = start_sim(vec![
+        roomy("east"),
+        roomy("west"),
+        roomy("dead").own_listener(),
+    ])
+    .await;
+    let dead_url = endpoint(&sim, "dead");
+    sim.set_refusing("dead", true)
+        .await
+        .expect("the listener closes");
+    let ws = Workspace::new();
+    let config = ws.config(
+        &[
+            ("east", endpoint(&sim, "east"), "sim-key"),
+            ("west", endpoint(&sim, "west"), "sim-key"),
+            ("dead", dead_url, "sim-key"),
+        ],
+        "",
+    );
+    let input = ws.input(&request_lines(60));
+    let output = ws.path("results.jsonl");
+    let summary_json = ws.path("summary.json");
+    let mut args = run_args(&config, &input, &output);
+    args.extend(["--summary-json".into(), summary_json.display().to_string()]);
+    let result = run_to_end(args).await;
+    assert_eq!(result.status.code(), Some(0), "{}", describe(&result));
+    let lines = output_lines(&output);
+    let counts = answers_per_id(&lines);
+    assert_eq!(counts.len(), 60);
+    assert!(counts.values().all(|&n| n == 1));
+    assert!(lines.iter().all(|l| l["response"]["status_code"] == 200));
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary_json).unwrap()).unwrap();
+    let dead = summary["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "dead")
+        .unwrap()
+        .clone();
+    assert_eq!(dead["successes"], 0);
+    assert!(dead["errors"].as_u64().unwrap() >= 1, "{dead}");
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn retry_failed_reruns_only_the_failed_ids() {
+    let sim = start_sim(vec![roomy("east"), roomy("down").own_listener()]).await;
+    let down_url = endpoint(&sim, "down");
+    sim.set_refusing("down", true)
+        .await
+        .expect("the listener closes");
+    let ws = Workspace::new();
+    // Everything pinned to a deployment that refuses connections fails without a reply.
+    let config = ws.config(
+        &[
+            ("east", endpoint(&sim, "east"), "sim-key"),
+            ("down", down_url, "sim-key"),
+        ],
+        "max_job_retry: 1",
+    );
+    let mut lines = request_lines(5);
+    for i in 0..3 {
+        lines.push(
+            json!({"custom_id": format!("pin-{i}"), "method": "POST", "url": "/chat/completions",
+                   "body": {"model": "down", "messages": [{"role": "user", "content": "Hi"}]}})
+            .to_string(),
+        );
+    }
+    let input = ws.input(&lines);
+    let output = ws.path("results.jsonl");
+    let first = run_to_end(run_args(&config, &input, &output)).await;
+    assert_eq!(first.status.code(), Some(1), "{}", describe(&first));
+    let lines = output_lines(&output);
+    let failed: Vec<&Value> = lines.iter().filter(|l| l["error"].is_object()).collect();
+    assert_eq!(failed.len(), 3);
+    for line in &failed {
+        assert_eq!(line["response"], Value::Null);
+        assert!(line["error"]["code"].is_string());
+        assert!(!line["attempts"].as_array().unwrap().is_empty(), "{line}");
+    }
+
+    // Without --retry-failed a rerun keeps the failures and still exits 1.
+    let rerun = run_to_end(run_args(&config, &input, &output)).await;
+    assert_eq!(rerun.status.code(), Some(1), "{}", describe(&rerun));
+    assert!(
+        text(&rerun.stdout).contains("use --retry-failed"),
+        "{}",
+        describe(&rerun)
+    );
+
+    sim.set_refusing("down", false)
+        .await
+        .expect("the listener reopens");
+    let mut args = run_args(&config, &input, &output);
+    args.push("--retry-failed".into());
+    let retried = run_to_end(args).await;
+    assert_eq!(retried.status.code(), Some(0), "{}", describe(&retried));
+    let lines = output_lines(&output);
+    assert_eq!(lines.len(), 8);
+    assert!(lines.iter().all(|l| l["response"]["status_code"] == 200));
+    assert_eq!(answers_per_id(&lines).len(), 8);
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn check_reports_good_and_bad_credentials() {
+    let sim = start_sim(vec![roomy("east"), roomy("west")]).await;
+    let ws = Workspace::new();
+    let config = ws.config(
+        &[
+            ("east", endpoint(&sim, "east"), "sim-key"),
+            ("west", endpoint(&sim, "west"), "wrong-key"),
+        ],
+        "",
+    );
+    let result = run_to_end(vec![
+        "check".into(),
+        "--config".into(),
+        config.display().to_string(),
+    ])
+    .await;
+    assert_eq!(result.status.code(), Some(1), "{}", describe(&result));
+    let stdout = text(&result.stdout);
+    assert!(!stdout.contains("wrong-key"), "no secret in the output");
+    let east = stdout
+        .lines()
+        .find(|l| l.starts_with("east"))
+        .expect("east row");
+    let west = stdout
+        .lines()
+        .find(|l| l.starts_with("west"))
+        .expect("west row");
+    assert!(east.contains(" 200 "), "{east}");
+    assert!(east.trim_end().ends_with("ok"), "{east}");
+    assert!(west.contains(" 401 "), "{west}");
+    assert!(west.contains("NO"), "{west}");
+    assert!(west.contains("api_key"), "{west}");
+
+    let good = ws.config(&[("east", endpoint(&sim, "east"), "sim-key")], "");
+    let result = run_to_end(vec![
+        "check".into(),
+        "--config".into(),
+        good.display().to_string(),
+    ])
+    .await;
+    assert_eq!(result.status.code(), Some(0), "{}", describe(&result));
+    assert!(text(&result.stdout).contains("every deployment answered"));
+    sim.stop().await;
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    let missing = Command::new(BIN)
+        .args(["run", "--config", "x.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("--input"));
+    let help = Command::new(BIN).args(["run", "--help"]).output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(text(&help.stdout).contains("--retry-failed"));
+    let no_config = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/blaster.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(no_config.status.code(), Some(2));
+    assert!(text(&no_config.stderr).contains("/nonexistent/blaster.yaml"));
+}
