@@ -41,6 +41,8 @@ pub const DEFAULT_REPLY_TOKENS: u64 = 40;
 pub const DEFAULT_TPM: u64 = 60_000;
 /// How long a "hang" fault holds a request before answering 408.
 pub const DEFAULT_HANG_SECS: u64 = 600;
+/// The `retry-after` of a `p_429` fault: a day, as when a daily quota is exhausted.
+pub const DEFAULT_FAULT_RETRY_AFTER_SECS: u64 = 86_400;
 
 /// The whole simulator: listeners, credentials, deployments.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -524,8 +526,12 @@ pub struct FaultSpec {
     pub p_content_filter: f64,
     /// 200 whose body is not JSON.
     pub p_not_json: f64,
+    /// 429 whatever the quota, with `retry_after_secs` (a quota exhausted for hours or a day).
+    pub p_429: f64,
     /// How long a hang lasts, in seconds.
     pub hang_secs: u64,
+    /// The `retry-after` of a `p_429` fault, in seconds.
+    pub retry_after_secs: u64,
 }
 
 impl Default for FaultSpec {
@@ -539,14 +545,16 @@ impl Default for FaultSpec {
             p_stream_error: 0.0,
             p_content_filter: 0.0,
             p_not_json: 0.0,
+            p_429: 0.0,
             hang_secs: DEFAULT_HANG_SECS,
+            retry_after_secs: DEFAULT_FAULT_RETRY_AFTER_SECS,
         }
     }
 }
 
 impl FaultSpec {
     /// The probabilities with their config keys, in the order they are drawn.
-    pub fn probabilities(&self) -> [(&'static str, f64); 8] {
+    pub fn probabilities(&self) -> [(&'static str, f64); 9] {
         [
             ("p_500", self.p_500),
             ("p_503", self.p_503),
@@ -556,6 +564,7 @@ impl FaultSpec {
             ("p_stream_error", self.p_stream_error),
             ("p_content_filter", self.p_content_filter),
             ("p_not_json", self.p_not_json),
+            ("p_429", self.p_429),
         ]
     }
 

@@ -16,7 +16,7 @@ use crate::clock::SimClock;
 use crate::config::{DeploymentSpec, Listener, ManagedIdentitySpec, OutageMode, SimConfig};
 use crate::content::{ReplyText, completion_length, messages_digest};
 use crate::faults::{Fault, outage_at, pick_fault};
-use crate::quota::{self, DeploymentLimiter, Limits};
+use crate::quota::{self, DeploymentLimiter, LimitKind, Limits, Rejected};
 use crate::reply::{ChoiceText, ReplyMeta, Usage, completion_body};
 use crate::request::{ChatRequest, parse_chat_request};
 use crate::stats::{Counters, FaultCounter, SimStats};
@@ -340,29 +340,7 @@ impl Engine {
         };
         let (admitted, draw, jitter) = match admission {
             Ok(admitted) => admitted,
-            Err(rejected) => {
-                let retry_ms = ceil_millis(rejected.retry_after);
-                let retry_secs = retry_ms.div_ceil(1000);
-                let mut decision = fail(azure_error::rate_limited(
-                    api_version,
-                    rejected.kind,
-                    retry_secs,
-                ));
-                decision.headers.extend([
-                    ("retry-after", retry_secs.to_string()),
-                    ("retry-after-ms", retry_ms.to_string()),
-                    (
-                        "x-ratelimit-remaining-tokens",
-                        rejected.remaining_tokens.to_string(),
-                    ),
-                ]);
-                if let Some(remaining) = rejected.remaining_requests {
-                    decision
-                        .headers
-                        .push(("x-ratelimit-remaining-requests", remaining.to_string()));
-                }
-                return decision;
-            }
+            Err(rejected) => return rate_limited(counters, request_id, api_version, rejected),
         };
         counters.charged(cost);
 
@@ -390,6 +368,15 @@ impl Engine {
                     delay: Duration::ZERO,
                     in_flight: None,
                 };
+            }
+            Some(Fault::Throttled) => {
+                let rejected = Rejected {
+                    retry_after: Duration::from_secs(spec.faults.retry_after_secs),
+                    kind: LimitKind::Tokens,
+                    remaining_requests: admitted.remaining_requests,
+                    remaining_tokens: 0,
+                };
+                return rate_limited(counters, request_id, api_version, rejected);
             }
             Some(Fault::Drop) => counters.fault(FaultCounter::Drop),
             Some(Fault::StreamCut) => counters.fault(FaultCounter::StreamCut),
@@ -515,6 +502,35 @@ impl Engine {
                 && outage_at(&deployment.spec.outages, elapsed) == Some(OutageMode::Refuse)
         })
     }
+}
+
+/// A 429 with Azure's headers: `retry-after` in whole seconds (rounded up), `retry-after-ms`,
+/// and what is left of the quota.
+fn rate_limited(
+    counters: &Counters,
+    request_id: &str,
+    api_version: &str,
+    rejected: Rejected,
+) -> Decision {
+    let retry_ms = ceil_millis(rejected.retry_after);
+    let retry_secs = retry_ms.div_ceil(1000);
+    let err = azure_error::rate_limited(api_version, rejected.kind, retry_secs);
+    counters.status(err.status);
+    let mut decision = Decision::error(err, request_id);
+    decision.headers.extend([
+        ("retry-after", retry_secs.to_string()),
+        ("retry-after-ms", retry_ms.to_string()),
+        (
+            "x-ratelimit-remaining-tokens",
+            rejected.remaining_tokens.to_string(),
+        ),
+    ]);
+    if let Some(remaining) = rejected.remaining_requests {
+        decision
+            .headers
+            .push(("x-ratelimit-remaining-requests", remaining.to_string()));
+    }
+    decision
 }
 
 fn ceil_millis(duration: Duration) -> u64 {

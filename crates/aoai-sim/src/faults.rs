@@ -23,9 +23,11 @@ pub(crate) enum Fault {
     ContentFilter,
     /// 200 with a body that is not JSON.
     NotJson,
+    /// 429 with a long `retry-after`, whatever the quota.
+    Throttled,
 }
 
-const ORDER: [Fault; 8] = [
+const ORDER: [Fault; 9] = [
     Fault::Internal,
     Fault::Overloaded,
     Fault::Hang,
@@ -34,6 +36,7 @@ const ORDER: [Fault; 8] = [
     Fault::StreamError,
     Fault::ContentFilter,
     Fault::NotJson,
+    Fault::Throttled,
 ];
 
 /// Pick the fault for a draw `u` in `[0, 1)`: the probabilities are laid end to end in
@@ -74,6 +77,7 @@ mod tests {
             p_stream_error: 0.1,
             p_content_filter: 0.1,
             p_not_json: 0.1,
+            p_429: 0.1,
             ..Default::default()
         };
         let expected = [
@@ -85,7 +89,8 @@ mod tests {
             (0.55, Some(Fault::StreamError)),
             (0.65, Some(Fault::ContentFilter)),
             (0.75, Some(Fault::NotJson)),
-            (0.85, None),
+            (0.85, Some(Fault::Throttled)),
+            (0.95, None),
         ];
         for (u, fault) in expected {
             assert_eq!(pick_fault(&spec, true, u), fault, "u = {u}");

@@ -395,3 +395,30 @@ async fn refuse_outage_in_force_at_start_on_the_real_clock() {
     ));
     sim.stop().await;
 }
+
+#[actix_rt::test]
+async fn throttle_fault_answers_429_with_a_long_retry_after() {
+    let sim = with_fault(FaultSpec {
+        p_429: 1.0,
+        retry_after_secs: 86_400,
+        ..Default::default()
+    })
+    .await;
+    let reply = post(
+        &client(),
+        &chat_url(&sim.base_url(), "d"),
+        KEY,
+        &chat_body(5),
+    )
+    .await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.header_u64("retry-after"), 86_400);
+    assert_eq!(reply.header_u64("retry-after-ms"), 86_400_000);
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Please retry after 86400 seconds."))
+    );
+    assert_eq!(sim.stats().deployment("d").rate_limited, 1);
+    sim.stop().await;
+}
