@@ -330,6 +330,8 @@ pub struct ListenerInfo {
 /// ```
 pub struct SimHandle {
     engine: Arc<Engine>,
+    /// The shared listener (also first in `listeners`).
+    shared: Arc<ListenerCtl>,
     listeners: Vec<Arc<ListenerCtl>>,
     has_managed_identity: bool,
     outage_task: Option<actix_rt::task::JoinHandle<()>>,
@@ -345,8 +347,7 @@ impl fmt::Debug for SimHandle {
 
 impl SimHandle {
     fn shared(&self) -> &ListenerCtl {
-        // `start` always creates the shared listener first.
-        &self.listeners[0]
+        &self.shared
     }
 
     /// The shared listener's base URL, `http://127.0.0.1:PORT/` (with the trailing slash).
@@ -506,8 +507,12 @@ pub(crate) async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         }));
     }
 
+    let Some(shared) = listeners.first().cloned() else {
+        return Err(SimError::Invalid("no listener was created".to_owned()));
+    };
     let handle = SimHandle {
         engine,
+        shared,
         has_managed_identity: config.managed_identity.is_some(),
         outage_task: outage_task(&config, &clock, &listeners),
         listeners,
