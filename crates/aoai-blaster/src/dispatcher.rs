@@ -68,6 +68,7 @@ struct EndpointSlot {
     max_in_flight: usize,
     in_flight: usize,
     budget: Box<dyn QuotaBudget>,
+    tpm_limit: Option<u64>,
     default_completion_tokens: u64,
     health: HealthSnapshot,
     counters: EndpointCounters,
@@ -200,6 +201,7 @@ impl Dispatcher {
                         max_in_flight: deployment.max_in_flight.max(1),
                         in_flight: 0,
                         budget,
+                        tpm_limit: deployment.tpm_limit,
                         default_completion_tokens: deployment
                             .max_completion_tokens
                             .map(u64::from)
@@ -290,6 +292,16 @@ impl Dispatcher {
                 _permit: permit,
             },
         );
+        if let Some((tokens, largest_capacity)) = self.never_fits(id, pin) {
+            self.finish(
+                id,
+                Err(JobErrorKind::NeverFits {
+                    tokens,
+                    largest_capacity,
+                }),
+            );
+            return Ok(receiver);
+        }
         self.queue.push_back(id);
         self.pump(ctx);
         Ok(receiver)
@@ -375,7 +387,6 @@ impl Dispatcher {
         let avoid = job.avoid;
         let mut excluded = vec![false; self.slots.len()];
         let mut earliest: Option<Instant> = None;
-        let mut never_fits: Option<(u64, u64)> = None;
         loop {
             let slots = &self.slots;
             let eligible = |i: usize, excluded: &[bool]| {
@@ -396,45 +407,26 @@ impl Dispatcher {
                     earliest = Some(earliest.map_or(at, |e| e.min(at)));
                     excluded[index] = true;
                 }
-                Err(Refusal::NeverFits { tokens, capacity }) => {
-                    let largest = never_fits.map_or(capacity, |(_, c)| c.max(capacity));
-                    never_fits = Some((tokens, largest));
-                    excluded[index] = true;
-                }
+                // `enqueue` rejected jobs that fit nowhere; this endpoint just is not one.
+                Err(Refusal::NeverFits { .. }) => excluded[index] = true,
             }
         }
-        // Nothing could take the job now: find out when something could.
+        // Nothing can take the job now: find out when something could.
+        let mut usable = false;
         for (index, slot) in self.slots.iter().enumerate() {
-            if excluded[index] || pin.is_some_and(|p| p != index) {
+            if pin.is_some_and(|p| p != index) {
                 continue;
             }
-            if let Availability::At(at) = slot.availability(now) {
-                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            match slot.availability(now) {
+                Availability::Never => {}
+                Availability::At(at) => {
+                    usable = true;
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                }
+                Availability::Now | Availability::ProbeOnly => usable = true,
             }
         }
-        let any_usable = self.slots.iter().enumerate().any(|(index, slot)| {
-            pin.is_none_or(|p| p == index)
-                && !matches!(slot.availability(now), Availability::Never)
-                && !(never_fits.is_some() && excluded[index] && earliest.is_none())
-        });
-        if let Some((tokens, largest_capacity)) = never_fits
-            && earliest.is_none()
-            && !self
-                .slots
-                .iter()
-                .enumerate()
-                .any(|(i, s)| !excluded[i] && pin.is_none_or(|p| p == i) && s.in_flight > 0)
-        {
-            self.finish(
-                id,
-                Err(JobErrorKind::NeverFits {
-                    tokens,
-                    largest_capacity,
-                }),
-            );
-            return Placement::Finished;
-        }
-        if !any_usable {
+        if !usable {
             self.finish(id, Err(JobErrorKind::AllEndpointsDisabled));
             return Placement::Finished;
         }
@@ -442,6 +434,27 @@ impl Dispatcher {
             Some(at) => Placement::WaitUntil(at),
             None => Placement::Busy,
         }
+    }
+
+    /// `Some((tokens, largest capacity))` when the job is larger than the whole minute quota of
+    /// every endpoint it may run on: it would wait forever, so it fails at once.
+    fn never_fits(&self, id: u64, pin: Option<usize>) -> Option<(u64, u64)> {
+        let mut tokens = 0;
+        let mut largest_capacity = 0;
+        for (index, slot) in self.slots.iter().enumerate() {
+            if pin.is_some_and(|p| p != index) {
+                continue;
+            }
+            let cost = self.cost_on(id, index);
+            match slot.tpm_limit {
+                Some(capacity) if cost.tokens > capacity => {
+                    tokens = tokens.max(cost.tokens);
+                    largest_capacity = largest_capacity.max(capacity);
+                }
+                _ => return None,
+            }
+        }
+        Some((tokens, largest_capacity))
     }
 
     fn cost_on(&self, id: u64, index: usize) -> Cost {

@@ -1,0 +1,32 @@
+# Recipes mirror README; every one is also written out there as plain commands.
+# `just` is not on a fresh machine: `cargo install just` first, or copy the commands.
+
+# The main job: the demo against the embedded simulator.
+demo requests="3000":
+    cargo run --release -p aoai-blaster-cli -- demo --requests {{requests}}
+
+# Unit, integration and doc tests.
+test:
+    cargo test --workspace
+
+# Formatting and lints exactly as CI runs them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Everything CI runs.
+ci:
+    bash .ci/run
+
+# Benchmarks (release builds), printing their figures.
+bench:
+    cargo bench -p aoai-sim --bench sim_throughput
+
+# The simulator, standalone, with the example config.
+sim config="examples/sim.yaml":
+    cargo run --release -p aoai-sim -- --config {{config}}
+
+# Examples against the embedded simulator.
+examples:
+    cargo run --release --example quickstart
+    cargo run --release --example actix_app

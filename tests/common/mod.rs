@@ -1,0 +1,113 @@
+//! Shared helpers of the end-to-end tests: a simulator on 127.0.0.1 port 0 and configs for it.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::time::Duration;
+
+use aoai_blaster::{BlasterConfig, ChatRequest};
+use aoai_sim::{DeploymentSpec, SimConfig, SimHandle, SimStats};
+use serde_json::{Value, json};
+
+/// The api key the simulator accepts by default.
+pub const KEY: &str = aoai_sim::DEFAULT_API_KEY;
+
+/// A simulated deployment with a quota too large to matter (100 M TPM), for tests that are
+/// not about quotas.
+pub fn spec(name: &str) -> DeploymentSpec {
+    DeploymentSpec::new(name).tpm(100_000_000)
+}
+
+/// Starts a simulator with these deployments.
+pub async fn start_sim(deployments: Vec<DeploymentSpec>) -> SimHandle {
+    let mut config = SimConfig::default();
+    for deployment in deployments {
+        config = config.deployment(deployment);
+    }
+    aoai_sim::start(config)
+        .await
+        .expect("simulator starts on 127.0.0.1")
+}
+
+/// Resilience settings small enough for tests (milliseconds, not seconds).
+pub fn fast_top() -> Value {
+    json!({
+        "request_timeout": "2s",
+        "connect_timeout": "500ms",
+        "stream_idle_timeout": "1s",
+        "backoff_base": "10ms",
+        "backoff_max": "40ms",
+        "rate_limit_fallback": "100ms",
+        "max_job_retry": 5,
+    })
+}
+
+/// A deployment entry pointing at `name` on the simulator, with `extra` keys merged in.
+pub fn deployment(sim: &SimHandle, name: &str, extra: Value) -> Value {
+    let mut entry = json!({
+        "name": name,
+        "endpoint": sim.endpoint_for(name).unwrap_or_else(|| sim.base_url()),
+        "api_key": KEY,
+        "model": name,
+    });
+    merge(&mut entry, extra);
+    entry
+}
+
+/// A validated config from `top` keys (merged over [`fast_top`]) and deployment entries.
+pub fn config(top: Value, deployments: Vec<Value>) -> BlasterConfig {
+    let mut value = fast_top();
+    merge(&mut value, top);
+    value["deployments"] = Value::Array(deployments);
+    BlasterConfig::from_value(value).expect("test config is valid")
+}
+
+fn merge(into: &mut Value, extra: Value) {
+    if let (Some(into), Value::Object(extra)) = (into.as_object_mut(), extra) {
+        for (key, value) in extra {
+            into.insert(key, value);
+        }
+    }
+}
+
+/// The messages of prompt number `i`.
+pub fn messages(i: usize) -> Value {
+    json!([
+        {"role": "system", "content": "You are concise."},
+        {"role": "user", "content": format!("Question number {i}: why does backoff matter?")},
+    ])
+}
+
+/// A request for prompt number `i`.
+pub fn prompt(i: usize) -> ChatRequest {
+    let Value::Array(messages) = messages(i) else {
+        unreachable!("messages() builds an array")
+    };
+    ChatRequest::new(messages)
+}
+
+/// The simulator's counters, read over HTTP from `GET /stats` like any client would.
+pub async fn http_stats(sim: &SimHandle) -> SimStats {
+    let client = awc::Client::default();
+    let mut response = client
+        .get(format!("{}stats", sim.base_url()))
+        .send()
+        .await
+        .expect("GET /stats answers");
+    let body = response.body().await.expect("stats body");
+    serde_json::from_slice(&body).expect("stats are JSON")
+}
+
+/// Polls `condition` every 5 ms until it holds, failing the test after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
