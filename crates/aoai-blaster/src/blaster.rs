@@ -135,9 +135,11 @@ impl Blaster {
     /// handle is awaited (dropping the handle cancels the job if it has not started).
     pub fn submit(&self, job: ChatJob) -> JobHandle {
         let (sender, receiver) = oneshot::channel();
-        let dispatcher = self.dispatcher.clone();
+        // `send` puts the job in the Dispatcher's mailbox now (in submission order, before any
+        // later `close`); the spawned task only waits for the answer.
+        let request = self.dispatcher.send(job);
         self.arbiter.spawn(async move {
-            let result = match dispatcher.send(job).await {
+            let result = match request.await {
                 Ok(result) => result,
                 Err(_) => Err(closed()),
             };

@@ -128,6 +128,8 @@ pub struct Dispatcher {
     num_workers: usize,
     in_flight: usize,
     intake: Arc<Semaphore>,
+    /// Jobs accepted before `Close` that still wait for room in the intake.
+    awaiting_intake: usize,
     subscribers: Vec<Recipient<HealthReport>>,
     wake: Option<(Instant, SpawnHandle)>,
     closing: bool,
@@ -228,6 +230,7 @@ impl Dispatcher {
                 num_workers: config.num_workers.max(1),
                 in_flight: 0,
                 intake: Arc::new(Semaphore::new(permits)),
+                awaiting_intake: 0,
                 subscribers: Vec::new(),
                 wake: None,
                 closing: false,
@@ -251,9 +254,6 @@ impl Dispatcher {
         ctx: &mut Context<Self>,
     ) -> Result<oneshot::Receiver<Result<ChatResult, JobError>>, JobError> {
         let now = clock::now();
-        if self.closing {
-            return Err(job_error(JobErrorKind::QueueClosed, Vec::new()));
-        }
         let pin = match &job.pin {
             None => None,
             Some(name) => match self.resolve_pin(name) {
@@ -651,7 +651,7 @@ impl Dispatcher {
     }
 
     fn check_closed(&mut self) {
-        if self.closing && self.jobs.is_empty() {
+        if self.closing && self.jobs.is_empty() && self.awaiting_intake == 0 {
             for waiter in self.close_waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -694,12 +694,15 @@ impl Handler<ChatJob> for Dispatcher {
             ))));
         }
         let intake = self.intake.clone();
+        self.awaiting_intake += 1;
         Box::pin(fut::wrap_future::<_, Self>(intake.acquire_owned()).then(
             move |permit, act, ctx| {
+                act.awaiting_intake -= 1;
                 let enqueued = match permit {
                     Ok(permit) => act.enqueue(job, permit, ctx),
                     Err(_) => Err(job_error(JobErrorKind::QueueClosed, Vec::new())),
                 };
+                act.check_closed();
                 fut::wrap_future(async move {
                     match enqueued {
                         Ok(receiver) => receiver.await.unwrap_or_else(|_| {
@@ -767,8 +770,8 @@ impl Handler<Close> for Dispatcher {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Close, _ctx: &mut Self::Context) -> Self::Result {
+        // Jobs already accepted (waiting for intake room) are still served: close drains.
         self.closing = true;
-        self.intake.close();
         let (sender, receiver) = oneshot::channel();
         self.close_waiters.push(sender);
         self.check_closed();
