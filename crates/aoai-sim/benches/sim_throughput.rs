@@ -4,6 +4,10 @@
 //! `cargo bench -p aoai-sim --bench sim_throughput` (`SIM_BENCH_SECS` sets the measured time,
 //! default 3 s). The target is at least 20,000 replies/s, so the simulator never limits a
 //! benchmark of the client.
+//!
+//! On a shared machine the wall-clock figure depends on what else runs, so on Linux the bench
+//! also reads the CPU time of the simulator's worker thread (`/proc/self/task`) and reports
+//! replies per second of that thread's CPU: the capacity of one dedicated core.
 
 use std::cell::Cell;
 use std::process::ExitCode;
@@ -23,6 +27,38 @@ struct Tally {
     ok: Cell<u64>,
     failed: Cell<u64>,
     processing_us: Cell<u64>,
+    /// CPU ticks of the simulator's worker thread at the start and end of the measurement.
+    worker_ticks: Cell<Option<(u64, u64)>>,
+}
+
+/// CPU time (user + system, in clock ticks) of the actix-server worker threads of this process
+/// (they run on actix arbiters, named `actix-rt|system:N|arbiter:M`; the client runs on the main
+/// thread, the simulator's own system on a thread named `sim-server`).
+fn worker_cpu_ticks() -> Option<u64> {
+    let mut total = None;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("actix-rt|system") && !comm.starts_with("actix-server wo") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        // Fields after the command name: state is field 3, utime 14, stime 15.
+        let after_name = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        total = Some(total.unwrap_or(0) + utime + stime);
+    }
+    total
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn main() -> ExitCode {
@@ -34,27 +70,36 @@ fn main() -> ExitCode {
 
     let (url_tx, url_rx) = mpsc::channel::<Result<String, String>>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        actix_rt::System::new().block_on(async move {
-            let config = SimConfig {
-                workers: 1,
-                deployments: vec![DeploymentSpec::new("bench").tpm(1_000_000_000_000)],
-                ..Default::default()
-            };
-            let sim = match aoai_sim::start(config).await {
-                Ok(sim) => sim,
-                Err(err) => {
-                    let _ = url_tx.send(Err(err.to_string()));
-                    return None;
-                }
-            };
-            let _ = url_tx.send(Ok(sim.base_url()));
-            let _ = stop_rx.await;
-            let stats = sim.stats();
-            sim.stop().await;
-            Some(stats)
-        })
-    });
+    let server = std::thread::Builder::new()
+        .name("sim-server".to_owned())
+        .spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let config = SimConfig {
+                    workers: 1,
+                    deployments: vec![DeploymentSpec::new("bench").tpm(1_000_000_000_000)],
+                    ..Default::default()
+                };
+                let sim = match aoai_sim::start(config).await {
+                    Ok(sim) => sim,
+                    Err(err) => {
+                        let _ = url_tx.send(Err(err.to_string()));
+                        return None;
+                    }
+                };
+                let _ = url_tx.send(Ok(sim.base_url()));
+                let _ = stop_rx.await;
+                let stats = sim.stats();
+                sim.stop().await;
+                Some(stats)
+            })
+        });
+    let server = match server {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("sim_throughput: cannot spawn the simulator thread: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let base_url = match url_rx.recv() {
         Ok(Ok(url)) => url,
@@ -81,6 +126,16 @@ fn main() -> ExitCode {
          target >= {TARGET_PER_SEC:.0}/s)",
         measured.as_secs_f64()
     );
+    if let Some((start, end)) = tally.worker_ticks.get() {
+        let cpu_secs = end.saturating_sub(start) as f64 / clock_ticks_per_sec();
+        if cpu_secs > 0.0 {
+            println!(
+                "sim_throughput: simulator worker used {cpu_secs:.2} s of CPU = {:.0} replies per CPU-second \
+                 (one dedicated core)",
+                ok as f64 / cpu_secs
+            );
+        }
+    }
     if let Some(stats) = stats {
         let bench = stats.deployment("bench");
         println!(
@@ -157,6 +212,16 @@ async fn drive(url: String, measured: Duration) -> Tally {
             }
         }
     });
-    futures_util::future::join_all(loops).await;
+    let sampler = {
+        let tally = Rc::clone(&tally);
+        async move {
+            actix_rt::time::sleep_until(warm_until.into()).await;
+            let start = worker_cpu_ticks();
+            actix_rt::time::sleep_until(end.into()).await;
+            let finish = worker_cpu_ticks();
+            tally.worker_ticks.set(start.zip(finish));
+        }
+    };
+    futures_util::future::join(futures_util::future::join_all(loops), sampler).await;
     Rc::try_unwrap(tally).unwrap_or_default()
 }
