@@ -375,3 +375,130 @@ async fn a_job_larger_than_every_quota_fails_at_once_saying_it_never_fits() {
     assert_eq!(http_stats(&sim).await.deployment("small").requests, 1);
     sim.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_disabled_endpoint_is_probed_and_comes_back_when_reenable_after_is_set() {
+    let sim = start_sim(vec![spec("steady"), spec("flaky").own_listener()]).await;
+    sim.set_refusing("flaky", true)
+        .await
+        .expect("flaky has its own listener");
+    let config = config(
+        json!({"auto_disable_threshold": 2, "reenable_after": "100ms", "num_workers": 4}),
+        vec![
+            deployment(&sim, "steady", json!({})),
+            deployment(&sim, "flaky", json!({})),
+        ],
+    );
+    let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
+    let report_of = |name: &'static str| {
+        let dispatcher = dispatcher.clone();
+        async move {
+            let report = dispatcher.send(GetReport).await.expect("report");
+            report
+                .into_iter()
+                .find(|r| r.name == name)
+                .expect("reported")
+        }
+    };
+    let mut next = 0;
+    // Keep jobs flowing until the refused endpoint is disabled...
+    while report_of("flaky").await.state != "disabled" {
+        dispatcher
+            .send(ChatJob::new(prompt(next)))
+            .await
+            .expect("dispatcher alive")
+            .expect("the steady endpoint answers");
+        next += 1;
+        assert!(next < 200, "flaky was never disabled");
+    }
+    // ...then let it accept connections again: a probe finds it and it is used again.
+    sim.set_refusing("flaky", false)
+        .await
+        .expect("listener back up");
+    while report_of("flaky").await.successes == 0 {
+        dispatcher
+            .send(ChatJob::new(prompt(next)))
+            .await
+            .expect("dispatcher alive")
+            .expect("every job is answered");
+        next += 1;
+        assert!(next < 5000, "flaky was never re-enabled");
+    }
+    assert_eq!(report_of("flaky").await.state, "healthy");
+    assert!(http_stats(&sim).await.deployment("flaky").ok >= 1);
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn job_deadline_bounds_a_job_that_keeps_failing() {
+    let sim = start_sim(vec![spec("broken").faults(faults(|f| f.p_503 = 1.0))]).await;
+    let config = config(
+        json!({
+            "max_job_retry": 1000,
+            "auto_disable_threshold": 1000,
+            "backoff_base": "50ms",
+            "backoff_max": "50ms",
+            "job_deadline": "400ms",
+        }),
+        vec![deployment(&sim, "broken", json!({}))],
+    );
+    let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
+    let started = std::time::Instant::now();
+    let error = dispatcher
+        .send(ChatJob::new(prompt(1)))
+        .await
+        .expect("dispatcher alive")
+        .expect_err("the deployment always fails");
+    assert!(
+        matches!(error.kind, JobErrorKind::DeadlineExceeded),
+        "{error}"
+    );
+    assert!(
+        error.attempts.len() >= 2,
+        "it kept trying until the deadline: {error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the deadline bounded the job"
+    );
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_day_long_retry_after_disables_the_endpoint_and_says_why() {
+    let sim = start_sim(vec![
+        spec("steady"),
+        spec("exhausted").faults(faults(|f| f.p_429 = 1.0)),
+    ])
+    .await;
+    let config = config(
+        json!({"retry_after_cap": "5m"}),
+        vec![
+            deployment(&sim, "steady", json!({})),
+            deployment(&sim, "exhausted", json!({})),
+        ],
+    );
+    let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
+    for i in 0..20 {
+        let result = dispatcher
+            .send(ChatJob::new(prompt(i)))
+            .await
+            .expect("dispatcher alive")
+            .expect("the steady endpoint answers");
+        assert_eq!(result.endpoint, "steady");
+    }
+    let report = dispatcher.send(GetReport).await.expect("report");
+    let exhausted = report
+        .iter()
+        .find(|r| r.name == "exhausted")
+        .expect("reported");
+    assert_eq!(exhausted.state, "disabled", "{exhausted}");
+    assert_eq!(exhausted.rate_limited, 1, "one 429 was enough: {exhausted}");
+    let reason = exhausted.disabled_reason.as_deref().unwrap_or("");
+    assert!(reason.contains("retry_after_cap"), "{reason}");
+    assert!(
+        exhausted.cooling_until.is_some(),
+        "it comes back when the wait is over"
+    );
+    sim.stop().await;
+}
