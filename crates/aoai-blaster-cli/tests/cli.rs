@@ -473,6 +473,62 @@ async fn sigint_drains_in_flight_jobs_and_exits_130() {
 }
 
 #[actix_rt::test]
+async fn a_second_sigint_stops_at_once_without_a_torn_line() {
+    let sim = start_sim(vec![slow("east", 2500)]).await;
+    let ws = Workspace::new();
+    let config = ws.config(&[("east", endpoint(&sim, "east"), "sim-key")], "");
+    let input = ws.input(&request_lines(60));
+    let output = ws.path("results.jsonl");
+    let mut args = run_args(&config, &input, &output);
+    args.extend(["--grace-period".into(), "60s".into()]);
+    let mut child = command(&args).spawn().expect("the binary starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    wait_for_lines(&output, 8, Duration::from_secs(15)).await;
+    send_signal(&child, "-INT");
+    // Wait until the first signal is handled (signals sent back to back may merge into one).
+    let started = Instant::now();
+    loop {
+        match lines_rx.try_recv() {
+            Ok(line) if line.contains("interrupted") => break,
+            Ok(_) | Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            Err(error) => panic!("stderr ended before the interrupt was logged: {error}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the interrupt is logged"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = Instant::now();
+    send_signal(&child, "-INT");
+    let result = wait_child(child).await;
+    assert_eq!(result.status.code(), Some(130), "{}", describe(&result));
+    // Jobs in flight take 2.5 s and the grace period is 60 s: only the second signal explains
+    // an exit this soon.
+    assert!(
+        second.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        second.elapsed()
+    );
+    let lines = output_lines(&output);
+    assert!(
+        lines.len() >= 8 && lines.len() < 60,
+        "{} lines",
+        lines.len()
+    );
+    assert!(answers_per_id(&lines).values().all(|&n| n == 1));
+    sim.stop().await;
+}
+
+#[actix_rt::test]
 async fn a_dead_endpoint_among_live_ones_loses_no_job() {
     let sim = start_sim(vec![
         roomy("east"),

@@ -1,0 +1,163 @@
+//! Memory while streaming a large Batch input: does RSS stay flat?
+//!
+//! Generates an input of `AOAI_BENCH_LINES` lines (default 1,000,000) in a temporary directory,
+//! starts the simulator in this process (one deployment, zero latency, quota far above what the
+//! run can use), runs the release `aoai-blaster run` binary on it, samples the child's
+//! `/proc/<pid>/status` every 50 ms and prints its peak RSS (`VmHWM`) next to the peak of a
+//! 1,000-line run of the same binary (the "idle" footprint: runtime, threads, buffers).
+//!
+//! Run: `cargo bench -p aoai-blaster-cli --bench rss_stream` (Linux only: it reads `/proc`).
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aoai_sim::{DeploymentSpec, SimConfig, SimThread};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aoai-blaster");
+
+/// `VmRSS` and `VmHWM` of a process, in KiB.
+fn memory_of(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|value| value.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn write_input(path: &Path, lines: u64) -> std::io::Result<u64> {
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    for i in 0..lines {
+        writeln!(
+            out,
+            r#"{{"custom_id":"request-{i:08}","method":"POST","url":"/chat/completions","body":{{"messages":[{{"role":"user","content":"Summarise item {i} of the catalogue in one line."}}],"max_tokens":16}}}}"#
+        )?;
+    }
+    out.flush()?;
+    Ok(std::fs::metadata(path)?.len())
+}
+
+struct Measured {
+    peak_kib: u64,
+    samples: Vec<(Duration, u64, u64)>,
+    elapsed: Duration,
+    stdout: String,
+    code: Option<i32>,
+}
+
+fn measure(config: &Path, input: &Path, output: &Path) -> Measured {
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the aoai-blaster binary starts");
+    let pid = child.id();
+    let mut peak = 0;
+    let mut samples = Vec::new();
+    loop {
+        if let Some((rss, hwm)) = memory_of(pid) {
+            peak = peak.max(hwm);
+            let lines = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+            samples.push((started.elapsed(), rss, lines));
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let result = child
+        .wait_with_output()
+        .expect("the child's output is read");
+    Measured {
+        peak_kib: peak,
+        samples,
+        elapsed: started.elapsed(),
+        stdout: String::from_utf8_lossy(&result.stdout).into_owned(),
+        code: result.status.code(),
+    }
+}
+
+fn main() {
+    let lines: u64 = std::env::var("AOAI_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let sim = SimThread::start(SimConfig {
+        workers: 1,
+        deployments: vec![DeploymentSpec::new("bench").tpm(1_000_000_000)],
+        ..SimConfig::default()
+    })
+    .expect("the simulator starts");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = dir.path().join("blaster.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "num_workers: 64\nrequest_timeout: 30s\ndeployments:\n  - name: bench\n    endpoint: {}\n    api_key: sim-key\n    model: bench\n",
+            sim.endpoint_for("bench").expect("the deployment is served")
+        ),
+    )
+    .expect("config written");
+
+    let small_input = dir.path().join("small.jsonl");
+    write_input(&small_input, 1_000).expect("small input written");
+    let small = measure(&config, &small_input, &dir.path().join("small-out.jsonl"));
+
+    let input = dir.path().join("large.jsonl");
+    let bytes = write_input(&input, lines).expect("input written");
+    let output = dir.path().join("large-out.jsonl");
+    let large = measure(&config, &input, &output);
+    let stats = sim.stats().total();
+    sim.stop();
+
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "rss_stream: aoai-blaster run, {lines} lines ({:.0} MiB input), one zero-latency simulator deployment, num_workers 64",
+        bytes as f64 / 1048576.0
+    );
+    println!(
+        "  1,000-line run:  peak RSS {:.1} MiB, {:.1}s, exit {:?}",
+        mib(small.peak_kib),
+        small.elapsed.as_secs_f64(),
+        small.code
+    );
+    println!(
+        "  {lines}-line run: peak RSS {:.1} MiB, {:.1}s ({:.0} lines/s), exit {:?}",
+        mib(large.peak_kib),
+        large.elapsed.as_secs_f64(),
+        lines as f64 / large.elapsed.as_secs_f64(),
+        large.code
+    );
+    // RSS at each tenth of the run (by time), to show the shape.
+    let tenth = large.samples.len().max(10) / 10;
+    let curve: Vec<String> = large
+        .samples
+        .iter()
+        .step_by(tenth.max(1))
+        .map(|(at, rss, _)| format!("{:.0}s:{:.1}", at.as_secs_f64(), mib(*rss)))
+        .collect();
+    println!("  RSS over time (MiB): {}", curve.join(" "));
+    println!(
+        "  growth over the idle footprint: {:.1} MiB ({:.1} bytes per line)",
+        mib(large.peak_kib.saturating_sub(small.peak_kib)),
+        large.peak_kib.saturating_sub(small.peak_kib) as f64 * 1024.0 / lines as f64
+    );
+    println!("  simulator: {} requests, {} ok", stats.requests, stats.ok);
+    if let Some(first) = large.stdout.lines().next() {
+        println!("  blaster: {first}");
+    }
+}
