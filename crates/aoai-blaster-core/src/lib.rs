@@ -12,3 +12,9 @@ pub mod retry;
 pub mod ring;
 pub mod secret;
 pub mod sse;
+pub mod tokens;
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
