@@ -220,20 +220,20 @@ pub async fn check_command(args: CheckArgs) -> u8 {
     });
     let checks: Vec<_> = checks.collect();
     let rows = futures_util::future::join_all(checks).await;
-    print!("{}", render(&rows));
+    crate::console::print(&render(&rows));
     if rows.iter().all(CheckRow::ok) {
-        println!(
+        crate::console::print_line(&format!(
             "config {}: every deployment answered",
             args.config.display()
-        );
+        ));
         EXIT_OK
     } else {
         let failed = rows.iter().filter(|row| !row.ok()).count();
-        println!(
+        crate::console::print_line(&format!(
             "config {}: {failed} of {} deployments failed the check",
             args.config.display(),
             rows.len()
-        );
+        ));
         EXIT_SOME_FAILED
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! | deployment | character |
 //! |---|---|
-//! | `tight` | a tight quota: 30,000 TPM (180 RPM), paced by the blaster's budget |
+//! | `tight` | a tight quota: 30,000 TPM and 180 RPM; the blaster paces the tokens (`tpm_limit`) and learns the request limit from its 429s |
 //! | `flaky` | fast, but 5% 500s, 5% 503s and 1% requests that hang past the 2 s timeout |
 //! | `slow` | 400 ms to the first token plus 5 ms per token, jitter up to 200 ms |
 
@@ -92,7 +92,7 @@ pub fn blaster_config(endpoint_of: impl Fn(&str) -> String) -> Result<BlasterCon
         "auto_disable_threshold": 10,
         "reenable_after": "2s",
         "deployments": [
-            deployment("tight", json!({"tpm_limit": TIGHT_TPM, "rpm_limit": 180})),
+            deployment("tight", json!({"tpm_limit": TIGHT_TPM})),
             deployment("flaky", json!({"weight": 2})),
             deployment("slow", json!({"max_in_flight": 48})),
         ],
@@ -258,7 +258,7 @@ pub async fn demo_command(args: DemoArgs, multi: MultiProgress, mode: ProgressMo
         drop(blaster);
     }
     let status = finish_run(&summary, &args.options, outcome.fatal.as_deref());
-    println!("{}", sim_line(&sim));
+    crate::console::print_line(&sim_line(&sim));
     sim.stop().await;
     status
 }

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod check;
 pub mod cli;
+pub mod console;
 pub mod demo;
 pub mod logging;
 pub mod progress;

@@ -16,8 +16,8 @@
 //! };
 //! assert_eq!(
 //!     run_line(&snapshot),
-//!     "50/100 lines | 5.0/s | 36000 tokens/min | ok 48 failed 2 invalid 0 skipped 0 | \
-//!      in flight 0 | 429s 0 | retries 0 | ETA 10s"
+//!     "50/100 lines | 5.0/s | ETA 10s | ok 48 failed 2 invalid 0 skipped 0 | in flight 0 | \
+//!      429s 0 | retries 0 | 36000 tokens/min"
 //! );
 //! ```
 
@@ -121,20 +121,22 @@ fn short_duration(duration: Duration) -> String {
     }
 }
 
-/// The run's progress in one line.
-pub fn run_line(snapshot: &ProgressSnapshot) -> String {
+/// The run's position: lines done, rate and ETA (the bar's line).
+pub fn position_line(snapshot: &ProgressSnapshot) -> String {
     let done = match snapshot.total {
         Some(total) => format!("{}/{total} lines", snapshot.done),
         None => format!("{} lines", snapshot.done),
     };
     let eta = snapshot
         .eta()
-        .map_or_else(|| "-".to_owned(), |eta| format!("{}s", eta.as_secs()));
+        .map_or_else(|| "-".to_owned(), short_duration);
+    format!("{done} | {:.1}/s | ETA {eta}", snapshot.rate())
+}
+
+/// The run's counts: outcomes, in flight, 429s, retries, tokens per minute.
+pub fn counts_line(snapshot: &ProgressSnapshot) -> String {
     format!(
-        "{done} | {:.1}/s | {:.0} tokens/min | ok {} failed {} invalid {} skipped {} | \
-         in flight {} | 429s {} | retries {} | ETA {eta}",
-        snapshot.rate(),
-        snapshot.tokens_per_minute(),
+        "ok {} failed {} invalid {} skipped {} | in flight {} | 429s {} | retries {} | {:.0} tokens/min",
         snapshot.succeeded,
         snapshot.failed,
         snapshot.invalid,
@@ -142,7 +144,13 @@ pub fn run_line(snapshot: &ProgressSnapshot) -> String {
         snapshot.in_flight,
         snapshot.rate_limited,
         snapshot.retries,
+        snapshot.tokens_per_minute(),
     )
+}
+
+/// The run's progress in one line (for plain log lines).
+pub fn run_line(snapshot: &ProgressSnapshot) -> String {
+    format!("{} | {}", position_line(snapshot), counts_line(snapshot))
 }
 
 /// One endpoint's status in one line, e.g. `flaky  cooling until +1.5s | in flight 0 | ...`.
@@ -214,6 +222,7 @@ pub struct ProgressDisplay {
     mode: ProgressMode,
     multi: MultiProgress,
     main: ProgressBar,
+    counts: ProgressBar,
     endpoints: Vec<ProgressBar>,
     last_plain: Option<Instant>,
 }
@@ -226,6 +235,8 @@ impl ProgressDisplay {
         main.enable_steady_tick(Duration::from_millis(200));
         let line_style =
             ProgressStyle::with_template("  {msg}").unwrap_or_else(|_| spinner_style());
+        let counts = multi.add(ProgressBar::no_length());
+        counts.set_style(line_style.clone());
         let endpoints = (0..endpoints)
             .map(|_| {
                 let bar = multi.add(ProgressBar::no_length());
@@ -237,6 +248,7 @@ impl ProgressDisplay {
             mode,
             multi,
             main,
+            counts,
             endpoints,
             last_plain: None,
         }
@@ -253,7 +265,8 @@ impl ProgressDisplay {
                     self.main.set_style(bar_style());
                 }
                 self.main.set_position(snapshot.done);
-                self.main.set_message(run_line(snapshot));
+                self.main.set_message(position_line(snapshot));
+                self.counts.set_message(counts_line(snapshot));
                 let wall = SystemTime::now();
                 for (bar, endpoint) in self.endpoints.iter().zip(&snapshot.endpoints) {
                     bar.set_message(endpoint_line(endpoint, wall));
@@ -289,6 +302,7 @@ impl ProgressDisplay {
     /// Removes the bars (call before printing the summary).
     pub fn finish(&self) {
         self.main.finish_and_clear();
+        self.counts.finish_and_clear();
         for bar in &self.endpoints {
             bar.finish_and_clear();
         }
@@ -396,8 +410,8 @@ mod tests {
         };
         assert_eq!(
             run_line(&snapshot),
-            "7 lines | 3.5/s | 0 tokens/min | ok 0 failed 0 invalid 0 skipped 0 | in flight 3 | \
-             429s 2 | retries 4 | ETA -"
+            "7 lines | 3.5/s | ETA - | ok 0 failed 0 invalid 0 skipped 0 | in flight 3 | \
+             429s 2 | retries 4 | 0 tokens/min"
         );
     }
 

@@ -260,6 +260,17 @@ impl RunLoop<'_> {
                         }
                     }
                 }
+                _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {
+                    tracing::warn!(
+                        unfinished = inflight.len(),
+                        "grace period over: stopping without the jobs still in flight (they run again next time)"
+                    );
+                    break;
+                }
+                _ = ticker.tick() => {
+                    let snapshot = self.snapshot(&summary, inflight.len()).await;
+                    self.progress.update(&snapshot, Instant::now());
+                }
                 event = events.recv(), if take_more => match event {
                     Some(SourceEvent::Job(request)) => {
                         let meta = JobMeta { custom_id: request.custom_id.clone(), line: request.line };
@@ -294,17 +305,6 @@ impl RunLoop<'_> {
                     }
                     None => source_done = true,
                 },
-                _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {
-                    tracing::warn!(
-                        unfinished = inflight.len(),
-                        "grace period over: stopping without the jobs still in flight (they run again next time)"
-                    );
-                    break;
-                }
-                _ = ticker.tick() => {
-                    let snapshot = self.snapshot(&summary, inflight.len()).await;
-                    self.progress.update(&snapshot, Instant::now());
-                }
             }
             if signalled {
                 if deadline.is_some() {
@@ -351,7 +351,7 @@ impl RunLoop<'_> {
 
 /// Prints the summary (stdout) and writes `--summary-json`; returns the exit status.
 pub fn finish_run(summary: &Summary, options: &RunOptions, fatal: Option<&str>) -> u8 {
-    print!("{}", summary.render());
+    crate::console::print(&summary.render());
     let mut status = summary.exit_status();
     if let Some(path) = &options.summary_json {
         let written = serde_json::to_vec_pretty(summary)
@@ -428,25 +428,21 @@ pub async fn run_command(args: RunArgs, multi: MultiProgress, mode: ProgressMode
     );
     let counters = Arc::new(SourceCounters::default());
     let stop = Arc::new(AtomicBool::new(false));
-    {
-        let counters = counters.clone();
-        let path = args.input.clone();
-        let _ = std::thread::Builder::new()
-            .name("count-lines".into())
-            .spawn(move || {
-                if let Ok(total) = count_lines(&path) {
-                    counters.set_total(total);
-                }
-            });
-    }
     let (sender, receiver) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
     {
         let counters = counters.clone();
         let stop = stop.clone();
-        let parser = LineParser::new(names);
+        let mut parser = LineParser::new(names);
+        let path = args.input.clone();
         let spawned = std::thread::Builder::new()
             .name("read-input".into())
             .spawn(move || {
+                // Counting first (a fast scan) gives the progress total and sizes the id index
+                // once, instead of letting it double while it fills.
+                if let Ok(total) = count_lines(&path) {
+                    counters.set_total(total);
+                    parser.reserve(total);
+                }
                 read_batch_input(
                     BufReader::with_capacity(1 << 16, input),
                     parser,

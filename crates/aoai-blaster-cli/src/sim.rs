@@ -28,17 +28,17 @@ pub async fn sim_command(args: SimArgs) -> u8 {
     };
     for listener in sim.listeners() {
         if listener.shared {
-            println!("aoai-sim listening on {}", listener.url);
+            crate::console::print_line(&format!("aoai-sim listening on {}", listener.url));
         } else {
-            println!(
+            crate::console::print_line(&format!(
                 "aoai-sim listening on {} for {}",
                 listener.url,
                 listener.deployments.join(", ")
-            );
+            ));
         }
     }
     if let Some(endpoint) = sim.managed_identity_endpoint() {
-        println!("aoai-sim managed identity endpoint {endpoint}");
+        crate::console::print_line(&format!("aoai-sim managed identity endpoint {endpoint}"));
     }
     let waited = tokio::signal::ctrl_c().await;
     sim.stop().await;

@@ -553,9 +553,30 @@ async fn a_dead_endpoint_among_live_ones_loses_no_job() {
     let output = ws.path("results.jsonl");
     let summary_json = ws.path("summary.json");
     let mut args = run_args(&config, &input, &output);
-    args.extend(["--summary-json".into(), summary_json.display().to_string()]);
+    args.extend([
+        "--summary-json".into(),
+        summary_json.display().to_string(),
+        "--log-format".into(),
+        "json".into(),
+        "--progress-interval".into(),
+        "0s".into(),
+    ]);
     let result = run_to_end(args).await;
     assert_eq!(result.status.code(), Some(0), "{}", describe(&result));
+    // Without a terminal, progress comes as log lines, here JSON ones.
+    let stderr = text(&result.stderr);
+    let progress: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("every log line is JSON"))
+        .filter(|line| line["target"] == "aoai_blaster_cli::progress")
+        .collect();
+    assert!(!progress.is_empty(), "{stderr}");
+    let last = progress.last().unwrap()["fields"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(last.contains("60/60 lines"), "{last}");
+    assert!(last.contains("dead "), "{last}");
     let lines = output_lines(&output);
     let counts = answers_per_id(&lines);
     assert_eq!(counts.len(), 60);
@@ -697,4 +718,31 @@ fn usage_errors_exit_2_and_help_exits_0() {
         .unwrap();
     assert_eq!(no_config.status.code(), Some(2));
     assert!(text(&no_config.stderr).contains("/nonexistent/blaster.yaml"));
+}
+
+#[actix_rt::test]
+async fn demo_runs_end_to_end_and_prints_the_health_table() {
+    let ws = Workspace::new();
+    let output = ws.path("demo.jsonl");
+    let result = run_to_end(vec![
+        "demo".into(),
+        "--requests".into(),
+        "120".into(),
+        "--output".into(),
+        output.display().to_string(),
+    ])
+    .await;
+    assert_eq!(result.status.code(), Some(0), "{}", describe(&result));
+    let stdout = text(&result.stdout);
+    assert!(stdout.starts_with("Done in"), "{stdout}");
+    assert!(stdout.contains("120 succeeded"), "{stdout}");
+    for endpoint in ["tight", "flaky", "slow"] {
+        assert!(
+            stdout.lines().any(|line| line.starts_with(endpoint)),
+            "{endpoint} row in {stdout}"
+        );
+    }
+    assert!(stdout.contains("The simulator saw"), "{stdout}");
+    let lines = output_lines(&output);
+    assert_eq!(answers_per_id(&lines).len(), 120);
 }

@@ -59,6 +59,12 @@ impl IdIndex {
         self.set.remove(&IdFingerprint::of(id))
     }
 
+    /// Makes room for `additional` more ids at once, so that the table does not double (and
+    /// briefly hold its old and new copies) while it fills.
+    pub fn reserve(&mut self, additional: usize) {
+        self.set.reserve(additional);
+    }
+
     /// Number of ids.
     pub fn len(&self) -> usize {
         self.set.len()
@@ -86,6 +92,8 @@ mod tests {
     #[test]
     fn insert_remove_contains() {
         let mut index = IdIndex::default();
+        assert!(index.is_empty());
+        index.reserve(1000);
         assert!(index.is_empty());
         assert!(index.insert("x"));
         assert!(index.insert("y"));

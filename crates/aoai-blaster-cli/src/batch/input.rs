@@ -43,6 +43,10 @@ use serde_json::{Map, Value};
 
 use super::ids::IdIndex;
 
+/// The most ids [`LineParser::reserve`] makes room for in advance (beyond it the index grows as
+/// needed).
+pub const MAX_RESERVED_IDS: u64 = 16_000_000;
+
 /// The URLs a line may name.
 pub const ACCEPTED_URLS: [&str; 2] = ["/chat/completions", "/v1/chat/completions"];
 
@@ -183,6 +187,12 @@ impl LineParser {
             deployments,
             claimed: IdIndex::default(),
         }
+    }
+
+    /// Makes room for the ids of `lines` more lines at once (up to [`MAX_RESERVED_IDS`]).
+    pub fn reserve(&mut self, lines: u64) {
+        let lines = usize::try_from(lines.min(MAX_RESERVED_IDS)).unwrap_or(0);
+        self.claimed.reserve(lines);
     }
 
     /// Number of distinct `custom_id`s claimed by valid lines so far.
