@@ -73,6 +73,8 @@ pub const DEFAULT_RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
 pub const DEFAULT_AUTO_DISABLE_THRESHOLD: u32 = 5;
 /// `queue_capacity` is this many times `num_workers` when not configured.
 pub const QUEUE_CAPACITY_PER_WORKER: usize = 4;
+/// `rpm_window` when not configured: RPM/60 requests in any second.
+pub const DEFAULT_RPM_WINDOW: Duration = Duration::from_secs(1);
 /// `tokenizer` when a deployment gives none.
 pub const DEFAULT_TOKENIZER: &str = "o200k_base";
 /// The encodings a deployment's `tokenizer` may name.
@@ -107,6 +109,7 @@ const TOP_KEYS: &[&str] = &[
     "reenable_after",
     "queue_capacity",
     "job_deadline",
+    "rpm_window",
 ];
 
 /// Keys accepted in each `deployments[i]` entry (kept in step with [`RawDeployment`] by a test).
@@ -124,6 +127,7 @@ const DEPLOYMENT_KEYS: &[&str] = &[
     "max_in_flight",
     "priority",
     "tokenizer",
+    "adaptive",
     "request_timeout",
     "connect_timeout",
     "stream_idle_timeout",
@@ -189,6 +193,10 @@ pub struct RawConfig {
     /// Bound on a job's total time, retries included. Default: none.
     #[serde(deserialize_with = "optional_duration")]
     pub job_deadline: Option<Duration>,
+    /// The short window over which `rpm_limit` is spread (Azure counts 1 s or 10 s windows):
+    /// at most `rpm_limit × rpm_window / 60 s` requests in any such span. Default 1 s.
+    #[serde(deserialize_with = "optional_duration")]
+    pub rpm_window: Option<Duration>,
 }
 
 /// One `deployments[i]` entry as written. `name`, `endpoint`, `api_key` and `model` are
@@ -220,10 +228,13 @@ pub struct RawDeployment {
     pub tpm_limit: Option<u64>,
     /// Jobs in flight on this deployment. Default `num_workers`.
     pub max_in_flight: Option<usize>,
-    /// Used by the `priority` strategy (higher first). Default 0.
+    /// Used by the `priority` strategy: the lowest value is served first. Default 0.
     pub priority: Option<i32>,
     /// Token encoding for estimates. Default `o200k_base`.
     pub tokenizer: Option<String>,
+    /// Learn the limits from replies (`x-ratelimit-remaining-*`, 429s), starting from
+    /// `rpm_limit`/`tpm_limit` if given. Default: true when neither limit is configured.
+    pub adaptive: Option<bool>,
     /// Overrides the top-level `request_timeout`.
     #[serde(deserialize_with = "optional_duration")]
     pub request_timeout: Option<Duration>,
@@ -271,23 +282,25 @@ pub struct BlasterConfig {
     pub queue_capacity: usize,
     /// Bound on a job's total time, retries included; `None`: unbounded.
     pub job_deadline: Option<Duration>,
+    /// The short window over which each `rpm_limit` is spread (1 ms to 60 s). Default 1 s.
+    pub rpm_window: Duration,
     /// Things that are accepted but deserve attention (deprecated keys and the like), each
     /// naming its place. Log them at start-up.
     pub warnings: Vec<String>,
 }
 
-/// Routing strategies. Only [`StrategyKind::Weighted`] is implemented so far; the others parse
-/// (and produce a warning) so that configs written for them load.
+/// Routing strategies (`strategy:` in the file). See `aoai_blaster_core::strategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum StrategyKind {
     /// Smooth weighted round robin (the Python package's only strategy).
     #[default]
     Weighted,
-    /// Prefer the endpoint with the most spare capacity.
+    /// Prefer the endpoint with the most quota headroom relative to its limits.
     Capacity,
-    /// Prefer endpoints by `priority`, falling back to lower ones.
+    /// Serve the group with the lowest `priority` value first; spill to the next group only
+    /// while no endpoint of the first can admit the job.
     Priority,
-    /// Prefer the endpoint with the lowest recent latency.
+    /// Power of two choices on a moving average of latency, among endpoints that can admit.
     Latency,
 }
 
@@ -350,10 +363,14 @@ pub struct DeploymentConfig {
     pub tpm_limit: Option<u64>,
     /// Jobs in flight on this deployment (at least 1).
     pub max_in_flight: usize,
-    /// For the `priority` strategy: higher is tried first.
+    /// For the `priority` strategy: the lowest value is served first (e.g. 0 for provisioned
+    /// deployments, 1 for pay-as-you-go).
     pub priority: i32,
     /// Token encoding for estimates, one of [`TOKENIZERS`].
     pub tokenizer: String,
+    /// Whether the quota budget learns the limits from replies (see `quota::AdaptiveBudget`);
+    /// true by default when neither `rpm_limit` nor `tpm_limit` is configured.
+    pub adaptive: bool,
     /// Time bounds of one attempt.
     pub timeouts: Timeouts,
     /// Backoff, cooldown and disabling rules.
@@ -1114,18 +1131,7 @@ impl RawConfig {
         let strategy = match &self.strategy {
             None => StrategyKind::Weighted,
             Some(name) => match StrategyKind::parse(name) {
-                Some(kind) => {
-                    if kind != StrategyKind::Weighted {
-                        problems.warn(
-                            top,
-                            "strategy",
-                            format_args!(
-                                "{kind:?} is not implemented yet; jobs are routed by weight"
-                            ),
-                        );
-                    }
-                    kind
-                }
+                Some(kind) => kind,
                 None => {
                     let valid: Vec<&str> = StrategyKind::ALL.iter().map(|k| k.as_str()).collect();
                     problems.add(
@@ -1161,6 +1167,17 @@ impl RawConfig {
                 top,
                 "job_deadline",
                 "must be greater than 0; remove the key for no deadline",
+            );
+        }
+        let rpm_window = self.rpm_window.unwrap_or(DEFAULT_RPM_WINDOW);
+        if rpm_window < Duration::from_millis(1) || rpm_window > Duration::from_secs(60) {
+            problems.add(
+                top,
+                "rpm_window",
+                format!(
+                    "must be between 1ms and 60s (Azure counts 1s or 10s windows), got {}",
+                    humantime::format_duration(rpm_window)
+                ),
             );
         }
         if self.worker_polling_interval.is_some() {
@@ -1229,6 +1246,7 @@ impl RawConfig {
             max_job_retry: self.max_job_retry.unwrap_or(DEFAULT_MAX_JOB_RETRY),
             queue_capacity,
             job_deadline: self.job_deadline,
+            rpm_window,
             warnings: Vec::new(),
         })
     }
@@ -1362,6 +1380,9 @@ fn check_deployment(
         max_in_flight: raw.max_in_flight.unwrap_or(num_workers),
         priority: raw.priority.unwrap_or(0),
         tokenizer,
+        adaptive: raw
+            .adaptive
+            .unwrap_or(raw.rpm_limit.is_none() && raw.tpm_limit.is_none()),
         timeouts,
         resilience,
     }
@@ -2029,10 +2050,35 @@ mod tests {
         assert_eq!(
             config.warnings,
             [
-                "strategy: Latency is not implemented yet; jobs are routed by weight",
                 "worker_polling_interval: accepted for compatibility and ignored: actors do not \
-                 poll; remove the key",
+              poll; remove the key"
             ]
+        );
+    }
+
+    #[test]
+    fn rpm_window_and_adaptive_defaults_and_errors() {
+        let config = load(json!({
+            "deployments": [
+                deployment("a"),
+                {"name": "b", "endpoint": "https://b", "api_key": "k", "model": "m", "tpm_limit": 1000},
+                {"name": "c", "endpoint": "https://c", "api_key": "k", "model": "m",
+                 "rpm_limit": 6, "adaptive": true, "priority": -1},
+            ],
+        }))
+        .unwrap();
+        assert_eq!(config.rpm_window, DEFAULT_RPM_WINDOW);
+        let adaptive: Vec<bool> = config.deployments.iter().map(|d| d.adaptive).collect();
+        assert_eq!(adaptive, [true, false, true]);
+        assert_eq!(config.deployments[2].priority, -1);
+        let ten = load(json!({"rpm_window": "10s", "deployments": [deployment("a")]})).unwrap();
+        assert_eq!(ten.rpm_window, Duration::from_secs(10));
+        let error = load(json!({"rpm_window": "2m", "deployments": [deployment("a")]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("rpm_window: must be between 1ms and 60s"),
+            "{error}"
         );
     }
 

@@ -12,6 +12,7 @@ pub mod retry;
 pub mod ring;
 pub mod secret;
 pub mod sse;
+pub mod strategy;
 pub mod tokens;
 
 /// The README's examples, compiled and run as doctests so they stay true.

@@ -1,10 +1,14 @@
-//! `Dispatcher`: the one actor that holds the job queue, the weighted ring, every endpoint's
+//! `Dispatcher`: the one actor that holds the job queue, the routing strategy, every endpoint's
 //! admission state (health mirror, in-flight count, quota budget) and the retry policy.
 //!
-//! A job enters through [`ChatJob`]; the bounded intake makes callers wait (never an OOM). The
-//! Dispatcher picks an endpoint that can take the job *now*, reserves its estimated cost, and
-//! sends an [`Attempt`]. When no endpoint can, it arms one timer for the earliest moment one
-//! could, instead of polling. Each [`AttemptReport`] is turned, in one place
+//! A job enters through [`ChatJob`]; the bounded intake makes callers wait (never an OOM). Its
+//! prompt is counted once per tokenizer in use ([`prompt_charge`]). The Dispatcher asks the
+//! strategy ([`Router`]) for an endpoint that can take the job *now*, reserves its estimated
+//! cost in that endpoint's budget (configured limits: [`WindowBudget`]; learned ones:
+//! [`AdaptiveBudget`]), and sends an [`Attempt`]; a budget that refuses takes the endpoint out
+//! of the choice for this job. When no endpoint can, it arms one timer for the earliest moment
+//! one could, instead of polling. Jobs behind one that waits for quota may overtake it (a
+//! bounded scan, [`SCAN_LIMIT`]) until it has waited [`OVERTAKE_AGE_LIMIT`]. Each [`AttemptReport`] is turned, in one place
 //! ([`RetryPolicy::decide`]), into a reply, a retry (preferably elsewhere) or a failure that
 //! lists every attempt.
 
@@ -18,13 +22,14 @@ use aoai_blaster_core::classify::AttemptOutcome;
 use aoai_blaster_core::config::BlasterConfig;
 use aoai_blaster_core::health::{Availability, HealthState};
 use aoai_blaster_core::quota::{
-    Cost, QuotaBudget, QuotaFeedback, Refusal, Reservation, UnlimitedBudget, WindowBudget,
-    estimate_prompt_tokens_chars, job_cost,
+    AdaptiveBudget, Cost, QuotaBudget, QuotaFeedback, Refusal, Reservation, UnlimitedBudget,
+    WindowBudget, options_cost,
 };
 use aoai_blaster_core::retry::{
     AttemptRecord, Decision, JobError, JobErrorKind, JobHistory, RetryPolicy,
 };
-use aoai_blaster_core::ring::WeightedRing;
+use aoai_blaster_core::strategy::Router;
+use aoai_blaster_core::tokens::{prompt_charge, tool_definitions};
 use rand::SeedableRng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -41,8 +46,13 @@ use crate::report::{EndpointCounters, EndpointReport};
 /// `max_completion_tokens` (the quota estimate Azure makes is of the same kind).
 pub const DEFAULT_CHARGED_COMPLETION_TOKENS: u64 = 1024;
 
-/// How far past an unplaceable pinned job the Dispatcher looks for one it can place.
-const PINNED_SCAN_LIMIT: usize = 64;
+/// How far past jobs it cannot place now the Dispatcher looks for one it can (pinned jobs, and
+/// small jobs overtaking a large one that waits for quota). Keeps `pump` cheap.
+pub const SCAN_LIMIT: usize = 64;
+
+/// A job at the head of the queue that has waited this long is not overtaken any more: the
+/// jobs behind it wait until it is placed (ageing), so large jobs are not starved by small ones.
+pub const OVERTAKE_AGE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Why the Dispatcher could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +78,11 @@ struct EndpointSlot {
     max_in_flight: usize,
     in_flight: usize,
     budget: Box<dyn QuotaBudget>,
+    /// The TPM no job may exceed (configured limits only; adaptive budgets learn theirs).
     tpm_limit: Option<u64>,
     default_completion_tokens: u64,
+    /// Index into `Dispatcher::tokenizers`.
+    tokenizer: usize,
     health: HealthSnapshot,
     counters: EndpointCounters,
 }
@@ -99,7 +112,8 @@ struct PendingJob {
     deltas: Option<Recipient<StreamDelta>>,
     pin: Option<usize>,
     label: Option<String>,
-    prompt_tokens: u64,
+    /// Estimated prompt tokens per tokenizer (indexed like `Dispatcher::tokenizers`).
+    prompt_tokens: Vec<u64>,
     history: JobHistory,
     avoid: Option<usize>,
     attempts_sent: u32,
@@ -120,7 +134,9 @@ enum Placement {
 /// The actor that queues jobs and routes them to endpoints. See the module docs.
 pub struct Dispatcher {
     slots: Vec<EndpointSlot>,
-    ring: WeightedRing,
+    router: Router,
+    /// The distinct `tokenizer` names of the deployments.
+    tokenizers: Vec<String>,
     queue: VecDeque<u64>,
     jobs: HashMap<u64, PendingJob>,
     next_job: u64,
@@ -167,10 +183,17 @@ impl Dispatcher {
             .unwrap_or(1)
             .clamp(1, config.deployments.len().max(1));
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-        let now = clock::now();
         let weights: Vec<u32> = config.deployments.iter().map(|d| d.weight).collect();
-        let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
-        let ring = WeightedRing::new(&weights, &mut rng);
+        let priorities: Vec<i32> = config.deployments.iter().map(|d| d.priority).collect();
+        let rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+        let router = Router::new(config.strategy, &weights, &priorities, rng);
+        let mut tokenizers: Vec<String> = Vec::new();
+        for deployment in &config.deployments {
+            if !tokenizers.contains(&deployment.tokenizer) {
+                tokenizers.push(deployment.tokenizer.clone());
+            }
+        }
+        let rpm_window = config.rpm_window;
         let permits = config.queue_capacity.saturating_add(config.num_workers);
         Ok(Dispatcher::create(move |ctx| {
             ctx.set_mailbox_capacity(4096);
@@ -185,17 +208,26 @@ impl Dispatcher {
                     let arbiter = arbiters[index % arbiters.len()].handle();
                     let addr =
                         EndpointActor::start_supervised(&arbiter, settings, auth, reports.clone());
-                    let budget: Box<dyn QuotaBudget> =
-                        if deployment.rpm_limit.is_some() || deployment.tpm_limit.is_some() {
-                            Box::new(WindowBudget::new(
-                                now,
-                                deployment.rpm_limit,
-                                deployment.tpm_limit,
-                                Duration::from_secs(1),
-                            ))
-                        } else {
-                            Box::new(UnlimitedBudget)
-                        };
+                    let limited = deployment.rpm_limit.is_some() || deployment.tpm_limit.is_some();
+                    let budget: Box<dyn QuotaBudget> = if deployment.adaptive {
+                        Box::new(AdaptiveBudget::new(
+                            deployment.rpm_limit,
+                            deployment.tpm_limit,
+                            rpm_window,
+                        ))
+                    } else if limited {
+                        Box::new(WindowBudget::new(
+                            deployment.rpm_limit,
+                            deployment.tpm_limit,
+                            rpm_window,
+                        ))
+                    } else {
+                        Box::new(UnlimitedBudget)
+                    };
+                    let tokenizer = tokenizers
+                        .iter()
+                        .position(|t| *t == deployment.tokenizer)
+                        .unwrap_or(0);
                     EndpointSlot {
                         name: deployment.name.clone(),
                         model: deployment.model.clone(),
@@ -203,7 +235,8 @@ impl Dispatcher {
                         max_in_flight: deployment.max_in_flight.max(1),
                         in_flight: 0,
                         budget,
-                        tpm_limit: deployment.tpm_limit,
+                        tpm_limit: deployment.tpm_limit.filter(|_| !deployment.adaptive),
+                        tokenizer,
                         default_completion_tokens: deployment
                             .max_completion_tokens
                             .map(u64::from)
@@ -219,7 +252,8 @@ impl Dispatcher {
                 .collect();
             Dispatcher {
                 slots,
-                ring,
+                router,
+                tokenizers,
                 queue: VecDeque::new(),
                 jobs: HashMap::new(),
                 next_job: 0,
@@ -273,7 +307,12 @@ impl Dispatcher {
         let (reply, receiver) = oneshot::channel();
         let id = self.next_job;
         self.next_job += 1;
-        let prompt_tokens = estimate_prompt_tokens_chars(&job.request.messages);
+        let tools = tool_definitions(&job.request.options);
+        let prompt_tokens = self
+            .tokenizers
+            .iter()
+            .map(|tokenizer| prompt_charge(tokenizer, &job.request.messages, tools))
+            .collect();
         self.jobs.insert(
             id,
             PendingJob {
@@ -323,27 +362,44 @@ impl Dispatcher {
         }
         let mut earliest: Option<Instant> = None;
         let mut index = 0;
-        let mut skipped_pinned = 0;
+        let mut skipped = 0;
+        // Ageing: once the first job that cannot be placed has waited long enough, unpinned
+        // jobs behind it may not overtake it.
+        let mut overtaking = true;
         while self.in_flight < self.num_workers && index < self.queue.len() {
             let id = self.queue[index];
-            let pinned = self.jobs.get(&id).is_some_and(|job| job.pin.is_some());
+            let (pinned, submitted) = match self.jobs.get(&id) {
+                Some(job) => (job.pin.is_some(), job.submitted),
+                None => (false, now),
+            };
+            if !pinned && !overtaking {
+                index += 1;
+                skipped += 1;
+                if skipped >= SCAN_LIMIT {
+                    break;
+                }
+                continue;
+            }
             match self.place(id, now, ctx) {
                 Placement::Sent | Placement::Finished => {
                     self.queue.remove(index);
                 }
-                Placement::WaitUntil(at) => {
-                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
-                    if !pinned || skipped_pinned >= PINNED_SCAN_LIMIT {
+                placement => {
+                    if let Placement::WaitUntil(at) = placement {
+                        earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                    }
+                    // Nothing has in-flight room: no job behind this one can go either,
+                    // unless it is pinned elsewhere.
+                    let busy = matches!(placement, Placement::Busy);
+                    if !pinned
+                        && (busy || now.saturating_duration_since(submitted) >= OVERTAKE_AGE_LIMIT)
+                    {
+                        overtaking = false;
+                    }
+                    skipped += 1;
+                    if skipped >= SCAN_LIMIT {
                         break;
                     }
-                    skipped_pinned += 1;
-                    index += 1;
-                }
-                Placement::Busy => {
-                    if !pinned || skipped_pinned >= PINNED_SCAN_LIMIT {
-                        break;
-                    }
-                    skipped_pinned += 1;
                     index += 1;
                 }
             }
@@ -392,10 +448,11 @@ impl Dispatcher {
             let eligible = |i: usize, excluded: &[bool]| {
                 !excluded[i] && pin.is_none_or(|p| p == i) && slots[i].has_room(now)
             };
+            let headroom = |i: usize| slots[i].budget.snapshot(now).headroom(now);
             let choice = self
-                .ring
-                .pick(|i| eligible(i, &excluded) && Some(i) != avoid)
-                .or_else(|| self.ring.pick(|i| eligible(i, &excluded)));
+                .router
+                .pick(|i| eligible(i, &excluded) && Some(i) != avoid, headroom)
+                .or_else(|| self.router.pick(|i| eligible(i, &excluded), headroom));
             let Some(index) = choice else { break };
             let cost = self.cost_on(id, index);
             match self.slots[index].budget.try_reserve(now, cost) {
@@ -464,11 +521,12 @@ impl Dispatcher {
                 tokens: 0,
             };
         };
-        let options = serde_json::Value::Object(job.request.options.clone());
-        job_cost(
-            &options,
-            job.prompt_tokens,
-            self.slots[index].default_completion_tokens,
+        let slot = &self.slots[index];
+        let prompt_tokens = job.prompt_tokens.get(slot.tokenizer).copied().unwrap_or(0);
+        options_cost(
+            &job.request.options,
+            prompt_tokens,
+            slot.default_completion_tokens,
         )
     }
 
@@ -585,6 +643,10 @@ impl Dispatcher {
         };
         slot.budget.settle(now, reservation, &feedback);
         slot.counters.record(&report);
+        if matches!(report.outcome, AttemptOutcome::Success) {
+            self.router.observe_latency(index, report.elapsed);
+        }
+        let slot = &mut self.slots[index];
         let endpoint = slot.name.clone();
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
