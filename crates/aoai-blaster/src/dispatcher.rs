@@ -440,6 +440,11 @@ impl Dispatcher {
             return Placement::Finished;
         }
         let pin = job.pin;
+        // The timer must also fire for the job's deadline, not only for quota.
+        let deadline_at = self
+            .retry
+            .job_deadline
+            .and_then(|deadline| job.submitted.checked_add(deadline));
         let avoid = job.avoid;
         let mut excluded = vec![false; self.slots.len()];
         let mut earliest: Option<Instant> = None;
@@ -488,7 +493,7 @@ impl Dispatcher {
             return Placement::Finished;
         }
         match earliest {
-            Some(at) => Placement::WaitUntil(at),
+            Some(at) => Placement::WaitUntil(deadline_at.map_or(at, |d| d.min(at))),
             None => Placement::Busy,
         }
     }
