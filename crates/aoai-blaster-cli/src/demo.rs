@@ -7,7 +7,7 @@
 //!
 //! | deployment | character |
 //! |---|---|
-//! | `tight` | a tight quota: 30,000 TPM and 180 RPM; the blaster paces the tokens (`tpm_limit`) and learns the request limit from its 429s |
+//! | `tight` | a tight quota: 30,000 TPM and 180 RPM; the blaster paces the tokens (`tpm_limit`), keeps at most 4 requests in flight there and learns the request limit from its 429s |
 //! | `flaky` | fast, but 5% 500s, 5% 503s and 1% requests that hang past the 2 s timeout |
 //! | `slow` | 400 ms to the first token plus 5 ms per token, jitter up to 200 ms |
 
@@ -92,7 +92,7 @@ pub fn blaster_config(endpoint_of: impl Fn(&str) -> String) -> Result<BlasterCon
         "auto_disable_threshold": 10,
         "reenable_after": "2s",
         "deployments": [
-            deployment("tight", json!({"tpm_limit": TIGHT_TPM})),
+            deployment("tight", json!({"tpm_limit": TIGHT_TPM, "max_in_flight": 4})),
             deployment("flaky", json!({"weight": 2})),
             deployment("slow", json!({"max_in_flight": 48})),
         ],
