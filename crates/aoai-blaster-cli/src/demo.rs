@@ -26,9 +26,7 @@ use crate::batch::output::{LineIds, ResultWriter};
 use crate::batch::source::{SourceCounters, SourceEvent};
 use crate::cli::DemoArgs;
 use crate::progress::{ProgressDisplay, ProgressMode};
-use crate::run::{
-    RunLoop, SOURCE_CHANNEL_CAPACITY, configured_tpm, endpoint_summaries, finish_run, run_id,
-};
+use crate::run::{RunLoop, SOURCE_CHANNEL_CAPACITY, conclude, finish_run, run_id};
 use crate::summary::EXIT_USAGE;
 
 /// The tight deployment's quota, in tokens per minute.
@@ -243,20 +241,7 @@ pub async fn demo_command(args: DemoArgs, multi: MultiProgress, mode: ProgressMo
     }
     .drive(receiver)
     .await;
-    let mut summary = outcome.summary;
-    summary.makespan = started.elapsed();
-    let reports = blaster.report().await;
-    progress.finish();
-    summary.endpoints = endpoint_summaries(&reports, &config);
-    summary.rate_limited = summary
-        .rate_limited
-        .max(reports.iter().map(|r| r.rate_limited).sum());
-    summary.configured_tpm = configured_tpm(&config);
-    if summary.unfinished == 0 {
-        blaster.close();
-    } else {
-        drop(blaster);
-    }
+    let summary = conclude(blaster, &config, outcome.summary, started, &progress).await;
     let status = finish_run(&summary, &args.options, outcome.fatal.as_deref());
     crate::console::print_line(&sim_line(&sim));
     sim.stop().await;
@@ -266,6 +251,7 @@ pub async fn demo_command(args: DemoArgs, multi: MultiProgress, mode: ProgressMo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::configured_tpm;
 
     #[test]
     fn the_demo_configs_are_valid() {

@@ -480,21 +480,33 @@ pub async fn run_command(args: RunArgs, multi: MultiProgress, mode: ProgressMode
     }
     .drive(receiver)
     .await;
-    let mut summary = outcome.summary;
+    let summary = conclude(blaster, &config, outcome.summary, started, &progress).await;
+    finish_run(&summary, &args.options, outcome.fatal.as_deref())
+}
+
+/// Completes the run's figures with the endpoints' final state and stops the blaster: closed
+/// gracefully when every job finished, dropped (in-flight calls cancelled) when some did not.
+pub async fn conclude(
+    blaster: Blaster,
+    config: &BlasterConfig,
+    mut summary: Summary,
+    started: Instant,
+    progress: &ProgressDisplay,
+) -> Summary {
     summary.makespan = started.elapsed();
     let reports = blaster.report().await;
     progress.finish();
-    summary.endpoints = endpoint_summaries(&reports, &config);
+    summary.endpoints = endpoint_summaries(&reports, config);
     summary.rate_limited = summary
         .rate_limited
         .max(reports.iter().map(|r| r.rate_limited).sum());
-    summary.configured_tpm = configured_tpm(&config);
+    summary.configured_tpm = configured_tpm(config);
     if summary.unfinished == 0 {
         blaster.close();
     } else {
         drop(blaster);
     }
-    finish_run(&summary, &args.options, outcome.fatal.as_deref())
+    summary
 }
 
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {

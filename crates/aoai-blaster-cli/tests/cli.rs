@@ -746,3 +746,47 @@ async fn demo_runs_end_to_end_and_prints_the_health_table() {
     let lines = output_lines(&output);
     assert_eq!(answers_per_id(&lines).len(), 120);
 }
+
+#[test]
+fn sim_serves_until_ctrl_c() {
+    let ws = Workspace::new();
+    let config = ws.path("sim.yaml");
+    std::fs::write(
+        &config,
+        "bind: 127.0.0.1:0\ndeployments:\n  - name: gpt-4o\n    tpm: 60000\n",
+    )
+    .unwrap();
+    let mut child = command(&[
+        "sim".into(),
+        "--config".into(),
+        config.display().to_string(),
+    ])
+    .spawn()
+    .expect("the binary starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).unwrap();
+    assert!(
+        first.starts_with("aoai-sim listening on http://127.0.0.1:"),
+        "{first}"
+    );
+    send_signal(&child, "-INT");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let broken = ws.path("broken.yaml");
+    std::fs::write(&broken, "deployments: 3\n").unwrap();
+    let result = command(&[
+        "sim".into(),
+        "--config".into(),
+        broken.display().to_string(),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(result.status.code(), Some(2), "{}", describe(&result));
+    assert!(
+        text(&result.stderr).contains("broken.yaml"),
+        "{}",
+        describe(&result)
+    );
+}
