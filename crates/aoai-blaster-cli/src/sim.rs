@@ -1,5 +1,7 @@
 //! `aoai-blaster sim`: the Azure OpenAI simulator, standalone (the same as the `aoai-sim`
-//! binary), until Ctrl-C.
+//! binary), until Ctrl-C or SIGTERM.
+
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::SimArgs;
 use crate::summary::{EXIT_OK, EXIT_USAGE};
@@ -19,6 +21,18 @@ pub async fn sim_command(args: SimArgs) -> u8 {
     if let Some(bind) = args.bind {
         config.bind = bind;
     }
+    // Listen for Ctrl-C (and SIGTERM) before announcing the address, so that a signal sent as
+    // soon as the address is printed stops the simulator cleanly.
+    let (mut interrupts, mut terminations) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(interrupts), Ok(terminations)) => (interrupts, terminations),
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("aoai-blaster: cannot listen for Ctrl-C: {error}");
+            return EXIT_USAGE;
+        }
+    };
     let sim = match aoai_sim::start(config).await {
         Ok(sim) => sim,
         Err(error) => {
@@ -40,13 +54,10 @@ pub async fn sim_command(args: SimArgs) -> u8 {
     if let Some(endpoint) = sim.managed_identity_endpoint() {
         crate::console::print_line(&format!("aoai-sim managed identity endpoint {endpoint}"));
     }
-    let waited = tokio::signal::ctrl_c().await;
-    sim.stop().await;
-    match waited {
-        Ok(()) => EXIT_OK,
-        Err(error) => {
-            eprintln!("aoai-blaster: cannot wait for Ctrl-C: {error}");
-            EXIT_USAGE
-        }
+    tokio::select! {
+        _ = interrupts.recv() => {}
+        _ = terminations.recv() => {}
     }
+    sim.stop().await;
+    EXIT_OK
 }
