@@ -125,6 +125,7 @@ pub fn demo_request(i: u64) -> BatchRequest {
         body,
         pin: None,
         stream: i % 10 == 9,
+        previous: None,
     }
 }
 

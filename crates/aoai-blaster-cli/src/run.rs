@@ -401,7 +401,7 @@ pub async fn run_command(args: RunArgs, multi: MultiProgress, mode: ProgressMode
     if same_file(&args.input, &args.output) {
         return usage_error("--input and --output name the same file; write the results elsewhere");
     }
-    let previous = match prepare_output(&args.output, args.retry_failed) {
+    let mut previous = match prepare_output(&args.output, args.retry_failed) {
         Ok(previous) => previous,
         Err(error) => {
             return usage_error(format_args!(
@@ -432,7 +432,8 @@ pub async fn run_command(args: RunArgs, multi: MultiProgress, mode: ProgressMode
     {
         let counters = counters.clone();
         let stop = stop.clone();
-        let mut parser = LineParser::new(names);
+        let mut parser = LineParser::resuming(names, previous.take_answers());
+        let reported_lines = std::mem::take(&mut previous.reported_lines);
         let path = args.input.clone();
         let spawned = std::thread::Builder::new()
             .name("read-input".into())
@@ -446,7 +447,7 @@ pub async fn run_command(args: RunArgs, multi: MultiProgress, mode: ProgressMode
                 read_batch_input(
                     BufReader::with_capacity(1 << 16, input),
                     parser,
-                    previous,
+                    &reported_lines,
                     &sender,
                     &counters,
                     &stop,

@@ -1,26 +1,30 @@
 //! A compact index of `custom_id`s: what lets a run with a million lines detect duplicates and
 //! skip answered ids without keeping a million strings.
 //!
-//! Each id is reduced to a 128-bit fingerprint (two independent SipHash values). Two different
-//! ids share a fingerprint with a probability around `n² / 2¹²⁹`, about 10⁻²⁷ for a million
-//! ids, so the index behaves as an exact set while costing 16 bytes per id (plus the hash
-//! table's slack) instead of the id's length plus a `String`'s 24 bytes of overhead.
+//! Each id is reduced to a 128-bit fingerprint (two independent SipHash values), of which 126
+//! bits identify the id and 2 bits carry an [`IdTag`]: claimed by a line of this run, answered
+//! with a success before, or answered with a failure before. One table thus serves both the
+//! duplicate check and the resume skip. Two different ids share a fingerprint with a probability
+//! around `n² / 2¹²⁷`, about 10⁻²⁶ for a million ids, so the index behaves as an exact set while
+//! costing 16 bytes per entry (plus the hash table's slack) instead of the id's length plus a
+//! `String`'s 24 bytes of overhead.
 //!
 //! ```
-//! use aoai_blaster_cli::batch::ids::{IdFingerprint, IdIndex};
+//! use aoai_blaster_cli::batch::ids::{IdFingerprint, IdIndex, IdTag};
 //!
 //! let mut index = IdIndex::default();
-//! assert!(index.insert("req-1"));
-//! assert!(!index.insert("req-1"));
-//! assert!(index.contains("req-1"));
-//! assert_eq!(IdFingerprint::of("a"), IdFingerprint::of("a"));
+//! let id = IdFingerprint::of("req-1");
+//! assert!(index.insert(id, IdTag::Claimed));
+//! assert!(!index.insert(id, IdTag::Claimed));
+//! assert!(index.contains(id, IdTag::Claimed));
+//! assert!(!index.contains(id, IdTag::Succeeded));
 //! assert_ne!(IdFingerprint::of("a"), IdFingerprint::of("b"));
 //! ```
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-/// A 128-bit fingerprint of one `custom_id`, stable within a process.
+/// A fingerprint of one `custom_id`, stable within a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IdFingerprint(u128);
 
@@ -33,44 +37,61 @@ impl IdFingerprint {
             id.hash(&mut hasher);
             hasher.finish()
         };
-        IdFingerprint((u128::from(half(0x5a)) << 64) | u128::from(half(0xa5)))
+        IdFingerprint(((u128::from(half(0x5a)) << 64) | u128::from(half(0xa5))) & !TAG_MASK)
+    }
+
+    fn tagged(self, tag: IdTag) -> u128 {
+        self.0 | tag as u128
     }
 }
 
-/// A set of `custom_id`s, stored as fingerprints.
+const TAG_MASK: u128 = 0b11;
+
+/// What an id in an [`IdIndex`] stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdTag {
+    /// A valid line of this run has the id.
+    Claimed = 0,
+    /// The output already has a successful answer for the id.
+    Succeeded = 1,
+    /// The output already has a failed answer for the id.
+    Failed = 2,
+}
+
+/// A set of `(custom_id, tag)` pairs, stored as tagged fingerprints.
 #[derive(Debug, Default, Clone)]
 pub struct IdIndex {
-    set: HashSet<IdFingerprint>,
+    set: HashSet<u128>,
 }
 
 impl IdIndex {
-    /// Adds `id`; false when it was already there.
-    pub fn insert(&mut self, id: &str) -> bool {
-        self.set.insert(IdFingerprint::of(id))
+    /// Adds `id` with `tag`; false when that pair was already there.
+    pub fn insert(&mut self, id: IdFingerprint, tag: IdTag) -> bool {
+        self.set.insert(id.tagged(tag))
     }
 
-    /// Whether `id` is in the set.
-    pub fn contains(&self, id: &str) -> bool {
-        self.set.contains(&IdFingerprint::of(id))
+    /// Whether `id` is there with `tag`.
+    pub fn contains(&self, id: IdFingerprint, tag: IdTag) -> bool {
+        self.set.contains(&id.tagged(tag))
     }
 
-    /// Removes `id`; false when it was not there.
-    pub fn remove(&mut self, id: &str) -> bool {
-        self.set.remove(&IdFingerprint::of(id))
+    /// Removes `id` with `tag`; false when that pair was not there.
+    pub fn remove(&mut self, id: IdFingerprint, tag: IdTag) -> bool {
+        self.set.remove(&id.tagged(tag))
     }
 
-    /// Makes room for `additional` more ids at once, so that the table does not double (and
+    /// Makes room for `additional` more entries at once, so that the table does not double (and
     /// briefly hold its old and new copies) while it fills.
     pub fn reserve(&mut self, additional: usize) {
         self.set.reserve(additional);
     }
 
-    /// Number of ids.
+    /// Number of entries.
     pub fn len(&self) -> usize {
         self.set.len()
     }
 
-    /// True when no id is in the set.
+    /// True when there is no entry.
     pub fn is_empty(&self) -> bool {
         self.set.is_empty()
     }
@@ -90,24 +111,30 @@ mod tests {
     }
 
     #[test]
-    fn insert_remove_contains() {
+    fn insert_remove_contains_per_tag() {
         let mut index = IdIndex::default();
         assert!(index.is_empty());
         index.reserve(1000);
         assert!(index.is_empty());
-        assert!(index.insert("x"));
-        assert!(index.insert("y"));
-        assert!(!index.insert("x"));
-        assert_eq!(index.len(), 2);
-        assert!(index.remove("x"));
-        assert!(!index.remove("x"));
-        assert!(!index.contains("x"));
-        assert!(index.contains("y"));
+        let (x, y) = (IdFingerprint::of("x"), IdFingerprint::of("y"));
+        assert!(index.insert(x, IdTag::Claimed));
+        assert!(index.insert(x, IdTag::Succeeded));
+        assert!(index.insert(y, IdTag::Failed));
+        assert!(!index.insert(x, IdTag::Claimed));
+        assert_eq!(index.len(), 3);
+        assert!(index.remove(x, IdTag::Succeeded));
+        assert!(!index.remove(x, IdTag::Succeeded));
+        assert!(index.contains(x, IdTag::Claimed));
+        assert!(!index.contains(y, IdTag::Claimed));
+        assert!(index.contains(y, IdTag::Failed));
     }
 
     #[test]
-    fn halves_are_independent() {
+    fn tags_live_in_the_low_bits_only() {
         let IdFingerprint(value) = IdFingerprint::of("same");
-        assert_ne!((value >> 64) as u64, value as u64);
+        assert_eq!(value & TAG_MASK, 0);
+        assert_ne!((value >> 64) as u64, value as u64 & !0b11);
+        let tagged = IdFingerprint::of("same").tagged(IdTag::Failed);
+        assert_eq!(tagged >> 2, value >> 2);
     }
 }

@@ -41,7 +41,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::ids::IdIndex;
+use super::ids::{IdFingerprint, IdIndex, IdTag};
+use super::output::PreviousAnswer;
 
 /// The most ids [`LineParser::reserve`] makes room for in advance (beyond it the index grows as
 /// needed).
@@ -130,6 +131,9 @@ pub struct BatchRequest {
     pub pin: Option<String>,
     /// `body.stream` was `true`.
     pub stream: bool,
+    /// How the output already answers this `custom_id`, for a resumed run (the line is then
+    /// skipped).
+    pub previous: Option<PreviousAnswer>,
 }
 
 /// What one input line turned into.
@@ -177,27 +181,38 @@ impl DeploymentNames {
 #[derive(Debug, Clone)]
 pub struct LineParser {
     deployments: DeploymentNames,
-    claimed: IdIndex,
+    index: IdIndex,
+    claimed: usize,
 }
 
 impl LineParser {
     /// A parser that pins by `deployments`.
     pub fn new(deployments: DeploymentNames) -> LineParser {
+        LineParser::resuming(deployments, IdIndex::default())
+    }
+
+    /// A parser for a resumed run: `answers` holds the ids the output already answers (tagged
+    /// [`IdTag::Succeeded`] or [`IdTag::Failed`], as
+    /// [`ResumeScan::take_answers`](super::output::ResumeScan::take_answers) gives them). Each
+    /// valid line with such an id says so in [`BatchRequest::previous`], and the same table then
+    /// holds the run's own ids, so a resumed run needs no second index.
+    pub fn resuming(deployments: DeploymentNames, answers: IdIndex) -> LineParser {
         LineParser {
             deployments,
-            claimed: IdIndex::default(),
+            index: answers,
+            claimed: 0,
         }
     }
 
     /// Makes room for the ids of `lines` more lines at once (up to [`MAX_RESERVED_IDS`]).
     pub fn reserve(&mut self, lines: u64) {
         let lines = usize::try_from(lines.min(MAX_RESERVED_IDS)).unwrap_or(0);
-        self.claimed.reserve(lines);
+        self.index.reserve(lines.saturating_sub(self.index.len()));
     }
 
     /// Number of distinct `custom_id`s claimed by valid lines so far.
     pub fn claimed(&self) -> usize {
-        self.claimed.len()
+        self.claimed
     }
 
     /// Parses and validates line number `line` (1-based).
@@ -261,7 +276,8 @@ impl LineParser {
             }
         };
         let id = Some(custom_id.as_str());
-        if self.claimed.contains(&custom_id) {
+        let fingerprint = IdFingerprint::of(&custom_id);
+        if self.index.contains(fingerprint, IdTag::Claimed) {
             return invalid(
                 id,
                 InputErrorCode::DuplicateCustomId,
@@ -353,13 +369,23 @@ impl LineParser {
             _ => None,
         };
         let stream = matches!(body.remove("stream"), Some(Value::Bool(true)));
-        self.claimed.insert(&custom_id);
+        self.index.insert(fingerprint, IdTag::Claimed);
+        self.claimed += 1;
+        // Each id is asked about once, so its earlier answer can leave the index now.
+        let previous = if self.index.remove(fingerprint, IdTag::Succeeded) {
+            Some(PreviousAnswer::Succeeded)
+        } else if self.index.remove(fingerprint, IdTag::Failed) {
+            Some(PreviousAnswer::Failed)
+        } else {
+            None
+        };
         ParsedLine::Request(BatchRequest {
             line,
             custom_id,
             body,
             pin,
             stream,
+            previous,
         })
     }
 }
@@ -639,6 +665,27 @@ mod tests {
         assert!(request.stream);
         assert!(request.body.get("stream").is_none());
         assert_eq!(request.body["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn a_resuming_parser_says_how_each_id_was_answered_once() {
+        let mut answers = IdIndex::default();
+        answers.insert(IdFingerprint::of("ok"), IdTag::Succeeded);
+        answers.insert(IdFingerprint::of("bad"), IdTag::Failed);
+        let mut parser = LineParser::resuming(DeploymentNames::default(), answers);
+        parser.reserve(10);
+        let ok = request_of(parser.parse(1, &good("ok")));
+        assert_eq!(ok.previous, Some(PreviousAnswer::Succeeded));
+        let bad = request_of(parser.parse(2, &good("bad")));
+        assert_eq!(bad.previous, Some(PreviousAnswer::Failed));
+        let new = request_of(parser.parse(3, &good("new")));
+        assert_eq!(new.previous, None);
+        // A second line with an answered id is a duplicate, not a second skip.
+        let again = error_of(parser.parse(4, &good("ok")));
+        assert_eq!(again.code, InputErrorCode::DuplicateCustomId);
+        assert_eq!(parser.claimed(), 3);
+        // The answers left the table as the lines claimed their ids: one entry per id.
+        assert_eq!(parser.index.len(), 3);
     }
 
     #[test]

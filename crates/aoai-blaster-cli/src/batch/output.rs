@@ -26,7 +26,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::ids::IdIndex;
+use super::ids::{IdFingerprint, IdIndex, IdTag};
 use super::input::{InputError, InputErrorCode};
 
 /// One output line.
@@ -274,10 +274,9 @@ pub enum PreviousAnswer {
 /// What [`prepare_output`] found in an existing output file.
 #[derive(Debug, Default)]
 pub struct ResumeScan {
-    /// `custom_id`s with a 2xx answer.
-    pub succeeded_ids: IdIndex,
-    /// `custom_id`s with a failed answer that stays (not retried).
-    pub failed_ids: IdIndex,
+    /// `custom_id`s with a 2xx answer ([`IdTag::Succeeded`]) or with a failed answer that stays
+    /// ([`IdTag::Failed`]; not retried).
+    pub answers: IdIndex,
     /// Input line numbers that already have an error line: the run does not write them again.
     pub reported_lines: HashSet<u64>,
     /// Successful answer lines found.
@@ -304,30 +303,20 @@ impl ResumeScan {
 
     /// Whether `id` was answered before (without forgetting it).
     pub fn answer_of(&self, id: &str) -> Option<PreviousAnswer> {
-        if self.succeeded_ids.contains(id) {
+        let id = IdFingerprint::of(id);
+        if self.answers.contains(id, IdTag::Succeeded) {
             Some(PreviousAnswer::Succeeded)
-        } else if self.failed_ids.contains(id) {
+        } else if self.answers.contains(id, IdTag::Failed) {
             Some(PreviousAnswer::Failed)
         } else {
             None
         }
     }
 
-    /// Whether `id` was answered before, forgetting it (each id is asked about once, so the
-    /// index shrinks as the input's own index of claimed ids grows).
-    pub fn take_answer(&mut self, id: &str) -> Option<PreviousAnswer> {
-        if self.succeeded_ids.remove(id) {
-            Some(PreviousAnswer::Succeeded)
-        } else if self.failed_ids.remove(id) {
-            Some(PreviousAnswer::Failed)
-        } else {
-            None
-        }
-    }
-
-    /// Ids answered before and not yet taken.
-    pub fn answered_len(&self) -> usize {
-        self.succeeded_ids.len() + self.failed_ids.len()
+    /// The index of answered ids, for [`LineParser::resuming`](super::input::LineParser::resuming)
+    /// (the scan keeps an empty one).
+    pub fn take_answers(&mut self) -> IdIndex {
+        std::mem::take(&mut self.answers)
     }
 }
 
@@ -375,8 +364,9 @@ pub fn prepare_output(path: &Path, retry_failed: bool) -> io::Result<ResumeScan>
         number += 1;
         let keep = match classify_line(&buffer[..buffer.len() - 1]) {
             LineKind::Succeeded(id) => {
-                let earlier = scan.succeeded_ids.contains(&id) || scan.failed_ids.remove(&id);
-                scan.succeeded_ids.insert(&id);
+                let id = IdFingerprint::of(&id);
+                let earlier = !scan.answers.insert(id, IdTag::Succeeded)
+                    | scan.answers.remove(id, IdTag::Failed);
                 scan.duplicate_answers += u64::from(earlier);
                 scan.succeeded += 1;
                 true
@@ -386,7 +376,9 @@ pub fn prepare_output(path: &Path, retry_failed: bool) -> io::Result<ResumeScan>
                 false
             }
             LineKind::Failed(id) => {
-                let earlier = scan.succeeded_ids.contains(&id) || !scan.failed_ids.insert(&id);
+                let id = IdFingerprint::of(&id);
+                let earlier = scan.answers.contains(id, IdTag::Succeeded)
+                    || !scan.answers.insert(id, IdTag::Failed);
                 scan.duplicate_answers += u64::from(earlier);
                 scan.failed += 1;
                 true
@@ -569,7 +561,7 @@ mod tests {
     fn a_missing_file_is_an_empty_scan() {
         let dir = tempfile::tempdir().unwrap();
         let scan = prepare_output(&dir.path().join("none.jsonl"), true).unwrap();
-        assert_eq!(scan.answered_len(), 0);
+        assert!(scan.answers.is_empty());
         assert_eq!(scan.kept_lines(), 0);
         assert!(!dir.path().join("none.jsonl").exists());
     }
@@ -697,7 +689,8 @@ mod tests {
         assert_eq!(scan.duplicate_answers, 1);
         assert_eq!(scan.unrecognised_lines, vec![3]);
         assert_eq!(scan.kept_lines(), 3);
-        assert_eq!(scan.take_answer("a"), Some(PreviousAnswer::Succeeded));
-        assert_eq!(scan.take_answer("a"), None);
+        assert_eq!(scan.answer_of("a"), Some(PreviousAnswer::Succeeded));
+        assert_eq!(scan.take_answers().len(), 1);
+        assert_eq!(scan.answer_of("a"), None);
     }
 }

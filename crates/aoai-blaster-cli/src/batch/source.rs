@@ -4,13 +4,14 @@
 //! Nothing here holds more than one line at a time: memory is the channel's few hundred
 //! requests plus the `custom_id` index, however long the file is.
 
+use std::collections::HashSet;
 use std::io::{self, BufRead};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
 use super::input::{BatchRequest, InputError, InputErrorCode, LineParser, ParsedLine};
-use super::output::{PreviousAnswer, ResumeScan};
+use super::output::PreviousAnswer;
 
 /// What the reader hands to the run.
 #[derive(Debug)]
@@ -73,11 +74,13 @@ impl SourceCounters {
 }
 
 /// Reads `input` to the end (or until `stop` is set or the receiver is gone), sending each line
-/// that needs work as a [`SourceEvent`]. Blocking: run it on a thread of its own.
+/// that needs work as a [`SourceEvent`]. Lines whose id the output already answers (the parser
+/// says so, see [`LineParser::resuming`]) and invalid lines in `reported_lines` (reported by an
+/// earlier run) are counted, not sent. Blocking: run it on a thread of its own.
 pub fn read_batch_input(
     mut input: impl BufRead,
     mut parser: LineParser,
-    mut previous: ResumeScan,
+    reported_lines: &HashSet<u64>,
     events: &mpsc::Sender<SourceEvent>,
     counters: &SourceCounters,
     stop: &AtomicBool,
@@ -115,7 +118,7 @@ pub fn read_batch_input(
                 continue;
             }
             ParsedLine::Invalid(error) => {
-                if previous.reported_lines.contains(&error.line) {
+                if reported_lines.contains(&error.line) {
                     counters
                         .invalid_reported_before
                         .fetch_add(1, Ordering::Relaxed);
@@ -123,7 +126,7 @@ pub fn read_batch_input(
                 }
                 SourceEvent::Invalid(error)
             }
-            ParsedLine::Request(request) => match previous.take_answer(&request.custom_id) {
+            ParsedLine::Request(request) => match request.previous {
                 Some(answer) => {
                     counters.skipped.fetch_add(1, Ordering::Relaxed);
                     if answer == PreviousAnswer::Failed {
@@ -144,7 +147,7 @@ pub fn read_batch_input(
 mod tests {
     use super::*;
     use crate::batch::input::DeploymentNames;
-    use crate::batch::output::{OutputLine, ResultWriter, prepare_output};
+    use crate::batch::output::{OutputLine, ResultWriter, ResumeScan, prepare_output};
     use serde_json::json;
 
     fn line(id: &str) -> String {
@@ -153,14 +156,14 @@ mod tests {
         .to_string()
     }
 
-    fn run_reader(input: &str, previous: ResumeScan) -> (Vec<SourceEvent>, SourceCounters) {
+    fn run_reader(input: &str, mut previous: ResumeScan) -> (Vec<SourceEvent>, SourceCounters) {
         let (sender, mut receiver) = mpsc::channel(1024);
         let counters = SourceCounters::default();
         let stop = AtomicBool::new(false);
         read_batch_input(
             input.as_bytes(),
-            LineParser::new(DeploymentNames::default()),
-            previous,
+            LineParser::resuming(DeploymentNames::default(), previous.take_answers()),
+            &previous.reported_lines,
             &sender,
             &counters,
             &stop,
@@ -218,7 +221,7 @@ mod tests {
         read_batch_input(
             &input[..],
             LineParser::new(DeploymentNames::default()),
-            ResumeScan::default(),
+            &HashSet::new(),
             &sender,
             &counters,
             &AtomicBool::new(false),
@@ -297,7 +300,7 @@ mod tests {
         read_batch_input(
             line("a").as_bytes(),
             LineParser::new(DeploymentNames::default()),
-            ResumeScan::default(),
+            &HashSet::new(),
             &sender,
             &counters,
             &stop,
@@ -315,7 +318,7 @@ mod tests {
         read_batch_input(
             input.as_bytes(),
             LineParser::new(DeploymentNames::default()),
-            ResumeScan::default(),
+            &HashSet::new(),
             &sender,
             &counters,
             &AtomicBool::new(false),
