@@ -4,7 +4,8 @@
 //! starts the simulator in this process (one deployment, zero latency, quota far above what the
 //! run can use), runs the release `aoai-blaster run` binary on it, samples the child's
 //! `/proc/<pid>/status` every 50 ms and prints its peak RSS (`VmHWM`) next to the peak of a
-//! 1,000-line run of the same binary (the "idle" footprint: runtime, threads, buffers).
+//! 1,000-line run of the same binary (the "idle" footprint: runtime, threads, buffers), then runs
+//! the same command again (everything already answered: the resume scan and its index).
 //!
 //! Run: `cargo bench -p aoai-blaster-cli --bench rss_stream` (Linux only: it reads `/proc`).
 
@@ -121,6 +122,8 @@ fn main() {
     let bytes = write_input(&input, lines).expect("input written");
     let output = dir.path().join("large-out.jsonl");
     let large = measure(&config, &input, &output);
+    // The same command again: every id is answered, so this measures the resume scan and index.
+    let resumed = measure(&config, &input, &output);
     let stats = sim.stats().total();
     sim.stop();
 
@@ -155,6 +158,12 @@ fn main() {
         "  growth over the idle footprint: {:.1} MiB ({:.1} bytes per line)",
         mib(large.peak_kib.saturating_sub(small.peak_kib)),
         large.peak_kib.saturating_sub(small.peak_kib) as f64 * 1024.0 / lines as f64
+    );
+    println!(
+        "  the same command again (all {lines} ids already answered): peak RSS {:.1} MiB, {:.1}s, exit {:?}",
+        mib(resumed.peak_kib),
+        resumed.elapsed.as_secs_f64(),
+        resumed.code
     );
     println!("  simulator: {} requests, {} ok", stats.requests, stats.ok);
     if let Some(first) = large.stdout.lines().next() {
