@@ -23,6 +23,7 @@ use crate::clock;
 use crate::messages::{
     Attempt, AttemptReport, HealthEvent, HealthReport, HealthSnapshot, StopForRestart, StreamDelta,
 };
+use crate::metrics::{EndpointMetrics, FinishedAttempt, server_time_from_headers};
 
 /// Largest successful reply body read (a reply with many choices can be large).
 const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
@@ -82,6 +83,7 @@ pub struct EndpointActor {
     generation: u64,
     reports: Recipient<HealthReport>,
     cooldown_timer: Option<SpawnHandle>,
+    metrics: EndpointMetrics,
 }
 
 impl EndpointActor {
@@ -96,6 +98,7 @@ impl EndpointActor {
         Supervisor::start_in_arbiter(arbiter, move |_ctx| {
             let client = build_client(&settings);
             EndpointActor {
+                metrics: EndpointMetrics::new(&settings.name),
                 health: EndpointHealth::new(settings.health_policy.clone()),
                 settings: Arc::new(settings),
                 client,
@@ -125,6 +128,11 @@ impl EndpointActor {
             health: self.snapshot(),
             at: SystemTime::now(),
         };
+        self.metrics.health(
+            &report.health.state,
+            report.health.failure_streak,
+            report.event == HealthEvent::Changed,
+        );
         match &report.health.state {
             HealthState::Disabled { reason, .. } => {
                 tracing::warn!(endpoint = %report.endpoint, %reason, "endpoint disabled");
@@ -158,7 +166,21 @@ impl EndpointActor {
         }));
     }
 
-    fn conclude(&mut self, call: CallResult, ctx: &mut Context<Self>) -> AttemptReport {
+    fn conclude(
+        &mut self,
+        call: CallResult,
+        span: &tracing::Span,
+        ctx: &mut Context<Self>,
+    ) -> AttemptReport {
+        let usage = call.completion.as_ref().and_then(|c| c.usage.as_ref());
+        self.metrics.attempt_finished(&FinishedAttempt {
+            status: call.status,
+            outcome: &call.outcome,
+            elapsed: call.elapsed,
+            server_time: call.server_time,
+            usage,
+        });
+        record_on_span(span, &call);
         let now = clock::now();
         let previous = self.health.state().clone();
         if self.health.on_outcome(now, &call.outcome).is_some() {
@@ -172,6 +194,7 @@ impl EndpointActor {
             request_id: call.request_id,
             rate_limits: call.rate_limits,
             elapsed: call.elapsed,
+            server_time: call.server_time,
             deltas_delivered: call.deltas_delivered,
             declined: false,
             health: self.snapshot(),
@@ -233,12 +256,29 @@ impl Handler<Attempt> for EndpointActor {
                 request_id: None,
                 rate_limits: RateLimitHeaders::default(),
                 elapsed: Duration::ZERO,
+                server_time: None,
                 deltas_delivered: 0,
                 declined: true,
                 health: self.snapshot(),
             };
+            self.metrics.declined();
             return Box::pin(fut::ready(report));
         }
+        self.metrics.attempt_started(attempt.number);
+        // Names, numbers and outcomes only: never headers or bodies (they hold secrets).
+        let span = tracing::debug_span!(
+            "attempt",
+            job = attempt.job,
+            label = attempt.label.as_deref().unwrap_or(""),
+            endpoint = %self.settings.name,
+            attempt = attempt.number,
+            status = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            upstream_us = tracing::field::Empty,
+            server_us = tracing::field::Empty,
+            prompt_tokens = tracing::field::Empty,
+            completion_tokens = tracing::field::Empty,
+        );
         let body = build_request_body(&self.settings.defaults, &attempt.request, attempt.stream);
         let call = HttpCall {
             client: self.client.clone(),
@@ -249,8 +289,10 @@ impl Handler<Attempt> for EndpointActor {
             deltas: attempt.deltas,
             label: attempt.label,
         };
+        let run = tracing::Instrument::instrument(call.run(), span.clone());
         Box::pin(
-            fut::wrap_future::<_, Self>(call.run()).map(|call, act, ctx| act.conclude(call, ctx)),
+            fut::wrap_future::<_, Self>(run)
+                .map(move |call, act, ctx| act.conclude(call, &span, ctx)),
         )
     }
 }
@@ -263,7 +305,33 @@ struct CallResult {
     request_id: Option<String>,
     rate_limits: RateLimitHeaders,
     elapsed: Duration,
+    server_time: Option<Duration>,
     deltas_delivered: u32,
+}
+
+/// Fills the attempt span's result fields.
+fn record_on_span(span: &tracing::Span, call: &CallResult) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(status) = call.status {
+        span.record("status", status);
+    }
+    span.record("outcome", crate::metrics::outcome_label(&call.outcome));
+    span.record(
+        "upstream_us",
+        u64::try_from(call.elapsed.as_micros()).unwrap_or(u64::MAX),
+    );
+    if let Some(server) = call.server_time {
+        span.record(
+            "server_us",
+            u64::try_from(server.as_micros()).unwrap_or(u64::MAX),
+        );
+    }
+    if let Some(usage) = call.completion.as_ref().and_then(|c| c.usage.as_ref()) {
+        span.record("prompt_tokens", usage.prompt_tokens);
+        span.record("completion_tokens", usage.completion_tokens);
+    }
 }
 
 /// Everything one HTTP call needs; `run` performs it.
@@ -302,6 +370,7 @@ impl HttpCall {
             request_id: None,
             rate_limits: RateLimitHeaders::default(),
             elapsed: Duration::ZERO,
+            server_time: None,
             deltas_delivered: 0,
         };
         let header = match self.auth.header().await {
@@ -346,6 +415,7 @@ impl HttpCall {
         result.status = Some(status);
         result.rate_limits = parse_rate_limit_headers(&lookup);
         result.request_id = lookup("apim-request-id").or_else(|| lookup("x-request-id"));
+        result.server_time = server_time_from_headers(&lookup);
         let remaining = timeouts
             .request
             .saturating_sub(clock::now().saturating_duration_since(started));

@@ -34,6 +34,7 @@ mod clock;
 pub mod dispatcher;
 pub mod endpoint;
 pub mod messages;
+pub mod metrics;
 pub mod report;
 
 pub use aoai_blaster_core as core;

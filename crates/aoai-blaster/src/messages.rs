@@ -167,6 +167,9 @@ pub struct AttemptReport {
     pub rate_limits: RateLimitHeaders,
     /// Duration of the HTTP call.
     pub elapsed: Duration,
+    /// The server's own processing time, when the reply stated it (`x-sim-processing-us`,
+    /// `openai-processing-ms`): `elapsed` minus this is the client and network's share.
+    pub server_time: Option<Duration>,
     /// Deltas already delivered to the caller (a failure after the first is not retried).
     pub deltas_delivered: u32,
     /// The endpoint declined the attempt without sending it (it is cooling down or disabled).

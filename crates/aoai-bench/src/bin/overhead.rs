@@ -1,0 +1,278 @@
+//! `overhead`: what aoai-blaster costs per job.
+//!
+//! The simulator runs in a child process (zero latency, a quota too large to matter, one
+//! worker); this process runs the Dispatcher and its EndpointActor and pushes jobs through
+//! them: first closed loop (jobs/s, client CPU per job), then at fixed open-loop rates (the
+//! latency the blaster adds: client-side duration minus the simulator's own processing time,
+//! which it states in `x-sim-processing-us`).
+//!
+//! `cargo run --release -p aoai-bench --bin overhead -- --help`
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use aoai_bench::cpu;
+use aoai_bench::drive::{self, Collected};
+use aoai_bench::say;
+use aoai_bench::sim::SimProcess;
+use aoai_blaster::metrics::MetricsHandle;
+use aoai_blaster::{BlasterConfig, ChatJob, Dispatcher};
+use aoai_sim::{DeploymentSpec, SimConfig};
+use clap::Parser;
+use serde_json::json;
+
+/// Targets on a 2-core machine (issue 6).
+const TARGET_JOBS_PER_SEC: f64 = 20_000.0;
+const TARGET_CPU_US_PER_JOB: f64 = 50.0;
+const TARGET_ADDED_P99_US: u64 = 1_000;
+
+#[derive(Debug, Parser)]
+#[command(about = "Jobs/s, client CPU per job and added latency of aoai-blaster against aoai-sim")]
+struct Args {
+    /// Jobs in the closed-loop run.
+    #[arg(long, default_value_t = 200_000)]
+    jobs: u64,
+    /// `num_workers`: attempts in flight.
+    #[arg(long, default_value_t = 64)]
+    num_workers: usize,
+    /// Jobs handed to the Dispatcher at once in the closed loop (default: queue capacity +
+    /// num_workers, so the queue never runs dry).
+    #[arg(long)]
+    outstanding: Option<usize>,
+    /// Open-loop rates (jobs per second), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![5_000u32, 10_000])]
+    rates: Vec<u32>,
+    /// Seconds each open-loop rate runs.
+    #[arg(long, default_value_t = 5)]
+    rate_seconds: u64,
+    /// Jobs run first and not measured.
+    #[arg(long, default_value_t = 5_000)]
+    warmup: u64,
+    /// Run without the Prometheus recorder (then the simulator's processing time is not known
+    /// and "added" latency is the whole client-side duration: an upper bound).
+    #[arg(long)]
+    no_metrics: bool,
+}
+
+fn main() -> ExitCode {
+    aoai_bench::sim::run_child_if_asked();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("overhead: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    say(format!(
+        "aoai-blaster overhead benchmark (aoai-blaster {}), {cores} cores, load average {}",
+        env!("CARGO_PKG_VERSION"),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    let sim = SimProcess::start(
+        &SimConfig::default().deployment(
+            DeploymentSpec::new("bench")
+                .tpm(10_000_000_000)
+                .reply_tokens(16),
+        ),
+    )?;
+    say(format!(
+        "simulator: child process {} at {} (1 worker, zero latency, 10 G TPM)",
+        sim.pid(),
+        sim.base_url()
+    ));
+    let metrics = if args.no_metrics {
+        None
+    } else {
+        Some(MetricsHandle::install().map_err(|e| e.to_string())?)
+    };
+    let config = BlasterConfig::from_value(json!({
+        "num_workers": args.num_workers,
+        "deployments": [{
+            "name": "bench",
+            "endpoint": sim.base_url(),
+            "api_key": aoai_sim::DEFAULT_API_KEY,
+            "model": "bench",
+        }],
+    }))
+    .map_err(|e| e.to_string())?;
+    let outstanding = args
+        .outstanding
+        .unwrap_or(config.queue_capacity + config.num_workers);
+    let system = actix::System::new();
+    let result = system.block_on(async {
+        let dispatcher = Dispatcher::start(config).map_err(|e| e.to_string())?;
+        let job = |i: u64| ChatJob::new(drive::request(i, Some(16)));
+        say(format!("warm-up: {} jobs", args.warmup));
+        let warm = drive::closed_loop(&dispatcher, args.warmup, outstanding, job).await;
+        check_all_ok(&warm, "warm-up")?;
+
+        say(format!(
+            "closed loop: {} jobs, {outstanding} handed over at once, num_workers {}",
+            args.jobs, args.num_workers
+        ));
+        let threads_before = cpu::threads_cpu();
+        let cpu_before = cpu::process_cpu();
+        let sim_cpu_before = cpu::pid_cpu(sim.pid());
+        let closed = drive::closed_loop(&dispatcher, args.jobs, outstanding, job).await;
+        let cpu_used = cpu::process_cpu().saturating_sub(cpu_before);
+        let sim_cpu = cpu::pid_cpu(sim.pid()).saturating_sub(sim_cpu_before);
+        let threads = cpu::threads_delta(&threads_before, &cpu::threads_cpu());
+        check_all_ok(&closed, "closed loop")?;
+        let jobs_per_sec = closed.ok as f64 / closed.elapsed.as_secs_f64();
+        let cpu_per_job = cpu_used.as_secs_f64() * 1e6 / closed.ok as f64;
+        say(format!(
+            "  jobs/s: {jobs_per_sec:.0} ({} jobs in {:.2} s) {}",
+            closed.ok,
+            closed.elapsed.as_secs_f64(),
+            verdict(jobs_per_sec >= TARGET_JOBS_PER_SEC, "target ≥ 20,000")
+        ));
+        say(format!(
+            "  client CPU per job: {cpu_per_job:.1} µs ({:.2} s CPU) {}",
+            cpu_used.as_secs_f64(),
+            verdict(cpu_per_job <= TARGET_CPU_US_PER_JOB, "target ≤ 50 µs")
+        ));
+        say(format!(
+            "  simulator CPU per job: {:.1} µs (its own process)",
+            sim_cpu.as_secs_f64() * 1e6 / closed.ok as f64
+        ));
+        let by_thread: Vec<String> = threads
+            .iter()
+            .take(6)
+            .map(|(name, cpu)| format!("{name} {:.2} s", cpu.as_secs_f64()))
+            .collect();
+        say(format!("  client CPU by thread: {}", by_thread.join(", ")));
+        say(format!(
+            "  job duration with the queue full: {}",
+            closed.client.summary()
+        ));
+
+        let mut rows = Vec::new();
+        for &rate in &args.rates {
+            let server_before = server_seconds(metrics.as_ref());
+            let cpu_before = cpu::process_cpu();
+            let open = drive::open_loop(
+                &dispatcher,
+                f64::from(rate),
+                Duration::from_secs(args.rate_seconds),
+                job,
+            )
+            .await;
+            let cpu_used = cpu::process_cpu().saturating_sub(cpu_before);
+            check_all_ok(&open, "open loop")?;
+            let server_mean = server_seconds(metrics.as_ref())
+                .zip(server_before)
+                .and_then(|((sum, count), (sum0, count0))| {
+                    (count > count0).then(|| (sum - sum0) / (count - count0))
+                })
+                .map(Duration::from_secs_f64);
+            let added = added_percentiles(&open, server_mean);
+            say(format!(
+                "open loop {rate}/s for {} s: {} jobs, {:.0} jobs/s achieved, client CPU {:.1} µs/job",
+                args.rate_seconds,
+                open.ok,
+                open.ok as f64 / open.elapsed.as_secs_f64(),
+                cpu_used.as_secs_f64() * 1e6 / open.ok.max(1) as f64
+            ));
+            say(format!("  client-side duration: {}", open.client.summary()));
+            match server_mean {
+                Some(mean) => say(format!(
+                    "  added (minus the simulator's mean processing {} µs): {} {}",
+                    mean.as_micros(),
+                    percentiles_text(added),
+                    verdict(
+                        added[1] <= TARGET_ADDED_P99_US,
+                        "target p99 ≤ 1 ms at 5,000/s"
+                    )
+                )),
+                None => say(format!(
+                    "  added (upper bound: nothing subtracted): {}",
+                    percentiles_text(added)
+                )),
+            }
+            say(format!(
+                "  of which: HTTP call {} | dispatch and mailboxes {}",
+                open.upstream.summary(),
+                open.dispatch.summary()
+            ));
+            say(format!(
+                "  generator lateness against schedule: {}",
+                open.lateness.summary()
+            ));
+            rows.push((rate, added));
+        }
+        say("");
+        say("| figure | measured | target |");
+        say("|---|---|---|");
+        say(format!(
+            "| jobs/s (closed loop, {} jobs) | {jobs_per_sec:.0} | ≥ 20,000 |",
+            args.jobs
+        ));
+        say(format!(
+            "| client CPU per job | {cpu_per_job:.1} µs | ≤ 50 µs |"
+        ));
+        for (rate, added) in &rows {
+            say(format!(
+                "| added latency at {rate}/s, p50 / p99 / p99.9 | {} / {} / {} µs | p99 ≤ 1 ms at 5,000/s |",
+                added[0], added[1], added[2]
+            ));
+        }
+        actix::System::current().stop();
+        Ok::<(), String>(())
+    });
+    drop(sim);
+    result
+}
+
+fn verdict(met: bool, target: &str) -> String {
+    if met {
+        format!("[ok: {target}]")
+    } else {
+        format!("[MISSED: {target}]")
+    }
+}
+
+fn check_all_ok(collected: &Collected, phase: &str) -> Result<(), String> {
+    if collected.failed() > 0 {
+        return Err(format!(
+            "{phase}: {} jobs failed: {:?}",
+            collected.failed(),
+            collected.failures
+        ));
+    }
+    Ok(())
+}
+
+/// `(sum, count)` of `aoai_blaster_server_seconds` over all endpoints, from the rendered metrics.
+fn server_seconds(metrics: Option<&MetricsHandle>) -> Option<(f64, f64)> {
+    let text = metrics?.render();
+    let total = |name: &str| -> f64 {
+        text.lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    Some((
+        total("aoai_blaster_server_seconds_sum"),
+        total("aoai_blaster_server_seconds_count"),
+    ))
+}
+
+/// Percentiles (p50, p99, p99.9, in µs) of each job's client-side duration minus the
+/// simulator's mean processing time (a constant shift moves every percentile by itself).
+fn added_percentiles(open: &Collected, server_mean: Option<Duration>) -> [u64; 3] {
+    let subtract = server_mean.map_or(0, |mean| u64::try_from(mean.as_micros()).unwrap_or(0));
+    [0.5, 0.99, 0.999].map(|q| open.client.quantile_us(q).saturating_sub(subtract))
+}
+
+fn percentiles_text([p50, p99, p999]: [u64; 3]) -> String {
+    format!("p50 {p50} µs  p99 {p99} µs  p99.9 {p999} µs")
+}

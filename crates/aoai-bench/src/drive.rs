@@ -1,0 +1,178 @@
+//! Running jobs through the Dispatcher: closed loop (a fixed number outstanding) or open loop
+//! (a fixed arrival rate), collecting each job's client-side duration.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use aoai_blaster::{ChatJob, ChatRequest, Dispatcher};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde_json::json;
+
+use crate::latency::Latencies;
+
+/// The workload's request number `i`: one short user message (the same text the Python
+/// runner sends), with `max_tokens` when given.
+pub fn request(i: u64, max_tokens: Option<u32>) -> ChatRequest {
+    let mut request = ChatRequest::new(vec![json!({
+        "role": "user",
+        "content": format!("Question number {i}: why does backoff matter?"),
+    })]);
+    if let Some(max_tokens) = max_tokens {
+        request
+            .options
+            .insert("max_tokens".into(), json!(max_tokens));
+    }
+    request
+}
+
+/// What a run of jobs gave.
+#[derive(Default)]
+pub struct Collected {
+    /// Jobs that got a completion.
+    pub ok: u64,
+    /// Failed jobs by error text (first 80 characters).
+    pub failures: BTreeMap<String, u64>,
+    /// Client-side duration of each successful job: from handing it to the Dispatcher to its
+    /// result.
+    pub client: Latencies,
+    /// The part of it spent in the answering HTTP call (`ChatResult::upstream_time`).
+    pub upstream: Latencies,
+    /// The rest: Dispatcher, mailboxes, queueing (`client - upstream`).
+    pub dispatch: Latencies,
+    /// How late the open-loop generator handed jobs over, compared with their schedule.
+    pub lateness: Latencies,
+    /// From the first job handed over to the last result.
+    pub elapsed: Duration,
+}
+
+impl Collected {
+    /// Jobs that failed.
+    pub fn failed(&self) -> u64 {
+        self.failures.values().sum()
+    }
+
+    fn record(&mut self, client: Duration, result: Result<aoai_blaster::ChatResult, String>) {
+        match result {
+            Ok(result) => {
+                self.ok += 1;
+                self.client.record(client);
+                self.upstream.record(result.upstream_time);
+                self.dispatch
+                    .record(client.saturating_sub(result.upstream_time));
+            }
+            Err(error) => {
+                let key: String = error.chars().take(80).collect();
+                *self.failures.entry(key).or_default() += 1;
+            }
+        }
+    }
+}
+
+async fn run_one(addr: Addr<Dispatcher>, job: ChatJob) -> Result<aoai_blaster::ChatResult, String> {
+    match addr.send(job).await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(error) => Err(format!("mailbox: {error}")),
+    }
+}
+
+/// Runs `jobs` jobs (`make(i)` builds job `i`) keeping `outstanding` of them handed to the
+/// Dispatcher at any time. Call inside the actix System that runs the Dispatcher.
+pub async fn closed_loop(
+    addr: &Addr<Dispatcher>,
+    jobs: u64,
+    outstanding: usize,
+    make: impl Fn(u64) -> ChatJob,
+) -> Collected {
+    let mut collected = Collected::default();
+    let started = Instant::now();
+    let mut running = FuturesUnordered::new();
+    let mut next = 0u64;
+    loop {
+        while next < jobs && running.len() < outstanding.max(1) {
+            let job = make(next);
+            let addr = addr.clone();
+            next += 1;
+            running.push(async move {
+                let handed = Instant::now();
+                let result = run_one(addr, job).await;
+                (handed.elapsed(), result)
+            });
+        }
+        match running.next().await {
+            Some((client, result)) => collected.record(client, result),
+            None => break,
+        }
+    }
+    collected.elapsed = started.elapsed();
+    collected
+}
+
+/// Hands jobs to the Dispatcher at `rate` per second for `duration` (each job as its own task,
+/// whatever the number outstanding), then waits for every result. Durations are measured from
+/// the moment each job is handed over; the generator's lateness against the schedule is in
+/// [`Collected::lateness`].
+pub async fn open_loop(
+    addr: &Addr<Dispatcher>,
+    rate: f64,
+    duration: Duration,
+    make: impl Fn(u64) -> ChatJob,
+) -> Collected {
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let shared = Rc::new(RefCell::new(Collected::default()));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let now = Instant::now();
+        let due = ((now - started).as_secs_f64() * rate).floor() as u64 + 1;
+        while sent < due.min(total) {
+            let scheduled = started + Duration::from_secs_f64(sent as f64 / rate);
+            let job = make(sent);
+            let addr = addr.clone();
+            let shared = shared.clone();
+            let done = done_tx.clone();
+            sent += 1;
+            actix_rt::spawn(async move {
+                let handed = Instant::now();
+                let result = run_one(addr, job).await;
+                let client = handed.elapsed();
+                let mut collected = shared.borrow_mut();
+                collected
+                    .lateness
+                    .record(handed.saturating_duration_since(scheduled));
+                collected.record(client, result);
+                let _ = done.send(());
+            });
+        }
+        let next_at = started + Duration::from_secs_f64(sent as f64 / rate);
+        actix_rt::time::sleep_until(next_at.into()).await;
+    }
+    drop(done_tx);
+    let mut finished = 0u64;
+    while finished < total && done_rx.recv().await.is_some() {
+        finished += 1;
+    }
+    let elapsed = started.elapsed();
+    let mut collected = shared.take();
+    collected.elapsed = elapsed;
+    collected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_differ_and_carry_max_tokens() {
+        let a = request(1, Some(16));
+        let b = request(2, None);
+        assert_ne!(a.messages, b.messages);
+        assert_eq!(a.options.get("max_tokens"), Some(&json!(16)));
+        assert!(b.options.is_empty());
+    }
+}
