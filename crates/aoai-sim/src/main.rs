@@ -48,6 +48,16 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Listen for the signals before announcing the address: a caller that reads the address
+    // and signals at once must not kill the process before the handler is in place.
+    let stop = match StopSignal::listen() {
+        Ok(stop) => stop,
+        Err(err) => {
+            eprintln!("aoai-sim: cannot listen for Ctrl-C: {err}");
+            sim.stop().await;
+            return ExitCode::FAILURE;
+        }
+    };
     for listener in sim.listeners() {
         if listener.shared {
             println!("aoai-sim listening on {}", listener.url);
@@ -62,13 +72,47 @@ async fn run(args: Args) -> ExitCode {
     if let Some(endpoint) = sim.managed_identity_endpoint() {
         println!("aoai-sim managed identity endpoint {endpoint}");
     }
-    let result = tokio::signal::ctrl_c().await;
+    stop.wait().await;
     sim.stop().await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("aoai-sim: cannot wait for Ctrl-C: {err}");
-            ExitCode::FAILURE
+    ExitCode::SUCCESS
+}
+
+/// SIGINT or SIGTERM, registered before the wait begins.
+#[cfg(unix)]
+struct StopSignal {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl StopSignal {
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
+    }
+}
+
+/// Ctrl-C, where Unix signals are not available.
+#[cfg(not(unix))]
+struct StopSignal;
+
+#[cfg(not(unix))]
+impl StopSignal {
+    fn listen() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn wait(self) {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
