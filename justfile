@@ -30,3 +30,7 @@ sim config="examples/sim.yaml":
 examples:
     cargo run --release --example quickstart
     cargo run --release --example actix_app
+
+# Quota pacing benchmark (release): makespan vs the theoretical minimum and 429s, per strategy.
+bench-quota *args:
+    cargo run --release -p aoai-quota-bench --bin bench-quota -- {{args}}

@@ -118,6 +118,18 @@ impl Encoding {
     }
 }
 
+/// Builds the encoder `tokenizer` names now (it takes about half a second in a release build),
+/// so that the first job does not wait for it. Returns whether the encoder is available; an
+/// unknown name builds nothing. Safe to call from several threads: the encoder is built once.
+///
+/// ```
+/// assert!(aoai_blaster_core::tokens::warm_up("cl100k_base"));
+/// assert!(!aoai_blaster_core::tokens::warm_up("no_such_encoding"));
+/// ```
+pub fn warm_up(tokenizer: &str) -> bool {
+    Encoding::from_name(tokenizer).is_some_and(|encoding| encoding.encoder().is_some())
+}
+
 /// Counts a chat prompt's tokens with `encoding`, the way OpenAI does (see the module docs);
 /// `tools` is the request's `tools`/`functions` definitions, if any. `None` when the encoder is
 /// unavailable.

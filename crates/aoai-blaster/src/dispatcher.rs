@@ -194,6 +194,16 @@ impl Dispatcher {
             }
         }
         let rpm_window = config.rpm_window;
+        // Building a tokenizer's encoder takes about half a second: start it now, off the
+        // actor's thread, so the first jobs do not wait for it.
+        let to_build = tokenizers.clone();
+        let _ = std::thread::Builder::new()
+            .name("aoai-tokenizer-warm-up".into())
+            .spawn(move || {
+                for tokenizer in &to_build {
+                    aoai_blaster_core::tokens::warm_up(tokenizer);
+                }
+            });
         let permits = config.queue_capacity.saturating_add(config.num_workers);
         Ok(Dispatcher::create(move |ctx| {
             ctx.set_mailbox_capacity(4096);
