@@ -45,7 +45,8 @@ pub struct Collected {
     pub dispatch: Latencies,
     /// How late the open-loop generator handed jobs over, compared with their schedule.
     pub lateness: Latencies,
-    /// From the first job handed over to the last result.
+    /// From the first job handed over to the last result (closed loop: to the last result
+    /// received).
     pub elapsed: Duration,
 }
 
@@ -88,8 +89,21 @@ pub async fn closed_loop(
     outstanding: usize,
     make: impl Fn(u64) -> ChatJob,
 ) -> Collected {
+    closed_loop_until(addr, jobs, outstanding, None, make).await
+}
+
+/// [`closed_loop`] that stops waiting after `limit` (when given): jobs without a result by
+/// then are neither in [`Collected::ok`] nor in [`Collected::failures`].
+pub async fn closed_loop_until(
+    addr: &Addr<Dispatcher>,
+    jobs: u64,
+    outstanding: usize,
+    limit: Option<Duration>,
+    make: impl Fn(u64) -> ChatJob,
+) -> Collected {
     let mut collected = Collected::default();
     let started = Instant::now();
+    let deadline = limit.map(|limit| tokio::time::Instant::from_std(started + limit));
     let mut running = FuturesUnordered::new();
     let mut next = 0u64;
     loop {
@@ -103,12 +117,21 @@ pub async fn closed_loop(
                 (handed.elapsed(), result)
             });
         }
-        match running.next().await {
-            Some((client, result)) => collected.record(client, result),
+        let finished = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, running.next()).await {
+                Ok(finished) => finished,
+                Err(_) => break,
+            },
+            None => running.next().await,
+        };
+        match finished {
+            Some((client, result)) => {
+                collected.record(client, result);
+                collected.elapsed = started.elapsed();
+            }
             None => break,
         }
     }
-    collected.elapsed = started.elapsed();
     collected
 }
 

@@ -14,7 +14,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aoai_bench::sim::SimProcess;
 use aoai_bench::{cpu, drive, say};
@@ -58,6 +58,9 @@ struct Args {
     /// Where the virtualenv lives.
     #[arg(long)]
     venv: Option<PathBuf>,
+    /// Which runs: `throughput`, `quota`, `dead` (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["throughput".to_owned(), "quota".to_owned(), "dead".to_owned()])]
+    runs: Vec<String>,
 }
 
 /// What one client did with one workload.
@@ -217,27 +220,20 @@ fn rust_run(config: BlasterConfig, jobs: u64, timeout: Duration) -> Result<RunRe
         let dispatcher = Dispatcher::start(config).map_err(|e| e.to_string())?;
         let cpu_before = cpu::process_cpu();
         let job = |i: u64| ChatJob::new(drive::request(i, None));
-        let started = Instant::now();
-        let run = drive::closed_loop(&dispatcher, jobs, jobs as usize, job);
-        let report = match actix_rt::time::timeout(timeout, run).await {
-            Ok(collected) => RunReport {
-                ok: collected.ok,
-                failed: collected.failed(),
-                unfinished: jobs - collected.ok - collected.failed(),
-                elapsed_s: collected.elapsed.as_secs_f64(),
-                cpu_s: cpu::process_cpu().saturating_sub(cpu_before).as_secs_f64(),
-                errors: collected
-                    .failures
-                    .iter()
-                    .map(|(k, v)| (k.clone(), json!(v)))
-                    .collect(),
-                worker_crashes: 0,
-            },
-            Err(_) => RunReport {
-                unfinished: jobs,
-                elapsed_s: started.elapsed().as_secs_f64(),
-                ..RunReport::default()
-            },
+        let collected =
+            drive::closed_loop_until(&dispatcher, jobs, jobs as usize, Some(timeout), job).await;
+        let report = RunReport {
+            ok: collected.ok,
+            failed: collected.failed(),
+            unfinished: jobs - collected.ok - collected.failed(),
+            elapsed_s: collected.elapsed.as_secs_f64(),
+            cpu_s: cpu::process_cpu().saturating_sub(cpu_before).as_secs_f64(),
+            errors: collected
+                .failures
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect(),
+            worker_crashes: 0,
         };
         actix::System::current().stop();
         Ok::<RunReport, String>(report)
@@ -302,12 +298,14 @@ fn both(
     let rust_stats = sim.stats()?;
     drop(sim);
     say(format!("  aoai-blaster: {}", rust.line()));
+    say(format!("    simulator saw: {}", sim_line(&rust_stats)));
     let sim = SimProcess::start(sim_config)?;
     let config = config_for(&endpoints(&sim), extra, args.num_workers);
     let python = python_run(python, &config, jobs, timeout)?;
     let python_stats = sim.stats()?;
     drop(sim);
     say(format!("  python:       {}", python.line()));
+    say(format!("    simulator saw: {}", sim_line(&python_stats)));
     Ok(Side {
         rust,
         python,
@@ -341,51 +339,55 @@ fn run(args: &Args) -> Result<(), String> {
     ));
     let mut table = Vec::new();
 
-    say(format!(
-        "\n1. throughput: {} jobs, zero latency, no quota, {} workers",
-        args.jobs, args.num_workers
-    ));
-    let free = SimConfig::default().deployment(DeploymentSpec::new("gpt-4o").tpm(10_000_000_000));
-    let t = both(&free, &["gpt-4o"], &json!({}), args.jobs, args, &python)?;
-    table.push(format!(
-        "| throughput, jobs/s ({} jobs, zero latency) | {:.0} | {:.0} | {:.1}× |",
-        args.jobs,
-        t.rust.jobs_per_sec(),
-        t.python.jobs_per_sec(),
-        t.rust.jobs_per_sec() / t.python.jobs_per_sec().max(1e-9)
-    ));
-    table.push(format!(
-        "| client CPU per job | {:.0} µs | {:.0} µs | {:.1}× less |",
-        t.rust.cpu_us_per_job(),
-        t.python.cpu_us_per_job(),
-        t.python.cpu_us_per_job() / t.rust.cpu_us_per_job().max(1e-9)
-    ));
-
-    say(format!(
-        "\n2. quotas: {} jobs over 2 deployments of {} TPM / {} RPM (tpm_limit/rpm_limit in both configs; the Python package ignores them)",
-        args.quota_jobs, args.tpm, args.rpm
-    ));
-    let limited = |name: &str| DeploymentSpec::new(name).tpm(args.tpm).rpm(args.rpm);
-    let quota_sim = SimConfig::default()
-        .deployment(limited("east"))
-        .deployment(limited("west"));
-    let extra = json!({"tpm_limit": args.tpm, "rpm_limit": args.rpm});
-    let q = both(
-        &quota_sim,
-        &["east", "west"],
-        &extra,
-        args.quota_jobs,
-        args,
-        &python,
-    )?;
-    let ideal = ideal_makespan(&q.rust_stats, args.quota_jobs, args.tpm, args.rpm, 2);
-    let rate_limited = |stats: &SimStats| stats.total().rate_limited;
-    say(format!(
-        "  ideal client (knows the windows): {ideal:.1} s; 429s: aoai-blaster {}, python {}",
-        rate_limited(&q.rust_stats),
-        rate_limited(&q.python_stats)
-    ));
-    table.push(format!(
+    let wanted = |name: &str| args.runs.iter().any(|r| r == name);
+    if wanted("throughput") {
+        say(format!(
+            "\n1. throughput: {} jobs, zero latency, no quota, {} workers",
+            args.jobs, args.num_workers
+        ));
+        let free =
+            SimConfig::default().deployment(DeploymentSpec::new("gpt-4o").tpm(10_000_000_000));
+        let t = both(&free, &["gpt-4o"], &json!({}), args.jobs, args, &python)?;
+        table.push(format!(
+            "| throughput, jobs/s ({} jobs, zero latency) | {:.0} | {:.0} | {:.1}× |",
+            args.jobs,
+            t.rust.jobs_per_sec(),
+            t.python.jobs_per_sec(),
+            t.rust.jobs_per_sec() / t.python.jobs_per_sec().max(1e-9)
+        ));
+        table.push(format!(
+            "| client CPU per job | {:.0} µs | {:.0} µs | {:.1}× less |",
+            t.rust.cpu_us_per_job(),
+            t.python.cpu_us_per_job(),
+            t.python.cpu_us_per_job() / t.rust.cpu_us_per_job().max(1e-9)
+        ));
+    }
+    if wanted("quota") {
+        say(format!(
+            "\n2. quotas: {} jobs over 2 deployments of {} TPM / {} RPM (tpm_limit/rpm_limit in both configs; the Python package ignores them)",
+            args.quota_jobs, args.tpm, args.rpm
+        ));
+        let limited = |name: &str| DeploymentSpec::new(name).tpm(args.tpm).rpm(args.rpm);
+        let quota_sim = SimConfig::default()
+            .deployment(limited("east"))
+            .deployment(limited("west"));
+        let extra = json!({"tpm_limit": args.tpm, "rpm_limit": args.rpm});
+        let q = both(
+            &quota_sim,
+            &["east", "west"],
+            &extra,
+            args.quota_jobs,
+            args,
+            &python,
+        )?;
+        let ideal = ideal_makespan(&q.rust_stats, args.quota_jobs, args.tpm, args.rpm, 2);
+        let rate_limited = |stats: &SimStats| stats.total().rate_limited;
+        say(format!(
+            "  ideal client (knows the windows): {ideal:.1} s; 429s: aoai-blaster {}, python {}",
+            rate_limited(&q.rust_stats),
+            rate_limited(&q.python_stats)
+        ));
+        table.push(format!(
         "| makespan under quotas ({} jobs, ideal {ideal:.1} s) | {:.1} s{} | {:.1} s{} | {:.2}× |",
         args.quota_jobs,
         q.rust.elapsed_s,
@@ -394,33 +396,34 @@ fn run(args: &Args) -> Result<(), String> {
         unfinished_note(&q.python),
         q.python.elapsed_s / q.rust.elapsed_s.max(1e-9)
     ));
-    table.push(format!(
-        "| 429 replies provoked under quotas | {} | {} | |",
-        rate_limited(&q.rust_stats),
-        rate_limited(&q.python_stats)
-    ));
-
-    say(format!(
-        "\n3. one dead endpoint: {} jobs over 2 deployments, one refusing connections",
-        args.dead_jobs
-    ));
-    let dead_sim = SimConfig::default()
-        .deployment(DeploymentSpec::new("live").tpm(10_000_000_000))
-        .deployment(
-            DeploymentSpec::new("dead")
-                .tpm(10_000_000_000)
-                .own_listener()
-                .outage(OutageSpec::refuse(0, 1_000_000)),
-        );
-    let d = both(
-        &dead_sim,
-        &["live", "dead"],
-        &json!({}),
-        args.dead_jobs,
-        args,
-        &python,
-    )?;
-    table.push(format!(
+        table.push(format!(
+            "| 429 replies provoked under quotas | {} | {} | |",
+            rate_limited(&q.rust_stats),
+            rate_limited(&q.python_stats)
+        ));
+    }
+    if wanted("dead") {
+        say(format!(
+            "\n3. one dead endpoint: {} jobs over 2 deployments, one refusing connections",
+            args.dead_jobs
+        ));
+        let dead_sim = SimConfig::default()
+            .deployment(DeploymentSpec::new("live").tpm(10_000_000_000))
+            .deployment(
+                DeploymentSpec::new("dead")
+                    .tpm(10_000_000_000)
+                    .own_listener()
+                    .outage(OutageSpec::refuse(0, 1_000_000)),
+            );
+        let d = both(
+            &dead_sim,
+            &["live", "dead"],
+            &json!({}),
+            args.dead_jobs,
+            args,
+            &python,
+        )?;
+        table.push(format!(
         "| one dead endpoint ({} jobs): finished | {} in {:.1} s | {} ({} never finish, {} worker threads died) | |",
         args.dead_jobs,
         d.rust.ok,
@@ -429,6 +432,7 @@ fn run(args: &Args) -> Result<(), String> {
         d.python.unfinished,
         d.python.worker_crashes
     ));
+    }
 
     say("\n| figure | aoai-blaster | Python azure-openai-blaster 0.1.0 | ratio |");
     say("|---|---|---|---|");
@@ -436,6 +440,14 @@ fn run(args: &Args) -> Result<(), String> {
         say(row);
     }
     Ok(())
+}
+
+fn sim_line(stats: &SimStats) -> String {
+    let total = stats.total();
+    format!(
+        "{} requests, {} ok, {} 429, {} 5xx, {} tokens charged",
+        total.requests, total.ok, total.rate_limited, total.server_errors, total.charged_tokens
+    )
 }
 
 fn unfinished_note(report: &RunReport) -> String {
