@@ -398,12 +398,8 @@ impl Dispatcher {
                     if let Placement::WaitUntil(at) = placement {
                         earliest = Some(earliest.map_or(at, |e| e.min(at)));
                     }
-                    // Nothing has in-flight room: no job behind this one can go either,
-                    // unless it is pinned elsewhere.
-                    let busy = matches!(placement, Placement::Busy);
-                    if !pinned
-                        && (busy || now.saturating_duration_since(submitted) >= OVERTAKE_AGE_LIMIT)
-                    {
+                    let waited = now.saturating_duration_since(submitted);
+                    if !may_overtake(&placement, pinned, waited) {
                         overtaking = false;
                     }
                     skipped += 1;
@@ -752,6 +748,14 @@ impl Dispatcher {
     }
 }
 
+/// Whether unpinned jobs behind a job that could not be placed may still be placed before it.
+/// Not when nothing has in-flight room (no job behind it can go either), nor once it has
+/// waited [`OVERTAKE_AGE_LIMIT`] (ageing: the jobs behind it wait until it is placed). A pinned
+/// job waits for its own endpoint and holds nobody back.
+fn may_overtake(placement: &Placement, pinned: bool, waited: Duration) -> bool {
+    pinned || (!matches!(placement, Placement::Busy) && waited < OVERTAKE_AGE_LIMIT)
+}
+
 fn job_error(kind: JobErrorKind, attempts: Vec<AttemptRecord>) -> JobError {
     JobError { kind, attempts }
 }
@@ -855,5 +859,28 @@ impl Handler<Close> for Dispatcher {
         Box::pin(async move {
             let _ = receiver.await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_jobs_overtake_a_waiting_job_until_it_has_aged() {
+        let at = Instant::now();
+        let waiting = Placement::WaitUntil(at);
+        assert!(may_overtake(&waiting, false, Duration::ZERO));
+        assert!(may_overtake(
+            &waiting,
+            false,
+            OVERTAKE_AGE_LIMIT - Duration::from_millis(1)
+        ));
+        assert!(!may_overtake(&waiting, false, OVERTAKE_AGE_LIMIT));
+        // No endpoint has in-flight room: nobody behind can go.
+        assert!(!may_overtake(&Placement::Busy, false, Duration::ZERO));
+        // A pinned job holds nobody back, however long it waited.
+        assert!(may_overtake(&waiting, true, 10 * OVERTAKE_AGE_LIMIT));
+        assert!(may_overtake(&Placement::Busy, true, Duration::ZERO));
     }
 }
