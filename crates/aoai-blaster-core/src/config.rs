@@ -232,7 +232,7 @@ pub struct RawDeployment {
     pub priority: Option<i32>,
     /// Token encoding for estimates. Default `o200k_base`.
     pub tokenizer: Option<String>,
-    /// Learn the limits from replies (`x-ratelimit-remaining-*`, 429s), starting from
+    /// Learn the limits from replies (`x-ratelimit-remaining-*`, 429s), never above
     /// `rpm_limit`/`tpm_limit` if given. Default: true when neither limit is configured.
     pub adaptive: Option<bool>,
     /// Overrides the top-level `request_timeout`.
@@ -368,8 +368,8 @@ pub struct DeploymentConfig {
     pub priority: i32,
     /// Token encoding for estimates, one of [`TOKENIZERS`].
     pub tokenizer: String,
-    /// Whether the quota budget learns the limits from replies (see `quota::AdaptiveBudget`);
-    /// true by default when neither `rpm_limit` nor `tpm_limit` is configured.
+    /// Whether the quota budget learns the limits from replies (see `quota::AdaptiveBudget`),
+    /// with `rpm_limit`/`tpm_limit` as caps; true by default when neither is configured.
     pub adaptive: bool,
     /// Time bounds of one attempt.
     pub timeouts: Timeouts,

@@ -523,6 +523,14 @@ impl Counts {
     }
 }
 
+/// The smaller of two optional limits (`None` is no limit).
+fn smaller<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Requests one window of `rpm_window` admits under `rpm`: `max(1, floor(rpm × window / 60 s))`.
 ///
 /// ```
@@ -784,7 +792,9 @@ impl LearnedLimit {
 }
 
 /// A budget that learns an endpoint's limits from its replies, for deployments whose limits
-/// are not configured (or are wrong: configured values are only the starting point).
+/// are not configured, or are wrong: configured `rpm_limit`/`tpm_limit` are caps that learning
+/// never exceeds (a limit set below the quota on purpose stays), and replies lower them when
+/// Azure allows less (a smaller quota than configured, other clients on the same deployment).
 ///
 /// - `x-ratelimit-remaining-tokens` R on the reply to a request that found our minute count at
 ///   C (itself included) says the limit is at most C + R (exactly that when this client is the
@@ -820,34 +830,44 @@ impl LearnedLimit {
 #[derive(Clone, Debug)]
 pub struct AdaptiveBudget {
     rpm_window: Duration,
+    /// Configured limits: caps that learning never exceeds.
+    caps: Limits,
     tokens: LearnedLimit,
     requests: LearnedLimit,
     counts: Counts,
 }
 
 impl AdaptiveBudget {
-    /// A budget starting from these limits (`None`: unknown), with short windows of
-    /// `rpm_window` (clamped to 1 ms ..= 60 s).
+    /// A budget that learns the limits, never above `rpm`/`tpm` when they are given (`None`:
+    /// unknown), with short windows of `rpm_window` (clamped to 1 ms ..= 60 s).
     pub fn new(rpm: Option<u32>, tpm: Option<u64>, rpm_window: Duration) -> Self {
         let rpm_window = clamp_window(rpm_window);
         AdaptiveBudget {
             rpm_window,
-            tokens: LearnedLimit::new(tpm),
-            requests: LearnedLimit::new(
-                rpm.map(|rpm| u64::from(requests_per_window(rpm, rpm_window))),
-            ),
+            caps: Limits {
+                tpm,
+                rpm,
+                per_window: rpm.map(|rpm| requests_per_window(rpm, rpm_window)),
+            },
+            tokens: LearnedLimit::new(None),
+            requests: LearnedLimit::new(None),
             counts: Counts::new(rpm_window),
         }
     }
 
-    fn limits(&self, now: Instant) -> Limits {
+    /// The limits in force for a cost of `tokens`: learned ones capped by the configured ones.
+    /// A learned TPM below the job's tokens is raised to them (Azure may well take the job in
+    /// an empty minute); only a configured TPM makes a job "never fits".
+    fn limits(&self, now: Instant, tokens: u64) -> Limits {
+        let learned_tpm = self.tokens.value(now).map(|tpm| tpm.max(tokens));
+        let learned_per_window = self
+            .requests
+            .value(now)
+            .map(|v| u32::try_from(v).unwrap_or(u32::MAX).max(1));
         Limits {
-            tpm: self.tokens.value(now),
-            rpm: None,
-            per_window: self
-                .requests
-                .value(now)
-                .map(|v| u32::try_from(v).unwrap_or(u32::MAX).max(1)),
+            tpm: smaller(learned_tpm, self.caps.tpm),
+            rpm: self.caps.rpm,
+            per_window: smaller(learned_per_window, self.caps.per_window),
         }
     }
 
@@ -861,13 +881,7 @@ impl QuotaBudget for AdaptiveBudget {
     fn try_reserve(&mut self, now: Instant, cost: Cost) -> Result<Reservation, Refusal> {
         self.tokens.tick(now);
         self.requests.tick(now);
-        let limits = self.limits(now);
-        // A limit learned from replies may be below a job that Azure would take: such a job
-        // waits for an empty minute instead of failing.
-        let limits = Limits {
-            tpm: limits.tpm.map(|tpm| tpm.max(cost.tokens)),
-            ..limits
-        };
+        let limits = self.limits(now, cost.tokens);
         let result = self.counts.try_charge(now, cost, limits);
         if result.is_err() {
             self.tokens.binding = true;
@@ -940,7 +954,7 @@ impl QuotaBudget for AdaptiveBudget {
     }
 
     fn snapshot(&self, now: Instant) -> BudgetSnapshot {
-        self.counts.snapshot(now, self.limits(now))
+        self.counts.snapshot(now, self.limits(now, 0))
     }
 }
 
@@ -1316,6 +1330,52 @@ mod tests {
             })
             .collect();
         assert_eq!(admitted, vec![true, false, false]);
+    }
+
+    #[test]
+    fn adaptive_never_learns_above_configured_limits() {
+        let t0 = Instant::now();
+        let mut b = AdaptiveBudget::new(Some(600), Some(1_000), S);
+        assert_eq!(
+            b.try_reserve(t0, cost(1_001)),
+            Err(Refusal::NeverFits {
+                tokens: 1_001,
+                capacity: 1_000
+            })
+        );
+        let r = b.try_reserve(t0, cost(100)).unwrap();
+        // Azure has far more: the configured caps stay.
+        b.settle(
+            t0,
+            r,
+            &QuotaFeedback {
+                remaining_tokens: Some(50_000),
+                remaining_requests: Some(500),
+                ..QuotaFeedback::default()
+            },
+        );
+        let snapshot = b.snapshot(t0);
+        assert_eq!(
+            (snapshot.tpm_limit, snapshot.requests_per_window),
+            (Some(1_000), Some(10))
+        );
+        // Azure has less: learned limits below the caps win.
+        let r = b.try_reserve(t0, cost(100)).unwrap();
+        b.settle(
+            t0,
+            r,
+            &QuotaFeedback {
+                remaining_tokens: Some(400),
+                remaining_requests: Some(1),
+                ..QuotaFeedback::default()
+            },
+        );
+        let snapshot = b.snapshot(t0);
+        assert_eq!(
+            (snapshot.tpm_limit, snapshot.requests_per_window),
+            (Some(600), Some(3))
+        );
+        assert_eq!(snapshot.rpm_limit, Some(600));
     }
 
     #[test]

@@ -78,7 +78,7 @@ struct EndpointSlot {
     max_in_flight: usize,
     in_flight: usize,
     budget: Box<dyn QuotaBudget>,
-    /// The TPM no job may exceed (configured limits only; adaptive budgets learn theirs).
+    /// The configured TPM, which no job may exceed (adaptive budgets never learn above it).
     tpm_limit: Option<u64>,
     default_completion_tokens: u64,
     /// Index into `Dispatcher::tokenizers`.
@@ -245,7 +245,7 @@ impl Dispatcher {
                         max_in_flight: deployment.max_in_flight.max(1),
                         in_flight: 0,
                         budget,
-                        tpm_limit: deployment.tpm_limit.filter(|_| !deployment.adaptive),
+                        tpm_limit: deployment.tpm_limit,
                         tokenizer,
                         default_completion_tokens: deployment
                             .max_completion_tokens
