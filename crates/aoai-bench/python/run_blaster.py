@@ -3,9 +3,10 @@
 Driven by `cargo run --release -p aoai-bench --bin compare-python`, which installs the package
 into a virtualenv under target/ and passes the run on stdin:
 
-    {"config": {...AzureLLMBlaster config dict...}, "jobs": 3000, "timeout_s": 60}
+    {"config": {...AzureLLMBlaster config dict...}, "jobs": 3000, "timeout_s": 60,
+     "start_at_epoch": 1790000000.0}
 
-Every job is submitted at once (`submit_chat_completion`), then the futures are awaited until
+At `start_at_epoch` (Unix time) every job is submitted at once (`submit_chat_completion`), then the futures are awaited until
 `timeout_s` has passed since the first submission. Output (one JSON line on stdout):
 ok, failed, unfinished, elapsed_s (first submission to last result), cpu_s (this process, every
 thread), errors (by exception type), worker_crashes (worker threads ended by an exception).
@@ -41,6 +42,8 @@ def main():
     blaster = AzureLLMBlaster.from_config(spec["config"])
     jobs = int(spec["jobs"])
     deadline_s = float(spec["timeout_s"])
+    # Start when the Rust side starts too: the quota windows begin with the simulator.
+    time.sleep(max(0.0, float(spec.get("start_at_epoch", 0.0)) - time.time()))
 
     cpu0 = time.process_time()
     t0 = time.perf_counter()

@@ -57,6 +57,7 @@ fn serve_child(path: &std::path::Path) -> Result<(), String> {
 /// A simulator child process; killed when dropped.
 pub struct SimProcess {
     child: Child,
+    started: std::time::SystemTime,
     listeners: Vec<(String, Vec<String>)>,
     _config: tempfile::NamedTempFile,
 }
@@ -91,6 +92,7 @@ impl SimProcess {
             if line == "ready" {
                 return Ok(SimProcess {
                     child,
+                    started: std::time::SystemTime::now(),
                     listeners,
                     _config: file,
                 });
@@ -123,6 +125,11 @@ impl SimProcess {
             .find(|(_, names)| names.iter().any(|n| n == deployment))
             .map(|(url, _)| url.clone())
             .unwrap_or_else(|| self.base_url())
+    }
+
+    /// When the simulator announced it listens: its quota windows start about then.
+    pub fn started(&self) -> std::time::SystemTime {
+        self.started
     }
 
     /// The child's process id.

@@ -14,7 +14,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aoai_bench::sim::SimProcess;
 use aoai_bench::{cpu, drive, say};
@@ -27,6 +27,9 @@ use serde_json::{Value, json};
 const PACKAGE: &str = "azure-openai-blaster==0.1.0";
 const PACKAGE_ALT: &str = "azure_openai_blaster==0.1.0";
 const MAX_COMPLETION_TOKENS: u32 = 16;
+/// Both clients start submitting this long after their simulator started, so both meet the
+/// quota windows (anchored at the simulator's start) at the same point.
+const START_OFFSET: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Parser)]
 #[command(about = "aoai-blaster vs the Python azure-openai-blaster 0.1.0 on aoai-sim")]
@@ -184,8 +187,17 @@ fn python_run(
     config: &Value,
     jobs: u64,
     timeout: Duration,
+    start_at: SystemTime,
 ) -> Result<RunReport, String> {
-    let spec = json!({"config": config, "jobs": jobs, "timeout_s": timeout.as_secs_f64()});
+    let start_at_epoch = start_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let spec = json!({
+        "config": config,
+        "jobs": jobs,
+        "timeout_s": timeout.as_secs_f64(),
+        "start_at_epoch": start_at_epoch,
+    });
     let mut child = Command::new(python)
         .arg(script())
         .stdin(Stdio::piped())
@@ -199,25 +211,48 @@ fn python_run(
             .map_err(|e| format!("cannot hand the run to Python: {e}"))?;
     }
     // The script bounds itself by `timeout`; this bounds the process if it does not.
-    let pid = child.id();
-    let guard = std::thread::spawn(move || {
-        std::thread::sleep(timeout + Duration::from_secs(60));
-        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-    });
-    drop(guard);
-    let output = child
-        .wait_with_output()
-        .map_err(|e| format!("python run: {e}"))?;
-    let text = String::from_utf8_lossy(&output.stdout);
+    let limit = std::time::Instant::now() + timeout + Duration::from_secs(60);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < limit => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+        }
+    }
+    let mut stdout = Vec::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_end(&mut stdout);
+    }
+    let text = String::from_utf8_lossy(&stdout);
     let line = text.lines().last().unwrap_or_default();
     serde_json::from_str(line)
         .map_err(|e| format!("the Python run printed no result ({e}): {text:?}"))
 }
 
-fn rust_run(config: BlasterConfig, jobs: u64, timeout: Duration) -> Result<RunReport, String> {
+fn rust_run(
+    config: BlasterConfig,
+    jobs: u64,
+    timeout: Duration,
+    start_at: SystemTime,
+) -> Result<RunReport, String> {
+    // Build the tokenizer now, not inside the measured run (Python's import is not measured).
+    for deployment in &config.deployments {
+        aoai_blaster::core::tokens::warm_up(&deployment.tokenizer);
+    }
     let system = actix::System::new();
     let report = system.block_on(async move {
         let dispatcher = Dispatcher::start(config).map_err(|e| e.to_string())?;
+        let wait = start_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        actix_rt::time::sleep(wait).await;
         let cpu_before = cpu::process_cpu();
         let job = |i: u64| ChatJob::new(drive::request(i, None));
         let collected =
@@ -294,14 +329,19 @@ fn both(
     };
     let sim = SimProcess::start(sim_config)?;
     let config = config_for(&endpoints(&sim), extra, args.num_workers);
-    let rust = rust_run(rust_config(&config)?, jobs, timeout)?;
+    let rust = rust_run(
+        rust_config(&config)?,
+        jobs,
+        timeout,
+        sim.started() + START_OFFSET,
+    )?;
     let rust_stats = sim.stats()?;
     drop(sim);
     say(format!("  aoai-blaster: {}", rust.line()));
     say(format!("    simulator saw: {}", sim_line(&rust_stats)));
     let sim = SimProcess::start(sim_config)?;
     let config = config_for(&endpoints(&sim), extra, args.num_workers);
-    let python = python_run(python, &config, jobs, timeout)?;
+    let python = python_run(python, &config, jobs, timeout, sim.started() + START_OFFSET)?;
     let python_stats = sim.stats()?;
     drop(sim);
     say(format!("  python:       {}", python.line()));
@@ -461,9 +501,11 @@ fn unfinished_note(report: &RunReport) -> String {
     }
 }
 
-/// The makespan of an ideal client that knows the simulator's minute windows: it fills each
-/// window's token quota on every deployment (at the RPM's per-second pace) and starts the
-/// remainder when the next window opens. The cost per job is what the simulator charged.
+/// When an ideal client that starts with the simulator and knows its minute windows would
+/// finish: it fills each window's token quota on every deployment (at the RPM's per-second
+/// pace) and starts the remainder when the next window opens. The cost per job is what the
+/// simulator charged. Measured from [`START_OFFSET`] after the simulator's start, when the
+/// clients start.
 fn ideal_makespan(stats: &SimStats, jobs: u64, tpm: u64, rpm: u64, deployments: u64) -> f64 {
     let total = stats.total();
     let admitted = total.requests.saturating_sub(total.rate_limited).max(1);
@@ -475,5 +517,9 @@ fn ideal_makespan(stats: &SimStats, jobs: u64, tpm: u64, rpm: u64, deployments: 
     }
     let full_windows = (jobs.saturating_sub(1)) / per_window;
     let rest = jobs - full_windows * per_window;
-    full_windows as f64 * 60.0 + (rest as f64 / per_second)
+    let last_window = rest as f64 / per_second;
+    if full_windows == 0 {
+        return last_window;
+    }
+    full_windows as f64 * 60.0 - START_OFFSET.as_secs_f64() + last_window
 }

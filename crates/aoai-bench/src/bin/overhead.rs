@@ -104,6 +104,10 @@ fn run(args: &Args) -> Result<(), String> {
         }],
     }))
     .map_err(|e| e.to_string())?;
+    // Build the tokenizer before measuring (the Dispatcher would on a thread of its own).
+    for deployment in &config.deployments {
+        aoai_blaster::core::tokens::warm_up(&deployment.tokenizer);
+    }
     let outstanding = args
         .outstanding
         .unwrap_or(config.queue_capacity + config.num_workers);
@@ -188,10 +192,11 @@ fn run(args: &Args) -> Result<(), String> {
                     "  added (minus the simulator's mean processing {} µs): {} {}",
                     mean.as_micros(),
                     percentiles_text(added),
-                    verdict(
-                        added[1] <= TARGET_ADDED_P99_US,
-                        "target p99 ≤ 1 ms at 5,000/s"
-                    )
+                    if rate == 5_000 {
+                        verdict(added[1] <= TARGET_ADDED_P99_US, "target p99 ≤ 1 ms")
+                    } else {
+                        String::new()
+                    }
                 )),
                 None => say(format!(
                     "  added (upper bound: nothing subtracted): {}",
@@ -221,8 +226,11 @@ fn run(args: &Args) -> Result<(), String> {
         ));
         for (rate, added) in &rows {
             say(format!(
-                "| added latency at {rate}/s, p50 / p99 / p99.9 | {} / {} / {} µs | p99 ≤ 1 ms at 5,000/s |",
-                added[0], added[1], added[2]
+                "| added latency at {rate}/s, p50 / p99 / p99.9 | {} / {} / {} µs | {} |",
+                added[0],
+                added[1],
+                added[2],
+                if *rate == 5_000 { "p99 ≤ 1 ms" } else { "" }
             ));
         }
         actix::System::current().stop();
