@@ -90,7 +90,7 @@ pub fn blaster_config(endpoint_of: impl Fn(&str) -> String) -> Result<BlasterCon
         "auto_disable_threshold": 10,
         "reenable_after": "2s",
         "deployments": [
-            deployment("tight", json!({"tpm_limit": TIGHT_TPM, "max_in_flight": 4})),
+            deployment("tight", json!({"tpm_limit": TIGHT_TPM, "adaptive": true, "max_in_flight": 4})),
             deployment("flaky", json!({"weight": 2})),
             deployment("slow", json!({"max_in_flight": 48})),
         ],

@@ -187,6 +187,8 @@ pub struct AttemptRecord {
     pub elapsed: Duration,
     /// The HTTP error reply, when the attempt got one (for a batch line's `response`).
     pub reply: Option<ApiError>,
+    /// Azure's request id of the reply (`apim-request-id` / `x-request-id`), when one came.
+    pub request_id: Option<String>,
 }
 
 impl AttemptRecord {
@@ -202,7 +204,14 @@ impl AttemptRecord {
             kind: AttemptKind::of(outcome),
             elapsed,
             reply: outcome.api_error().cloned(),
+            request_id: None,
         }
+    }
+
+    /// The same record, naming Azure's request id of the reply.
+    pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
     }
 
     /// The record of an attempt lost because the endpoint's actor stopped or restarted.
@@ -213,6 +222,7 @@ impl AttemptRecord {
             kind: AttemptKind::Lost,
             elapsed,
             reply: None,
+            request_id: None,
         }
     }
 }

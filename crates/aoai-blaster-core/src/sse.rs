@@ -831,6 +831,11 @@ mod tests {
     }
 
     proptest! {
+        // A fixed seed: the same cases on every run, so a red CI always means a real change.
+        #![proptest_config(ProptestConfig {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_2026),
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn any_cut_gives_the_same_events(
             events in prop::collection::vec(event_text(), 1..6),

@@ -44,7 +44,7 @@ use crate::report::{EndpointCounters, EndpointReport};
 
 /// Tokens charged for the reply when a request names no `max_tokens` and the deployment no
 /// `max_completion_tokens` (the quota estimate Azure makes is of the same kind).
-pub const DEFAULT_CHARGED_COMPLETION_TOKENS: u64 = 1024;
+pub const DEFAULT_CHARGED_COMPLETION_TOKENS: u64 = 4096;
 
 /// How far past jobs it cannot place now the Dispatcher looks for one it can (pinned jobs, and
 /// small jobs overtaking a large one that waits for quota). Keeps `pump` cheap.
@@ -358,6 +358,13 @@ impl Dispatcher {
 
     /// Places as many queued jobs as the endpoints can take now.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.place_queued(ctx);
+        crate::metrics::queue_depth(self.queue.len());
+        crate::metrics::jobs_in_flight(self.in_flight);
+    }
+
+    /// The body of [`pump`](Self::pump): place what can be placed, arm the wake timer.
+    fn place_queued(&mut self, ctx: &mut Context<Self>) {
         let now = clock::now();
         if self.queue.is_empty() {
             return;
@@ -468,6 +475,7 @@ impl Dispatcher {
             let cost = self.cost_on(id, index);
             match self.slots[index].budget.try_reserve(now, cost) {
                 Ok(reservation) => {
+                    crate::metrics::tokens_charged(&self.slots[index].name, cost.tokens);
                     self.send_attempt(id, index, reservation, ctx);
                     return Placement::Sent;
                 }
@@ -662,11 +670,10 @@ impl Dispatcher {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        job.history.record(AttemptRecord::from_outcome(
-            &endpoint,
-            &report.outcome,
-            report.elapsed,
-        ));
+        job.history.record(
+            AttemptRecord::from_outcome(&endpoint, &report.outcome, report.elapsed)
+                .with_request_id(report.request_id.clone()),
+        );
         job.upstream_total += report.elapsed;
         let interrupted_stream =
             report.deltas_delivered > 0 && !matches!(report.outcome, AttemptOutcome::Success);
@@ -687,6 +694,11 @@ impl Dispatcher {
                     return;
                 };
                 let total_time = now.saturating_duration_since(job.submitted);
+                crate::metrics::job_succeeded(
+                    total_time,
+                    total_time.saturating_sub(job.upstream_total),
+                    report.server_time,
+                );
                 let result = ChatResult {
                     completion,
                     endpoint,
@@ -694,6 +706,7 @@ impl Dispatcher {
                     request_id: report.request_id,
                     queued_for: total_time.saturating_sub(job.upstream_total),
                     upstream_time: report.elapsed,
+                    server_time: report.server_time,
                     total_time,
                 };
                 let _ = job.reply.send(Ok(result));
@@ -710,6 +723,9 @@ impl Dispatcher {
         let Some(job) = self.jobs.remove(&id) else {
             return;
         };
+        if let Err(kind) = &outcome {
+            crate::metrics::job_failed(kind);
+        }
         let result = outcome.map_err(|kind| job_error(kind, job.history.attempts));
         if let Err(error) = &result {
             tracing::debug!(job = id, label = job.label.as_deref().unwrap_or(""), %error, "job failed");

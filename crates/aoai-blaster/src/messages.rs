@@ -104,6 +104,9 @@ pub struct ChatResult {
     pub queued_for: Duration,
     /// Duration of the successful HTTP call.
     pub upstream_time: Duration,
+    /// The answering server's own processing time, when its reply stated it
+    /// (`openai-processing-ms`, or the simulator's `x-sim-processing-us`).
+    pub server_time: Option<Duration>,
     /// From submission to result.
     pub total_time: Duration,
 }

@@ -114,11 +114,12 @@ pub fn answer_for(
                     if let Some(code) = &reply.code {
                         inner["code"] = json!(code);
                     }
+                    let request_id = error.attempts.last().and_then(|a| a.request_id.clone());
                     OutputLine::answer(
                         line_id,
                         custom_id,
                         reply.status,
-                        None,
+                        request_id,
                         json!({"error": inner}),
                         attempts,
                     )
@@ -205,6 +206,7 @@ mod tests {
             request_id: Some("req-9".into()),
             queued_for: Duration::ZERO,
             upstream_time: 40 * MS,
+            server_time: None,
             total_time: 50 * MS,
         };
         let (line, tally) = line_and_tally(answer_for("L1".into(), "a".into(), &Ok(result)));
@@ -244,15 +246,19 @@ mod tests {
     fn a_final_http_error_goes_in_response_with_azures_error_body() {
         let error = JobError::new(
             JobErrorKind::Rejected(api_error(400, "content_filter", "filtered")),
-            vec![AttemptRecord::from_outcome(
-                "east",
-                &AttemptOutcome::JobFatal(api_error(400, "content_filter", "filtered")),
-                5 * MS,
-            )],
+            vec![
+                AttemptRecord::from_outcome(
+                    "east",
+                    &AttemptOutcome::JobFatal(api_error(400, "content_filter", "filtered")),
+                    5 * MS,
+                )
+                .with_request_id(Some("req-400".into())),
+            ],
         );
         let (line, tally) = line_and_tally(answer_for("L2".into(), "b".into(), &Err(error)));
         assert_eq!(line["error"], Value::Null);
         assert_eq!(line["response"]["status_code"], 400);
+        assert_eq!(line["response"]["request_id"], "req-400");
         assert_eq!(
             line["response"]["body"],
             json!({"error": {"code": "content_filter", "message": "filtered"}})
