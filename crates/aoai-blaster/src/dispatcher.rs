@@ -105,6 +105,9 @@ impl EndpointSlot {
     }
 }
 
+/// Where a job's result goes.
+type JobReply = oneshot::Sender<Result<ChatResult, JobError>>;
+
 /// A job the Dispatcher holds until its outcome is known.
 struct PendingJob {
     request: Arc<ChatRequest>,
@@ -117,7 +120,7 @@ struct PendingJob {
     history: JobHistory,
     avoid: Option<usize>,
     attempts_sent: u32,
-    reply: oneshot::Sender<Result<ChatResult, JobError>>,
+    reply: JobReply,
     submitted: Instant,
     upstream_total: Duration,
     _permit: OwnedSemaphorePermit,
@@ -144,8 +147,9 @@ pub struct Dispatcher {
     num_workers: usize,
     in_flight: usize,
     intake: Arc<Semaphore>,
-    /// Jobs accepted before `Close` that still wait for room in the intake.
-    awaiting_intake: usize,
+    /// Jobs accepted while the intake was full, oldest first: they enter the queue as room
+    /// frees up. They cost nothing while they wait (no future is polled for them).
+    overflow: VecDeque<(ChatJob, JobReply)>,
     subscribers: Vec<Recipient<HealthReport>>,
     wake: Option<(Instant, SpawnHandle)>,
     closing: bool,
@@ -274,7 +278,7 @@ impl Dispatcher {
                 num_workers: config.num_workers.max(1),
                 in_flight: 0,
                 intake: Arc::new(Semaphore::new(permits)),
-                awaiting_intake: 0,
+                overflow: VecDeque::new(),
                 subscribers: Vec::new(),
                 wake: None,
                 closing: false,
@@ -291,12 +295,8 @@ impl Dispatcher {
             .or_else(|| self.slots.iter().position(|slot| slot.model == pin))
     }
 
-    fn enqueue(
-        &mut self,
-        job: ChatJob,
-        permit: OwnedSemaphorePermit,
-        ctx: &mut Context<Self>,
-    ) -> Result<oneshot::Receiver<Result<ChatResult, JobError>>, JobError> {
+    /// Takes a job into the queue (the caller then pumps).
+    fn enqueue(&mut self, job: ChatJob, reply: JobReply, permit: OwnedSemaphorePermit) {
         let now = clock::now();
         let pin = match &job.pin {
             None => None,
@@ -304,17 +304,17 @@ impl Dispatcher {
                 Some(index) => Some(index),
                 None => {
                     let known: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
-                    return Err(job_error(
+                    let _ = reply.send(Err(job_error(
                         JobErrorKind::UnknownDeployment {
                             name: name.clone(),
                             known: known.join(", "),
                         },
                         Vec::new(),
-                    ));
+                    )));
+                    return;
                 }
             },
         };
-        let (reply, receiver) = oneshot::channel();
         let id = self.next_job;
         self.next_job += 1;
         let tools = tool_definitions(&job.request.options);
@@ -349,16 +349,36 @@ impl Dispatcher {
                     largest_capacity,
                 }),
             );
-            return Ok(receiver);
+            return;
         }
         self.queue.push_back(id);
-        self.pump(ctx);
-        Ok(receiver)
+    }
+
+    /// Moves overflow jobs into the queue while the intake has room.
+    fn admit_overflow(&mut self) {
+        while !self.overflow.is_empty() {
+            let Ok(permit) = self.intake.clone().try_acquire_owned() else {
+                return;
+            };
+            let Some((job, reply)) = self.overflow.pop_front() else {
+                return;
+            };
+            if !reply.is_closed() {
+                self.enqueue(job, reply, permit);
+            }
+        }
     }
 
     /// Places as many queued jobs as the endpoints can take now.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        self.place_queued(ctx);
+        loop {
+            self.admit_overflow();
+            self.place_queued(ctx);
+            // Placing may have finished jobs (failures free intake room at once).
+            if self.overflow.is_empty() || self.intake.available_permits() == 0 {
+                break;
+            }
+        }
         crate::metrics::queue_depth(self.queue.len());
         crate::metrics::jobs_in_flight(self.in_flight);
     }
@@ -581,13 +601,19 @@ impl Dispatcher {
             attempt = job.attempts_sent
         );
         let request = slot.addr.send(attempt);
-        ctx.spawn(
-            fut::wrap_future::<_, Self>(tracing::Instrument::instrument(request, span)).map(
-                move |result, act, ctx| {
-                    act.on_attempt_done(id, index, reservation, sent_at, result, ctx);
-                },
-            ),
-        );
+        // A task of its own, not a future of this actor's context: actix polls every future
+        // of a context on each wake-up, which would make each event cost O(attempts in flight).
+        let dispatcher = ctx.address();
+        actix_rt::spawn(async move {
+            let result = tracing::Instrument::instrument(request, span).await;
+            dispatcher.do_send(AttemptDone {
+                job: id,
+                endpoint: index,
+                reservation,
+                sent_at,
+                result,
+            });
+        });
     }
 
     fn on_attempt_done(
@@ -740,7 +766,7 @@ impl Dispatcher {
     }
 
     fn check_closed(&mut self) {
-        if self.closing && self.jobs.is_empty() && self.awaiting_intake == 0 {
+        if self.closing && self.jobs.is_empty() && self.overflow.is_empty() {
             for waiter in self.close_waiters.drain(..) {
                 let _ = waiter.send(());
             }
@@ -781,35 +807,61 @@ impl Actor for Dispatcher {
 }
 
 impl Handler<ChatJob> for Dispatcher {
-    type Result = ResponseActFuture<Self, Result<ChatResult, JobError>>;
+    type Result = ResponseFuture<Result<ChatResult, JobError>>;
 
-    fn handle(&mut self, job: ChatJob, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, job: ChatJob, ctx: &mut Self::Context) -> Self::Result {
         if self.closing {
-            return Box::pin(fut::ready(Err(job_error(
+            return Box::pin(std::future::ready(Err(job_error(
                 JobErrorKind::QueueClosed,
                 Vec::new(),
             ))));
         }
-        let intake = self.intake.clone();
-        self.awaiting_intake += 1;
-        Box::pin(fut::wrap_future::<_, Self>(intake.acquire_owned()).then(
-            move |permit, act, ctx| {
-                act.awaiting_intake -= 1;
-                let enqueued = match permit {
-                    Ok(permit) => act.enqueue(job, permit, ctx),
-                    Err(_) => Err(job_error(JobErrorKind::QueueClosed, Vec::new())),
-                };
-                act.check_closed();
-                fut::wrap_future(async move {
-                    match enqueued {
-                        Ok(receiver) => receiver.await.unwrap_or_else(|_| {
-                            Err(job_error(JobErrorKind::Cancelled, Vec::new()))
-                        }),
-                        Err(error) => Err(error),
-                    }
-                })
-            },
-        ))
+        let (reply, receiver) = oneshot::channel();
+        let permit = if self.overflow.is_empty() {
+            self.intake.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
+        match permit {
+            Some(permit) => {
+                self.enqueue(job, reply, permit);
+                self.pump(ctx);
+            }
+            None => self.overflow.push_back((job, reply)),
+        }
+        // actix runs this future as a task of its own: a waiting job costs the Dispatcher
+        // nothing until its answer is sent.
+        Box::pin(async move {
+            receiver
+                .await
+                .unwrap_or_else(|_| Err(job_error(JobErrorKind::Cancelled, Vec::new())))
+        })
+    }
+}
+
+/// An attempt's answer (or its loss), back from the task that awaited it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AttemptDone {
+    job: u64,
+    endpoint: usize,
+    reservation: Reservation,
+    sent_at: Instant,
+    result: Result<AttemptReport, MailboxError>,
+}
+
+impl Handler<AttemptDone> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, done: AttemptDone, ctx: &mut Self::Context) {
+        self.on_attempt_done(
+            done.job,
+            done.endpoint,
+            done.reservation,
+            done.sent_at,
+            done.result,
+            ctx,
+        );
     }
 }
 
