@@ -61,6 +61,25 @@ pub struct RunOptions {
     /// Without a terminal on stderr: seconds between plain progress log lines.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub progress_interval: Duration,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` while the run lasts
+    /// (e.g. `127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+}
+
+impl RunOptions {
+    /// Starts the metrics listener when `--metrics-addr` is given.
+    pub fn start_metrics(&self) -> Result<Option<aoai_blaster::metrics::MetricsServer>, String> {
+        let Some(addr) = &self.metrics_addr else {
+            return Ok(None);
+        };
+        let handle = aoai_blaster::metrics::MetricsHandle::install()
+            .map_err(|error| format!("cannot record metrics: {error}"))?;
+        let server = aoai_blaster::metrics::serve(handle, addr.as_str())
+            .map_err(|error| format!("cannot listen on --metrics-addr {addr}: {error}"))?;
+        tracing::info!("metrics at http://{}/metrics", server.local_addr());
+        Ok(Some(server))
+    }
 }
 
 /// `demo` options.

@@ -163,6 +163,13 @@ fn sim_line(sim: &SimHandle) -> String {
 
 /// `aoai-blaster demo`.
 pub async fn demo_command(args: DemoArgs, multi: MultiProgress, mode: ProgressMode) -> u8 {
+    let _metrics = match args.options.start_metrics() {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("aoai-blaster: {error}");
+            return EXIT_USAGE;
+        }
+    };
     let sim = match aoai_sim::start(sim_config()).await {
         Ok(sim) => sim,
         Err(error) => {

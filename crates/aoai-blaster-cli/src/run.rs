@@ -462,6 +462,10 @@ pub async fn run_command(args: RunArgs, multi: MultiProgress, mode: ProgressMode
         .saturating_add(config.num_workers)
         .max(1);
     let endpoints = config.deployments.len();
+    let _metrics = match args.options.start_metrics() {
+        Ok(server) => server,
+        Err(error) => return usage_error(error),
+    };
     let blaster = match Blaster::from_config(config.clone()) {
         Ok(blaster) => blaster,
         Err(error) => return usage_error(error),
