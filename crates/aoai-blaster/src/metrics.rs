@@ -512,19 +512,10 @@ pub fn job_failed(kind: &JobErrorKind) {
     metrics::counter!("aoai_blaster_jobs_total", "outcome" => job_error_label(kind)).increment(1);
 }
 
-/// The `outcome` label of `aoai_blaster_jobs_total` for a failed job.
+/// The `outcome` label of `aoai_blaster_jobs_total` for a failed job: the job error's own
+/// stable code ([`JobErrorKind::code`]).
 pub fn job_error_label(kind: &JobErrorKind) -> &'static str {
-    match kind {
-        JobErrorKind::Rejected(_) => "rejected",
-        JobErrorKind::RetriesExhausted => "retries_exhausted",
-        JobErrorKind::AllEndpointsDisabled => "all_endpoints_disabled",
-        JobErrorKind::DeadlineExceeded => "deadline_exceeded",
-        JobErrorKind::NeverFits { .. } => "never_fits",
-        JobErrorKind::StreamInterrupted { .. } => "stream_interrupted",
-        JobErrorKind::UnknownDeployment { .. } => "unknown_deployment",
-        JobErrorKind::Cancelled => "cancelled",
-        JobErrorKind::QueueClosed => "queue_closed",
-    }
+    kind.code()
 }
 
 /// The server's own processing time as a reply states it: `x-sim-processing-us` (the
