@@ -106,6 +106,8 @@ impl Auth {
 struct CachedToken {
     token: Secret,
     expires_at: SystemTime,
+    /// The source's generation when the token was fetched: an `invalidate` since makes it stale.
+    generation: u64,
 }
 
 /// A credential plus its token cache, shared by every deployment that uses it.
@@ -138,12 +140,10 @@ impl TokenSource {
     /// A valid token: the cached one while it has more than [`REFRESH_MARGIN`] left, else a new
     /// one. Concurrent callers wait for one fetch instead of each starting their own.
     pub async fn token(&self) -> Result<Secret, AuthError> {
-        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
         let mut cache = self.cache.lock().await;
-        if generation != self.generation.load(std::sync::atomic::Ordering::Acquire) {
-            *cache = None;
-        }
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
         if let Some(cached) = cache.as_ref()
+            && cached.generation == generation
             && !needs_refresh(cached.expires_at, SystemTime::now())
         {
             return Ok(cached.token.clone());
@@ -170,6 +170,7 @@ impl TokenSource {
         *cache = Some(CachedToken {
             token: secret.clone(),
             expires_at,
+            generation,
         });
         Ok(secret)
     }
@@ -219,6 +220,14 @@ impl CredentialRegistry {
             env: Box::new(env),
             sources: HashMap::new(),
         }
+    }
+
+    /// Uses `credential` for every deployment whose `api_key` names `name` (`"az"`,
+    /// `"default"` or `"managed_identity"`), instead of the one this registry would build: for
+    /// a credential of your own (a certificate, a federated token, a test double).
+    pub fn use_credential(&mut self, name: &'static str, credential: Arc<dyn TokenCredential>) {
+        self.sources
+            .insert(name, Arc::new(TokenSource::new(name, credential)));
     }
 
     /// The authentication for one deployment's configured `api_key`.
