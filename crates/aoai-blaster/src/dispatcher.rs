@@ -121,6 +121,8 @@ struct PendingJob {
     avoid: Option<usize>,
     attempts_sent: u32,
     reply: JobReply,
+    /// `job` span: outcome, attempts and total time are recorded on it when the job ends.
+    span: tracing::Span,
     submitted: Instant,
     upstream_total: Duration,
     _permit: OwnedSemaphorePermit,
@@ -317,6 +319,14 @@ impl Dispatcher {
         };
         let id = self.next_job;
         self.next_job += 1;
+        let span = tracing::debug_span!(
+            "job",
+            job = id,
+            label = job.label.as_deref().unwrap_or(""),
+            outcome = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+            total_us = tracing::field::Empty,
+        );
         let tools = tool_definitions(&job.request.options);
         let prompt_tokens = self
             .tokenizers
@@ -336,6 +346,7 @@ impl Dispatcher {
                 avoid: None,
                 attempts_sent: 0,
                 reply,
+                span,
                 submitted: now,
                 upstream_total: Duration::ZERO,
                 _permit: permit,
@@ -587,25 +598,19 @@ impl Dispatcher {
             stream: job.stream,
             deltas: job.deltas.clone(),
             label: job.label.clone(),
+            job_span: job.span.clone(),
         };
         let slot = &mut self.slots[index];
         slot.in_flight += 1;
         slot.counters.requests += 1;
         self.in_flight += 1;
         let sent_at = clock::now();
-        let span = tracing::debug_span!(
-            "attempt",
-            job = id,
-            label = job.label.as_deref().unwrap_or(""),
-            endpoint = %slot.name,
-            attempt = job.attempts_sent
-        );
         let request = slot.addr.send(attempt);
         // A task of its own, not a future of this actor's context: actix polls every future
         // of a context on each wake-up, which would make each event cost O(attempts in flight).
         let dispatcher = ctx.address();
         actix_rt::spawn(async move {
-            let result = tracing::Instrument::instrument(request, span).await;
+            let result = request.await;
             dispatcher.do_send(AttemptDone {
                 job: id,
                 endpoint: index,
@@ -720,6 +725,7 @@ impl Dispatcher {
                     return;
                 };
                 let total_time = now.saturating_duration_since(job.submitted);
+                record_job_end(&job.span, "ok", job.history.attempts.len(), total_time);
                 crate::metrics::job_succeeded(
                     total_time,
                     total_time.saturating_sub(job.upstream_total),
@@ -751,6 +757,12 @@ impl Dispatcher {
         };
         if let Err(kind) = &outcome {
             crate::metrics::job_failed(kind);
+            record_job_end(
+                &job.span,
+                kind.code(),
+                job.history.attempts.len(),
+                clock::now().saturating_duration_since(job.submitted),
+            );
         }
         let result = outcome.map_err(|kind| job_error(kind, job.history.attempts));
         if let Err(error) = &result {
@@ -796,6 +808,16 @@ impl Dispatcher {
 /// job waits for its own endpoint and holds nobody back.
 fn may_overtake(placement: &Placement, pinned: bool, waited: Duration) -> bool {
     pinned || (!matches!(placement, Placement::Busy) && waited < OVERTAKE_AGE_LIMIT)
+}
+
+/// Records how a job ended on its span (names and numbers only, never content).
+fn record_job_end(span: &tracing::Span, outcome: &str, attempts: usize, total: Duration) {
+    span.record("outcome", outcome);
+    span.record("attempts", attempts);
+    span.record(
+        "total_us",
+        u64::try_from(total.as_micros()).unwrap_or(u64::MAX),
+    );
 }
 
 fn job_error(kind: JobErrorKind, attempts: Vec<AttemptRecord>) -> JobError {

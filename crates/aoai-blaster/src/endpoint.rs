@@ -272,6 +272,7 @@ impl Handler<Attempt> for EndpointActor {
         self.metrics.attempt_started(attempt.number);
         // Names, numbers and outcomes only: never headers or bodies (they hold secrets).
         let span = tracing::debug_span!(
+            parent: &attempt.job_span,
             "attempt",
             job = attempt.job,
             label = attempt.label.as_deref().unwrap_or(""),

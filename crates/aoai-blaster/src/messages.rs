@@ -153,6 +153,8 @@ pub struct Attempt {
     pub deltas: Option<Recipient<StreamDelta>>,
     /// The job's label for logs.
     pub label: Option<String>,
+    /// The job's tracing span: the attempt's span is its child.
+    pub job_span: tracing::Span,
 }
 
 /// EndpointActor → Dispatcher: what one attempt met, and the endpoint's health after it.
