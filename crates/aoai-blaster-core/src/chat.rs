@@ -2,8 +2,8 @@
 //!
 //! Replies are parsed leniently (Azure omits `model` or `created` in some replies, and adds
 //! fields such as `prompt_filter_results`): missing fields take defaults, and every field we do
-//! not model is kept in an `extra` map so that nothing is lost on a round trip. Only `choices`
-//! is required in a completion.
+//! not model is kept, as raw JSON text, in an `extra` map ([`ExtraFields`]) so that nothing is
+//! lost on a round trip. Only `choices` is required in a completion.
 //!
 //! ```
 //! use aoai_blaster_core::chat::{build_request_body, ChatCompletion, ChatRequest, RequestDefaults};
@@ -23,12 +23,15 @@
 //!     "system_fingerprint": "fp_1"
 //! }))?;
 //! assert_eq!(reply.text(), Some("Hello"));
-//! assert_eq!(reply.extra["system_fingerprint"], "fp_1");
+//! assert_eq!(reply.extra.get("system_fingerprint"), Some(json!("fp_1")));
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
+
+pub use crate::extra::ExtraFields;
+use crate::extra::deserialize_with_extra;
 
 fn chat_completion_object() -> String {
     "chat.completion".to_owned()
@@ -56,29 +59,49 @@ where
 }
 
 /// A whole (non-streamed, or assembled) chat completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Parsed in one pass (see [`ExtraFields`] for the fields it does not model).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatCompletion {
     /// `chatcmpl-...`; empty when the service gave none.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
     /// `chat.completion`.
-    #[serde(default = "chat_completion_object")]
     pub object: String,
     /// Unix seconds; 0 when the service gave none.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub created: u64,
     /// The model that answered; empty when the service gave none.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub model: String,
     /// The answers (one unless the request set `n`).
     pub choices: Vec<Choice>,
     /// Token counts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
-    /// Every other field (`system_fingerprint`, `prompt_filter_results`, ...).
+    /// Every other field (`system_fingerprint`, `prompt_filter_results`, ...), as raw JSON.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: ExtraFields,
 }
+
+deserialize_with_extra!(ChatCompletion, "a chat completion object", init: ChatCompletion {
+        id: String::new(),
+        object: chat_completion_object(),
+        created: 0,
+        model: String::new(),
+        choices: Vec::new(),
+        usage: None,
+        extra: ExtraFields::new(),
+    },
+    required: ["choices"],
+    fields: {
+        0 "id" => |v, map| v.id = or_default(map.next_value()?),
+        1 "object" => |v, map| if let Some(object) = map.next_value::<Option<String>>()? {
+            v.object = object;
+        },
+        2 "created" => |v, map| v.created = or_default(map.next_value()?),
+        3 "model" => |v, map| v.model = or_default(map.next_value()?),
+        4 "choices" => |v, map| v.choices = map.next_value()?,
+        5 "usage" => |v, map| v.usage = map.next_value()?,
+    }
+);
 
 impl ChatCompletion {
     /// The first choice's text, if it has any.
@@ -92,39 +115,65 @@ impl ChatCompletion {
     }
 }
 
-/// One answer in a [`ChatCompletion`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Choice {
-    /// Position among the choices.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub index: u32,
-    /// The assistant's message.
-    #[serde(default)]
-    pub message: AssistantMessage,
-    /// Why generation stopped.
-    #[serde(default)]
-    pub finish_reason: Option<String>,
-    /// Every other field (`content_filter_results`, `logprobs`, ...).
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+/// `null` read as "not given".
+fn or_default<T: Default>(value: Option<T>) -> T {
+    value.unwrap_or_default()
 }
 
+/// One answer in a [`ChatCompletion`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Choice {
+    /// Position among the choices.
+    pub index: u32,
+    /// The assistant's message.
+    pub message: AssistantMessage,
+    /// Why generation stopped.
+    pub finish_reason: Option<String>,
+    /// Every other field (`content_filter_results`, `logprobs`, ...), as raw JSON.
+    #[serde(flatten)]
+    pub extra: ExtraFields,
+}
+
+deserialize_with_extra!(Choice, "a choice object", init: Choice {
+        index: 0,
+        message: AssistantMessage::default(),
+        finish_reason: None,
+        extra: ExtraFields::new(),
+    },
+    required: [],
+    fields: {
+        0 "index" => |v, map| v.index = or_default(map.next_value()?),
+        1 "message" => |v, map| v.message = or_default(map.next_value()?),
+        2 "finish_reason" => |v, map| v.finish_reason = map.next_value()?,
+    }
+);
+
 /// The message of a [`Choice`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AssistantMessage {
     /// `assistant`.
-    #[serde(default = "assistant_role")]
     pub role: String,
     /// The text; `None` for a pure tool call or a filtered answer.
-    #[serde(default)]
     pub content: Option<String>,
     /// Tool calls the model asks for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
-    /// Every other field (`refusal`, `annotations`, `context`, ...).
+    /// Every other field (`refusal`, `annotations`, `context`, ...), as raw JSON.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: ExtraFields,
 }
+
+deserialize_with_extra!(AssistantMessage, "an assistant message object",
+    init: AssistantMessage::default(),
+    required: [],
+    fields: {
+        0 "role" => |v, map| if let Some(role) = map.next_value::<Option<String>>()? {
+            v.role = role;
+        },
+        1 "content" => |v, map| v.content = map.next_value()?,
+        2 "tool_calls" => |v, map| v.tool_calls = map.next_value()?,
+    }
+);
 
 impl Default for AssistantMessage {
     fn default() -> Self {
@@ -132,27 +181,41 @@ impl Default for AssistantMessage {
             role: assistant_role(),
             content: None,
             tool_calls: None,
-            extra: Map::new(),
+            extra: ExtraFields::new(),
         }
     }
 }
 
 /// A tool call in an [`AssistantMessage`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolCall {
     /// `call_...`.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
     /// `function`.
-    #[serde(rename = "type", default = "function_type")]
+    #[serde(rename = "type")]
     pub kind: String,
     /// The function and its JSON-encoded arguments.
-    #[serde(default)]
     pub function: FunctionCall,
-    /// Every other field.
+    /// Every other field, as raw JSON.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: ExtraFields,
 }
+
+deserialize_with_extra!(ToolCall, "a tool call object", init: ToolCall {
+        id: String::new(),
+        kind: function_type(),
+        function: FunctionCall::default(),
+        extra: ExtraFields::new(),
+    },
+    required: [],
+    fields: {
+        0 "id" => |v, map| v.id = or_default(map.next_value()?),
+        1 "type" => |v, map| if let Some(kind) = map.next_value::<Option<String>>()? {
+            v.kind = kind;
+        },
+        2 "function" => |v, map| v.function = or_default(map.next_value()?),
+    }
+);
 
 /// The function of a [`ToolCall`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -166,21 +229,28 @@ pub struct FunctionCall {
 }
 
 /// Token counts of a reply.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
     /// Tokens in the prompt.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub prompt_tokens: u64,
     /// Tokens generated.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub completion_tokens: u64,
     /// Their sum.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub total_tokens: u64,
-    /// Every other field (`prompt_tokens_details`, `completion_tokens_details`, ...).
+    /// Every other field (`prompt_tokens_details`, `completion_tokens_details`, ...), as raw
+    /// JSON.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: ExtraFields,
 }
+
+deserialize_with_extra!(Usage, "a usage object", init: Usage::default(),
+    required: [],
+    fields: {
+        0 "prompt_tokens" => |v, map| v.prompt_tokens = or_default(map.next_value()?),
+        1 "completion_tokens" => |v, map| v.completion_tokens = or_default(map.next_value()?),
+        2 "total_tokens" => |v, map| v.total_tokens = or_default(map.next_value()?),
+    }
+);
 
 /// One `data:` event of a streamed completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -593,14 +663,54 @@ mod tests {
             ),
             (20, 5, 25)
         );
-        assert_eq!(usage.extra["prompt_tokens_details"]["cached_tokens"], 0);
+        assert_eq!(
+            usage.extra.get("prompt_tokens_details").unwrap()["cached_tokens"],
+            0
+        );
         assert!(reply.extra.contains_key("prompt_filter_results"));
         assert_eq!(
-            reply.choices[0].extra["content_filter_results"]["hate"]["severity"],
+            reply.choices[0]
+                .extra
+                .get("content_filter_results")
+                .unwrap()["hate"]["severity"],
             "safe"
         );
         assert!(reply.choices[0].message.extra.contains_key("annotations"));
         assert_eq!(serde_json::to_value(&reply).unwrap(), azure_reply());
+    }
+
+    #[test]
+    fn parsing_bytes_keeps_unknown_fields_verbatim_and_reads_escaped_keys() {
+        let text = r#"{"choices": [{"message": {"content": "Hi", "r\u0065fusal": null}}],
+            "usage": {"prompt_tokens": 2, "total_tokens": null, "prompt_tokens_details": {"cached_tokens": 0}},
+            "system_fingerprint":  "fp_1", "id": null}"#;
+        let reply: ChatCompletion = serde_json::from_slice(text.as_bytes()).unwrap();
+        assert_eq!(reply.text(), Some("Hi"));
+        assert_eq!(reply.id, "");
+        assert_eq!(
+            reply.extra.raw("system_fingerprint").map(|raw| raw.get()),
+            Some(r#""fp_1""#)
+        );
+        assert_eq!(
+            reply.choices[0].message.extra.get("refusal"),
+            Some(Value::Null)
+        );
+        let usage = reply.usage.as_ref().unwrap();
+        assert_eq!((usage.prompt_tokens, usage.total_tokens), (2, 0));
+        assert_eq!(
+            usage
+                .extra
+                .raw("prompt_tokens_details")
+                .map(|raw| raw.get()),
+            Some(r#"{"cached_tokens": 0}"#)
+        );
+        // From bytes and from a `Value`, the same completion.
+        let from_bytes: ChatCompletion =
+            serde_json::from_slice(azure_reply().to_string().as_bytes()).unwrap();
+        let from_value: ChatCompletion = serde_json::from_value(azure_reply()).unwrap();
+        assert_eq!(from_bytes, from_value);
+        let wrong = serde_json::from_slice::<ChatCompletion>(br#"{"choices": 3}"#).unwrap_err();
+        assert!(wrong.to_string().contains("invalid type"), "{wrong}");
     }
 
     #[test]

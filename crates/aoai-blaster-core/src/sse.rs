@@ -37,8 +37,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::chat::{
-    ApiErrorBody, AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, FunctionCall,
-    ToolCall, Usage,
+    ApiErrorBody, AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ExtraFields,
+    FunctionCall, ToolCall, Usage,
 };
 
 /// Default bound on one line and on one event's data: 8 MiB.
@@ -500,7 +500,7 @@ impl StreamAssembler {
                         id: String::new(),
                         kind: "function".to_owned(),
                         function: FunctionCall::default(),
-                        extra: Map::new(),
+                        extra: ExtraFields::new(),
                     });
                 if let Some(id) = &fragment.id
                     && call.id.is_empty()
@@ -545,10 +545,10 @@ impl StreamAssembler {
                         content: state.content,
                         tool_calls: (!state.tool_calls.is_empty())
                             .then(|| state.tool_calls.into_values().collect()),
-                        extra: message_extra,
+                        extra: ExtraFields::from_map(message_extra),
                     },
                     finish_reason: state.finish_reason,
-                    extra: state.choice_extra,
+                    extra: ExtraFields::from_map(state.choice_extra),
                 }
             })
             .collect();
@@ -559,7 +559,7 @@ impl StreamAssembler {
             model: self.model,
             choices,
             usage: self.usage,
-            extra: self.extra,
+            extra: ExtraFields::from_map(self.extra),
         }
     }
 
@@ -992,14 +992,17 @@ mod tests {
         assert_eq!(completion.choices.len(), 2);
         let (a, b) = (&completion.choices[0], &completion.choices[1]);
         assert_eq!((a.index, a.message.content.as_deref()), (0, Some("A1A2")));
-        assert_eq!(a.message.extra["refusal"], Value::Null);
+        assert_eq!(a.message.extra.get("refusal"), Some(Value::Null));
         assert_eq!(
-            a.extra["logprobs"],
-            json!({"content": [{"token": "A1"}, {"token": "A2"}]})
+            a.extra.get("logprobs"),
+            Some(json!({"content": [{"token": "A1"}, {"token": "A2"}]}))
         );
         assert_eq!((b.index, b.message.content.as_deref()), (1, Some("B1")));
-        assert_eq!(b.message.extra["refusal"], "nope");
-        assert_eq!(b.extra["logprobs"], json!({"content": [{"token": "B1"}]}));
+        assert_eq!(b.message.extra.get("refusal"), Some(json!("nope")));
+        assert_eq!(
+            b.extra.get("logprobs"),
+            Some(json!({"content": [{"token": "B1"}]}))
+        );
         assert!(
             !b.extra.contains_key("obfuscation") && !completion.extra.contains_key("obfuscation")
         );

@@ -21,6 +21,11 @@ use aoai_sim::{DeploymentSpec, SimConfig};
 use clap::Parser;
 use serde_json::json;
 
+/// The allocator the `aoai-blaster` CLI uses too (glibc's malloc is slow when memory allocated
+/// on one thread is freed on another, as replies are here).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Targets on a 2-core machine (issue 6).
 const TARGET_JOBS_PER_SEC: f64 = 20_000.0;
 const TARGET_CPU_US_PER_JOB: f64 = 50.0;
