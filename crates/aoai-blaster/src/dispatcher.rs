@@ -37,8 +37,8 @@ use crate::auth::{AuthError, CredentialRegistry};
 use crate::clock;
 use crate::endpoint::{EndpointActor, EndpointSettings};
 use crate::messages::{
-    Attempt, AttemptReport, ChatJob, ChatResult, Close, GetReport, HealthReport, HealthSnapshot,
-    RestartEndpoint, StopForRestart, StreamDelta, Subscribe,
+    Attempt, AttemptDone, AttemptReport, ChatJob, ChatResult, Close, GetReport, HealthReport,
+    HealthSnapshot, RestartEndpoint, StopForRestart, StreamDelta, Subscribe,
 };
 use crate::report::{EndpointCounters, EndpointReport};
 
@@ -125,7 +125,17 @@ struct PendingJob {
     span: tracing::Span,
     submitted: Instant,
     upstream_total: Duration,
+    /// The attempt in flight, if any (a job has at most one).
+    in_flight: Option<InFlightAttempt>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// What the Dispatcher keeps about a job's attempt in flight.
+struct InFlightAttempt {
+    endpoint: usize,
+    number: u32,
+    reservation: Reservation,
+    sent_at: Instant,
 }
 
 /// What happened when the Dispatcher tried to place one job.
@@ -214,6 +224,7 @@ impl Dispatcher {
         Ok(Dispatcher::create(move |ctx| {
             ctx.set_mailbox_capacity(4096);
             let reports = ctx.address().recipient::<HealthReport>();
+            let done = ctx.address().recipient::<AttemptDone>();
             let slots = config
                 .deployments
                 .iter()
@@ -222,8 +233,13 @@ impl Dispatcher {
                 .map(|(index, (deployment, auth))| {
                     let settings = EndpointSettings::from_config(index, deployment);
                     let arbiter = arbiters[index % arbiters.len()].handle();
-                    let addr =
-                        EndpointActor::start_supervised(&arbiter, settings, auth, reports.clone());
+                    let addr = EndpointActor::start_supervised(
+                        &arbiter,
+                        settings,
+                        auth,
+                        reports.clone(),
+                        done.clone(),
+                    );
                     let limited = deployment.rpm_limit.is_some() || deployment.tpm_limit.is_some();
                     let budget: Box<dyn QuotaBudget> = if deployment.adaptive {
                         Box::new(AdaptiveBudget::new(
@@ -349,6 +365,7 @@ impl Dispatcher {
                 span,
                 submitted: now,
                 upstream_total: Duration::ZERO,
+                in_flight: None,
                 _permit: permit,
             },
         );
@@ -600,57 +617,62 @@ impl Dispatcher {
             label: job.label.clone(),
             job_span: job.span.clone(),
         };
+        let sent_at = clock::now();
+        job.in_flight = Some(InFlightAttempt {
+            endpoint: index,
+            number: attempt.number,
+            reservation,
+            sent_at,
+        });
         let slot = &mut self.slots[index];
         slot.in_flight += 1;
         slot.counters.requests += 1;
         self.in_flight += 1;
-        let sent_at = clock::now();
-        let request = slot.addr.send(attempt);
-        // A task of its own, not a future of this actor's context: actix polls every future
-        // of a context on each wake-up, which would make each event cost O(attempts in flight).
-        let dispatcher = ctx.address();
-        actix_rt::spawn(async move {
-            let result = request.await;
-            dispatcher.do_send(AttemptDone {
+        // The endpoint answers with an `AttemptDone` message (exactly one per attempt).
+        if slot.addr.connected() {
+            slot.addr.do_send(attempt);
+        } else {
+            ctx.address().do_send(AttemptDone {
                 job: id,
+                number: job.attempts_sent,
                 endpoint: index,
-                reservation,
-                sent_at,
-                result,
+                report: None,
             });
-        });
+        }
     }
 
-    fn on_attempt_done(
-        &mut self,
-        id: u64,
-        index: usize,
-        reservation: Reservation,
-        sent_at: Instant,
-        result: Result<AttemptReport, MailboxError>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn on_attempt_done(&mut self, done: AttemptDone, ctx: &mut Context<Self>) {
+        let id = done.job;
+        let Some(attempt) = self.jobs.get_mut(&id).and_then(|job| {
+            job.in_flight
+                .take_if(|a| a.endpoint == done.endpoint && a.number == done.number)
+        }) else {
+            // Not an attempt this Dispatcher is waiting for: nothing to account.
+            return;
+        };
         let now = clock::now();
+        let index = attempt.endpoint;
+        let reservation = attempt.reservation;
         let slot = &mut self.slots[index];
         slot.in_flight = slot.in_flight.saturating_sub(1);
         self.in_flight = self.in_flight.saturating_sub(1);
-        let endpoint = slot.name.clone();
-        match result {
-            Err(_) => {
-                // The actor stopped (a supervisor restart) with this attempt in flight: the
-                // attempt is lost, not failed. Keep the charge (it may have reached Azure).
+        match done.report {
+            None => {
+                // The actor restarted with this attempt in flight: the attempt is lost, not
+                // failed. Keep the charge (it may have reached Azure).
                 slot.budget
                     .settle(now, reservation, &QuotaFeedback::default());
                 slot.counters.lost += 1;
+                let endpoint = slot.name.clone();
                 if let Some(job) = self.jobs.get_mut(&id) {
                     job.history.record(AttemptRecord::lost(
                         &endpoint,
-                        now.saturating_duration_since(sent_at),
+                        now.saturating_duration_since(attempt.sent_at),
                     ));
                     self.queue.push_front(id);
                 }
             }
-            Ok(report) => self.on_report(id, index, reservation, report, now),
+            Some(report) => self.on_report(id, index, reservation, report, now),
         }
         self.pump(ctx);
         self.check_closed();
@@ -861,29 +883,11 @@ impl Handler<ChatJob> for Dispatcher {
     }
 }
 
-/// An attempt's answer (or its loss), back from the task that awaited it.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct AttemptDone {
-    job: u64,
-    endpoint: usize,
-    reservation: Reservation,
-    sent_at: Instant,
-    result: Result<AttemptReport, MailboxError>,
-}
-
 impl Handler<AttemptDone> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, done: AttemptDone, ctx: &mut Self::Context) {
-        self.on_attempt_done(
-            done.job,
-            done.endpoint,
-            done.reservation,
-            done.sent_at,
-            done.result,
-            ctx,
-        );
+        self.on_attempt_done(done, ctx);
     }
 }
 

@@ -1,8 +1,14 @@
 //! `EndpointActor`: one per deployment. It owns the HTTP client, the auth, the cooldown timer
-//! and the failure streak; it sends one [`Attempt`] at a time per message and answers with an
-//! [`AttemptReport`]. Every decision is made by pure code from `aoai-blaster-core`
+//! and the failure streak; it sends the request of each [`Attempt`] and answers with an
+//! [`AttemptDone`]. Every decision is made by pure code from `aoai-blaster-core`
 //! (`classify`, `EndpointHealth`); this file only performs the effects.
+//!
+//! Each HTTP call runs as a task of its own on the actor's arbiter, not as a future of the
+//! actor's context: actix polls every future of a context whenever the context wakes, which
+//! would make each reply cost O(calls in flight). The task hands its result back to the actor
+//! as a [`CallFinished`] message; the actor folds it into its health and reports.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,7 +27,8 @@ use futures_util::StreamExt;
 use crate::auth::Auth;
 use crate::clock;
 use crate::messages::{
-    Attempt, AttemptReport, HealthEvent, HealthReport, HealthSnapshot, StopForRestart, StreamDelta,
+    Attempt, AttemptDone, AttemptReport, HealthEvent, HealthReport, HealthSnapshot, StopForRestart,
+    StreamDelta,
 };
 use crate::metrics::{EndpointMetrics, FinishedAttempt, server_time_from_headers};
 
@@ -82,18 +89,40 @@ pub struct EndpointActor {
     health: EndpointHealth,
     generation: u64,
     reports: Recipient<HealthReport>,
+    done: Recipient<AttemptDone>,
     cooldown_timer: Option<SpawnHandle>,
     metrics: EndpointMetrics,
+    /// HTTP calls in flight, by call number.
+    calls: HashMap<u64, CallInFlight>,
+    next_call: u64,
+}
+
+/// An HTTP call's task, and the attempt it serves.
+struct CallInFlight {
+    job: u64,
+    number: u32,
+    span: tracing::Span,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A call's task → its actor: the call ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CallFinished {
+    call: u64,
+    result: CallResult,
 }
 
 impl EndpointActor {
     /// Starts the actor under a [`Supervisor`] in `arbiter`, building its awc client there
-    /// (awc's client is not `Send`).
+    /// (awc's client is not `Send`). Health changes go to `reports`, the end of each attempt
+    /// to `done`.
     pub fn start_supervised(
         arbiter: &ArbiterHandle,
         settings: EndpointSettings,
         auth: Auth,
         reports: Recipient<HealthReport>,
+        done: Recipient<AttemptDone>,
     ) -> Addr<EndpointActor> {
         Supervisor::start_in_arbiter(arbiter, move |_ctx| {
             let client = build_client(&settings);
@@ -105,7 +134,10 @@ impl EndpointActor {
                 auth,
                 generation: 0,
                 reports,
+                done,
                 cooldown_timer: None,
+                calls: HashMap::new(),
+                next_call: 0,
             }
         })
     }
@@ -228,6 +260,18 @@ impl Actor for EndpointActor {
 
 impl Supervised for EndpointActor {
     fn restarting(&mut self, ctx: &mut Self::Context) {
+        // The calls in flight go with the old client: stop them and report them lost (the
+        // Dispatcher requeues their jobs).
+        for (_, call) in self.calls.drain() {
+            call.task.abort();
+            self.metrics.attempt_lost();
+            self.done.do_send(AttemptDone {
+                job: call.job,
+                number: call.number,
+                endpoint: self.settings.index,
+                report: None,
+            });
+        }
         self.cooldown_timer = None;
         self.client = build_client(&self.settings);
         self.announce(HealthEvent::Restarted, None);
@@ -244,9 +288,9 @@ impl Handler<StopForRestart> for EndpointActor {
 }
 
 impl Handler<Attempt> for EndpointActor {
-    type Result = ResponseActFuture<Self, AttemptReport>;
+    type Result = ();
 
-    fn handle(&mut self, attempt: Attempt, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, attempt: Attempt, ctx: &mut Self::Context) {
         let now = clock::now();
         if matches!(
             self.health.availability(now),
@@ -267,7 +311,13 @@ impl Handler<Attempt> for EndpointActor {
                 health: self.snapshot(),
             };
             self.metrics.declined();
-            return Box::pin(fut::ready(report));
+            self.done.do_send(AttemptDone {
+                job: attempt.job,
+                number: attempt.number,
+                endpoint: self.settings.index,
+                report: Some(report),
+            });
+            return;
         }
         self.metrics.attempt_started(attempt.number);
         // Names, numbers and outcomes only: never headers or bodies (they hold secrets).
@@ -286,7 +336,7 @@ impl Handler<Attempt> for EndpointActor {
             completion_tokens = tracing::field::Empty,
         );
         let body = build_request_body(&self.settings.defaults, &attempt.request, attempt.stream);
-        let call = HttpCall {
+        let http = HttpCall {
             client: self.client.clone(),
             settings: self.settings.clone(),
             auth: self.auth.clone(),
@@ -295,11 +345,41 @@ impl Handler<Attempt> for EndpointActor {
             deltas: attempt.deltas,
             label: attempt.label,
         };
-        let run = tracing::Instrument::instrument(call.run(), span.clone());
-        Box::pin(
-            fut::wrap_future::<_, Self>(run)
-                .map(move |call, act, ctx| act.conclude(call, &span, ctx)),
-        )
+        let call = self.next_call;
+        self.next_call += 1;
+        let run = tracing::Instrument::instrument(http.run(), span.clone());
+        let actor = ctx.address();
+        let task = actix_rt::spawn(async move {
+            let result = run.await;
+            actor.do_send(CallFinished { call, result });
+        });
+        self.calls.insert(
+            call,
+            CallInFlight {
+                job: attempt.job,
+                number: attempt.number,
+                span,
+                task,
+            },
+        );
+    }
+}
+
+impl Handler<CallFinished> for EndpointActor {
+    type Result = ();
+
+    fn handle(&mut self, finished: CallFinished, ctx: &mut Self::Context) {
+        // A call of a client replaced by a restart was already reported lost.
+        let Some(call) = self.calls.remove(&finished.call) else {
+            return;
+        };
+        let report = self.conclude(finished.result, &call.span, ctx);
+        self.done.do_send(AttemptDone {
+            job: call.job,
+            number: call.number,
+            endpoint: self.settings.index,
+            report: Some(report),
+        });
     }
 }
 

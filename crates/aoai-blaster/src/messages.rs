@@ -2,9 +2,10 @@
 //!
 //! Callers talk to the [`Dispatcher`](crate::Dispatcher) with [`ChatJob`], [`Subscribe`],
 //! [`GetReport`], [`Close`] and [`RestartEndpoint`]. The Dispatcher talks to each
-//! [`EndpointActor`](crate::EndpointActor) with [`Attempt`] and gets an [`AttemptReport`] back;
-//! endpoints announce health changes with [`HealthReport`], which the Dispatcher folds into its
-//! admission state and forwards to every subscriber.
+//! [`EndpointActor`](crate::EndpointActor) with [`Attempt`]; the endpoint answers each with an
+//! [`AttemptDone`] (holding an [`AttemptReport`], or nothing when the attempt was lost to a
+//! restart). Endpoints announce health changes with [`HealthReport`], which the Dispatcher folds
+//! into its admission state and forwards to every subscriber.
 
 use std::fmt;
 use std::sync::Arc;
@@ -137,9 +138,10 @@ pub struct StreamDelta {
     pub chunk: Arc<ChatCompletionChunk>,
 }
 
-/// Dispatcher → EndpointActor: send this job's request once.
+/// Dispatcher → EndpointActor: send this job's request once. The endpoint answers with one
+/// [`AttemptDone`], sent to the recipient it was started with.
 #[derive(Message, Clone)]
-#[rtype(result = "AttemptReport")]
+#[rtype(result = "()")]
 pub struct Attempt {
     /// The Dispatcher's id for the job.
     pub job: u64,
@@ -157,7 +159,24 @@ pub struct Attempt {
     pub job_span: tracing::Span,
 }
 
-/// EndpointActor → Dispatcher: what one attempt met, and the endpoint's health after it.
+/// EndpointActor → Dispatcher: attempt `number` of job `job` on endpoint `endpoint` ended.
+///
+/// Exactly one is sent per [`Attempt`].
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct AttemptDone {
+    /// The Dispatcher's id for the job ([`Attempt::job`]).
+    pub job: u64,
+    /// The attempt's number ([`Attempt::number`]).
+    pub number: u32,
+    /// The endpoint's index in the config's `deployments` list.
+    pub endpoint: usize,
+    /// What the attempt met; `None` when it was lost: the endpoint actor restarted while the
+    /// request was in flight (whether it reached the service is unknown).
+    pub report: Option<AttemptReport>,
+}
+
+/// What one attempt met, and the endpoint's health after it.
 #[derive(Debug, Clone)]
 pub struct AttemptReport {
     /// What happened, classified.

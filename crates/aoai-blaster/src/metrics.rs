@@ -438,6 +438,11 @@ impl EndpointMetrics {
         }
     }
 
+    /// The HTTP call of an attempt was abandoned (a restart replaced the client).
+    pub fn attempt_lost(&self) {
+        self.in_flight.decrement(1.0);
+    }
+
     /// The endpoint turned an attempt back without sending it.
     pub fn declined(&self) {
         self.declined.increment(1);
