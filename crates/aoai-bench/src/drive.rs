@@ -43,6 +43,10 @@ pub struct Collected {
     pub upstream: Latencies,
     /// The rest: Dispatcher, mailboxes, queueing (`client - upstream`).
     pub dispatch: Latencies,
+    /// What the blaster added: the client-side duration minus the server's own processing
+    /// time, which each reply states (`ChatResult::server_time`). Jobs whose reply stated none
+    /// are not in it.
+    pub added: Latencies,
     /// How late the open-loop generator handed jobs over, compared with their schedule.
     pub lateness: Latencies,
     /// From the first job handed over to the last result (closed loop: to the last result
@@ -64,6 +68,9 @@ impl Collected {
                 self.upstream.record(result.upstream_time);
                 self.dispatch
                     .record(client.saturating_sub(result.upstream_time));
+                if let Some(server) = result.server_time {
+                    self.added.record(client.saturating_sub(server));
+                }
             }
             Err(error) => {
                 let key: String = error.chars().take(80).collect();
@@ -136,8 +143,12 @@ pub async fn closed_loop_until(
 }
 
 /// Hands jobs to the Dispatcher at `rate` per second for `duration` (each job as its own task,
-/// whatever the number outstanding), then waits for every result. Durations are measured from
-/// the moment each job is handed over; the generator's lateness against the schedule is in
+/// whatever the number outstanding), then waits for every result.
+///
+/// The schedule is kept by a thread of its own sleeping to each job's due time (the runtime's
+/// timer ticks in milliseconds, which would hand jobs over in bursts); it passes each job to
+/// this task, which hands it over. Durations are measured from that hand-over; the lateness
+/// against the schedule (thread wake-up and the hop to this task) is in
 /// [`Collected::lateness`].
 pub async fn open_loop(
     addr: &Addr<Dispatcher>,
@@ -147,33 +158,42 @@ pub async fn open_loop(
 ) -> Collected {
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let shared = Rc::new(RefCell::new(Collected::default()));
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
     let started = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        let now = Instant::now();
-        let due = ((now - started).as_secs_f64() * rate).floor() as u64 + 1;
-        while sent < due.min(total) {
-            let scheduled = started + Duration::from_secs_f64(sent as f64 / rate);
-            let job = make(sent);
-            let addr = addr.clone();
-            let shared = shared.clone();
-            let done = done_tx.clone();
-            sent += 1;
-            actix_rt::spawn(async move {
-                let handed = Instant::now();
-                let result = run_one(addr, job).await;
-                let client = handed.elapsed();
-                let mut collected = shared.borrow_mut();
-                collected
-                    .lateness
-                    .record(handed.saturating_duration_since(scheduled));
-                collected.record(client, result);
-                let _ = done.send(());
-            });
-        }
-        let next_at = started + Duration::from_secs_f64(sent as f64 / rate);
-        actix_rt::time::sleep_until(next_at.into()).await;
+    let pacer = std::thread::Builder::new()
+        .name("bench-pacer".into())
+        .spawn(move || {
+            for i in 0..total {
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                if due_tx.send((i, due)).is_err() {
+                    return;
+                }
+            }
+        });
+    if pacer.is_err() {
+        return Collected::default();
+    }
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    while let Some((i, due)) = due_rx.recv().await {
+        let job = make(i);
+        let addr = addr.clone();
+        let shared = shared.clone();
+        let done = done_tx.clone();
+        actix_rt::spawn(async move {
+            let handed = Instant::now();
+            let result = run_one(addr, job).await;
+            let client = handed.elapsed();
+            let mut collected = shared.borrow_mut();
+            collected
+                .lateness
+                .record(handed.saturating_duration_since(due));
+            collected.record(client, result);
+            let _ = done.send(());
+        });
     }
     drop(done_tx);
     let mut finished = 0u64;
