@@ -7,11 +7,12 @@ use common::*;
 use futures_util::future::join_all;
 use serde_json::json;
 
+/// Also runs the endpoint actors on two threads of their own (`endpoint_threads`).
 #[actix_rt::test]
 async fn each_endpoint_takes_the_share_its_weight_gives() {
     let sim = start_sim(vec![spec("one"), spec("two"), spec("three")]).await;
     let config = config(
-        json!({"num_workers": 16}),
+        json!({"num_workers": 16, "endpoint_threads": 2}),
         vec![
             deployment(&sim, "one", json!({"weight": 1})),
             deployment(&sim, "two", json!({"weight": 2})),

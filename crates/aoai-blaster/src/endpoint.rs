@@ -46,6 +46,8 @@ pub struct EndpointSettings {
     pub name: String,
     /// Full chat-completions URL including `api-version`.
     pub url: String,
+    /// `url`, parsed once (`None` if it does not parse: each request then reports why).
+    pub uri: Option<awc::http::Uri>,
     /// Deployment defaults merged into each request body.
     pub defaults: RequestDefaults,
     /// Request, connect and stream-idle timeouts.
@@ -66,6 +68,7 @@ impl EndpointSettings {
             index,
             name: config.name.clone(),
             url: config.chat_completions_url(),
+            uri: config.chat_completions_url().parse().ok(),
             defaults: config.request_defaults(),
             timeouts: config.timeouts,
             health_policy: HealthPolicy {
@@ -477,10 +480,15 @@ impl HttpCall {
             }
         };
         let timeouts = &self.settings.timeouts;
-        let request = self
-            .client
-            .post(&self.settings.url)
-            .insert_header(("content-type", "application/json"))
+        let request = match &self.settings.uri {
+            Some(uri) => self.client.post(uri.clone()),
+            None => self.client.post(&self.settings.url),
+        };
+        let request = request
+            .insert_header((
+                awc::http::header::CONTENT_TYPE,
+                awc::http::header::HeaderValue::from_static("application/json"),
+            ))
             .insert_header((header.name, header.value.expose()))
             .timeout(timeouts.request);
         let response = match request.send_body(self.body.clone()).await {
@@ -491,13 +499,7 @@ impl HttpCall {
             }
         };
         let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let lookup = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned)
-        };
+        let lookup = |name: &str| header_text(response.headers(), name);
         result.status = Some(status);
         result.rate_limits = parse_rate_limit_headers(&lookup);
         result.request_id = lookup("apim-request-id").or_else(|| lookup("x-request-id"));
@@ -506,6 +508,8 @@ impl HttpCall {
             .request
             .saturating_sub(clock::now().saturating_duration_since(started));
         if !(200..300).contains(&status) {
+            // Error replies are rare: keep their headers for the classification.
+            let headers = response.headers().clone();
             let mut response = response.timeout(remaining);
             let body = response
                 .body()
@@ -514,7 +518,7 @@ impl HttpCall {
                 .unwrap_or_default();
             result.outcome = classify(
                 status,
-                &lookup,
+                &|name: &str| header_text(&headers, name),
                 &body,
                 SystemTime::now(),
                 self.settings.rate_limit_fallback,
@@ -648,6 +652,14 @@ fn body_error(error: &awc::error::PayloadError, timeouts: &Timeouts) -> Transien
     } else {
         TransientKind::InvalidReply(format!("reply body broken: {text}"))
     }
+}
+
+/// A reply header's value as text (`None` when absent or not visible ASCII).
+fn header_text(headers: &awc::http::header::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn excerpt(body: &[u8]) -> String {

@@ -484,31 +484,65 @@ pub struct FinishedAttempt<'a> {
     pub usage: Option<&'a Usage>,
 }
 
-/// Dispatcher: the number of jobs waiting in the queue.
-pub fn queue_depth(jobs: usize) {
-    metrics::gauge!("aoai_blaster_queue_depth").set(jobs as f64);
+/// The Dispatcher's metric handles, registered once (a label lookup per job would cost more
+/// than the rest of the Dispatcher's work on it).
+///
+/// Built when the Dispatcher starts, from the recorder installed at that moment.
+#[derive(Debug, Clone)]
+pub struct DispatcherMetrics {
+    queue_depth: Gauge,
+    in_flight: Gauge,
+    succeeded: Counter,
+    job_seconds: Histogram,
+    queue_wait: Histogram,
+    job_overhead: Histogram,
+    /// Per endpoint, in config order.
+    tokens_charged: Vec<Counter>,
 }
 
-/// Dispatcher: the number of attempts in flight over all endpoints.
-pub fn jobs_in_flight(attempts: usize) {
-    metrics::gauge!("aoai_blaster_in_flight").set(attempts as f64);
-}
+impl DispatcherMetrics {
+    /// Registers the Dispatcher's metrics for endpoints named `endpoints` (config order).
+    pub fn new<'a>(endpoints: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            queue_depth: metrics::gauge!("aoai_blaster_queue_depth"),
+            in_flight: metrics::gauge!("aoai_blaster_in_flight"),
+            succeeded: metrics::counter!("aoai_blaster_jobs_total", "outcome" => "success"),
+            job_seconds: metrics::histogram!("aoai_blaster_job_seconds"),
+            queue_wait: metrics::histogram!("aoai_blaster_queue_wait_seconds"),
+            job_overhead: metrics::histogram!("aoai_blaster_job_overhead_seconds"),
+            tokens_charged: endpoints
+                .into_iter()
+                .map(|endpoint| {
+                    metrics::counter!("aoai_blaster_tokens_charged_total", "endpoint" => endpoint.to_owned())
+                })
+                .collect(),
+        }
+    }
 
-/// Dispatcher: `tokens` were reserved against `endpoint`'s quota for an attempt.
-pub fn tokens_charged(endpoint: &str, tokens: u64) {
-    metrics::counter!("aoai_blaster_tokens_charged_total", "endpoint" => endpoint.to_owned())
-        .increment(tokens);
-}
+    /// The number of jobs waiting in the queue, and of attempts in flight over all endpoints.
+    pub fn queue(&self, queued: usize, in_flight: usize) {
+        self.queue_depth.set(queued as f64);
+        self.in_flight.set(in_flight as f64);
+    }
 
-/// Dispatcher: a job succeeded after `total` (from submission), of which `queued` was spent
-/// waiting; `server_time` is the answering server's own processing time, when stated.
-pub fn job_succeeded(total: Duration, queued: Duration, server_time: Option<Duration>) {
-    metrics::counter!("aoai_blaster_jobs_total", "outcome" => "success").increment(1);
-    metrics::histogram!("aoai_blaster_job_seconds").record(total.as_secs_f64());
-    metrics::histogram!("aoai_blaster_queue_wait_seconds").record(queued.as_secs_f64());
-    if let Some(server) = server_time {
-        metrics::histogram!("aoai_blaster_job_overhead_seconds")
-            .record(total.saturating_sub(server).as_secs_f64());
+    /// `tokens` were reserved against the quota of the endpoint at `endpoint` (config order)
+    /// for an attempt.
+    pub fn tokens_charged(&self, endpoint: usize, tokens: u64) {
+        if let Some(counter) = self.tokens_charged.get(endpoint) {
+            counter.increment(tokens);
+        }
+    }
+
+    /// A job succeeded after `total` (from submission), of which `queued` was spent waiting;
+    /// `server_time` is the answering server's own processing time, when stated.
+    pub fn job_succeeded(&self, total: Duration, queued: Duration, server_time: Option<Duration>) {
+        self.succeeded.increment(1);
+        self.job_seconds.record(total.as_secs_f64());
+        self.queue_wait.record(queued.as_secs_f64());
+        if let Some(server) = server_time {
+            self.job_overhead
+                .record(total.saturating_sub(server).as_secs_f64());
+        }
     }
 }
 
