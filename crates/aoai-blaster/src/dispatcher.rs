@@ -2,8 +2,8 @@
 //! admission state (health mirror, in-flight count, quota budget) and the retry policy.
 //!
 //! A job enters through [`ChatJob`]; the bounded intake makes callers wait (never an OOM). Its
-//! prompt is counted once per tokenizer in use ([`prompt_charge`]). The Dispatcher asks the
-//! strategy ([`Router`]) for an endpoint that can take the job *now*, reserves its estimated
+//! prompt is counted once per tokenizer in use ([`prompt_charge_memo`]: long texts that jobs
+//! repeat are counted once). The Dispatcher asks the strategy ([`Router`]) for an endpoint that can take the job *now*, reserves its estimated
 //! cost in that endpoint's budget (configured limits: [`WindowBudget`]; learned ones:
 //! [`AdaptiveBudget`]), and sends an [`Attempt`]; a budget that refuses takes the endpoint out
 //! of the choice for this job. When no endpoint can, it arms one timer for the earliest moment
@@ -29,7 +29,7 @@ use aoai_blaster_core::retry::{
     AttemptRecord, Decision, JobError, JobErrorKind, JobHistory, RetryPolicy,
 };
 use aoai_blaster_core::strategy::Router;
-use aoai_blaster_core::tokens::{prompt_charge, tool_definitions};
+use aoai_blaster_core::tokens::{TokenMemo, prompt_charge_memo, tool_definitions};
 use rand::SeedableRng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -46,6 +46,9 @@ use crate::report::{EndpointCounters, EndpointReport};
 /// Tokens charged for the reply when a request names no `max_tokens` and the deployment no
 /// `max_completion_tokens` (the quota estimate Azure makes is of the same kind).
 pub const DEFAULT_CHARGED_COMPLETION_TOKENS: u64 = 4096;
+
+/// Long texts whose token counts the Dispatcher remembers ([`TokenMemo`]).
+pub const TOKEN_MEMO_TEXTS: usize = 4096;
 
 /// How far past jobs it cannot place now the Dispatcher looks for one it can (pinned jobs, and
 /// small jobs overtaking a large one that waits for quota). Keeps `pump` cheap.
@@ -168,6 +171,8 @@ pub struct Dispatcher {
     closing: bool,
     close_waiters: Vec<oneshot::Sender<()>>,
     metrics: DispatcherMetrics,
+    /// Token counts of long texts that jobs repeat (system prompts, examples, tools).
+    token_memo: TokenMemo,
     _arbiters: Vec<Arbiter>,
 }
 
@@ -308,6 +313,7 @@ impl Dispatcher {
                 closing: false,
                 close_waiters: Vec::new(),
                 metrics,
+                token_memo: TokenMemo::new(TOKEN_MEMO_TEXTS),
                 _arbiters: arbiters,
             }
         }))
@@ -354,7 +360,14 @@ impl Dispatcher {
         let prompt_tokens = self
             .tokenizers
             .iter()
-            .map(|tokenizer| prompt_charge(tokenizer, &job.request.messages, tools))
+            .map(|tokenizer| {
+                prompt_charge_memo(
+                    &mut self.token_memo,
+                    tokenizer,
+                    &job.request.messages,
+                    tools,
+                )
+            })
             .collect();
         self.jobs.insert(
             id,
