@@ -80,12 +80,19 @@ impl Collected {
     }
 }
 
-async fn run_one(addr: Addr<Dispatcher>, job: ChatJob) -> Result<aoai_blaster::ChatResult, String> {
-    match addr.send(job).await {
+/// Hands `job` to the Dispatcher now and waits for its result: when it was handed over, the
+/// client-side duration, and the result.
+async fn run_timed(
+    addr: Addr<Dispatcher>,
+    job: ChatJob,
+) -> (Instant, Duration, Result<aoai_blaster::ChatResult, String>) {
+    let handed = Instant::now();
+    let result = match addr.send(job).await {
         Ok(Ok(result)) => Ok(result),
         Ok(Err(error)) => Err(error.to_string()),
         Err(error) => Err(format!("mailbox: {error}")),
-    }
+    };
+    (handed, handed.elapsed(), result)
 }
 
 /// Runs `jobs` jobs (`make(i)` builds job `i`) keeping `outstanding` of them handed to the
@@ -119,9 +126,8 @@ pub async fn closed_loop_until(
             let addr = addr.clone();
             next += 1;
             running.push(async move {
-                let handed = Instant::now();
-                let result = run_one(addr, job).await;
-                (handed.elapsed(), result)
+                let (_, client, result) = run_timed(addr, job).await;
+                (client, result)
             });
         }
         let finished = match deadline {
@@ -155,7 +161,7 @@ pub async fn open_loop(
     rate: f64,
     duration: Duration,
     make: impl Fn(u64) -> ChatJob,
-) -> Collected {
+) -> Result<Collected, String> {
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let shared = Rc::new(RefCell::new(Collected::default()));
     let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
@@ -174,8 +180,8 @@ pub async fn open_loop(
                 }
             }
         });
-    if pacer.is_err() {
-        return Collected::default();
+    if let Err(error) = pacer {
+        return Err(format!("cannot start the pacing thread: {error}"));
     }
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     while let Some((i, due)) = due_rx.recv().await {
@@ -184,9 +190,7 @@ pub async fn open_loop(
         let shared = shared.clone();
         let done = done_tx.clone();
         actix_rt::spawn(async move {
-            let handed = Instant::now();
-            let result = run_one(addr, job).await;
-            let client = handed.elapsed();
+            let (handed, client, result) = run_timed(addr, job).await;
             let mut collected = shared.borrow_mut();
             collected
                 .lateness
@@ -203,7 +207,7 @@ pub async fn open_loop(
     let elapsed = started.elapsed();
     let mut collected = shared.take();
     collected.elapsed = elapsed;
-    collected
+    Ok(collected)
 }
 
 #[cfg(test)]

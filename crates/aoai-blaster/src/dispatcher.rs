@@ -3,14 +3,15 @@
 //!
 //! A job enters through [`ChatJob`]; the bounded intake makes callers wait (never an OOM). Its
 //! prompt is counted once per tokenizer in use ([`prompt_charge_memo`]: long texts that jobs
-//! repeat are counted once). The Dispatcher asks the strategy ([`Router`]) for an endpoint that can take the job *now*, reserves its estimated
-//! cost in that endpoint's budget (configured limits: [`WindowBudget`]; learned ones:
-//! [`AdaptiveBudget`]), and sends an [`Attempt`]; a budget that refuses takes the endpoint out
-//! of the choice for this job. When no endpoint can, it arms one timer for the earliest moment
-//! one could, instead of polling. Jobs behind one that waits for quota may overtake it (a
-//! bounded scan, [`SCAN_LIMIT`]) until it has waited [`OVERTAKE_AGE_LIMIT`]. Each [`AttemptReport`] is turned, in one place
-//! ([`RetryPolicy::decide`]), into a reply, a retry (preferably elsewhere) or a failure that
-//! lists every attempt.
+//! repeat are counted once). The Dispatcher asks the strategy ([`Router`]) for an endpoint
+//! that can take the job *now*, reserves its estimated cost in that endpoint's budget
+//! (configured limits: [`WindowBudget`]; learned ones: [`AdaptiveBudget`]), and sends an
+//! [`Attempt`]; a budget that refuses takes the endpoint out of the choice for this job. When
+//! no endpoint can, it arms one timer for the earliest moment one could, instead of polling.
+//! Jobs behind one that waits for quota may overtake it (a bounded scan, [`SCAN_LIMIT`]) until
+//! it has waited [`OVERTAKE_AGE_LIMIT`]. Each attempt's [`AttemptDone`] is turned, in one
+//! place ([`RetryPolicy::decide`]), into a reply, a retry (preferably elsewhere) or a failure
+//! that lists every attempt.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -178,7 +179,8 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Starts the endpoint actors (on the current arbiter, or on `endpoint_threads` arbiters of
-    /// their own) and the Dispatcher, in the current actix System. Use [`Blaster`](crate::Blaster) when you are not in an actix app.
+    /// their own) and the Dispatcher, in the current actix System. Use
+    /// [`Blaster`](crate::Blaster) when you are not in an actix app.
     pub fn start(config: BlasterConfig) -> Result<Addr<Dispatcher>, StartError> {
         Self::start_with_registry(config, CredentialRegistry::default())
     }

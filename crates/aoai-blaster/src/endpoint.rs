@@ -64,11 +64,12 @@ impl EndpointSettings {
     /// Settings for the deployment at `index`.
     pub fn from_config(index: usize, config: &DeploymentConfig) -> Self {
         let resilience = &config.resilience;
+        let url = config.chat_completions_url();
         Self {
             index,
             name: config.name.clone(),
-            url: config.chat_completions_url(),
-            uri: config.chat_completions_url().parse().ok(),
+            uri: url.parse().ok(),
+            url,
             defaults: config.request_defaults(),
             timeouts: config.timeouts,
             health_policy: HealthPolicy {
@@ -143,6 +144,16 @@ impl EndpointActor {
                 next_call: 0,
             }
         })
+    }
+
+    /// Tells the Dispatcher that attempt `number` of job `job` ended (`None`: lost).
+    fn answer(&self, job: u64, number: u32, report: Option<AttemptReport>) {
+        self.done.do_send(AttemptDone {
+            job,
+            number,
+            endpoint: self.settings.index,
+            report,
+        });
     }
 
     fn snapshot(&self) -> HealthSnapshot {
@@ -265,15 +276,10 @@ impl Supervised for EndpointActor {
     fn restarting(&mut self, ctx: &mut Self::Context) {
         // The calls in flight go with the old client: stop them and report them lost (the
         // Dispatcher requeues their jobs).
-        for (_, call) in self.calls.drain() {
+        for (_, call) in std::mem::take(&mut self.calls) {
             call.task.abort();
             self.metrics.attempt_lost();
-            self.done.do_send(AttemptDone {
-                job: call.job,
-                number: call.number,
-                endpoint: self.settings.index,
-                report: None,
-            });
+            self.answer(call.job, call.number, None);
         }
         self.cooldown_timer = None;
         self.client = build_client(&self.settings);
@@ -314,12 +320,7 @@ impl Handler<Attempt> for EndpointActor {
                 health: self.snapshot(),
             };
             self.metrics.declined();
-            self.done.do_send(AttemptDone {
-                job: attempt.job,
-                number: attempt.number,
-                endpoint: self.settings.index,
-                report: Some(report),
-            });
+            self.answer(attempt.job, attempt.number, Some(report));
             return;
         }
         self.metrics.attempt_started(attempt.number);
@@ -377,12 +378,7 @@ impl Handler<CallFinished> for EndpointActor {
             return;
         };
         let report = self.conclude(finished.result, &call.span, ctx);
-        self.done.do_send(AttemptDone {
-            job: call.job,
-            number: call.number,
-            endpoint: self.settings.index,
-            report: Some(report),
-        });
+        self.answer(call.job, call.number, Some(report));
     }
 }
 

@@ -190,7 +190,7 @@ fn run(args: &Args) -> Result<(), String> {
                 Duration::from_secs(args.rate_seconds),
                 job,
             )
-            .await;
+            .await?;
             let cpu_used = cpu::process_cpu().saturating_sub(cpu_before);
             check_all_ok(&open, "open loop")?;
             let added = [0.5, 0.99, 0.999].map(|q| open.added.quantile_us(q));
