@@ -555,39 +555,107 @@ pub fn build_request_body(
     request: &ChatRequest,
     stream: bool,
 ) -> Value {
-    let mut body = Map::new();
-    if let Some(temperature) = defaults.temperature {
-        body.insert("temperature".to_owned(), temperature.into());
-    }
-    let job_caps_tokens = request.options.contains_key("max_tokens")
-        || request.options.contains_key("max_completion_tokens");
-    if let (Some(tokens), false) = (defaults.max_completion_tokens, job_caps_tokens) {
-        body.insert("max_completion_tokens".to_owned(), tokens.into());
-    }
-    for (key, value) in &request.options {
-        if value.is_null() {
-            body.remove(key);
-        } else {
-            body.insert(key.clone(), value.clone());
+    // Serialising a map with string keys into a `Value` cannot fail.
+    serde_json::to_value(RequestBody::new(defaults, request, stream)).unwrap_or(Value::Null)
+}
+
+/// The request body of [`build_request_body`] as JSON bytes, written straight from the
+/// request (no copy of the messages into a `Value` first): what is sent on the wire.
+///
+/// ```
+/// use aoai_blaster_core::chat::{build_request_body, request_body_bytes, ChatRequest, RequestDefaults};
+/// use serde_json::json;
+///
+/// let request = ChatRequest::new(vec![json!({"role": "user", "content": "Hi"})]).option("seed", 7);
+/// let defaults = RequestDefaults { temperature: Some(0.2), max_completion_tokens: None };
+/// let bytes = request_body_bytes(&defaults, &request, false);
+/// let sent: serde_json::Value = serde_json::from_slice(&bytes)?;
+/// assert_eq!(sent, build_request_body(&defaults, &request, false));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+pub fn request_body_bytes(
+    defaults: &RequestDefaults,
+    request: &ChatRequest,
+    stream: bool,
+) -> Vec<u8> {
+    // Writing a map with string keys and JSON values into a Vec cannot fail.
+    serde_json::to_vec(&RequestBody::new(defaults, request, stream)).unwrap_or_default()
+}
+
+/// A request body as a borrowed view: serialises to the body [`build_request_body`] describes,
+/// each key once.
+struct RequestBody<'a> {
+    defaults: &'a RequestDefaults,
+    request: &'a ChatRequest,
+    stream: bool,
+}
+
+impl<'a> RequestBody<'a> {
+    fn new(defaults: &'a RequestDefaults, request: &'a ChatRequest, stream: bool) -> Self {
+        RequestBody {
+            defaults,
+            request,
+            stream,
         }
     }
-    body.insert(
-        "messages".to_owned(),
-        Value::Array(request.messages.clone()),
-    );
-    if stream {
-        body.insert("stream".to_owned(), Value::Bool(true));
-        let options = body
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(options) = options {
-            options.entry("include_usage").or_insert(Value::Bool(true));
+}
+
+/// Keys the body sets itself, whatever the options say.
+const OWN_KEYS: [&str; 3] = ["messages", "stream", "stream_options"];
+
+impl Serialize for RequestBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let options = &self.request.options;
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(temperature) = self.defaults.temperature
+            && !options.contains_key("temperature")
+        {
+            map.serialize_entry("temperature", &temperature)?;
         }
-    } else {
-        body.remove("stream");
-        body.remove("stream_options");
+        let job_caps_tokens =
+            options.contains_key("max_tokens") || options.contains_key("max_completion_tokens");
+        if let (Some(tokens), false) = (self.defaults.max_completion_tokens, job_caps_tokens) {
+            map.serialize_entry("max_completion_tokens", &tokens)?;
+        }
+        for (key, value) in options {
+            if !value.is_null() && !OWN_KEYS.contains(&key.as_str()) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.serialize_entry("messages", &self.request.messages)?;
+        if self.stream {
+            map.serialize_entry("stream", &true)?;
+            match options.get("stream_options") {
+                Some(Value::Object(own)) if own.contains_key("include_usage") => {
+                    map.serialize_entry("stream_options", own)?;
+                }
+                Some(Value::Object(own)) => {
+                    map.serialize_entry("stream_options", &WithUsage(own))?;
+                }
+                Some(Value::Null) | None => {
+                    map.serialize_entry("stream_options", &WithUsage(&Map::new()))?;
+                }
+                Some(other) => map.serialize_entry("stream_options", other)?,
+            }
+        }
+        map.end()
     }
-    Value::Object(body)
+}
+
+/// A caller's `stream_options` with `"include_usage": true` added.
+struct WithUsage<'a>(&'a Map<String, Value>);
+
+impl Serialize for WithUsage<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len() + 1))?;
+        for (key, value) in self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.serialize_entry("include_usage", &true)?;
+        map.end()
+    }
 }
 
 /// How many choices a body asks for (`n`, default 1).
@@ -805,6 +873,43 @@ mod tests {
         let request = ChatRequest::new(vec![]).option("stream", true);
         let body = build_request_body(&RequestDefaults::default(), &request, false);
         assert_eq!(body, json!({"messages": []}));
+        let bytes = request_body_bytes(&RequestDefaults::default(), &request, false);
+        assert_eq!(bytes, br#"{"messages":[]}"#);
+    }
+
+    #[test]
+    fn wire_bytes_hold_each_key_once() {
+        let defaults = RequestDefaults {
+            temperature: Some(0.7),
+            max_completion_tokens: Some(512),
+        };
+        let request = ChatRequest::new(vec![json!({"role": "user", "content": "Hi"})])
+            .temperature(0.1)
+            .option("stream", false)
+            .option("stream_options", json!({"x": 1}))
+            .option("messages", json!("ignored"));
+        let bytes = request_body_bytes(&defaults, &request, true);
+        let text = String::from_utf8(bytes).expect("JSON is UTF-8");
+        for key in [
+            "temperature",
+            "max_completion_tokens",
+            "messages",
+            "stream",
+            "stream_options",
+        ] {
+            assert_eq!(
+                text.matches(&format!("\"{key}\":")).count(),
+                1,
+                "{key} in {text}"
+            );
+        }
+        let sent: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(sent, build_request_body(&defaults, &request, true));
+        assert_eq!(
+            sent["stream_options"],
+            json!({"x": 1, "include_usage": true})
+        );
+        assert_eq!(sent["temperature"], 0.1);
     }
 
     #[test]

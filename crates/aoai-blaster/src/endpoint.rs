@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use aoai_blaster_core::chat::{ChatCompletion, RequestDefaults, build_request_body};
+use aoai_blaster_core::chat::{ChatCompletion, RequestDefaults, request_body_bytes};
 use aoai_blaster_core::classify::{
     ApiError, AttemptOutcome, RateLimitHeaders, TransientKind, classify, parse_rate_limit_headers,
 };
@@ -339,12 +339,12 @@ impl Handler<Attempt> for EndpointActor {
             prompt_tokens = tracing::field::Empty,
             completion_tokens = tracing::field::Empty,
         );
-        let body = build_request_body(&self.settings.defaults, &attempt.request, attempt.stream);
+        let body = request_body_bytes(&self.settings.defaults, &attempt.request, attempt.stream);
         let http = HttpCall {
             client: self.client.clone(),
             settings: self.settings.clone(),
             auth: self.auth.clone(),
-            body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+            body: Bytes::from(body),
             stream: attempt.stream,
             deltas: attempt.deltas,
             label: attempt.label,
