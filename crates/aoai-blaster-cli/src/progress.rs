@@ -361,24 +361,6 @@ impl<'a> MakeWriter<'a> for ProgressWriter {
     }
 }
 
-/// Counts the lines of a file (newlines, plus a last line without one), reading it in blocks.
-pub fn count_lines(path: &std::path::Path) -> io::Result<u64> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut buffer = vec![0u8; 1 << 16];
-    let mut lines = 0u64;
-    let mut last = b'\n';
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        lines += buffer[..read].iter().filter(|&&b| b == b'\n').count() as u64;
-        last = buffer[read - 1];
-    }
-    Ok(lines + u64::from(last != b'\n'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,21 +442,6 @@ mod tests {
         assert_eq!(short_duration(Duration::from_secs(42)), "42s");
         assert_eq!(short_duration(Duration::from_secs(3 * 3600 + 120)), "3h02m");
         assert_eq!(short_duration(Duration::ZERO), "0s");
-    }
-
-    #[test]
-    fn count_lines_counts_a_last_line_without_newline() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in.jsonl");
-        std::fs::write(&path, "a\nb\nc").unwrap();
-        assert_eq!(count_lines(&path).unwrap(), 3);
-        std::fs::write(&path, "a\nb\n").unwrap();
-        assert_eq!(count_lines(&path).unwrap(), 2);
-        std::fs::write(&path, "").unwrap();
-        assert_eq!(count_lines(&path).unwrap(), 0);
-        let big: String = (0..100_000).map(|i| format!("{i}\n")).collect();
-        std::fs::write(&path, big).unwrap();
-        assert_eq!(count_lines(&path).unwrap(), 100_000);
     }
 
     #[test]

@@ -28,13 +28,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::batch::answer::{Answer, answer_for};
-use crate::batch::input::{BatchRequest, DeploymentNames, InputError, LineParser};
+use crate::batch::input::{BatchRequest, DeploymentNames, DuplicateCheck, InputError, LineParser};
 use crate::batch::output::{LineIds, OutputLine, ResultWriter, prepare_output};
-use crate::batch::source::{SourceCounters, SourceEvent, read_batch_input};
+use crate::batch::source::{SourceCounters, SourceEvent, find_duplicate_lines, read_batch_input};
 use crate::cli::{RunArgs, RunOptions};
-use crate::progress::{
-    EndpointStatus, ProgressDisplay, ProgressMode, ProgressSnapshot, count_lines,
-};
+use crate::progress::{EndpointStatus, ProgressDisplay, ProgressMode, ProgressSnapshot};
 use crate::summary::{EXIT_INTERRUPTED, EXIT_USAGE, EndpointSummary, Summary};
 
 /// Capacity of the channel between the reader thread and the run loop.
@@ -435,14 +433,34 @@ pub async fn run_command(args: RunArgs, multi: MultiProgress, mode: ProgressMode
         let mut parser = LineParser::resuming(names, previous.take_answers());
         let reported_lines = std::mem::take(&mut previous.reported_lines);
         let path = args.input.clone();
+        let sort_dir = sort_dir_for(&args.output);
         let spawned = std::thread::Builder::new()
             .name("read-input".into())
             .spawn(move || {
-                // Counting first (a fast scan) gives the progress total and sizes the id index
-                // once, instead of letting it double while it fills.
-                if let Ok(total) = count_lines(&path) {
-                    counters.set_total(total);
-                    parser.reserve(total);
+                // A first pass finds the duplicate ids on disk (flat memory) and counts the
+                // lines for the progress total; a stream that cannot be read twice is checked
+                // as it goes instead.
+                if is_regular_file(&path) {
+                    let found = File::open(&path).and_then(|file| {
+                        find_duplicate_lines(
+                            BufReader::with_capacity(1 << 16, file),
+                            LineParser::validator(parser.deployments().clone()),
+                            &sort_dir,
+                            &stop,
+                        )
+                    });
+                    match found {
+                        Ok((duplicates, total)) => {
+                            counters.set_total(total);
+                            parser.set_duplicate_check(DuplicateCheck::Found(duplicates));
+                        }
+                        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(error) => tracing::warn!(
+                            %error,
+                            dir = %sort_dir.display(),
+                            "could not look for duplicate custom_ids before the run; remembering every id in memory instead"
+                        ),
+                    }
                 }
                 read_batch_input(
                     BufReader::with_capacity(1 << 16, input),
@@ -512,6 +530,19 @@ pub async fn conclude(
         drop(blaster);
     }
     summary
+}
+
+/// Where the duplicate check sorts its records: the output's directory (a place the run may
+/// write to, usually on a disk rather than a RAM-backed /tmp).
+fn sort_dir_for(output: &std::path::Path) -> std::path::PathBuf {
+    match output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
+}
+
+fn is_regular_file(path: &std::path::Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|metadata| metadata.is_file())
 }
 
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {

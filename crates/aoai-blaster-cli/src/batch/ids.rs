@@ -25,7 +25,7 @@ use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// A fingerprint of one `custom_id`, stable within a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IdFingerprint([u32; 3]);
 
 impl IdFingerprint {
@@ -39,6 +39,16 @@ impl IdFingerprint {
         };
         let (high, low) = (half(0x5a), half(0xa5));
         IdFingerprint([(high >> 32) as u32, high as u32, (low as u32) & !TAG_MASK])
+    }
+
+    /// The fingerprint as three words (to store it).
+    pub fn words(self) -> [u32; 3] {
+        self.0
+    }
+
+    /// A fingerprint stored with [`IdFingerprint::words`].
+    pub fn from_words(words: [u32; 3]) -> IdFingerprint {
+        IdFingerprint(words)
     }
 
     fn tagged(self, tag: IdTag) -> [u32; 3] {
@@ -82,12 +92,6 @@ impl IdIndex {
         self.set.remove(&id.tagged(tag))
     }
 
-    /// Makes room for `additional` more entries at once, so that the table does not double (and
-    /// briefly hold its old and new copies) while it fills.
-    pub fn reserve(&mut self, additional: usize) {
-        self.set.reserve(additional);
-    }
-
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.set.len()
@@ -115,8 +119,6 @@ mod tests {
     #[test]
     fn insert_remove_contains_per_tag() {
         let mut index = IdIndex::default();
-        assert!(index.is_empty());
-        index.reserve(1000);
         assert!(index.is_empty());
         let (x, y) = (IdFingerprint::of("x"), IdFingerprint::of("y"));
         assert!(index.insert(x, IdTag::Claimed));

@@ -41,12 +41,9 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use super::duplicates::DuplicateLines;
 use super::ids::{IdFingerprint, IdIndex, IdTag};
 use super::output::PreviousAnswer;
-
-/// The most ids [`LineParser::reserve`] makes room for in advance (beyond it the index grows as
-/// needed).
-pub const MAX_RESERVED_IDS: u64 = 16_000_000;
 
 /// The URLs a line may name.
 pub const ACCEPTED_URLS: [&str; 2] = ["/chat/completions", "/v1/chat/completions"];
@@ -177,12 +174,25 @@ impl DeploymentNames {
     }
 }
 
-/// Parses input lines in order, remembering the `custom_id`s of valid lines.
+/// Parses input lines in order and tells duplicate `custom_id`s (see [`DuplicateCheck`]).
 #[derive(Debug, Clone)]
 pub struct LineParser {
     deployments: DeploymentNames,
     index: IdIndex,
+    duplicates: DuplicateCheck,
     claimed: usize,
+}
+
+/// How a [`LineParser`] tells that a line repeats an id an earlier valid line claimed.
+#[derive(Debug, Clone)]
+pub enum DuplicateCheck {
+    /// Remember each claimed id in the parser's index (memory grows with the input).
+    Remember,
+    /// The duplicate lines were found before the run ([`super::duplicates`]); the index holds
+    /// only earlier answers.
+    Found(DuplicateLines),
+    /// Report no line as a duplicate and remember nothing: for the pass that finds them.
+    Ignore,
 }
 
 impl LineParser {
@@ -200,14 +210,27 @@ impl LineParser {
         LineParser {
             deployments,
             index: answers,
+            duplicates: DuplicateCheck::Remember,
             claimed: 0,
         }
     }
 
-    /// Makes room for the ids of `lines` more lines at once (up to [`MAX_RESERVED_IDS`]).
-    pub fn reserve(&mut self, lines: u64) {
-        let lines = usize::try_from(lines.min(MAX_RESERVED_IDS)).unwrap_or(0);
-        self.index.reserve(lines.saturating_sub(self.index.len()));
+    /// The parser for the pass that finds duplicates: validates only ([`DuplicateCheck::Ignore`]).
+    pub fn validator(deployments: DeploymentNames) -> LineParser {
+        LineParser {
+            duplicates: DuplicateCheck::Ignore,
+            ..LineParser::new(deployments)
+        }
+    }
+
+    /// Tells duplicates by `check` from now on.
+    pub fn set_duplicate_check(&mut self, check: DuplicateCheck) {
+        self.duplicates = check;
+    }
+
+    /// The deployment names this parser pins by.
+    pub fn deployments(&self) -> &DeploymentNames {
+        &self.deployments
     }
 
     /// Number of distinct `custom_id`s claimed by valid lines so far.
@@ -277,7 +300,12 @@ impl LineParser {
         };
         let id = Some(custom_id.as_str());
         let fingerprint = IdFingerprint::of(&custom_id);
-        if self.index.contains(fingerprint, IdTag::Claimed) {
+        let duplicate = match &self.duplicates {
+            DuplicateCheck::Remember => self.index.contains(fingerprint, IdTag::Claimed),
+            DuplicateCheck::Found(lines) => lines.contains(line),
+            DuplicateCheck::Ignore => false,
+        };
+        if duplicate {
             return invalid(
                 id,
                 InputErrorCode::DuplicateCustomId,
@@ -369,7 +397,9 @@ impl LineParser {
             _ => None,
         };
         let stream = matches!(body.remove("stream"), Some(Value::Bool(true)));
-        self.index.insert(fingerprint, IdTag::Claimed);
+        if let DuplicateCheck::Remember = self.duplicates {
+            self.index.insert(fingerprint, IdTag::Claimed);
+        }
         self.claimed += 1;
         // Each id is asked about once, so its earlier answer can leave the index now.
         let previous = if self.index.remove(fingerprint, IdTag::Succeeded) {
@@ -673,7 +703,6 @@ mod tests {
         answers.insert(IdFingerprint::of("ok"), IdTag::Succeeded);
         answers.insert(IdFingerprint::of("bad"), IdTag::Failed);
         let mut parser = LineParser::resuming(DeploymentNames::default(), answers);
-        parser.reserve(10);
         let ok = request_of(parser.parse(1, &good("ok")));
         assert_eq!(ok.previous, Some(PreviousAnswer::Succeeded));
         let bad = request_of(parser.parse(2, &good("bad")));
@@ -686,6 +715,46 @@ mod tests {
         assert_eq!(parser.claimed(), 3);
         // The answers left the table as the lines claimed their ids: one entry per id.
         assert_eq!(parser.index.len(), 3);
+    }
+
+    #[test]
+    fn found_duplicates_are_reported_by_line_and_nothing_is_remembered() {
+        use crate::batch::duplicates::{LineId, LineIdSorter};
+        let lines = [good("a"), good("b"), good("a"), good("c"), good("b")];
+        // The finding pass: a validator sees every line as new.
+        let mut validator = LineParser::validator(DeploymentNames::default());
+        let dir = tempfile::tempdir().unwrap();
+        let mut sorter = LineIdSorter::new(dir.path(), 2);
+        for (number, text) in (1u64..).zip(&lines) {
+            let request = request_of(validator.parse(number, text));
+            let id = IdFingerprint::of(&request.custom_id);
+            sorter
+                .push(LineId {
+                    id,
+                    line: number,
+                    valid: true,
+                })
+                .unwrap();
+        }
+        assert!(validator.index.is_empty());
+        let duplicates = sorter.finish().unwrap();
+        // The run's pass, resuming with "c" answered before.
+        let mut answers = IdIndex::default();
+        answers.insert(IdFingerprint::of("c"), IdTag::Succeeded);
+        let mut parser = LineParser::resuming(DeploymentNames::default(), answers);
+        parser.set_duplicate_check(DuplicateCheck::Found(duplicates));
+        let codes: Vec<Option<InputErrorCode>> = (1u64..)
+            .zip(&lines)
+            .map(|(number, text)| match parser.parse(number, text) {
+                ParsedLine::Invalid(error) => Some(error.code),
+                _ => None,
+            })
+            .collect();
+        let dup = Some(InputErrorCode::DuplicateCustomId);
+        assert_eq!(codes, vec![None, None, dup, None, dup]);
+        assert_eq!(parser.claimed(), 3);
+        // Only the answer was ever in the index, and its line took it out.
+        assert!(parser.index.is_empty());
     }
 
     #[test]

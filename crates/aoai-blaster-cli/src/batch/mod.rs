@@ -5,8 +5,10 @@
 //! - [`source`]: the reader thread that streams the input into a bounded channel.
 //! - [`answer`]: a finished job (completion or error) as an output line.
 //! - [`ids`]: the compact index of `custom_id`s that makes duplicates and resume cheap.
+//! - [`duplicates`]: duplicate `custom_id`s found before the run by sorting on disk (flat memory).
 
 pub mod answer;
+pub mod duplicates;
 pub mod ids;
 pub mod input;
 pub mod output;

@@ -2,14 +2,19 @@
 //! line, drops the ones the output already answers, and hands the rest over a bounded channel.
 //!
 //! Nothing here holds more than one line at a time: memory is the channel's few hundred
-//! requests plus the `custom_id` index, however long the file is.
+//! requests, one bit per line for the duplicates found before the run
+//! ([`find_duplicate_lines`]), and the ids an earlier run answered, however long the file is.
 
 use std::collections::HashSet;
 use std::io::{self, BufRead};
+use std::path::Path;
+use std::str::Utf8Error;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
+use super::duplicates::{DuplicateLines, LineId, LineIdSorter, RUN_RECORDS};
+use super::ids::IdFingerprint;
 use super::input::{BatchRequest, InputError, InputErrorCode, LineParser, ParsedLine};
 use super::output::PreviousAnswer;
 
@@ -73,35 +78,101 @@ impl SourceCounters {
     }
 }
 
+/// Input lines one at a time, numbered from 1 and decoded: every pass over an input numbers
+/// its lines the same way.
+struct Lines<R> {
+    input: R,
+    buffer: Vec<u8>,
+    number: u64,
+}
+
+impl<R: BufRead> Lines<R> {
+    fn new(input: R) -> Self {
+        Lines {
+            input,
+            buffer: Vec::with_capacity(4096),
+            number: 0,
+        }
+    }
+
+    /// The next line's number and text (without its line ending), or why it is not UTF-8.
+    fn next(&mut self) -> io::Result<Option<(u64, Result<&str, Utf8Error>)>> {
+        self.buffer.clear();
+        loop {
+            match self.input.read_until(b'\n', &mut self.buffer) {
+                Ok(0) => return Ok(None),
+                Ok(_) => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        self.number += 1;
+        let text =
+            std::str::from_utf8(&self.buffer).map(|text| text.trim_end_matches(['\n', '\r']));
+        Ok(Some((self.number, text)))
+    }
+}
+
+/// Reads `input` once, before the run, and finds its duplicate lines in flat memory (see
+/// [`super::duplicates`]): each line that has a `custom_id` goes to a [`LineIdSorter`] (which
+/// spills to a temporary file in `sort_dir`) with its number and whether `validator` finds it
+/// valid. Returns the duplicate lines and the number of lines read. Ends early with
+/// [`io::ErrorKind::Interrupted`] when `stop` is set.
+pub fn find_duplicate_lines(
+    input: impl BufRead,
+    mut validator: LineParser,
+    sort_dir: &Path,
+    stop: &AtomicBool,
+) -> io::Result<(DuplicateLines, u64)> {
+    let mut sorter = LineIdSorter::new(sort_dir, RUN_RECORDS);
+    let mut lines = Lines::new(input);
+    while let Some((number, text)) = lines.next()? {
+        if stop.load(Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+        }
+        let Ok(text) = text else { continue };
+        let (id, valid) = match validator.parse(number, text) {
+            ParsedLine::Request(request) => (request.custom_id, true),
+            ParsedLine::Invalid(InputError {
+                custom_id: Some(id),
+                ..
+            }) => (id, false),
+            ParsedLine::Invalid(_) | ParsedLine::Blank => continue,
+        };
+        sorter.push(LineId {
+            id: IdFingerprint::of(&id),
+            line: number,
+            valid,
+        })?;
+    }
+    Ok((sorter.finish()?, lines.number))
+}
+
 /// Reads `input` to the end (or until `stop` is set or the receiver is gone), sending each line
 /// that needs work as a [`SourceEvent`]. Lines whose id the output already answers (the parser
 /// says so, see [`LineParser::resuming`]) and invalid lines in `reported_lines` (reported by an
 /// earlier run) are counted, not sent. Blocking: run it on a thread of its own.
 pub fn read_batch_input(
-    mut input: impl BufRead,
+    input: impl BufRead,
     mut parser: LineParser,
     reported_lines: &HashSet<u64>,
     events: &mpsc::Sender<SourceEvent>,
     counters: &SourceCounters,
     stop: &AtomicBool,
 ) {
-    let mut buffer = Vec::with_capacity(4096);
-    let mut number = 0u64;
+    let mut lines = Lines::new(input);
     while !stop.load(Ordering::Relaxed) {
-        buffer.clear();
-        match input.read_until(b'\n', &mut buffer) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+        let (number, text) = match lines.next() {
+            Ok(Some(line)) => line,
+            Ok(None) => return,
             Err(error) => {
                 let _ = events.blocking_send(SourceEvent::Failed(error));
                 return;
             }
-        }
-        number += 1;
+        };
         counters.lines.fetch_add(1, Ordering::Relaxed);
-        let parsed = match std::str::from_utf8(&buffer) {
-            Ok(text) => parser.parse(number, text.trim_end_matches(['\n', '\r'])),
+        let parsed = match text {
+            Ok(text) => parser.parse(number, text),
             Err(error) => ParsedLine::Invalid(InputError {
                 line: number,
                 custom_id: None,
