@@ -39,4 +39,4 @@ examples:
 
 # Quota pacing benchmark (release): makespan vs the theoretical minimum and 429s, per strategy.
 bench-quota *args:
-    cargo run --release -p aoai-quota-bench --bin bench-quota -- {{args}}
+    cargo run --release -p aoai-bench --bin bench-quota -- {{args}}

@@ -4,8 +4,9 @@
 //! starts the simulator in this process (one deployment, zero latency, quota far above what the
 //! run can use), runs the release `aoai-blaster run` binary on it, samples the child's
 //! `/proc/<pid>/status` every 50 ms and prints its peak RSS (`VmHWM`) next to the peak of a
-//! 1,000-line run of the same binary (the "idle" footprint: runtime, threads, buffers), then runs
-//! the same command again (everything already answered: the resume scan and its index).
+//! 1,000-line run of the same binary (the "idle" footprint: runtime, threads, buffers) and of a
+//! run of a quarter of the lines (is the growth flat in the file's length?), then runs the same
+//! command again (everything already answered: the resume scan and its index).
 //!
 //! Run: `cargo bench -p aoai-blaster-cli --bench rss_stream` (Linux only: it reads `/proc`).
 
@@ -118,6 +119,16 @@ fn main() {
     write_input(&small_input, 1_000).expect("small input written");
     let small = measure(&config, &small_input, &dir.path().join("small-out.jsonl"));
 
+    let quarter_lines = (lines / 4).max(1);
+    let quarter_input = dir.path().join("quarter.jsonl");
+    write_input(&quarter_input, quarter_lines).expect("quarter input written");
+    let quarter = measure(
+        &config,
+        &quarter_input,
+        &dir.path().join("quarter-out.jsonl"),
+    );
+    std::fs::remove_file(&quarter_input).ok();
+
     let input = dir.path().join("large.jsonl");
     let bytes = write_input(&input, lines).expect("input written");
     let output = dir.path().join("large-out.jsonl");
@@ -139,6 +150,12 @@ fn main() {
         small.code
     );
     println!(
+        "  {quarter_lines}-line run: peak RSS {:.1} MiB, {:.1}s, exit {:?}",
+        mib(quarter.peak_kib),
+        quarter.elapsed.as_secs_f64(),
+        quarter.code
+    );
+    println!(
         "  {lines}-line run: peak RSS {:.1} MiB, {:.1}s ({:.0} lines/s), exit {:?}",
         mib(large.peak_kib),
         large.elapsed.as_secs_f64(),
@@ -154,10 +171,20 @@ fn main() {
         .map(|(at, rss, _)| format!("{:.0}s:{:.1}", at.as_secs_f64(), mib(*rss)))
         .collect();
     println!("  RSS over time (MiB): {}", curve.join(" "));
+    let growth = large.peak_kib.saturating_sub(small.peak_kib);
     println!(
-        "  growth over the idle footprint: {:.1} MiB ({:.1} bytes per line)",
-        mib(large.peak_kib.saturating_sub(small.peak_kib)),
-        large.peak_kib.saturating_sub(small.peak_kib) as f64 * 1024.0 / lines as f64
+        "  growth over the idle footprint: {:.1} MiB ({:.1} bytes per line) {}",
+        mib(growth),
+        growth as f64 * 1024.0 / lines as f64,
+        if growth <= 64 * 1024 {
+            "[ok: target ≤ 64 MiB]"
+        } else {
+            "[MISSED: target ≤ 64 MiB]"
+        }
+    );
+    println!(
+        "  growth from {quarter_lines} to {lines} lines: {:+.1} MiB (flat: the same whatever the length)",
+        mib(large.peak_kib) - mib(quarter.peak_kib)
     );
     println!(
         "  the same command again (all {lines} ids already answered): peak RSS {:.1} MiB, {:.1}s, exit {:?}",

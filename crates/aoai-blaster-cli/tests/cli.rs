@@ -701,6 +701,83 @@ async fn check_reports_good_and_bad_credentials() {
     sim.stop().await;
 }
 
+/// `GET /metrics` over a plain TCP connection: the whole HTTP response as text.
+fn scrape(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("the metrics listener accepts");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+        .expect("the request is sent");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("the response is read");
+    response
+}
+
+#[actix_rt::test]
+async fn metrics_addr_serves_prometheus_text_while_the_run_lasts() {
+    // Replies take 300 ms and 8 go at a time: 40 jobs keep the run going for 1.5 s at least,
+    // and the listener is up before the first job is sent.
+    let sim = start_sim(vec![slow("east", 300)]).await;
+    let ws = Workspace::new();
+    let config = ws.config(&[("east", endpoint(&sim, "east"), "sim-key")], "");
+    let input = ws.input(&request_lines(40));
+    let output = ws.path("results.jsonl");
+    let mut args = run_args(&config, &input, &output);
+    args.extend(["--metrics-addr".to_owned(), "127.0.0.1:0".to_owned()]);
+    let (status, scraped, stderr) = actix_rt::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut child = command(&args).spawn().expect("the binary starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut lines = std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok);
+        let mut seen = Vec::new();
+        let mut scraped = None;
+        for line in lines.by_ref() {
+            let address = line
+                .split("metrics at http://")
+                .nth(1)
+                .and_then(|rest| rest.split('/').next())
+                .map(str::to_owned);
+            seen.push(line);
+            if let Some(address) = address {
+                scraped = Some(scrape(&address));
+                break;
+            }
+        }
+        // Drain the rest so the child never blocks on a full pipe.
+        seen.extend(lines);
+        let status = child.wait().expect("the child is waited for");
+        (status, scraped, seen.join("\n"))
+    })
+    .await
+    .expect("the blocking task finishes");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let scraped = scraped.unwrap_or_else(|| panic!("no metrics address was logged: {stderr}"));
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    for family in [
+        "# TYPE aoai_blaster_queue_depth gauge",
+        "# TYPE aoai_blaster_in_flight gauge",
+        "aoai_blaster_endpoint_in_flight{endpoint=\"east\"}",
+    ] {
+        assert!(
+            scraped.contains(family),
+            "{family} missing from:\n{scraped}"
+        );
+    }
+    assert!(
+        !scraped.contains("sim-key"),
+        "the api key leaked into metrics"
+    );
+    assert_eq!(output_lines(&output).len(), 40);
+    sim.stop().await;
+}
+
 #[test]
 fn usage_errors_exit_2_and_help_exits_0() {
     let missing = Command::new(BIN)
