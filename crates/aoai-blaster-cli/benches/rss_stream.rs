@@ -1,12 +1,13 @@
 //! Memory while streaming a large Batch input: does RSS stay flat?
 //!
-//! Generates an input of `AOAI_BENCH_LINES` lines (default 1,000,000) in a temporary directory,
-//! starts the simulator in this process (one deployment, zero latency, quota far above what the
-//! run can use), runs the release `aoai-blaster run` binary on it, samples the child's
-//! `/proc/<pid>/status` every 50 ms and prints its peak RSS (`VmHWM`) next to the peak of a
-//! 1,000-line run of the same binary (the "idle" footprint: runtime, threads, buffers) and of a
-//! run of a quarter of the lines (is the growth flat in the file's length?), then runs the same
-//! command again (everything already answered: the resume scan and its index).
+//! Generates an input of `AOAI_BENCH_LINES` lines (default 1,000,000; a comma-separated list
+//! measures each length, e.g. `1000000,3000000` to see that the peak does not follow the length)
+//! in a temporary directory, starts the simulator in this process (one deployment, zero latency,
+//! quota far above what the run can use), runs the release `aoai-blaster run` binary on it,
+//! samples the child's `/proc/<pid>/status` every 50 ms and prints its peak RSS (`VmHWM`) next to
+//! the peak of a 1,000-line run of the same binary (the "idle" footprint: runtime, threads,
+//! buffers, the tokenizer's tables), then runs the same command again (everything already
+//! answered: the resume scan and its index of answered ids).
 //!
 //! Run: `cargo bench -p aoai-blaster-cli --bench rss_stream` (Linux only: it reads `/proc`).
 
@@ -93,11 +94,26 @@ fn measure(config: &Path, input: &Path, output: &Path) -> Measured {
     }
 }
 
+/// The input lengths to measure: `AOAI_BENCH_LINES`, comma-separated (default 1,000,000).
+fn lengths() -> Vec<u64> {
+    let lengths: Vec<u64> = std::env::var("AOAI_BENCH_LINES")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .collect();
+    if lengths.is_empty() {
+        vec![1_000_000]
+    } else {
+        lengths
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
 fn main() {
-    let lines: u64 = std::env::var("AOAI_BENCH_LINES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
     let sim = SimThread::start(SimConfig {
         workers: 1,
         deployments: vec![DeploymentSpec::new("bench").tpm(1_000_000_000)],
@@ -118,82 +134,68 @@ fn main() {
     let small_input = dir.path().join("small.jsonl");
     write_input(&small_input, 1_000).expect("small input written");
     let small = measure(&config, &small_input, &dir.path().join("small-out.jsonl"));
-
-    let quarter_lines = (lines / 4).max(1);
-    let quarter_input = dir.path().join("quarter.jsonl");
-    write_input(&quarter_input, quarter_lines).expect("quarter input written");
-    let quarter = measure(
-        &config,
-        &quarter_input,
-        &dir.path().join("quarter-out.jsonl"),
-    );
-    std::fs::remove_file(&quarter_input).ok();
-
-    let input = dir.path().join("large.jsonl");
-    let bytes = write_input(&input, lines).expect("input written");
-    let output = dir.path().join("large-out.jsonl");
-    let large = measure(&config, &input, &output);
-    // The same command again: every id is answered, so this measures the resume scan and index.
-    let resumed = measure(&config, &input, &output);
-    let stats = sim.stats().total();
-    sim.stop();
-
-    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!("rss_stream: aoai-blaster run, one zero-latency simulator deployment, num_workers 64");
     println!(
-        "rss_stream: aoai-blaster run, {lines} lines ({:.0} MiB input), one zero-latency simulator deployment, num_workers 64",
-        bytes as f64 / 1048576.0
-    );
-    println!(
-        "  1,000-line run:  peak RSS {:.1} MiB, {:.1}s, exit {:?}",
+        "  1,000-line run (the idle footprint): peak RSS {:.1} MiB, {:.1}s, exit {:?}",
         mib(small.peak_kib),
         small.elapsed.as_secs_f64(),
         small.code
     );
-    println!(
-        "  {quarter_lines}-line run: peak RSS {:.1} MiB, {:.1}s, exit {:?}",
-        mib(quarter.peak_kib),
-        quarter.elapsed.as_secs_f64(),
-        quarter.code
-    );
-    println!(
-        "  {lines}-line run: peak RSS {:.1} MiB, {:.1}s ({:.0} lines/s), exit {:?}",
-        mib(large.peak_kib),
-        large.elapsed.as_secs_f64(),
-        lines as f64 / large.elapsed.as_secs_f64(),
-        large.code
-    );
-    // RSS at each tenth of the run (by time), to show the shape.
-    let tenth = large.samples.len().max(10) / 10;
-    let curve: Vec<String> = large
-        .samples
-        .iter()
-        .step_by(tenth.max(1))
-        .map(|(at, rss, _)| format!("{:.0}s:{:.1}", at.as_secs_f64(), mib(*rss)))
-        .collect();
-    println!("  RSS over time (MiB): {}", curve.join(" "));
-    let growth = large.peak_kib.saturating_sub(small.peak_kib);
-    println!(
-        "  growth over the idle footprint: {:.1} MiB ({:.1} bytes per line) {}",
-        mib(growth),
-        growth as f64 * 1024.0 / lines as f64,
-        if growth <= 64 * 1024 {
-            "[ok: target ≤ 64 MiB]"
-        } else {
-            "[MISSED: target ≤ 64 MiB]"
+
+    let mut peaks = Vec::new();
+    for lines in lengths() {
+        let input = dir.path().join("large.jsonl");
+        let bytes = write_input(&input, lines).expect("input written");
+        let output = dir.path().join("large-out.jsonl");
+        let large = measure(&config, &input, &output);
+        // The same command again: every id is answered, so this measures the resume scan and
+        // its index of answered ids.
+        let resumed = measure(&config, &input, &output);
+        std::fs::remove_file(&input).ok();
+        std::fs::remove_file(&output).ok();
+        println!(
+            "  {lines}-line run ({:.0} MiB input): peak RSS {:.1} MiB, {:.1}s ({:.0} lines/s), exit {:?}",
+            bytes as f64 / 1048576.0,
+            mib(large.peak_kib),
+            large.elapsed.as_secs_f64(),
+            lines as f64 / large.elapsed.as_secs_f64(),
+            large.code
+        );
+        // RSS at each tenth of the run (by time), to show the shape.
+        let tenth = large.samples.len().max(10) / 10;
+        let curve: Vec<String> = large
+            .samples
+            .iter()
+            .step_by(tenth.max(1))
+            .map(|(at, rss, _)| format!("{:.0}s:{:.1}", at.as_secs_f64(), mib(*rss)))
+            .collect();
+        println!("    RSS over time (MiB): {}", curve.join(" "));
+        let growth = large.peak_kib.saturating_sub(small.peak_kib);
+        println!(
+            "    growth over the idle footprint: {:.1} MiB ({:.1} bytes per line) {}",
+            mib(growth),
+            growth as f64 * 1024.0 / lines as f64,
+            if growth <= 64 * 1024 {
+                "[ok: target ≤ 64 MiB]"
+            } else {
+                "[MISSED: target ≤ 64 MiB]"
+            }
+        );
+        println!(
+            "    the same command again (all ids already answered): peak RSS {:.1} MiB, {:.1}s, exit {:?}",
+            mib(resumed.peak_kib),
+            resumed.elapsed.as_secs_f64(),
+            resumed.code
+        );
+        if let Some(first) = large.stdout.lines().next() {
+            println!("    blaster: {first}");
         }
-    );
-    println!(
-        "  growth from {quarter_lines} to {lines} lines: {:+.1} MiB (flat: the same whatever the length)",
-        mib(large.peak_kib) - mib(quarter.peak_kib)
-    );
-    println!(
-        "  the same command again (all {lines} ids already answered): peak RSS {:.1} MiB, {:.1}s, exit {:?}",
-        mib(resumed.peak_kib),
-        resumed.elapsed.as_secs_f64(),
-        resumed.code
-    );
-    println!("  simulator: {} requests, {} ok", stats.requests, stats.ok);
-    if let Some(first) = large.stdout.lines().next() {
-        println!("  blaster: {first}");
+        peaks.push(format!("{lines} lines {:.1} MiB", mib(large.peak_kib)));
     }
+    let stats = sim.stats().total();
+    sim.stop();
+    if peaks.len() > 1 {
+        println!("  peak RSS by input length: {}", peaks.join(", "));
+    }
+    println!("  simulator: {} requests, {} ok", stats.requests, stats.ok);
 }
