@@ -28,9 +28,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::batch::answer::{Answer, answer_for};
+use crate::batch::duplicates::AnswerLog;
 use crate::batch::input::{BatchRequest, DeploymentNames, DuplicateCheck, InputError, LineParser};
 use crate::batch::output::{LineIds, OutputLine, ResultWriter, prepare_output};
-use crate::batch::source::{SourceCounters, SourceEvent, find_duplicate_lines, read_batch_input};
+use crate::batch::source::{SourceCounters, SourceEvent, find_line_verdicts, read_batch_input};
 use crate::cli::{RunArgs, RunOptions};
 use crate::progress::{EndpointStatus, ProgressDisplay, ProgressMode, ProgressSnapshot};
 use crate::summary::{EXIT_INTERRUPTED, EXIT_USAGE, EndpointSummary, Summary};
@@ -430,38 +431,19 @@ pub async fn run_command(args: RunArgs, multi: MultiProgress, mode: ProgressMode
     {
         let counters = counters.clone();
         let stop = stop.clone();
-        let mut parser = LineParser::resuming(names, previous.take_answers());
+        let answers = previous.take_answers();
         let reported_lines = std::mem::take(&mut previous.reported_lines);
         let path = args.input.clone();
         let sort_dir = sort_dir_for(&args.output);
         let spawned = std::thread::Builder::new()
             .name("read-input".into())
             .spawn(move || {
-                // A first pass finds the duplicate ids on disk (flat memory) and counts the
-                // lines for the progress total; a stream that cannot be read twice is checked
-                // as it goes instead.
-                if is_regular_file(&path) {
-                    let found = File::open(&path).and_then(|file| {
-                        find_duplicate_lines(
-                            BufReader::with_capacity(1 << 16, file),
-                            LineParser::validator(parser.deployments().clone()),
-                            &sort_dir,
-                            &stop,
-                        )
-                    });
-                    match found {
-                        Ok((duplicates, total)) => {
-                            counters.set_total(total);
-                            parser.set_duplicate_check(DuplicateCheck::Found(duplicates));
-                        }
-                        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(error) => tracing::warn!(
-                            %error,
-                            dir = %sort_dir.display(),
-                            "could not look for duplicate custom_ids before the run; remembering every id in memory instead"
-                        ),
-                    }
-                }
+                let Some(parser) =
+                    parser_for_run(&path, names, &answers, &sort_dir, &counters, &stop, &sender)
+                else {
+                    return;
+                };
+                drop(answers);
                 read_batch_input(
                     BufReader::with_capacity(1 << 16, input),
                     parser,
@@ -532,6 +514,70 @@ pub async fn conclude(
     summary
 }
 
+/// The parser for the run's pass over the input. A first pass over a regular file finds every
+/// line's verdict on disk (duplicates, ids answered before; flat memory) and counts the lines
+/// for the progress total; an input that cannot be read twice, or a first pass that fails, falls
+/// back to an in-memory index of the ids. `None` when the run must not go on (stopped, or the
+/// answer log could not be read: then the reason was sent).
+fn parser_for_run(
+    path: &std::path::Path,
+    names: DeploymentNames,
+    answers: &AnswerLog,
+    sort_dir: &std::path::Path,
+    counters: &SourceCounters,
+    stop: &AtomicBool,
+    events: &mpsc::Sender<SourceEvent>,
+) -> Option<LineParser> {
+    if is_regular_file(path) {
+        let found = File::open(path).and_then(|file| {
+            find_line_verdicts(
+                BufReader::with_capacity(1 << 16, file),
+                LineParser::validator(names.clone()),
+                answers,
+                sort_dir,
+                stop,
+            )
+        });
+        match found {
+            Ok((verdicts, total)) => {
+                counters.set_total(total);
+                warn_duplicate_answers(verdicts.duplicate_answers());
+                let mut parser = LineParser::new(names);
+                parser.set_duplicate_check(DuplicateCheck::Found(verdicts));
+                return Some(parser);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => return None,
+            Err(error) => tracing::warn!(
+                %error,
+                dir = %sort_dir.display(),
+                "could not check the input for duplicate and answered ids before the run; remembering every id in memory instead"
+            ),
+        }
+    }
+    match answers.to_index() {
+        Ok((index, duplicate_answers)) => {
+            warn_duplicate_answers(duplicate_answers);
+            Some(LineParser::resuming(names, index))
+        }
+        Err(error) => {
+            let _ = events.blocking_send(SourceEvent::Failed(std::io::Error::new(
+                error.kind(),
+                format!("cannot read back the answers found in the output: {error}"),
+            )));
+            None
+        }
+    }
+}
+
+fn warn_duplicate_answers(lines: u64) {
+    if lines > 0 {
+        tracing::warn!(
+            lines,
+            "the output has more than one answer line for some ids (was it edited or concatenated?)"
+        );
+    }
+}
+
 /// Where the duplicate check sorts its records: the output's directory (a place the run may
 /// write to, usually on a disk rather than a RAM-backed /tmp).
 fn sort_dir_for(output: &std::path::Path) -> std::path::PathBuf {
@@ -567,12 +613,6 @@ fn report_previous(previous: &crate::batch::output::ResumeScan, args: &RunArgs) 
             invalid_lines = previous.input_errors,
             retrying = previous.dropped_failed,
             "resuming: ids already answered in the output are skipped"
-        );
-    }
-    if previous.duplicate_answers > 0 {
-        tracing::warn!(
-            lines = previous.duplicate_answers,
-            "the output has more than one answer line for some ids (was it edited or concatenated?)"
         );
     }
     if let Some(first) = previous.unrecognised_lines.first() {

@@ -721,14 +721,22 @@ fn scrape(address: &str) -> String {
 #[actix_rt::test]
 async fn metrics_addr_serves_prometheus_text_while_the_run_lasts() {
     // Replies take 300 ms and 8 go at a time: 40 jobs keep the run going for 1.5 s at least,
-    // and the listener is up before the first job is sent.
+    // and progress lines come every 100 ms meanwhile.
     let sim = start_sim(vec![slow("east", 300)]).await;
     let ws = Workspace::new();
     let config = ws.config(&[("east", endpoint(&sim, "east"), "sim-key")], "");
     let input = ws.input(&request_lines(40));
     let output = ws.path("results.jsonl");
     let mut args = run_args(&config, &input, &output);
-    args.extend(["--metrics-addr".to_owned(), "127.0.0.1:0".to_owned()]);
+    args.extend(
+        [
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--progress-interval",
+            "100ms",
+        ]
+        .map(str::to_owned),
+    );
     let (status, scraped, stderr) = actix_rt::task::spawn_blocking(move || {
         use std::io::BufRead;
         let mut child = command(&args).spawn().expect("the binary starts");
@@ -737,16 +745,22 @@ async fn metrics_addr_serves_prometheus_text_while_the_run_lasts() {
             .lines()
             .map_while(Result::ok);
         let mut seen = Vec::new();
+        let mut address = None;
         let mut scraped = None;
         for line in lines.by_ref() {
-            let address = line
-                .split("metrics at http://")
-                .nth(1)
-                .and_then(|rest| rest.split('/').next())
-                .map(str::to_owned);
+            if address.is_none() {
+                address = line
+                    .split("metrics at http://")
+                    .nth(1)
+                    .and_then(|rest| rest.split('/').next())
+                    .map(str::to_owned);
+            }
+            // A progress line names the endpoints: the Dispatcher and its endpoint actors
+            // (which register their metrics when they start) are up.
+            let progress = line.contains("in flight") && line.contains("east");
             seen.push(line);
-            if let Some(address) = address {
-                scraped = Some(scrape(&address));
+            if let (Some(address), true) = (&address, progress) {
+                scraped = Some(scrape(address));
                 break;
             }
         }

@@ -338,17 +338,19 @@ impl SlidingLog {
 
     /// Takes back `tokens` and `requests` charged at `at`, if they still count.
     fn remove(&mut self, at: Instant, tokens: u64, requests: u64) {
-        // Entries never overlap: the one holding `at` is the last that starts at or before it.
+        // The entries holding `at` end the ones that start at or before it (several when
+        // charges share an instant): take the nearest that holds the whole charge.
         let position = self.entries.partition_point(|c| c.first <= at);
-        let Some(index) = position.checked_sub(1) else {
+        let holding = (0..position)
+            .rev()
+            .take_while(|&i| self.entries[i].last >= at)
+            .find(|&i| self.entries[i].tokens >= tokens && self.entries[i].requests >= requests);
+        let Some(index) = holding else {
             return;
         };
         let Some(entry) = self.entries.get_mut(index) else {
             return;
         };
-        if at > entry.last {
-            return;
-        }
         let tokens = tokens.min(entry.tokens);
         let requests = requests.min(entry.requests);
         entry.tokens -= tokens;
@@ -1234,6 +1236,22 @@ mod tests {
         // A charge that is not there changes nothing.
         log.remove(t0 + MS * 3, 100, 1);
         assert_eq!(log.entries.len(), entries - 1);
+    }
+
+    #[test]
+    fn releasing_one_of_several_charges_at_one_instant_takes_back_exactly_it() {
+        let t0 = Instant::now();
+        let mut log = SlidingLog::new(M);
+        log.insert(t0, 100, 1);
+        log.insert(t0, 50, 1);
+        log.insert(t0, 7, 1);
+        log.remove(t0, 100, 1);
+        assert_eq!((log.tokens, log.requests), (57, 2));
+        assert_eq!(log.entries.len(), 2);
+        log.remove(t0, 50, 1);
+        log.remove(t0, 7, 1);
+        assert_eq!((log.tokens, log.requests), (0, 0));
+        assert!(log.entries.is_empty());
     }
 
     #[test]

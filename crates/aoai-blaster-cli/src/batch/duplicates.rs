@@ -1,35 +1,41 @@
-//! Duplicate `custom_id`s found before the run, in flat memory.
+//! Duplicate `custom_id`s and earlier answers, found before the run in flat memory.
 //!
-//! A line is a duplicate when an earlier *valid* line already claimed its `custom_id`. Found
-//! while streaming, that needs every id seen so far in memory: 13 to 26 bytes per line, so a
-//! ten-million-line file would hold a quarter of a gigabyte. Instead, before the run, the reader
-//! notes each line that has an id as a [`LineId`] (the id's fingerprint, the line number, whether
-//! the line is valid) and [`LineIdSorter`] sorts them by id, then line, on disk: runs of
-//! [`RUN_RECORDS`] sorted in memory, written to a temporary file, merged. Walking the merged
-//! order, each id's lines come together in file order, and every line after the id's first valid
-//! one is marked. What stays in memory is [`DuplicateLines`], one bit per input line (1.2 MiB for
-//! ten million lines), and one run's buffer while sorting.
+//! A line is a duplicate when an earlier *valid* line already claimed its `custom_id`, and a
+//! valid line is skipped when the output already answers its id. Found while streaming, both
+//! need every id seen so far in memory: 13 to 26 bytes per line, so a ten-million-line file
+//! would hold a quarter of a gigabyte. Instead, before the run:
 //!
-//! A general external-sort crate would do the sorting, but the ones on crates.io pull in rayon
-//! and build-time documentation tooling; the sort here is one file of runs and a k-way merge.
+//! - the resume scan writes each answer it finds in the output to an [`AnswerLog`] on disk;
+//! - the reader notes each input line that has an id as an [`IdRecord`] (the id's fingerprint,
+//!   the line number, whether the line is valid);
+//! - [`IdSorter`] sorts answers and lines together by id, then line (answers first), on disk:
+//!   runs of [`RUN_RECORDS`] sorted in memory, written to a temporary file, merged;
+//! - walking the merged order, each id's answers and lines come together, and
+//!   [`LineVerdicts::from_sorted`] gives every line its [`Verdict`].
+//!
+//! What stays in memory is two bits per input line (2.4 MiB for ten million lines) and one
+//! run's buffer while sorting. The external-sort crates on crates.io pull in rayon and
+//! build-time documentation tooling; the sort here is one file of runs and a k-way merge.
 //!
 //! ```
-//! use aoai_blaster_cli::batch::duplicates::{LineId, LineIdSorter};
+//! use aoai_blaster_cli::batch::duplicates::{IdRecord, IdSorter, Verdict};
 //! use aoai_blaster_cli::batch::ids::IdFingerprint;
+//! use aoai_blaster_cli::batch::output::PreviousAnswer;
 //!
 //! let dir = tempfile::tempdir()?;
-//! let mut sorter = LineIdSorter::new(dir.path(), 2);
-//! let a = IdFingerprint::of("a");
-//! let b = IdFingerprint::of("b");
-//! sorter.push(LineId { id: a, line: 1, valid: false })?; // invalid: claims nothing
-//! sorter.push(LineId { id: a, line: 2, valid: true })?; // claims "a"
-//! sorter.push(LineId { id: b, line: 3, valid: true })?;
-//! sorter.push(LineId { id: a, line: 4, valid: true })?; // duplicate of line 2
-//! sorter.push(LineId { id: a, line: 5, valid: false })?; // duplicate too
-//! let duplicates = sorter.finish()?;
-//! assert_eq!(duplicates.len(), 2);
-//! assert!(duplicates.contains(4) && duplicates.contains(5));
-//! assert!(!duplicates.contains(1) && !duplicates.contains(2) && !duplicates.contains(3));
+//! let mut sorter = IdSorter::new(dir.path(), 2);
+//! let (a, b) = (IdFingerprint::of("a"), IdFingerprint::of("b"));
+//! sorter.push(IdRecord::answer(b, PreviousAnswer::Succeeded))?; // the output answers "b"
+//! sorter.push(IdRecord::line(a, 1, false))?; // invalid: claims nothing
+//! sorter.push(IdRecord::line(a, 2, true))?; // claims "a"
+//! sorter.push(IdRecord::line(b, 3, true))?; // answered before: skipped
+//! sorter.push(IdRecord::line(a, 4, true))?; // duplicate of line 2
+//! let verdicts = sorter.finish()?;
+//! assert_eq!(verdicts.get(1), Verdict::New);
+//! assert_eq!(verdicts.get(2), Verdict::New);
+//! assert_eq!(verdicts.get(3), Verdict::Answered(PreviousAnswer::Succeeded));
+//! assert_eq!(verdicts.get(4), Verdict::Duplicate);
+//! assert_eq!(verdicts.duplicates(), 1);
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
@@ -40,41 +46,61 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::ids::IdFingerprint;
+use super::ids::{IdFingerprint, IdIndex, IdTag};
+use super::output::PreviousAnswer;
 
 /// Records sorted in memory before a run is written out (24 bytes each: 6 MiB).
 pub const RUN_RECORDS: usize = 1 << 18;
 
-/// Bytes of one record on disk: the 96-bit fingerprint, then `line << 1 | valid`.
+/// Bytes of one record on disk: the 96-bit fingerprint, then `line << 1 | flag`.
 const RECORD_BYTES: usize = 20;
 
 /// Records read at once from each run while merging (16 KB).
 const MERGE_BUFFER_RECORDS: usize = 800;
 
-/// One input line that has a `custom_id`.
+/// An input line that has a `custom_id`, or an answer the output already holds for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LineId {
+pub struct IdRecord {
     /// The id's fingerprint.
     pub id: IdFingerprint,
-    /// The line number (1-based).
+    /// The input line number (from 1); 0 for an answer in the output (so that an id's answers
+    /// sort before its lines).
     pub line: u64,
-    /// Whether the line is valid apart from a possible duplicate id (a valid line claims its
-    /// id; an invalid one does not).
-    pub valid: bool,
+    /// For a line: whether it is valid apart from a possible duplicate id (a valid line claims
+    /// its id, an invalid one does not). For an answer: whether it is a success.
+    pub flag: bool,
 }
 
-impl LineId {
+impl IdRecord {
+    /// Input line `line` (from 1) with id `id`, valid or not.
+    pub fn line(id: IdFingerprint, line: u64, valid: bool) -> IdRecord {
+        IdRecord {
+            id,
+            line,
+            flag: valid,
+        }
+    }
+
+    /// An answer for `id` found in the output.
+    pub fn answer(id: IdFingerprint, answer: PreviousAnswer) -> IdRecord {
+        IdRecord {
+            id,
+            line: 0,
+            flag: answer == PreviousAnswer::Succeeded,
+        }
+    }
+
     fn encode(&self) -> [u8; RECORD_BYTES] {
         let mut bytes = [0u8; RECORD_BYTES];
         for (chunk, word) in bytes.chunks_exact_mut(4).zip(self.id.words()) {
             chunk.copy_from_slice(&word.to_le_bytes());
         }
-        let tail = (self.line << 1) | u64::from(self.valid);
+        let tail = (self.line << 1) | u64::from(self.flag);
         bytes[12..].copy_from_slice(&tail.to_le_bytes());
         bytes
     }
 
-    fn decode(bytes: &[u8; RECORD_BYTES]) -> LineId {
+    fn decode(bytes: &[u8; RECORD_BYTES]) -> IdRecord {
         let word = |i: usize| {
             let mut four = [0u8; 4];
             four.copy_from_slice(&bytes[i * 4..i * 4 + 4]);
@@ -83,181 +109,191 @@ impl LineId {
         let mut eight = [0u8; 8];
         eight.copy_from_slice(&bytes[12..]);
         let tail = u64::from_le_bytes(eight);
-        LineId {
+        IdRecord {
             id: IdFingerprint::from_words([word(0), word(1), word(2)]),
             line: tail >> 1,
-            valid: tail & 1 == 1,
+            flag: tail & 1 == 1,
         }
     }
 }
 
-/// The input lines that repeat an id an earlier valid line claimed: one bit per line.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DuplicateLines {
-    bits: Vec<u64>,
-    count: u64,
+/// What the check before the run found for one input line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing: a valid line runs, an invalid one gets its own error.
+    New,
+    /// An earlier valid line has the same id.
+    Duplicate,
+    /// The line claims an id the output already answers: it is skipped.
+    Answered(PreviousAnswer),
 }
 
-impl DuplicateLines {
-    /// Whether line `line` (1-based) is a duplicate.
-    pub fn contains(&self, line: u64) -> bool {
-        let Ok(word) = usize::try_from(line / 64) else {
-            return false;
+impl Verdict {
+    fn bits(self) -> u64 {
+        match self {
+            Verdict::New => 0,
+            Verdict::Duplicate => 1,
+            Verdict::Answered(PreviousAnswer::Succeeded) => 2,
+            Verdict::Answered(PreviousAnswer::Failed) => 3,
+        }
+    }
+
+    fn from_bits(bits: u64) -> Verdict {
+        match bits & 0b11 {
+            1 => Verdict::Duplicate,
+            2 => Verdict::Answered(PreviousAnswer::Succeeded),
+            3 => Verdict::Answered(PreviousAnswer::Failed),
+            _ => Verdict::New,
+        }
+    }
+}
+
+/// The [`Verdict`] of every input line: two bits per line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineVerdicts {
+    words: Vec<u64>,
+    duplicates: u64,
+    answered: u64,
+    duplicate_answers: u64,
+}
+
+impl LineVerdicts {
+    /// The verdict on line `line` (from 1).
+    pub fn get(&self, line: u64) -> Verdict {
+        let Ok(word) = usize::try_from(line / 32) else {
+            return Verdict::New;
         };
-        self.bits
+        let shift = (line % 32) * 2;
+        self.words
             .get(word)
-            .is_some_and(|bits| bits & (1 << (line % 64)) != 0)
+            .map_or(Verdict::New, |bits| Verdict::from_bits(bits >> shift))
     }
 
-    /// Number of duplicate lines.
-    pub fn len(&self) -> u64 {
-        self.count
+    /// Lines that are duplicates.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
     }
 
-    /// True when no line is a duplicate.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
+    /// Lines whose id the output already answers.
+    pub fn answered(&self) -> u64 {
+        self.answered
     }
 
-    fn mark(&mut self, line: u64) {
-        let Ok(word) = usize::try_from(line / 64) else {
+    /// Answers in the output for an id that already had one (the file was edited or
+    /// concatenated).
+    pub fn duplicate_answers(&self) -> u64 {
+        self.duplicate_answers
+    }
+
+    fn set(&mut self, line: u64, verdict: Verdict) {
+        let Ok(word) = usize::try_from(line / 32) else {
             return;
         };
-        if self.bits.len() <= word {
-            self.bits.resize(word + 1, 0);
+        if self.words.len() <= word {
+            self.words.resize(word + 1, 0);
         }
-        let bit = 1 << (line % 64);
-        if self.bits[word] & bit == 0 {
-            self.bits[word] |= bit;
-            self.count += 1;
+        let shift = (line % 32) * 2;
+        self.words[word] = (self.words[word] & !(0b11 << shift)) | (verdict.bits() << shift);
+        match verdict {
+            Verdict::Duplicate => self.duplicates += 1,
+            Verdict::Answered(_) => self.answered += 1,
+            Verdict::New => {}
         }
     }
 
-    /// Marks the duplicates among `records`, which come sorted by id, then line.
-    pub fn from_sorted(records: impl IntoIterator<Item = LineId>) -> DuplicateLines {
-        let mut duplicates = DuplicateLines::default();
+    /// The verdicts from `records` sorted by id, then line (each input line once).
+    pub fn from_sorted(records: impl IntoIterator<Item = IdRecord>) -> LineVerdicts {
+        let mut verdicts = LineVerdicts::default();
         let mut current: Option<IdFingerprint> = None;
+        let mut answer: Option<PreviousAnswer> = None;
+        let mut answers = 0u64;
         let mut claimed = false;
         for record in records {
             if current != Some(record.id) {
+                verdicts.duplicate_answers += answers.saturating_sub(1);
                 current = Some(record.id);
+                answer = None;
+                answers = 0;
                 claimed = false;
             }
-            if claimed {
-                duplicates.mark(record.line);
-            } else if record.valid {
+            if record.line == 0 {
+                answers += 1;
+                answer = if record.flag || answer == Some(PreviousAnswer::Succeeded) {
+                    Some(PreviousAnswer::Succeeded)
+                } else {
+                    Some(PreviousAnswer::Failed)
+                };
+            } else if claimed {
+                verdicts.set(record.line, Verdict::Duplicate);
+            } else if record.flag {
                 claimed = true;
+                if let Some(answer) = answer {
+                    verdicts.set(record.line, Verdict::Answered(answer));
+                }
             }
         }
-        duplicates
+        verdicts.duplicate_answers += answers.saturating_sub(1);
+        verdicts
     }
 }
 
-/// Sorts [`LineId`]s in bounded memory and finds the [`DuplicateLines`] among them.
+/// Records written to an unnamed temporary file in `dir` (created on the first record).
 #[derive(Debug)]
-pub struct LineIdSorter {
+struct RecordFile {
     dir: PathBuf,
-    run_records: usize,
-    buffer: Vec<LineId>,
-    spill: Option<Spill>,
+    writer: Option<BufWriter<File>>,
+    records: u64,
 }
 
-/// Sorted runs written out so far: one temporary file, the record count of each run.
-#[derive(Debug)]
-struct Spill {
-    file: BufWriter<File>,
-    runs: Vec<u64>,
-}
-
-impl LineIdSorter {
-    /// A sorter that keeps up to `run_records` records in memory and writes longer inputs to a
-    /// temporary file in `dir` (removed when the sorter is done).
-    pub fn new(dir: &Path, run_records: usize) -> LineIdSorter {
-        LineIdSorter {
+impl RecordFile {
+    fn new(dir: &Path) -> RecordFile {
+        RecordFile {
             dir: dir.to_path_buf(),
-            run_records: run_records.max(1),
-            buffer: Vec::new(),
-            spill: None,
+            writer: None,
+            records: 0,
         }
     }
 
-    /// Adds one record.
-    pub fn push(&mut self, record: LineId) -> io::Result<()> {
-        if self.buffer.len() >= self.run_records {
-            self.write_run()?;
-        }
-        if self.buffer.capacity() == 0 {
-            self.buffer.reserve_exact(self.run_records);
-        }
-        self.buffer.push(record);
+    fn push(&mut self, record: &IdRecord) -> io::Result<()> {
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => self.writer.insert(BufWriter::with_capacity(
+                1 << 16,
+                tempfile::tempfile_in(&self.dir)?,
+            )),
+        };
+        writer.write_all(&record.encode())?;
+        self.records += 1;
         Ok(())
     }
 
-    fn write_run(&mut self) -> io::Result<()> {
-        self.buffer.sort_unstable();
-        let spill = match &mut self.spill {
-            Some(spill) => spill,
-            None => self.spill.insert(Spill {
-                file: BufWriter::with_capacity(1 << 16, tempfile::tempfile_in(&self.dir)?),
-                runs: Vec::new(),
-            }),
-        };
-        for record in &self.buffer {
-            spill.file.write_all(&record.encode())?;
-        }
-        spill.runs.push(self.buffer.len() as u64);
-        self.buffer.clear();
-        Ok(())
-    }
-
-    /// Sorts everything pushed and marks the duplicates.
-    pub fn finish(mut self) -> io::Result<DuplicateLines> {
-        if self.spill.is_none() {
-            self.buffer.sort_unstable();
-            return Ok(DuplicateLines::from_sorted(self.buffer));
-        }
-        if !self.buffer.is_empty() {
-            self.write_run()?;
-        }
-        self.buffer = Vec::new();
-        let Some(spill) = self.spill.take() else {
-            return Ok(DuplicateLines::default());
-        };
-        let file = spill
-            .file
-            .into_inner()
-            .map_err(|error| error.into_error())?;
-        let mut runs = Vec::with_capacity(spill.runs.len());
-        let mut offset = 0u64;
-        for &records in &spill.runs {
-            let end = offset + records * RECORD_BYTES as u64;
-            runs.push(RunCursor {
-                offset,
-                end,
-                buffer: Vec::new(),
-                position: 0,
-            });
-            offset = end;
-        }
-        let mut merged = Merge::new(file, runs)?;
-        let duplicates = DuplicateLines::from_sorted(merged.by_ref());
-        match merged.error {
-            Some(error) => Err(error),
-            None => Ok(duplicates),
-        }
+    /// The file, everything written (`None` before the first record).
+    fn into_file(self) -> io::Result<Option<File>> {
+        self.writer
+            .map(|writer| writer.into_inner().map_err(|error| error.into_error()))
+            .transpose()
     }
 }
 
-/// Where one sorted run is being read back (runs share one file, read at their own offsets).
-struct RunCursor {
+/// Reads records `from..to` (record numbers) of `file` in order.
+struct RecordCursor {
     offset: u64,
     end: u64,
     buffer: Vec<u8>,
     position: usize,
 }
 
-impl RunCursor {
-    fn next(&mut self, file: &File) -> io::Result<Option<LineId>> {
+impl RecordCursor {
+    fn new(from: u64, to: u64) -> RecordCursor {
+        RecordCursor {
+            offset: from * RECORD_BYTES as u64,
+            end: to * RECORD_BYTES as u64,
+            buffer: Vec::new(),
+            position: 0,
+        }
+    }
+
+    fn next(&mut self, file: &File) -> io::Result<Option<IdRecord>> {
         if self.position + RECORD_BYTES > self.buffer.len() {
             let left = usize::try_from(self.end - self.offset).unwrap_or(usize::MAX);
             let want = left.min(MERGE_BUFFER_RECORDS * RECORD_BYTES);
@@ -272,20 +308,193 @@ impl RunCursor {
         let mut bytes = [0u8; RECORD_BYTES];
         bytes.copy_from_slice(&self.buffer[self.position..self.position + RECORD_BYTES]);
         self.position += RECORD_BYTES;
-        Ok(Some(LineId::decode(&bytes)))
+        Ok(Some(IdRecord::decode(&bytes)))
+    }
+}
+
+/// The answers a resume scan found in the output, kept on disk (20 bytes each) rather than in
+/// memory.
+#[derive(Debug)]
+pub struct AnswerLog {
+    pending: RecordFile,
+    file: Option<File>,
+    records: u64,
+}
+
+impl Default for AnswerLog {
+    fn default() -> Self {
+        AnswerLog::new(Path::new("."))
+    }
+}
+
+impl AnswerLog {
+    /// An empty log whose file (when it gets a record) goes in `dir`.
+    pub fn new(dir: &Path) -> AnswerLog {
+        AnswerLog {
+            pending: RecordFile::new(dir),
+            file: None,
+            records: 0,
+        }
+    }
+
+    /// Notes an answer for `id`.
+    pub fn push(&mut self, id: IdFingerprint, answer: PreviousAnswer) -> io::Result<()> {
+        self.pending.push(&IdRecord::answer(id, answer))?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Ends writing: call once every answer is in, before reading.
+    pub fn seal(&mut self) -> io::Result<()> {
+        let dir = self.pending.dir.clone();
+        let pending = std::mem::replace(&mut self.pending, RecordFile::new(&dir));
+        if let Some(file) = pending.into_file()? {
+            self.file = Some(file);
+        }
+        Ok(())
+    }
+
+    /// Answers noted.
+    pub fn len(&self) -> u64 {
+        self.records
+    }
+
+    /// True when no answer was noted.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Calls `each` with every answer, in the order they were noted (after [`AnswerLog::seal`]).
+    pub fn for_each(&self, mut each: impl FnMut(IdRecord) -> io::Result<()>) -> io::Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let mut cursor = RecordCursor::new(0, self.records);
+        while let Some(record) = cursor.next(file)? {
+            each(record)?;
+        }
+        Ok(())
+    }
+
+    /// How `id` was answered: a success if any answer is one (after [`AnswerLog::seal`]; reads
+    /// the whole log).
+    pub fn answer_of(&self, id: IdFingerprint) -> io::Result<Option<PreviousAnswer>> {
+        let mut found = None;
+        self.for_each(|record| {
+            if record.id == id {
+                found = match (found, record.flag) {
+                    (Some(PreviousAnswer::Succeeded), _) | (_, true) => {
+                        Some(PreviousAnswer::Succeeded)
+                    }
+                    _ => Some(PreviousAnswer::Failed),
+                };
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// The answers as an in-memory index (for an input that cannot be read twice), with the
+    /// number of answers for an id that already had one.
+    pub fn to_index(&self) -> io::Result<(IdIndex, u64)> {
+        let mut index = IdIndex::default();
+        let mut duplicates = 0u64;
+        self.for_each(|record| {
+            let earlier = if record.flag {
+                !index.insert(record.id, IdTag::Succeeded) | index.remove(record.id, IdTag::Failed)
+            } else {
+                index.contains(record.id, IdTag::Succeeded)
+                    || !index.insert(record.id, IdTag::Failed)
+            };
+            duplicates += u64::from(earlier);
+            Ok(())
+        })?;
+        Ok((index, duplicates))
+    }
+}
+
+/// Sorts [`IdRecord`]s in bounded memory and gives the [`LineVerdicts`] they imply.
+#[derive(Debug)]
+pub struct IdSorter {
+    run_records: usize,
+    buffer: Vec<IdRecord>,
+    spill: RecordFile,
+    runs: Vec<u64>,
+}
+
+impl IdSorter {
+    /// A sorter that keeps up to `run_records` records in memory and writes longer inputs to an
+    /// unnamed temporary file in `dir` (gone when the sorter is).
+    pub fn new(dir: &Path, run_records: usize) -> IdSorter {
+        IdSorter {
+            run_records: run_records.max(1),
+            buffer: Vec::new(),
+            spill: RecordFile::new(dir),
+            runs: Vec::new(),
+        }
+    }
+
+    /// Adds one record.
+    pub fn push(&mut self, record: IdRecord) -> io::Result<()> {
+        if self.buffer.len() >= self.run_records {
+            self.write_run()?;
+        }
+        if self.buffer.capacity() == 0 {
+            // Address space only: pages are touched as records arrive.
+            self.buffer.reserve_exact(self.run_records);
+        }
+        self.buffer.push(record);
+        Ok(())
+    }
+
+    fn write_run(&mut self) -> io::Result<()> {
+        self.buffer.sort_unstable();
+        for record in &self.buffer {
+            self.spill.push(record)?;
+        }
+        self.runs.push(self.buffer.len() as u64);
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Sorts everything pushed and gives each line its verdict.
+    pub fn finish(mut self) -> io::Result<LineVerdicts> {
+        if self.runs.is_empty() {
+            self.buffer.sort_unstable();
+            return Ok(LineVerdicts::from_sorted(self.buffer));
+        }
+        if !self.buffer.is_empty() {
+            self.write_run()?;
+        }
+        self.buffer = Vec::new();
+        let Some(file) = self.spill.into_file()? else {
+            return Ok(LineVerdicts::default());
+        };
+        let mut cursors = Vec::with_capacity(self.runs.len());
+        let mut start = 0u64;
+        for &records in &self.runs {
+            cursors.push(RecordCursor::new(start, start + records));
+            start += records;
+        }
+        let mut merged = Merge::new(file, cursors)?;
+        let verdicts = LineVerdicts::from_sorted(merged.by_ref());
+        match merged.error {
+            Some(error) => Err(error),
+            None => Ok(verdicts),
+        }
     }
 }
 
 /// The k-way merge of sorted runs; the first read error ends it and is kept.
 struct Merge {
     file: File,
-    runs: Vec<RunCursor>,
-    heap: BinaryHeap<Reverse<(LineId, usize)>>,
+    runs: Vec<RecordCursor>,
+    heap: BinaryHeap<Reverse<(IdRecord, usize)>>,
     error: Option<io::Error>,
 }
 
 impl Merge {
-    fn new(file: File, mut runs: Vec<RunCursor>) -> io::Result<Merge> {
+    fn new(file: File, mut runs: Vec<RecordCursor>) -> io::Result<Merge> {
         let mut heap = BinaryHeap::with_capacity(runs.len());
         for (index, run) in runs.iter_mut().enumerate() {
             if let Some(record) = run.next(&file)? {
@@ -302,9 +511,9 @@ impl Merge {
 }
 
 impl Iterator for Merge {
-    type Item = LineId;
+    type Item = IdRecord;
 
-    fn next(&mut self) -> Option<LineId> {
+    fn next(&mut self) -> Option<IdRecord> {
         let Reverse((record, index)) = self.heap.pop()?;
         match self.runs[index].next(&self.file) {
             Ok(Some(next)) => self.heap.push(Reverse((next, index))),
@@ -321,81 +530,128 @@ impl Iterator for Merge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
-    fn record(id: &str, line: u64, valid: bool) -> LineId {
-        LineId {
-            id: IdFingerprint::of(id),
-            line,
-            valid,
-        }
+    fn fp(id: &str) -> IdFingerprint {
+        IdFingerprint::of(id)
     }
 
-    /// What the streaming check finds: a line is a duplicate when an earlier valid line has
-    /// its id.
-    fn streaming(records: &[LineId]) -> Vec<u64> {
-        let mut claimed = std::collections::HashSet::new();
-        let mut duplicates = Vec::new();
-        for r in records {
-            if claimed.contains(&r.id) {
-                duplicates.push(r.line);
-            } else if r.valid {
-                claimed.insert(r.id);
+    /// What the streaming check finds, with an in-memory map of answers and claimed ids.
+    fn streaming(answers: &[(IdFingerprint, PreviousAnswer)], lines: &[IdRecord]) -> Vec<Verdict> {
+        let mut answered: HashMap<IdFingerprint, PreviousAnswer> = HashMap::new();
+        for (id, answer) in answers {
+            let entry = answered.entry(*id).or_insert(*answer);
+            if *answer == PreviousAnswer::Succeeded {
+                *entry = PreviousAnswer::Succeeded;
             }
         }
-        duplicates
-    }
-
-    fn found(duplicates: &DuplicateLines, lines: u64) -> Vec<u64> {
-        (0..=lines).filter(|&l| duplicates.contains(l)).collect()
+        let mut claimed = std::collections::HashSet::new();
+        lines
+            .iter()
+            .map(|r| {
+                if claimed.contains(&r.id) {
+                    Verdict::Duplicate
+                } else if r.flag {
+                    claimed.insert(r.id);
+                    answered
+                        .get(&r.id)
+                        .map_or(Verdict::New, |a| Verdict::Answered(*a))
+                } else {
+                    Verdict::New
+                }
+            })
+            .collect()
     }
 
     #[test]
     fn records_round_trip_through_their_bytes() {
-        let r = record("request-1", (1 << 40) + 3, true);
-        assert_eq!(LineId::decode(&r.encode()), r);
-        let r = record("x", 1, false);
-        assert_eq!(LineId::decode(&r.encode()), r);
+        let r = IdRecord::line(fp("request-1"), (1 << 40) + 3, true);
+        assert_eq!(IdRecord::decode(&r.encode()), r);
+        let r = IdRecord::answer(fp("x"), PreviousAnswer::Failed);
+        assert_eq!(IdRecord::decode(&r.encode()), r);
     }
 
     #[test]
-    fn spilled_runs_find_what_the_streaming_check_finds() {
-        // 5,000 lines over 200 ids (some lines invalid), sorted in runs of 64: 79 runs merged.
-        let records: Vec<LineId> = (1..=5_000u64)
+    fn spilled_runs_give_what_the_streaming_check_gives() {
+        // 5,000 lines over 200 ids (some invalid) and answers for 50 of them (some twice),
+        // sorted in runs of 64: 80 runs merged.
+        let lines: Vec<IdRecord> = (1..=5_000u64)
             .map(|line| {
-                let id = format!("id-{}", (line * 7919) % 200);
-                record(&id, line, line % 13 != 0)
+                IdRecord::line(
+                    fp(&format!("id-{}", (line * 7919) % 200)),
+                    line,
+                    line % 13 != 0,
+                )
+            })
+            .collect();
+        let answers: Vec<(IdFingerprint, PreviousAnswer)> = (0..60u64)
+            .map(|k| {
+                let answer = if k % 3 == 0 {
+                    PreviousAnswer::Failed
+                } else {
+                    PreviousAnswer::Succeeded
+                };
+                (fp(&format!("id-{}", k % 50 * 4)), answer)
             })
             .collect();
         let dir = tempfile::tempdir().unwrap();
-        let mut sorter = LineIdSorter::new(dir.path(), 64);
-        for r in &records {
+        let mut log = AnswerLog::new(dir.path());
+        for (id, answer) in &answers {
+            log.push(*id, *answer).unwrap();
+        }
+        log.seal().unwrap();
+        let mut sorter = IdSorter::new(dir.path(), 64);
+        log.for_each(|record| sorter.push(record)).unwrap();
+        for r in &lines {
             sorter.push(*r).unwrap();
         }
-        let duplicates = sorter.finish().unwrap();
-        let expected = streaming(&records);
-        assert_eq!(found(&duplicates, 5_000), expected);
-        assert_eq!(duplicates.len(), expected.len() as u64);
+        let verdicts = sorter.finish().unwrap();
+        let expected = streaming(&answers, &lines);
+        let found: Vec<Verdict> = (1..=5_000).map(|l| verdicts.get(l)).collect();
+        assert_eq!(found, expected);
+        let count = |v: fn(&Verdict) -> bool| expected.iter().filter(|x| v(x)).count() as u64;
+        assert_eq!(verdicts.duplicates(), count(|v| *v == Verdict::Duplicate));
+        assert_eq!(
+            verdicts.answered(),
+            count(|v| matches!(v, Verdict::Answered(_)))
+        );
+        assert_eq!(verdicts.duplicate_answers(), 10);
+        assert!(verdicts.answered() > 0 && verdicts.duplicates() > 0);
         // The same records sorted in memory only.
-        let mut in_memory = LineIdSorter::new(dir.path(), 10_000);
-        for r in &records {
+        let mut in_memory = IdSorter::new(dir.path(), 10_000);
+        log.for_each(|record| in_memory.push(record)).unwrap();
+        for r in &lines {
             in_memory.push(*r).unwrap();
         }
-        assert_eq!(in_memory.finish().unwrap(), duplicates);
-        // The temporary file is gone.
+        assert_eq!(in_memory.finish().unwrap(), verdicts);
+        // The in-memory index of the same answers agrees.
+        let (index, duplicate_answers) = log.to_index().unwrap();
+        assert_eq!(duplicate_answers, 10);
+        assert_eq!(index.len(), 50);
+        assert_eq!(
+            log.answer_of(fp("id-0")).unwrap(),
+            Some(PreviousAnswer::Succeeded)
+        );
+        assert_eq!(log.answer_of(fp("id-1")).unwrap(), None);
+        // The temporary files have no names.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
     fn an_invalid_first_line_claims_nothing() {
         let records = [
-            record("a", 1, false),
-            record("a", 2, false),
-            record("a", 3, true),
-            record("a", 4, false),
+            IdRecord::line(fp("a"), 1, false),
+            IdRecord::line(fp("a"), 2, false),
+            IdRecord::line(fp("a"), 3, true),
+            IdRecord::line(fp("a"), 4, false),
         ];
-        let duplicates = DuplicateLines::from_sorted(records);
-        assert_eq!(found(&duplicates, 4), vec![4]);
-        assert!(!DuplicateLines::default().contains(u64::MAX));
-        assert!(DuplicateLines::default().is_empty());
+        let verdicts = LineVerdicts::from_sorted(records);
+        let found: Vec<Verdict> = (1..=4).map(|l| verdicts.get(l)).collect();
+        assert_eq!(
+            found,
+            vec![Verdict::New, Verdict::New, Verdict::New, Verdict::Duplicate]
+        );
+        assert_eq!(LineVerdicts::default().get(u64::MAX), Verdict::New);
+        assert!(AnswerLog::new(Path::new(".")).is_empty());
     }
 }

@@ -41,7 +41,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::duplicates::DuplicateLines;
+use super::duplicates::{LineVerdicts, Verdict};
 use super::ids::{IdFingerprint, IdIndex, IdTag};
 use super::output::PreviousAnswer;
 
@@ -188,9 +188,9 @@ pub struct LineParser {
 pub enum DuplicateCheck {
     /// Remember each claimed id in the parser's index (memory grows with the input).
     Remember,
-    /// The duplicate lines were found before the run ([`super::duplicates`]); the index holds
-    /// only earlier answers.
-    Found(DuplicateLines),
+    /// Every line's verdict (duplicate, answered before) was found before the run
+    /// ([`super::duplicates`]); the index is not used.
+    Found(LineVerdicts),
     /// Report no line as a duplicate and remember nothing: for the pass that finds them.
     Ignore,
 }
@@ -203,7 +203,7 @@ impl LineParser {
 
     /// A parser for a resumed run: `answers` holds the ids the output already answers (tagged
     /// [`IdTag::Succeeded`] or [`IdTag::Failed`], as
-    /// [`ResumeScan::take_answers`](super::output::ResumeScan::take_answers) gives them). Each
+    /// [`AnswerLog::to_index`](super::duplicates::AnswerLog::to_index) gives them). Each
     /// valid line with such an id says so in [`BatchRequest::previous`], and the same table then
     /// holds the run's own ids, so a resumed run needs no second index.
     pub fn resuming(deployments: DeploymentNames, answers: IdIndex) -> LineParser {
@@ -302,7 +302,7 @@ impl LineParser {
         let fingerprint = IdFingerprint::of(&custom_id);
         let duplicate = match &self.duplicates {
             DuplicateCheck::Remember => self.index.contains(fingerprint, IdTag::Claimed),
-            DuplicateCheck::Found(lines) => lines.contains(line),
+            DuplicateCheck::Found(verdicts) => verdicts.get(line) == Verdict::Duplicate,
             DuplicateCheck::Ignore => false,
         };
         if duplicate {
@@ -401,13 +401,21 @@ impl LineParser {
             self.index.insert(fingerprint, IdTag::Claimed);
         }
         self.claimed += 1;
-        // Each id is asked about once, so its earlier answer can leave the index now.
-        let previous = if self.index.remove(fingerprint, IdTag::Succeeded) {
-            Some(PreviousAnswer::Succeeded)
-        } else if self.index.remove(fingerprint, IdTag::Failed) {
-            Some(PreviousAnswer::Failed)
-        } else {
-            None
+        let previous = match &self.duplicates {
+            DuplicateCheck::Found(verdicts) => match verdicts.get(line) {
+                Verdict::Answered(answer) => Some(answer),
+                Verdict::New | Verdict::Duplicate => None,
+            },
+            // Each id is asked about once, so its earlier answer can leave the index now.
+            DuplicateCheck::Remember | DuplicateCheck::Ignore => {
+                if self.index.remove(fingerprint, IdTag::Succeeded) {
+                    Some(PreviousAnswer::Succeeded)
+                } else if self.index.remove(fingerprint, IdTag::Failed) {
+                    Some(PreviousAnswer::Failed)
+                } else {
+                    None
+                }
+            }
         };
         ParsedLine::Request(BatchRequest {
             line,
@@ -718,42 +726,48 @@ mod tests {
     }
 
     #[test]
-    fn found_duplicates_are_reported_by_line_and_nothing_is_remembered() {
-        use crate::batch::duplicates::{LineId, LineIdSorter};
+    fn found_verdicts_are_used_by_line_and_nothing_is_remembered() {
+        use crate::batch::duplicates::{IdRecord, IdSorter};
         let lines = [good("a"), good("b"), good("a"), good("c"), good("b")];
-        // The finding pass: a validator sees every line as new.
+        // The finding pass: a validator sees every line as new; "c" was answered before.
         let mut validator = LineParser::validator(DeploymentNames::default());
         let dir = tempfile::tempdir().unwrap();
-        let mut sorter = LineIdSorter::new(dir.path(), 2);
+        let mut sorter = IdSorter::new(dir.path(), 2);
+        sorter
+            .push(IdRecord::answer(
+                IdFingerprint::of("c"),
+                PreviousAnswer::Succeeded,
+            ))
+            .unwrap();
         for (number, text) in (1u64..).zip(&lines) {
             let request = request_of(validator.parse(number, text));
             let id = IdFingerprint::of(&request.custom_id);
-            sorter
-                .push(LineId {
-                    id,
-                    line: number,
-                    valid: true,
-                })
-                .unwrap();
+            sorter.push(IdRecord::line(id, number, true)).unwrap();
         }
         assert!(validator.index.is_empty());
-        let duplicates = sorter.finish().unwrap();
-        // The run's pass, resuming with "c" answered before.
-        let mut answers = IdIndex::default();
-        answers.insert(IdFingerprint::of("c"), IdTag::Succeeded);
-        let mut parser = LineParser::resuming(DeploymentNames::default(), answers);
-        parser.set_duplicate_check(DuplicateCheck::Found(duplicates));
-        let codes: Vec<Option<InputErrorCode>> = (1u64..)
+        let verdicts = sorter.finish().unwrap();
+        // The run's pass.
+        let mut parser = LineParser::new(DeploymentNames::default());
+        parser.set_duplicate_check(DuplicateCheck::Found(verdicts));
+        let seen: Vec<String> = (1u64..)
             .zip(&lines)
             .map(|(number, text)| match parser.parse(number, text) {
-                ParsedLine::Invalid(error) => Some(error.code),
-                _ => None,
+                ParsedLine::Invalid(error) => error.code.to_string(),
+                ParsedLine::Request(request) => format!("{:?}", request.previous),
+                ParsedLine::Blank => "blank".into(),
             })
             .collect();
-        let dup = Some(InputErrorCode::DuplicateCustomId);
-        assert_eq!(codes, vec![None, None, dup, None, dup]);
+        assert_eq!(
+            seen,
+            vec![
+                "None",
+                "None",
+                "duplicate_custom_id",
+                "Some(Succeeded)",
+                "duplicate_custom_id"
+            ]
+        );
         assert_eq!(parser.claimed(), 3);
-        // Only the answer was ever in the index, and its line took it out.
         assert!(parser.index.is_empty());
     }
 

@@ -12,8 +12,8 @@
 //!
 //! **Crash safety.** [`ResultWriter`] writes each line whole with one `write` and flushes it,
 //! so a killed run leaves at most one torn line, at the end. [`prepare_output`] reads an existing
-//! output file before a run: it truncates a torn last line, indexes the `custom_id`s already
-//! answered (the run skips them) and the input lines already reported as invalid, and with
+//! output file before a run: it truncates a torn last line, notes the `custom_id`s already
+//! answered (on disk: the run skips them) and the input lines already reported as invalid, and with
 //! `retry_failed` rewrites the file atomically (temporary file, then rename) without the failed
 //! answers, so those ids run again.
 
@@ -26,7 +26,8 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::ids::{IdFingerprint, IdIndex, IdTag};
+use super::duplicates::AnswerLog;
+use super::ids::IdFingerprint;
 use super::input::{InputError, InputErrorCode};
 
 /// One output line.
@@ -274,9 +275,10 @@ pub enum PreviousAnswer {
 /// What [`prepare_output`] found in an existing output file.
 #[derive(Debug, Default)]
 pub struct ResumeScan {
-    /// `custom_id`s with a 2xx answer ([`IdTag::Succeeded`]) or with a failed answer that stays
-    /// ([`IdTag::Failed`]; not retried).
-    pub answers: IdIndex,
+    /// The answers kept in the file (2xx ones, and failed ones when they are not retried), on
+    /// disk: each id's latest word is found before the run (see
+    /// [`duplicates`](super::duplicates)).
+    pub answers: AnswerLog,
     /// Input line numbers that already have an error line: the run does not write them again.
     pub reported_lines: HashSet<u64>,
     /// Successful answer lines found.
@@ -287,8 +289,6 @@ pub struct ResumeScan {
     pub dropped_failed: u64,
     /// Input-error lines found.
     pub input_errors: u64,
-    /// Answer lines for an id that already had one (the file was edited or concatenated).
-    pub duplicate_answers: u64,
     /// Numbers (1-based) of lines that are not output lines of ours; kept as they are.
     pub unrecognised_lines: Vec<u64>,
     /// Bytes of a torn last line that were cut off.
@@ -301,22 +301,17 @@ impl ResumeScan {
         self.succeeded + self.failed + self.input_errors + self.unrecognised_lines.len() as u64
     }
 
-    /// Whether `id` was answered before (without forgetting it).
-    pub fn answer_of(&self, id: &str) -> Option<PreviousAnswer> {
-        let id = IdFingerprint::of(id);
-        if self.answers.contains(id, IdTag::Succeeded) {
-            Some(PreviousAnswer::Succeeded)
-        } else if self.answers.contains(id, IdTag::Failed) {
-            Some(PreviousAnswer::Failed)
-        } else {
-            None
-        }
-    }
-
-    /// The index of answered ids, for [`LineParser::resuming`](super::input::LineParser::resuming)
-    /// (the scan keeps an empty one).
-    pub fn take_answers(&mut self) -> IdIndex {
+    /// The log of answers (the scan keeps an empty one).
+    pub fn take_answers(&mut self) -> AnswerLog {
         std::mem::take(&mut self.answers)
+    }
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
     }
 }
 
@@ -333,19 +328,18 @@ pub fn prepare_output(path: &Path, retry_failed: bool) -> io::Result<ResumeScan>
         Err(error) => return Err(error),
     };
     let mut rewrite = if retry_failed {
-        let directory = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
         let temp = tempfile::Builder::new()
             .prefix(".aoai-blaster-rewrite-")
-            .tempfile_in(directory)?;
+            .tempfile_in(directory_of(path))?;
         let writer = BufWriter::with_capacity(1 << 16, temp.reopen()?);
         Some((temp, writer))
     } else {
         None
     };
-    let mut scan = ResumeScan::default();
+    let mut scan = ResumeScan {
+        answers: AnswerLog::new(directory_of(path)),
+        ..ResumeScan::default()
+    };
     let mut reader = BufReader::with_capacity(1 << 16, &file);
     let mut buffer = Vec::with_capacity(4096);
     let mut complete_end = 0u64;
@@ -364,10 +358,8 @@ pub fn prepare_output(path: &Path, retry_failed: bool) -> io::Result<ResumeScan>
         number += 1;
         let keep = match classify_line(&buffer[..buffer.len() - 1]) {
             LineKind::Succeeded(id) => {
-                let id = IdFingerprint::of(&id);
-                let earlier = !scan.answers.insert(id, IdTag::Succeeded)
-                    | scan.answers.remove(id, IdTag::Failed);
-                scan.duplicate_answers += u64::from(earlier);
+                scan.answers
+                    .push(IdFingerprint::of(&id), PreviousAnswer::Succeeded)?;
                 scan.succeeded += 1;
                 true
             }
@@ -376,10 +368,8 @@ pub fn prepare_output(path: &Path, retry_failed: bool) -> io::Result<ResumeScan>
                 false
             }
             LineKind::Failed(id) => {
-                let id = IdFingerprint::of(&id);
-                let earlier = scan.answers.contains(id, IdTag::Succeeded)
-                    || !scan.answers.insert(id, IdTag::Failed);
-                scan.duplicate_answers += u64::from(earlier);
+                scan.answers
+                    .push(IdFingerprint::of(&id), PreviousAnswer::Failed)?;
                 scan.failed += 1;
                 true
             }
@@ -398,6 +388,7 @@ pub fn prepare_output(path: &Path, retry_failed: bool) -> io::Result<ResumeScan>
         }
     }
     drop(reader);
+    scan.answers.seal()?;
     match rewrite {
         Some((temp, writer)) => {
             let file = writer.into_inner().map_err(|error| error.into_error())?;
@@ -449,6 +440,12 @@ mod tests {
                 message: format!("line {line}: not valid JSON"),
             },
         )
+    }
+
+    fn answer_of(scan: &ResumeScan, id: &str) -> Option<PreviousAnswer> {
+        scan.answers
+            .answer_of(IdFingerprint::of(id))
+            .expect("the answer log reads")
     }
 
     fn write_lines(path: &Path, lines: &[OutputLine]) {
@@ -581,10 +578,10 @@ mod tests {
         );
         let scan = prepare_output(&path, false).unwrap();
         assert_eq!((scan.succeeded, scan.failed, scan.input_errors), (1, 2, 1));
-        assert_eq!(scan.answer_of("a"), Some(PreviousAnswer::Succeeded));
-        assert_eq!(scan.answer_of("b"), Some(PreviousAnswer::Failed));
-        assert_eq!(scan.answer_of("c"), Some(PreviousAnswer::Failed));
-        assert_eq!(scan.answer_of("d"), None);
+        assert_eq!(answer_of(&scan, "a"), Some(PreviousAnswer::Succeeded));
+        assert_eq!(answer_of(&scan, "b"), Some(PreviousAnswer::Failed));
+        assert_eq!(answer_of(&scan, "c"), Some(PreviousAnswer::Failed));
+        assert_eq!(answer_of(&scan, "d"), None);
         assert!(scan.reported_lines.contains(&3));
         assert_eq!(scan.torn_bytes, 0);
         assert_eq!(read_lines(&path).len(), 4);
@@ -603,7 +600,7 @@ mod tests {
         let scan = prepare_output(&path, false).unwrap();
         assert_eq!(scan.torn_bytes, 45);
         assert_eq!(scan.succeeded, 2);
-        assert!(scan.answer_of("c").is_none());
+        assert!(answer_of(&scan, "c").is_none());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
         // Appending after the repair gives whole lines only.
         write_lines(&path, &[answer("c", 200)]);
@@ -623,9 +620,9 @@ mod tests {
         text.push_str(&serde_json::to_string(&answer("b", 200)).unwrap());
         std::fs::write(&path, &text).unwrap();
         let scan = prepare_output(&path, false).unwrap();
-        assert!(scan.answer_of("a").is_some());
+        assert!(answer_of(&scan, "a").is_some());
         assert!(
-            scan.answer_of("b").is_none(),
+            answer_of(&scan, "b").is_none(),
             "b's line was not whole: it runs again"
         );
         assert_eq!(read_lines(&path).len(), 1);
@@ -650,9 +647,9 @@ mod tests {
         let scan = prepare_output(&path, true).unwrap();
         assert_eq!(scan.dropped_failed, 2);
         assert_eq!(scan.failed, 0);
-        assert!(scan.answer_of("a").is_some());
-        assert!(scan.answer_of("b").is_none());
-        assert!(scan.answer_of("c").is_none());
+        assert!(answer_of(&scan, "a").is_some());
+        assert!(answer_of(&scan, "b").is_none());
+        assert!(answer_of(&scan, "c").is_none());
         let lines = read_lines(&path);
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["custom_id"], "a");
@@ -671,7 +668,7 @@ mod tests {
         let path = dir.path().join("out.jsonl");
         write_lines(&path, &[failure("a"), answer("a", 200)]);
         let scan = prepare_output(&path, true).unwrap();
-        assert!(scan.answer_of("a").is_some());
+        assert!(answer_of(&scan, "a").is_some());
         let lines = read_lines(&path);
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0]["response"]["status_code"], 200);
@@ -686,11 +683,13 @@ mod tests {
         file.write_all(b"not json\n").unwrap();
         drop(file);
         let mut scan = prepare_output(&path, false).unwrap();
-        assert_eq!(scan.duplicate_answers, 1);
         assert_eq!(scan.unrecognised_lines, vec![3]);
         assert_eq!(scan.kept_lines(), 3);
-        assert_eq!(scan.answer_of("a"), Some(PreviousAnswer::Succeeded));
-        assert_eq!(scan.take_answers().len(), 1);
-        assert_eq!(scan.answer_of("a"), None);
+        assert_eq!(answer_of(&scan, "a"), Some(PreviousAnswer::Succeeded));
+        let answers = scan.take_answers();
+        assert_eq!(answers.len(), 2);
+        let (index, duplicate_answers) = answers.to_index().unwrap();
+        assert_eq!((index.len(), duplicate_answers), (1, 1));
+        assert_eq!(answer_of(&scan, "a"), None);
     }
 }

@@ -2,8 +2,8 @@
 //! line, drops the ones the output already answers, and hands the rest over a bounded channel.
 //!
 //! Nothing here holds more than one line at a time: memory is the channel's few hundred
-//! requests, one bit per line for the duplicates found before the run
-//! ([`find_duplicate_lines`]), and the ids an earlier run answered, however long the file is.
+//! requests and two bits per line for the verdicts found before the run
+//! ([`find_line_verdicts`]: duplicates, ids an earlier run answered), however long the file is.
 
 use std::collections::HashSet;
 use std::io::{self, BufRead};
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
-use super::duplicates::{DuplicateLines, LineId, LineIdSorter, RUN_RECORDS};
+use super::duplicates::{AnswerLog, IdRecord, IdSorter, LineVerdicts, RUN_RECORDS};
 use super::ids::IdFingerprint;
 use super::input::{BatchRequest, InputError, InputErrorCode, LineParser, ParsedLine};
 use super::output::PreviousAnswer;
@@ -113,18 +113,20 @@ impl<R: BufRead> Lines<R> {
     }
 }
 
-/// Reads `input` once, before the run, and finds its duplicate lines in flat memory (see
-/// [`super::duplicates`]): each line that has a `custom_id` goes to a [`LineIdSorter`] (which
-/// spills to a temporary file in `sort_dir`) with its number and whether `validator` finds it
-/// valid. Returns the duplicate lines and the number of lines read. Ends early with
-/// [`io::ErrorKind::Interrupted`] when `stop` is set.
-pub fn find_duplicate_lines(
+/// Reads `input` once, before the run, and gives every line its [`Verdict`](super::duplicates::Verdict)
+/// in flat memory (see [`super::duplicates`]): the `answers` of an earlier run and each line that
+/// has a `custom_id` (with its number and whether `validator` finds it valid) go to an
+/// [`IdSorter`], which spills to an unnamed temporary file in `sort_dir`. Returns the verdicts and
+/// the number of lines read. Ends early with [`io::ErrorKind::Interrupted`] when `stop` is set.
+pub fn find_line_verdicts(
     input: impl BufRead,
     mut validator: LineParser,
+    answers: &AnswerLog,
     sort_dir: &Path,
     stop: &AtomicBool,
-) -> io::Result<(DuplicateLines, u64)> {
-    let mut sorter = LineIdSorter::new(sort_dir, RUN_RECORDS);
+) -> io::Result<(LineVerdicts, u64)> {
+    let mut sorter = IdSorter::new(sort_dir, RUN_RECORDS);
+    answers.for_each(|record| sorter.push(record))?;
     let mut lines = Lines::new(input);
     while let Some((number, text)) = lines.next()? {
         if stop.load(Ordering::Relaxed) {
@@ -139,11 +141,7 @@ pub fn find_duplicate_lines(
             }) => (id, false),
             ParsedLine::Invalid(_) | ParsedLine::Blank => continue,
         };
-        sorter.push(LineId {
-            id: IdFingerprint::of(&id),
-            line: number,
-            valid,
-        })?;
+        sorter.push(IdRecord::line(IdFingerprint::of(&id), number, valid))?;
     }
     Ok((sorter.finish()?, lines.number))
 }
@@ -217,7 +215,7 @@ pub fn read_batch_input(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::input::DeploymentNames;
+    use crate::batch::input::{DeploymentNames, DuplicateCheck};
     use crate::batch::output::{OutputLine, ResultWriter, ResumeScan, prepare_output};
     use serde_json::json;
 
@@ -227,23 +225,53 @@ mod tests {
         .to_string()
     }
 
+    /// Reads `input` as a run does, both ways: with the verdicts found before the run, and
+    /// with the in-memory index (for inputs that cannot be read twice). Both must send the
+    /// same events; the first way's are returned.
     fn run_reader(input: &str, mut previous: ResumeScan) -> (Vec<SourceEvent>, SourceCounters) {
-        let (sender, mut receiver) = mpsc::channel(1024);
-        let counters = SourceCounters::default();
-        let stop = AtomicBool::new(false);
-        read_batch_input(
+        let read = |parser: LineParser, reported: &HashSet<u64>| {
+            let (sender, mut receiver) = mpsc::channel(1024);
+            let counters = SourceCounters::default();
+            let stop = AtomicBool::new(false);
+            read_batch_input(
+                input.as_bytes(),
+                parser,
+                reported,
+                &sender,
+                &counters,
+                &stop,
+            );
+            drop(sender);
+            let mut events = Vec::new();
+            while let Ok(event) = receiver.try_recv() {
+                events.push(event);
+            }
+            (events, counters)
+        };
+        let answers = previous.take_answers();
+        let dir = tempfile::tempdir().unwrap();
+        let (verdicts, lines) = find_line_verdicts(
             input.as_bytes(),
-            LineParser::resuming(DeploymentNames::default(), previous.take_answers()),
+            LineParser::validator(DeploymentNames::default()),
+            &answers,
+            dir.path(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let mut parser = LineParser::new(DeploymentNames::default());
+        parser.set_duplicate_check(DuplicateCheck::Found(verdicts));
+        let (events, counters) = read(parser, &previous.reported_lines);
+        assert_eq!(counters.lines.load(Ordering::Relaxed), lines);
+        let (index, _) = answers.to_index().unwrap();
+        let remembered = read(
+            LineParser::resuming(DeploymentNames::default(), index),
             &previous.reported_lines,
-            &sender,
-            &counters,
-            &stop,
         );
-        drop(sender);
-        let mut events = Vec::new();
-        while let Ok(event) = receiver.try_recv() {
-            events.push(event);
-        }
+        assert_eq!(describe(&events), describe(&remembered.0));
+        assert_eq!(
+            counters.settled_without_job(),
+            remembered.1.settled_without_job()
+        );
         (events, counters)
     }
 
