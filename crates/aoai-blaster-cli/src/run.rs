@@ -529,6 +529,7 @@ fn parser_for_run(
     events: &mpsc::Sender<SourceEvent>,
 ) -> Option<LineParser> {
     if is_regular_file(path) {
+        let started = Instant::now();
         let found = File::open(path).and_then(|file| {
             find_line_verdicts(
                 BufReader::with_capacity(1 << 16, file),
@@ -541,6 +542,13 @@ fn parser_for_run(
         match found {
             Ok((verdicts, total)) => {
                 counters.set_total(total);
+                tracing::info!(
+                    lines = total,
+                    duplicates = verdicts.duplicates(),
+                    answered_before = verdicts.answered(),
+                    seconds = format_args!("{:.1}", started.elapsed().as_secs_f64()),
+                    "input checked for duplicate and already answered custom_ids"
+                );
                 warn_duplicate_answers(verdicts.duplicate_answers());
                 let mut parser = LineParser::new(names);
                 parser.set_duplicate_check(DuplicateCheck::Found(verdicts));

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use aoai_blaster::core::config::StrategyKind;
+use aoai_blaster::messages::GetReport;
 use aoai_blaster::{BlasterConfig, ChatJob, ChatRequest, Dispatcher};
 use aoai_sim::{DeploymentSpec, LatencySpec, SimConfig};
 use futures_util::future::join_all;
@@ -174,6 +175,9 @@ impl Mode {
     }
 }
 
+/// A makespan this far above the minimum prints the endpoints' reports.
+const SLOW_RATIO: f64 = 1.2;
+
 /// What one run measured.
 struct Outcome {
     strategy: StrategyKind,
@@ -182,6 +186,10 @@ struct Outcome {
     rate_limited: u64,
     failed: usize,
     charged: Vec<u64>,
+    /// 429 replies per endpoint (in `QUOTAS` order).
+    rate_limited_by_endpoint: Vec<u64>,
+    /// The Dispatcher's report at the end: state, counts, mean latency per endpoint.
+    reports: Vec<String>,
 }
 
 fn config(sim: &aoai_sim::SimHandle, strategy: StrategyKind, mode: Mode) -> BlasterConfig {
@@ -247,6 +255,11 @@ fn run(strategy: StrategyKind, mode: Mode, jobs: Vec<Job>) -> Result<Outcome, St
         let results = join_all(sends).await;
         let makespan = started.elapsed();
         let failed = results.iter().filter(|r| !matches!(r, Ok(Ok(_)))).count();
+        let reports = dispatcher
+            .send(GetReport)
+            .await
+            .map(|reports| reports.iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
         let stats = sim.stats();
         sim.stop().await;
         let total = stats.total();
@@ -260,6 +273,11 @@ fn run(strategy: StrategyKind, mode: Mode, jobs: Vec<Job>) -> Result<Outcome, St
                 .iter()
                 .map(|q| stats.deployment(q.name).charged_tokens)
                 .collect(),
+            rate_limited_by_endpoint: QUOTAS
+                .iter()
+                .map(|q| stats.deployment(q.name).rate_limited)
+                .collect(),
+            reports,
         })
     })
 }
@@ -420,6 +438,19 @@ fn main() -> ExitCode {
                 achieved.join(", ")
             );
             ok &= outcome.failed == 0;
+            let ratio = outcome.makespan.as_secs_f64() / minimum.as_secs_f64();
+            if ratio > SLOW_RATIO {
+                // Far from the minimum: show where the time went.
+                let limited: Vec<String> = QUOTAS
+                    .iter()
+                    .zip(&outcome.rate_limited_by_endpoint)
+                    .map(|(q, n)| format!("{} {n}", q.name))
+                    .collect();
+                println!("    429s per endpoint: {}", limited.join(", "));
+                for report in &outcome.reports {
+                    println!("    {report}");
+                }
+            }
         }
     }
     if ok {
