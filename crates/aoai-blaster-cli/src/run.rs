@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::io::BufReader;
+use std::io::{BufReader, Seek, SeekFrom};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -439,19 +439,26 @@ pub async fn run_command(args: RunArgs, multi: MultiProgress, mode: ProgressMode
             .name("read-input".into())
             .spawn(move || {
                 let Some(parser) =
-                    parser_for_run(&path, names, &answers, &sort_dir, &counters, &stop, &sender)
+                    parser_for_run(&input, names, &answers, &sort_dir, &counters, &stop, &sender)
                 else {
                     return;
                 };
                 drop(answers);
+                let checked = parser.checked_lines().and_then(|_| input_version(&input));
                 read_batch_input(
-                    BufReader::with_capacity(1 << 16, input),
+                    BufReader::with_capacity(1 << 16, &input),
                     parser,
                     &reported_lines,
                     &sender,
                     &counters,
                     &stop,
                 );
+                if checked.is_some() && input_version(&input) != checked {
+                    tracing::warn!(
+                        input = %path.display(),
+                        "the input file changed during the run; duplicate and answered ids were found in the file as it was at the start: check the output, and run the same command again for lines added since"
+                    );
+                }
             });
         if let Err(error) = spawned {
             return usage_error(format_args!("cannot start the input reader: {error}"));
@@ -520,7 +527,7 @@ pub async fn conclude(
 /// back to an in-memory index of the ids. `None` when the run must not go on (stopped, or the
 /// answer log could not be read: then the reason was sent).
 fn parser_for_run(
-    path: &std::path::Path,
+    input: &File,
     names: DeploymentNames,
     answers: &AnswerLog,
     sort_dir: &std::path::Path,
@@ -528,16 +535,20 @@ fn parser_for_run(
     stop: &AtomicBool,
     events: &mpsc::Sender<SourceEvent>,
 ) -> Option<LineParser> {
-    if is_regular_file(path) {
+    if input.metadata().is_ok_and(|metadata| metadata.is_file()) {
         let started = Instant::now();
-        let found = File::open(path).and_then(|file| {
-            find_line_verdicts(
+        // The same open file as the run's pass (a clone shares its offset), read from the
+        // start and rewound: both passes see the same file even if the path is replaced.
+        let found = input.try_clone().and_then(|file| {
+            let found = find_line_verdicts(
                 BufReader::with_capacity(1 << 16, file),
                 LineParser::validator(names.clone()),
                 answers,
                 sort_dir,
                 stop,
-            )
+            );
+            (&*input).seek(SeekFrom::Start(0))?;
+            found
         });
         match found {
             Ok((verdicts, total)) => {
@@ -554,7 +565,7 @@ fn parser_for_run(
                 parser.set_duplicate_check(DuplicateCheck::Found(verdicts));
                 return Some(parser);
             }
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => return None,
+            Err(_) if stop.load(Ordering::Relaxed) => return None,
             Err(error) => tracing::warn!(
                 %error,
                 dir = %sort_dir.display(),
@@ -595,8 +606,10 @@ fn sort_dir_for(output: &std::path::Path) -> std::path::PathBuf {
     }
 }
 
-fn is_regular_file(path: &std::path::Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|metadata| metadata.is_file())
+/// What tells that a file changed: its length and modification time.
+fn input_version(file: &File) -> Option<(u64, SystemTime)> {
+    let metadata = file.metadata().ok()?;
+    Some((metadata.len(), metadata.modified().ok()?))
 }
 
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {

@@ -263,6 +263,9 @@ struct Charge {
     last: Instant,
     tokens: u64,
     requests: u64,
+    /// The reservation ids of the charges in it (corrections have none): ids grow with time,
+    /// so the entries' ranges never overlap.
+    ids: Option<(u64, u64)>,
 }
 
 /// Charges made within the last `span`, oldest first, with running totals.
@@ -312,8 +315,9 @@ impl SlidingLog {
         }
     }
 
-    /// Counts `tokens` and `requests` charged at `at`.
-    fn insert(&mut self, at: Instant, tokens: u64, requests: u64) {
+    /// Counts `tokens` and `requests` charged at `at` by reservation `id` (`None`: a correction,
+    /// which is never released).
+    fn insert(&mut self, at: Instant, tokens: u64, requests: u64, id: Option<u64>) {
         self.tokens = self.tokens.saturating_add(tokens);
         self.requests = self.requests.saturating_add(requests);
         let merge_into_newest = self.entries.len() > EXACT_ENTRIES
@@ -324,6 +328,11 @@ impl SlidingLog {
             newest.last = newest.last.max(at);
             newest.tokens = newest.tokens.saturating_add(tokens);
             newest.requests = newest.requests.saturating_add(requests);
+            newest.ids = match (newest.ids, id) {
+                (Some((low, high)), Some(id)) => Some((low.min(id), high.max(id))),
+                (None, id) => id.map(|id| (id, id)),
+                (ids, None) => ids,
+            };
             return;
         }
         let position = self.entries.partition_point(|c| c.first <= at);
@@ -332,19 +341,28 @@ impl SlidingLog {
             last: at,
             tokens,
             requests,
+            ids: id.map(|id| (id, id)),
         };
         self.entries.insert(position, charge);
     }
 
-    /// Takes back `tokens` and `requests` charged at `at`, if they still count.
-    fn remove(&mut self, at: Instant, tokens: u64, requests: u64) {
-        // The entries holding `at` end the ones that start at or before it (several when
-        // charges share an instant): take the nearest that holds the whole charge.
+    /// Takes back the `tokens` and `requests` that reservation `id` charged at `at`, if they
+    /// still count. Release each reservation once: an entry that holds several charges cannot
+    /// tell a second release of the same one.
+    fn remove(&mut self, id: u64, at: Instant, tokens: u64, requests: u64) {
+        // The entry holding the charge starts at or before `at`, and less than the merge
+        // distance before it.
         let position = self.entries.partition_point(|c| c.first <= at);
         let holding = (0..position)
             .rev()
-            .take_while(|&i| self.entries[i].last >= at)
-            .find(|&i| self.entries[i].tokens >= tokens && self.entries[i].requests >= requests);
+            .take_while(|&i| {
+                at.saturating_duration_since(self.entries[i].first) <= self.merge_within
+            })
+            .find(|&i| {
+                self.entries[i]
+                    .ids
+                    .is_some_and(|(low, high)| (low..=high).contains(&id))
+            });
         let Some(index) = holding else {
             return;
         };
@@ -355,6 +373,9 @@ impl SlidingLog {
         let requests = requests.min(entry.requests);
         entry.tokens -= tokens;
         entry.requests -= requests;
+        if entry.ids == Some((id, id)) {
+            entry.ids = None;
+        }
         self.tokens = self.tokens.saturating_sub(tokens);
         self.requests = self.requests.saturating_sub(requests);
         if entry.tokens == 0 && entry.requests == 0 {
@@ -364,28 +385,33 @@ impl SlidingLog {
 
     /// The earliest instant at which at least `excess` units (of `units`) have aged out.
     fn freed_by(&self, now: Instant, excess: u64, units: impl Fn(&Charge) -> u64) -> Instant {
+        // Entries are in order of their first charge; a correction can sit behind an entry
+        // that ages out later than it, hence the running latest.
         let mut freed = 0u64;
-        let mut last = None;
+        let mut latest: Option<Instant> = None;
         for charge in &self.entries {
             freed = freed.saturating_add(units(charge));
-            last = Some(charge);
+            let expires = self.expires(charge);
+            latest = Some(latest.map_or(expires, |t| t.max(expires)));
             if freed >= excess {
                 break;
             }
         }
-        match last {
-            Some(charge) => self.expires(charge),
-            None => far_future(now),
-        }
+        latest.unwrap_or_else(|| far_future(now))
     }
 
     /// Totals of the charges that still count at `now` (without pruning).
     fn totals_at(&self, now: Instant) -> (u64, u64) {
-        let expired = self.entries.partition_point(|c| self.expires(c) <= now);
+        // Only entries whose first charge is a span old can have aged out.
+        let old = self
+            .entries
+            .partition_point(|c| c.first.checked_add(self.span).is_some_and(|end| end <= now));
         let (mut tokens, mut requests) = (self.tokens, self.requests);
-        for charge in self.entries.range(..expired) {
-            tokens = tokens.saturating_sub(charge.tokens);
-            requests = requests.saturating_sub(charge.requests);
+        for charge in self.entries.range(..old) {
+            if self.expires(charge) <= now {
+                tokens = tokens.saturating_sub(charge.tokens);
+                requests = requests.saturating_sub(charge.requests);
+            }
         }
         (tokens, requests)
     }
@@ -497,8 +523,8 @@ impl Counts {
         }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        self.minute.insert(now, cost.tokens, requests);
-        self.window.insert(now, cost.tokens, requests);
+        self.minute.insert(now, cost.tokens, requests, Some(id));
+        self.window.insert(now, cost.tokens, requests, Some(id));
         Ok(Reservation {
             cost,
             at: now,
@@ -521,7 +547,7 @@ impl Counts {
         }
         let (counted, _) = self.minute.totals_ending(reservation.at);
         if seen > counted {
-            self.minute.insert(reservation.at, seen - counted, 0);
+            self.minute.insert(reservation.at, seen - counted, 0, None);
         }
     }
 
@@ -532,15 +558,17 @@ impl Counts {
         }
         let (_, counted) = self.window.totals_ending(reservation.at);
         if seen > counted {
-            self.window.insert(reservation.at, 0, seen - counted);
+            self.window.insert(reservation.at, 0, seen - counted, None);
         }
     }
 
     fn release(&mut self, reservation: &Reservation) {
         let (at, cost) = (reservation.at, reservation.cost);
         let requests = u64::from(cost.requests);
-        self.minute.remove(at, cost.tokens, requests);
-        self.window.remove(at, cost.tokens, requests);
+        self.minute
+            .remove(reservation.id, at, cost.tokens, requests);
+        self.window
+            .remove(reservation.id, at, cost.tokens, requests);
     }
 
     fn snapshot(&self, now: Instant, limits: Limits) -> BudgetSnapshot {
@@ -1167,7 +1195,7 @@ mod tests {
         for k in 0..1_800_000u32 {
             let now = t0 + step * k;
             log.prune(now);
-            log.insert(now, 10, 1);
+            log.insert(now, 10, 1, Some(u64::from(k)));
             largest = largest.max(log.entries.len());
         }
         assert!(
@@ -1216,25 +1244,25 @@ mod tests {
         let t0 = Instant::now();
         let mut log = SlidingLog::new(M);
         for k in 0..(EXACT_ENTRIES as u32 + 10) {
-            log.insert(t0 + MS * k, 100, 1);
+            log.insert(t0 + MS * k, 100, 1, Some(u64::from(k)));
         }
         let merged_at = t0 + MS * (EXACT_ENTRIES as u32 + 200);
-        log.insert(merged_at, 7, 1);
-        log.insert(merged_at + MS, 5, 1);
+        log.insert(merged_at, 7, 1, Some(5_000));
+        log.insert(merged_at + MS, 5, 1, Some(5_001));
         let entries = log.entries.len();
         assert_eq!(log.entries.back().map(|c| c.requests), Some(2));
-        log.remove(merged_at + MS, 5, 1);
+        log.remove(5_001, merged_at + MS, 5, 1);
         assert_eq!(log.entries.len(), entries);
         assert_eq!(
             log.entries.back().map(|c| (c.tokens, c.requests)),
             Some((7, 1))
         );
         // An exact entry in the middle is removed whole.
-        log.remove(t0 + MS * 3, 100, 1);
+        log.remove(3, t0 + MS * 3, 100, 1);
         assert_eq!(log.entries.len(), entries - 1);
         assert_eq!(log.tokens, 100 * (EXACT_ENTRIES as u64 + 10) - 100 + 7);
         // A charge that is not there changes nothing.
-        log.remove(t0 + MS * 3, 100, 1);
+        log.remove(3, t0 + MS * 3, 100, 1);
         assert_eq!(log.entries.len(), entries - 1);
     }
 
@@ -1242,16 +1270,50 @@ mod tests {
     fn releasing_one_of_several_charges_at_one_instant_takes_back_exactly_it() {
         let t0 = Instant::now();
         let mut log = SlidingLog::new(M);
-        log.insert(t0, 100, 1);
-        log.insert(t0, 50, 1);
-        log.insert(t0, 7, 1);
-        log.remove(t0, 100, 1);
+        log.insert(t0, 100, 1, Some(1));
+        log.insert(t0, 50, 1, Some(2));
+        log.insert(t0, 7, 1, Some(3));
+        log.remove(1, t0, 100, 1);
+        // A second release of the same reservation changes nothing.
+        log.remove(1, t0, 100, 1);
         assert_eq!((log.tokens, log.requests), (57, 2));
         assert_eq!(log.entries.len(), 2);
-        log.remove(t0, 50, 1);
-        log.remove(t0, 7, 1);
+        log.remove(2, t0, 50, 1);
+        log.remove(3, t0, 7, 1);
         assert_eq!((log.tokens, log.requests), (0, 0));
         assert!(log.entries.is_empty());
+    }
+
+    #[test]
+    fn a_correction_behind_a_merged_entry_neither_frees_early_nor_takes_a_release() {
+        let t0 = Instant::now();
+        let mut log = SlidingLog::new(M);
+        for k in 0..=(EXACT_ENTRIES as u32) {
+            log.insert(t0 + MS * k, 1, 1, Some(u64::from(k)));
+        }
+        let exact = log.tokens;
+        // Two merged entries: `start ..= start + 40 ms`, then one 100 ms later.
+        let start = t0 + MS * 2_000;
+        log.insert(start, 10, 1, Some(10_000));
+        log.insert(start + MS * 40, 10, 1, Some(10_001));
+        log.insert(start + MS * 100, 10, 1, Some(10_002));
+        log.insert(start + MS * 101, 10, 1, Some(10_003));
+        // A correction inside the first one's span sits behind it and ages out before it.
+        log.insert(start + MS * 10, 5, 0, None);
+        let firsts: Vec<Instant> = log.entries.iter().rev().take(3).map(|c| c.first).collect();
+        assert_eq!(firsts, vec![start + MS * 100, start + MS * 10, start]);
+        // Freeing the first merged entry and the correction waits for the entry.
+        assert_eq!(
+            log.freed_by(t0, exact + 25, |c| c.tokens),
+            start + MS * 40 + M
+        );
+        // When the correction has aged out, the merged entry before it still counts.
+        let (tokens, _) = log.totals_at(start + MS * 10 + M);
+        assert_eq!(tokens, 20 + 20);
+        // A release of a charge in the first merged entry finds it behind the correction.
+        let before = log.tokens;
+        log.remove(10_001, start + MS * 40, 10, 1);
+        assert_eq!(log.tokens, before - 10);
     }
 
     #[test]

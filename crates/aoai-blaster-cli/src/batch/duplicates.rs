@@ -152,6 +152,7 @@ impl Verdict {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LineVerdicts {
     words: Vec<u64>,
+    lines: u64,
     duplicates: u64,
     answered: u64,
     duplicate_answers: u64,
@@ -167,6 +168,17 @@ impl LineVerdicts {
         self.words
             .get(word)
             .map_or(Verdict::New, |bits| Verdict::from_bits(bits >> shift))
+    }
+
+    /// Lines of the input the verdicts are about (lines after them were not checked).
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// The same verdicts, about an input of `lines` lines.
+    pub fn about_lines(mut self, lines: u64) -> LineVerdicts {
+        self.lines = lines;
+        self
     }
 
     /// Lines that are duplicates.
@@ -237,7 +249,8 @@ impl LineVerdicts {
     }
 }
 
-/// Records written to an unnamed temporary file in `dir` (created on the first record).
+/// Records written to an unnamed temporary file in `dir`, or in the system's temporary
+/// directory when `dir` refuses one (created on the first record).
 #[derive(Debug)]
 struct RecordFile {
     dir: PathBuf,
@@ -257,10 +270,13 @@ impl RecordFile {
     fn push(&mut self, record: &IdRecord) -> io::Result<()> {
         let writer = match &mut self.writer {
             Some(writer) => writer,
-            None => self.writer.insert(BufWriter::with_capacity(
-                1 << 16,
-                tempfile::tempfile_in(&self.dir)?,
-            )),
+            None => {
+                // A directory we may not write to (an output file writable in a read-only
+                // directory) leaves the system's temporary directory.
+                let file = tempfile::tempfile_in(&self.dir)
+                    .or_else(|error| tempfile::tempfile().map_err(|_| error))?;
+                self.writer.insert(BufWriter::with_capacity(1 << 16, file))
+            }
         };
         writer.write_all(&record.encode())?;
         self.records += 1;

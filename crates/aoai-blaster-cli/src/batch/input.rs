@@ -228,6 +228,14 @@ impl LineParser {
         self.duplicates = check;
     }
 
+    /// With verdicts found before the run: the number of lines they cover.
+    pub fn checked_lines(&self) -> Option<u64> {
+        match &self.duplicates {
+            DuplicateCheck::Found(verdicts) => Some(verdicts.lines()),
+            DuplicateCheck::Remember | DuplicateCheck::Ignore => None,
+        }
+    }
+
     /// The deployment names this parser pins by.
     pub fn deployments(&self) -> &DeploymentNames {
         &self.deployments

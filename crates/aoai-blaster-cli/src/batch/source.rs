@@ -143,11 +143,12 @@ pub fn find_line_verdicts(
         };
         sorter.push(IdRecord::line(IdFingerprint::of(&id), number, valid))?;
     }
-    Ok((sorter.finish()?, lines.number))
+    Ok((sorter.finish()?.about_lines(lines.number), lines.number))
 }
 
-/// Reads `input` to the end (or until `stop` is set or the receiver is gone), sending each line
-/// that needs work as a [`SourceEvent`]. Lines whose id the output already answers (the parser
+/// Reads `input` to the end (or until `stop` is set or the receiver is gone; with verdicts found
+/// before the run, up to the last line they cover), sending each line that needs work as a
+/// [`SourceEvent`]. Lines whose id the output already answers (the parser
 /// says so, see [`LineParser::resuming`]) and invalid lines in `reported_lines` (reported by an
 /// earlier run) are counted, not sent. Blocking: run it on a thread of its own.
 pub fn read_batch_input(
@@ -158,6 +159,7 @@ pub fn read_batch_input(
     counters: &SourceCounters,
     stop: &AtomicBool,
 ) {
+    let checked_lines = parser.checked_lines();
     let mut lines = Lines::new(input);
     while !stop.load(Ordering::Relaxed) {
         let (number, text) = match lines.next() {
@@ -168,6 +170,16 @@ pub fn read_batch_input(
                 return;
             }
         };
+        if let Some(checked) = checked_lines
+            && number > checked
+        {
+            tracing::warn!(
+                line = number,
+                checked,
+                "the input has more lines than when it was checked for duplicate custom_ids; they are not read in this run: run the same command again to process them"
+            );
+            return;
+        }
         counters.lines.fetch_add(1, Ordering::Relaxed);
         let parsed = match text {
             Ok(text) => parser.parse(number, text),
@@ -309,6 +321,42 @@ mod tests {
         assert_eq!(counters.lines.load(Ordering::Relaxed), 6);
         assert_eq!(counters.blank.load(Ordering::Relaxed), 1);
         assert_eq!(counters.settled_without_job(), 1);
+    }
+
+    #[test]
+    fn lines_added_after_the_check_are_left_for_the_next_run() {
+        let checked = format!("{}\n{}\n", line("a"), line("b"));
+        let grown = format!("{checked}{}\n{}\n", line("a"), line("c"));
+        let dir = tempfile::tempdir().unwrap();
+        let stop = AtomicBool::new(false);
+        let (verdicts, lines) = find_line_verdicts(
+            checked.as_bytes(),
+            LineParser::validator(DeploymentNames::default()),
+            &AnswerLog::default(),
+            dir.path(),
+            &stop,
+        )
+        .unwrap();
+        assert_eq!((lines, verdicts.lines()), (2, 2));
+        let mut parser = LineParser::new(DeploymentNames::default());
+        parser.set_duplicate_check(DuplicateCheck::Found(verdicts));
+        let (sender, mut receiver) = mpsc::channel(8);
+        let counters = SourceCounters::default();
+        read_batch_input(
+            grown.as_bytes(),
+            parser,
+            &HashSet::new(),
+            &sender,
+            &counters,
+            &stop,
+        );
+        drop(sender);
+        let mut events = Vec::new();
+        while let Ok(event) = receiver.try_recv() {
+            events.push(event);
+        }
+        // Line 3 repeats "a" but was never checked: it is not sent (nor line 4).
+        assert_eq!(describe(&events), vec!["job a @1", "job b @2"]);
     }
 
     #[test]
