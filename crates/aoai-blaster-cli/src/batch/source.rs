@@ -237,28 +237,30 @@ mod tests {
         .to_string()
     }
 
+    /// Reads all of `input` with `parser`: the events sent, and the counts.
+    fn read_all(
+        input: &[u8],
+        parser: LineParser,
+        reported: &HashSet<u64>,
+    ) -> (Vec<SourceEvent>, SourceCounters) {
+        let (sender, mut receiver) = mpsc::channel(1024);
+        let counters = SourceCounters::default();
+        let stop = AtomicBool::new(false);
+        read_batch_input(input, parser, reported, &sender, &counters, &stop);
+        drop(sender);
+        let mut events = Vec::new();
+        while let Ok(event) = receiver.try_recv() {
+            events.push(event);
+        }
+        (events, counters)
+    }
+
     /// Reads `input` as a run does, both ways: with the verdicts found before the run, and
     /// with the in-memory index (for inputs that cannot be read twice). Both must send the
     /// same events; the first way's are returned.
     fn run_reader(input: &str, mut previous: ResumeScan) -> (Vec<SourceEvent>, SourceCounters) {
         let read = |parser: LineParser, reported: &HashSet<u64>| {
-            let (sender, mut receiver) = mpsc::channel(1024);
-            let counters = SourceCounters::default();
-            let stop = AtomicBool::new(false);
-            read_batch_input(
-                input.as_bytes(),
-                parser,
-                reported,
-                &sender,
-                &counters,
-                &stop,
-            );
-            drop(sender);
-            let mut events = Vec::new();
-            while let Ok(event) = receiver.try_recv() {
-                events.push(event);
-            }
-            (events, counters)
+            read_all(input.as_bytes(), parser, reported)
         };
         let answers = previous.take_answers();
         let dir = tempfile::tempdir().unwrap();
@@ -340,21 +342,7 @@ mod tests {
         assert_eq!((lines, verdicts.lines()), (2, 2));
         let mut parser = LineParser::new(DeploymentNames::default());
         parser.set_duplicate_check(DuplicateCheck::Found(verdicts));
-        let (sender, mut receiver) = mpsc::channel(8);
-        let counters = SourceCounters::default();
-        read_batch_input(
-            grown.as_bytes(),
-            parser,
-            &HashSet::new(),
-            &sender,
-            &counters,
-            &stop,
-        );
-        drop(sender);
-        let mut events = Vec::new();
-        while let Ok(event) = receiver.try_recv() {
-            events.push(event);
-        }
+        let (events, _) = read_all(grown.as_bytes(), parser, &HashSet::new());
         // Line 3 repeats "a" but was never checked: it is not sent (nor line 4).
         assert_eq!(describe(&events), vec!["job a @1", "job b @2"]);
     }
