@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use crate::batch::answer::{Answer, answer_for};
 use crate::batch::duplicates::AnswerLog;
 use crate::batch::input::{BatchRequest, DeploymentNames, DuplicateCheck, InputError, LineParser};
-use crate::batch::output::{LineIds, OutputLine, ResultWriter, prepare_output};
+use crate::batch::output::{LineIds, OutputLine, ResultWriter, directory_of, prepare_output};
 use crate::batch::source::{SourceCounters, SourceEvent, find_line_verdicts, read_batch_input};
 use crate::cli::{RunArgs, RunOptions};
 use crate::progress::{EndpointStatus, ProgressDisplay, ProgressMode, ProgressSnapshot};
@@ -434,7 +434,9 @@ pub async fn run_command(args: RunArgs, multi: MultiProgress, mode: ProgressMode
         let answers = previous.take_answers();
         let reported_lines = std::mem::take(&mut previous.reported_lines);
         let path = args.input.clone();
-        let sort_dir = sort_dir_for(&args.output);
+        // The duplicate check sorts in the output's directory: a place the run may write to,
+        // usually on a disk rather than a RAM-backed /tmp.
+        let sort_dir = directory_of(&args.output).to_path_buf();
         let spawned = std::thread::Builder::new()
             .name("read-input".into())
             .spawn(move || {
@@ -594,15 +596,6 @@ fn warn_duplicate_answers(lines: u64) {
             lines,
             "the output has more than one answer line for some ids (was it edited or concatenated?)"
         );
-    }
-}
-
-/// Where the duplicate check sorts its records: the output's directory (a place the run may
-/// write to, usually on a disk rather than a RAM-backed /tmp).
-fn sort_dir_for(output: &std::path::Path) -> std::path::PathBuf {
-    match output.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
     }
 }
 

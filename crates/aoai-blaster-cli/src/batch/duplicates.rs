@@ -148,6 +148,15 @@ impl Verdict {
     }
 }
 
+/// An id's answer so far, with one more answer (a success or not): a success wins.
+fn with_answer(so_far: Option<PreviousAnswer>, succeeded: bool) -> PreviousAnswer {
+    if succeeded || so_far == Some(PreviousAnswer::Succeeded) {
+        PreviousAnswer::Succeeded
+    } else {
+        PreviousAnswer::Failed
+    }
+}
+
 /// The [`Verdict`] of every input line: two bits per line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LineVerdicts {
@@ -230,11 +239,7 @@ impl LineVerdicts {
             }
             if record.line == 0 {
                 answers += 1;
-                answer = if record.flag || answer == Some(PreviousAnswer::Succeeded) {
-                    Some(PreviousAnswer::Succeeded)
-                } else {
-                    Some(PreviousAnswer::Failed)
-                };
+                answer = Some(with_answer(answer, record.flag));
             } else if claimed {
                 verdicts.set(record.line, Verdict::Duplicate);
             } else if record.flag {
@@ -398,12 +403,7 @@ impl AnswerLog {
         let mut found = None;
         self.for_each(|record| {
             if record.id == id {
-                found = match (found, record.flag) {
-                    (Some(PreviousAnswer::Succeeded), _) | (_, true) => {
-                        Some(PreviousAnswer::Succeeded)
-                    }
-                    _ => Some(PreviousAnswer::Failed),
-                };
+                found = Some(with_answer(found, record.flag));
             }
             Ok(())
         })?;

@@ -236,11 +236,6 @@ impl LineParser {
         }
     }
 
-    /// The deployment names this parser pins by.
-    pub fn deployments(&self) -> &DeploymentNames {
-        &self.deployments
-    }
-
     /// Number of distinct `custom_id`s claimed by valid lines so far.
     pub fn claimed(&self) -> usize {
         self.claimed

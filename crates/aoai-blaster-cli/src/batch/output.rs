@@ -307,8 +307,8 @@ impl ResumeScan {
     }
 }
 
-/// The directory `path` is in (`.` for a bare file name).
-fn directory_of(path: &Path) -> &Path {
+/// The directory `path` is in (`.` for a bare file name): where the output's temporary files go.
+pub fn directory_of(path: &Path) -> &Path {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
