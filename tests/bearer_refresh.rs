@@ -78,7 +78,7 @@ async fn a_stale_token_is_replaced_and_the_request_goes_through() {
         (1, 1),
         "one 401, then the answer"
     );
-    assert_eq!(report[0].state, "healthy");
+    assert_eq!(report[0].state.as_str(), "healthy");
     sim.stop().await;
 }
 
@@ -92,7 +92,7 @@ async fn a_token_rejected_twice_disables_the_endpoint() {
         "refreshed once, then given up"
     );
     assert_eq!(http_stats(&sim).await.deployment("gpt").client_errors, 2);
-    assert_eq!(report[0].state, "disabled");
+    assert_eq!(report[0].state.as_str(), "disabled");
     assert!(
         report[0]
             .disabled_reason

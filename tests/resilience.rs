@@ -126,7 +126,7 @@ async fn when_every_endpoint_is_dead_jobs_fail_fast_with_every_attempt() {
     );
     let report = dispatcher.send(GetReport).await.expect("report");
     for endpoint in &report {
-        assert_eq!(endpoint.state, "disabled", "{endpoint}");
+        assert_eq!(endpoint.state.as_str(), "disabled", "{endpoint}");
         assert!(endpoint.disabled_reason.is_some());
     }
     sim.stop().await;
@@ -189,7 +189,7 @@ async fn timeouts_back_off_then_disable_the_endpoint_with_its_reason() {
     let stats = http_stats(&sim).await;
     assert_eq!(stats.deployment("hangs").hangs, 3);
     let report = dispatcher.send(GetReport).await.expect("report");
-    assert_eq!(report[0].state, "disabled");
+    assert_eq!(report[0].state.as_str(), "disabled");
     assert_eq!(report[0].timeouts, 3);
     sim.stop().await;
 }
@@ -244,8 +244,8 @@ async fn wrong_credentials_and_missing_deployments_disable_only_their_endpoint()
     }
     let report = dispatcher.send(GetReport).await.expect("report");
     let by_name = |name: &str| report.iter().find(|r| r.name == name).expect("reported");
-    assert_eq!(by_name("good").state, "healthy");
-    assert_eq!(by_name("badkey").state, "disabled");
+    assert_eq!(by_name("good").state.as_str(), "healthy");
+    assert_eq!(by_name("badkey").state.as_str(), "disabled");
     assert_eq!(by_name("badkey").requests, 1, "one 401 is enough");
     assert!(
         by_name("badkey")
@@ -254,7 +254,7 @@ async fn wrong_credentials_and_missing_deployments_disable_only_their_endpoint()
             .unwrap_or("")
             .contains("401")
     );
-    assert_eq!(by_name("missing").state, "disabled");
+    assert_eq!(by_name("missing").state.as_str(), "disabled");
     assert!(
         by_name("missing")
             .disabled_reason
@@ -402,7 +402,7 @@ async fn a_disabled_endpoint_is_probed_and_comes_back_when_reenable_after_is_set
     };
     let mut next = 0;
     // Keep jobs flowing until the refused endpoint is disabled...
-    while report_of("flaky").await.state != "disabled" {
+    while report_of("flaky").await.state.as_str() != "disabled" {
         dispatcher
             .send(ChatJob::new(prompt(next)))
             .await
@@ -424,7 +424,7 @@ async fn a_disabled_endpoint_is_probed_and_comes_back_when_reenable_after_is_set
         next += 1;
         assert!(next < 5000, "flaky was never re-enabled");
     }
-    assert_eq!(report_of("flaky").await.state, "healthy");
+    assert_eq!(report_of("flaky").await.state.as_str(), "healthy");
     assert!(http_stats(&sim).await.deployment("flaky").ok >= 1);
     sim.stop().await;
 }
@@ -492,7 +492,7 @@ async fn a_day_long_retry_after_disables_the_endpoint_and_says_why() {
         .iter()
         .find(|r| r.name == "exhausted")
         .expect("reported");
-    assert_eq!(exhausted.state, "disabled", "{exhausted}");
+    assert_eq!(exhausted.state.as_str(), "disabled", "{exhausted}");
     assert_eq!(exhausted.rate_limited, 1, "one 429 was enough: {exhausted}");
     let reason = exhausted.disabled_reason.as_deref().unwrap_or("");
     assert!(reason.contains("retry_after_cap"), "{reason}");

@@ -113,7 +113,7 @@ pub fn endpoint_summaries(
         .iter()
         .map(|report| EndpointSummary {
             name: report.name.clone(),
-            state: report.state.to_owned(),
+            state: report.state.to_string(),
             disabled_reason: report.disabled_reason.clone(),
             requests: report.requests,
             successes: report.successes,
@@ -142,7 +142,7 @@ fn endpoint_statuses(reports: &[EndpointReport]) -> Vec<EndpointStatus> {
         .iter()
         .map(|report| EndpointStatus {
             name: report.name.clone(),
-            state: report.state.to_owned(),
+            state: report.state.to_string(),
             until: report.cooling_until,
             disabled_reason: report.disabled_reason.clone(),
             in_flight: report.in_flight,

@@ -45,4 +45,4 @@ pub use blaster::{Blaster, BlasterError, JobHandle};
 pub use dispatcher::{Dispatcher, StartError};
 pub use endpoint::EndpointActor;
 pub use messages::{ChatJob, ChatResult, HealthEvent, HealthReport, StreamDelta};
-pub use report::EndpointReport;
+pub use report::{EndpointReport, EndpointState};

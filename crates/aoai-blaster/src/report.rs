@@ -58,13 +58,45 @@ impl EndpointCounters {
     }
 }
 
+/// An endpoint's state as reports, progress lines and summaries show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointState {
+    /// Takes attempts.
+    Healthy,
+    /// Waits out a cooldown (a 429's wait, or a backoff after failures).
+    Cooling,
+    /// Re-enabled on probation: one attempt at a time until one succeeds.
+    Probing,
+    /// Takes no attempts (see the report's `disabled_reason`).
+    Disabled,
+}
+
+impl EndpointState {
+    /// The state's name: `healthy`, `cooling`, `probing` or `disabled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointState::Healthy => "healthy",
+            EndpointState::Cooling => "cooling",
+            EndpointState::Probing => "probing",
+            EndpointState::Disabled => "disabled",
+        }
+    }
+}
+
+impl fmt::Display for EndpointState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One endpoint's state and counts at the moment of the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointReport {
     /// The deployment's `name`.
     pub name: String,
-    /// `healthy`, `cooling`, `probing` or `disabled`.
-    pub state: &'static str,
+    /// Healthy, cooling, probing or disabled.
+    pub state: EndpointState,
     /// When the cooldown (or a timed disable) ends.
     pub cooling_until: Option<SystemTime>,
     /// Why the endpoint is disabled.
@@ -106,13 +138,19 @@ impl EndpointReport {
     ) -> Self {
         let to_wall = |at: Instant| SystemTime::now() + at.saturating_duration_since(now);
         let (state, cooling_until, disabled_reason) = match &health.state {
-            HealthState::Healthy => ("healthy", None, None),
-            HealthState::Probing => ("probing", None, None),
-            HealthState::Cooling { until, .. } if *until <= now => ("healthy", None, None),
-            HealthState::Cooling { until, .. } => ("cooling", Some(to_wall(*until)), None),
-            HealthState::Disabled { reason, until } => {
-                ("disabled", until.map(to_wall), Some(reason.clone()))
+            HealthState::Healthy => (EndpointState::Healthy, None, None),
+            HealthState::Probing => (EndpointState::Probing, None, None),
+            HealthState::Cooling { until, .. } if *until <= now => {
+                (EndpointState::Healthy, None, None)
             }
+            HealthState::Cooling { until, .. } => {
+                (EndpointState::Cooling, Some(to_wall(*until)), None)
+            }
+            HealthState::Disabled { reason, until } => (
+                EndpointState::Disabled,
+                until.map(to_wall),
+                Some(reason.clone()),
+            ),
         };
         Self {
             name: name.to_owned(),
