@@ -4,8 +4,8 @@
 //! Run: `cargo run --release --example actix_app`
 
 use actix::prelude::*;
-use aoai_blaster::messages::{Close, GetReport, Subscribe};
 use aoai_blaster::{BlasterConfig, ChatJob, ChatRequest, Dispatcher, HealthReport};
+use aoai_blaster::{Close, GetReport, Subscribe};
 use aoai_sim::{DeploymentSpec, FaultSpec, SimConfig};
 use futures_util::future::join_all;
 use serde_json::json;

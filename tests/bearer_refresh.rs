@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use aoai_blaster::GetReport;
 use aoai_blaster::auth::CredentialRegistry;
-use aoai_blaster::messages::GetReport;
 use aoai_blaster::{ChatJob, Dispatcher};
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use azure_core::time::{Duration, OffsetDateTime};

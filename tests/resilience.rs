@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use aoai_blaster::messages::{GetReport, RestartEndpoint, Subscribe};
 use aoai_blaster::{ChatJob, Dispatcher, HealthEvent, HealthReport, JobErrorKind};
+use aoai_blaster::{GetReport, RestartEndpoint, Subscribe};
 use aoai_sim::{DeploymentSpec, FaultSpec, LatencySpec, OutageSpec};
 use common::*;
 use futures_util::future::join_all;

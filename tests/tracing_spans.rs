@@ -49,7 +49,7 @@ async fn jobs_and_attempts_are_traced_without_secrets() {
         .expect("answered");
     // One more round trip: the handler that answered the job has returned (its span closed).
     dispatcher
-        .send(aoai_blaster::messages::GetReport)
+        .send(aoai_blaster::GetReport)
         .await
         .expect("dispatcher alive");
     sim.stop().await;

@@ -157,6 +157,29 @@ impl fmt::Display for HealthState {
     }
 }
 
+/// An endpoint's health at one moment, as its owner announces it: numbered so that a late
+/// message cannot undo a newer one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSnapshot {
+    /// Increases with every change the endpoint makes.
+    pub generation: u64,
+    /// The state.
+    pub state: HealthState,
+    /// Consecutive transient failures.
+    pub failure_streak: u32,
+}
+
+impl HealthSnapshot {
+    /// A healthy endpoint that has announced nothing yet.
+    pub fn initial() -> HealthSnapshot {
+        HealthSnapshot {
+            generation: 0,
+            state: HealthState::Healthy,
+            failure_streak: 0,
+        }
+    }
+}
+
 /// Why an endpoint is cooling down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CoolingCause {

@@ -11,6 +11,7 @@ pub mod health;
 pub mod quota;
 pub mod retry;
 pub mod ring;
+pub mod scheduler;
 pub mod secret;
 pub mod sse;
 pub mod strategy;

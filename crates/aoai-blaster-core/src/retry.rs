@@ -4,13 +4,15 @@
 //! storm) and forget things, such as that a 429 is Azure asking us to wait rather than the job
 //! failing, or that a job must not loop forever on an exhausted quota. Here the Dispatcher keeps a
 //! [`JobHistory`] per job, records every attempt in it, and asks [`RetryPolicy::decide`] what to
-//! do. The rules:
+//! do, for every way an attempt can end ([`Ending`]). The rules:
 //!
 //! - success is delivered; a job-fatal reply (400 content filter, context length, ...) fails the
 //!   job at once with Azure's error;
 //! - a transient failure or an endpoint-fatal reply is retried, preferably on another endpoint,
 //!   while the job has counted attempts left: at most `1 + max_job_retry` of them;
-//! - 429s and lost attempts (the endpoint's actor restarted mid-request) do not count;
+//! - 429s, lost attempts (the endpoint's actor restarted mid-request) and declined ones (the
+//!   endpoint was cooling when the attempt arrived) do not count;
+//! - a stream that fails after deltas reached the caller is not retried;
 //! - `job_deadline`, when set, bounds a job's whole life, 429s included.
 //!
 //! When a job fails, its [`JobError`] lists what every attempt met, endpoint by endpoint.
@@ -18,17 +20,21 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //! use aoai_blaster_core::classify::{AttemptOutcome, TransientKind};
-//! use aoai_blaster_core::retry::{AttemptRecord, Decision, JobErrorKind, JobHistory, RetryPolicy};
+//! use aoai_blaster_core::retry::{
+//!     AttemptRecord, Decision, Ending, JobErrorKind, JobHistory, RetryPolicy,
+//! };
 //!
 //! let policy = RetryPolicy { max_job_retry: 1, job_deadline: None };
 //! let t0 = Instant::now();
 //! let mut history = JobHistory::new(t0);
 //! let refused = AttemptOutcome::Transient(TransientKind::Connect("connection refused".into()));
 //!
+//! let ended = Ending::Outcome { outcome: &refused, deltas_delivered: 0 };
+//!
 //! history.record(AttemptRecord::from_outcome("east", &refused, Duration::from_millis(3)));
-//! assert_eq!(policy.decide(&history, &refused, t0), Decision::Retry { avoid: Some("east".into()) });
+//! assert_eq!(policy.decide(&history, ended, t0), Decision::Retry { elsewhere: true });
 //! history.record(AttemptRecord::from_outcome("west", &refused, Duration::from_millis(2)));
-//! assert_eq!(policy.decide(&history, &refused, t0), Decision::Fail(JobErrorKind::RetriesExhausted));
+//! assert_eq!(policy.decide(&history, ended, t0), Decision::Fail(JobErrorKind::RetriesExhausted));
 //!
 //! let error = history.into_error(JobErrorKind::RetriesExhausted);
 //! assert_eq!(
@@ -62,6 +68,24 @@ impl Default for RetryPolicy {
     }
 }
 
+/// How an attempt ended, as far as the retry rules care: one value for every way.
+#[derive(Clone, Copy, Debug)]
+pub enum Ending<'a> {
+    /// The endpoint sent the request and classified what came back.
+    Outcome {
+        /// What the attempt met.
+        outcome: &'a AttemptOutcome,
+        /// Stream deltas already delivered to the caller before it ended.
+        deltas_delivered: u32,
+    },
+    /// The endpoint declined the attempt without sending it (it was cooling down or disabled
+    /// when the attempt arrived): nothing happened, and nothing is recorded.
+    Declined,
+    /// No answer: the endpoint's actor stopped or restarted first (whether the request reached
+    /// the service is unknown). Recorded, not counted.
+    Lost,
+}
+
 /// What to do with a job after an attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -69,63 +93,69 @@ pub enum Decision {
     Deliver,
     /// Queue the job again.
     Retry {
-        /// The endpoint the last attempt went to: prefer another one if any can take the job
-        /// (a preference, not a ban: with a single endpoint, use it).
-        avoid: Option<String>,
+        /// Prefer another endpoint than the last attempt's, if any can take the job (a
+        /// preference, not a ban: with a single endpoint, use it).
+        elsewhere: bool,
     },
     /// Give up, with this error.
     Fail(JobErrorKind),
 }
 
 impl RetryPolicy {
-    /// Decides what follows `outcome`, the outcome of the job's latest attempt.
+    /// Decides what follows the job's latest attempt, however it ended.
     ///
-    /// `history` must already hold that attempt (call [`JobHistory::record`] first): the job's
-    /// final error lists it too. `now` is checked against `job_deadline`; a success is delivered
-    /// even when it arrives after the deadline.
-    pub fn decide(&self, history: &JobHistory, outcome: &AttemptOutcome, now: Instant) -> Decision {
+    /// `history` must already hold that attempt when it has an outcome or was lost (call
+    /// [`JobHistory::record`] first): the job's final error lists it too. `now` is checked
+    /// against `job_deadline`; a success is delivered even when it arrives after the deadline.
+    /// The rules, in order:
+    /// - success is delivered;
+    /// - a failure after stream deltas reached the caller fails the job (it holds part of a
+    ///   reply), as does a job-fatal reply (Azure's error) and a passed deadline;
+    /// - a failure that counts (transient, endpoint-fatal) beyond `max_job_retry` fails it;
+    /// - anything else is retried: elsewhere after a reply, anywhere after a lost or declined
+    ///   attempt.
+    pub fn decide(&self, history: &JobHistory, ending: Ending<'_>, now: Instant) -> Decision {
+        let (kind, deltas_delivered) = match ending {
+            Ending::Outcome {
+                outcome,
+                deltas_delivered,
+            } => (AttemptKind::of(outcome), deltas_delivered),
+            Ending::Lost => (AttemptKind::Lost, 0),
+            Ending::Declined => {
+                return if self.deadline_passed(history, now) {
+                    Decision::Fail(JobErrorKind::DeadlineExceeded)
+                } else {
+                    Decision::Retry { elsewhere: false }
+                };
+            }
+        };
         debug_assert_eq!(
             history.attempts.last().map(|a| a.kind),
-            Some(AttemptKind::of(outcome)),
+            Some(kind),
             "record the attempt in the history before deciding"
         );
-        match outcome {
-            AttemptOutcome::Success => Decision::Deliver,
-            AttemptOutcome::JobFatal(error) => {
-                Decision::Fail(JobErrorKind::Rejected(error.clone()))
-            }
-            AttemptOutcome::RateLimited { .. }
-            | AttemptOutcome::Transient(_)
-            | AttemptOutcome::EndpointFatal { .. } => {
-                if self.deadline_passed(history, now) {
-                    Decision::Fail(JobErrorKind::DeadlineExceeded)
-                } else if outcome.counts_against_retries()
-                    && history.counted_failures() > self.max_job_retry
-                {
-                    Decision::Fail(JobErrorKind::RetriesExhausted)
-                } else {
-                    Decision::Retry {
-                        avoid: history.last_endpoint().map(str::to_owned),
-                    }
-                }
-            }
+        if kind == AttemptKind::Success {
+            return Decision::Deliver;
         }
-    }
-
-    /// Decides what follows a lost attempt (the endpoint's actor stopped or restarted before
-    /// answering): retry, anywhere, unless the deadline has passed. Lost attempts do not count.
-    pub fn decide_lost(&self, history: &JobHistory, now: Instant) -> Decision {
+        if deltas_delivered > 0 {
+            return Decision::Fail(JobErrorKind::StreamInterrupted { deltas_delivered });
+        }
+        if let Ending::Outcome {
+            outcome: AttemptOutcome::JobFatal(error),
+            ..
+        } = ending
+        {
+            return Decision::Fail(JobErrorKind::Rejected(error.clone()));
+        }
         if self.deadline_passed(history, now) {
             Decision::Fail(JobErrorKind::DeadlineExceeded)
+        } else if kind.counts_against_retries() && history.counted_failures() > self.max_job_retry {
+            Decision::Fail(JobErrorKind::RetriesExhausted)
         } else {
-            Decision::Retry { avoid: None }
+            Decision::Retry {
+                elsewhere: kind != AttemptKind::Lost,
+            }
         }
-    }
-
-    /// When the job's deadline falls, if it has one (for the Dispatcher's timer on queued jobs).
-    pub fn deadline(&self, history: &JobHistory) -> Option<Instant> {
-        self.job_deadline
-            .and_then(|deadline| history.started.checked_add(deadline))
     }
 
     /// True when `now - started >= job_deadline`.
@@ -497,13 +527,15 @@ mod tests {
         now: Instant,
     ) -> Decision {
         history.record(AttemptRecord::from_outcome(endpoint, &outcome, S));
-        policy.decide(history, &outcome, now)
+        let ending = Ending::Outcome {
+            outcome: &outcome,
+            deltas_delivered: 0,
+        };
+        policy.decide(history, ending, now)
     }
 
-    fn retry_avoiding(endpoint: &str) -> Decision {
-        Decision::Retry {
-            avoid: Some(endpoint.to_owned()),
-        }
+    fn retry_avoiding(_endpoint: &str) -> Decision {
+        Decision::Retry { elsewhere: true }
     }
 
     #[test]
@@ -526,7 +558,14 @@ mod tests {
             retry_avoiding("west")
         );
         h.record(AttemptRecord::lost("east", S));
-        assert_eq!(p.decide_lost(&h, t0), Decision::Retry { avoid: None });
+        assert_eq!(
+            p.decide(&h, Ending::Lost, t0),
+            Decision::Retry { elsewhere: false }
+        );
+        assert_eq!(
+            p.decide(&h, Ending::Declined, t0),
+            Decision::Retry { elsewhere: false }
+        );
         assert_eq!(h.counted_failures(), 2);
         assert_eq!(h.rate_limited(), 10);
         assert_eq!(
@@ -598,7 +637,6 @@ mod tests {
             job_deadline: Some(30 * S),
         };
         let mut h = JobHistory::new(t0);
-        assert_eq!(p.deadline(&h), Some(t0 + 30 * S));
         assert_eq!(
             step(&p, &mut h, "east", limited(), t0 + 29 * S),
             retry_avoiding("east")
@@ -607,12 +645,17 @@ mod tests {
             step(&p, &mut h, "east", limited(), t0 + 30 * S),
             Decision::Fail(JobErrorKind::DeadlineExceeded)
         );
+        h.record(AttemptRecord::lost("east", S));
         assert_eq!(
-            p.decide_lost(&h, t0 + 31 * S),
+            p.decide(&h, Ending::Lost, t0 + 31 * S),
+            Decision::Fail(JobErrorKind::DeadlineExceeded)
+        );
+        assert_eq!(
+            p.decide(&h, Ending::Declined, t0 + 31 * S),
             Decision::Fail(JobErrorKind::DeadlineExceeded)
         );
         assert!(!p.deadline_passed(&h, t0));
-        assert_eq!(policy(5).deadline(&h), None);
+        assert!(!policy(5).deadline_passed(&h, t0 + 3600 * S));
     }
 
     #[test]
@@ -707,6 +750,33 @@ mod tests {
                 .starts_with("stream interrupted after 12 deltas")
         );
         assert_eq!(cut.code(), "stream_interrupted");
+    }
+
+    #[test]
+    fn a_stream_cut_after_deltas_reached_the_caller_is_not_retried() {
+        let t0 = Instant::now();
+        let p = policy(5);
+        let mut h = JobHistory::new(t0);
+        let cut = timeout();
+        h.record(AttemptRecord::from_outcome("east", &cut, S));
+        let before_first_delta = Ending::Outcome {
+            outcome: &cut,
+            deltas_delivered: 0,
+        };
+        assert_eq!(
+            p.decide(&h, before_first_delta, t0),
+            Decision::Retry { elsewhere: true }
+        );
+        let after = Ending::Outcome {
+            outcome: &cut,
+            deltas_delivered: 3,
+        };
+        assert_eq!(
+            p.decide(&h, after, t0),
+            Decision::Fail(JobErrorKind::StreamInterrupted {
+                deltas_delivered: 3
+            })
+        );
     }
 
     #[test]

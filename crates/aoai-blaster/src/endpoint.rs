@@ -19,6 +19,7 @@ use aoai_blaster_core::classify::{
 };
 use aoai_blaster_core::config::{DeploymentConfig, Timeouts};
 use aoai_blaster_core::health::{Availability, EndpointHealth, HealthPolicy, HealthState};
+use aoai_blaster_core::scheduler::{AttemptEnd, AttemptReport};
 use aoai_blaster_core::sse::{SseDecoder, StreamAssembler, StreamItem, parse_stream_data};
 use awc::error::{ConnectError, SendRequestError};
 use bytes::Bytes;
@@ -27,8 +28,7 @@ use futures_util::StreamExt;
 use crate::auth::Auth;
 use crate::clock;
 use crate::messages::{
-    Attempt, AttemptDone, AttemptReport, HealthEvent, HealthReport, HealthSnapshot, StopForRestart,
-    StreamDelta,
+    Attempt, AttemptDone, HealthEvent, HealthReport, HealthSnapshot, StopForRestart, StreamDelta,
 };
 use crate::metrics::{EndpointMetrics, FinishedAttempt, server_time_from_headers};
 
@@ -39,30 +39,30 @@ const MAX_ERROR_BYTES: usize = 1024 * 1024;
 
 /// What an [`EndpointActor`] needs to know about its deployment.
 #[derive(Debug, Clone)]
-pub struct EndpointSettings {
+pub(crate) struct EndpointSettings {
     /// Index in the config's deployments list.
-    pub index: usize,
+    pub(crate) index: usize,
     /// The deployment's `name` (label in logs and reports).
-    pub name: String,
+    pub(crate) name: String,
     /// Full chat-completions URL including `api-version`.
-    pub url: String,
+    pub(crate) url: String,
     /// `url`, parsed once (`None` if it does not parse: each request then reports why).
-    pub uri: Option<awc::http::Uri>,
+    pub(crate) uri: Option<awc::http::Uri>,
     /// Deployment defaults merged into each request body.
-    pub defaults: RequestDefaults,
+    pub(crate) defaults: RequestDefaults,
     /// Request, connect and stream-idle timeouts.
-    pub timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
     /// Backoff, disable and re-enable rules.
-    pub health_policy: HealthPolicy,
+    pub(crate) health_policy: HealthPolicy,
     /// Cooldown when a 429 names no wait.
-    pub rate_limit_fallback: Duration,
+    pub(crate) rate_limit_fallback: Duration,
     /// Connection pool size.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 }
 
 impl EndpointSettings {
     /// Settings for the deployment at `index`.
-    pub fn from_config(index: usize, config: &DeploymentConfig) -> Self {
+    pub(crate) fn from_config(index: usize, config: &DeploymentConfig) -> Self {
         let resilience = &config.resilience;
         let url = config.chat_completions_url();
         Self {
@@ -86,7 +86,7 @@ impl EndpointSettings {
 }
 
 /// The actor for one deployment. Start it with [`EndpointActor::start_supervised`].
-pub struct EndpointActor {
+pub(crate) struct EndpointActor {
     settings: Arc<EndpointSettings>,
     client: awc::Client,
     auth: Auth,
@@ -121,7 +121,7 @@ impl EndpointActor {
     /// Starts the actor under a [`Supervisor`] in `arbiter`, building its awc client there
     /// (awc's client is not `Send`). Health changes go to `reports`, the end of each attempt
     /// to `done`.
-    pub fn start_supervised(
+    pub(crate) fn start_supervised(
         arbiter: &ArbiterHandle,
         settings: EndpointSettings,
         auth: Auth,
@@ -146,13 +146,13 @@ impl EndpointActor {
         })
     }
 
-    /// Tells the Dispatcher that attempt `number` of job `job` ended (`None`: lost).
-    fn answer(&self, job: u64, number: u32, report: Option<AttemptReport>) {
+    /// Tells the Dispatcher that attempt `number` of job `job` ended.
+    fn answer(&self, job: u64, number: u32, end: AttemptEnd) {
         self.done.do_send(AttemptDone {
             job,
             number,
             endpoint: self.settings.index,
-            report,
+            end,
         });
     }
 
@@ -242,7 +242,6 @@ impl EndpointActor {
             elapsed: call.elapsed,
             server_time: call.server_time,
             deltas_delivered: call.deltas_delivered,
-            declined: false,
             health: self.snapshot(),
         }
     }
@@ -279,7 +278,7 @@ impl Supervised for EndpointActor {
         for (_, call) in std::mem::take(&mut self.calls) {
             call.task.abort();
             self.metrics.attempt_lost();
-            self.answer(call.job, call.number, None);
+            self.answer(call.job, call.number, AttemptEnd::Lost);
         }
         self.cooldown_timer = None;
         self.client = build_client(&self.settings);
@@ -305,22 +304,9 @@ impl Handler<Attempt> for EndpointActor {
             self.health.availability(now),
             Availability::At(_) | Availability::Never
         ) {
-            let report = AttemptReport {
-                outcome: AttemptOutcome::Transient(TransientKind::Other(
-                    "declined: endpoint is cooling down or disabled".into(),
-                )),
-                completion: None,
-                status: None,
-                request_id: None,
-                rate_limits: RateLimitHeaders::default(),
-                elapsed: Duration::ZERO,
-                server_time: None,
-                deltas_delivered: 0,
-                declined: true,
-                health: self.snapshot(),
-            };
             self.metrics.declined();
-            self.answer(attempt.job, attempt.number, Some(report));
+            let health = self.snapshot();
+            self.answer(attempt.job, attempt.number, AttemptEnd::Declined { health });
             return;
         }
         self.metrics.attempt_started(attempt.number);
@@ -378,7 +364,11 @@ impl Handler<CallFinished> for EndpointActor {
             return;
         };
         let report = self.conclude(finished.result, &call.span, ctx);
-        self.answer(call.job, call.number, Some(report));
+        self.answer(
+            call.job,
+            call.number,
+            AttemptEnd::Finished(Box::new(report)),
+        );
     }
 }
 

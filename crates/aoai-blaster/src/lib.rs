@@ -6,7 +6,7 @@
 //! The system is two kinds of actix actors:
 //! - one [`Dispatcher`] holds the bounded job queue, the weighted ring, each endpoint's admission
 //!   state and the retry policy, and decides which endpoint may take a job now;
-//! - one [`EndpointActor`] per deployment owns its HTTP client, its auth, its cooldown timer and
+//! - one endpoint actor per deployment owns its HTTP client, its auth, its cooldown timer and
 //!   its failure streak, and reports health changes as [`HealthReport`] messages.
 //!
 //! Actix apps embed the Dispatcher (`dispatcher.send(ChatJob::new(request)).await`); other code
@@ -31,11 +31,11 @@
 pub mod auth;
 mod blaster;
 mod clock;
-pub mod dispatcher;
-pub mod endpoint;
-pub mod messages;
+mod dispatcher;
+mod endpoint;
+mod messages;
 pub mod metrics;
-pub mod report;
+mod report;
 
 pub use aoai_blaster_core as core;
 pub use aoai_blaster_core::chat::{ChatCompletion, ChatRequest, Usage};
@@ -43,6 +43,8 @@ pub use aoai_blaster_core::config::{BlasterConfig, ConfigError};
 pub use aoai_blaster_core::retry::{AttemptRecord, JobError, JobErrorKind};
 pub use blaster::{Blaster, BlasterError, JobHandle};
 pub use dispatcher::{Dispatcher, StartError};
-pub use endpoint::EndpointActor;
-pub use messages::{ChatJob, ChatResult, HealthEvent, HealthReport, StreamDelta};
+pub use messages::{
+    ChatJob, ChatResult, Close, GetReport, HealthEvent, HealthReport, HealthSnapshot,
+    RestartEndpoint, StreamDelta, Subscribe,
+};
 pub use report::{EndpointReport, EndpointState};

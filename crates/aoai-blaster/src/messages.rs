@@ -2,20 +2,22 @@
 //!
 //! Callers talk to the [`Dispatcher`](crate::Dispatcher) with [`ChatJob`], [`Subscribe`],
 //! [`GetReport`], [`Close`] and [`RestartEndpoint`]. The Dispatcher talks to each
-//! [`EndpointActor`](crate::EndpointActor) with [`Attempt`]; the endpoint answers each with an
-//! [`AttemptDone`] (holding an [`AttemptReport`], or nothing when the attempt was lost to a
-//! restart). Endpoints announce health changes with [`HealthReport`], which the Dispatcher folds
-//! into its admission state and forwards to every subscriber.
+//! endpoint actors with `Attempt`; each answers with one `AttemptDone` (how the attempt ended:
+//! finished with a report, declined, or lost to a restart). Endpoints announce health changes
+//! with [`HealthReport`], which the Dispatcher folds into its admission state and forwards to
+//! every subscriber.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use actix::prelude::*;
-use aoai_blaster_core::chat::{ChatCompletion, ChatCompletionChunk, ChatRequest, Usage};
-use aoai_blaster_core::classify::{AttemptOutcome, RateLimitHeaders};
+use aoai_blaster_core::chat::{ChatCompletionChunk, ChatRequest};
+pub use aoai_blaster_core::health::HealthSnapshot;
 use aoai_blaster_core::health::HealthState;
-use aoai_blaster_core::retry::{AttemptRecord, JobError};
+use aoai_blaster_core::retry::JobError;
+use aoai_blaster_core::scheduler::AttemptEnd;
+pub use aoai_blaster_core::scheduler::ChatResult;
 
 use crate::report::EndpointReport;
 
@@ -90,40 +92,6 @@ impl ChatJob {
     }
 }
 
-/// A finished job: the whole completion plus where and how it was obtained.
-#[derive(Debug, Clone)]
-pub struct ChatResult {
-    /// The completion as Azure returned it (assembled, for streams), unknown fields kept.
-    pub completion: ChatCompletion,
-    /// Name of the deployment that answered.
-    pub endpoint: String,
-    /// Every attempt the job made, the last one being the success.
-    pub attempts: Vec<AttemptRecord>,
-    /// Azure's request id of the answering call (`apim-request-id` / `x-request-id`).
-    pub request_id: Option<String>,
-    /// Time spent waiting in the queue and between attempts.
-    pub queued_for: Duration,
-    /// Duration of the successful HTTP call.
-    pub upstream_time: Duration,
-    /// The answering server's own processing time, when its reply stated it
-    /// (`openai-processing-ms`, or the simulator's `x-sim-processing-us`).
-    pub server_time: Option<Duration>,
-    /// From submission to result.
-    pub total_time: Duration,
-}
-
-impl ChatResult {
-    /// The first choice's text, if any.
-    pub fn text(&self) -> Option<&str> {
-        self.completion.text()
-    }
-
-    /// Token usage as reported by the service.
-    pub fn usage(&self) -> Option<&Usage> {
-        self.completion.usage.as_ref()
-    }
-}
-
 /// One streamed delta, delivered to the job's [`ChatJob::deltas`] recipient.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
@@ -142,21 +110,21 @@ pub struct StreamDelta {
 /// [`AttemptDone`], sent to the recipient it was started with.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// The Dispatcher's id for the job.
-    pub job: u64,
+    pub(crate) job: u64,
     /// 1 for the first attempt, then 2, 3, ...
-    pub number: u32,
+    pub(crate) number: u32,
     /// The request, shared between attempts.
-    pub request: Arc<ChatRequest>,
+    pub(crate) request: Arc<ChatRequest>,
     /// Ask for a stream.
-    pub stream: bool,
+    pub(crate) stream: bool,
     /// Where deltas go, for incremental streams.
-    pub deltas: Option<Recipient<StreamDelta>>,
+    pub(crate) deltas: Option<Recipient<StreamDelta>>,
     /// The job's label for logs.
-    pub label: Option<String>,
+    pub(crate) label: Option<String>,
     /// The job's tracing span: the attempt's span is its child.
-    pub job_span: tracing::Span,
+    pub(crate) job_span: tracing::Span,
 }
 
 /// EndpointActor → Dispatcher: attempt `number` of job `job` on endpoint `endpoint` ended.
@@ -164,53 +132,15 @@ pub struct Attempt {
 /// Exactly one is sent per [`Attempt`].
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct AttemptDone {
+pub(crate) struct AttemptDone {
     /// The Dispatcher's id for the job ([`Attempt::job`]).
-    pub job: u64,
+    pub(crate) job: u64,
     /// The attempt's number ([`Attempt::number`]).
-    pub number: u32,
+    pub(crate) number: u32,
     /// The endpoint's index in the config's `deployments` list.
-    pub endpoint: usize,
-    /// What the attempt met; `None` when it was lost: the endpoint actor restarted while the
-    /// request was in flight (whether it reached the service is unknown).
-    pub report: Option<AttemptReport>,
-}
-
-/// What one attempt met, and the endpoint's health after it.
-#[derive(Debug, Clone)]
-pub struct AttemptReport {
-    /// What happened, classified.
-    pub outcome: AttemptOutcome,
-    /// The completion, on success.
-    pub completion: Option<ChatCompletion>,
-    /// HTTP status, when a reply arrived.
-    pub status: Option<u16>,
-    /// Azure's request id, when a reply arrived.
-    pub request_id: Option<String>,
-    /// `x-ratelimit-remaining-*` as the reply stated them.
-    pub rate_limits: RateLimitHeaders,
-    /// Duration of the HTTP call.
-    pub elapsed: Duration,
-    /// The server's own processing time, when the reply stated it (`x-sim-processing-us`,
-    /// `openai-processing-ms`): `elapsed` minus this is the client and network's share.
-    pub server_time: Option<Duration>,
-    /// Deltas already delivered to the caller (a failure after the first is not retried).
-    pub deltas_delivered: u32,
-    /// The endpoint declined the attempt without sending it (it is cooling down or disabled).
-    pub declined: bool,
-    /// The endpoint's health after this attempt.
-    pub health: HealthSnapshot,
-}
-
-/// An endpoint's health at one moment, numbered so that a late message cannot undo a newer one.
-#[derive(Debug, Clone)]
-pub struct HealthSnapshot {
-    /// Increases with every change the endpoint makes.
-    pub generation: u64,
-    /// The state.
-    pub state: HealthState,
-    /// Consecutive transient failures.
-    pub failure_streak: u32,
+    pub(crate) endpoint: usize,
+    /// How it ended.
+    pub(crate) end: AttemptEnd,
 }
 
 /// What changed in an endpoint's health.
@@ -263,4 +193,4 @@ pub struct RestartEndpoint(pub String);
 /// Dispatcher → EndpointActor: stop now so the supervisor restarts it.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct StopForRestart;
+pub(crate) struct StopForRestart;

@@ -3,60 +3,9 @@
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
-use aoai_blaster_core::classify::{AttemptOutcome, TransientKind};
 use aoai_blaster_core::health::HealthState;
+use aoai_blaster_core::scheduler::EndpointView;
 use serde::Serialize;
-
-use crate::messages::{AttemptReport, HealthSnapshot};
-
-/// Running counts of one endpoint, kept by the Dispatcher.
-#[derive(Debug, Clone, Default)]
-pub struct EndpointCounters {
-    /// Attempts sent.
-    pub requests: u64,
-    /// 2xx replies with a usable completion.
-    pub successes: u64,
-    /// 429 replies.
-    pub rate_limited: u64,
-    /// Timeouts (connect, reply, stream idle).
-    pub timeouts: u64,
-    /// Other failures: connection errors, 5xx, bad replies, 4xx.
-    pub errors: u64,
-    /// Attempts lost to an actor restart.
-    pub lost: u64,
-    /// Supervisor restarts.
-    pub restarts: u64,
-    /// Prompt tokens reported by successful replies.
-    pub prompt_tokens: u64,
-    /// Completion tokens reported by successful replies.
-    pub completion_tokens: u64,
-    /// Sum of the durations of answered attempts.
-    pub latency_total: Duration,
-    /// Number of answered attempts in `latency_total`.
-    pub latency_count: u64,
-}
-
-impl EndpointCounters {
-    /// Counts one finished attempt.
-    pub fn record(&mut self, report: &AttemptReport) {
-        match &report.outcome {
-            AttemptOutcome::Success => {
-                self.successes += 1;
-                if let Some(usage) = report.completion.as_ref().and_then(|c| c.usage.as_ref()) {
-                    self.prompt_tokens += usage.prompt_tokens;
-                    self.completion_tokens += usage.completion_tokens;
-                }
-            }
-            AttemptOutcome::RateLimited { .. } => self.rate_limited += 1,
-            AttemptOutcome::Transient(TransientKind::Timeout(_)) => self.timeouts += 1,
-            _ => self.errors += 1,
-        }
-        if report.status.is_some() {
-            self.latency_total += report.elapsed;
-            self.latency_count += 1;
-        }
-    }
-}
 
 /// An endpoint's state as reports, progress lines and summaries show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -128,14 +77,10 @@ pub struct EndpointReport {
 }
 
 impl EndpointReport {
-    /// Builds a report from the Dispatcher's view of one endpoint.
-    pub fn new(
-        name: &str,
-        health: &HealthSnapshot,
-        in_flight: usize,
-        counters: &EndpointCounters,
-        now: Instant,
-    ) -> Self {
+    /// Builds a report from the scheduler's view of one endpoint.
+    pub(crate) fn new(view: &EndpointView<'_>, now: Instant) -> Self {
+        let (name, health, in_flight, counters) =
+            (view.name, view.health, view.in_flight, view.counters);
         let to_wall = |at: Instant| SystemTime::now() + at.saturating_duration_since(now);
         let (state, cooling_until, disabled_reason) = match &health.state {
             HealthState::Healthy => (EndpointState::Healthy, None, None),
@@ -168,8 +113,7 @@ impl EndpointReport {
             restarts: counters.restarts,
             prompt_tokens: counters.prompt_tokens,
             completion_tokens: counters.completion_tokens,
-            mean_latency: (counters.latency_count > 0)
-                .then(|| counters.latency_total / counters.latency_count as u32),
+            mean_latency: counters.mean_latency(),
         }
     }
 }

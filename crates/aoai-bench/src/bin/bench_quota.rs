@@ -6,8 +6,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use aoai_blaster::GetReport;
 use aoai_blaster::core::config::StrategyKind;
-use aoai_blaster::messages::GetReport;
 use aoai_blaster::{BlasterConfig, ChatJob, ChatRequest, Dispatcher};
 use aoai_sim::{DeploymentSpec, LatencySpec, SimConfig};
 use futures_util::future::join_all;

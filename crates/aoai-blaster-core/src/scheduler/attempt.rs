@@ -1,0 +1,150 @@
+//! How an attempt ends (what its endpoint reports) and what a delivered job carries.
+
+use std::time::Duration;
+
+use crate::chat::{ChatCompletion, Usage};
+use crate::classify::{AttemptOutcome, RateLimitHeaders, TransientKind};
+use crate::health::HealthSnapshot;
+use crate::retry::{AttemptRecord, Ending};
+
+/// How one attempt ended: exactly one per attempt sent.
+#[derive(Debug, Clone)]
+pub enum AttemptEnd {
+    /// The endpoint sent the request and classified what came back.
+    Finished(Box<AttemptReport>),
+    /// The endpoint declined the attempt without sending it (it was cooling down or disabled
+    /// when the attempt arrived); `health` is its state then.
+    Declined {
+        /// The endpoint's health when it declined.
+        health: HealthSnapshot,
+    },
+    /// No answer: the endpoint's actor stopped or restarted with the attempt in flight.
+    Lost,
+}
+
+/// What one sent attempt met, and the endpoint's health after it.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    /// What happened, classified.
+    pub outcome: AttemptOutcome,
+    /// The completion, on success.
+    pub completion: Option<ChatCompletion>,
+    /// HTTP status, when a reply arrived.
+    pub status: Option<u16>,
+    /// Azure's request id, when a reply arrived.
+    pub request_id: Option<String>,
+    /// `x-ratelimit-remaining-*` as the reply stated them.
+    pub rate_limits: RateLimitHeaders,
+    /// Duration of the HTTP call.
+    pub elapsed: Duration,
+    /// The server's own processing time, when the reply stated it (`x-sim-processing-us`,
+    /// `openai-processing-ms`): `elapsed` minus this is the client and network's share.
+    pub server_time: Option<Duration>,
+    /// Deltas already delivered to the caller (a failure after the first is not retried).
+    pub deltas_delivered: u32,
+    /// The endpoint's health after this attempt.
+    pub health: HealthSnapshot,
+}
+
+impl AttemptReport {
+    /// The usage the reply reported, on success.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.completion.as_ref().and_then(|c| c.usage.as_ref())
+    }
+
+    pub(crate) fn ending(&self) -> Ending<'_> {
+        Ending::Outcome {
+            outcome: &self.outcome,
+            deltas_delivered: self.deltas_delivered,
+        }
+    }
+}
+
+/// A finished job: the whole completion plus where and how it was obtained.
+#[derive(Debug, Clone)]
+pub struct ChatResult {
+    /// The completion as Azure returned it (assembled, for streams), unknown fields kept.
+    pub completion: ChatCompletion,
+    /// Name of the deployment that answered.
+    pub endpoint: String,
+    /// Every attempt the job made, the last one being the success.
+    pub attempts: Vec<AttemptRecord>,
+    /// Azure's request id of the answering call (`apim-request-id` / `x-request-id`).
+    pub request_id: Option<String>,
+    /// Time spent waiting in the queue and between attempts.
+    pub queued_for: Duration,
+    /// Duration of the successful HTTP call.
+    pub upstream_time: Duration,
+    /// The answering server's own processing time, when its reply stated it
+    /// (`openai-processing-ms`, or the simulator's `x-sim-processing-us`).
+    pub server_time: Option<Duration>,
+    /// From submission to result.
+    pub total_time: Duration,
+}
+
+impl ChatResult {
+    /// The first choice's text, if any.
+    pub fn text(&self) -> Option<&str> {
+        self.completion.text()
+    }
+
+    /// Token usage as reported by the service.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.completion.usage.as_ref()
+    }
+}
+
+/// Running counts of one endpoint, kept by the scheduler.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointCounters {
+    /// Attempts sent.
+    pub requests: u64,
+    /// 2xx replies with a usable completion.
+    pub successes: u64,
+    /// 429 replies.
+    pub rate_limited: u64,
+    /// Timeouts (connect, reply, stream idle).
+    pub timeouts: u64,
+    /// Other failures: connection errors, 5xx, bad replies, 4xx.
+    pub errors: u64,
+    /// Attempts lost to an actor restart.
+    pub lost: u64,
+    /// Supervisor restarts.
+    pub restarts: u64,
+    /// Prompt tokens reported by successful replies.
+    pub prompt_tokens: u64,
+    /// Completion tokens reported by successful replies.
+    pub completion_tokens: u64,
+    /// Sum of the durations of answered attempts.
+    pub latency_total: Duration,
+    /// Number of answered attempts in `latency_total`.
+    pub latency_count: u64,
+}
+
+impl EndpointCounters {
+    /// Counts one finished attempt.
+    pub fn record(&mut self, report: &AttemptReport) {
+        match &report.outcome {
+            AttemptOutcome::Success => {
+                self.successes += 1;
+                if let Some(usage) = report.usage() {
+                    self.prompt_tokens += usage.prompt_tokens;
+                    self.completion_tokens += usage.completion_tokens;
+                }
+            }
+            AttemptOutcome::RateLimited { .. } => self.rate_limited += 1,
+            AttemptOutcome::Transient(TransientKind::Timeout(_)) => self.timeouts += 1,
+            _ => self.errors += 1,
+        }
+        if report.status.is_some() {
+            self.latency_total += report.elapsed;
+            self.latency_count += 1;
+        }
+    }
+
+    /// Mean duration of answered attempts.
+    pub fn mean_latency(&self) -> Option<Duration> {
+        (self.latency_count > 0)
+            .then(|| self.latency_total / u32::try_from(self.latency_count).unwrap_or(u32::MAX))
+    }
+}

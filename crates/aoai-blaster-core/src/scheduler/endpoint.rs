@@ -1,0 +1,107 @@
+//! The scheduler's view of one endpoint: what it needs to choose (health as last announced,
+//! in-flight room, quota budget) and the counts it reports.
+
+use std::time::{Duration, Instant};
+
+use crate::config::DeploymentConfig;
+use crate::health::{Availability, HealthSnapshot};
+use crate::quota::{AdaptiveBudget, QuotaBudget, UnlimitedBudget, WindowBudget};
+
+use super::attempt::EndpointCounters;
+
+/// Tokens charged for the reply when a request names no `max_tokens` and the deployment no
+/// `max_completion_tokens` (the quota estimate Azure makes is of the same kind).
+pub const DEFAULT_CHARGED_COMPLETION_TOKENS: u64 = 4096;
+
+/// One endpoint's admission state.
+pub(crate) struct Endpoint {
+    pub(crate) name: String,
+    pub(crate) model: String,
+    pub(crate) max_in_flight: usize,
+    pub(crate) in_flight: usize,
+    pub(crate) budget: Box<dyn QuotaBudget>,
+    /// The configured TPM, which no job may exceed (adaptive budgets never learn above it).
+    pub(crate) tpm_limit: Option<u64>,
+    pub(crate) default_completion_tokens: u64,
+    /// Index into the scheduler's tokenizers.
+    pub(crate) tokenizer: usize,
+    /// Health as the endpoint last announced it.
+    pub(crate) health: HealthSnapshot,
+    pub(crate) counters: EndpointCounters,
+}
+
+impl Endpoint {
+    pub(crate) fn new(
+        deployment: &DeploymentConfig,
+        rpm_window: Duration,
+        tokenizer: usize,
+    ) -> Self {
+        let limited = deployment.rpm_limit.is_some() || deployment.tpm_limit.is_some();
+        let budget: Box<dyn QuotaBudget> = if deployment.adaptive {
+            Box::new(AdaptiveBudget::new(
+                deployment.rpm_limit,
+                deployment.tpm_limit,
+                rpm_window,
+            ))
+        } else if limited {
+            Box::new(WindowBudget::new(
+                deployment.rpm_limit,
+                deployment.tpm_limit,
+                rpm_window,
+            ))
+        } else {
+            Box::new(UnlimitedBudget)
+        };
+        Endpoint {
+            name: deployment.name.clone(),
+            model: deployment.model.clone(),
+            max_in_flight: deployment.max_in_flight.max(1),
+            in_flight: 0,
+            budget,
+            tpm_limit: deployment.tpm_limit,
+            default_completion_tokens: deployment
+                .max_completion_tokens
+                .map(u64::from)
+                .unwrap_or(DEFAULT_CHARGED_COMPLETION_TOKENS),
+            tokenizer,
+            health: HealthSnapshot::initial(),
+            counters: EndpointCounters::default(),
+        }
+    }
+
+    pub(crate) fn availability(&self, now: Instant) -> Availability {
+        self.health.state.availability(now)
+    }
+
+    /// Whether health and in-flight room allow one more attempt now.
+    pub(crate) fn has_room(&self, now: Instant) -> bool {
+        if self.in_flight >= self.max_in_flight {
+            return false;
+        }
+        match self.availability(now) {
+            Availability::Now => true,
+            Availability::ProbeOnly => self.in_flight == 0,
+            Availability::At(_) | Availability::Never => false,
+        }
+    }
+
+    /// Takes a newer announcement of the endpoint's health (an older one is ignored).
+    pub(crate) fn observe(&mut self, health: &HealthSnapshot) {
+        if health.generation >= self.health.generation {
+            self.health.clone_from(health);
+        }
+    }
+}
+
+/// A read-only look at one endpoint, for reports.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointView<'a> {
+    /// The deployment's `name`.
+    pub name: &'a str,
+    /// Its health as last announced.
+    pub health: &'a HealthSnapshot,
+    /// Attempts in flight now.
+    pub in_flight: usize,
+    /// Its counts.
+    pub counters: &'a EndpointCounters,
+}

@@ -1,0 +1,766 @@
+//! The scheduler: every decision about queued jobs, as pure code.
+//!
+//! It takes events with explicit instants (a job submitted, an attempt ended, an endpoint's
+//! health announced, a timer fired) and answers with [`Effect`]s (send this attempt, deliver
+//! this result, fail this job) plus the instant it wants to be woken at. The actix
+//! `Dispatcher` is a thin shell that performs the effects; tests drive the scheduler directly,
+//! with no sockets and no actors, the way governor tests its limiter.
+//!
+//! What it decides:
+//! - **intake**: at most `queue_capacity + num_workers` jobs are held; more wait in submission
+//!   order, costing nothing until room frees up (the shell's callers wait, never an OOM);
+//! - **cost**: each job's prompt is counted once per tokenizer in use (long texts that jobs
+//!   repeat are counted once, [`TokenMemo`]); its charge on an endpoint is
+//!   [`options_cost`](crate::quota::options_cost); a job larger than every eligible endpoint's
+//!   whole TPM fails at once (never fits);
+//! - **placement**: the [`Router`] picks among endpoints that can take the job now (health, in-
+//!   flight room, not yet refused by their budget for this job); the job's cost is reserved in
+//!   that endpoint's budget; when no endpoint can, the scheduler asks to be woken when one
+//!   could, instead of polling;
+//! - **overtaking and ageing**: jobs behind one that waits for quota may overtake it (a bounded
+//!   scan, [`SCAN_LIMIT`]) until it has waited [`OVERTAKE_AGE_LIMIT`];
+//! - **what follows an attempt**: settled in one place, [`RetryPolicy::decide`], for every way
+//!   an attempt can end ([`AttemptEnd`]).
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use aoai_blaster_core::chat::ChatRequest;
+//! use aoai_blaster_core::config::BlasterConfig;
+//! use aoai_blaster_core::scheduler::{Effect, Scheduler};
+//! use rand::{SeedableRng, rngs::StdRng};
+//! use serde_json::json;
+//!
+//! let config = BlasterConfig::from_yaml_str(
+//!     "deployments:\n  - {name: east, endpoint: 'http://127.0.0.1:1/', model: gpt-4o, api_key: k}\n",
+//! )
+//! .unwrap();
+//! let mut scheduler = Scheduler::new(&config, StdRng::seed_from_u64(7));
+//! let mut effects = Vec::new();
+//! let request = ChatRequest::new(vec![json!({"role": "user", "content": "hi"})]);
+//! let wake = scheduler.submit(Instant::now(), "my job", request, None, &mut effects);
+//! assert_eq!(wake, None);
+//! assert!(matches!(effects[0], Effect::Send { endpoint: 0, number: 1, .. }));
+//! ```
+
+mod attempt;
+mod endpoint;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+
+pub use attempt::{AttemptEnd, AttemptReport, ChatResult, EndpointCounters};
+pub use endpoint::{DEFAULT_CHARGED_COMPLETION_TOKENS, EndpointView};
+
+use crate::chat::ChatRequest;
+use crate::classify::AttemptOutcome;
+use crate::config::BlasterConfig;
+use crate::health::{Availability, HealthSnapshot};
+use crate::quota::{Cost, QuotaFeedback, Refusal, Reservation, options_cost};
+use crate::retry::RetryPolicy;
+use crate::retry::{AttemptRecord, Decision, Ending, JobError, JobErrorKind, JobHistory};
+use crate::strategy::Router;
+use crate::tokens::{TokenMemo, prompt_charge_memo, tool_definitions};
+use endpoint::Endpoint;
+
+/// Long texts whose token counts the scheduler remembers ([`TokenMemo`]).
+pub const TOKEN_MEMO_TEXTS: usize = 4096;
+
+/// How far past jobs it cannot place now the scheduler looks for one it can (pinned jobs, and
+/// small jobs overtaking a large one that waits for quota). Keeps a pump cheap.
+pub const SCAN_LIMIT: usize = 64;
+
+/// A job at the head of the queue that has waited this long is not overtaken any more: the
+/// jobs behind it wait until it is placed (ageing), so large jobs are not starved by small ones.
+pub const OVERTAKE_AGE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The scheduler's id for a job (also the id its attempts carry).
+pub type JobId = u64;
+
+/// What the shell attaches to a job (where its answer goes, its span, ...): the scheduler
+/// keeps it and hands it back in [`Effect::Deliver`] or [`Effect::Fail`].
+pub trait Payload {
+    /// True when nobody waits for the job's answer any more: a job not yet sent is then
+    /// dropped without a request.
+    fn abandoned(&self) -> bool {
+        false
+    }
+}
+
+impl Payload for &str {}
+
+/// What the shell must do after an event.
+#[derive(Debug)]
+pub enum Effect<P> {
+    /// Send attempt `number` of `job` to `endpoint`; the shell reports its end with
+    /// [`Scheduler::attempt_ended`] (exactly once).
+    Send {
+        /// The job.
+        job: JobId,
+        /// The endpoint's index in the config's `deployments`.
+        endpoint: usize,
+        /// 1 for the first attempt, then 2, 3, ...
+        number: u32,
+        /// The request.
+        request: Arc<ChatRequest>,
+        /// Tokens charged to the endpoint's budget for it.
+        tokens: u64,
+    },
+    /// The job succeeded: hand `result` to whoever waits for it.
+    Deliver {
+        /// The job's payload.
+        payload: P,
+        /// The result.
+        result: Box<ChatResult>,
+    },
+    /// The job failed.
+    Fail {
+        /// The job's payload.
+        payload: P,
+        /// Why, with every attempt.
+        error: JobError,
+        /// From submission to failure.
+        total_time: Duration,
+    },
+}
+
+/// A job submitted while the intake was full.
+struct Submission<P> {
+    id: JobId,
+    payload: P,
+    request: ChatRequest,
+    pin: Option<String>,
+}
+
+/// A job the scheduler holds until its outcome is known.
+struct Job<P> {
+    payload: P,
+    request: Arc<ChatRequest>,
+    pin: Option<usize>,
+    /// Estimated prompt tokens per tokenizer (indexed like `Scheduler::tokenizers`).
+    prompt_tokens: Vec<u64>,
+    history: JobHistory,
+    /// The endpoint to avoid on the next attempt, if another can take it.
+    avoid: Option<usize>,
+    attempts_sent: u32,
+    upstream_total: Duration,
+    /// The attempt in flight, if any (a job has at most one).
+    in_flight: Option<InFlight>,
+}
+
+/// What the scheduler keeps about a job's attempt in flight.
+struct InFlight {
+    endpoint: usize,
+    number: u32,
+    reservation: Reservation,
+    sent_at: Instant,
+}
+
+/// What happened when the scheduler tried to place one job.
+enum Placement {
+    Sent,
+    Finished,
+    WaitUntil(Instant),
+    Busy,
+}
+
+/// Queue, placement and retry decisions for a set of endpoints. See the module docs.
+pub struct Scheduler<P> {
+    endpoints: Vec<Endpoint>,
+    router: Router,
+    /// The distinct `tokenizer` names of the deployments.
+    tokenizers: Vec<String>,
+    token_memo: TokenMemo,
+    retry: RetryPolicy,
+    num_workers: usize,
+    /// Jobs held at most (queued and in flight).
+    capacity: usize,
+    /// Jobs submitted while `capacity` was reached, oldest first.
+    waiting: VecDeque<Submission<P>>,
+    queue: VecDeque<JobId>,
+    jobs: HashMap<JobId, Job<P>>,
+    next_job: JobId,
+    /// Attempts in flight over all endpoints (each endpoint counts its own).
+    in_flight: usize,
+}
+
+impl<P: Payload> Scheduler<P> {
+    /// A scheduler for `config`'s deployments; `rng` seeds the routing strategy.
+    pub fn new(config: &BlasterConfig, rng: StdRng) -> Self {
+        let mut tokenizers: Vec<String> = Vec::new();
+        for deployment in &config.deployments {
+            if !tokenizers.contains(&deployment.tokenizer) {
+                tokenizers.push(deployment.tokenizer.clone());
+            }
+        }
+        let endpoints = config
+            .deployments
+            .iter()
+            .map(|deployment| {
+                let tokenizer = tokenizers
+                    .iter()
+                    .position(|t| *t == deployment.tokenizer)
+                    .unwrap_or(0);
+                Endpoint::new(deployment, config.rpm_window, tokenizer)
+            })
+            .collect();
+        let weights: Vec<u32> = config.deployments.iter().map(|d| d.weight).collect();
+        let priorities: Vec<i32> = config.deployments.iter().map(|d| d.priority).collect();
+        Scheduler {
+            endpoints,
+            router: Router::new(config.strategy, &weights, &priorities, rng),
+            tokenizers,
+            token_memo: TokenMemo::new(TOKEN_MEMO_TEXTS),
+            retry: RetryPolicy {
+                max_job_retry: config.max_job_retry,
+                job_deadline: config.job_deadline,
+            },
+            num_workers: config.num_workers.max(1),
+            capacity: config.queue_capacity.saturating_add(config.num_workers),
+            waiting: VecDeque::new(),
+            queue: VecDeque::new(),
+            jobs: HashMap::new(),
+            next_job: 0,
+            in_flight: 0,
+        }
+    }
+
+    /// The distinct tokenizers the deployments use (to build their encoders early).
+    pub fn tokenizers(&self) -> &[String] {
+        &self.tokenizers
+    }
+
+    /// Takes a job, to run only on the deployment named (or of the model) `pin`, if set.
+    /// Returns when to wake the scheduler ([`wake`](Self::wake)), if it waits for a time.
+    pub fn submit(
+        &mut self,
+        now: Instant,
+        payload: P,
+        request: ChatRequest,
+        pin: Option<String>,
+        effects: &mut Vec<Effect<P>>,
+    ) -> Option<Instant> {
+        let id = self.next_job;
+        self.next_job += 1;
+        let submission = Submission {
+            id,
+            payload,
+            request,
+            pin,
+        };
+        if self.waiting.is_empty() && self.jobs.len() < self.capacity {
+            self.admit(now, submission, effects);
+        } else {
+            self.waiting.push_back(submission);
+        }
+        self.pump(now, effects)
+    }
+
+    /// Attempt `number` of `job` on `endpoint` ended as `end`. An end that matches no attempt
+    /// in flight (a duplicate, or one of a job already answered) is ignored.
+    pub fn attempt_ended(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        number: u32,
+        endpoint: usize,
+        end: AttemptEnd,
+        effects: &mut Vec<Effect<P>>,
+    ) -> Option<Instant> {
+        let attempt = self.jobs.get_mut(&job).and_then(|j| {
+            j.in_flight
+                .take_if(|a| a.endpoint == endpoint && a.number == number)
+        })?;
+        self.endpoints[endpoint].in_flight -= 1;
+        self.in_flight -= 1;
+        // (Both were counted up by `start_attempt` for this very attempt.)
+        self.conclude(now, job, attempt, end, effects);
+        self.pump(now, effects)
+    }
+
+    /// An endpoint announced its health (`restarted`: its actor was restarted).
+    pub fn health_changed(
+        &mut self,
+        now: Instant,
+        endpoint: usize,
+        health: &HealthSnapshot,
+        restarted: bool,
+        effects: &mut Vec<Effect<P>>,
+    ) -> Option<Instant> {
+        if let Some(slot) = self.endpoints.get_mut(endpoint)
+            && health.generation >= slot.health.generation
+        {
+            slot.observe(health);
+            if restarted {
+                slot.counters.restarts += 1;
+            }
+        }
+        self.pump(now, effects)
+    }
+
+    /// The instant asked for has come (or any time): place what can be placed.
+    pub fn wake(&mut self, now: Instant, effects: &mut Vec<Effect<P>>) -> Option<Instant> {
+        self.pump(now, effects)
+    }
+
+    /// The id the next submitted job gets (for the shell's logs and spans).
+    pub fn next_job_id(&self) -> JobId {
+        self.next_job
+    }
+
+    /// The payload of a job the scheduler holds (to build an attempt for [`Effect::Send`]).
+    pub fn payload(&self, job: JobId) -> Option<&P> {
+        self.jobs.get(&job).map(|j| &j.payload)
+    }
+
+    /// The index of the endpoint named `name`.
+    pub fn endpoint_index(&self, name: &str) -> Option<usize> {
+        self.endpoints.iter().position(|e| e.name == name)
+    }
+
+    /// Every endpoint, in config order.
+    pub fn endpoints(&self) -> impl Iterator<Item = EndpointView<'_>> {
+        self.endpoints.iter().map(|e| EndpointView {
+            name: &e.name,
+            health: &e.health,
+            in_flight: e.in_flight,
+            counters: &e.counters,
+        })
+    }
+
+    /// Jobs queued (not in flight, not waiting for intake room).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Attempts in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// True when the scheduler holds no job at all.
+    pub fn is_idle(&self) -> bool {
+        self.jobs.is_empty() && self.waiting.is_empty()
+    }
+
+    fn resolve_pin(&self, pin: &str) -> Option<usize> {
+        self.endpoint_index(pin)
+            .or_else(|| self.endpoints.iter().position(|e| e.model == pin))
+    }
+
+    /// Takes a job into the queue, or fails it at once (unknown pin, never fits).
+    fn admit(&mut self, now: Instant, submission: Submission<P>, effects: &mut Vec<Effect<P>>) {
+        let Submission {
+            id,
+            payload,
+            request,
+            pin,
+        } = submission;
+        let pin = match pin {
+            None => None,
+            Some(name) => match self.resolve_pin(&name) {
+                Some(index) => Some(index),
+                None => {
+                    let known: Vec<&str> = self.endpoints.iter().map(|e| e.name.as_str()).collect();
+                    let kind = JobErrorKind::UnknownDeployment {
+                        name,
+                        known: known.join(", "),
+                    };
+                    effects.push(Effect::Fail {
+                        payload,
+                        error: JobError::new(kind, Vec::new()),
+                        total_time: Duration::ZERO,
+                    });
+                    return;
+                }
+            },
+        };
+        let tools = tool_definitions(&request.options);
+        let prompt_tokens = self
+            .tokenizers
+            .iter()
+            .map(|tokenizer| {
+                prompt_charge_memo(&mut self.token_memo, tokenizer, &request.messages, tools)
+            })
+            .collect();
+        self.jobs.insert(
+            id,
+            Job {
+                payload,
+                request: Arc::new(request),
+                pin,
+                prompt_tokens,
+                history: JobHistory::new(now),
+                avoid: None,
+                attempts_sent: 0,
+                upstream_total: Duration::ZERO,
+                in_flight: None,
+            },
+        );
+        if let Some((tokens, largest_capacity)) = self.never_fits(id, pin) {
+            let kind = JobErrorKind::NeverFits {
+                tokens,
+                largest_capacity,
+            };
+            self.fail(now, id, kind, effects);
+            return;
+        }
+        self.queue.push_back(id);
+    }
+
+    /// Moves waiting submissions in while there is room, then places what can be placed.
+    fn pump(&mut self, now: Instant, effects: &mut Vec<Effect<P>>) -> Option<Instant> {
+        let mut wake: Option<Instant> = None;
+        loop {
+            while !self.waiting.is_empty() && self.jobs.len() < self.capacity {
+                let Some(submission) = self.waiting.pop_front() else {
+                    break;
+                };
+                if !submission.payload.abandoned() {
+                    self.admit(now, submission, effects);
+                }
+            }
+            if let Some(at) = self.place_queued(now, effects) {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+            // Placing may have finished jobs (failures free intake room at once).
+            if self.waiting.is_empty() || self.jobs.len() >= self.capacity {
+                return wake;
+            }
+        }
+    }
+
+    /// Places as many queued jobs as the endpoints can take now; returns the earliest instant
+    /// one that could not be placed could be.
+    fn place_queued(&mut self, now: Instant, effects: &mut Vec<Effect<P>>) -> Option<Instant> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        if self
+            .endpoints
+            .iter()
+            .all(|e| matches!(e.availability(now), Availability::Never))
+        {
+            for id in std::mem::take(&mut self.queue) {
+                self.fail(now, id, JobErrorKind::AllEndpointsDisabled, effects);
+            }
+            return None;
+        }
+        let mut earliest: Option<Instant> = None;
+        let mut index = 0;
+        let mut skipped = 0;
+        // Ageing: once the first job that cannot be placed has waited long enough, unpinned
+        // jobs behind it may not overtake it.
+        let mut overtaking = true;
+        while self.in_flight < self.num_workers && index < self.queue.len() {
+            let id = self.queue[index];
+            let (pinned, submitted) = match self.jobs.get(&id) {
+                Some(job) => (job.pin.is_some(), job.history.started),
+                None => (false, now),
+            };
+            if pinned || overtaking {
+                match self.place(id, now, effects) {
+                    Placement::Sent | Placement::Finished => {
+                        self.queue.remove(index);
+                        continue;
+                    }
+                    placement => {
+                        if let Placement::WaitUntil(at) = placement {
+                            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                        }
+                        let waited = now.saturating_duration_since(submitted);
+                        if !may_overtake(&placement, pinned, waited) {
+                            overtaking = false;
+                        }
+                    }
+                }
+            }
+            skipped += 1;
+            if skipped >= SCAN_LIMIT {
+                break;
+            }
+            index += 1;
+        }
+        earliest
+    }
+
+    /// Tries to send job `id` to an endpoint now.
+    fn place(&mut self, id: JobId, now: Instant, effects: &mut Vec<Effect<P>>) -> Placement {
+        let Some(job) = self.jobs.get(&id) else {
+            return Placement::Finished;
+        };
+        if job.payload.abandoned() {
+            self.jobs.remove(&id);
+            return Placement::Finished;
+        }
+        if self.retry.deadline_passed(&job.history, now) {
+            self.fail(now, id, JobErrorKind::DeadlineExceeded, effects);
+            return Placement::Finished;
+        }
+        let (pin, avoid) = (job.pin, job.avoid);
+        // The wake-up must also come for the job's deadline, not only for quota.
+        let deadline_at = self
+            .retry
+            .job_deadline
+            .and_then(|deadline| job.history.started.checked_add(deadline));
+        let mut excluded = vec![false; self.endpoints.len()];
+        let mut earliest: Option<Instant> = None;
+        loop {
+            let endpoints = &self.endpoints;
+            let eligible = |i: usize, excluded: &[bool]| {
+                !excluded[i] && pin.is_none_or(|p| p == i) && endpoints[i].has_room(now)
+            };
+            let headroom = |i: usize| endpoints[i].budget.snapshot(now).headroom(now);
+            let choice = self
+                .router
+                .pick(|i| eligible(i, &excluded) && Some(i) != avoid, headroom)
+                .or_else(|| self.router.pick(|i| eligible(i, &excluded), headroom));
+            let Some(index) = choice else { break };
+            let cost = self.cost_on(id, index);
+            match self.endpoints[index].budget.try_reserve(now, cost) {
+                Ok(reservation) => {
+                    self.start_attempt(id, index, reservation, cost, now, effects);
+                    return Placement::Sent;
+                }
+                Err(Refusal::NotUntil(at)) => {
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                    excluded[index] = true;
+                }
+                // `admit` rejected jobs that fit nowhere; this endpoint just is not one.
+                Err(Refusal::NeverFits { .. }) => excluded[index] = true,
+            }
+        }
+        // Nothing can take the job now: find out when something could.
+        let mut usable = false;
+        for (index, endpoint) in self.endpoints.iter().enumerate() {
+            if pin.is_some_and(|p| p != index) {
+                continue;
+            }
+            match endpoint.availability(now) {
+                Availability::Never => {}
+                Availability::At(at) => {
+                    usable = true;
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                }
+                Availability::Now | Availability::ProbeOnly => usable = true,
+            }
+        }
+        if !usable {
+            self.fail(now, id, JobErrorKind::AllEndpointsDisabled, effects);
+            return Placement::Finished;
+        }
+        match earliest {
+            Some(at) => Placement::WaitUntil(deadline_at.map_or(at, |d| d.min(at))),
+            None => Placement::Busy,
+        }
+    }
+
+    /// `Some((tokens, largest capacity))` when the job is larger than the whole minute quota of
+    /// every endpoint it may run on: it would wait forever, so it fails at once.
+    fn never_fits(&self, id: JobId, pin: Option<usize>) -> Option<(u64, u64)> {
+        let mut tokens = 0;
+        let mut largest_capacity = 0;
+        for (index, endpoint) in self.endpoints.iter().enumerate() {
+            if pin.is_some_and(|p| p != index) {
+                continue;
+            }
+            let cost = self.cost_on(id, index);
+            match endpoint.tpm_limit {
+                Some(capacity) if cost.tokens > capacity => {
+                    tokens = tokens.max(cost.tokens);
+                    largest_capacity = largest_capacity.max(capacity);
+                }
+                _ => return None,
+            }
+        }
+        Some((tokens, largest_capacity))
+    }
+
+    /// What job `id` is charged on endpoint `index`.
+    fn cost_on(&self, id: JobId, index: usize) -> Cost {
+        let Some(job) = self.jobs.get(&id) else {
+            return Cost {
+                requests: 1,
+                tokens: 0,
+            };
+        };
+        let endpoint = &self.endpoints[index];
+        let prompt_tokens = job
+            .prompt_tokens
+            .get(endpoint.tokenizer)
+            .copied()
+            .unwrap_or(0);
+        options_cost(
+            &job.request.options,
+            prompt_tokens,
+            endpoint.default_completion_tokens,
+        )
+    }
+
+    /// Counts an attempt in flight (the one place that does) and asks the shell to send it.
+    fn start_attempt(
+        &mut self,
+        id: JobId,
+        index: usize,
+        reservation: Reservation,
+        cost: Cost,
+        now: Instant,
+        effects: &mut Vec<Effect<P>>,
+    ) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.attempts_sent += 1;
+        job.in_flight = Some(InFlight {
+            endpoint: index,
+            number: job.attempts_sent,
+            reservation,
+            sent_at: now,
+        });
+        let endpoint = &mut self.endpoints[index];
+        endpoint.in_flight += 1;
+        endpoint.counters.requests += 1;
+        self.in_flight += 1;
+        effects.push(Effect::Send {
+            job: id,
+            endpoint: index,
+            number: job.attempts_sent,
+            request: job.request.clone(),
+            tokens: cost.tokens,
+        });
+    }
+
+    /// Settles the attempt's charge, records it, and acts on the retry decision.
+    fn conclude(
+        &mut self,
+        now: Instant,
+        id: JobId,
+        attempt: InFlight,
+        end: AttemptEnd,
+        effects: &mut Vec<Effect<P>>,
+    ) {
+        let index = attempt.endpoint;
+        let endpoint = &mut self.endpoints[index];
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let (report, lost) = match end {
+            AttemptEnd::Lost => {
+                // Keep the charge: the request may have reached the service.
+                endpoint
+                    .budget
+                    .settle(now, attempt.reservation, &QuotaFeedback::default());
+                endpoint.counters.lost += 1;
+                let elapsed = now.saturating_duration_since(attempt.sent_at);
+                job.history
+                    .record(AttemptRecord::lost(&endpoint.name, elapsed));
+                (None, true)
+            }
+            AttemptEnd::Declined { health } => {
+                // Nothing was sent: as if the attempt had never been made.
+                endpoint.observe(&health);
+                endpoint.budget.release(attempt.reservation);
+                endpoint.counters.requests = endpoint.counters.requests.saturating_sub(1);
+                job.attempts_sent = job.attempts_sent.saturating_sub(1);
+                (None, false)
+            }
+            AttemptEnd::Finished(report) => {
+                endpoint.observe(&report.health);
+                let feedback = QuotaFeedback {
+                    remaining_requests: report.rate_limits.remaining_requests,
+                    remaining_tokens: report.rate_limits.remaining_tokens,
+                    rate_limited_for: match &report.outcome {
+                        AttemptOutcome::RateLimited { wait, .. } => Some(*wait),
+                        _ => None,
+                    },
+                    used_tokens: report.usage().map(|u| u.total_tokens),
+                };
+                endpoint.budget.settle(now, attempt.reservation, &feedback);
+                endpoint.counters.record(&report);
+                if matches!(report.outcome, AttemptOutcome::Success) {
+                    self.router.observe_latency(index, report.elapsed);
+                }
+                job.history.record(
+                    AttemptRecord::from_outcome(&endpoint.name, &report.outcome, report.elapsed)
+                        .with_request_id(report.request_id.clone()),
+                );
+                job.upstream_total += report.elapsed;
+                (Some(report), false)
+            }
+        };
+        let ending = match &report {
+            Some(report) => report.ending(),
+            None if lost => Ending::Lost,
+            None => Ending::Declined,
+        };
+        match self.retry.decide(&job.history, ending, now) {
+            Decision::Deliver => match report {
+                Some(report) => self.deliver(now, id, index, *report, effects),
+                None => self.fail(now, id, JobErrorKind::RetriesExhausted, effects),
+            },
+            Decision::Retry { elsewhere } => {
+                if elsewhere {
+                    job.avoid = Some(index);
+                }
+                self.queue.push_front(id);
+            }
+            Decision::Fail(kind) => self.fail(now, id, kind, effects),
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        now: Instant,
+        id: JobId,
+        index: usize,
+        report: AttemptReport,
+        effects: &mut Vec<Effect<P>>,
+    ) {
+        let Some(completion) = report.completion else {
+            // A success without a completion cannot happen; fail rather than lose the job.
+            self.fail(now, id, JobErrorKind::RetriesExhausted, effects);
+            return;
+        };
+        let Some(job) = self.jobs.remove(&id) else {
+            return;
+        };
+        let total_time = now.saturating_duration_since(job.history.started);
+        let result = ChatResult {
+            completion,
+            endpoint: self.endpoints[index].name.clone(),
+            attempts: job.history.attempts,
+            request_id: report.request_id,
+            queued_for: total_time.saturating_sub(job.upstream_total),
+            upstream_time: report.elapsed,
+            server_time: report.server_time,
+            total_time,
+        };
+        effects.push(Effect::Deliver {
+            payload: job.payload,
+            result: Box::new(result),
+        });
+    }
+
+    fn fail(&mut self, now: Instant, id: JobId, kind: JobErrorKind, effects: &mut Vec<Effect<P>>) {
+        let Some(job) = self.jobs.remove(&id) else {
+            return;
+        };
+        effects.push(Effect::Fail {
+            payload: job.payload,
+            total_time: now.saturating_duration_since(job.history.started),
+            error: job.history.into_error(kind),
+        });
+    }
+}
+
+/// Whether unpinned jobs behind a job that could not be placed may still be placed before it.
+/// Not when nothing has in-flight room (no job behind it can go either), nor once it has
+/// waited [`OVERTAKE_AGE_LIMIT`] (ageing: the jobs behind it wait until it is placed). A pinned
+/// job waits for its own endpoint and holds nobody back.
+fn may_overtake(placement: &Placement, pinned: bool, waited: Duration) -> bool {
+    pinned || (!matches!(placement, Placement::Busy) && waited < OVERTAKE_AGE_LIMIT)
+}

@@ -1,0 +1,484 @@
+//! The scheduler driven by hand: explicit instants, no sockets, no actors.
+
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde_json::json;
+
+use super::*;
+use crate::chat::{ChatCompletion, ChatRequest};
+use crate::classify::{ApiError, AttemptOutcome, RateLimitHeaders, TransientKind};
+use crate::health::{CoolingCause, HealthSnapshot, HealthState};
+use crate::retry::AttemptKind;
+
+const S: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
+
+/// A payload that can be marked abandoned, named for the assertions.
+#[derive(Debug)]
+struct Job {
+    name: &'static str,
+    gone: bool,
+}
+
+impl Payload for Job {
+    fn abandoned(&self) -> bool {
+        self.gone
+    }
+}
+
+fn job(name: &'static str) -> Job {
+    Job { name, gone: false }
+}
+
+/// A config of `deployments` (YAML flow mappings without the endpoint and key) and top-level
+/// `extra` lines.
+fn config(deployments: &[&str], extra: &str) -> BlasterConfig {
+    let mut yaml = String::from("deployments:\n");
+    for d in deployments {
+        let d = d.trim_start_matches('{').trim_end_matches('}');
+        let model = if d.contains("model:") {
+            ""
+        } else {
+            "model: gpt-4o, "
+        };
+        yaml.push_str(&format!(
+            "  - {{endpoint: 'http://127.0.0.1:1/', api_key: k, {model}{d}}}\n"
+        ));
+    }
+    yaml.push_str(extra);
+    BlasterConfig::from_yaml_str(&yaml).expect("test config is valid")
+}
+
+fn scheduler(deployments: &[&str], extra: &str) -> Scheduler<Job> {
+    Scheduler::new(&config(deployments, extra), StdRng::seed_from_u64(1))
+}
+
+fn request(words: usize) -> ChatRequest {
+    let text = "word ".repeat(words);
+    ChatRequest::new(vec![json!({"role": "user", "content": text})])
+}
+
+fn small() -> ChatRequest {
+    request(1).option("max_tokens", 10)
+}
+
+/// The sends among `effects`, as (job, endpoint, number), and clears them.
+fn sends(effects: &mut Vec<Effect<Job>>) -> Vec<(JobId, usize, u32)> {
+    let sent = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                job,
+                endpoint,
+                number,
+                ..
+            } => Some((*job, *endpoint, *number)),
+            _ => None,
+        })
+        .collect();
+    effects.retain(|e| !matches!(e, Effect::Send { .. }));
+    sent
+}
+
+fn health(generation: u64, state: HealthState) -> HealthSnapshot {
+    HealthSnapshot {
+        generation,
+        state,
+        failure_streak: 0,
+    }
+}
+
+fn report(outcome: AttemptOutcome, elapsed: Duration) -> AttemptEnd {
+    let completion = matches!(outcome, AttemptOutcome::Success).then(|| {
+        serde_json::from_value::<ChatCompletion>(json!({
+            "id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "hello"}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+        }))
+        .expect("completion parses")
+    });
+    AttemptEnd::Finished(Box::new(AttemptReport {
+        outcome,
+        completion,
+        status: Some(200),
+        request_id: Some("req-1".into()),
+        rate_limits: RateLimitHeaders::default(),
+        elapsed,
+        server_time: None,
+        deltas_delivered: 0,
+        health: HealthSnapshot::initial(),
+    }))
+}
+
+fn success(elapsed: Duration) -> AttemptEnd {
+    report(AttemptOutcome::Success, elapsed)
+}
+
+fn unavailable() -> AttemptEnd {
+    report(
+        AttemptOutcome::Transient(TransientKind::Server(ApiError {
+            status: 503,
+            code: None,
+            message: "busy".into(),
+        })),
+        MS,
+    )
+}
+
+fn delivered(effects: &[Effect<Job>]) -> Vec<(&'static str, &ChatResult)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Deliver { payload, result } => Some((payload.name, &**result)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failed(effects: &[Effect<Job>]) -> Vec<(&'static str, &JobError)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Fail { payload, error, .. } => Some((payload.name, error)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_job_is_sent_and_its_success_delivered_with_its_times() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}"], "");
+    let mut fx = Vec::new();
+    assert_eq!(s.submit(t0, job("a"), small(), None, &mut fx), None);
+    assert_eq!(sends(&mut fx), vec![(0, 0, 1)]);
+    assert_eq!((s.queued(), s.in_flight()), (0, 1));
+    let wake = s.attempt_ended(t0 + 3 * S, 0, 1, 0, success(2 * S), &mut fx);
+    assert_eq!(wake, None);
+    let results = delivered(&fx);
+    assert_eq!(results.len(), 1);
+    let (name, result) = results[0];
+    assert_eq!(name, "a");
+    assert_eq!(result.text(), Some("hello"));
+    assert_eq!(result.endpoint, "east");
+    assert_eq!(result.total_time, 3 * S);
+    assert_eq!(result.upstream_time, 2 * S);
+    assert_eq!(result.queued_for, S);
+    assert_eq!(result.request_id.as_deref(), Some("req-1"));
+    assert!(s.is_idle());
+    let view = s.endpoints().next().expect("one endpoint");
+    assert_eq!((view.counters.requests, view.counters.successes), (1, 1));
+    assert_eq!(view.counters.prompt_tokens, 5);
+    assert_eq!(view.in_flight, 0);
+}
+
+#[test]
+fn a_transient_failure_is_retried_elsewhere_and_counts() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}", "{name: west}"], "max_job_retry: 1\n");
+    let mut fx = Vec::new();
+    s.submit(t0, job("a"), small(), None, &mut fx);
+    let [(id, first, 1)] = sends(&mut fx)[..] else {
+        panic!("one send expected");
+    };
+    s.attempt_ended(t0, id, 1, first, unavailable(), &mut fx);
+    let [(_, second, 2)] = sends(&mut fx)[..] else {
+        panic!("a second attempt expected");
+    };
+    assert_ne!(first, second, "the retry avoids the endpoint that failed");
+    s.attempt_ended(t0, id, 2, second, unavailable(), &mut fx);
+    let failures = failed(&fx);
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].1.kind, JobErrorKind::RetriesExhausted);
+    assert_eq!(failures[0].1.attempts.len(), 2);
+}
+
+#[test]
+fn a_lost_attempt_is_requeued_recorded_and_not_counted() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}"], "max_job_retry: 0\n");
+    let mut fx = Vec::new();
+    s.submit(t0, job("a"), small(), None, &mut fx);
+    assert_eq!(sends(&mut fx), vec![(0, 0, 1)]);
+    s.attempt_ended(t0 + S, 0, 1, 0, AttemptEnd::Lost, &mut fx);
+    assert_eq!(sends(&mut fx), vec![(0, 0, 2)]);
+    s.attempt_ended(t0 + 2 * S, 0, 2, 0, success(MS), &mut fx);
+    let results = delivered(&fx);
+    assert_eq!(
+        results.len(),
+        1,
+        "max_job_retry 0 still delivers after a lost attempt"
+    );
+    let kinds: Vec<AttemptKind> = results[0].1.attempts.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, vec![AttemptKind::Lost, AttemptKind::Success]);
+    let view = s.endpoints().next().expect("one endpoint");
+    assert_eq!((view.counters.requests, view.counters.lost), (2, 1));
+}
+
+#[test]
+fn a_declined_attempt_leaves_no_trace_and_waits_for_the_cooldown() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}"], "");
+    let mut fx = Vec::new();
+    s.submit(t0, job("a"), small(), None, &mut fx);
+    assert_eq!(sends(&mut fx), vec![(0, 0, 1)]);
+    let until = t0 + 7 * S;
+    let cooling = health(
+        1,
+        HealthState::Cooling {
+            until,
+            cause: CoolingCause::RateLimited,
+        },
+    );
+    let wake = s.attempt_ended(
+        t0,
+        0,
+        1,
+        0,
+        AttemptEnd::Declined { health: cooling },
+        &mut fx,
+    );
+    assert_eq!(
+        wake,
+        Some(until),
+        "woken when the cooldown ends, no polling"
+    );
+    assert!(fx.is_empty());
+    assert_eq!(s.endpoints().next().map(|v| v.counters.requests), Some(0));
+    assert_eq!(s.wake(until - MS, &mut fx), Some(until));
+    assert!(fx.is_empty());
+    s.wake(until, &mut fx);
+    assert_eq!(
+        sends(&mut fx),
+        vec![(0, 0, 1)],
+        "the same attempt number again"
+    );
+    s.attempt_ended(until, 0, 1, 0, success(MS), &mut fx);
+    assert_eq!(delivered(&fx)[0].1.attempts.len(), 1);
+}
+
+#[test]
+fn an_end_that_matches_no_attempt_in_flight_is_ignored() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}"], "");
+    let mut fx = Vec::new();
+    s.submit(t0, job("a"), small(), None, &mut fx);
+    sends(&mut fx);
+    assert_eq!(s.attempt_ended(t0, 0, 2, 0, success(MS), &mut fx), None);
+    assert_eq!(s.attempt_ended(t0, 9, 1, 0, success(MS), &mut fx), None);
+    assert!(fx.is_empty());
+    assert_eq!(s.in_flight(), 1);
+    s.attempt_ended(t0, 0, 1, 0, success(MS), &mut fx);
+    s.attempt_ended(t0, 0, 1, 0, success(MS), &mut fx);
+    assert_eq!(delivered(&fx).len(), 1, "answered once");
+}
+
+#[test]
+fn a_stream_cut_after_deltas_fails_without_a_retry() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}"], "");
+    let mut fx = Vec::new();
+    s.submit(t0, job("a"), small(), None, &mut fx);
+    sends(&mut fx);
+    let AttemptEnd::Finished(mut cut) = unavailable() else {
+        unreachable!()
+    };
+    cut.deltas_delivered = 4;
+    s.attempt_ended(t0, 0, 1, 0, AttemptEnd::Finished(cut), &mut fx);
+    assert!(sends(&mut fx).is_empty());
+    assert_eq!(
+        failed(&fx)[0].1.kind,
+        JobErrorKind::StreamInterrupted {
+            deltas_delivered: 4
+        }
+    );
+}
+
+#[test]
+fn unknown_pins_and_jobs_that_never_fit_fail_at_once() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east, tpm_limit: 1000}", "{name: west}"], "");
+    let mut fx = Vec::new();
+    s.submit(t0, job("lost"), small(), Some("north".into()), &mut fx);
+    let big = request(10).option("max_tokens", 5000);
+    s.submit(t0, job("big"), big.clone(), Some("east".into()), &mut fx);
+    let failures = failed(&fx);
+    assert_eq!(
+        failures[0].1.kind,
+        JobErrorKind::UnknownDeployment {
+            name: "north".into(),
+            known: "east, west".into()
+        }
+    );
+    assert_eq!(failures[1].0, "big");
+    assert!(matches!(
+        failures[1].1.kind,
+        JobErrorKind::NeverFits {
+            largest_capacity: 1000,
+            ..
+        }
+    ));
+    fx.clear();
+    // Unpinned, the same job fits on the unlimited endpoint.
+    s.submit(t0, job("big"), big, None, &mut fx);
+    assert_eq!(sends(&mut fx).len(), 1);
+    assert!(failed(&fx).is_empty());
+}
+
+#[test]
+fn a_pin_by_model_name_picks_that_deployment() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}", "{name: west, model: o3}"], "");
+    let mut fx = Vec::new();
+    for _ in 0..3 {
+        s.submit(t0, job("o3"), small(), Some("o3".into()), &mut fx);
+    }
+    let endpoints: Vec<usize> = sends(&mut fx).iter().map(|s| s.1).collect();
+    assert_eq!(endpoints, vec![1, 1, 1]);
+}
+
+#[test]
+fn intake_holds_capacity_jobs_and_the_rest_wait_in_order() {
+    let t0 = Instant::now();
+    // Capacity: queue_capacity 1 + num_workers 1 = 2 jobs held.
+    let mut s = scheduler(&["{name: east}"], "num_workers: 1\nqueue_capacity: 1\n");
+    let mut fx = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        s.submit(t0, job(name), small(), None, &mut fx);
+    }
+    assert_eq!(sends(&mut fx), vec![(0, 0, 1)]);
+    assert_eq!((s.queued(), s.in_flight()), (1, 1));
+    s.attempt_ended(t0, 0, 1, 0, success(MS), &mut fx);
+    assert_eq!(
+        sends(&mut fx),
+        vec![(1, 0, 1)],
+        "b goes next; c enters the queue"
+    );
+    assert_eq!(s.queued(), 1);
+    s.attempt_ended(t0, 1, 1, 0, success(MS), &mut fx);
+    s.attempt_ended(t0, 2, 1, 0, success(MS), &mut fx);
+    s.attempt_ended(t0, 3, 1, 0, success(MS), &mut fx);
+    let names: Vec<&str> = delivered(&fx).iter().map(|d| d.0).collect();
+    assert_eq!(names, vec!["a", "b", "c", "d"]);
+    assert!(s.is_idle());
+}
+
+#[test]
+fn an_abandoned_job_is_dropped_before_it_is_sent() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}"], "num_workers: 1\n");
+    let mut fx = Vec::new();
+    s.submit(t0, job("a"), small(), None, &mut fx);
+    s.submit(
+        t0,
+        Job {
+            name: "gone",
+            gone: true,
+        },
+        small(),
+        None,
+        &mut fx,
+    );
+    s.submit(t0, job("c"), small(), None, &mut fx);
+    assert_eq!(sends(&mut fx), vec![(0, 0, 1)]);
+    s.attempt_ended(t0, 0, 1, 0, success(MS), &mut fx);
+    assert_eq!(
+        sends(&mut fx),
+        vec![(2, 0, 1)],
+        "job 1 was abandoned: no request"
+    );
+    s.attempt_ended(t0, 2, 1, 0, success(MS), &mut fx);
+    assert!(s.is_idle());
+}
+
+#[test]
+fn quota_waits_wake_the_scheduler_and_small_jobs_overtake_until_ageing() {
+    let t0 = Instant::now();
+    // 1,000 TPM: the big job (~800 tokens) waits after the first one; small jobs (~20) pass.
+    let mut s = scheduler(&["{name: east, tpm_limit: 1000, rpm_limit: 1000}"], "");
+    let mut fx = Vec::new();
+    let big = || request(1).option("max_tokens", 800);
+    s.submit(t0, job("big1"), big(), None, &mut fx);
+    assert_eq!(sends(&mut fx).len(), 1);
+    let wake = s.submit(t0, job("big2"), big(), None, &mut fx);
+    let wake = wake.expect("the quota refuses big2 until tokens age out");
+    assert!(
+        wake > t0 + 50 * S,
+        "tokens free up a minute after their charge: {wake:?}"
+    );
+    s.submit(t0 + MS, job("small1"), small(), None, &mut fx);
+    assert_eq!(sends(&mut fx).len(), 1, "small1 overtakes big2");
+    // After the ageing limit, jobs behind big2 wait for it.
+    let late = t0 + OVERTAKE_AGE_LIMIT;
+    s.submit(late, job("small2"), small(), None, &mut fx);
+    assert!(
+        sends(&mut fx).is_empty(),
+        "small2 may not overtake an aged job"
+    );
+    assert_eq!(s.queued(), 2);
+    s.wake(wake, &mut fx);
+    let order: Vec<JobId> = sends(&mut fx).iter().map(|s| s.0).collect();
+    assert_eq!(order, vec![1, 3], "big2 first, then small2");
+}
+
+#[test]
+fn jobs_fail_when_every_endpoint_is_disabled_for_good() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}"], "num_workers: 1\n");
+    let mut fx = Vec::new();
+    s.submit(t0, job("a"), small(), None, &mut fx);
+    s.submit(t0, job("b"), small(), None, &mut fx);
+    sends(&mut fx);
+    let disabled = health(
+        1,
+        HealthState::Disabled {
+            reason: "credentials rejected (HTTP 401)".into(),
+            until: None,
+        },
+    );
+    s.health_changed(t0, 0, &disabled, false, &mut fx);
+    let failures = failed(&fx);
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, "b");
+    assert_eq!(failures[0].1.kind, JobErrorKind::AllEndpointsDisabled);
+    // An older announcement does not undo the newer one.
+    s.health_changed(t0, 0, &health(0, HealthState::Healthy), false, &mut fx);
+    assert_eq!(s.endpoints().next().map(|v| v.health.generation), Some(1));
+    s.health_changed(t0, 0, &health(2, HealthState::Healthy), true, &mut fx);
+    assert_eq!(s.endpoints().next().map(|v| v.counters.restarts), Some(1));
+}
+
+#[test]
+fn the_deadline_wakes_the_scheduler_and_fails_a_waiting_job() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}"], "job_deadline: 30\n");
+    let mut fx = Vec::new();
+    s.submit(t0, job("a"), small(), None, &mut fx);
+    sends(&mut fx);
+    let cooling = health(
+        1,
+        HealthState::Cooling {
+            until: t0 + 3600 * S,
+            cause: CoolingCause::RateLimited,
+        },
+    );
+    let wake = s.attempt_ended(
+        t0 + S,
+        0,
+        1,
+        0,
+        AttemptEnd::Declined { health: cooling },
+        &mut fx,
+    );
+    assert_eq!(
+        wake,
+        Some(t0 + 30 * S),
+        "the deadline comes before the cooldown ends"
+    );
+    s.wake(t0 + 30 * S, &mut fx);
+    assert_eq!(failed(&fx)[0].1.kind, JobErrorKind::DeadlineExceeded);
+    assert!(s.is_idle());
+}
