@@ -11,15 +11,11 @@
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use aoai_blaster_core::config::BlasterConfig;
 use aoai_blaster_core::retry::{JobError, JobErrorKind};
 use aoai_blaster_core::scheduler::{AttemptEnd, ChatResult, Effect, JobId, Payload, Scheduler};
-use rand::SeedableRng;
 use tokio::sync::oneshot;
 
-use crate::auth::{AuthError, CredentialRegistry};
 use crate::clock;
-use crate::endpoint::{EndpointActor, EndpointSettings};
 use crate::messages::{
     Attempt, AttemptDone, ChatJob, Close, GetReport, HealthEvent, HealthReport, RestartEndpoint,
     StopForRestart, StreamDelta, Subscribe,
@@ -27,27 +23,9 @@ use crate::messages::{
 use crate::metrics::DispatcherMetrics;
 use crate::report::EndpointReport;
 
-/// Why the Dispatcher could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A deployment's credential could not be set up.
-    #[error("deployment '{deployment}': {source}")]
-    Auth {
-        /// The deployment's name.
-        deployment: String,
-        /// What went wrong.
-        source: AuthError,
-    },
-    /// The actor system could not be started.
-    #[error("cannot start the actor system: {0}")]
-    System(String),
-    /// `Dispatcher::start` was called outside a running actix system.
-    #[error(
-        "no actix system is running: call Dispatcher::start inside #[actix::main] or \
-         System::new().block_on(..), or use aoai_blaster::Blaster, which runs its own"
-    )]
-    NoSystem,
-}
+mod start;
+pub(crate) use start::EndpointLink;
+pub use start::StartError;
 
 /// Where a job's result goes.
 type JobReply = oneshot::Sender<Result<ChatResult, JobError>>;
@@ -72,7 +50,7 @@ impl Payload for JobPayload {
 pub struct Dispatcher {
     scheduler: Scheduler<JobPayload>,
     /// Endpoint actors, indexed like the config's deployments.
-    endpoints: Vec<Addr<EndpointActor>>,
+    endpoints: Vec<EndpointLink>,
     /// Reused between events: what the scheduler asks for.
     effects: Vec<Effect<JobPayload>>,
     subscribers: Vec<Recipient<HealthReport>>,
@@ -84,89 +62,6 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts the endpoint actors (on the current arbiter, or on `endpoint_threads` arbiters of
-    /// their own) and the Dispatcher, in the current actix System. Use
-    /// [`Blaster`](crate::Blaster) when you are not in an actix app.
-    pub fn start(config: BlasterConfig) -> Result<Addr<Dispatcher>, StartError> {
-        Self::start_with_registry(config, CredentialRegistry::default())
-    }
-
-    /// Like [`Dispatcher::start`], with credentials built by `registry`.
-    pub fn start_with_registry(
-        config: BlasterConfig,
-        mut registry: CredentialRegistry,
-    ) -> Result<Addr<Dispatcher>, StartError> {
-        if actix::System::try_current().is_none() {
-            return Err(StartError::NoSystem);
-        }
-        let mut auths = Vec::with_capacity(config.deployments.len());
-        for deployment in &config.deployments {
-            let auth = registry
-                .auth_for(&deployment.auth)
-                .map_err(|source| StartError::Auth {
-                    deployment: deployment.name.clone(),
-                    source,
-                })?;
-            auths.push(auth);
-        }
-        for warning in &config.warnings {
-            tracing::warn!("{warning}");
-        }
-        let scheduler = Scheduler::new(&config, rand::rngs::StdRng::from_rng(&mut rand::rng()));
-        // Building a tokenizer's encoder takes about half a second: start it now, off the
-        // actor's thread, so the first jobs do not wait for it.
-        let to_build = scheduler.tokenizers().to_vec();
-        let _ = std::thread::Builder::new()
-            .name("aoai-tokenizer-warm-up".into())
-            .spawn(move || {
-                for tokenizer in &to_build {
-                    aoai_blaster_core::tokens::warm_up(tokenizer);
-                }
-            });
-        // Endpoint actors on threads of their own only when asked: one thread for everything
-        // costs least per job (no wake-ups across threads) and keeps up at well over 10,000
-        // jobs/s.
-        let threads = config.endpoint_threads.min(config.deployments.len());
-        let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-        let metrics = DispatcherMetrics::new(config.deployments.iter().map(|d| d.name.as_str()));
-        Ok(Dispatcher::create(move |ctx| {
-            ctx.set_mailbox_capacity(4096);
-            let reports = ctx.address().recipient::<HealthReport>();
-            let done = ctx.address().recipient::<AttemptDone>();
-            let endpoints = config
-                .deployments
-                .iter()
-                .zip(auths)
-                .enumerate()
-                .map(|(index, (deployment, auth))| {
-                    let arbiter = match arbiters.len() {
-                        0 => Arbiter::current(),
-                        n => arbiters[index % n].handle(),
-                    };
-                    let settings = EndpointSettings::from_config(index, deployment);
-                    EndpointActor::start_supervised(
-                        &arbiter,
-                        settings,
-                        auth,
-                        reports.clone(),
-                        done.clone(),
-                    )
-                })
-                .collect();
-            Dispatcher {
-                scheduler,
-                endpoints,
-                effects: Vec::new(),
-                subscribers: Vec::new(),
-                wake: None,
-                closing: false,
-                close_waiters: Vec::new(),
-                metrics,
-                _arbiters: arbiters,
-            }
-        }))
-    }
-
     /// Runs one scheduler event (`event` gets the current instant and the effects buffer) and
     /// performs what it asks for.
     fn step(
@@ -214,11 +109,11 @@ impl Dispatcher {
                     label: payload.label.clone(),
                     job_span: payload.span.clone(),
                 };
-                let addr = &self.endpoints[endpoint];
+                let link = &self.endpoints[endpoint].attempts;
                 // The endpoint answers with an `AttemptDone` message (exactly one per attempt);
                 // a stopped actor cannot, so its attempt is lost at once.
-                if addr.connected() {
-                    addr.do_send(attempt);
+                if link.connected() {
+                    link.do_send(attempt);
                 } else {
                     ctx.address().do_send(lost(job, number, endpoint));
                 }
@@ -402,7 +297,7 @@ impl Handler<RestartEndpoint> for Dispatcher {
     fn handle(&mut self, RestartEndpoint(name): RestartEndpoint, _ctx: &mut Self::Context) -> bool {
         match self.scheduler.endpoint_index(&name) {
             Some(index) => {
-                self.endpoints[index].do_send(StopForRestart);
+                self.endpoints[index].restart.do_send(StopForRestart);
                 true
             }
             None => false,

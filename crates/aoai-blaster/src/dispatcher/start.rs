@@ -1,0 +1,153 @@
+//! How a Dispatcher starts: credentials, endpoint actors (on their arbiters) and the wiring
+//! between them.
+
+use actix::prelude::*;
+use aoai_blaster_core::config::BlasterConfig;
+use aoai_blaster_core::scheduler::Scheduler;
+use rand::SeedableRng;
+
+use super::Dispatcher;
+use crate::auth::{AuthError, CredentialRegistry};
+use crate::endpoint::{EndpointActor, EndpointSettings};
+use crate::messages::{Attempt, AttemptDone, HealthReport, StopForRestart};
+use crate::metrics::DispatcherMetrics;
+
+/// Why the Dispatcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A deployment's credential could not be set up.
+    #[error("deployment '{deployment}': {source}")]
+    Auth {
+        /// The deployment's name.
+        deployment: String,
+        /// What went wrong.
+        source: AuthError,
+    },
+    /// The actor system could not be started.
+    #[error("cannot start the actor system: {0}")]
+    System(String),
+    /// `Dispatcher::start` was called outside a running actix system.
+    #[error(
+        "no actix system is running: call Dispatcher::start inside #[actix::main] or \
+         System::new().block_on(..), or use aoai_blaster::Blaster, which runs its own"
+    )]
+    NoSystem,
+}
+
+/// How the Dispatcher reaches one endpoint actor.
+pub(crate) struct EndpointLink {
+    pub(crate) attempts: Recipient<Attempt>,
+    pub(crate) restart: Recipient<StopForRestart>,
+}
+
+impl EndpointLink {
+    fn of(addr: Addr<EndpointActor>) -> Self {
+        EndpointLink {
+            attempts: addr.clone().recipient(),
+            restart: addr.recipient(),
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Starts the endpoint actors (on the current arbiter, or on `endpoint_threads` arbiters of
+    /// their own) and the Dispatcher, in the current actix System. Use
+    /// [`Blaster`](crate::Blaster) when you are not in an actix app.
+    pub fn start(config: BlasterConfig) -> Result<Addr<Dispatcher>, StartError> {
+        Self::start_with_registry(config, CredentialRegistry::default())
+    }
+
+    /// Like [`Dispatcher::start`], with credentials built by `registry`.
+    pub fn start_with_registry(
+        config: BlasterConfig,
+        mut registry: CredentialRegistry,
+    ) -> Result<Addr<Dispatcher>, StartError> {
+        if actix::System::try_current().is_none() {
+            return Err(StartError::NoSystem);
+        }
+        let mut auths = Vec::with_capacity(config.deployments.len());
+        for deployment in &config.deployments {
+            let auth = registry
+                .auth_for(&deployment.auth)
+                .map_err(|source| StartError::Auth {
+                    deployment: deployment.name.clone(),
+                    source,
+                })?;
+            auths.push(auth);
+        }
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        // Endpoint actors on threads of their own only when asked: one thread for everything
+        // costs least per job (no wake-ups across threads) and keeps up at well over 10,000
+        // jobs/s.
+        let threads = config.endpoint_threads.min(config.deployments.len());
+        let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+        let deployments = config.deployments.clone();
+        let handles: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
+        let addr = Self::launch(&config, move |reports, done| {
+            let links = deployments
+                .iter()
+                .zip(auths)
+                .enumerate()
+                .map(|(index, (deployment, auth))| {
+                    let arbiter = match handles.len() {
+                        0 => Arbiter::current(),
+                        n => handles[index % n].clone(),
+                    };
+                    let settings = EndpointSettings::from_config(index, deployment);
+                    let addr = EndpointActor::start_supervised(
+                        &arbiter,
+                        settings,
+                        auth,
+                        reports.clone(),
+                        done.clone(),
+                    );
+                    EndpointLink::of(addr)
+                })
+                .collect();
+            (links, arbiters)
+        });
+        Ok(addr)
+    }
+
+    /// Starts the Dispatcher for `config` with the endpoints `endpoints` starts (given where
+    /// they send health reports and attempt ends), and whatever must live as long as it.
+    pub(crate) fn launch(
+        config: &BlasterConfig,
+        endpoints: impl FnOnce(
+            Recipient<HealthReport>,
+            Recipient<AttemptDone>,
+        ) -> (Vec<EndpointLink>, Vec<Arbiter>),
+    ) -> Addr<Dispatcher> {
+        let scheduler = Scheduler::new(config, rand::rngs::StdRng::from_rng(&mut rand::rng()));
+        // Building a tokenizer's encoder takes about half a second: start it now, off the
+        // actor's thread, so the first jobs do not wait for it.
+        let to_build = scheduler.tokenizers().to_vec();
+        let _ = std::thread::Builder::new()
+            .name("aoai-tokenizer-warm-up".into())
+            .spawn(move || {
+                for tokenizer in &to_build {
+                    aoai_blaster_core::tokens::warm_up(tokenizer);
+                }
+            });
+        let metrics = DispatcherMetrics::new(config.deployments.iter().map(|d| d.name.as_str()));
+        Dispatcher::create(move |ctx| {
+            ctx.set_mailbox_capacity(4096);
+            let reports = ctx.address().recipient();
+            let done = ctx.address().recipient();
+            let (endpoints, arbiters) = endpoints(reports, done);
+            Dispatcher {
+                scheduler,
+                endpoints,
+                effects: Vec::new(),
+                subscribers: Vec::new(),
+                wake: None,
+                closing: false,
+                close_waiters: Vec::new(),
+                metrics,
+                _arbiters: arbiters,
+            }
+        })
+    }
+}
