@@ -290,21 +290,6 @@ impl JobHistory {
         u32::try_from(count).unwrap_or(u32::MAX)
     }
 
-    /// Attempts answered with 429.
-    pub fn rate_limited(&self) -> u32 {
-        let count = self
-            .attempts
-            .iter()
-            .filter(|a| a.kind == AttemptKind::RateLimited)
-            .count();
-        u32::try_from(count).unwrap_or(u32::MAX)
-    }
-
-    /// The endpoint of the latest attempt.
-    pub fn last_endpoint(&self) -> Option<&str> {
-        self.attempts.last().map(|a| a.endpoint.as_str())
-    }
-
     /// The job's final error, carrying this history's attempts.
     pub fn into_error(self, kind: JobErrorKind) -> JobError {
         JobError {
@@ -567,7 +552,11 @@ mod tests {
             Decision::Retry { elsewhere: false }
         );
         assert_eq!(h.counted_failures(), 2);
-        assert_eq!(h.rate_limited(), 10);
+        let limited = h
+            .attempts
+            .iter()
+            .filter(|a| a.kind == AttemptKind::RateLimited);
+        assert_eq!(limited.count(), 10);
         assert_eq!(
             step(&p, &mut h, "east", timeout(), t0),
             Decision::Fail(JobErrorKind::RetriesExhausted)
