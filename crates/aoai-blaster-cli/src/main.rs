@@ -8,7 +8,7 @@ use aoai_blaster_cli::summary::EXIT_USAGE;
 use aoai_blaster_cli::{check, demo, logging, run, sim};
 use clap::Parser;
 
-/// mimalloc, as in the `aoai-blaster` CLI: each job makes many small allocations, and glibc's
+/// mimalloc: each job makes many small allocations, and glibc's
 /// allocator cost about 15 % more CPU per job in the overhead benchmark.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
