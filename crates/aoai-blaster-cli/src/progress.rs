@@ -24,29 +24,9 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant, SystemTime};
 
+use aoai_blaster::{EndpointReport, EndpointState};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_subscriber::fmt::MakeWriter;
-
-/// One endpoint's state, as the progress display shows it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EndpointStatus {
-    /// The deployment's `name`.
-    pub name: String,
-    /// `healthy`, `cooling`, `probing` or `disabled`.
-    pub state: String,
-    /// When a cooldown (or a timed disable) ends.
-    pub until: Option<SystemTime>,
-    /// Why it is disabled.
-    pub disabled_reason: Option<String>,
-    /// Attempts in flight.
-    pub in_flight: usize,
-    /// Attempts sent.
-    pub requests: u64,
-    /// Successful attempts.
-    pub successes: u64,
-    /// 429 replies.
-    pub rate_limited: u64,
-}
 
 /// The figures of a run at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -73,8 +53,8 @@ pub struct ProgressSnapshot {
     pub tokens: u64,
     /// Time since the run started.
     pub elapsed: Duration,
-    /// Each endpoint's state.
-    pub endpoints: Vec<EndpointStatus>,
+    /// Each endpoint's state and counts, as the blaster reports them.
+    pub endpoints: Vec<EndpointReport>,
 }
 
 impl ProgressSnapshot {
@@ -153,14 +133,14 @@ pub fn run_line(snapshot: &ProgressSnapshot) -> String {
     format!("{} | {}", position_line(snapshot), counts_line(snapshot))
 }
 
-/// One endpoint's status in one line, e.g. `flaky  cooling until +1.5s | in flight 0 | ...`.
-pub fn endpoint_line(endpoint: &EndpointStatus, now: SystemTime) -> String {
-    let state = match (endpoint.state.as_str(), endpoint.until) {
-        ("cooling", Some(until)) => {
+/// One endpoint's status in one line, e.g. `flaky  cooling for 1.5s | in flight 0 | ...`.
+pub fn endpoint_line(endpoint: &EndpointReport, now: SystemTime) -> String {
+    let state = match (endpoint.state, endpoint.cooling_until) {
+        (EndpointState::Cooling, Some(until)) => {
             let left = until.duration_since(now).unwrap_or_default();
             format!("cooling for {}", short_duration(left))
         }
-        ("disabled", until) => {
+        (EndpointState::Disabled, until) => {
             let reason = endpoint
                 .disabled_reason
                 .as_deref()
@@ -170,7 +150,7 @@ pub fn endpoint_line(endpoint: &EndpointStatus, now: SystemTime) -> String {
                 None => format!("disabled: {reason}"),
             }
         }
-        (state, _) => state.to_owned(),
+        (state, _) => state.as_str().to_owned(),
     };
     format!(
         "{:<16} {state} | in flight {} | requests {} | ok {} | 429s {}",
@@ -400,9 +380,9 @@ mod tests {
     #[test]
     fn endpoint_lines_show_state_and_why() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let base = EndpointStatus {
+        let base = EndpointReport {
             name: "east".into(),
-            state: "healthy".into(),
+            state: EndpointState::Healthy,
             in_flight: 2,
             requests: 10,
             successes: 9,
@@ -413,20 +393,20 @@ mod tests {
             endpoint_line(&base, now),
             "east             healthy | in flight 2 | requests 10 | ok 9 | 429s 1"
         );
-        let cooling = EndpointStatus {
-            state: "cooling".into(),
-            until: Some(now + Duration::from_millis(1500)),
+        let cooling = EndpointReport {
+            state: EndpointState::Cooling,
+            cooling_until: Some(now + Duration::from_millis(1500)),
             ..base.clone()
         };
         assert!(endpoint_line(&cooling, now).contains("cooling for 1.5s"));
-        let disabled = EndpointStatus {
-            state: "disabled".into(),
+        let disabled = EndpointReport {
+            state: EndpointState::Disabled,
             disabled_reason: Some("HTTP 401: bad key".into()),
             ..base.clone()
         };
         assert!(endpoint_line(&disabled, now).contains("disabled: HTTP 401: bad key"));
-        let timed = EndpointStatus {
-            until: Some(now + Duration::from_secs(125)),
+        let timed = EndpointReport {
+            cooling_until: Some(now + Duration::from_secs(125)),
             ..disabled
         };
         assert!(

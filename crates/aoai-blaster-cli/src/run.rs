@@ -33,7 +33,7 @@ use crate::batch::input::{BatchRequest, DeploymentNames, DuplicateCheck, InputEr
 use crate::batch::output::{LineIds, OutputLine, ResultWriter, directory_of, prepare_output};
 use crate::batch::source::{SourceCounters, SourceEvent, find_line_verdicts, read_batch_input};
 use crate::cli::{RunArgs, RunOptions};
-use crate::progress::{EndpointStatus, ProgressDisplay, ProgressMode, ProgressSnapshot};
+use crate::progress::{ProgressDisplay, ProgressMode, ProgressSnapshot};
 use crate::summary::{EXIT_INTERRUPTED, EXIT_USAGE, EndpointSummary, Summary};
 
 /// Capacity of the channel between the reader thread and the run loop.
@@ -104,26 +104,16 @@ impl Future for PendingJob {
     }
 }
 
-/// Per-endpoint rows for the summary, from the Dispatcher's report and the config's quotas.
+/// Per-endpoint rows for the summary: the Dispatcher's reports, with the config's quotas.
 pub fn endpoint_summaries(
-    reports: &[EndpointReport],
+    reports: Vec<EndpointReport>,
     config: &BlasterConfig,
 ) -> Vec<EndpointSummary> {
     reports
-        .iter()
+        .into_iter()
         .map(|report| EndpointSummary {
-            name: report.name.clone(),
-            state: report.state.to_string(),
-            disabled_reason: report.disabled_reason.clone(),
-            requests: report.requests,
-            successes: report.successes,
-            rate_limited: report.rate_limited,
-            timeouts: report.timeouts,
-            errors: report.errors,
-            prompt_tokens: report.prompt_tokens,
-            completion_tokens: report.completion_tokens,
-            mean_latency_ms: report.mean_latency.map(|d| d.as_secs_f64() * 1000.0),
             tpm_limit: config.deployment(&report.name).and_then(|d| d.tpm_limit),
+            report,
         })
         .collect()
 }
@@ -135,22 +125,6 @@ pub fn configured_tpm(config: &BlasterConfig) -> Option<u64> {
         .iter()
         .map(|d| d.tpm_limit)
         .sum::<Option<u64>>()
-}
-
-fn endpoint_statuses(reports: &[EndpointReport]) -> Vec<EndpointStatus> {
-    reports
-        .iter()
-        .map(|report| EndpointStatus {
-            name: report.name.clone(),
-            state: report.state.to_string(),
-            until: report.cooling_until,
-            disabled_reason: report.disabled_reason.clone(),
-            in_flight: report.in_flight,
-            requests: report.requests,
-            successes: report.successes,
-            rate_limited: report.rate_limited,
-        })
-        .collect()
 }
 
 /// Everything the run loop works with.
@@ -208,7 +182,7 @@ impl RunLoop<'_> {
             retries: summary.retry_attempts,
             tokens: summary.prompt_tokens + summary.completion_tokens,
             elapsed: self.started.elapsed(),
-            endpoints: endpoint_statuses(&reports),
+            endpoints: reports,
         }
     }
 
@@ -510,10 +484,10 @@ pub async fn conclude(
     summary.makespan = started.elapsed();
     let reports = blaster.report().await;
     progress.finish();
-    summary.endpoints = endpoint_summaries(&reports, config);
     summary.rate_limited = summary
         .rate_limited
         .max(reports.iter().map(|r| r.rate_limited).sum());
+    summary.endpoints = endpoint_summaries(reports, config);
     summary.configured_tpm = configured_tpm(config);
     if summary.unfinished == 0 {
         blaster.close();

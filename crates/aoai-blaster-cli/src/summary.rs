@@ -16,6 +16,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use aoai_blaster::EndpointReport;
+use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
 /// Exit status: every job succeeded.
@@ -44,66 +46,88 @@ pub struct JobTally {
     pub completion_tokens: u64,
 }
 
-/// One endpoint's figures at the end of the run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// One endpoint's figures at the end of the run: the blaster's report, and the quota the config
+/// gives the deployment.
+///
+/// Its JSON (in `--summary-json`) keeps the report's name, state, reason and counts, the mean
+/// latency in milliseconds (`mean_latency_ms`) and `tpm_limit`; in-flight and cooldown figures
+/// mean nothing once the run is over and are left out.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EndpointSummary {
-    /// The deployment's `name`.
-    pub name: String,
-    /// `healthy`, `cooling`, `probing` or `disabled`.
-    pub state: String,
-    /// Why it is disabled, if it is.
-    pub disabled_reason: Option<String>,
-    /// Attempts sent.
-    pub requests: u64,
-    /// Successful attempts.
-    pub successes: u64,
-    /// 429 replies.
-    pub rate_limited: u64,
-    /// Timeouts.
-    pub timeouts: u64,
-    /// Other failures (5xx, connection errors, bad replies, 4xx).
-    pub errors: u64,
-    /// Prompt tokens of successful replies.
-    pub prompt_tokens: u64,
-    /// Completion tokens of successful replies.
-    pub completion_tokens: u64,
-    /// Mean duration of answered attempts, in milliseconds.
-    pub mean_latency_ms: Option<f64>,
+    /// The endpoint's state and counts when the run ended.
+    pub report: EndpointReport,
     /// The configured `tpm_limit`, if any.
     pub tpm_limit: Option<u64>,
 }
 
+impl Serialize for EndpointSummary {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let report = &self.report;
+        let mut json = serializer.serialize_struct("EndpointSummary", 12)?;
+        json.serialize_field("name", &report.name)?;
+        json.serialize_field("state", &report.state)?;
+        json.serialize_field("disabled_reason", &report.disabled_reason)?;
+        json.serialize_field("requests", &report.requests)?;
+        json.serialize_field("successes", &report.successes)?;
+        json.serialize_field("rate_limited", &report.rate_limited)?;
+        json.serialize_field("timeouts", &report.timeouts)?;
+        json.serialize_field("errors", &report.errors)?;
+        json.serialize_field("prompt_tokens", &report.prompt_tokens)?;
+        json.serialize_field("completion_tokens", &report.completion_tokens)?;
+        json.serialize_field("mean_latency_ms", &self.mean_latency_ms())?;
+        json.serialize_field("tpm_limit", &self.tpm_limit)?;
+        json.end()
+    }
+}
+
 impl EndpointSummary {
+    /// Mean duration of answered attempts, in milliseconds.
+    pub fn mean_latency_ms(&self) -> Option<f64> {
+        self.report
+            .mean_latency
+            .map(|latency| latency.as_secs_f64() * 1000.0)
+    }
+
     /// Adds another summary's counts for the same endpoint (the latency becomes the weighted
     /// mean; the state is the other's, as the later one).
     pub fn merge(&mut self, other: &EndpointSummary) {
-        let answered = |e: &EndpointSummary| (e.successes + e.rate_limited + e.errors) as f64;
-        self.mean_latency_ms = match (self.mean_latency_ms, other.mean_latency_ms) {
+        let answered = |r: &EndpointReport| (r.successes + r.rate_limited + r.errors) as f64;
+        let (mine, theirs) = (&mut self.report, &other.report);
+        mine.mean_latency = match (mine.mean_latency, theirs.mean_latency) {
             (Some(a), Some(b)) => {
-                let (wa, wb) = (answered(self), answered(other));
-                if wa + wb > 0.0 {
-                    Some((a * wa + b * wb) / (wa + wb))
+                let (wa, wb) = (answered(mine), answered(theirs));
+                let (a, b) = (a.as_secs_f64(), b.as_secs_f64());
+                Some(Duration::from_secs_f64(if wa + wb > 0.0 {
+                    (a * wa + b * wb) / (wa + wb)
                 } else {
-                    Some((a + b) / 2.0)
-                }
+                    (a + b) / 2.0
+                }))
             }
             (a, b) => a.or(b),
         };
-        self.state.clone_from(&other.state);
-        self.disabled_reason.clone_from(&other.disabled_reason);
-        self.requests += other.requests;
-        self.successes += other.successes;
-        self.rate_limited += other.rate_limited;
-        self.timeouts += other.timeouts;
-        self.errors += other.errors;
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
+        mine.state = theirs.state;
+        mine.cooling_until = theirs.cooling_until;
+        mine.disabled_reason.clone_from(&theirs.disabled_reason);
+        mine.failure_streak = theirs.failure_streak;
+        mine.in_flight = theirs.in_flight;
+        mine.requests += theirs.requests;
+        mine.successes += theirs.successes;
+        mine.rate_limited += theirs.rate_limited;
+        mine.timeouts += theirs.timeouts;
+        mine.errors += theirs.errors;
+        mine.lost += theirs.lost;
+        mine.restarts += theirs.restarts;
+        mine.prompt_tokens += theirs.prompt_tokens;
+        mine.completion_tokens += theirs.completion_tokens;
         self.tpm_limit = self.tpm_limit.or(other.tpm_limit);
     }
 
     /// Tokens (prompt + completion) per minute over `makespan`.
     pub fn tokens_per_minute(&self, makespan: Duration) -> f64 {
-        per_minute(self.prompt_tokens + self.completion_tokens, makespan)
+        per_minute(
+            self.report.prompt_tokens + self.report.completion_tokens,
+            makespan,
+        )
     }
 }
 
@@ -221,7 +245,11 @@ impl Summary {
         };
         self.interrupted |= other.interrupted;
         for endpoint in &other.endpoints {
-            match self.endpoints.iter_mut().find(|e| e.name == endpoint.name) {
+            match self
+                .endpoints
+                .iter_mut()
+                .find(|e| e.report.name == endpoint.report.name)
+            {
                 Some(mine) => mine.merge(endpoint),
                 None => self.endpoints.push(endpoint.clone()),
             }
@@ -309,6 +337,7 @@ impl Summary {
         );
         for e in &self.endpoints {
             let rate = e.tokens_per_minute(self.makespan);
+            let report = &e.report;
             let rate = match e.tpm_limit {
                 Some(limit) if limit > 0 => {
                     format!("{rate:.0} ({:.0}%)", rate * 100.0 / limit as f64)
@@ -318,19 +347,19 @@ impl Summary {
             let _ = write!(
                 out,
                 "{:<20} {:<9} {:>8} {:>8} {:>6} {:>8} {:>7} {:>10} {:>9} {:>12}",
-                e.name,
-                e.state,
-                e.requests,
-                e.successes,
-                e.rate_limited,
-                e.timeouts,
-                e.errors,
-                e.prompt_tokens + e.completion_tokens,
-                e.mean_latency_ms
+                report.name,
+                report.state.as_str(),
+                report.requests,
+                report.successes,
+                report.rate_limited,
+                report.timeouts,
+                report.errors,
+                report.prompt_tokens + report.completion_tokens,
+                e.mean_latency_ms()
                     .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}")),
                 rate
             );
-            if let Some(reason) = &e.disabled_reason {
+            if let Some(reason) = &report.disabled_reason {
                 let _ = write!(out, "  disabled: {reason}");
             }
             out.push('\n');
@@ -342,18 +371,21 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aoai_blaster::EndpointState;
 
-    fn endpoint(name: &str, requests: u64, latency: Option<f64>) -> EndpointSummary {
+    fn endpoint(name: &str, requests: u64, latency_ms: Option<f64>) -> EndpointSummary {
         EndpointSummary {
-            name: name.into(),
-            state: "healthy".into(),
-            requests,
-            successes: requests,
-            prompt_tokens: 100,
-            completion_tokens: 20,
-            mean_latency_ms: latency,
+            report: EndpointReport {
+                name: name.into(),
+                state: EndpointState::Healthy,
+                requests,
+                successes: requests,
+                prompt_tokens: 100,
+                completion_tokens: 20,
+                mean_latency: latency_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+                ..Default::default()
+            },
             tpm_limit: Some(1_000),
-            ..Default::default()
         }
     }
 
@@ -439,11 +471,11 @@ mod tests {
         assert!(a.interrupted);
         assert_eq!(a.makespan, Duration::from_secs(10));
         assert_eq!(a.endpoints.len(), 2);
-        assert_eq!(a.endpoints[0].requests, 40);
-        assert_eq!(a.endpoints[0].prompt_tokens, 200);
+        assert_eq!(a.endpoints[0].report.requests, 40);
+        assert_eq!(a.endpoints[0].report.prompt_tokens, 200);
         // Weighted by answered attempts: (10*10 + 30*30) / 40.
-        assert_eq!(a.endpoints[0].mean_latency_ms, Some(25.0));
-        assert_eq!(a.endpoints[1].name, "west");
+        assert_eq!(a.endpoints[0].mean_latency_ms(), Some(25.0));
+        assert_eq!(a.endpoints[1].report.name, "west");
     }
 
     #[test]
@@ -462,6 +494,36 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_json_keeps_its_field_names() {
+        let json = serde_json::to_value(endpoint("east", 4, Some(12.5))).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "completion_tokens",
+                "disabled_reason",
+                "errors",
+                "mean_latency_ms",
+                "name",
+                "prompt_tokens",
+                "rate_limited",
+                "requests",
+                "state",
+                "successes",
+                "timeouts",
+                "tpm_limit"
+            ]
+        );
+        assert_eq!(json["state"], "healthy");
+        assert_eq!(json["mean_latency_ms"], 12.5);
+    }
+
+    #[test]
     fn render_shows_totals_and_one_row_per_endpoint() {
         let summary = Summary {
             succeeded: 9,
@@ -472,14 +534,12 @@ mod tests {
             prompt_tokens: 60,
             completion_tokens: 60,
             makespan: Duration::from_secs(60),
-            endpoints: vec![
-                endpoint("east", 10, Some(12.34)),
-                EndpointSummary {
-                    disabled_reason: Some("HTTP 401".into()),
-                    state: "disabled".into(),
-                    ..endpoint("west", 0, None)
-                },
-            ],
+            endpoints: vec![endpoint("east", 10, Some(12.34)), {
+                let mut west = endpoint("west", 0, None);
+                west.report.disabled_reason = Some("HTTP 401".into());
+                west.report.state = EndpointState::Disabled;
+                west
+            }],
             ..Default::default()
         };
         let text = summary.render();
