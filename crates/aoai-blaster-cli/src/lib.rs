@@ -14,5 +14,6 @@ pub mod demo;
 pub mod logging;
 pub mod progress;
 pub mod run;
+pub mod run_loop;
 pub mod sim;
 pub mod summary;

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::io::{self, BufRead};
 use std::path::Path;
 use std::str::Utf8Error;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
@@ -17,6 +18,9 @@ use super::duplicates::{AnswerLog, IdRecord, IdSorter, LineVerdicts, RUN_RECORDS
 use super::ids::IdFingerprint;
 use super::input::{BatchRequest, InputError, InputErrorCode, LineParser, ParsedLine};
 use super::output::PreviousAnswer;
+
+/// Capacity of the channel between the reader thread and the run loop.
+pub const SOURCE_CHANNEL_CAPACITY: usize = 256;
 
 /// What the reader hands to the run.
 #[derive(Debug)]
@@ -43,6 +47,44 @@ pub struct SourceCounters {
     pub skipped_failed: AtomicU64,
     /// Invalid lines that an earlier run already reported (not written again).
     pub invalid_reported_before: AtomicU64,
+}
+
+/// The run's end of a reader thread: the events it sends (a bounded channel), its counts, and
+/// the flag that tells it to stop.
+#[derive(Debug)]
+pub struct Source {
+    /// Jobs, rejected lines and read failures, in input order.
+    pub events: mpsc::Receiver<SourceEvent>,
+    /// The reader's counts.
+    pub counters: Arc<SourceCounters>,
+    /// Set to make the reader stop before its next line.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Source {
+    /// Starts `read` on a thread named `name`. It sends into a channel of
+    /// [`SOURCE_CHANNEL_CAPACITY`] events, keeps the counts, and returns when the input ends,
+    /// `stop` is set or the channel is closed; the channel closes when it returns.
+    pub fn spawn(
+        name: &str,
+        read: impl FnOnce(&mpsc::Sender<SourceEvent>, &SourceCounters, &AtomicBool) + Send + 'static,
+    ) -> io::Result<Source> {
+        let counters = Arc::new(SourceCounters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sender, events) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
+        {
+            let counters = counters.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || read(&sender, &counters, &stop))?;
+        }
+        Ok(Source {
+            events,
+            counters,
+            stop,
+        })
+    }
 }
 
 impl Default for SourceCounters {
