@@ -28,10 +28,10 @@ use crate::run_loop::run_jobs;
 use crate::summary::EXIT_USAGE;
 
 /// The tight deployment's quota, in tokens per minute.
-pub const TIGHT_TPM: u64 = 30_000;
+pub(crate) const TIGHT_TPM: u64 = 30_000;
 
 /// The simulator the demo runs against.
-pub fn sim_config() -> SimConfig {
+pub(crate) fn sim_config() -> SimConfig {
     SimConfig {
         seed: 2026,
         workers: 2,
@@ -64,7 +64,9 @@ pub fn sim_config() -> SimConfig {
 }
 
 /// The blaster config for the demo simulator, given each deployment's base URL.
-pub fn blaster_config(endpoint_of: impl Fn(&str) -> String) -> Result<BlasterConfig, ConfigError> {
+pub(crate) fn blaster_config(
+    endpoint_of: impl Fn(&str) -> String,
+) -> Result<BlasterConfig, ConfigError> {
     let deployment = |name: &str, extra: Value| {
         let mut value = json!({
             "name": name,
@@ -96,7 +98,7 @@ pub fn blaster_config(endpoint_of: impl Fn(&str) -> String) -> Result<BlasterCon
 }
 
 /// The `i`-th demo request: prompts and `max_tokens` of varying size.
-pub fn demo_request(i: u64) -> BatchRequest {
+pub(crate) fn demo_request(i: u64) -> BatchRequest {
     let topics = [
         "rate limits",
         "retry budgets",
@@ -161,7 +163,7 @@ fn sim_line(sim: &SimHandle) -> String {
 }
 
 /// `aoai-blaster demo`.
-pub async fn demo_command(args: DemoArgs, multi: MultiProgress, mode: ProgressMode) -> u8 {
+pub(crate) async fn demo_command(args: DemoArgs, multi: MultiProgress, mode: ProgressMode) -> u8 {
     let sim = match aoai_sim::start(sim_config()).await {
         Ok(sim) => sim,
         Err(error) => {

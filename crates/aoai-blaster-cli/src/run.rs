@@ -30,7 +30,7 @@ fn usage_error(message: impl std::fmt::Display) -> u8 {
 }
 
 /// `aoai-blaster run`.
-pub async fn run_command(args: RunArgs, multi: MultiProgress, mode: ProgressMode) -> u8 {
+pub(crate) async fn run_command(args: RunArgs, multi: MultiProgress, mode: ProgressMode) -> u8 {
     let config = match BlasterConfig::from_file(&args.config) {
         Ok(config) => config,
         Err(error) => {

@@ -37,7 +37,7 @@ use crate::summary::{EXIT_INTERRUPTED, EXIT_USAGE, EndpointSummary, Summary};
 /// `writer` (none: answers are only counted), with the live display in `multi`; prints the
 /// summary, writes `--summary-json`, and returns the exit status. `Err` says why the run could
 /// not start (the metrics listener or the blaster); the reader is then told to stop.
-pub async fn run_jobs(
+pub(crate) async fn run_jobs(
     config: &BlasterConfig,
     source: Source,
     writer: Option<ResultWriter>,
@@ -164,7 +164,7 @@ fn endpoint_summaries(
 }
 
 /// The sum of the deployments' `tpm_limit`s, when every deployment has one.
-pub fn configured_tpm(config: &BlasterConfig) -> Option<u64> {
+pub(crate) fn configured_tpm(config: &BlasterConfig) -> Option<u64> {
     config
         .deployments
         .iter()

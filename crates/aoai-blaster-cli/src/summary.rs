@@ -1,17 +1,5 @@
-//! The figures of a run: counted per job as results arrive, mergeable, printed at the end and
-//! written with `--summary-json`.
-//!
-//! ```
-//! use std::time::Duration;
-//! use aoai_blaster_cli::summary::{JobTally, Summary};
-//!
-//! let mut summary = Summary::default();
-//! summary.record_job(&JobTally { succeeded: true, attempts: 3, rate_limited: 1, prompt_tokens: 10, completion_tokens: 5, ..Default::default() });
-//! summary.makespan = Duration::from_secs(30);
-//! assert_eq!(summary.retried_jobs, 1);
-//! assert_eq!(summary.retry_attempts, 2);
-//! assert_eq!(summary.tokens_per_minute(), 30.0);
-//! ```
+//! The figures of a run: counted per job as results arrive, printed at the end and written with
+//! `--summary-json`.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -21,29 +9,29 @@ use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
 /// Exit status: every job succeeded.
-pub const EXIT_OK: u8 = 0;
+pub(crate) const EXIT_OK: u8 = 0;
 /// Exit status: some jobs failed or some input lines were invalid.
-pub const EXIT_SOME_FAILED: u8 = 1;
+pub(crate) const EXIT_SOME_FAILED: u8 = 1;
 /// Exit status: bad usage, or a config, input or output file that cannot be used.
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit status: interrupted (SIGINT/SIGTERM).
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 /// What one finished job adds to the summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobTally {
+pub(crate) struct JobTally {
     /// Answered with a 2xx reply.
-    pub succeeded: bool,
+    pub(crate) succeeded: bool,
     /// Failed with a final HTTP error reply (as opposed to no reply at all).
-    pub http_error: bool,
+    pub(crate) http_error: bool,
     /// Attempts sent (0 when it failed before any was sent).
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Of those, attempts answered with 429.
-    pub rate_limited: u32,
+    pub(crate) rate_limited: u32,
     /// Prompt tokens of the answer.
-    pub prompt_tokens: u64,
+    pub(crate) prompt_tokens: u64,
     /// Completion tokens of the answer.
-    pub completion_tokens: u64,
+    pub(crate) completion_tokens: u64,
 }
 
 /// One endpoint's figures at the end of the run: the blaster's report, and the quota the config
@@ -53,11 +41,11 @@ pub struct JobTally {
 /// latency in milliseconds (`mean_latency_ms`) and `tpm_limit`; in-flight and cooldown figures
 /// mean nothing once the run is over and are left out.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct EndpointSummary {
+pub(crate) struct EndpointSummary {
     /// The endpoint's state and counts when the run ended.
-    pub report: EndpointReport,
+    pub(crate) report: EndpointReport,
     /// The configured `tpm_limit`, if any.
-    pub tpm_limit: Option<u64>,
+    pub(crate) tpm_limit: Option<u64>,
 }
 
 impl Serialize for EndpointSummary {
@@ -82,7 +70,7 @@ impl Serialize for EndpointSummary {
 
 impl EndpointSummary {
     /// Mean duration of answered attempts, in milliseconds.
-    pub fn mean_latency_ms(&self) -> Option<f64> {
+    pub(crate) fn mean_latency_ms(&self) -> Option<f64> {
         self.report
             .mean_latency
             .map(|latency| latency.as_secs_f64() * 1000.0)
@@ -90,7 +78,8 @@ impl EndpointSummary {
 
     /// Adds another summary's counts for the same endpoint (the latency becomes the weighted
     /// mean; the state is the other's, as the later one).
-    pub fn merge(&mut self, other: &EndpointSummary) {
+    #[cfg(test)]
+    pub(crate) fn merge(&mut self, other: &EndpointSummary) {
         let answered = |r: &EndpointReport| (r.successes + r.rate_limited + r.errors) as f64;
         let (mine, theirs) = (&mut self.report, &other.report);
         mine.mean_latency = match (mine.mean_latency, theirs.mean_latency) {
@@ -123,7 +112,7 @@ impl EndpointSummary {
     }
 
     /// Tokens (prompt + completion) per minute over `makespan`.
-    pub fn tokens_per_minute(&self, makespan: Duration) -> f64 {
+    pub(crate) fn tokens_per_minute(&self, makespan: Duration) -> f64 {
         per_minute(
             self.report.prompt_tokens + self.report.completion_tokens,
             makespan,
@@ -133,44 +122,44 @@ impl EndpointSummary {
 
 /// The figures of one run (or of several, merged).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Non-blank input lines read.
-    pub lines_read: u64,
+    pub(crate) lines_read: u64,
     /// Valid lines skipped because the output file already answers their `custom_id`.
-    pub skipped: u64,
+    pub(crate) skipped: u64,
     /// Of those, ids whose earlier answer is a failure (kept: run with `--retry-failed`).
-    pub skipped_failed: u64,
+    pub(crate) skipped_failed: u64,
     /// Jobs sent to the dispatcher.
-    pub submitted: u64,
+    pub(crate) submitted: u64,
     /// Jobs answered with a 2xx reply.
-    pub succeeded: u64,
+    pub(crate) succeeded: u64,
     /// Jobs that failed for good (with or without an HTTP reply).
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// Of the failed, those with a final HTTP error reply.
-    pub http_errors: u64,
+    pub(crate) http_errors: u64,
     /// Input lines rejected (written now or reported by an earlier run).
-    pub invalid_lines: u64,
+    pub(crate) invalid_lines: u64,
     /// Jobs submitted but not finished when the run was interrupted (they run again next time).
-    pub unfinished: u64,
+    pub(crate) unfinished: u64,
     /// Jobs that needed more than one attempt.
-    pub retried_jobs: u64,
+    pub(crate) retried_jobs: u64,
     /// Attempts beyond each job's first.
-    pub retry_attempts: u64,
+    pub(crate) retry_attempts: u64,
     /// Attempts answered with 429.
-    pub rate_limited: u64,
+    pub(crate) rate_limited: u64,
     /// Prompt tokens of the answers.
-    pub prompt_tokens: u64,
+    pub(crate) prompt_tokens: u64,
     /// Completion tokens of the answers.
-    pub completion_tokens: u64,
+    pub(crate) completion_tokens: u64,
     /// Wall time of the run.
     #[serde(rename = "makespan_secs", serialize_with = "seconds")]
-    pub makespan: Duration,
+    pub(crate) makespan: Duration,
     /// Sum of the configured `tpm_limit`s, when every deployment has one.
-    pub configured_tpm: Option<u64>,
+    pub(crate) configured_tpm: Option<u64>,
     /// The run was interrupted.
-    pub interrupted: bool,
+    pub(crate) interrupted: bool,
     /// Per-endpoint figures.
-    pub endpoints: Vec<EndpointSummary>,
+    pub(crate) endpoints: Vec<EndpointSummary>,
 }
 
 fn seconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -187,7 +176,7 @@ fn per_minute(count: u64, over: Duration) -> f64 {
 
 impl Summary {
     /// Counts one finished job.
-    pub fn record_job(&mut self, job: &JobTally) {
+    pub(crate) fn record_job(&mut self, job: &JobTally) {
         if job.succeeded {
             self.succeeded += 1;
         } else {
@@ -204,18 +193,18 @@ impl Summary {
     }
 
     /// Jobs finished (succeeded or failed).
-    pub fn finished(&self) -> u64 {
+    pub(crate) fn finished(&self) -> u64 {
         self.succeeded + self.failed
     }
 
     /// Answered tokens (prompt + completion) per minute of makespan.
-    pub fn tokens_per_minute(&self) -> f64 {
+    pub(crate) fn tokens_per_minute(&self) -> f64 {
         per_minute(self.prompt_tokens + self.completion_tokens, self.makespan)
     }
 
     /// Achieved tokens per minute as a percentage of the configured TPM, if every deployment
     /// has a `tpm_limit`.
-    pub fn quota_use_percent(&self) -> Option<f64> {
+    pub(crate) fn quota_use_percent(&self) -> Option<f64> {
         self.configured_tpm
             .filter(|tpm| *tpm > 0)
             .map(|tpm| self.tokens_per_minute() * 100.0 / tpm as f64)
@@ -223,7 +212,8 @@ impl Summary {
 
     /// Adds another run's figures: counts add up, the makespan is the longer one, endpoints are
     /// merged by name.
-    pub fn merge(&mut self, other: &Summary) {
+    #[cfg(test)]
+    pub(crate) fn merge(&mut self, other: &Summary) {
         self.lines_read += other.lines_read;
         self.skipped += other.skipped;
         self.skipped_failed += other.skipped_failed;
@@ -259,7 +249,7 @@ impl Summary {
     /// The process exit status this run ends with: [`EXIT_INTERRUPTED`] when interrupted, else
     /// [`EXIT_SOME_FAILED`] when any job failed, any input line was invalid, or an id kept an
     /// earlier failed answer, else [`EXIT_OK`].
-    pub fn exit_status(&self) -> u8 {
+    pub(crate) fn exit_status(&self) -> u8 {
         if self.interrupted {
             EXIT_INTERRUPTED
         } else if self.failed + self.invalid_lines + self.skipped_failed > 0 {
@@ -270,7 +260,7 @@ impl Summary {
     }
 
     /// The summary for a person: totals, then one row per endpoint.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -372,6 +362,25 @@ impl Summary {
 mod tests {
     use super::*;
     use aoai_blaster::EndpointState;
+
+    #[test]
+    fn the_module_example_holds() {
+        use std::time::Duration;
+
+        let mut summary = Summary::default();
+        summary.record_job(&JobTally {
+            succeeded: true,
+            attempts: 3,
+            rate_limited: 1,
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            ..Default::default()
+        });
+        summary.makespan = Duration::from_secs(30);
+        assert_eq!(summary.retried_jobs, 1);
+        assert_eq!(summary.retry_attempts, 2);
+        assert_eq!(summary.tokens_per_minute(), 30.0);
+    }
 
     fn endpoint(name: &str, requests: u64, latency_ms: Option<f64>) -> EndpointSummary {
         EndpointSummary {
