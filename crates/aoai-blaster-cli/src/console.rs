@@ -10,7 +10,7 @@ pub(crate) fn print(text: &str) {
     let _ = stdout.flush();
 }
 
-/// [`print`] with a newline.
+/// [`print()`] with a newline.
 pub(crate) fn print_line(text: &str) {
     print(&format!("{text}\n"));
 }
