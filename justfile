@@ -9,10 +9,11 @@ demo requests="3000":
 test:
     cargo test --workspace
 
-# Formatting and lints exactly as CI runs them.
+# Formatting, lints and docs exactly as CI runs them.
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 
 # Everything CI runs.
 ci:

@@ -1,5 +1,6 @@
-//! A rejected bearer token is refreshed once before the endpoint is given up on (DECISIONS:
-//! "on a 401 with a bearer token, refresh the token once before disabling the endpoint").
+//! A rejected bearer token is refreshed once before the endpoint is given up on (README,
+//! Behaviour: on a 401/403 "a bearer token is refreshed once first", then the endpoint is
+//! disabled).
 
 mod common;
 

@@ -24,33 +24,33 @@ const MAX_BODY: usize = 1 << 20;
 
 /// What the check found for one deployment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CheckRow {
+pub(crate) struct CheckRow {
     /// The deployment's `name`.
-    pub name: String,
+    pub(crate) name: String,
     /// How it authenticates (`api key`, `azure cli`, ...; never the key).
-    pub auth: &'static str,
+    pub(crate) auth: &'static str,
     /// The credential could not produce a header (the reason).
-    pub credential_error: Option<String>,
+    pub(crate) credential_error: Option<String>,
     /// HTTP status of the reply, when one came.
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// Time from sending to the reply's end.
-    pub latency: Option<Duration>,
+    pub(crate) latency: Option<Duration>,
     /// `x-ratelimit-remaining-requests`.
-    pub remaining_requests: Option<u64>,
+    pub(crate) remaining_requests: Option<u64>,
     /// `x-ratelimit-remaining-tokens`.
-    pub remaining_tokens: Option<u64>,
+    pub(crate) remaining_tokens: Option<u64>,
     /// What went wrong, or a note.
-    pub note: Option<String>,
+    pub(crate) note: Option<String>,
 }
 
 impl CheckRow {
     /// An answer came back.
-    pub fn reachable(&self) -> bool {
+    pub(crate) fn reachable(&self) -> bool {
         self.status.is_some()
     }
 
     /// Whether the credentials were accepted: `None` when it cannot be told.
-    pub fn auth_ok(&self) -> Option<bool> {
+    pub(crate) fn auth_ok(&self) -> Option<bool> {
         if self.credential_error.is_some() {
             return Some(false);
         }
@@ -61,7 +61,7 @@ impl CheckRow {
     }
 
     /// The deployment is usable: a 2xx, or a 429 (authorised, just busy).
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         matches!(self.status, Some(status) if (200..300).contains(&status) || status == 429)
     }
 }
@@ -75,7 +75,7 @@ fn yes_no(value: Option<bool>) -> &'static str {
 }
 
 /// The table `check` prints.
-pub fn render(rows: &[CheckRow]) -> String {
+pub(crate) fn render(rows: &[CheckRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -119,7 +119,7 @@ pub fn render(rows: &[CheckRow]) -> String {
 }
 
 /// What a status means for a person running `check`.
-pub fn advice(deployment: &DeploymentConfig, error: &ApiError) -> String {
+pub(crate) fn advice(deployment: &DeploymentConfig, error: &ApiError) -> String {
     let hint = match error.status {
         401 | 403 => format!(
             "check `api_key` of deployment '{}' (or the identity's role on the resource)",
@@ -137,7 +137,7 @@ pub fn advice(deployment: &DeploymentConfig, error: &ApiError) -> String {
 }
 
 /// Sends the test request to one deployment.
-pub async fn check_deployment(
+pub(crate) async fn check_deployment(
     deployment: &DeploymentConfig,
     auth: Result<Auth, AuthError>,
 ) -> CheckRow {
@@ -202,7 +202,7 @@ pub async fn check_deployment(
 }
 
 /// `aoai-blaster check`.
-pub async fn check_command(args: CheckArgs) -> u8 {
+pub(crate) async fn check_command(args: CheckArgs) -> u8 {
     let config = match BlasterConfig::from_file(&args.config) {
         Ok(config) => config,
         Err(error) => {

@@ -14,18 +14,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 invalid, 2 usage or config error, 130 interrupted.\nLogging: RUST_LOG=debug (or any filter) \
 and --log-format json."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log format on stderr (logs print above the progress display).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
@@ -34,7 +34,7 @@ pub enum LogFormat {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run N generated prompts through an embedded simulator with three deployments of different
     /// character (a tight TPM quota, a flaky one with 5xx and timeouts, a slow one), with live
     /// progress, then print the summary and the per-endpoint health table.
@@ -50,26 +50,28 @@ pub enum Command {
 
 /// Options shared by `run` and `demo`.
 #[derive(Debug, Clone, Args)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// Also write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
-    pub summary_json: Option<PathBuf>,
+    pub(crate) summary_json: Option<PathBuf>,
     /// After the first Ctrl-C (SIGINT/SIGTERM), how long in-flight jobs may take to finish
     /// before the run stops without them (e.g. `10s`, `500ms`); a second Ctrl-C stops at once.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    pub grace_period: Duration,
+    pub(crate) grace_period: Duration,
     /// Without a terminal on stderr: seconds between plain progress log lines.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
-    pub progress_interval: Duration,
+    pub(crate) progress_interval: Duration,
     /// Serve Prometheus metrics at `http://ADDR/metrics` while the run lasts
     /// (e.g. `127.0.0.1:9464`).
     #[arg(long, value_name = "ADDR")]
-    pub metrics_addr: Option<String>,
+    pub(crate) metrics_addr: Option<String>,
 }
 
 impl RunOptions {
     /// Starts the metrics listener when `--metrics-addr` is given.
-    pub fn start_metrics(&self) -> Result<Option<aoai_blaster::metrics::MetricsServer>, String> {
+    pub(crate) fn start_metrics(
+        &self,
+    ) -> Result<Option<aoai_blaster::metrics::MetricsServer>, String> {
         let Some(addr) = &self.metrics_addr else {
             return Ok(None);
         };
@@ -84,57 +86,57 @@ impl RunOptions {
 
 /// `demo` options.
 #[derive(Debug, Clone, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Number of prompts to send.
     #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub requests: u64,
+    pub(crate) requests: u64,
     /// Also write every answer as a Batch output line to this file.
     #[arg(long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
     /// Shared run options.
     #[command(flatten)]
-    pub options: RunOptions,
+    pub(crate) options: RunOptions,
 }
 
 /// `run` options.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Blaster config (YAML, JSON or TOML, by extension); `AOAI_BLASTER__<KEY>` overrides
     /// top-level keys.
     #[arg(long, short, value_name = "FILE")]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Batch JSONL input: one `{"custom_id", "method", "url", "body"}` per line.
     #[arg(long, short, value_name = "FILE")]
-    pub input: PathBuf,
+    pub(crate) input: PathBuf,
     /// Batch JSONL output, appended to; ids already answered in it are skipped.
     #[arg(long, short, value_name = "FILE")]
-    pub output: PathBuf,
+    pub(crate) output: PathBuf,
     /// Run again the ids whose answer in the output is a failure (the output is rewritten
     /// atomically without those lines first).
     #[arg(long)]
-    pub retry_failed: bool,
+    pub(crate) retry_failed: bool,
     /// Shared run options.
     #[command(flatten)]
-    pub options: RunOptions,
+    pub(crate) options: RunOptions,
 }
 
 /// `check` options.
 #[derive(Debug, Clone, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Blaster config (YAML, JSON or TOML, by extension).
     #[arg(long, short, value_name = "FILE")]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
 }
 
 /// `sim` options.
 #[derive(Debug, Clone, Args)]
-pub struct SimArgs {
+pub(crate) struct SimArgs {
     /// Simulator config (YAML, JSON or TOML, by extension).
     #[arg(long, short, value_name = "FILE")]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Override the shared listener's address (e.g. 127.0.0.1:8080).
     #[arg(long)]
-    pub bind: Option<String>,
+    pub(crate) bind: Option<String>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -4,13 +4,13 @@
 use std::io::Write;
 
 /// Writes `text` to stdout and flushes; a failed write (a closed pipe) is ignored.
-pub fn print(text: &str) {
+pub(crate) fn print(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
 }
 
-/// [`print`] with a newline.
-pub fn print_line(text: &str) {
+/// [`print()`] with a newline.
+pub(crate) fn print_line(text: &str) {
     print(&format!("{text}\n"));
 }

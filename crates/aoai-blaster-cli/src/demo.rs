@@ -11,29 +11,27 @@
 //! | `flaky` | fast, but 5% 500s, 5% 503s and 1% requests that hang past the 2 s timeout |
 //! | `slow` | 400 ms to the first token plus 5 ms per token, jitter up to 200 ms |
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
-use aoai_blaster::{Blaster, BlasterConfig, ConfigError};
+use aoai_blaster::{BlasterConfig, ConfigError};
 use aoai_sim::{DeploymentSpec, FaultSpec, LatencySpec, SimConfig, SimHandle};
 use indicatif::MultiProgress;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use crate::batch::input::BatchRequest;
-use crate::batch::output::{LineIds, ResultWriter};
-use crate::batch::source::{SourceCounters, SourceEvent};
+use crate::batch::output::ResultWriter;
+use crate::batch::source::{Source, SourceCounters, SourceEvent};
 use crate::cli::DemoArgs;
-use crate::progress::{ProgressDisplay, ProgressMode};
-use crate::run::{RunLoop, SOURCE_CHANNEL_CAPACITY, conclude, finish_run, run_id};
+use crate::progress::ProgressMode;
+use crate::run_loop::run_jobs;
 use crate::summary::EXIT_USAGE;
 
 /// The tight deployment's quota, in tokens per minute.
-pub const TIGHT_TPM: u64 = 30_000;
+pub(crate) const TIGHT_TPM: u64 = 30_000;
 
 /// The simulator the demo runs against.
-pub fn sim_config() -> SimConfig {
+pub(crate) fn sim_config() -> SimConfig {
     SimConfig {
         seed: 2026,
         workers: 2,
@@ -66,7 +64,9 @@ pub fn sim_config() -> SimConfig {
 }
 
 /// The blaster config for the demo simulator, given each deployment's base URL.
-pub fn blaster_config(endpoint_of: impl Fn(&str) -> String) -> Result<BlasterConfig, ConfigError> {
+pub(crate) fn blaster_config(
+    endpoint_of: impl Fn(&str) -> String,
+) -> Result<BlasterConfig, ConfigError> {
     let deployment = |name: &str, extra: Value| {
         let mut value = json!({
             "name": name,
@@ -98,7 +98,7 @@ pub fn blaster_config(endpoint_of: impl Fn(&str) -> String) -> Result<BlasterCon
 }
 
 /// The `i`-th demo request: prompts and `max_tokens` of varying size.
-pub fn demo_request(i: u64) -> BatchRequest {
+pub(crate) fn demo_request(i: u64) -> BatchRequest {
     let topics = [
         "rate limits",
         "retry budgets",
@@ -135,6 +135,7 @@ fn generate(
     counters: &SourceCounters,
     stop: &AtomicBool,
 ) {
+    counters.set_total(count);
     for i in 0..count {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -162,14 +163,7 @@ fn sim_line(sim: &SimHandle) -> String {
 }
 
 /// `aoai-blaster demo`.
-pub async fn demo_command(args: DemoArgs, multi: MultiProgress, mode: ProgressMode) -> u8 {
-    let _metrics = match args.options.start_metrics() {
-        Ok(server) => server,
-        Err(error) => {
-            eprintln!("aoai-blaster: {error}");
-            return EXIT_USAGE;
-        }
-    };
+pub(crate) async fn demo_command(args: DemoArgs, multi: MultiProgress, mode: ProgressMode) -> u8 {
     let sim = match aoai_sim::start(sim_config()).await {
         Ok(sim) => sim,
         Err(error) => {
@@ -177,89 +171,51 @@ pub async fn demo_command(args: DemoArgs, multi: MultiProgress, mode: ProgressMo
             return EXIT_USAGE;
         }
     };
-    let config =
-        match blaster_config(|name| sim.endpoint_for(name).unwrap_or_else(|| sim.base_url())) {
-            Ok(config) => config,
-            Err(error) => {
-                eprintln!("aoai-blaster: demo config: {error}");
-                sim.stop().await;
-                return EXIT_USAGE;
-            }
-        };
+    let status = demo_on(&sim, &args, multi, mode).await;
+    if status.is_ok() {
+        crate::console::print_line(&sim_line(&sim));
+    }
+    sim.stop().await;
+    status.unwrap_or_else(|error| {
+        eprintln!("aoai-blaster: {error}");
+        EXIT_USAGE
+    })
+}
+
+/// The demo's run against the started simulator: its exit status, or why it could not start.
+async fn demo_on(
+    sim: &SimHandle,
+    args: &DemoArgs,
+    multi: MultiProgress,
+    mode: ProgressMode,
+) -> Result<u8, String> {
+    let config = blaster_config(|name| sim.endpoint_for(name).unwrap_or_else(|| sim.base_url()))
+        .map_err(|error| format!("demo config: {error}"))?;
     let writer = match &args.output {
         None => None,
-        Some(path) => {
-            let created = std::fs::File::create(path).and_then(|_| ResultWriter::append_to(path));
-            match created {
-                Ok(writer) => Some(writer),
-                Err(error) => {
-                    eprintln!(
-                        "aoai-blaster: cannot create --output {}: {error}",
-                        path.display()
-                    );
-                    sim.stop().await;
-                    return EXIT_USAGE;
-                }
-            }
-        }
+        Some(path) => Some(
+            std::fs::File::create(path)
+                .and_then(|_| ResultWriter::append_to(path))
+                .map_err(|error| format!("cannot create --output {}: {error}", path.display()))?,
+        ),
     };
     tracing::info!(
         requests = args.requests,
         simulator = %sim.base_url(),
         "demo: tight (30k TPM), flaky (5xx, hangs), slow (400 ms+)"
     );
-    let counters = Arc::new(SourceCounters::default());
-    counters.set_total(args.requests);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sender, receiver) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
-    {
-        let counters = counters.clone();
-        let stop = stop.clone();
-        let count = args.requests;
-        let spawned = std::thread::Builder::new()
-            .name("demo-prompts".into())
-            .spawn(move || generate(count, &sender, &counters, &stop));
-        if let Err(error) = spawned {
-            eprintln!("aoai-blaster: cannot start the prompt generator: {error}");
-            sim.stop().await;
-            return EXIT_USAGE;
-        }
-    }
-    let blaster = match Blaster::from_config(config.clone()) {
-        Ok(blaster) => blaster,
-        Err(error) => {
-            eprintln!("aoai-blaster: {error}");
-            sim.stop().await;
-            return EXIT_USAGE;
-        }
-    };
-    let capacity = config.queue_capacity.saturating_add(config.num_workers);
-    let started = Instant::now();
-    let mut progress = ProgressDisplay::new(mode, multi, config.deployments.len());
-    let outcome = RunLoop {
-        blaster: &blaster,
-        capacity,
-        writer,
-        ids: LineIds::new(run_id()),
-        progress: &mut progress,
-        grace_period: args.options.grace_period,
-        counters,
-        stop,
-        started,
-    }
-    .drive(receiver)
-    .await;
-    let summary = conclude(blaster, &config, outcome.summary, started, &progress).await;
-    let status = finish_run(&summary, &args.options, outcome.fatal.as_deref());
-    crate::console::print_line(&sim_line(&sim));
-    sim.stop().await;
-    status
+    let count = args.requests;
+    let source = Source::spawn("demo-prompts", move |sender, counters, stop| {
+        generate(count, sender, counters, stop);
+    })
+    .map_err(|error| format!("cannot start the prompt generator: {error}"))?;
+    run_jobs(&config, source, writer, &args.options, multi, mode).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::configured_tpm;
+    use crate::run_loop::configured_tpm;
 
     #[test]
     fn the_demo_configs_are_valid() {

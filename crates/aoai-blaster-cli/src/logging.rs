@@ -12,11 +12,11 @@ use crate::cli::LogFormat;
 use crate::progress::ProgressWriter;
 
 /// The filter used when `RUST_LOG` is not set.
-pub const DEFAULT_FILTER: &str = "warn,aoai_blaster_cli=info";
+pub(crate) const DEFAULT_FILTER: &str = "warn,aoai_blaster_cli=info";
 
 /// Installs the global subscriber. A `RUST_LOG` that does not parse falls back to the default,
 /// with a warning saying so.
-pub fn init(format: LogFormat, multi: MultiProgress) {
+pub(crate) fn init(format: LogFormat, multi: MultiProgress) {
     let (filter, bad_filter) = match std::env::var("RUST_LOG") {
         Ok(text) if !text.trim().is_empty() => match EnvFilter::try_new(&text) {
             Ok(filter) => (filter, None),

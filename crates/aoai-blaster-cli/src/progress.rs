@@ -5,91 +5,56 @@
 //! `tracing-subscriber` writer that suspends the bars while a log line is written. The figures
 //! are formatted by plain functions ([`run_line`], [`endpoint_line`]) so they are tested with
 //! exact values.
-//!
-//! ```
-//! use std::time::Duration;
-//! use aoai_blaster_cli::progress::{run_line, ProgressSnapshot};
-//!
-//! let snapshot = ProgressSnapshot {
-//!     done: 50, total: Some(100), succeeded: 48, failed: 2, tokens: 6_000,
-//!     elapsed: Duration::from_secs(10), ..Default::default()
-//! };
-//! assert_eq!(
-//!     run_line(&snapshot),
-//!     "50/100 lines | 5.0/s | ETA 10s | ok 48 failed 2 invalid 0 skipped 0 | in flight 0 | \
-//!      429s 0 | retries 0 | 36000 tokens/min"
-//! );
-//! ```
 
 use std::io::{self, Write};
 use std::time::{Duration, Instant, SystemTime};
 
+use aoai_blaster::{EndpointReport, EndpointState};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_subscriber::fmt::MakeWriter;
 
-/// One endpoint's state, as the progress display shows it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EndpointStatus {
-    /// The deployment's `name`.
-    pub name: String,
-    /// `healthy`, `cooling`, `probing` or `disabled`.
-    pub state: String,
-    /// When a cooldown (or a timed disable) ends.
-    pub until: Option<SystemTime>,
-    /// Why it is disabled.
-    pub disabled_reason: Option<String>,
-    /// Attempts in flight.
-    pub in_flight: usize,
-    /// Attempts sent.
-    pub requests: u64,
-    /// Successful attempts.
-    pub successes: u64,
-    /// 429 replies.
-    pub rate_limited: u64,
-}
-
 /// The figures of a run at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProgressSnapshot {
+pub(crate) struct ProgressSnapshot {
     /// Input lines dealt with (answered, rejected, skipped, blank).
-    pub done: u64,
+    pub(crate) done: u64,
     /// Input lines in the file, once counted.
-    pub total: Option<u64>,
+    pub(crate) total: Option<u64>,
     /// Jobs answered with a 2xx.
-    pub succeeded: u64,
+    pub(crate) succeeded: u64,
     /// Jobs that failed for good.
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// Input lines rejected.
-    pub invalid: u64,
+    pub(crate) invalid: u64,
     /// Lines skipped because the output already answers them.
-    pub skipped: u64,
+    pub(crate) skipped: u64,
     /// Jobs submitted and not finished.
-    pub in_flight: u64,
+    pub(crate) in_flight: u64,
     /// Attempts answered with 429.
-    pub rate_limited: u64,
+    pub(crate) rate_limited: u64,
     /// Attempts beyond each job's first.
-    pub retries: u64,
+    pub(crate) retries: u64,
     /// Answered tokens (prompt + completion).
-    pub tokens: u64,
+    pub(crate) tokens: u64,
     /// Time since the run started.
-    pub elapsed: Duration,
-    /// Each endpoint's state.
-    pub endpoints: Vec<EndpointStatus>,
+    pub(crate) elapsed: Duration,
+    /// Each endpoint's state and counts, as the blaster reports them.
+    pub(crate) endpoints: Vec<EndpointReport>,
 }
 
 impl ProgressSnapshot {
     /// Lines dealt with per second.
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         per_second(self.done, self.elapsed)
     }
 
     /// Answered tokens per minute.
-    pub fn tokens_per_minute(&self) -> f64 {
+    pub(crate) fn tokens_per_minute(&self) -> f64 {
         per_second(self.tokens, self.elapsed) * 60.0
     }
 
     /// Time left at the current rate, once the total is known and the rate is not zero.
-    pub fn eta(&self) -> Option<Duration> {
+    pub(crate) fn eta(&self) -> Option<Duration> {
         let total = self.total?;
         let rate = self.rate();
         if rate <= 0.0 {
@@ -122,7 +87,7 @@ fn short_duration(duration: Duration) -> String {
 }
 
 /// The run's position: lines done, rate and ETA (the bar's line).
-pub fn position_line(snapshot: &ProgressSnapshot) -> String {
+pub(crate) fn position_line(snapshot: &ProgressSnapshot) -> String {
     let done = match snapshot.total {
         Some(total) => format!("{}/{total} lines", snapshot.done),
         None => format!("{} lines", snapshot.done),
@@ -134,7 +99,7 @@ pub fn position_line(snapshot: &ProgressSnapshot) -> String {
 }
 
 /// The run's counts: outcomes, in flight, 429s, retries, tokens per minute.
-pub fn counts_line(snapshot: &ProgressSnapshot) -> String {
+pub(crate) fn counts_line(snapshot: &ProgressSnapshot) -> String {
     format!(
         "ok {} failed {} invalid {} skipped {} | in flight {} | 429s {} | retries {} | {:.0} tokens/min",
         snapshot.succeeded,
@@ -149,18 +114,18 @@ pub fn counts_line(snapshot: &ProgressSnapshot) -> String {
 }
 
 /// The run's progress in one line (for plain log lines).
-pub fn run_line(snapshot: &ProgressSnapshot) -> String {
+pub(crate) fn run_line(snapshot: &ProgressSnapshot) -> String {
     format!("{} | {}", position_line(snapshot), counts_line(snapshot))
 }
 
-/// One endpoint's status in one line, e.g. `flaky  cooling until +1.5s | in flight 0 | ...`.
-pub fn endpoint_line(endpoint: &EndpointStatus, now: SystemTime) -> String {
-    let state = match (endpoint.state.as_str(), endpoint.until) {
-        ("cooling", Some(until)) => {
+/// One endpoint's status in one line, e.g. `flaky  cooling for 1.5s | in flight 0 | ...`.
+pub(crate) fn endpoint_line(endpoint: &EndpointReport, now: SystemTime) -> String {
+    let state = match (endpoint.state, endpoint.cooling_until) {
+        (EndpointState::Cooling, Some(until)) => {
             let left = until.duration_since(now).unwrap_or_default();
             format!("cooling for {}", short_duration(left))
         }
-        ("disabled", until) => {
+        (EndpointState::Disabled, until) => {
             let reason = endpoint
                 .disabled_reason
                 .as_deref()
@@ -170,7 +135,7 @@ pub fn endpoint_line(endpoint: &EndpointStatus, now: SystemTime) -> String {
                 None => format!("disabled: {reason}"),
             }
         }
-        (state, _) => state.to_owned(),
+        (state, _) => state.as_str().to_owned(),
     };
     format!(
         "{:<16} {state} | in flight {} | requests {} | ok {} | 429s {}",
@@ -184,7 +149,7 @@ pub fn endpoint_line(endpoint: &EndpointStatus, now: SystemTime) -> String {
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressMode {
+pub(crate) enum ProgressMode {
     /// indicatif bars on stderr (stderr is a terminal).
     Bars,
     /// A log line every `interval` (stderr is not a terminal).
@@ -196,7 +161,7 @@ pub enum ProgressMode {
 
 impl ProgressMode {
     /// Bars when stderr is a terminal, otherwise plain lines every `interval`.
-    pub fn detect(interval: Duration) -> ProgressMode {
+    pub(crate) fn detect(interval: Duration) -> ProgressMode {
         use std::io::IsTerminal;
         if io::stderr().is_terminal() {
             ProgressMode::Bars
@@ -206,7 +171,7 @@ impl ProgressMode {
     }
 
     /// The bar container for this mode (drawing nothing in plain mode).
-    pub fn multi(self) -> MultiProgress {
+    pub(crate) fn multi(self) -> MultiProgress {
         match self {
             ProgressMode::Bars => MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             ProgressMode::Plain { .. } => {
@@ -218,7 +183,7 @@ impl ProgressMode {
 
 /// The live display of one run.
 #[derive(Debug)]
-pub struct ProgressDisplay {
+pub(crate) struct ProgressDisplay {
     mode: ProgressMode,
     multi: MultiProgress,
     main: ProgressBar,
@@ -229,7 +194,11 @@ pub struct ProgressDisplay {
 
 impl ProgressDisplay {
     /// A display in `multi` (from [`ProgressMode::multi`]) with one line per endpoint.
-    pub fn new(mode: ProgressMode, multi: MultiProgress, endpoints: usize) -> ProgressDisplay {
+    pub(crate) fn new(
+        mode: ProgressMode,
+        multi: MultiProgress,
+        endpoints: usize,
+    ) -> ProgressDisplay {
         let main = multi.add(ProgressBar::no_length());
         main.set_style(spinner_style());
         main.enable_steady_tick(Duration::from_millis(200));
@@ -255,7 +224,7 @@ impl ProgressDisplay {
     }
 
     /// Shows `snapshot`. In plain mode, logs a line when `interval` has passed since the last.
-    pub fn update(&mut self, snapshot: &ProgressSnapshot, now: Instant) {
+    pub(crate) fn update(&mut self, snapshot: &ProgressSnapshot, now: Instant) {
         match self.mode {
             ProgressMode::Bars => {
                 if let Some(total) = snapshot.total
@@ -300,7 +269,7 @@ impl ProgressDisplay {
     }
 
     /// Removes the bars (call before printing the summary).
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.main.finish_and_clear();
         self.counts.finish_and_clear();
         for bar in &self.endpoints {
@@ -323,20 +292,20 @@ fn bar_style() -> ProgressStyle {
 
 /// A `tracing-subscriber` writer that prints each log line to stderr above the progress bars.
 #[derive(Debug, Clone)]
-pub struct ProgressWriter {
+pub(crate) struct ProgressWriter {
     multi: MultiProgress,
 }
 
 impl ProgressWriter {
     /// Writes through `multi`'s suspension.
-    pub fn new(multi: MultiProgress) -> ProgressWriter {
+    pub(crate) fn new(multi: MultiProgress) -> ProgressWriter {
         ProgressWriter { multi }
     }
 }
 
 /// The per-event writer of [`ProgressWriter`].
 #[derive(Debug)]
-pub struct SuspendingStderr {
+pub(crate) struct SuspendingStderr {
     multi: MultiProgress,
 }
 
@@ -364,6 +333,26 @@ impl<'a> MakeWriter<'a> for ProgressWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_module_example_holds() {
+        use std::time::Duration;
+
+        let snapshot = ProgressSnapshot {
+            done: 50,
+            total: Some(100),
+            succeeded: 48,
+            failed: 2,
+            tokens: 6_000,
+            elapsed: Duration::from_secs(10),
+            ..Default::default()
+        };
+        assert_eq!(
+            run_line(&snapshot),
+            "50/100 lines | 5.0/s | ETA 10s | ok 48 failed 2 invalid 0 skipped 0 | in flight 0 | \
+             429s 0 | retries 0 | 36000 tokens/min"
+        );
+    }
 
     #[test]
     fn eta_needs_a_total_and_a_rate() {
@@ -400,9 +389,9 @@ mod tests {
     #[test]
     fn endpoint_lines_show_state_and_why() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let base = EndpointStatus {
+        let base = EndpointReport {
             name: "east".into(),
-            state: "healthy".into(),
+            state: EndpointState::Healthy,
             in_flight: 2,
             requests: 10,
             successes: 9,
@@ -413,20 +402,20 @@ mod tests {
             endpoint_line(&base, now),
             "east             healthy | in flight 2 | requests 10 | ok 9 | 429s 1"
         );
-        let cooling = EndpointStatus {
-            state: "cooling".into(),
-            until: Some(now + Duration::from_millis(1500)),
+        let cooling = EndpointReport {
+            state: EndpointState::Cooling,
+            cooling_until: Some(now + Duration::from_millis(1500)),
             ..base.clone()
         };
         assert!(endpoint_line(&cooling, now).contains("cooling for 1.5s"));
-        let disabled = EndpointStatus {
-            state: "disabled".into(),
+        let disabled = EndpointReport {
+            state: EndpointState::Disabled,
             disabled_reason: Some("HTTP 401: bad key".into()),
             ..base.clone()
         };
         assert!(endpoint_line(&disabled, now).contains("disabled: HTTP 401: bad key"));
-        let timed = EndpointStatus {
-            until: Some(now + Duration::from_secs(125)),
+        let timed = EndpointReport {
+            cooling_until: Some(now + Duration::from_secs(125)),
             ..disabled
         };
         assert!(

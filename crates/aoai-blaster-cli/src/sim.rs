@@ -7,7 +7,7 @@ use crate::cli::SimArgs;
 use crate::summary::{EXIT_OK, EXIT_USAGE};
 
 /// `aoai-blaster sim`.
-pub async fn sim_command(args: SimArgs) -> u8 {
+pub(crate) async fn sim_command(args: SimArgs) -> u8 {
     let mut config = match aoai_sim::SimConfig::from_file(&args.config) {
         Ok(config) => config,
         Err(error) => {

@@ -1,152 +1,165 @@
-//! The figures of a run: counted per job as results arrive, mergeable, printed at the end and
-//! written with `--summary-json`.
-//!
-//! ```
-//! use std::time::Duration;
-//! use aoai_blaster_cli::summary::{JobTally, Summary};
-//!
-//! let mut summary = Summary::default();
-//! summary.record_job(&JobTally { succeeded: true, attempts: 3, rate_limited: 1, prompt_tokens: 10, completion_tokens: 5, ..Default::default() });
-//! summary.makespan = Duration::from_secs(30);
-//! assert_eq!(summary.retried_jobs, 1);
-//! assert_eq!(summary.retry_attempts, 2);
-//! assert_eq!(summary.tokens_per_minute(), 30.0);
-//! ```
+//! The figures of a run: counted per job as results arrive, printed at the end and written with
+//! `--summary-json`.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use aoai_blaster::EndpointReport;
+use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
 /// Exit status: every job succeeded.
-pub const EXIT_OK: u8 = 0;
+pub(crate) const EXIT_OK: u8 = 0;
 /// Exit status: some jobs failed or some input lines were invalid.
-pub const EXIT_SOME_FAILED: u8 = 1;
+pub(crate) const EXIT_SOME_FAILED: u8 = 1;
 /// Exit status: bad usage, or a config, input or output file that cannot be used.
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit status: interrupted (SIGINT/SIGTERM).
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 
 /// What one finished job adds to the summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobTally {
+pub(crate) struct JobTally {
     /// Answered with a 2xx reply.
-    pub succeeded: bool,
+    pub(crate) succeeded: bool,
     /// Failed with a final HTTP error reply (as opposed to no reply at all).
-    pub http_error: bool,
+    pub(crate) http_error: bool,
     /// Attempts sent (0 when it failed before any was sent).
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Of those, attempts answered with 429.
-    pub rate_limited: u32,
+    pub(crate) rate_limited: u32,
     /// Prompt tokens of the answer.
-    pub prompt_tokens: u64,
+    pub(crate) prompt_tokens: u64,
     /// Completion tokens of the answer.
-    pub completion_tokens: u64,
+    pub(crate) completion_tokens: u64,
 }
 
-/// One endpoint's figures at the end of the run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct EndpointSummary {
-    /// The deployment's `name`.
-    pub name: String,
-    /// `healthy`, `cooling`, `probing` or `disabled`.
-    pub state: String,
-    /// Why it is disabled, if it is.
-    pub disabled_reason: Option<String>,
-    /// Attempts sent.
-    pub requests: u64,
-    /// Successful attempts.
-    pub successes: u64,
-    /// 429 replies.
-    pub rate_limited: u64,
-    /// Timeouts.
-    pub timeouts: u64,
-    /// Other failures (5xx, connection errors, bad replies, 4xx).
-    pub errors: u64,
-    /// Prompt tokens of successful replies.
-    pub prompt_tokens: u64,
-    /// Completion tokens of successful replies.
-    pub completion_tokens: u64,
-    /// Mean duration of answered attempts, in milliseconds.
-    pub mean_latency_ms: Option<f64>,
+/// One endpoint's figures at the end of the run: the blaster's report, and the quota the config
+/// gives the deployment.
+///
+/// Its JSON (in `--summary-json`) keeps the report's name, state, reason and counts, the mean
+/// latency in milliseconds (`mean_latency_ms`) and `tpm_limit`; in-flight and cooldown figures
+/// mean nothing once the run is over and are left out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct EndpointSummary {
+    /// The endpoint's state and counts when the run ended.
+    pub(crate) report: EndpointReport,
     /// The configured `tpm_limit`, if any.
-    pub tpm_limit: Option<u64>,
+    pub(crate) tpm_limit: Option<u64>,
+}
+
+impl Serialize for EndpointSummary {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let report = &self.report;
+        let mut json = serializer.serialize_struct("EndpointSummary", 12)?;
+        json.serialize_field("name", &report.name)?;
+        json.serialize_field("state", &report.state)?;
+        json.serialize_field("disabled_reason", &report.disabled_reason)?;
+        json.serialize_field("requests", &report.requests)?;
+        json.serialize_field("successes", &report.successes)?;
+        json.serialize_field("rate_limited", &report.rate_limited)?;
+        json.serialize_field("timeouts", &report.timeouts)?;
+        json.serialize_field("errors", &report.errors)?;
+        json.serialize_field("prompt_tokens", &report.prompt_tokens)?;
+        json.serialize_field("completion_tokens", &report.completion_tokens)?;
+        json.serialize_field("mean_latency_ms", &self.mean_latency_ms())?;
+        json.serialize_field("tpm_limit", &self.tpm_limit)?;
+        json.end()
+    }
 }
 
 impl EndpointSummary {
+    /// Mean duration of answered attempts, in milliseconds.
+    pub(crate) fn mean_latency_ms(&self) -> Option<f64> {
+        self.report
+            .mean_latency
+            .map(|latency| latency.as_secs_f64() * 1000.0)
+    }
+
     /// Adds another summary's counts for the same endpoint (the latency becomes the weighted
     /// mean; the state is the other's, as the later one).
-    pub fn merge(&mut self, other: &EndpointSummary) {
-        let answered = |e: &EndpointSummary| (e.successes + e.rate_limited + e.errors) as f64;
-        self.mean_latency_ms = match (self.mean_latency_ms, other.mean_latency_ms) {
+    #[cfg(test)]
+    pub(crate) fn merge(&mut self, other: &EndpointSummary) {
+        let answered = |r: &EndpointReport| (r.successes + r.rate_limited + r.errors) as f64;
+        let (mine, theirs) = (&mut self.report, &other.report);
+        mine.mean_latency = match (mine.mean_latency, theirs.mean_latency) {
             (Some(a), Some(b)) => {
-                let (wa, wb) = (answered(self), answered(other));
-                if wa + wb > 0.0 {
-                    Some((a * wa + b * wb) / (wa + wb))
+                let (wa, wb) = (answered(mine), answered(theirs));
+                let (a, b) = (a.as_secs_f64(), b.as_secs_f64());
+                Some(Duration::from_secs_f64(if wa + wb > 0.0 {
+                    (a * wa + b * wb) / (wa + wb)
                 } else {
-                    Some((a + b) / 2.0)
-                }
+                    (a + b) / 2.0
+                }))
             }
             (a, b) => a.or(b),
         };
-        self.state.clone_from(&other.state);
-        self.disabled_reason.clone_from(&other.disabled_reason);
-        self.requests += other.requests;
-        self.successes += other.successes;
-        self.rate_limited += other.rate_limited;
-        self.timeouts += other.timeouts;
-        self.errors += other.errors;
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
+        mine.state = theirs.state;
+        mine.cooling_until = theirs.cooling_until;
+        mine.disabled_reason.clone_from(&theirs.disabled_reason);
+        mine.failure_streak = theirs.failure_streak;
+        mine.in_flight = theirs.in_flight;
+        mine.requests += theirs.requests;
+        mine.successes += theirs.successes;
+        mine.rate_limited += theirs.rate_limited;
+        mine.timeouts += theirs.timeouts;
+        mine.errors += theirs.errors;
+        mine.lost += theirs.lost;
+        mine.restarts += theirs.restarts;
+        mine.prompt_tokens += theirs.prompt_tokens;
+        mine.completion_tokens += theirs.completion_tokens;
         self.tpm_limit = self.tpm_limit.or(other.tpm_limit);
     }
 
     /// Tokens (prompt + completion) per minute over `makespan`.
-    pub fn tokens_per_minute(&self, makespan: Duration) -> f64 {
-        per_minute(self.prompt_tokens + self.completion_tokens, makespan)
+    pub(crate) fn tokens_per_minute(&self, makespan: Duration) -> f64 {
+        per_minute(
+            self.report.prompt_tokens + self.report.completion_tokens,
+            makespan,
+        )
     }
 }
 
 /// The figures of one run (or of several, merged).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Non-blank input lines read.
-    pub lines_read: u64,
+    pub(crate) lines_read: u64,
     /// Valid lines skipped because the output file already answers their `custom_id`.
-    pub skipped: u64,
+    pub(crate) skipped: u64,
     /// Of those, ids whose earlier answer is a failure (kept: run with `--retry-failed`).
-    pub skipped_failed: u64,
+    pub(crate) skipped_failed: u64,
     /// Jobs sent to the dispatcher.
-    pub submitted: u64,
+    pub(crate) submitted: u64,
     /// Jobs answered with a 2xx reply.
-    pub succeeded: u64,
+    pub(crate) succeeded: u64,
     /// Jobs that failed for good (with or without an HTTP reply).
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// Of the failed, those with a final HTTP error reply.
-    pub http_errors: u64,
+    pub(crate) http_errors: u64,
     /// Input lines rejected (written now or reported by an earlier run).
-    pub invalid_lines: u64,
+    pub(crate) invalid_lines: u64,
     /// Jobs submitted but not finished when the run was interrupted (they run again next time).
-    pub unfinished: u64,
+    pub(crate) unfinished: u64,
     /// Jobs that needed more than one attempt.
-    pub retried_jobs: u64,
+    pub(crate) retried_jobs: u64,
     /// Attempts beyond each job's first.
-    pub retry_attempts: u64,
+    pub(crate) retry_attempts: u64,
     /// Attempts answered with 429.
-    pub rate_limited: u64,
+    pub(crate) rate_limited: u64,
     /// Prompt tokens of the answers.
-    pub prompt_tokens: u64,
+    pub(crate) prompt_tokens: u64,
     /// Completion tokens of the answers.
-    pub completion_tokens: u64,
+    pub(crate) completion_tokens: u64,
     /// Wall time of the run.
     #[serde(rename = "makespan_secs", serialize_with = "seconds")]
-    pub makespan: Duration,
+    pub(crate) makespan: Duration,
     /// Sum of the configured `tpm_limit`s, when every deployment has one.
-    pub configured_tpm: Option<u64>,
+    pub(crate) configured_tpm: Option<u64>,
     /// The run was interrupted.
-    pub interrupted: bool,
+    pub(crate) interrupted: bool,
     /// Per-endpoint figures.
-    pub endpoints: Vec<EndpointSummary>,
+    pub(crate) endpoints: Vec<EndpointSummary>,
 }
 
 fn seconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -163,7 +176,7 @@ fn per_minute(count: u64, over: Duration) -> f64 {
 
 impl Summary {
     /// Counts one finished job.
-    pub fn record_job(&mut self, job: &JobTally) {
+    pub(crate) fn record_job(&mut self, job: &JobTally) {
         if job.succeeded {
             self.succeeded += 1;
         } else {
@@ -180,18 +193,18 @@ impl Summary {
     }
 
     /// Jobs finished (succeeded or failed).
-    pub fn finished(&self) -> u64 {
+    pub(crate) fn finished(&self) -> u64 {
         self.succeeded + self.failed
     }
 
     /// Answered tokens (prompt + completion) per minute of makespan.
-    pub fn tokens_per_minute(&self) -> f64 {
+    pub(crate) fn tokens_per_minute(&self) -> f64 {
         per_minute(self.prompt_tokens + self.completion_tokens, self.makespan)
     }
 
     /// Achieved tokens per minute as a percentage of the configured TPM, if every deployment
     /// has a `tpm_limit`.
-    pub fn quota_use_percent(&self) -> Option<f64> {
+    pub(crate) fn quota_use_percent(&self) -> Option<f64> {
         self.configured_tpm
             .filter(|tpm| *tpm > 0)
             .map(|tpm| self.tokens_per_minute() * 100.0 / tpm as f64)
@@ -199,7 +212,8 @@ impl Summary {
 
     /// Adds another run's figures: counts add up, the makespan is the longer one, endpoints are
     /// merged by name.
-    pub fn merge(&mut self, other: &Summary) {
+    #[cfg(test)]
+    pub(crate) fn merge(&mut self, other: &Summary) {
         self.lines_read += other.lines_read;
         self.skipped += other.skipped;
         self.skipped_failed += other.skipped_failed;
@@ -221,7 +235,11 @@ impl Summary {
         };
         self.interrupted |= other.interrupted;
         for endpoint in &other.endpoints {
-            match self.endpoints.iter_mut().find(|e| e.name == endpoint.name) {
+            match self
+                .endpoints
+                .iter_mut()
+                .find(|e| e.report.name == endpoint.report.name)
+            {
                 Some(mine) => mine.merge(endpoint),
                 None => self.endpoints.push(endpoint.clone()),
             }
@@ -231,7 +249,7 @@ impl Summary {
     /// The process exit status this run ends with: [`EXIT_INTERRUPTED`] when interrupted, else
     /// [`EXIT_SOME_FAILED`] when any job failed, any input line was invalid, or an id kept an
     /// earlier failed answer, else [`EXIT_OK`].
-    pub fn exit_status(&self) -> u8 {
+    pub(crate) fn exit_status(&self) -> u8 {
         if self.interrupted {
             EXIT_INTERRUPTED
         } else if self.failed + self.invalid_lines + self.skipped_failed > 0 {
@@ -242,7 +260,7 @@ impl Summary {
     }
 
     /// The summary for a person: totals, then one row per endpoint.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -309,6 +327,7 @@ impl Summary {
         );
         for e in &self.endpoints {
             let rate = e.tokens_per_minute(self.makespan);
+            let report = &e.report;
             let rate = match e.tpm_limit {
                 Some(limit) if limit > 0 => {
                     format!("{rate:.0} ({:.0}%)", rate * 100.0 / limit as f64)
@@ -318,19 +337,19 @@ impl Summary {
             let _ = write!(
                 out,
                 "{:<20} {:<9} {:>8} {:>8} {:>6} {:>8} {:>7} {:>10} {:>9} {:>12}",
-                e.name,
-                e.state,
-                e.requests,
-                e.successes,
-                e.rate_limited,
-                e.timeouts,
-                e.errors,
-                e.prompt_tokens + e.completion_tokens,
-                e.mean_latency_ms
+                report.name,
+                report.state.as_str(),
+                report.requests,
+                report.successes,
+                report.rate_limited,
+                report.timeouts,
+                report.errors,
+                report.prompt_tokens + report.completion_tokens,
+                e.mean_latency_ms()
                     .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}")),
                 rate
             );
-            if let Some(reason) = &e.disabled_reason {
+            if let Some(reason) = &report.disabled_reason {
                 let _ = write!(out, "  disabled: {reason}");
             }
             out.push('\n');
@@ -342,18 +361,40 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aoai_blaster::EndpointState;
 
-    fn endpoint(name: &str, requests: u64, latency: Option<f64>) -> EndpointSummary {
-        EndpointSummary {
-            name: name.into(),
-            state: "healthy".into(),
-            requests,
-            successes: requests,
-            prompt_tokens: 100,
-            completion_tokens: 20,
-            mean_latency_ms: latency,
-            tpm_limit: Some(1_000),
+    #[test]
+    fn the_module_example_holds() {
+        use std::time::Duration;
+
+        let mut summary = Summary::default();
+        summary.record_job(&JobTally {
+            succeeded: true,
+            attempts: 3,
+            rate_limited: 1,
+            prompt_tokens: 10,
+            completion_tokens: 5,
             ..Default::default()
+        });
+        summary.makespan = Duration::from_secs(30);
+        assert_eq!(summary.retried_jobs, 1);
+        assert_eq!(summary.retry_attempts, 2);
+        assert_eq!(summary.tokens_per_minute(), 30.0);
+    }
+
+    fn endpoint(name: &str, requests: u64, latency_ms: Option<f64>) -> EndpointSummary {
+        EndpointSummary {
+            report: EndpointReport {
+                name: name.into(),
+                state: EndpointState::Healthy,
+                requests,
+                successes: requests,
+                prompt_tokens: 100,
+                completion_tokens: 20,
+                mean_latency: latency_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+                ..Default::default()
+            },
+            tpm_limit: Some(1_000),
         }
     }
 
@@ -439,11 +480,11 @@ mod tests {
         assert!(a.interrupted);
         assert_eq!(a.makespan, Duration::from_secs(10));
         assert_eq!(a.endpoints.len(), 2);
-        assert_eq!(a.endpoints[0].requests, 40);
-        assert_eq!(a.endpoints[0].prompt_tokens, 200);
+        assert_eq!(a.endpoints[0].report.requests, 40);
+        assert_eq!(a.endpoints[0].report.prompt_tokens, 200);
         // Weighted by answered attempts: (10*10 + 30*30) / 40.
-        assert_eq!(a.endpoints[0].mean_latency_ms, Some(25.0));
-        assert_eq!(a.endpoints[1].name, "west");
+        assert_eq!(a.endpoints[0].mean_latency_ms(), Some(25.0));
+        assert_eq!(a.endpoints[1].report.name, "west");
     }
 
     #[test]
@@ -462,6 +503,36 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_json_keeps_its_field_names() {
+        let json = serde_json::to_value(endpoint("east", 4, Some(12.5))).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "completion_tokens",
+                "disabled_reason",
+                "errors",
+                "mean_latency_ms",
+                "name",
+                "prompt_tokens",
+                "rate_limited",
+                "requests",
+                "state",
+                "successes",
+                "timeouts",
+                "tpm_limit"
+            ]
+        );
+        assert_eq!(json["state"], "healthy");
+        assert_eq!(json["mean_latency_ms"], 12.5);
+    }
+
+    #[test]
     fn render_shows_totals_and_one_row_per_endpoint() {
         let summary = Summary {
             succeeded: 9,
@@ -472,14 +543,12 @@ mod tests {
             prompt_tokens: 60,
             completion_tokens: 60,
             makespan: Duration::from_secs(60),
-            endpoints: vec![
-                endpoint("east", 10, Some(12.34)),
-                EndpointSummary {
-                    disabled_reason: Some("HTTP 401".into()),
-                    state: "disabled".into(),
-                    ..endpoint("west", 0, None)
-                },
-            ],
+            endpoints: vec![endpoint("east", 10, Some(12.34)), {
+                let mut west = endpoint("west", 0, None);
+                west.report.disabled_reason = Some("HTTP 401".into());
+                west.report.state = EndpointState::Disabled;
+                west
+            }],
             ..Default::default()
         };
         let text = summary.render();

@@ -1040,9 +1040,10 @@ pub const TOKENS_PER_IMAGE: u64 = 85;
 /// Estimates a chat request's prompt tokens from characters: for each message,
 /// [`TOKENS_PER_MESSAGE`] plus a quarter of the characters of its strings (content, text parts,
 /// name, tool calls; not its role), rounded up, plus [`TOKENS_PER_IMAGE`] per image part; plus
-/// [`TOKENS_PER_REPLY`]. About right for English with o200k/cl100k; a real tokenizer replaces it
-/// later (text in scripts without spaces, e.g. Chinese, is underestimated). For plain text
-/// messages this is also the simulator's own estimate; for tool calls and images it errs high.
+/// [`TOKENS_PER_REPLY`]. About right for English with o200k/cl100k, low for scripts without
+/// spaces (e.g. Chinese): the budget charges the larger of this and the tokenizer's count
+/// ([`crate::tokens::prompt_charge`]). For plain text messages this is also the simulator's own
+/// estimate; for tool calls and images it errs high.
 ///
 /// ```
 /// use aoai_blaster_core::quota::estimate_prompt_tokens_chars;

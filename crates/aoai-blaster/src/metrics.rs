@@ -42,12 +42,13 @@
 //! | `aoai_blaster_server_seconds{endpoint}` | histogram | the server's own processing time, when the reply states it (`x-sim-processing-us`, `openai-processing-ms`) |
 //! | `aoai_blaster_http_overhead_seconds{endpoint}` | histogram | call duration minus the server's processing: HTTP client, connection pool and network |
 //!
-//! Dispatcher-wide, through the one-line functions of this module ([`queue_depth`],
-//! [`jobs_in_flight`], [`tokens_charged`], [`job_succeeded`], [`job_failed`]):
-//! `aoai_blaster_queue_depth`, `aoai_blaster_in_flight`, `aoai_blaster_tokens_charged_total{endpoint}`,
-//! `aoai_blaster_jobs_total{outcome}`, `aoai_blaster_job_seconds`, `aoai_blaster_queue_wait_seconds`
-//! and `aoai_blaster_job_overhead_seconds` (a job's whole time minus the server's processing:
-//! what the blaster adds).
+//! Dispatcher-wide, through the handles of [`DispatcherMetrics`] ([`DispatcherMetrics::queue`],
+//! [`DispatcherMetrics::tokens_charged`], [`DispatcherMetrics::job_succeeded`]) and
+//! [`job_failed`]: `aoai_blaster_queue_depth`, `aoai_blaster_in_flight`,
+//! `aoai_blaster_tokens_charged_total{endpoint}`, `aoai_blaster_jobs_total{outcome}`,
+//! `aoai_blaster_job_seconds`, `aoai_blaster_queue_wait_seconds` and
+//! `aoai_blaster_job_overhead_seconds` (a job's whole time minus the server's processing: what
+//! the blaster adds).
 //!
 //! Nothing secret is recorded: labels are deployment names, status classes and outcome kinds.
 

@@ -8,10 +8,11 @@ use aoai_blaster_core::scheduler::EndpointView;
 use serde::Serialize;
 
 /// An endpoint's state as reports, progress lines and summaries show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EndpointState {
     /// Takes attempts.
+    #[default]
     Healthy,
     /// Waits out a cooldown (a 429's wait, or a backoff after failures).
     Cooling,
@@ -40,7 +41,7 @@ impl fmt::Display for EndpointState {
 }
 
 /// One endpoint's state and counts at the moment of the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EndpointReport {
     /// The deployment's `name`.
     pub name: String,

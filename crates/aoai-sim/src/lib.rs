@@ -71,3 +71,8 @@ pub use thread::SimThread;
 pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     server::start(config).await
 }
+
+/// The README's Rust snippets, compiled as doctests so they follow the simulator's API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -10,7 +10,7 @@ use crate::summary::JobTally;
 
 /// What a job's result turns into.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// A line to write, and what it adds to the summary.
     Line(Box<OutputLine>, JobTally),
     /// The job did not finish (the blaster was stopping): no line, so it runs again next time.
@@ -18,7 +18,7 @@ pub enum Answer {
 }
 
 /// The name of an attempt's kind in output lines.
-pub fn kind_name(kind: AttemptKind) -> &'static str {
+pub(crate) fn kind_name(kind: AttemptKind) -> &'static str {
     match kind {
         AttemptKind::Success => "success",
         AttemptKind::RateLimited => "rate_limited",
@@ -30,7 +30,7 @@ pub fn kind_name(kind: AttemptKind) -> &'static str {
 }
 
 /// Each attempt as `{"endpoint", "kind", "outcome", "elapsed_ms", "status"?}`.
-pub fn attempts_json(attempts: &[AttemptRecord]) -> Vec<Value> {
+pub(crate) fn attempts_json(attempts: &[AttemptRecord]) -> Vec<Value> {
     attempts
         .iter()
         .map(|attempt| {
@@ -59,7 +59,7 @@ fn tally_attempts(attempts: &[AttemptRecord]) -> (u32, u32) {
 }
 
 /// The output line for `custom_id`'s result.
-pub fn answer_for(
+pub(crate) fn answer_for(
     line_id: String,
     custom_id: String,
     result: &Result<ChatResult, JobError>,

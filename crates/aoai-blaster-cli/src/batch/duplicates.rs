@@ -16,28 +16,6 @@
 //! What stays in memory is two bits per input line (2.4 MiB for ten million lines) and one
 //! run's buffer while sorting. The external-sort crates on crates.io pull in rayon and
 //! build-time documentation tooling; the sort here is one file of runs and a k-way merge.
-//!
-//! ```
-//! use aoai_blaster_cli::batch::duplicates::{IdRecord, IdSorter, Verdict};
-//! use aoai_blaster_cli::batch::ids::IdFingerprint;
-//! use aoai_blaster_cli::batch::output::PreviousAnswer;
-//!
-//! let dir = tempfile::tempdir()?;
-//! let mut sorter = IdSorter::new(dir.path(), 2);
-//! let (a, b) = (IdFingerprint::of("a"), IdFingerprint::of("b"));
-//! sorter.push(IdRecord::answer(b, PreviousAnswer::Succeeded))?; // the output answers "b"
-//! sorter.push(IdRecord::line(a, 1, false))?; // invalid: claims nothing
-//! sorter.push(IdRecord::line(a, 2, true))?; // claims "a"
-//! sorter.push(IdRecord::line(b, 3, true))?; // answered before: skipped
-//! sorter.push(IdRecord::line(a, 4, true))?; // duplicate of line 2
-//! let verdicts = sorter.finish()?;
-//! assert_eq!(verdicts.get(1), Verdict::New);
-//! assert_eq!(verdicts.get(2), Verdict::New);
-//! assert_eq!(verdicts.get(3), Verdict::Answered(PreviousAnswer::Succeeded));
-//! assert_eq!(verdicts.get(4), Verdict::Duplicate);
-//! assert_eq!(verdicts.duplicates(), 1);
-//! # Ok::<(), std::io::Error>(())
-//! ```
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -50,7 +28,7 @@ use super::ids::{IdFingerprint, IdIndex, IdTag};
 use super::output::PreviousAnswer;
 
 /// Records sorted in memory before a run is written out (24 bytes each: 6 MiB).
-pub const RUN_RECORDS: usize = 1 << 18;
+pub(crate) const RUN_RECORDS: usize = 1 << 18;
 
 /// Bytes of one record on disk: the 96-bit fingerprint, then `line << 1 | flag`.
 const RECORD_BYTES: usize = 20;
@@ -60,20 +38,20 @@ const MERGE_BUFFER_RECORDS: usize = 800;
 
 /// An input line that has a `custom_id`, or an answer the output already holds for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct IdRecord {
+pub(crate) struct IdRecord {
     /// The id's fingerprint.
-    pub id: IdFingerprint,
+    pub(crate) id: IdFingerprint,
     /// The input line number (from 1); 0 for an answer in the output (so that an id's answers
     /// sort before its lines).
-    pub line: u64,
+    pub(crate) line: u64,
     /// For a line: whether it is valid apart from a possible duplicate id (a valid line claims
     /// its id, an invalid one does not). For an answer: whether it is a success.
-    pub flag: bool,
+    pub(crate) flag: bool,
 }
 
 impl IdRecord {
     /// Input line `line` (from 1) with id `id`, valid or not.
-    pub fn line(id: IdFingerprint, line: u64, valid: bool) -> IdRecord {
+    pub(crate) fn line(id: IdFingerprint, line: u64, valid: bool) -> IdRecord {
         IdRecord {
             id,
             line,
@@ -82,7 +60,7 @@ impl IdRecord {
     }
 
     /// An answer for `id` found in the output.
-    pub fn answer(id: IdFingerprint, answer: PreviousAnswer) -> IdRecord {
+    pub(crate) fn answer(id: IdFingerprint, answer: PreviousAnswer) -> IdRecord {
         IdRecord {
             id,
             line: 0,
@@ -119,7 +97,7 @@ impl IdRecord {
 
 /// What the check before the run found for one input line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Nothing: a valid line runs, an invalid one gets its own error.
     New,
     /// An earlier valid line has the same id.
@@ -159,7 +137,7 @@ fn with_answer(so_far: Option<PreviousAnswer>, succeeded: bool) -> PreviousAnswe
 
 /// The [`Verdict`] of every input line: two bits per line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LineVerdicts {
+pub(crate) struct LineVerdicts {
     words: Vec<u64>,
     lines: u64,
     duplicates: u64,
@@ -169,7 +147,7 @@ pub struct LineVerdicts {
 
 impl LineVerdicts {
     /// The verdict on line `line` (from 1).
-    pub fn get(&self, line: u64) -> Verdict {
+    pub(crate) fn get(&self, line: u64) -> Verdict {
         let Ok(word) = usize::try_from(line / 32) else {
             return Verdict::New;
         };
@@ -180,29 +158,29 @@ impl LineVerdicts {
     }
 
     /// Lines of the input the verdicts are about (lines after them were not checked).
-    pub fn lines(&self) -> u64 {
+    pub(crate) fn lines(&self) -> u64 {
         self.lines
     }
 
     /// The same verdicts, about an input of `lines` lines.
-    pub fn about_lines(mut self, lines: u64) -> LineVerdicts {
+    pub(crate) fn about_lines(mut self, lines: u64) -> LineVerdicts {
         self.lines = lines;
         self
     }
 
     /// Lines that are duplicates.
-    pub fn duplicates(&self) -> u64 {
+    pub(crate) fn duplicates(&self) -> u64 {
         self.duplicates
     }
 
     /// Lines whose id the output already answers.
-    pub fn answered(&self) -> u64 {
+    pub(crate) fn answered(&self) -> u64 {
         self.answered
     }
 
     /// Answers in the output for an id that already had one (the file was edited or
     /// concatenated).
-    pub fn duplicate_answers(&self) -> u64 {
+    pub(crate) fn duplicate_answers(&self) -> u64 {
         self.duplicate_answers
     }
 
@@ -223,7 +201,7 @@ impl LineVerdicts {
     }
 
     /// The verdicts from `records` sorted by id, then line (each input line once).
-    pub fn from_sorted(records: impl IntoIterator<Item = IdRecord>) -> LineVerdicts {
+    pub(crate) fn from_sorted(records: impl IntoIterator<Item = IdRecord>) -> LineVerdicts {
         let mut verdicts = LineVerdicts::default();
         let mut current: Option<IdFingerprint> = None;
         let mut answer: Option<PreviousAnswer> = None;
@@ -336,7 +314,7 @@ impl RecordCursor {
 /// The answers a resume scan found in the output, kept on disk (20 bytes each) rather than in
 /// memory.
 #[derive(Debug)]
-pub struct AnswerLog {
+pub(crate) struct AnswerLog {
     pending: RecordFile,
     file: Option<File>,
     records: u64,
@@ -350,7 +328,7 @@ impl Default for AnswerLog {
 
 impl AnswerLog {
     /// An empty log whose file (when it gets a record) goes in `dir`.
-    pub fn new(dir: &Path) -> AnswerLog {
+    pub(crate) fn new(dir: &Path) -> AnswerLog {
         AnswerLog {
             pending: RecordFile::new(dir),
             file: None,
@@ -359,14 +337,14 @@ impl AnswerLog {
     }
 
     /// Notes an answer for `id`.
-    pub fn push(&mut self, id: IdFingerprint, answer: PreviousAnswer) -> io::Result<()> {
+    pub(crate) fn push(&mut self, id: IdFingerprint, answer: PreviousAnswer) -> io::Result<()> {
         self.pending.push(&IdRecord::answer(id, answer))?;
         self.records += 1;
         Ok(())
     }
 
     /// Ends writing: call once every answer is in, before reading.
-    pub fn seal(&mut self) -> io::Result<()> {
+    pub(crate) fn seal(&mut self) -> io::Result<()> {
         let dir = self.pending.dir.clone();
         let pending = std::mem::replace(&mut self.pending, RecordFile::new(&dir));
         if let Some(file) = pending.into_file()? {
@@ -376,17 +354,22 @@ impl AnswerLog {
     }
 
     /// Answers noted.
-    pub fn len(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> u64 {
         self.records
     }
 
     /// True when no answer was noted.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.records == 0
     }
 
     /// Calls `each` with every answer, in the order they were noted (after [`AnswerLog::seal`]).
-    pub fn for_each(&self, mut each: impl FnMut(IdRecord) -> io::Result<()>) -> io::Result<()> {
+    pub(crate) fn for_each(
+        &self,
+        mut each: impl FnMut(IdRecord) -> io::Result<()>,
+    ) -> io::Result<()> {
         let Some(file) = &self.file else {
             return Ok(());
         };
@@ -399,7 +382,8 @@ impl AnswerLog {
 
     /// How `id` was answered: a success if any answer is one (after [`AnswerLog::seal`]; reads
     /// the whole log).
-    pub fn answer_of(&self, id: IdFingerprint) -> io::Result<Option<PreviousAnswer>> {
+    #[cfg(test)]
+    pub(crate) fn answer_of(&self, id: IdFingerprint) -> io::Result<Option<PreviousAnswer>> {
         let mut found = None;
         self.for_each(|record| {
             if record.id == id {
@@ -412,7 +396,7 @@ impl AnswerLog {
 
     /// The answers as an in-memory index (for an input that cannot be read twice), with the
     /// number of answers for an id that already had one.
-    pub fn to_index(&self) -> io::Result<(IdIndex, u64)> {
+    pub(crate) fn to_index(&self) -> io::Result<(IdIndex, u64)> {
         let mut index = IdIndex::default();
         let mut duplicates = 0u64;
         self.for_each(|record| {
@@ -431,7 +415,7 @@ impl AnswerLog {
 
 /// Sorts [`IdRecord`]s in bounded memory and gives the [`LineVerdicts`] they imply.
 #[derive(Debug)]
-pub struct IdSorter {
+pub(crate) struct IdSorter {
     run_records: usize,
     buffer: Vec<IdRecord>,
     spill: RecordFile,
@@ -441,7 +425,7 @@ pub struct IdSorter {
 impl IdSorter {
     /// A sorter that keeps up to `run_records` records in memory and writes longer inputs to an
     /// unnamed temporary file in `dir` (gone when the sorter is).
-    pub fn new(dir: &Path, run_records: usize) -> IdSorter {
+    pub(crate) fn new(dir: &Path, run_records: usize) -> IdSorter {
         IdSorter {
             run_records: run_records.max(1),
             buffer: Vec::new(),
@@ -451,7 +435,7 @@ impl IdSorter {
     }
 
     /// Adds one record.
-    pub fn push(&mut self, record: IdRecord) -> io::Result<()> {
+    pub(crate) fn push(&mut self, record: IdRecord) -> io::Result<()> {
         if self.buffer.len() >= self.run_records {
             self.write_run()?;
         }
@@ -474,7 +458,7 @@ impl IdSorter {
     }
 
     /// Sorts everything pushed and gives each line its verdict.
-    pub fn finish(mut self) -> io::Result<LineVerdicts> {
+    pub(crate) fn finish(mut self) -> io::Result<LineVerdicts> {
         if self.runs.is_empty() {
             self.buffer.sort_unstable();
             return Ok(LineVerdicts::from_sorted(self.buffer));
@@ -547,6 +531,31 @@ impl Iterator for Merge {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn the_module_example_holds() -> std::io::Result<()> {
+        use crate::batch::ids::IdFingerprint;
+        use crate::batch::output::PreviousAnswer;
+
+        let dir = tempfile::tempdir()?;
+        let mut sorter = IdSorter::new(dir.path(), 2);
+        let (a, b) = (IdFingerprint::of("a"), IdFingerprint::of("b"));
+        sorter.push(IdRecord::answer(b, PreviousAnswer::Succeeded))?; // the output answers "b"
+        sorter.push(IdRecord::line(a, 1, false))?; // invalid: claims nothing
+        sorter.push(IdRecord::line(a, 2, true))?; // claims "a"
+        sorter.push(IdRecord::line(b, 3, true))?; // answered before: skipped
+        sorter.push(IdRecord::line(a, 4, true))?; // duplicate of line 2
+        let verdicts = sorter.finish()?;
+        assert_eq!(verdicts.get(1), Verdict::New);
+        assert_eq!(verdicts.get(2), Verdict::New);
+        assert_eq!(
+            verdicts.get(3),
+            Verdict::Answered(PreviousAnswer::Succeeded)
+        );
+        assert_eq!(verdicts.get(4), Verdict::Duplicate);
+        assert_eq!(verdicts.duplicates(), 1);
+        Ok(())
+    }
 
     fn fp(id: &str) -> IdFingerprint {
         IdFingerprint::of(id)

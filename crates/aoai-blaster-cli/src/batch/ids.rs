@@ -8,29 +8,17 @@
 //! around `n² / 2⁹⁵`, about 10⁻¹⁵ for ten million ids, so the index behaves as an exact set while
 //! costing 12 bytes per entry (13 with the hash table's control byte, before its slack: 13 to 26
 //! MiB per million ids) instead of the id's length plus a `String`'s 24 bytes of overhead.
-//!
-//! ```
-//! use aoai_blaster_cli::batch::ids::{IdFingerprint, IdIndex, IdTag};
-//!
-//! let mut index = IdIndex::default();
-//! let id = IdFingerprint::of("req-1");
-//! assert!(index.insert(id, IdTag::Claimed));
-//! assert!(!index.insert(id, IdTag::Claimed));
-//! assert!(index.contains(id, IdTag::Claimed));
-//! assert!(!index.contains(id, IdTag::Succeeded));
-//! assert_ne!(IdFingerprint::of("a"), IdFingerprint::of("b"));
-//! ```
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// A fingerprint of one `custom_id`, stable within a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct IdFingerprint([u32; 3]);
+pub(crate) struct IdFingerprint([u32; 3]);
 
 impl IdFingerprint {
     /// The fingerprint of `id`.
-    pub fn of(id: &str) -> IdFingerprint {
+    pub(crate) fn of(id: &str) -> IdFingerprint {
         let half = |salt: u8| {
             let mut hasher = DefaultHasher::new();
             salt.hash(&mut hasher);
@@ -42,12 +30,12 @@ impl IdFingerprint {
     }
 
     /// The fingerprint as three words (to store it).
-    pub fn words(self) -> [u32; 3] {
+    pub(crate) fn words(self) -> [u32; 3] {
         self.0
     }
 
     /// A fingerprint stored with [`IdFingerprint::words`].
-    pub fn from_words(words: [u32; 3]) -> IdFingerprint {
+    pub(crate) fn from_words(words: [u32; 3]) -> IdFingerprint {
         IdFingerprint(words)
     }
 
@@ -61,7 +49,7 @@ const TAG_MASK: u32 = 0b11;
 
 /// What an id in an [`IdIndex`] stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IdTag {
+pub(crate) enum IdTag {
     /// A valid line of this run has the id.
     Claimed = 0,
     /// The output already has a successful answer for the id.
@@ -72,33 +60,35 @@ pub enum IdTag {
 
 /// A set of `(custom_id, tag)` pairs, stored as tagged fingerprints.
 #[derive(Debug, Default, Clone)]
-pub struct IdIndex {
+pub(crate) struct IdIndex {
     set: HashSet<[u32; 3]>,
 }
 
 impl IdIndex {
     /// Adds `id` with `tag`; false when that pair was already there.
-    pub fn insert(&mut self, id: IdFingerprint, tag: IdTag) -> bool {
+    pub(crate) fn insert(&mut self, id: IdFingerprint, tag: IdTag) -> bool {
         self.set.insert(id.tagged(tag))
     }
 
     /// Whether `id` is there with `tag`.
-    pub fn contains(&self, id: IdFingerprint, tag: IdTag) -> bool {
+    pub(crate) fn contains(&self, id: IdFingerprint, tag: IdTag) -> bool {
         self.set.contains(&id.tagged(tag))
     }
 
     /// Removes `id` with `tag`; false when that pair was not there.
-    pub fn remove(&mut self, id: IdFingerprint, tag: IdTag) -> bool {
+    pub(crate) fn remove(&mut self, id: IdFingerprint, tag: IdTag) -> bool {
         self.set.remove(&id.tagged(tag))
     }
 
     /// Number of entries.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.set.len()
     }
 
     /// True when there is no entry.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.set.is_empty()
     }
 }
@@ -106,6 +96,17 @@ impl IdIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_module_example_holds() {
+        let mut index = IdIndex::default();
+        let id = IdFingerprint::of("req-1");
+        assert!(index.insert(id, IdTag::Claimed));
+        assert!(!index.insert(id, IdTag::Claimed));
+        assert!(index.contains(id, IdTag::Claimed));
+        assert!(!index.contains(id, IdTag::Succeeded));
+        assert_ne!(IdFingerprint::of("a"), IdFingerprint::of("b"));
+    }
 
     #[test]
     fn distinct_ids_get_distinct_fingerprints() {

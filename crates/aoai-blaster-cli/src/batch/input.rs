@@ -21,21 +21,6 @@
 //! deployment of the config (its `name`, or else its `model`), the request is pinned to that
 //! deployment; any other value is ignored. Either way `model` is removed from the body before
 //! sending. `"stream": true` asks for a streamed reply, assembled into the same answer.
-//!
-//! ```
-//! use aoai_blaster_cli::batch::input::{DeploymentNames, LineParser, ParsedLine};
-//!
-//! let names = DeploymentNames::new([("east", "gpt-4o"), ("west", "gpt-4o-mini")]);
-//! let mut parser = LineParser::new(names);
-//! let line = r#"{"custom_id": "r1", "method": "POST", "url": "/chat/completions",
-//!               "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}}"#;
-//! let ParsedLine::Request(request) = parser.parse(1, line) else { panic!() };
-//! assert_eq!(request.pin.as_deref(), Some("west"));
-//! assert!(request.body.get("model").is_none());
-//!
-//! let ParsedLine::Invalid(error) = parser.parse(2, line) else { panic!() };
-//! assert_eq!(error.code.as_str(), "duplicate_custom_id");
-//! ```
 
 use std::fmt;
 
@@ -46,11 +31,11 @@ use super::ids::{IdFingerprint, IdIndex, IdTag};
 use super::output::PreviousAnswer;
 
 /// The URLs a line may name.
-pub const ACCEPTED_URLS: [&str; 2] = ["/chat/completions", "/v1/chat/completions"];
+pub(crate) const ACCEPTED_URLS: [&str; 2] = ["/chat/completions", "/v1/chat/completions"];
 
 /// Why an input line was rejected: the `error.code` of its output line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum InputErrorCode {
+pub(crate) enum InputErrorCode {
     /// The line is not a JSON object.
     InvalidJson,
     /// `custom_id` is missing, empty or not a string.
@@ -67,7 +52,7 @@ pub enum InputErrorCode {
 
 impl InputErrorCode {
     /// Every code, in the order the checks run.
-    pub const ALL: [InputErrorCode; 6] = [
+    pub(crate) const ALL: [InputErrorCode; 6] = [
         InputErrorCode::InvalidJson,
         InputErrorCode::MissingCustomId,
         InputErrorCode::DuplicateCustomId,
@@ -77,7 +62,7 @@ impl InputErrorCode {
     ];
 
     /// The code as it appears in output lines (`invalid_json`, ...).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             InputErrorCode::InvalidJson => "invalid_json",
             InputErrorCode::MissingCustomId => "missing_custom_id",
@@ -89,7 +74,7 @@ impl InputErrorCode {
     }
 
     /// The code named by `text`, if it is one of ours.
-    pub fn parse(text: &str) -> Option<InputErrorCode> {
+    pub(crate) fn parse(text: &str) -> Option<InputErrorCode> {
         InputErrorCode::ALL
             .into_iter()
             .find(|code| code.as_str() == text)
@@ -104,38 +89,38 @@ impl fmt::Display for InputErrorCode {
 
 /// A rejected input line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputError {
+pub(crate) struct InputError {
     /// 1-based line number in the input file.
-    pub line: u64,
+    pub(crate) line: u64,
     /// The line's `custom_id`, when it had a usable one.
-    pub custom_id: Option<String>,
+    pub(crate) custom_id: Option<String>,
     /// What is wrong.
-    pub code: InputErrorCode,
+    pub(crate) code: InputErrorCode,
     /// What is wrong and how to fix it, starting with `line N:`.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// A valid input line, ready to become a job.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BatchRequest {
+pub(crate) struct BatchRequest {
     /// 1-based line number in the input file.
-    pub line: u64,
+    pub(crate) line: u64,
     /// The caller's id, echoed in the output line.
-    pub custom_id: String,
+    pub(crate) custom_id: String,
     /// The request body without `model` and `stream` (`messages` is there and is a list).
-    pub body: Map<String, Value>,
+    pub(crate) body: Map<String, Value>,
     /// The deployment `body.model` pinned the request to (a `name` of the config).
-    pub pin: Option<String>,
+    pub(crate) pin: Option<String>,
     /// `body.stream` was `true`.
-    pub stream: bool,
+    pub(crate) stream: bool,
     /// How the output already answers this `custom_id`, for a resumed run (the line is then
     /// skipped).
-    pub previous: Option<PreviousAnswer>,
+    pub(crate) previous: Option<PreviousAnswer>,
 }
 
 /// What one input line turned into.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ParsedLine {
+pub(crate) enum ParsedLine {
     /// Empty or whitespace only: skipped, not counted.
     Blank,
     /// A valid request.
@@ -146,13 +131,13 @@ pub enum ParsedLine {
 
 /// The deployment names and models of the config, for pinning by `body.model`.
 #[derive(Debug, Clone, Default)]
-pub struct DeploymentNames {
+pub(crate) struct DeploymentNames {
     deployments: Vec<(String, String)>,
 }
 
 impl DeploymentNames {
     /// From `(name, model)` pairs, in config order.
-    pub fn new<N: Into<String>, M: Into<String>>(
+    pub(crate) fn new<N: Into<String>, M: Into<String>>(
         pairs: impl IntoIterator<Item = (N, M)>,
     ) -> DeploymentNames {
         DeploymentNames {
@@ -165,7 +150,7 @@ impl DeploymentNames {
 
     /// The deployment `name` that `model` designates: a deployment with that `name`, else the
     /// first deployment whose `model` it is.
-    pub fn resolve(&self, model: &str) -> Option<&str> {
+    pub(crate) fn resolve(&self, model: &str) -> Option<&str> {
         self.deployments
             .iter()
             .find(|(name, _)| name == model)
@@ -176,7 +161,7 @@ impl DeploymentNames {
 
 /// Parses input lines in order and tells duplicate `custom_id`s (see [`DuplicateCheck`]).
 #[derive(Debug, Clone)]
-pub struct LineParser {
+pub(crate) struct LineParser {
     deployments: DeploymentNames,
     index: IdIndex,
     duplicates: DuplicateCheck,
@@ -185,7 +170,7 @@ pub struct LineParser {
 
 /// How a [`LineParser`] tells that a line repeats an id an earlier valid line claimed.
 #[derive(Debug, Clone)]
-pub enum DuplicateCheck {
+pub(crate) enum DuplicateCheck {
     /// Remember each claimed id in the parser's index (memory grows with the input).
     Remember,
     /// Every line's verdict (duplicate, answered before) was found before the run
@@ -197,7 +182,7 @@ pub enum DuplicateCheck {
 
 impl LineParser {
     /// A parser that pins by `deployments`.
-    pub fn new(deployments: DeploymentNames) -> LineParser {
+    pub(crate) fn new(deployments: DeploymentNames) -> LineParser {
         LineParser::resuming(deployments, IdIndex::default())
     }
 
@@ -206,7 +191,7 @@ impl LineParser {
     /// [`AnswerLog::to_index`](super::duplicates::AnswerLog::to_index) gives them). Each
     /// valid line with such an id says so in [`BatchRequest::previous`], and the same table then
     /// holds the run's own ids, so a resumed run needs no second index.
-    pub fn resuming(deployments: DeploymentNames, answers: IdIndex) -> LineParser {
+    pub(crate) fn resuming(deployments: DeploymentNames, answers: IdIndex) -> LineParser {
         LineParser {
             deployments,
             index: answers,
@@ -216,7 +201,7 @@ impl LineParser {
     }
 
     /// The parser for the pass that finds duplicates: validates only ([`DuplicateCheck::Ignore`]).
-    pub fn validator(deployments: DeploymentNames) -> LineParser {
+    pub(crate) fn validator(deployments: DeploymentNames) -> LineParser {
         LineParser {
             duplicates: DuplicateCheck::Ignore,
             ..LineParser::new(deployments)
@@ -224,12 +209,12 @@ impl LineParser {
     }
 
     /// Tells duplicates by `check` from now on.
-    pub fn set_duplicate_check(&mut self, check: DuplicateCheck) {
+    pub(crate) fn set_duplicate_check(&mut self, check: DuplicateCheck) {
         self.duplicates = check;
     }
 
     /// With verdicts found before the run: the number of lines they cover.
-    pub fn checked_lines(&self) -> Option<u64> {
+    pub(crate) fn checked_lines(&self) -> Option<u64> {
         match &self.duplicates {
             DuplicateCheck::Found(verdicts) => Some(verdicts.lines()),
             DuplicateCheck::Remember | DuplicateCheck::Ignore => None,
@@ -237,12 +222,13 @@ impl LineParser {
     }
 
     /// Number of distinct `custom_id`s claimed by valid lines so far.
-    pub fn claimed(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn claimed(&self) -> usize {
         self.claimed
     }
 
     /// Parses and validates line number `line` (1-based).
-    pub fn parse(&mut self, line: u64, text: &str) -> ParsedLine {
+    pub(crate) fn parse(&mut self, line: u64, text: &str) -> ParsedLine {
         if text.trim().is_empty() {
             return ParsedLine::Blank;
         }
@@ -460,6 +446,24 @@ fn short(value: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_module_example_holds() {
+        let names = DeploymentNames::new([("east", "gpt-4o"), ("west", "gpt-4o-mini")]);
+        let mut parser = LineParser::new(names);
+        let line = r#"{"custom_id": "r1", "method": "POST", "url": "/chat/completions",
+                      "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}}"#;
+        let ParsedLine::Request(request) = parser.parse(1, line) else {
+            panic!()
+        };
+        assert_eq!(request.pin.as_deref(), Some("west"));
+        assert!(request.body.get("model").is_none());
+
+        let ParsedLine::Invalid(error) = parser.parse(2, line) else {
+            panic!()
+        };
+        assert_eq!(error.code.as_str(), "duplicate_custom_id");
+    }
 
     fn parser() -> LineParser {
         LineParser::new(DeploymentNames::new([

@@ -7,9 +7,9 @@
 //! - [`ids`]: the compact index of `custom_id`s that makes duplicates and resume cheap.
 //! - [`duplicates`]: duplicate `custom_id`s found before the run by sorting on disk (flat memory).
 
-pub mod answer;
-pub mod duplicates;
-pub mod ids;
-pub mod input;
-pub mod output;
-pub mod source;
+pub(crate) mod answer;
+pub(crate) mod duplicates;
+pub(crate) mod ids;
+pub(crate) mod input;
+pub(crate) mod output;
+pub(crate) mod source;

@@ -32,46 +32,46 @@ use super::input::{InputError, InputErrorCode};
 
 /// One output line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutputLine {
+pub(crate) struct OutputLine {
     /// This line's own id (`batch_req_...`), unique across runs.
-    pub id: String,
+    pub(crate) id: String,
     /// The input line's `custom_id` (null for an input line without a usable one).
-    pub custom_id: Option<String>,
+    pub(crate) custom_id: Option<String>,
     /// The HTTP reply, when there was one.
-    pub response: Option<ResponsePart>,
+    pub(crate) response: Option<ResponsePart>,
     /// Why there is no reply, or why the input line was rejected.
-    pub error: Option<ErrorPart>,
+    pub(crate) error: Option<ErrorPart>,
     /// What each attempt met (answers only; omitted when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attempts: Vec<Value>,
+    pub(crate) attempts: Vec<Value>,
 }
 
 /// The `response` of an answer line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResponsePart {
+pub(crate) struct ResponsePart {
     /// HTTP status of the final reply.
-    pub status_code: u16,
+    pub(crate) status_code: u16,
     /// Azure's request id of the final reply, when it sent one.
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
     /// The completion (2xx) or Azure's error body (`{"error": {...}}`).
-    pub body: Value,
+    pub(crate) body: Value,
 }
 
 /// The `error` of a line without a reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorPart {
+pub(crate) struct ErrorPart {
     /// A short machine-readable code (`timeout`, `all_endpoints_disabled`, `invalid_json`, ...).
-    pub code: String,
+    pub(crate) code: String,
     /// What happened, for a person.
-    pub message: String,
+    pub(crate) message: String,
     /// The input line number, for rejected input lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub line: Option<u64>,
+    pub(crate) line: Option<u64>,
 }
 
 impl OutputLine {
     /// An answer with an HTTP reply.
-    pub fn answer(
+    pub(crate) fn answer(
         id: String,
         custom_id: String,
         status_code: u16,
@@ -93,7 +93,7 @@ impl OutputLine {
     }
 
     /// A job that ended with no reply.
-    pub fn failure(
+    pub(crate) fn failure(
         id: String,
         custom_id: String,
         code: impl Into<String>,
@@ -114,7 +114,7 @@ impl OutputLine {
     }
 
     /// A rejected input line.
-    pub fn input_error(id: String, error: &InputError) -> OutputLine {
+    pub(crate) fn input_error(id: String, error: &InputError) -> OutputLine {
         OutputLine {
             id,
             custom_id: error.custom_id.clone(),
@@ -129,7 +129,8 @@ impl OutputLine {
     }
 
     /// True for an answer with a 2xx reply.
-    pub fn is_success(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_success(&self) -> bool {
         self.error.is_none()
             && self
                 .response
@@ -141,19 +142,19 @@ impl OutputLine {
 /// Makes the `id` of each output line: `batch_req_<run>_<n>`, unique across runs as long as the
 /// run part is (the caller derives it from the start time and process id).
 #[derive(Debug, Clone)]
-pub struct LineIds {
+pub(crate) struct LineIds {
     run: u64,
     next: u64,
 }
 
 impl LineIds {
     /// Ids for the run identified by `run`.
-    pub fn new(run: u64) -> LineIds {
+    pub(crate) fn new(run: u64) -> LineIds {
         LineIds { run, next: 0 }
     }
 
     /// The next id.
-    pub fn next_id(&mut self) -> String {
+    pub(crate) fn next_id(&mut self) -> String {
         self.next += 1;
         format!("batch_req_{:016x}_{}", self.run, self.next)
     }
@@ -161,7 +162,7 @@ impl LineIds {
 
 /// Appends whole lines to the output file, flushing each one.
 #[derive(Debug)]
-pub struct ResultWriter {
+pub(crate) struct ResultWriter {
     file: File,
     buffer: Vec<u8>,
     written: u64,
@@ -169,7 +170,7 @@ pub struct ResultWriter {
 
 impl ResultWriter {
     /// Opens `path` for appending, creating it if needed.
-    pub fn append_to(path: &Path) -> io::Result<ResultWriter> {
+    pub(crate) fn append_to(path: &Path) -> io::Result<ResultWriter> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(ResultWriter {
             file,
@@ -179,7 +180,7 @@ impl ResultWriter {
     }
 
     /// Writes `line` and its newline with one `write_all` on one buffer, then flushes.
-    pub fn write(&mut self, line: &OutputLine) -> io::Result<()> {
+    pub(crate) fn write(&mut self, line: &OutputLine) -> io::Result<()> {
         self.buffer.clear();
         serde_json::to_writer(&mut self.buffer, line).map_err(io::Error::other)?;
         self.buffer.push(b'\n');
@@ -190,19 +191,20 @@ impl ResultWriter {
     }
 
     /// Lines written by this writer.
-    pub fn written(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn written(&self) -> u64 {
         self.written
     }
 
     /// Flushes the file's data to the disk (`fsync`), for the end of a run.
-    pub fn sync(&self) -> io::Result<()> {
+    pub(crate) fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }
 }
 
 /// What one existing output line is, for resuming.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LineKind {
+pub(crate) enum LineKind {
     /// An answer with a 2xx reply for this `custom_id`.
     Succeeded(String),
     /// A failed answer (no reply, or a final 4xx/5xx) for this `custom_id`.
@@ -239,7 +241,7 @@ struct ScanError {
 }
 
 /// Classifies one output line (without its newline), reading no more of the body than needed.
-pub fn classify_line(line: &[u8]) -> LineKind {
+pub(crate) fn classify_line(line: &[u8]) -> LineKind {
     let Ok(scan) = serde_json::from_slice::<ScanLine>(line) else {
         return LineKind::Unrecognised;
     };
@@ -265,7 +267,7 @@ pub fn classify_line(line: &[u8]) -> LineKind {
 
 /// How an id skipped on resume was answered before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PreviousAnswer {
+pub(crate) enum PreviousAnswer {
     /// A 2xx answer.
     Succeeded,
     /// A failed answer (kept because the run does not retry failures).
@@ -274,41 +276,41 @@ pub enum PreviousAnswer {
 
 /// What [`prepare_output`] found in an existing output file.
 #[derive(Debug, Default)]
-pub struct ResumeScan {
+pub(crate) struct ResumeScan {
     /// The answers kept in the file (2xx ones, and failed ones when they are not retried), on
     /// disk: each id's latest word is found before the run (see
     /// [`duplicates`](super::duplicates)).
-    pub answers: AnswerLog,
+    pub(crate) answers: AnswerLog,
     /// Input line numbers that already have an error line: the run does not write them again.
-    pub reported_lines: HashSet<u64>,
+    pub(crate) reported_lines: HashSet<u64>,
     /// Successful answer lines found.
-    pub succeeded: u64,
+    pub(crate) succeeded: u64,
     /// Failed answer lines kept (not retried).
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// Failed answer lines removed by `retry_failed` (their ids run again).
-    pub dropped_failed: u64,
+    pub(crate) dropped_failed: u64,
     /// Input-error lines found.
-    pub input_errors: u64,
+    pub(crate) input_errors: u64,
     /// Numbers (1-based) of lines that are not output lines of ours; kept as they are.
-    pub unrecognised_lines: Vec<u64>,
+    pub(crate) unrecognised_lines: Vec<u64>,
     /// Bytes of a torn last line that were cut off.
-    pub torn_bytes: u64,
+    pub(crate) torn_bytes: u64,
 }
 
 impl ResumeScan {
     /// Lines kept in the file.
-    pub fn kept_lines(&self) -> u64 {
+    pub(crate) fn kept_lines(&self) -> u64 {
         self.succeeded + self.failed + self.input_errors + self.unrecognised_lines.len() as u64
     }
 
     /// The log of answers (the scan keeps an empty one).
-    pub fn take_answers(&mut self) -> AnswerLog {
+    pub(crate) fn take_answers(&mut self) -> AnswerLog {
         std::mem::take(&mut self.answers)
     }
 }
 
 /// The directory `path` is in (`.` for a bare file name): where the output's temporary files go.
-pub fn directory_of(path: &Path) -> &Path {
+pub(crate) fn directory_of(path: &Path) -> &Path {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -319,7 +321,7 @@ pub fn directory_of(path: &Path) -> &Path {
 ///
 /// A missing file gives an empty scan. With `retry_failed`, the file is replaced atomically by
 /// one without the failed answers (a temporary file in the same directory, then a rename).
-pub fn prepare_output(path: &Path, retry_failed: bool) -> io::Result<ResumeScan> {
+pub(crate) fn prepare_output(path: &Path, retry_failed: bool) -> io::Result<ResumeScan> {
     let file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::io::{self, BufRead};
 use std::path::Path;
 use std::str::Utf8Error;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
@@ -18,9 +19,12 @@ use super::ids::IdFingerprint;
 use super::input::{BatchRequest, InputError, InputErrorCode, LineParser, ParsedLine};
 use super::output::PreviousAnswer;
 
+/// Capacity of the channel between the reader thread and the run loop.
+pub(crate) const SOURCE_CHANNEL_CAPACITY: usize = 256;
+
 /// What the reader hands to the run.
 #[derive(Debug)]
-pub enum SourceEvent {
+pub(crate) enum SourceEvent {
     /// A valid line to run.
     Job(BatchRequest),
     /// A rejected line to report.
@@ -31,18 +35,56 @@ pub enum SourceEvent {
 
 /// Live counts of the reader, shared with the progress display.
 #[derive(Debug)]
-pub struct SourceCounters {
+pub(crate) struct SourceCounters {
     total: AtomicU64,
     /// Lines read (every line, blank ones included).
-    pub lines: AtomicU64,
+    pub(crate) lines: AtomicU64,
     /// Blank lines (skipped).
-    pub blank: AtomicU64,
+    pub(crate) blank: AtomicU64,
     /// Valid lines whose `custom_id` the output already answers.
-    pub skipped: AtomicU64,
+    pub(crate) skipped: AtomicU64,
     /// Of those, ids whose earlier answer is a failure.
-    pub skipped_failed: AtomicU64,
+    pub(crate) skipped_failed: AtomicU64,
     /// Invalid lines that an earlier run already reported (not written again).
-    pub invalid_reported_before: AtomicU64,
+    pub(crate) invalid_reported_before: AtomicU64,
+}
+
+/// The run's end of a reader thread: the events it sends (a bounded channel), its counts, and
+/// the flag that tells it to stop.
+#[derive(Debug)]
+pub(crate) struct Source {
+    /// Jobs, rejected lines and read failures, in input order.
+    pub(crate) events: mpsc::Receiver<SourceEvent>,
+    /// The reader's counts.
+    pub(crate) counters: Arc<SourceCounters>,
+    /// Set to make the reader stop before its next line.
+    pub(crate) stop: Arc<AtomicBool>,
+}
+
+impl Source {
+    /// Starts `read` on a thread named `name`. It sends into a channel of
+    /// [`SOURCE_CHANNEL_CAPACITY`] events, keeps the counts, and returns when the input ends,
+    /// `stop` is set or the channel is closed; the channel closes when it returns.
+    pub(crate) fn spawn(
+        name: &str,
+        read: impl FnOnce(&mpsc::Sender<SourceEvent>, &SourceCounters, &AtomicBool) + Send + 'static,
+    ) -> io::Result<Source> {
+        let counters = Arc::new(SourceCounters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sender, events) = mpsc::channel(SOURCE_CHANNEL_CAPACITY);
+        {
+            let counters = counters.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || read(&sender, &counters, &stop))?;
+        }
+        Ok(Source {
+            events,
+            counters,
+            stop,
+        })
+    }
 }
 
 impl Default for SourceCounters {
@@ -60,18 +102,18 @@ impl Default for SourceCounters {
 
 impl SourceCounters {
     /// Records the number of lines of the input, once counted.
-    pub fn set_total(&self, total: u64) {
+    pub(crate) fn set_total(&self, total: u64) {
         self.total.store(total, Ordering::Relaxed);
     }
 
     /// The number of lines of the input, if counted yet.
-    pub fn total(&self) -> Option<u64> {
+    pub(crate) fn total(&self) -> Option<u64> {
         let total = self.total.load(Ordering::Relaxed);
         (total != u64::MAX).then_some(total)
     }
 
     /// Lines dealt with without a job: blank, skipped, or reported before.
-    pub fn settled_without_job(&self) -> u64 {
+    pub(crate) fn settled_without_job(&self) -> u64 {
         self.blank.load(Ordering::Relaxed)
             + self.skipped.load(Ordering::Relaxed)
             + self.invalid_reported_before.load(Ordering::Relaxed)
@@ -118,7 +160,7 @@ impl<R: BufRead> Lines<R> {
 /// has a `custom_id` (with its number and whether `validator` finds it valid) go to an
 /// [`IdSorter`], which spills to an unnamed temporary file in `sort_dir`. Returns the verdicts and
 /// the number of lines read. Ends early with [`io::ErrorKind::Interrupted`] when `stop` is set.
-pub fn find_line_verdicts(
+pub(crate) fn find_line_verdicts(
     input: impl BufRead,
     mut validator: LineParser,
     answers: &AnswerLog,
@@ -151,7 +193,7 @@ pub fn find_line_verdicts(
 /// [`SourceEvent`]. Lines whose id the output already answers (the parser
 /// says so, see [`LineParser::resuming`]) and invalid lines in `reported_lines` (reported by an
 /// earlier run) are counted, not sent. Blocking: run it on a thread of its own.
-pub fn read_batch_input(
+pub(crate) fn read_batch_input(
     input: impl BufRead,
     mut parser: LineParser,
     reported_lines: &HashSet<u64>,

@@ -1,0 +1,420 @@
+//! The run loop that `run` and `demo` share: jobs from a [`Source`] through a blaster, each
+//! answer written as an output line, with the live display and the summary at the end.
+//!
+//! The loop keeps at most `queue_capacity + num_workers` jobs outstanding (the Dispatcher's own
+//! bound), so memory stays flat however long the input is. Each finished job is written as one
+//! whole, flushed line, in completion order. On the first SIGINT/SIGTERM it stops taking lines,
+//! lets in-flight jobs finish for the grace period, writes what finished and ends with exit
+//! status 130; a second signal exits at once (lines are written synchronously between two polls
+//! of the loop, so no line is ever half written).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aoai_blaster::{
+    Blaster, BlasterConfig, ChatJob, ChatRequest, ChatResult, EndpointReport, JobError,
+};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use indicatif::MultiProgress;
+use serde_json::Value;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::batch::answer::{Answer, answer_for};
+use crate::batch::input::{BatchRequest, InputError, InputErrorCode};
+use crate::batch::output::{LineIds, OutputLine, ResultWriter};
+use crate::batch::source::{Source, SourceCounters, SourceEvent};
+use crate::cli::RunOptions;
+use crate::progress::{ProgressDisplay, ProgressMode, ProgressSnapshot};
+use crate::summary::{EXIT_INTERRUPTED, EXIT_USAGE, EndpointSummary, Summary};
+
+/// Runs the jobs of `source` through a blaster built from `config`, writing each answer to
+/// `writer` (none: answers are only counted), with the live display in `multi`; prints the
+/// summary, writes `--summary-json`, and returns the exit status. `Err` says why the run could
+/// not start (the metrics listener or the blaster); the reader is then told to stop.
+pub(crate) async fn run_jobs(
+    config: &BlasterConfig,
+    source: Source,
+    writer: Option<ResultWriter>,
+    options: &RunOptions,
+    multi: MultiProgress,
+    mode: ProgressMode,
+) -> Result<u8, String> {
+    let started = options.start_metrics().and_then(|metrics| {
+        let blaster = Blaster::from_config(config.clone()).map_err(|error| error.to_string())?;
+        Ok((metrics, blaster))
+    });
+    let (_metrics, blaster) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            source.stop.store(true, Ordering::Relaxed);
+            return Err(error);
+        }
+    };
+    let Source {
+        events,
+        counters,
+        stop,
+    } = source;
+    let capacity = config
+        .queue_capacity
+        .saturating_add(config.num_workers)
+        .max(1);
+    let started = Instant::now();
+    let mut progress = ProgressDisplay::new(mode, multi, config.deployments.len());
+    let outcome = RunLoop {
+        blaster: &blaster,
+        capacity,
+        writer,
+        ids: LineIds::new(run_id()),
+        progress: &mut progress,
+        grace_period: options.grace_period,
+        counters,
+        stop,
+        started,
+    }
+    .drive(events)
+    .await;
+    let summary = conclude(blaster, config, outcome.summary, started, &progress).await;
+    Ok(finish_run(&summary, options, outcome.fatal.as_deref()))
+}
+
+/// How often the display is refreshed.
+const TICK: Duration = Duration::from_millis(200);
+
+/// A job on its way, as the run loop remembers it.
+#[derive(Debug, Default)]
+struct JobMeta {
+    custom_id: String,
+    line: u64,
+}
+
+/// What the run loop ended with.
+#[derive(Debug)]
+struct LoopOutcome {
+    /// The figures (without per-endpoint rows and makespan).
+    summary: Summary,
+    /// A reason the run had to stop early (the output could not be written, the input could
+    /// not be read).
+    fatal: Option<String>,
+}
+
+/// A unique number for this run's output line ids.
+fn run_id() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 48)
+}
+
+/// The job for a validated request line.
+fn job_for(request: BatchRequest) -> Result<ChatJob, String> {
+    let BatchRequest {
+        custom_id,
+        body,
+        pin,
+        stream,
+        ..
+    } = request;
+    let chat = ChatRequest::from_body(Value::Object(body)).map_err(|error| error.to_string())?;
+    let mut job = ChatJob::new(chat).labelled(custom_id);
+    if stream {
+        job = job.streamed();
+    }
+    if let Some(pin) = pin {
+        job = job.pinned_to(pin);
+    }
+    Ok(job)
+}
+
+/// A submitted job's result, with what the loop needs to write its line.
+struct PendingJob {
+    meta: JobMeta,
+    handle: aoai_blaster::JobHandle,
+}
+
+impl Future for PendingJob {
+    type Output = (JobMeta, Result<ChatResult, JobError>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.handle).poll(cx) {
+            Poll::Ready(result) => Poll::Ready((std::mem::take(&mut self.meta), result)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Per-endpoint rows for the summary: the Dispatcher's reports, with the config's quotas.
+fn endpoint_summaries(
+    reports: Vec<EndpointReport>,
+    config: &BlasterConfig,
+) -> Vec<EndpointSummary> {
+    reports
+        .into_iter()
+        .map(|report| EndpointSummary {
+            tpm_limit: config.deployment(&report.name).and_then(|d| d.tpm_limit),
+            report,
+        })
+        .collect()
+}
+
+/// The sum of the deployments' `tpm_limit`s, when every deployment has one.
+pub(crate) fn configured_tpm(config: &BlasterConfig) -> Option<u64> {
+    config
+        .deployments
+        .iter()
+        .map(|d| d.tpm_limit)
+        .sum::<Option<u64>>()
+}
+
+/// Everything the run loop works with.
+struct RunLoop<'a> {
+    /// The running blaster.
+    blaster: &'a Blaster,
+    /// Jobs outstanding at most (`queue_capacity + num_workers`).
+    capacity: usize,
+    /// Where lines go (`None`: the demo without `--output`).
+    writer: Option<ResultWriter>,
+    /// Ids of output lines.
+    ids: LineIds,
+    /// The live display.
+    progress: &'a mut ProgressDisplay,
+    /// How long in-flight jobs may finish after the first signal.
+    grace_period: Duration,
+    /// The reader's counts.
+    counters: Arc<SourceCounters>,
+    /// Tells the reader to stop.
+    stop: Arc<AtomicBool>,
+    /// When the run started.
+    started: Instant,
+}
+
+impl RunLoop<'_> {
+    fn write(&mut self, line: &OutputLine) -> Result<(), String> {
+        match self.writer.as_mut() {
+            Some(writer) => writer
+                .write(line)
+                .map_err(|error| format!("cannot write to the output file: {error}")),
+            None => Ok(()),
+        }
+    }
+
+    fn write_invalid(&mut self, error: &InputError, summary: &mut Summary) -> Result<(), String> {
+        tracing::debug!(line = error.line, code = %error.code, "{}", error.message);
+        summary.invalid_lines += 1;
+        let id = self.ids.next_id();
+        self.write(&OutputLine::input_error(id, error))
+    }
+
+    async fn snapshot(&self, summary: &Summary, in_flight: usize) -> ProgressSnapshot {
+        let reports = self.blaster.report().await;
+        let counters = &self.counters;
+        ProgressSnapshot {
+            done: counters.settled_without_job() + summary.invalid_lines + summary.finished(),
+            total: counters.total(),
+            succeeded: summary.succeeded,
+            failed: summary.failed,
+            invalid: summary.invalid_lines
+                + counters.invalid_reported_before.load(Ordering::Relaxed),
+            skipped: counters.skipped.load(Ordering::Relaxed),
+            in_flight: in_flight as u64,
+            rate_limited: reports.iter().map(|r| r.rate_limited).sum(),
+            retries: summary.retry_attempts,
+            tokens: summary.prompt_tokens + summary.completion_tokens,
+            elapsed: self.started.elapsed(),
+            endpoints: reports,
+        }
+    }
+
+    /// Runs until the source is exhausted and every job is answered, or until interrupted.
+    async fn drive(mut self, mut events: mpsc::Receiver<SourceEvent>) -> LoopOutcome {
+        let mut summary = Summary::default();
+        let mut fatal = None;
+        let mut inflight: FuturesUnordered<PendingJob> = FuturesUnordered::new();
+        let mut source_done = false;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let (mut interrupts, mut terminations) = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(interrupts), Ok(terminations)) => (interrupts, terminations),
+            (Err(error), _) | (_, Err(error)) => {
+                return LoopOutcome {
+                    summary,
+                    fatal: Some(format!("cannot listen for Ctrl-C: {error}")),
+                };
+            }
+        };
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            if inflight.is_empty() && (source_done || deadline.is_some()) {
+                break;
+            }
+            let take_more = !source_done && deadline.is_none() && inflight.len() < self.capacity;
+            let mut signalled = false;
+            tokio::select! {
+                biased;
+                _ = interrupts.recv() => signalled = true,
+                _ = terminations.recv() => signalled = true,
+                Some((meta, result)) = inflight.next(), if !inflight.is_empty() => {
+                    let id = self.ids.next_id();
+                    match answer_for(id, meta.custom_id, &result) {
+                        Answer::Line(line, tally) => {
+                            summary.record_job(&tally);
+                            if let Err(error) = self.write(&line) {
+                                fatal = Some(error);
+                                break;
+                            }
+                        }
+                        Answer::Unfinished => {
+                            tracing::debug!(line = meta.line, "job not finished: it runs again next time");
+                            summary.unfinished += 1;
+                        }
+                    }
+                }
+                _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {
+                    tracing::warn!(
+                        unfinished = inflight.len(),
+                        "grace period over: stopping without the jobs still in flight (they run again next time)"
+                    );
+                    break;
+                }
+                _ = ticker.tick() => {
+                    let snapshot = self.snapshot(&summary, inflight.len()).await;
+                    self.progress.update(&snapshot, Instant::now());
+                }
+                event = events.recv(), if take_more => match event {
+                    Some(SourceEvent::Job(request)) => {
+                        let meta = JobMeta { custom_id: request.custom_id.clone(), line: request.line };
+                        match job_for(request) {
+                            Ok(job) => {
+                                summary.submitted += 1;
+                                inflight.push(PendingJob { meta, handle: self.blaster.submit(job) });
+                            }
+                            Err(message) => {
+                                let error = InputError {
+                                    line: meta.line,
+                                    custom_id: Some(meta.custom_id),
+                                    code: InputErrorCode::InvalidBody,
+                                    message: format!("line {}: {message}", meta.line),
+                                };
+                                if let Err(error) = self.write_invalid(&error, &mut summary) {
+                                    fatal = Some(error);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Some(SourceEvent::Invalid(error)) => {
+                        if let Err(error) = self.write_invalid(&error, &mut summary) {
+                            fatal = Some(error);
+                            break;
+                        }
+                    }
+                    Some(SourceEvent::Failed(error)) => {
+                        fatal = Some(format!("cannot read the input: {error}"));
+                        source_done = true;
+                    }
+                    None => source_done = true,
+                },
+            }
+            if signalled {
+                if deadline.is_some() {
+                    self.progress.finish();
+                    eprintln!(
+                        "aoai-blaster: second interrupt: stopping now; {} jobs in flight were not written and run again next time",
+                        inflight.len()
+                    );
+                    if let Some(writer) = &self.writer {
+                        let _ = writer.sync();
+                    }
+                    std::process::exit(i32::from(EXIT_INTERRUPTED));
+                }
+                summary.interrupted = true;
+                self.stop.store(true, Ordering::Relaxed);
+                events.close();
+                deadline = Some(tokio::time::Instant::now() + self.grace_period);
+                tracing::warn!(
+                    in_flight = inflight.len(),
+                    grace_period = ?self.grace_period,
+                    "interrupted: taking no more lines, finishing the jobs in flight; press Ctrl-C again to stop at once"
+                );
+            }
+        }
+        summary.unfinished += inflight.len() as u64;
+        let snapshot = self.snapshot(&summary, inflight.len()).await;
+        self.progress.update(&snapshot, Instant::now());
+        summary.lines_read = self.counters.lines.load(Ordering::Relaxed)
+            - self.counters.blank.load(Ordering::Relaxed);
+        summary.skipped = self.counters.skipped.load(Ordering::Relaxed);
+        summary.skipped_failed = self.counters.skipped_failed.load(Ordering::Relaxed);
+        summary.invalid_lines += self
+            .counters
+            .invalid_reported_before
+            .load(Ordering::Relaxed);
+        if let Some(writer) = &self.writer
+            && let Err(error) = writer.sync()
+        {
+            fatal.get_or_insert(format!("cannot flush the output file: {error}"));
+        }
+        LoopOutcome { summary, fatal }
+    }
+}
+
+/// Prints the summary (stdout) and writes `--summary-json`; returns the exit status.
+fn finish_run(summary: &Summary, options: &RunOptions, fatal: Option<&str>) -> u8 {
+    crate::console::print(&summary.render());
+    let mut status = summary.exit_status();
+    if let Some(path) = &options.summary_json {
+        let written = serde_json::to_vec_pretty(summary)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(path, bytes));
+        if let Err(error) = written {
+            eprintln!(
+                "aoai-blaster: cannot write --summary-json {}: {error}",
+                path.display()
+            );
+            if status != EXIT_INTERRUPTED {
+                status = EXIT_USAGE;
+            }
+        }
+    }
+    if let Some(fatal) = fatal {
+        eprintln!("aoai-blaster: {fatal}");
+        if !summary.interrupted {
+            status = EXIT_USAGE;
+        }
+    }
+    status
+}
+
+/// Completes the run's figures with the endpoints' final state and stops the blaster: closed
+/// gracefully when every job finished, dropped (in-flight calls cancelled) when some did not.
+async fn conclude(
+    blaster: Blaster,
+    config: &BlasterConfig,
+    mut summary: Summary,
+    started: Instant,
+    progress: &ProgressDisplay,
+) -> Summary {
+    summary.makespan = started.elapsed();
+    let reports = blaster.report().await;
+    progress.finish();
+    summary.rate_limited = summary
+        .rate_limited
+        .max(reports.iter().map(|r| r.rate_limited).sum());
+    summary.endpoints = endpoint_summaries(reports, config);
+    summary.configured_tpm = configured_tpm(config);
+    if summary.unfinished == 0 {
+        blaster.close();
+    } else {
+        drop(blaster);
+    }
+    summary
+}
