@@ -427,7 +427,7 @@ impl HttpCall {
         loop {
             let mut result = self.send_once(started).await;
             result.elapsed = clock::now().saturating_duration_since(started);
-            // DECISIONS: on a 401 with a bearer token, refresh the token once before giving up.
+            // On a 401 with a bearer token, refresh the token once before giving up.
             if result.status == Some(401) && self.auth.is_refreshable() && !refreshed_token {
                 refreshed_token = true;
                 self.auth.invalidate();

@@ -11,7 +11,7 @@
 //!   order, costing nothing until room frees up (the shell's callers wait, never an OOM);
 //! - **cost**: each job's prompt is counted once per tokenizer in use (long texts that jobs
 //!   repeat are counted once, [`TokenMemo`]); its charge on an endpoint is
-//!   [`options_cost`](crate::quota::options_cost); a job larger than every eligible endpoint's
+//!   [`crate::quota::options_cost`]; a job larger than every eligible endpoint's
 //!   whole TPM fails at once (never fits);
 //! - **placement**: the [`Router`] picks among endpoints that can take the job now (health, in-
 //!   flight room, not yet refused by their budget for this job); the job's cost is reserved in
