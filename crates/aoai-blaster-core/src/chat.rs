@@ -663,25 +663,6 @@ pub fn requested_choices(body: &Value) -> u64 {
     body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1)
 }
 
-/// Output tokens a body may cost at most, as Azure's rate limiter counts them: its
-/// `max_completion_tokens` (or `max_tokens`, or `default_max_tokens` when it gives neither)
-/// times [`requested_choices`].
-///
-/// ```
-/// use aoai_blaster_core::chat::charged_output_tokens;
-/// use serde_json::json;
-/// assert_eq!(charged_output_tokens(&json!({"max_tokens": 100, "n": 3}), 4096), 300);
-/// assert_eq!(charged_output_tokens(&json!({}), 4096), 4096);
-/// ```
-pub fn charged_output_tokens(body: &Value, default_max_tokens: u64) -> u64 {
-    let cap = body
-        .get("max_completion_tokens")
-        .and_then(Value::as_u64)
-        .or_else(|| body.get("max_tokens").and_then(Value::as_u64))
-        .unwrap_or(default_max_tokens);
-    cap.saturating_mul(requested_choices(body))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -958,7 +939,7 @@ mod tests {
     }
 
     #[test]
-    fn request_from_body_and_token_charges() {
+    fn request_from_body_and_requested_choices() {
         assert_eq!(
             ChatRequest::from_body(json!([1])),
             Err(RequestBodyError::NotAnObject("a list"))
@@ -967,8 +948,6 @@ mod tests {
             ChatRequest::from_body(json!({"messages": "hi"})),
             Err(RequestBodyError::NoMessages)
         );
-        let body = json!({"max_completion_tokens": 30, "max_tokens": 99, "n": 2});
-        assert_eq!(charged_output_tokens(&body, 1000), 60);
         assert_eq!(requested_choices(&json!({"n": 0})), 1);
     }
 }
