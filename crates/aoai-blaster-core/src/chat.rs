@@ -30,6 +30,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::error_body::ApiErrorBody;
 pub use crate::extra::ExtraFields;
 use crate::extra::deserialize_with_extra;
 
@@ -365,71 +366,6 @@ pub struct FunctionCallDelta {
     /// A piece of the JSON arguments text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<String>,
-}
-
-/// The `error` object of an error reply (`{"error": {...}}`), as Azure and OpenAI send it,
-/// both as an HTTP error body and as a mid-stream event.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ApiErrorBody {
-    /// `content_filter`, `context_length_exceeded`, `429`, `DeploymentNotFound`, ...
-    /// (numbers are turned into text).
-    #[serde(default, deserialize_with = "code_as_text")]
-    pub code: Option<String>,
-    /// Human-readable message.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub message: String,
-    /// `invalid_request_error`, ...
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// The request parameter at fault (`prompt`, `messages`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub param: Option<String>,
-    /// Every other field (`innererror` with `content_filter_result`, `status`, ...).
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-impl ApiErrorBody {
-    /// Reads `{"error": {...}}` from an HTTP error body. `None` if it is not that shape.
-    ///
-    /// ```
-    /// use aoai_blaster_core::chat::ApiErrorBody;
-    /// let body = br#"{"error": {"code": "content_filter", "message": "filtered", "param": "prompt"}}"#;
-    /// let error = ApiErrorBody::from_reply_body(body).unwrap();
-    /// assert_eq!(error.code.as_deref(), Some("content_filter"));
-    /// assert_eq!(error.to_string(), "content_filter: filtered");
-    /// ```
-    pub fn from_reply_body(body: &[u8]) -> Option<ApiErrorBody> {
-        #[derive(Deserialize)]
-        struct Envelope {
-            error: ApiErrorBody,
-        }
-        serde_json::from_slice::<Envelope>(body)
-            .ok()
-            .map(|envelope| envelope.error)
-    }
-
-    /// Azure's inner error code (`ResponsibleAIPolicyViolation` for a content filter), if any.
-    pub fn inner_code(&self) -> Option<&str> {
-        self.extra.get("innererror")?.get("code")?.as_str()
-    }
-}
-
-impl std::fmt::Display for ApiErrorBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.code {
-            Some(code) => write!(f, "{code}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-fn code_as_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    Ok(match Option::<Value>::deserialize(deserializer)? {
-        None | Some(Value::Null) => None,
-        Some(Value::String(code)) => Some(code),
-        Some(other) => Some(other.to_string()),
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -796,31 +732,6 @@ mod tests {
         assert_eq!(call.kind, "function");
         assert_eq!(call.function.name, "get_weather");
         assert_eq!(call.function.arguments, r#"{"city":"Oslo"}"#);
-    }
-
-    #[test]
-    fn error_bodies_parse_with_numeric_codes_and_inner_errors() {
-        let filtered = ApiErrorBody::from_reply_body(
-            json!({"error": {"message": "The response was filtered", "type": null, "param": "prompt",
-                "code": "content_filter", "status": 400,
-                "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": {}}}})
-            .to_string()
-            .as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(filtered.code.as_deref(), Some("content_filter"));
-        assert_eq!(filtered.inner_code(), Some("ResponsibleAIPolicyViolation"));
-        assert_eq!(filtered.param.as_deref(), Some("prompt"));
-        let numeric =
-            ApiErrorBody::from_reply_body(br#"{"error": {"code": 429, "message": "slow down"}}"#)
-                .unwrap();
-        assert_eq!(numeric.code.as_deref(), Some("429"));
-        assert_eq!(numeric.to_string(), "429: slow down");
-        assert_eq!(
-            ApiErrorBody::from_reply_body(b"<html>bad gateway</html>"),
-            None
-        );
-        assert_eq!(ApiErrorBody::from_reply_body(br#"{"choices": []}"#), None);
     }
 
     #[test]

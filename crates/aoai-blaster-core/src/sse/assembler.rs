@@ -49,16 +49,10 @@ pub fn parse_stream_data(data: &str) -> Result<StreamItem, SseError> {
     if chunk.choices.is_empty()
         && let Some(error) = chunk.extra.remove("error")
     {
-        let body = match error {
-            Value::String(message) => ApiErrorBody {
-                message,
-                ..ApiErrorBody::default()
-            },
-            other => serde_json::from_value(other.clone()).unwrap_or_else(|_| ApiErrorBody {
-                message: other.to_string(),
-                ..ApiErrorBody::default()
-            }),
-        };
+        let body = ApiErrorBody::from_error_value(&error).unwrap_or_else(|| ApiErrorBody {
+            message: error.to_string(),
+            ..ApiErrorBody::default()
+        });
         return Ok(StreamItem::Error(body));
     }
     Ok(StreamItem::Chunk(chunk))
