@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 
 pub use crate::error_body::ApiErrorBody;
 pub use crate::extra::ExtraFields;
-use crate::extra::deserialize_with_extra;
+use crate::extra::{deserialize_with_extra, kind_of};
 
 fn chat_completion_object() -> String {
     "chat.completion".to_owned()
@@ -426,7 +426,7 @@ impl ChatRequest {
     /// ```
     pub fn from_body(body: Value) -> Result<ChatRequest, RequestBodyError> {
         let Value::Object(mut options) = body else {
-            return Err(RequestBodyError::NotAnObject(json_kind(&body)));
+            return Err(RequestBodyError::NotAnObject(kind_of(&body)));
         };
         match options.remove("messages") {
             Some(Value::Array(messages)) => Ok(ChatRequest { messages, options }),
@@ -448,17 +448,6 @@ impl ChatRequest {
     /// Sets `max_completion_tokens`.
     pub fn max_completion_tokens(self, tokens: u32) -> ChatRequest {
         self.option("max_completion_tokens", tokens)
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -47,6 +47,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
+use crate::extra::kind_of;
 use crate::secret::Secret;
 
 /// `api_version` used when a deployment gives none (the Python package's default).
@@ -911,7 +912,7 @@ fn raw_from_value(value: Value, problems: &mut Problems) -> Option<RawConfig> {
             "config".to_owned(),
             format!(
                 "expected a map of settings (strategy, deployments, ...) at the top level, got {}",
-                kind_of(&value)
+                found(&value)
             ),
         );
         return None;
@@ -969,7 +970,7 @@ fn sanitize_deployments(deployments: &mut Value, problems: &mut Problems) -> boo
             "deployments",
             format!(
                 "expected a list of deployments (each with name, endpoint, api_key, model), got {}",
-                kind_of(deployments)
+                found(deployments)
             ),
         );
         return false;
@@ -981,7 +982,7 @@ fn sanitize_deployments(deployments: &mut Value, problems: &mut Problems) -> boo
                 "",
                 format!(
                     "expected a map with name, endpoint, api_key and model, got {}",
-                    kind_of(entry)
+                    found(entry)
                 ),
             );
             problems.skip.insert((Some(index), "*".to_owned()));
@@ -1022,13 +1023,16 @@ fn sanitize_deployments(deployments: &mut Value, problems: &mut Problems) -> boo
     true
 }
 
-fn kind_of(value: &Value) -> String {
+/// What was found where something else belongs, in a config author's words: the value's
+/// [`kind_of`] with the value itself for a scalar (`a string ("east")`, `a number (7)`),
+/// `a map` for an object (YAML and TOML call it so) and `nothing (null)`.
+fn found(value: &Value) -> String {
     match value {
         Value::Null => "nothing (null)".to_owned(),
-        Value::Bool(b) => format!("a boolean ({b})"),
-        Value::Number(n) => format!("a number ({n})"),
-        Value::String(s) => format!("a string ({s:?})"),
-        Value::Array(_) => "a list".to_owned(),
+        Value::Bool(b) => format!("{} ({b})", kind_of(value)),
+        Value::Number(n) => format!("{} ({n})", kind_of(value)),
+        Value::String(s) => format!("{} ({s:?})", kind_of(value)),
+        Value::Array(_) => kind_of(value).to_owned(),
         Value::Object(_) => "a map".to_owned(),
     }
 }
