@@ -1,53 +1,64 @@
-//! The keys that exist both at the top level and in each `deployments[i]` entry, and how they
-//! resolve: a deployment's values over the top level's, the top level's over the defaults.
+//! The keys that exist both at the top level and in each `deployments[i]` entry, written once
+//! ([`RawKnobs`], flattened into [`RawConfig`](super::RawConfig) and
+//! [`RawDeployment`](super::RawDeployment)), and how they resolve: a deployment's values over the
+//! top level's, the top level's over the defaults.
 
 use std::time::Duration;
 
-use super::validate::{Problems, Scope};
-use super::{RawConfig, RawDeployment, Resilience, Timeouts};
+use serde::Deserialize;
 
-/// The keys that exist both at the top level and per deployment.
-pub(super) struct Knobs {
-    request_timeout: Option<Duration>,
-    connect_timeout: Option<Duration>,
-    stream_idle_timeout: Option<Duration>,
-    backoff_base: Option<Duration>,
-    backoff_max: Option<Duration>,
-    rate_limit_fallback: Option<Duration>,
-    retry_after_cap: Option<Duration>,
-    auto_disable_threshold: Option<u32>,
-    reenable_after: Option<Duration>,
+use super::duration::optional_duration;
+use super::validate::{Problems, Scope};
+use super::{Resilience, Timeouts};
+
+/// The keys of [`RawKnobs`], in order (kept in step with it by a test).
+pub(super) const KNOB_KEYS: [&str; 9] = [
+    "request_timeout",
+    "connect_timeout",
+    "stream_idle_timeout",
+    "backoff_base",
+    "backoff_max",
+    "rate_limit_fallback",
+    "retry_after_cap",
+    "auto_disable_threshold",
+    "reenable_after",
+];
+
+/// The keys that exist at both levels: the time bounds of an attempt and how an endpoint reacts
+/// to failures. At the top level they set every deployment's default; in a deployment they
+/// override the top level for it. The defaults named below apply where neither sets a key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKnobs {
+    /// Bound on one HTTP attempt. Default 120 s.
+    #[serde(deserialize_with = "optional_duration")]
+    pub request_timeout: Option<Duration>,
+    /// Bound on opening a connection. Default 10 s.
+    #[serde(deserialize_with = "optional_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// Longest silence between two chunks of a stream. Default 30 s.
+    #[serde(deserialize_with = "optional_duration")]
+    pub stream_idle_timeout: Option<Duration>,
+    /// First backoff after a transient failure. Default 1 s.
+    #[serde(deserialize_with = "optional_duration")]
+    pub backoff_base: Option<Duration>,
+    /// Longest backoff. Default 60 s.
+    #[serde(deserialize_with = "optional_duration")]
+    pub backoff_max: Option<Duration>,
+    /// Cooldown after a 429 that says nothing about when to retry. Default 15 s.
+    #[serde(deserialize_with = "optional_duration")]
+    pub rate_limit_fallback: Option<Duration>,
+    /// A longer Retry-After disables the endpoint until then. Default 5 min.
+    #[serde(deserialize_with = "optional_duration")]
+    pub retry_after_cap: Option<Duration>,
+    /// Consecutive transient failures that disable an endpoint. Default 5.
+    pub auto_disable_threshold: Option<u32>,
+    /// Probe a disabled endpoint after this long. Default: never.
+    #[serde(deserialize_with = "optional_duration")]
+    pub reenable_after: Option<Duration>,
 }
 
-impl Knobs {
-    pub(super) fn from_top(raw: &RawConfig) -> Knobs {
-        Knobs {
-            request_timeout: raw.request_timeout,
-            connect_timeout: raw.connect_timeout,
-            stream_idle_timeout: raw.stream_idle_timeout,
-            backoff_base: raw.backoff_base,
-            backoff_max: raw.backoff_max,
-            rate_limit_fallback: raw.rate_limit_fallback,
-            retry_after_cap: raw.retry_after_cap,
-            auto_disable_threshold: raw.auto_disable_threshold,
-            reenable_after: raw.reenable_after,
-        }
-    }
-
-    pub(super) fn from_deployment(raw: &RawDeployment) -> Knobs {
-        Knobs {
-            request_timeout: raw.request_timeout,
-            connect_timeout: raw.connect_timeout,
-            stream_idle_timeout: raw.stream_idle_timeout,
-            backoff_base: raw.backoff_base,
-            backoff_max: raw.backoff_max,
-            rate_limit_fallback: raw.rate_limit_fallback,
-            retry_after_cap: raw.retry_after_cap,
-            auto_disable_threshold: raw.auto_disable_threshold,
-            reenable_after: raw.reenable_after,
-        }
-    }
-
+impl RawKnobs {
     /// Applies the values set here over `base`, reporting those that are invalid, and the
     /// inconsistent pairs in which at least one value is set here.
     pub(super) fn resolve(

@@ -261,7 +261,9 @@ fn raw_from_value(value: Value, problems: &mut Problems) -> Option<RawConfig> {
     };
     // Null means "not set", as in the Python package's dict.get().
     top.retain(|_, v| !v.is_null());
-    if let Ok(raw) = serde_json::from_value::<RawConfig>(Value::Object(top.clone())) {
+    if only_known_keys(&top, TOP_KEYS)
+        && let Ok(raw) = serde_json::from_value::<RawConfig>(Value::Object(top.clone()))
+    {
         return Some(raw);
     }
 
@@ -304,6 +306,12 @@ fn raw_from_value(value: Value, problems: &mut Problems) -> Option<RawConfig> {
     }
 }
 
+/// True when every key of `fields` is one of `keys`. Serde refuses unknown keys beside the
+/// flattened knobs too, but does not promise to: the loaders check them by hand as well.
+fn only_known_keys(fields: &Map<String, Value>, keys: &[&str]) -> bool {
+    fields.keys().all(|key| keys.contains(&key.as_str()))
+}
+
 /// Removes unreadable parts of `deployments` after reporting them. False: not a list at all.
 fn sanitize_deployments(deployments: &mut Value, problems: &mut Problems) -> bool {
     let Value::Array(entries) = deployments else {
@@ -332,7 +340,9 @@ fn sanitize_deployments(deployments: &mut Value, problems: &mut Problems) -> boo
             continue;
         };
         fields.retain(|_, v| !v.is_null());
-        if serde_json::from_value::<RawDeployment>(Value::Object(fields.clone())).is_ok() {
+        if only_known_keys(fields, DEPLOYMENT_KEYS)
+            && serde_json::from_value::<RawDeployment>(Value::Object(fields.clone())).is_ok()
+        {
             continue;
         }
         let name = fields
@@ -411,7 +421,7 @@ fn describe_serde_error(error: &serde_json::Error) -> String {
 }
 
 fn unknown_key_message(key: &str, valid: &[&str], other_level: &[&str]) -> String {
-    let top_level = std::ptr::eq(valid, TOP_KEYS);
+    let top_level = valid == TOP_KEYS;
     if other_level.contains(&key) {
         return if top_level {
             format!("`{key}` is set per deployment: move it under each entry of `deployments`")

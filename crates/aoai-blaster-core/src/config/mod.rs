@@ -40,8 +40,8 @@
 //! ```
 //!
 //! One file per step: `raw` holds the file as written ([`RawConfig`], [`RawDeployment`]);
-//! `knobs` resolves the keys both levels share (a deployment's over the top level's over the
-//! defaults); `load` reads files, text and the
+//! `knobs` the keys both levels share, written once ([`RawKnobs`]), and how they resolve (a
+//! deployment's over the top level's over the defaults); `load` reads files, text and the
 //! environment and reports every unreadable key; `validate` checks the values and applies the
 //! defaults, reporting every problem at once; `duration` reads durations.
 
@@ -57,6 +57,7 @@ mod raw;
 mod validate;
 
 pub use duration::parse_duration;
+pub use knobs::RawKnobs;
 pub use load::{ConfigError, ConfigFormat};
 pub use raw::{RawConfig, RawDeployment};
 pub use validate::{ConfigErrors, ConfigProblem};

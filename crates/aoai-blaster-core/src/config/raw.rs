@@ -6,62 +6,83 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::duration::optional_duration;
+use super::knobs::{KNOB_KEYS, RawKnobs};
 use crate::secret::Secret;
 
-/// Keys accepted at the top level of the file (kept in step with [`RawConfig`] by a test).
-pub(super) const TOP_KEYS: &[&str] = &[
-    "strategy",
-    "deployments",
-    "num_workers",
-    "max_job_retry",
-    "worker_polling_interval",
-    "request_timeout",
-    "connect_timeout",
-    "stream_idle_timeout",
-    "backoff_base",
-    "backoff_max",
-    "rate_limit_fallback",
-    "retry_after_cap",
-    "auto_disable_threshold",
-    "reenable_after",
-    "queue_capacity",
-    "job_deadline",
-    "rpm_window",
-    "endpoint_threads",
-];
+/// Keys accepted at the top level of the file, in the order error messages list them (kept in
+/// step with [`RawConfig`] by a test).
+pub(super) const TOP_KEYS: &[&str] = &with_knobs::<18>(
+    &[
+        "strategy",
+        "deployments",
+        "num_workers",
+        "max_job_retry",
+        "worker_polling_interval",
+    ],
+    &[
+        "queue_capacity",
+        "job_deadline",
+        "rpm_window",
+        "endpoint_threads",
+    ],
+);
 
 /// Keys accepted in each `deployments[i]` entry (kept in step with [`RawDeployment`] by a test).
-pub(super) const DEPLOYMENT_KEYS: &[&str] = &[
-    "name",
-    "endpoint",
-    "api_key",
-    "model",
-    "api_version",
-    "weight",
-    "temperature",
-    "max_completion_tokens",
-    "rpm_limit",
-    "tpm_limit",
-    "max_in_flight",
-    "priority",
-    "tokenizer",
-    "adaptive",
-    "request_timeout",
-    "connect_timeout",
-    "stream_idle_timeout",
-    "backoff_base",
-    "backoff_max",
-    "rate_limit_fallback",
-    "retry_after_cap",
-    "auto_disable_threshold",
-    "reenable_after",
-];
+pub(super) const DEPLOYMENT_KEYS: &[&str] = &with_knobs::<23>(
+    &[
+        "name",
+        "endpoint",
+        "api_key",
+        "model",
+        "api_version",
+        "weight",
+        "temperature",
+        "max_completion_tokens",
+        "rpm_limit",
+        "tpm_limit",
+        "max_in_flight",
+        "priority",
+        "tokenizer",
+        "adaptive",
+    ],
+    &[],
+);
+
+/// `before`, then [`KNOB_KEYS`], then `after`: one level's keys, with the shared ones written
+/// once.
+const fn with_knobs<const N: usize>(
+    before: &[&'static str],
+    after: &[&'static str],
+) -> [&'static str; N] {
+    assert!(before.len() + KNOB_KEYS.len() + after.len() == N);
+    let mut keys = [""; N];
+    let mut i = 0;
+    while i < before.len() {
+        keys[i] = before[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < KNOB_KEYS.len() {
+        keys[i + j] = KNOB_KEYS[j];
+        j += 1;
+    }
+    let mut k = 0;
+    while k < after.len() {
+        keys[i + j + k] = after[k];
+        k += 1;
+    }
+    keys
+}
 
 /// The configuration file as written: the Python package's keys plus ours, all optional.
 ///
 /// Build it with serde (any format) or by hand, then call [`RawConfig::validate`]. Prefer the
 /// loaders on [`BlasterConfig`](super::BlasterConfig): they also report type errors (a string where a number belongs)
 /// together with the validation problems, each with its place.
+///
+/// Unknown keys are refused, by serde (which honours `deny_unknown_fields` beside the flattened
+/// [`RawKnobs`], though its documentation does not promise it) and by the loaders, which check
+/// every key by hand.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
@@ -76,32 +97,10 @@ pub struct RawConfig {
     /// Accepted for compatibility with the Python package and ignored (actors do not poll).
     #[serde(deserialize_with = "optional_duration")]
     pub worker_polling_interval: Option<Duration>,
-    /// Bound on one HTTP attempt. Default 120 s.
-    #[serde(deserialize_with = "optional_duration")]
-    pub request_timeout: Option<Duration>,
-    /// Bound on opening a connection. Default 10 s.
-    #[serde(deserialize_with = "optional_duration")]
-    pub connect_timeout: Option<Duration>,
-    /// Longest silence between two chunks of a stream. Default 30 s.
-    #[serde(deserialize_with = "optional_duration")]
-    pub stream_idle_timeout: Option<Duration>,
-    /// First backoff after a transient failure. Default 1 s.
-    #[serde(deserialize_with = "optional_duration")]
-    pub backoff_base: Option<Duration>,
-    /// Longest backoff. Default 60 s.
-    #[serde(deserialize_with = "optional_duration")]
-    pub backoff_max: Option<Duration>,
-    /// Cooldown after a 429 that says nothing about when to retry. Default 15 s.
-    #[serde(deserialize_with = "optional_duration")]
-    pub rate_limit_fallback: Option<Duration>,
-    /// A longer Retry-After disables the endpoint until then. Default 5 min.
-    #[serde(deserialize_with = "optional_duration")]
-    pub retry_after_cap: Option<Duration>,
-    /// Consecutive transient failures that disable an endpoint. Default 5.
-    pub auto_disable_threshold: Option<u32>,
-    /// Probe a disabled endpoint after this long. Default: never.
-    #[serde(deserialize_with = "optional_duration")]
-    pub reenable_after: Option<Duration>,
+    /// The keys a deployment may override (`request_timeout`, `backoff_base`, ...): here,
+    /// every deployment's default.
+    #[serde(flatten)]
+    pub knobs: RawKnobs,
     /// Jobs waiting in the queue. Default 4 x `num_workers`.
     pub queue_capacity: Option<usize>,
     /// Bound on a job's total time, retries included. Default: none.
@@ -152,32 +151,9 @@ pub struct RawDeployment {
     /// Learn the limits from replies (`x-ratelimit-remaining-*`, 429s), never above
     /// `rpm_limit`/`tpm_limit` if given. Default: true when neither limit is configured.
     pub adaptive: Option<bool>,
-    /// Overrides the top-level `request_timeout`.
-    #[serde(deserialize_with = "optional_duration")]
-    pub request_timeout: Option<Duration>,
-    /// Overrides the top-level `connect_timeout`.
-    #[serde(deserialize_with = "optional_duration")]
-    pub connect_timeout: Option<Duration>,
-    /// Overrides the top-level `stream_idle_timeout`.
-    #[serde(deserialize_with = "optional_duration")]
-    pub stream_idle_timeout: Option<Duration>,
-    /// Overrides the top-level `backoff_base`.
-    #[serde(deserialize_with = "optional_duration")]
-    pub backoff_base: Option<Duration>,
-    /// Overrides the top-level `backoff_max`.
-    #[serde(deserialize_with = "optional_duration")]
-    pub backoff_max: Option<Duration>,
-    /// Overrides the top-level `rate_limit_fallback`.
-    #[serde(deserialize_with = "optional_duration")]
-    pub rate_limit_fallback: Option<Duration>,
-    /// Overrides the top-level `retry_after_cap`.
-    #[serde(deserialize_with = "optional_duration")]
-    pub retry_after_cap: Option<Duration>,
-    /// Overrides the top-level `auto_disable_threshold`.
-    pub auto_disable_threshold: Option<u32>,
-    /// Overrides the top-level `reenable_after`.
-    #[serde(deserialize_with = "optional_duration")]
-    pub reenable_after: Option<Duration>,
+    /// The keys that override the top level's (`request_timeout`, `backoff_base`, ...).
+    #[serde(flatten)]
+    pub knobs: RawKnobs,
 }
 
 #[cfg(test)]
@@ -202,9 +178,23 @@ mod tests {
             keys.sort();
             keys
         };
-        let top = serde_json::from_value::<RawConfig>(json!({"zzz": 1})).unwrap_err();
-        assert_eq!(expected_fields(top.to_string()), sorted(TOP_KEYS));
-        let dep = serde_json::from_value::<RawDeployment>(json!({"zzz": 1})).unwrap_err();
-        assert_eq!(expected_fields(dep.to_string()), sorted(DEPLOYMENT_KEYS));
+        let knobs = serde_json::from_value::<RawKnobs>(json!({"zzz": 1})).unwrap_err();
+        assert_eq!(expected_fields(knobs.to_string()), sorted(&KNOB_KEYS));
+        // The levels flatten the knobs in, so serde lists no fields for them: each listed key
+        // must be read (a map is the wrong type for every one of them, which is no unknown key),
+        // and an unlisted key refused.
+        let top = |value| serde_json::from_value::<RawConfig>(value).map(drop);
+        let entry = |value| serde_json::from_value::<RawDeployment>(value).map(drop);
+        for (keys, parse) in [
+            (TOP_KEYS, &top as &dyn Fn(_) -> _),
+            (DEPLOYMENT_KEYS, &entry),
+        ] {
+            for key in keys {
+                let error = parse(json!({*key: {"zzz": 1}})).unwrap_err().to_string();
+                assert!(!error.contains("unknown field"), "{key}: {error}");
+            }
+            let error = parse(json!({"zzz": 1})).unwrap_err().to_string();
+            assert!(error.contains("unknown field `zzz`"), "{error}");
+        }
     }
 }

@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
-use super::knobs::Knobs;
 use super::{
     AuthConfig, BlasterConfig, DEFAULT_API_VERSION, DEFAULT_MAX_JOB_RETRY, DEFAULT_NUM_WORKERS,
     DEFAULT_RPM_WINDOW, DEFAULT_TOKENIZER, DeploymentConfig, QUEUE_CAPACITY_PER_WORKER, RawConfig,
@@ -203,7 +202,7 @@ impl RawConfig {
         problems: &mut Problems,
     ) -> Option<BlasterConfig> {
         let top = self.check_top_level(problems);
-        let (timeouts, resilience) = Knobs::from_top(&self).resolve(
+        let (timeouts, resilience) = self.knobs.resolve(
             Timeouts::default(),
             Resilience::default(),
             Scope::Top,
@@ -379,12 +378,9 @@ fn check_deployment(
     };
     let weight = check_numbers(&raw, scope, problems);
     let tokenizer = check_tokenizer(raw.tokenizer.as_deref(), scope, problems);
-    let (timeouts, resilience) = Knobs::from_deployment(&raw).resolve(
-        inherited.timeouts,
-        inherited.resilience,
-        scope,
-        problems,
-    );
+    let (timeouts, resilience) =
+        raw.knobs
+            .resolve(inherited.timeouts, inherited.resilience, scope, problems);
 
     DeploymentConfig {
         name: raw.name.trim().to_owned(),
