@@ -30,8 +30,9 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::error_body::ApiErrorBody;
 pub use crate::extra::ExtraFields;
-use crate::extra::deserialize_with_extra;
+use crate::extra::{deserialize_with_extra, kind_of};
 
 fn chat_completion_object() -> String {
     "chat.completion".to_owned()
@@ -367,71 +368,6 @@ pub struct FunctionCallDelta {
     pub arguments: Option<String>,
 }
 
-/// The `error` object of an error reply (`{"error": {...}}`), as Azure and OpenAI send it,
-/// both as an HTTP error body and as a mid-stream event.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ApiErrorBody {
-    /// `content_filter`, `context_length_exceeded`, `429`, `DeploymentNotFound`, ...
-    /// (numbers are turned into text).
-    #[serde(default, deserialize_with = "code_as_text")]
-    pub code: Option<String>,
-    /// Human-readable message.
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub message: String,
-    /// `invalid_request_error`, ...
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// The request parameter at fault (`prompt`, `messages`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub param: Option<String>,
-    /// Every other field (`innererror` with `content_filter_result`, `status`, ...).
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-impl ApiErrorBody {
-    /// Reads `{"error": {...}}` from an HTTP error body. `None` if it is not that shape.
-    ///
-    /// ```
-    /// use aoai_blaster_core::chat::ApiErrorBody;
-    /// let body = br#"{"error": {"code": "content_filter", "message": "filtered", "param": "prompt"}}"#;
-    /// let error = ApiErrorBody::from_reply_body(body).unwrap();
-    /// assert_eq!(error.code.as_deref(), Some("content_filter"));
-    /// assert_eq!(error.to_string(), "content_filter: filtered");
-    /// ```
-    pub fn from_reply_body(body: &[u8]) -> Option<ApiErrorBody> {
-        #[derive(Deserialize)]
-        struct Envelope {
-            error: ApiErrorBody,
-        }
-        serde_json::from_slice::<Envelope>(body)
-            .ok()
-            .map(|envelope| envelope.error)
-    }
-
-    /// Azure's inner error code (`ResponsibleAIPolicyViolation` for a content filter), if any.
-    pub fn inner_code(&self) -> Option<&str> {
-        self.extra.get("innererror")?.get("code")?.as_str()
-    }
-}
-
-impl std::fmt::Display for ApiErrorBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.code {
-            Some(code) => write!(f, "{code}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-fn code_as_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    Ok(match Option::<Value>::deserialize(deserializer)? {
-        None | Some(Value::Null) => None,
-        Some(Value::String(code)) => Some(code),
-        Some(other) => Some(other.to_string()),
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Requests
 // ---------------------------------------------------------------------------------------------
@@ -490,7 +426,7 @@ impl ChatRequest {
     /// ```
     pub fn from_body(body: Value) -> Result<ChatRequest, RequestBodyError> {
         let Value::Object(mut options) = body else {
-            return Err(RequestBodyError::NotAnObject(json_kind(&body)));
+            return Err(RequestBodyError::NotAnObject(kind_of(&body)));
         };
         match options.remove("messages") {
             Some(Value::Array(messages)) => Ok(ChatRequest { messages, options }),
@@ -512,17 +448,6 @@ impl ChatRequest {
     /// Sets `max_completion_tokens`.
     pub fn max_completion_tokens(self, tokens: u32) -> ChatRequest {
         self.option("max_completion_tokens", tokens)
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -663,25 +588,6 @@ pub fn requested_choices(body: &Value) -> u64 {
     body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1)
 }
 
-/// Output tokens a body may cost at most, as Azure's rate limiter counts them: its
-/// `max_completion_tokens` (or `max_tokens`, or `default_max_tokens` when it gives neither)
-/// times [`requested_choices`].
-///
-/// ```
-/// use aoai_blaster_core::chat::charged_output_tokens;
-/// use serde_json::json;
-/// assert_eq!(charged_output_tokens(&json!({"max_tokens": 100, "n": 3}), 4096), 300);
-/// assert_eq!(charged_output_tokens(&json!({}), 4096), 4096);
-/// ```
-pub fn charged_output_tokens(body: &Value, default_max_tokens: u64) -> u64 {
-    let cap = body
-        .get("max_completion_tokens")
-        .and_then(Value::as_u64)
-        .or_else(|| body.get("max_tokens").and_then(Value::as_u64))
-        .unwrap_or(default_max_tokens);
-    cap.saturating_mul(requested_choices(body))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -818,31 +724,6 @@ mod tests {
     }
 
     #[test]
-    fn error_bodies_parse_with_numeric_codes_and_inner_errors() {
-        let filtered = ApiErrorBody::from_reply_body(
-            json!({"error": {"message": "The response was filtered", "type": null, "param": "prompt",
-                "code": "content_filter", "status": 400,
-                "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": {}}}})
-            .to_string()
-            .as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(filtered.code.as_deref(), Some("content_filter"));
-        assert_eq!(filtered.inner_code(), Some("ResponsibleAIPolicyViolation"));
-        assert_eq!(filtered.param.as_deref(), Some("prompt"));
-        let numeric =
-            ApiErrorBody::from_reply_body(br#"{"error": {"code": 429, "message": "slow down"}}"#)
-                .unwrap();
-        assert_eq!(numeric.code.as_deref(), Some("429"));
-        assert_eq!(numeric.to_string(), "429: slow down");
-        assert_eq!(
-            ApiErrorBody::from_reply_body(b"<html>bad gateway</html>"),
-            None
-        );
-        assert_eq!(ApiErrorBody::from_reply_body(br#"{"choices": []}"#), None);
-    }
-
-    #[test]
     fn deployment_defaults_then_job_options() {
         let defaults = RequestDefaults {
             temperature: Some(0.7),
@@ -958,7 +839,7 @@ mod tests {
     }
 
     #[test]
-    fn request_from_body_and_token_charges() {
+    fn request_from_body_and_requested_choices() {
         assert_eq!(
             ChatRequest::from_body(json!([1])),
             Err(RequestBodyError::NotAnObject("a list"))
@@ -967,8 +848,6 @@ mod tests {
             ChatRequest::from_body(json!({"messages": "hi"})),
             Err(RequestBodyError::NoMessages)
         );
-        let body = json!({"max_completion_tokens": 30, "max_tokens": 99, "n": 2});
-        assert_eq!(charged_output_tokens(&body, 1000), 60);
         assert_eq!(requested_choices(&json!({"n": 0})), 1);
     }
 }

@@ -33,6 +33,8 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use crate::error_body::ApiErrorBody;
+
 /// The longest wait any rate-limit hint is taken at: 7 days. A larger (finite, non-negative)
 /// value saturates to this; the health policy's `retry_after_cap` then decides what to do with it.
 pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -62,17 +64,19 @@ impl ApiError {
     ///
     /// Accepted shapes: `{"error": {"code", "message", "innererror": {"code"}}}` (Azure OpenAI;
     /// a numeric code is kept as its digits), `{"error": "text"}`, and API Management's
-    /// `{"statusCode", "message"}`. Anything else becomes an excerpt of at most
+    /// `{"statusCode", "message"}`, read by [`ApiErrorBody::from_reply_body`] (the parser the
+    /// stream's error events use too); a missing message reads `(no message)`. Anything else
+    /// becomes an excerpt of at most
     /// [`MAX_EXCERPT_CHARS`] characters, with HTML tags and control characters removed.
     pub fn from_body(status: u16, body: &[u8]) -> ApiError {
-        let parsed = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|value| error_fields(&value));
-        match parsed {
-            Some((code, message)) => ApiError {
+        match ApiErrorBody::from_reply_body(body) {
+            Some(error) => ApiError {
                 status,
-                code,
-                message: clean_text(&message, MAX_MESSAGE_CHARS),
+                code: error.code_or_inner(),
+                message: match error.message.as_str() {
+                    "" => "(no message)".to_owned(),
+                    message => clean_text(message, MAX_MESSAGE_CHARS),
+                },
             },
             None => ApiError {
                 status,
@@ -444,37 +448,6 @@ fn code_suffix(error: &ApiError) -> String {
         .informative_code()
         .map(|code| format!(" {code}"))
         .unwrap_or_default()
-}
-
-/// `(code, message)` from the JSON error shapes Azure and its gateways send.
-fn error_fields(value: &serde_json::Value) -> Option<(Option<String>, String)> {
-    let as_code = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    };
-    match value.get("error") {
-        Some(serde_json::Value::Object(error)) => {
-            let code = error.get("code").and_then(as_code).or_else(|| {
-                error
-                    .get("innererror")
-                    .and_then(|inner| inner.get("code"))
-                    .and_then(as_code)
-            });
-            let message = error
-                .get("message")
-                .and_then(|m| m.as_str())
-                .map(str::to_owned)
-                .unwrap_or_else(|| "(no message)".to_owned());
-            Some((code, message))
-        }
-        Some(serde_json::Value::String(message)) => Some((None, message.clone())),
-        _ => {
-            let message = value.get("message")?.as_str()?.to_owned();
-            let code = value.get("code").and_then(as_code);
-            Some((code, message))
-        }
-    }
 }
 
 /// A short, single-line, tag-free excerpt of a body that is not Azure's JSON error.

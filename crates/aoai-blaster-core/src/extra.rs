@@ -1,6 +1,6 @@
 //! [`ExtraFields`]: the fields of a reply object that aoai-blaster does not model, kept
 //! verbatim as raw JSON text, and the small reading helpers the reply types use to parse
-//! themselves in one pass.
+//! themselves in one pass; and [`kind_of`], a JSON value's kind in words for error messages.
 //!
 //! Azure's replies carry many fields nobody on the hot path reads (`prompt_filter_results`,
 //! `content_filter_results`, token details, ...). Parsing them into `serde_json::Value` trees
@@ -142,6 +142,25 @@ impl Serialize for ExtraFields {
             map.serialize_entry(key, raw)?;
         }
         map.end()
+    }
+}
+
+/// A JSON value's kind in words, for error messages: `null`, `a boolean`, `a number`,
+/// `a string`, `a list` or `an object`.
+///
+/// ```
+/// use aoai_blaster_core::extra::kind_of;
+/// assert_eq!(kind_of(&serde_json::json!([1])), "a list");
+/// assert_eq!(format!("expected a JSON object, got {}", kind_of(&serde_json::json!(7))), "expected a JSON object, got a number");
+/// ```
+pub fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod classify;
 pub mod config;
+pub mod error_body;
 pub mod extra;
 pub mod health;
 pub mod quota;

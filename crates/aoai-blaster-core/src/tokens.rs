@@ -35,6 +35,8 @@ use serde_json::{Map, Value};
 use tiktoken_rs::CoreBPE;
 
 pub use crate::quota::{TOKENS_PER_MESSAGE, TOKENS_PER_REPLY};
+// What a request is charged lives with the budgets (`quota::cost`); these names stay here too.
+pub use crate::quota::{prompt_charge, prompt_charge_memo, tool_definitions};
 
 /// Extra tokens for a message that has a `name`.
 pub const TOKENS_PER_NAME: u64 = 1;
@@ -326,57 +328,6 @@ fn image_tokens(image: &Value) -> u64 {
     }
 }
 
-/// The prompt tokens a budget charges for a chat request: the larger of the tokenizer's count
-/// ([`count_chat_prompt`] with the encoding `tokenizer` names) and the character estimate
-/// ([`crate::quota::estimate_prompt_tokens_chars`]), so that neither way Azure's estimate leans
-/// is undercharged. An unknown `tokenizer` name or an unavailable encoder gives the character
-/// estimate alone.
-///
-/// ```
-/// use aoai_blaster_core::tokens::prompt_charge;
-/// use serde_json::json;
-///
-/// // English prose: a quarter of the characters is the larger estimate.
-/// let prose = [json!({"role": "user", "content": "Please summarise the following paragraph."})];
-/// assert_eq!(prompt_charge("o200k_base", &prose, None), 3 + 11 + 3);
-/// // Spaced digits (each digit and each space a token) take far more than characters / 4:
-/// // the tokenizer's count wins.
-/// let digits = [json!({"role": "user", "content": "3 1 4 1 5 9 2 6 5 3 5 8 9 7 9 3"})];
-/// assert_eq!(prompt_charge("o200k_base", &digits, None), 3 + 1 + 31 + 3);
-/// ```
-pub fn prompt_charge(tokenizer: &str, messages: &[Value], tools: Option<&Value>) -> u64 {
-    let counted = Encoding::from_name(tokenizer)
-        .and_then(|encoding| count_chat_prompt(encoding, messages, tools))
-        .unwrap_or(0);
-    char_estimate(messages, tools).max(counted)
-}
-
-/// [`prompt_charge`] with long texts looked up in (and added to) `memo`.
-pub fn prompt_charge_memo(
-    memo: &mut TokenMemo,
-    tokenizer: &str,
-    messages: &[Value],
-    tools: Option<&Value>,
-) -> u64 {
-    let counted = Encoding::from_name(tokenizer)
-        .and_then(|encoding| count_chat_prompt_memo(memo, encoding, messages, tools))
-        .unwrap_or(0);
-    char_estimate(messages, tools).max(counted)
-}
-
-fn char_estimate(messages: &[Value], tools: Option<&Value>) -> u64 {
-    crate::quota::estimate_prompt_tokens_chars(messages).saturating_add(
-        tools
-            .map(|t| (t.to_string().chars().count() as u64).div_ceil(4))
-            .unwrap_or(0),
-    )
-}
-
-/// The request's tool definitions (`tools`, else the older `functions`), if any.
-pub fn tool_definitions(options: &Map<String, Value>) -> Option<&Value> {
-    options.get("tools").or_else(|| options.get("functions"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,27 +447,6 @@ mod tests {
         assert_eq!(tool_definitions(&options), Some(&json!([])));
         options.insert("tools".into(), tools.clone());
         assert_eq!(tool_definitions(&options), Some(&tools));
-    }
-
-    #[test]
-    fn charge_is_the_larger_estimate_and_falls_back_on_unknown_names() {
-        // 44 characters of prose: 11 by characters, fewer by the tokenizer.
-        let prose =
-            [json!({"role": "user", "content": "Please summarise the following paragraph."})];
-        let counted = count_chat_prompt(Encoding::O200kBase, &prose, None).unwrap_or(0);
-        let chars = crate::quota::estimate_prompt_tokens_chars(&prose);
-        assert!(counted < chars, "{counted} < {chars}");
-        assert_eq!(prompt_charge("o200k_base", &prose, None), chars);
-        // Chinese: one token per character or so, far above characters / 4.
-        let chinese =
-            [json!({"role": "user", "content": "请用中文总结下面这段文字的主要内容和观点"})];
-        let counted = count_chat_prompt(Encoding::O200kBase, &chinese, None).unwrap_or(0);
-        assert!(counted > crate::quota::estimate_prompt_tokens_chars(&chinese));
-        assert_eq!(prompt_charge("o200k_base", &chinese, None), counted);
-        // Unknown encoding: the character estimate.
-        assert_eq!(prompt_charge("no_such_encoding", &chinese, None), {
-            crate::quota::estimate_prompt_tokens_chars(&chinese)
-        });
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 use std::fmt;
 
+use aoai_blaster::core::extra::kind_of;
 use serde_json::{Map, Value};
 
 use super::duplicates::{LineVerdicts, Verdict};
@@ -414,17 +415,6 @@ impl LineParser {
             stream,
             previous,
         })
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 

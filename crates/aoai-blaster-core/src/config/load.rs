@@ -1,0 +1,512 @@
+//! Reading a configuration: files (YAML, JSON or TOML by extension), text and JSON values,
+//! `AOAI_BLASTER__<KEY>` overrides from the environment, and every unreadable key reported with
+//! its place before validation.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::raw::{DEPLOYMENT_KEYS, TOP_KEYS};
+use super::validate::{ConfigErrors, Problems, Scope};
+use super::{BlasterConfig, ENV_PREFIX, ENV_SEPARATOR, RawConfig, RawDeployment};
+use crate::extra::kind_of;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file's extension does not say which format it is in.
+    #[error(
+        "cannot tell the format of config file {path}: name it *.yaml, *.yml, *.json or *.toml"
+    )]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The text is not valid YAML/JSON/TOML (or the environment overrides could not be merged).
+    #[error("cannot parse {origin} as {format}: {message}")]
+    Parse {
+        /// The file name, or a description of the text.
+        origin: String,
+        /// The format it was read as.
+        format: ConfigFormat,
+        /// What the parser said (with line and column where it gives them).
+        message: String,
+    },
+    /// The text parsed but the configuration is not valid.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+}
+
+impl From<ConfigErrors> for ConfigError {
+    fn from(errors: ConfigErrors) -> Self {
+        ConfigError::Invalid(errors)
+    }
+}
+
+/// File formats the loaders read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFormat {
+    /// `.yaml` / `.yml`.
+    Yaml,
+    /// `.json`.
+    Json,
+    /// `.toml`.
+    Toml,
+}
+
+impl ConfigFormat {
+    /// The format a file name's extension names (case-insensitive), if any.
+    pub fn from_path(path: &Path) -> Option<ConfigFormat> {
+        let extension = path.extension()?.to_str()?.to_ascii_lowercase();
+        match extension.as_str() {
+            "yaml" | "yml" => Some(ConfigFormat::Yaml),
+            "json" => Some(ConfigFormat::Json),
+            "toml" => Some(ConfigFormat::Toml),
+            _ => None,
+        }
+    }
+
+    fn file_format(self) -> config::FileFormat {
+        match self {
+            ConfigFormat::Yaml => config::FileFormat::Yaml,
+            ConfigFormat::Json => config::FileFormat::Json,
+            ConfigFormat::Toml => config::FileFormat::Toml,
+        }
+    }
+}
+
+impl fmt::Display for ConfigFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConfigFormat::Yaml => "YAML",
+            ConfigFormat::Json => "JSON",
+            ConfigFormat::Toml => "TOML",
+        })
+    }
+}
+
+impl BlasterConfig {
+    /// Reads a YAML/JSON/TOML file (by extension), applies `AOAI_BLASTER__<KEY>` overrides from
+    /// the process environment, resolves `env:VAR` keys, and validates.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<BlasterConfig, ConfigError> {
+        BlasterConfig::from_file_with_env(path, process_environment())
+    }
+
+    /// [`BlasterConfig::from_file`] with the environment given as `(name, value)` pairs
+    /// (used both for `AOAI_BLASTER__` overrides and for `env:VAR` keys).
+    pub fn from_file_with_env(
+        path: impl AsRef<Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<BlasterConfig, ConfigError> {
+        let path = path.as_ref();
+        let format = ConfigFormat::from_path(path).ok_or_else(|| ConfigError::UnknownFormat {
+            path: path.to_owned(),
+        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        load_text(&text, format, &path.display().to_string(), environment)
+    }
+
+    /// Parses YAML text (no environment overrides; `env:VAR` keys read the process environment).
+    pub fn from_yaml_str(text: &str) -> Result<BlasterConfig, ConfigError> {
+        let environment = process_environment()
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with(ENV_PREFIX));
+        load_text(text, ConfigFormat::Yaml, "YAML text", environment)
+    }
+
+    /// Parses text in the given format with the given environment (overrides and `env:VAR`).
+    pub fn from_str_with_env(
+        text: &str,
+        format: ConfigFormat,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<BlasterConfig, ConfigError> {
+        load_text(text, format, &format!("{format} text"), environment)
+    }
+
+    /// Builds from a JSON value, e.g. `serde_json::json!({...})` (no overrides; `env:VAR` keys
+    /// read the process environment).
+    pub fn from_value(value: Value) -> Result<BlasterConfig, ConfigError> {
+        BlasterConfig::from_value_with_env(value, &|name| std::env::var(name).ok())
+    }
+
+    /// [`BlasterConfig::from_value`] with `env:VAR` keys looked up by `env`.
+    pub fn from_value_with_env(
+        value: Value,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<BlasterConfig, ConfigError> {
+        let mut problems = Problems::default();
+        let config = load_value(value, env, &mut problems);
+        Ok(problems.finish(config)?)
+    }
+}
+
+fn process_environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .collect()
+}
+
+fn load_text(
+    text: &str,
+    format: ConfigFormat,
+    origin: &str,
+    environment: impl IntoIterator<Item = (String, String)>,
+) -> Result<BlasterConfig, ConfigError> {
+    let environment: HashMap<String, String> = environment.into_iter().collect();
+    let mut problems = Problems::default();
+    let overrides = select_overrides(&environment, &mut problems);
+
+    let parse_error = |message: String| ConfigError::Parse {
+        origin: origin.to_owned(),
+        format,
+        message,
+    };
+    let settings = config::Config::builder()
+        .add_source(config::File::from_str(text, format.file_format()))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .separator(ENV_SEPARATOR)
+                .try_parsing(true)
+                .source(Some(overrides.into_iter().collect())),
+        )
+        .build()
+        .map_err(|e| parse_error(e.to_string()))?;
+    let value: Value = settings
+        .try_deserialize()
+        .map_err(|e| parse_error(e.to_string()))?;
+
+    let env = |name: &str| environment.get(name).cloned();
+    let config = load_value(value, &env, &mut problems);
+    problems
+        .finish(config)
+        .map_err(|errors| ConfigError::Invalid(errors.with_origin(origin)))
+}
+
+/// Picks the `AOAI_BLASTER__<KEY>` variables that name a top-level key; reports the others.
+fn select_overrides(
+    environment: &HashMap<String, String>,
+    problems: &mut Problems,
+) -> Vec<(String, String)> {
+    let full_prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}");
+    let mut names: Vec<&String> = environment.keys().collect();
+    names.sort();
+    let mut selected = Vec::new();
+    for name in names {
+        let Some(key) = name.strip_prefix(&full_prefix) else {
+            if let Some(rest) = name.strip_prefix(&format!("{ENV_PREFIX}_")) {
+                problems.warnings.push(format!(
+                    "environment variable {name}: ignored; overrides take two underscores \
+                     after the prefix, e.g. {full_prefix}{rest}"
+                ));
+            }
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        let place = format!("environment variable {name}");
+        if key == "deployments" || key.starts_with("deployments__") {
+            problems.add_at(
+                0,
+                place,
+                "deployments can only be configured in the config file; \
+                 environment overrides reach top-level keys"
+                    .to_owned(),
+            );
+        } else if !TOP_KEYS.contains(&key.as_str()) {
+            problems.add_at(
+                0,
+                place,
+                unknown_key_message(&key, TOP_KEYS, DEPLOYMENT_KEYS),
+            );
+        } else {
+            problems.env_keys.insert(key, name.clone());
+            selected.push((name.clone(), environment[name].clone()));
+        }
+    }
+    selected
+}
+
+fn load_value(
+    value: Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> Option<BlasterConfig> {
+    let raw = raw_from_value(value, problems)?;
+    raw.check(env, problems)
+}
+
+fn raw_from_value(value: Value, problems: &mut Problems) -> Option<RawConfig> {
+    let Value::Object(mut top) = value else {
+        problems.add_at(
+            0,
+            "config".to_owned(),
+            format!(
+                "expected a map of settings (strategy, deployments, ...) at the top level, got {}",
+                found(&value)
+            ),
+        );
+        return None;
+    };
+    // Null means "not set", as in the Python package's dict.get().
+    top.retain(|_, v| !v.is_null());
+    if only_known_keys(&top, TOP_KEYS)
+        && let Ok(raw) = serde_json::from_value::<RawConfig>(Value::Object(top.clone()))
+    {
+        return Some(raw);
+    }
+
+    let mut keys: Vec<String> = top.keys().cloned().collect();
+    keys.sort();
+    for key in keys {
+        if key == "deployments" {
+            if let Some(deployments) = top.get_mut("deployments")
+                && !sanitize_deployments(deployments, problems)
+            {
+                top.remove("deployments");
+                problems.skip.insert((None, "deployments".to_owned()));
+            }
+            continue;
+        }
+        if !TOP_KEYS.contains(&key.as_str()) {
+            let place = problems.place(Scope::Top, &key);
+            problems.add_at(
+                0,
+                place,
+                unknown_key_message(&key, TOP_KEYS, DEPLOYMENT_KEYS),
+            );
+            top.remove(&key);
+            continue;
+        }
+        let mut probe = Map::new();
+        probe.insert(key.clone(), top[&key].clone());
+        if let Err(error) = serde_json::from_value::<RawConfig>(Value::Object(probe)) {
+            problems.add(Scope::Top, &key, describe_serde_error(&error));
+            problems.skip.insert((None, key.clone()));
+            top.remove(&key);
+        }
+    }
+    match serde_json::from_value::<RawConfig>(Value::Object(top)) {
+        Ok(raw) => Some(raw),
+        Err(error) => {
+            problems.add_at(0, "config".to_owned(), error.to_string());
+            None
+        }
+    }
+}
+
+/// True when every key of `fields` is one of `keys`. Serde refuses unknown keys beside the
+/// flattened knobs too, but does not promise to: the loaders check them by hand as well.
+fn only_known_keys(fields: &Map<String, Value>, keys: &[&str]) -> bool {
+    fields.keys().all(|key| keys.contains(&key.as_str()))
+}
+
+/// Removes unreadable parts of `deployments` after reporting them. False: not a list at all.
+fn sanitize_deployments(deployments: &mut Value, problems: &mut Problems) -> bool {
+    let Value::Array(entries) = deployments else {
+        problems.add(
+            Scope::Top,
+            "deployments",
+            format!(
+                "expected a list of deployments (each with name, endpoint, api_key, model), got {}",
+                found(deployments)
+            ),
+        );
+        return false;
+    };
+    for (index, entry) in entries.iter_mut().enumerate() {
+        let Value::Object(fields) = entry else {
+            problems.add(
+                Scope::Deployment { index, name: "" },
+                "",
+                format!(
+                    "expected a map with name, endpoint, api_key and model, got {}",
+                    found(entry)
+                ),
+            );
+            problems.skip.insert((Some(index), "*".to_owned()));
+            *entry = Value::Object(Map::new());
+            continue;
+        };
+        fields.retain(|_, v| !v.is_null());
+        if only_known_keys(fields, DEPLOYMENT_KEYS)
+            && serde_json::from_value::<RawDeployment>(Value::Object(fields.clone())).is_ok()
+        {
+            continue;
+        }
+        let name = fields
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let scope = Scope::Deployment { index, name: &name };
+        let mut keys: Vec<String> = fields.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            if !DEPLOYMENT_KEYS.contains(&key.as_str()) {
+                problems.add(
+                    scope,
+                    &key,
+                    unknown_key_message(&key, DEPLOYMENT_KEYS, TOP_KEYS),
+                );
+                fields.remove(&key);
+                continue;
+            }
+            let mut probe = Map::new();
+            probe.insert(key.clone(), fields[&key].clone());
+            if let Err(error) = serde_json::from_value::<RawDeployment>(Value::Object(probe)) {
+                problems.add(scope, &key, describe_serde_error(&error));
+                problems.skip.insert((Some(index), key.clone()));
+                fields.remove(&key);
+            }
+        }
+    }
+    true
+}
+
+/// What was found where something else belongs, in a config author's words: the value's
+/// [`kind_of`] with the value itself for a scalar (`a string ("east")`, `a number (7)`),
+/// `a map` for an object (YAML and TOML call it so) and `nothing (null)`.
+fn found(value: &Value) -> String {
+    match value {
+        Value::Null => "nothing (null)".to_owned(),
+        Value::Bool(b) => format!("{} ({b})", kind_of(value)),
+        Value::Number(n) => format!("{} ({n})", kind_of(value)),
+        Value::String(s) => format!("{} ({s:?})", kind_of(value)),
+        Value::Array(_) => kind_of(value).to_owned(),
+        Value::Object(_) => "a map".to_owned(),
+    }
+}
+
+/// Serde's message with Rust type names replaced by words a config author knows.
+fn describe_serde_error(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let replacements = [
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number (0 or more)"),
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        (
+            "expected a string",
+            "expected a text value (put it in quotes)",
+        ),
+    ];
+    for (from, to) in replacements {
+        if let Some(rest) = message.strip_prefix("invalid type: ").and_then(|m| {
+            m.find(from)
+                .map(|at| format!("invalid type: {}{}{}", &m[..at], to, &m[at + from.len()..]))
+        }) {
+            return rest;
+        }
+        if message.contains(from) {
+            return message.replace(from, to);
+        }
+    }
+    message
+}
+
+fn unknown_key_message(key: &str, valid: &[&str], other_level: &[&str]) -> String {
+    let top_level = valid == TOP_KEYS;
+    if other_level.contains(&key) {
+        return if top_level {
+            format!("`{key}` is set per deployment: move it under each entry of `deployments`")
+        } else {
+            format!("`{key}` is a top-level key: move it out of `deployments`")
+        };
+    }
+    let closest = valid
+        .iter()
+        .map(|candidate| (edit_distance(key, candidate), *candidate))
+        .min();
+    match closest {
+        Some((distance, candidate)) if distance <= 2 || candidate.starts_with(key) => {
+            format!("unknown key; did you mean `{candidate}`?")
+        }
+        _ => format!("unknown key; valid keys here are {}", valid.join(", ")),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::{deployment, problems_of};
+    use serde_json::json;
+
+    #[test]
+    fn empty_and_malformed_deployment_lists() {
+        assert_eq!(
+            problems_of(json!({})),
+            [
+                "deployments: no deployments configured; add at least one entry with name, \
+              endpoint, api_key and model"
+            ]
+        );
+        assert_eq!(
+            problems_of(json!({"deployments": "east"})),
+            [
+                r#"deployments: expected a list of deployments (each with name, endpoint, api_key, model), got a string ("east")"#
+            ]
+        );
+        assert_eq!(
+            problems_of(json!({"deployments": [7, deployment("a")]})),
+            [
+                "deployments[0]: expected a map with name, endpoint, api_key and model, got a number (7)"
+            ]
+        );
+        assert_eq!(
+            problems_of(json!([1])),
+            [
+                "config: expected a map of settings (strategy, deployments, ...) at the top level, got a list"
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_at_the_wrong_level_say_where_they_belong() {
+        let mut d = deployment("a");
+        d["num_workers"] = json!(3);
+        assert_eq!(
+            problems_of(json!({"temperature": 0.5, "deployments": [d]})),
+            [
+                "temperature: `temperature` is set per deployment: move it under each entry of `deployments`",
+                r#"deployments[0] ("a").num_workers: `num_workers` is a top-level key: move it out of `deployments`"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn edit_distance_is_levenshtein() {
+        assert_eq!(edit_distance("wieght", "weight"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("model", "model"), 0);
+    }
+}

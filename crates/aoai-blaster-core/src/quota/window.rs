@@ -1,0 +1,599 @@
+//! [`WindowBudget`]: configured limits, counted like Azure over sliding spans, and the
+//! counting state it shares with [`AdaptiveBudget`](super::AdaptiveBudget).
+
+use std::time::{Duration, Instant};
+
+use super::log::{SlidingLog, far_future};
+use super::{BudgetSnapshot, Cost, QuotaBudget, QuotaFeedback, Refusal, Reservation};
+
+pub(super) const MINUTE: Duration = Duration::from_secs(60);
+
+/// The span a budget counts over for an Azure window of length `window`: the window plus
+/// 0.5 % of it, at least 20 ms more (the jitter margin; 1 s gives 1.02 s, 60 s gives 60.3 s).
+///
+/// ```
+/// use std::time::Duration;
+/// use aoai_blaster_core::quota::span_of;
+/// assert_eq!(span_of(Duration::from_secs(1)), Duration::from_millis(1_020));
+/// assert_eq!(span_of(Duration::from_secs(60)), Duration::from_millis(60_300));
+/// ```
+pub fn span_of(window: Duration) -> Duration {
+    window.saturating_add((window / 200).max(Duration::from_millis(20)))
+}
+
+/// Limits in force for one admission decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Limits {
+    pub(super) tpm: Option<u64>,
+    pub(super) rpm: Option<u32>,
+    pub(super) per_window: Option<u32>,
+}
+
+/// The counting state shared by [`WindowBudget`] and [`AdaptiveBudget`](super::AdaptiveBudget).
+#[derive(Clone, Debug)]
+pub(super) struct Counts {
+    minute: SlidingLog,
+    window: SlidingLog,
+    blocked_until: Option<Instant>,
+    next_id: u64,
+    pub(super) reported_usage: u64,
+}
+
+impl Counts {
+    pub(super) fn new(rpm_window: Duration) -> Self {
+        Counts {
+            minute: SlidingLog::new(span_of(MINUTE)),
+            window: SlidingLog::new(span_of(rpm_window)),
+            blocked_until: None,
+            next_id: 0,
+            reported_usage: 0,
+        }
+    }
+
+    pub(super) fn prune(&mut self, now: Instant) {
+        self.minute.prune(now);
+        self.window.prune(now);
+        if self.blocked_until.is_some_and(|until| until <= now) {
+            self.blocked_until = None;
+        }
+    }
+
+    /// Admits `cost` at `now` under `limits`, or says when it could be.
+    pub(super) fn try_charge(
+        &mut self,
+        now: Instant,
+        cost: Cost,
+        limits: Limits,
+    ) -> Result<Reservation, Refusal> {
+        if let Some(tpm) = limits.tpm
+            && cost.tokens > tpm
+        {
+            return Err(Refusal::NeverFits {
+                tokens: cost.tokens,
+                capacity: tpm,
+            });
+        }
+        if limits.rpm == Some(0) && cost.requests > 0 {
+            return Err(Refusal::NeverFits {
+                tokens: cost.tokens,
+                capacity: 0,
+            });
+        }
+        self.prune(now);
+        let mut not_until: Option<Instant> = self.blocked_until;
+        let mut wait_for = |instant: Instant| {
+            not_until = Some(not_until.map_or(instant, |t| t.max(instant)));
+        };
+        if let Some(tpm) = limits.tpm {
+            let total = self.minute.tokens.saturating_add(cost.tokens);
+            if total > tpm {
+                wait_for(self.minute.freed_by(now, total - tpm, |c| c.tokens));
+            }
+        }
+        let requests = u64::from(cost.requests);
+        if let Some(rpm) = limits.rpm {
+            let total = self.minute.requests.saturating_add(requests);
+            if self.minute.requests > 0 && total > u64::from(rpm) {
+                let excess = total - u64::from(rpm);
+                wait_for(self.minute.freed_by(now, excess, |c| c.requests));
+            }
+        }
+        if let Some(per_window) = limits.per_window {
+            let total = self.window.requests.saturating_add(requests);
+            if self.window.requests > 0 && total > u64::from(per_window) {
+                let excess = total - u64::from(per_window);
+                wait_for(self.window.freed_by(now, excess, |c| c.requests));
+            }
+        }
+        if let Some(instant) = not_until {
+            return Err(Refusal::NotUntil(
+                instant.max(now + Duration::from_nanos(1)),
+            ));
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.minute.insert(now, cost.tokens, requests, Some(id));
+        self.window.insert(now, cost.tokens, requests, Some(id));
+        Ok(Reservation {
+            cost,
+            at: now,
+            id,
+            tokens_in_minute: self.minute.tokens,
+            requests_in_window: u32::try_from(self.window.requests).unwrap_or(u32::MAX),
+        })
+    }
+
+    pub(super) fn block_for(&mut self, now: Instant, wait: Duration) {
+        let until = now.checked_add(wait).unwrap_or_else(|| far_future(now));
+        self.blocked_until = Some(self.blocked_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// Azure says it had seen `seen` tokens in its minute when `reservation` arrived: if that is
+    /// more than we had counted, charge the difference at that instant (it ages out with it).
+    fn correct_tokens(&mut self, reservation: &Reservation, seen: u64) {
+        if seen <= reservation.tokens_in_minute {
+            return;
+        }
+        let (counted, _) = self.minute.totals_ending(reservation.at);
+        if seen > counted {
+            self.minute.insert(reservation.at, seen - counted, 0, None);
+        }
+    }
+
+    /// As [`Counts::correct_tokens`], for the requests of the short window.
+    fn correct_requests(&mut self, reservation: &Reservation, seen: u64) {
+        if seen <= u64::from(reservation.requests_in_window) {
+            return;
+        }
+        let (_, counted) = self.window.totals_ending(reservation.at);
+        if seen > counted {
+            self.window.insert(reservation.at, 0, seen - counted, None);
+        }
+    }
+
+    pub(super) fn release(&mut self, reservation: &Reservation) {
+        let (at, cost) = (reservation.at, reservation.cost);
+        let requests = u64::from(cost.requests);
+        self.minute
+            .remove(reservation.id, at, cost.tokens, requests);
+        self.window
+            .remove(reservation.id, at, cost.tokens, requests);
+    }
+
+    pub(super) fn snapshot(&self, now: Instant, limits: Limits) -> BudgetSnapshot {
+        let (tokens, minute_requests) = self.minute.totals_at(now);
+        let (_, window_requests) = self.window.totals_at(now);
+        BudgetSnapshot {
+            rpm_limit: limits.rpm,
+            tpm_limit: limits.tpm,
+            tokens_this_minute: tokens,
+            requests_this_minute: u32::try_from(minute_requests).unwrap_or(u32::MAX),
+            requests_this_window: u32::try_from(window_requests).unwrap_or(u32::MAX),
+            requests_per_window: limits.per_window,
+            blocked_until: self.blocked_until.filter(|until| *until > now),
+        }
+    }
+}
+
+/// Requests one window of `rpm_window` admits under `rpm`: `max(1, floor(rpm × window / 60 s))`.
+///
+/// ```
+/// use std::time::Duration;
+/// use aoai_blaster_core::quota::requests_per_window;
+/// assert_eq!(requests_per_window(600, Duration::from_secs(1)), 10);
+/// assert_eq!(requests_per_window(600, Duration::from_secs(10)), 100);
+/// assert_eq!(requests_per_window(6, Duration::from_secs(1)), 1);
+/// ```
+pub fn requests_per_window(rpm: u32, rpm_window: Duration) -> u32 {
+    let per_window = u128::from(rpm) * rpm_window.as_millis() / MINUTE.as_millis();
+    u32::try_from(per_window).unwrap_or(u32::MAX).max(1)
+}
+
+pub(super) fn clamp_window(rpm_window: Duration) -> Duration {
+    rpm_window.clamp(Duration::from_millis(1), MINUTE)
+}
+
+/// A budget for configured limits, counting like Azure over sliding spans (see the module docs).
+///
+/// - Every span of a minute ([`span_of`] 60 s) holds at most `tpm` charged tokens and at most
+///   `rpm` requests.
+/// - Every span of `rpm_window` (Azure uses 1 s or 10 s; [`span_of`] it) holds at most
+///   [`requests_per_window`] requests. With few RPM and short windows (6 RPM counted per second)
+///   the per-minute `rpm` bound is the one that binds. A cost of more requests than a window
+///   allows is admitted only into an empty window.
+/// - A cost is refused with [`Refusal::NotUntil`] the instant enough charges age out, and with
+///   [`Refusal::NeverFits`] when its tokens exceed `tpm` (or `rpm` is 0).
+/// - Settling never refunds. Azure's `x-ratelimit-remaining-tokens` (of the minute) and
+///   `-requests` (of the short window, as Azure and the simulator count it; a per-minute value is
+///   larger than a window's allowance and changes nothing) add a correction when Azure had seen
+///   more than we had charged (other clients, a different estimate); they never lower the count.
+///   A 429's wait blocks the budget until it is over.
+#[derive(Clone, Debug)]
+pub struct WindowBudget {
+    limits: Limits,
+    counts: Counts,
+}
+
+impl WindowBudget {
+    /// A budget with these limits (`None`: that side is not limited). `rpm_window` is clamped
+    /// to 1 ms ..= 60 s.
+    pub fn new(rpm: Option<u32>, tpm: Option<u64>, rpm_window: Duration) -> Self {
+        let rpm_window = clamp_window(rpm_window);
+        WindowBudget {
+            limits: Limits {
+                tpm,
+                rpm,
+                per_window: rpm.map(|rpm| requests_per_window(rpm, rpm_window)),
+            },
+            counts: Counts::new(rpm_window),
+        }
+    }
+
+    /// Requests one short window admits (`None` without an RPM limit).
+    pub fn requests_per_window(&self) -> Option<u32> {
+        self.limits.per_window
+    }
+
+    /// Tokens reported by replies' `usage` so far (for statistics; never refunded).
+    pub fn reported_usage(&self) -> u64 {
+        self.counts.reported_usage
+    }
+}
+
+impl QuotaBudget for WindowBudget {
+    fn try_reserve(&mut self, now: Instant, cost: Cost) -> Result<Reservation, Refusal> {
+        self.counts.try_charge(now, cost, self.limits)
+    }
+
+    fn settle(&mut self, now: Instant, reservation: Reservation, feedback: &QuotaFeedback) {
+        self.counts.prune(now);
+        if let Some(wait) = feedback.rate_limited_for {
+            self.counts.block_for(now, wait);
+        }
+        if let (Some(tpm), Some(remaining)) = (self.limits.tpm, feedback.remaining_tokens) {
+            self.counts
+                .correct_tokens(&reservation, tpm.saturating_sub(remaining));
+        }
+        if let (Some(per_window), Some(remaining)) =
+            (self.limits.per_window, feedback.remaining_requests)
+        {
+            let per_window = u64::from(per_window);
+            if remaining < per_window {
+                self.counts
+                    .correct_requests(&reservation, per_window - remaining);
+            }
+        }
+        if let Some(used) = feedback.used_tokens {
+            self.counts.reported_usage = self.counts.reported_usage.saturating_add(used);
+        }
+    }
+
+    fn release(&mut self, reservation: Reservation) {
+        self.counts.release(&reservation);
+    }
+
+    fn snapshot(&self, now: Instant) -> BudgetSnapshot {
+        self.counts.snapshot(now, self.limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{ApiError, AttemptOutcome, RateLimitHeaders, WaitSource};
+    use crate::quota::test_support::{M, MS, S, W, cost, not_until};
+    use proptest::prelude::*;
+
+    fn rate_limited(wait: Duration) -> AttemptOutcome {
+        AttemptOutcome::RateLimited {
+            wait,
+            source: WaitSource::RetryAfter,
+            error: ApiError {
+                status: 429,
+                code: None,
+                message: String::new(),
+            },
+        }
+    }
+    #[test]
+    fn spans_carry_a_jitter_margin() {
+        assert_eq!(span_of(S), W);
+        assert_eq!(span_of(60 * S), M);
+        assert_eq!(span_of(10 * S), 10 * S + 50 * MS);
+        assert_eq!(span_of(MS), 21 * MS);
+    }
+
+    #[test]
+    fn tokens_free_up_as_their_charges_age_out() {
+        let t0 = Instant::now();
+        let mut b = WindowBudget::new(None, Some(1_000), S);
+        b.try_reserve(t0, cost(600)).unwrap();
+        b.try_reserve(t0 + 10 * S, cost(400)).unwrap();
+        // Full: one token more must wait for the first charge to age out.
+        assert_eq!(not_until(b.try_reserve(t0 + 59 * S, cost(1))), t0 + M);
+        // Zero-token costs still pass (only requests would limit them).
+        b.try_reserve(t0 + 59 * S, cost(0)).unwrap();
+        // 700 needs both charges gone.
+        assert_eq!(
+            not_until(b.try_reserve(t0 + 59 * S, cost(700))),
+            t0 + 10 * S + M
+        );
+        let r = b.try_reserve(t0 + M, cost(600)).unwrap();
+        assert_eq!((r.at, r.tokens_in_minute), (t0 + M, 1_000));
+        assert_eq!(b.snapshot(t0 + M).tokens_this_minute, 1_000);
+        assert_eq!(b.snapshot(t0 + 10 * S + M).tokens_this_minute, 600);
+    }
+
+    #[test]
+    fn requests_are_spread_over_short_windows() {
+        let t0 = Instant::now();
+        // 600 RPM per 1 s window: 10 per second, the 11th waits for the first to age out.
+        let mut b = WindowBudget::new(Some(600), None, S);
+        assert_eq!(b.requests_per_window(), Some(10));
+        for k in 0..10 {
+            let r = b.try_reserve(t0 + k * 10 * MS, cost(1)).unwrap();
+            assert_eq!(r.requests_in_window, k + 1);
+        }
+        assert_eq!(not_until(b.try_reserve(t0 + 999 * MS, cost(1))), t0 + W);
+        b.try_reserve(t0 + W, cost(1)).unwrap();
+        assert_eq!(not_until(b.try_reserve(t0 + W, cost(1))), t0 + 10 * MS + W);
+        // The same with 10 s windows: 100 per window.
+        let b10 = WindowBudget::new(Some(600), None, 10 * S);
+        assert_eq!(b10.requests_per_window(), Some(100));
+    }
+
+    #[test]
+    fn low_rpm_gets_one_request_per_window_and_never_more_than_rpm_a_minute() {
+        let t0 = Instant::now();
+        let mut b = WindowBudget::new(Some(6), None, S);
+        assert_eq!(b.requests_per_window(), Some(1));
+        for k in 0..6 {
+            b.try_reserve(t0 + k * 2 * S, cost(1)).unwrap();
+        }
+        assert_eq!(not_until(b.try_reserve(t0 + 12 * S, cost(1))), t0 + M);
+        // Both bounds at once: the later instant is the answer.
+        assert_eq!(
+            not_until(b.try_reserve(t0 + 10 * S + 500 * MS, cost(1))),
+            t0 + M
+        );
+    }
+
+    #[test]
+    fn never_fits_above_the_whole_minute() {
+        let t0 = Instant::now();
+        let mut b = WindowBudget::new(Some(60), Some(10_000), S);
+        assert_eq!(
+            b.try_reserve(t0, cost(10_001)),
+            Err(Refusal::NeverFits {
+                tokens: 10_001,
+                capacity: 10_000
+            })
+        );
+        b.try_reserve(t0, cost(10_000)).unwrap();
+        let mut zero_rpm = WindowBudget::new(Some(0), None, S);
+        assert!(matches!(
+            zero_rpm.try_reserve(t0, cost(5)),
+            Err(Refusal::NeverFits { capacity: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn release_refunds_charges_that_still_count() {
+        let t0 = Instant::now();
+        let mut b = WindowBudget::new(Some(60), Some(1_000), S);
+        let r = b.try_reserve(t0, cost(800)).unwrap();
+        b.release(r);
+        let snapshot = b.snapshot(t0);
+        assert_eq!(
+            (snapshot.tokens_this_minute, snapshot.requests_this_window),
+            (0, 0)
+        );
+        let again = b.try_reserve(t0, cost(1_000)).unwrap();
+        let later = b.try_reserve(t0 + 2 * S, cost(0)).unwrap();
+        b.release(again);
+        let snapshot = b.snapshot(t0 + 2 * S);
+        assert_eq!(snapshot.tokens_this_minute, 0);
+        assert_eq!(snapshot.requests_this_minute, 1);
+        assert_eq!(snapshot.requests_this_window, 1);
+        // Releasing twice, or a charge that aged out, changes nothing.
+        b.release(again);
+        b.release(later);
+        b.release(later);
+        assert_eq!(
+            b.snapshot(t0 + 2 * S),
+            BudgetSnapshot {
+                rpm_limit: Some(60),
+                tpm_limit: Some(1_000),
+                requests_per_window: Some(1),
+                ..BudgetSnapshot::default()
+            }
+        );
+    }
+
+    #[test]
+    fn settle_never_refunds_and_corrects_to_what_azure_saw() {
+        let t0 = Instant::now();
+        let mut b = WindowBudget::new(Some(600), Some(10_000), S);
+        let r = b.try_reserve(t0, cost(1_000)).unwrap();
+        // The reply used 50 tokens and Azure has 9,000 left: our 1,000 stays charged.
+        b.settle(
+            t0 + S,
+            r,
+            &QuotaFeedback {
+                remaining_tokens: Some(9_000),
+                used_tokens: Some(50),
+                ..QuotaFeedback::default()
+            },
+        );
+        assert_eq!(b.snapshot(t0 + S).tokens_this_minute, 1_000);
+        assert_eq!(b.reported_usage(), 50);
+        // Azure has seen more (another client): 6,000 left after our 2,000 means 4,000 seen.
+        let r2 = b.try_reserve(t0 + S, cost(1_000)).unwrap();
+        let feedback = QuotaFeedback {
+            remaining_tokens: Some(6_000),
+            remaining_requests: Some(5),
+            ..QuotaFeedback::default()
+        };
+        b.settle(t0 + 2 * S, r2, &feedback);
+        // The same news twice is not charged twice.
+        b.settle(t0 + 2 * S, r2, &feedback);
+        let snapshot = b.snapshot(t0 + S);
+        assert_eq!(snapshot.tokens_this_minute, 4_000);
+        // 10 per window, 5 left: Azure saw 5 requests in the window, we 1.
+        assert_eq!(snapshot.requests_this_window, 5);
+        assert_eq!(snapshot.token_headroom(), Some(0.6));
+        assert_eq!(snapshot.request_headroom(), Some(0.5));
+        assert_eq!(snapshot.headroom(t0 + S), 0.5);
+        // The correction ages out with the charge it came with.
+        assert_eq!(not_until(b.try_reserve(t0 + 2 * S, cost(6_001))), t0 + M);
+        assert_eq!(b.snapshot(t0 + S + M).tokens_this_minute, 0);
+        // A per-minute remaining count (larger than a window's allowance) changes nothing.
+        let r3 = b.try_reserve(t0 + 2 * M, cost(10)).unwrap();
+        b.settle(
+            t0 + 2 * M,
+            r3,
+            &QuotaFeedback {
+                remaining_requests: Some(590),
+                ..QuotaFeedback::default()
+            },
+        );
+        assert_eq!(b.snapshot(t0 + 2 * M).requests_this_window, 1);
+    }
+
+    #[test]
+    fn a_429_blocks_until_its_wait_is_over() {
+        let t0 = Instant::now();
+        let mut b = WindowBudget::new(Some(600), Some(100_000), S);
+        let r = b.try_reserve(t0, cost(10)).unwrap();
+        let feedback =
+            QuotaFeedback::from_reply(RateLimitHeaders::default(), &rate_limited(7 * S), None);
+        assert_eq!(feedback.rate_limited_for, Some(7 * S));
+        b.settle(t0 + S, r, &feedback);
+        assert_eq!(b.snapshot(t0 + S).blocked_until, Some(t0 + 8 * S));
+        assert_eq!(b.snapshot(t0 + S).headroom(t0 + S), 0.0);
+        assert_eq!(not_until(b.try_reserve(t0 + 2 * S, cost(1))), t0 + 8 * S);
+        b.try_reserve(t0 + 8 * S, cost(1)).unwrap();
+        assert_eq!(b.snapshot(t0 + 8 * S).blocked_until, None);
+    }
+    /// One step of a random workload.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Advance(u64),
+        Reserve(u64),
+        ReleaseOldest,
+        Feedback {
+            remaining_tokens: u64,
+            remaining_requests: u64,
+        },
+    }
+
+    fn op(tpm: u64) -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u64..1500).prop_map(Op::Advance),
+            6 => (0..=tpm / 2).prop_map(Op::Reserve),
+            1 => Just(Op::ReleaseOldest),
+            1 => ((0..=tpm), (0u64..20)).prop_map(|(remaining_tokens, remaining_requests)| {
+                Op::Feedback { remaining_tokens, remaining_requests }
+            }),
+        ]
+    }
+
+    /// The largest sum of `charges` (instant, amount) within any window of `window` that
+    /// starts at one of the charges (where a maximal window can be taken to start).
+    fn max_in_any_window(charges: &[(Instant, u64)], window: Duration) -> u64 {
+        charges
+            .iter()
+            .map(|(start, _)| {
+                charges
+                    .iter()
+                    .filter(|(at, _)| at >= start && *at < *start + window)
+                    .map(|(_, amount)| amount)
+                    .sum::<u64>()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    proptest! {
+        // A fixed seed: the same cases on every run, so a red CI always means a real change.
+        #![proptest_config(ProptestConfig {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_2026),
+            ..ProptestConfig::default()
+        })]
+        #[test]
+        fn never_admits_more_than_the_limits_in_any_window_wherever_it_starts(
+            rpm in 1u32..700,
+            tpm in 1u64..20_000,
+            window_ms in prop::sample::select(vec![1_000u64, 10_000, 7_000]),
+            ops in prop::collection::vec(op(20_000), 1..300),
+        ) {
+            let t0 = Instant::now();
+            let rpm_window = Duration::from_millis(window_ms);
+            let mut budget = WindowBudget::new(Some(rpm), Some(tpm), rpm_window);
+            let per_window = budget.requests_per_window().unwrap_or(0);
+            let mut now = t0;
+            let mut admitted: Vec<Reservation> = Vec::new();
+            let mut released: Vec<u64> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Advance(ms) => now += Duration::from_millis(ms),
+                    Op::Reserve(t) => match budget.try_reserve(now, cost(t)) {
+                        Ok(r) => {
+                            prop_assert_eq!(r.at, now);
+                            admitted.push(r);
+                        }
+                        Err(Refusal::NotUntil(at)) => prop_assert!(at > now),
+                        Err(Refusal::NeverFits { tokens: need, capacity }) => {
+                            prop_assert!(need > capacity);
+                            prop_assert_eq!(capacity, tpm);
+                        }
+                    },
+                    Op::ReleaseOldest => {
+                        if let Some(r) = admitted.iter().find(|r| !released.contains(&r.id)) {
+                            released.push(r.id);
+                            budget.release(*r);
+                        }
+                    }
+                    Op::Feedback { remaining_tokens, remaining_requests } => {
+                        if let Some(r) = admitted.last().copied() {
+                            budget.settle(now, r, &QuotaFeedback {
+                                remaining_tokens: Some(remaining_tokens),
+                                remaining_requests: Some(remaining_requests),
+                                ..QuotaFeedback::default()
+                            });
+                        }
+                    }
+                }
+            }
+            // Charges that were not refunded: every window of Azure's length, wherever it
+            // starts, holds no more than the limits.
+            let kept: Vec<&Reservation> =
+                admitted.iter().filter(|r| !released.contains(&r.id)).collect();
+            let tokens: Vec<(Instant, u64)> = kept.iter().map(|r| (r.at, r.cost.tokens)).collect();
+            let requests: Vec<(Instant, u64)> = kept.iter().map(|r| (r.at, 1)).collect();
+            prop_assert!(max_in_any_window(&tokens, MINUTE) <= tpm);
+            prop_assert!(max_in_any_window(&requests, MINUTE) <= u64::from(rpm));
+            prop_assert!(max_in_any_window(&requests, rpm_window) <= u64::from(per_window));
+        }
+
+        #[test]
+        fn a_steady_stream_is_admitted_at_the_limit(
+            tpm in 1_000u64..200_000,
+            tokens_per_job in 100u64..1_000,
+        ) {
+            // Jobs every 10 ms, no RPM limit: each minute admits exactly floor(tpm / cost) jobs.
+            let t0 = Instant::now();
+            let mut budget = WindowBudget::new(None, Some(tpm), S);
+            let mut per_minute = [0u64; 2];
+            for k in 0..12_000u32 {
+                let now = t0 + k * 10 * MS;
+                if budget.try_reserve(now, cost(tokens_per_job)).is_ok() {
+                    per_minute[(k / 6_000) as usize] += 1;
+                }
+            }
+            let expected = tpm / tokens_per_job;
+            prop_assert_eq!(per_minute, [expected, expected]);
+        }
+
+    }
+}
