@@ -223,17 +223,6 @@ impl AttemptOutcome {
         )
     }
 
-    /// True when the attempt counts against the job's `max_job_retry`: every failure except a
-    /// rate limit (Azure asked us to wait; the job did nothing wrong).
-    pub fn counts_against_retries(&self) -> bool {
-        matches!(
-            self,
-            AttemptOutcome::Transient(_)
-                | AttemptOutcome::JobFatal(_)
-                | AttemptOutcome::EndpointFatal { .. }
-        )
-    }
-
     /// True when the endpoint answered properly, whatever it thought of the job: proof that it
     /// is reachable and its credentials work (success and job-fatal replies).
     pub fn endpoint_answered(&self) -> bool {
@@ -599,7 +588,7 @@ mod tests {
                 .starts_with("Requests to the ChatCompletions_Create")
         );
         assert!(outcome.is_retryable());
-        assert!(!outcome.counts_against_retries());
+        assert!(!crate::retry::AttemptKind::of(&outcome).counts_against_retries());
     }
 
     #[test]
@@ -771,7 +760,7 @@ mod tests {
                 "HTTP {status}: {outcome:?}"
             );
             assert!(outcome.is_retryable());
-            assert!(outcome.counts_against_retries());
+            assert!(crate::retry::AttemptKind::of(&outcome).counts_against_retries());
         }
     }
 
@@ -855,7 +844,7 @@ mod tests {
         );
         let outcome = classify_with(401, &[], unauthorized);
         assert!(outcome.is_retryable());
-        assert!(outcome.counts_against_retries());
+        assert!(crate::retry::AttemptKind::of(&outcome).counts_against_retries());
         assert!(!outcome.endpoint_answered());
     }
 
