@@ -414,6 +414,46 @@ impl ChatRequest {
         }
     }
 
+    /// An empty request, to build with [`system`](Self::system), [`user`](Self::user) and
+    /// [`assistant`](Self::assistant) (raw JSON messages go through [`new`](Self::new) or
+    /// [`message`](Self::message)).
+    ///
+    /// ```
+    /// use aoai_blaster_core::chat::ChatRequest;
+    /// let request = ChatRequest::empty().system("Be brief.").user("Say hi").max_completion_tokens(20);
+    /// assert_eq!(request.messages[0], serde_json::json!({"role": "system", "content": "Be brief."}));
+    /// assert_eq!(request.messages[1]["role"], "user");
+    /// assert_eq!(request.options["max_completion_tokens"], 20);
+    /// ```
+    pub fn empty() -> ChatRequest {
+        ChatRequest::new(Vec::new())
+    }
+
+    /// Appends a system message.
+    pub fn system(self, content: impl Into<String>) -> ChatRequest {
+        self.said("system", content.into())
+    }
+
+    /// Appends a user message.
+    pub fn user(self, content: impl Into<String>) -> ChatRequest {
+        self.said("user", content.into())
+    }
+
+    /// Appends an assistant message (an earlier turn, or a few-shot example).
+    pub fn assistant(self, content: impl Into<String>) -> ChatRequest {
+        self.said("assistant", content.into())
+    }
+
+    /// Appends a message given as raw JSON (tool calls, image parts, names, ...).
+    pub fn message(mut self, message: Value) -> ChatRequest {
+        self.messages.push(message);
+        self
+    }
+
+    fn said(self, role: &str, content: String) -> ChatRequest {
+        self.message(serde_json::json!({"role": role, "content": content}))
+    }
+
     /// Splits a full request body (`{"messages": [...], ...}`) into messages and options.
     ///
     /// ```
