@@ -6,9 +6,10 @@ use std::fmt;
 use std::time::Duration;
 
 use super::{
-    AuthConfig, BlasterConfig, DEFAULT_API_VERSION, DEFAULT_MAX_JOB_RETRY, DEFAULT_NUM_WORKERS,
-    DEFAULT_RPM_WINDOW, DEFAULT_TOKENIZER, DeploymentConfig, QUEUE_CAPACITY_PER_WORKER, RawConfig,
-    RawDeployment, Resilience, StrategyKind, TOKENIZERS, Timeouts,
+    AuthConfig, BlasterConfig, DEFAULT_API_VERSION, DEFAULT_MAX_JOB_RETRY, DEFAULT_MAX_WAIT,
+    DEFAULT_NUM_WORKERS, DEFAULT_RPM_WINDOW, DEFAULT_TOKENIZER, DeploymentConfig,
+    QUEUE_CAPACITY_PER_WORKER, RawConfig, RawDeployment, Resilience, StrategyKind, TOKENIZERS,
+    Timeouts,
 };
 use crate::secret::Secret;
 
@@ -229,6 +230,7 @@ impl RawConfig {
             max_job_retry: self.max_job_retry.unwrap_or(DEFAULT_MAX_JOB_RETRY),
             queue_capacity: top.queue_capacity,
             job_deadline: self.job_deadline,
+            max_wait: self.max_wait.unwrap_or(DEFAULT_MAX_WAIT),
             rpm_window: top.rpm_window,
             endpoint_threads: self.endpoint_threads.unwrap_or(0),
             warnings: Vec::new(),
@@ -262,6 +264,14 @@ impl RawConfig {
                 top,
                 "job_deadline",
                 "must be greater than 0; remove the key for no deadline",
+            );
+        }
+        if self.max_wait == Some(Duration::ZERO) {
+            problems.add(
+                top,
+                "max_wait",
+                "must be greater than 0 (jobs would fail whenever every endpoint is cooling); \
+                 remove the key for the default of 5 min",
             );
         }
         let rpm_window = self.rpm_window.unwrap_or(DEFAULT_RPM_WINDOW);
