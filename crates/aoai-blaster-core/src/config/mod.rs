@@ -51,6 +51,7 @@ use std::time::Duration;
 use crate::secret::Secret;
 
 mod duration;
+mod guard;
 mod knobs;
 mod load;
 mod raw;

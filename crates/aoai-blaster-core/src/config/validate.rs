@@ -352,6 +352,17 @@ fn check_deployments(
                 "name",
                 "missing; give each deployment a unique name (used in logs and reports)",
             );
+        } else if name.trim() != name || name.chars().any(char::is_control) {
+            // Reports and logs would show "a " and "a" alike: one name, two deployments.
+            problems.add(
+                scope,
+                "name",
+                format!(
+                    "{name:?} has leading or trailing spaces or control characters; write it \
+                     as {:?}",
+                    name.trim().replace(char::is_control, "")
+                ),
+            );
         } else if let Some(first) = seen_names.get(&name) {
             problems.add(
                 scope,
@@ -683,6 +694,20 @@ mod tests {
         for (problem, expected) in problems.iter().zip(expected) {
             assert!(problem.starts_with(expected), "{problem:?} vs {expected:?}");
         }
+    }
+
+    #[test]
+    fn names_that_would_look_alike_are_refused() {
+        let problems = problems_of(json!({
+            "deployments": [deployment("a"), deployment("a "), deployment("b\t")],
+        }));
+        assert_eq!(
+            problems,
+            vec![
+                r#"deployments[1] ("a").name: "a " has leading or trailing spaces or control characters; write it as "a""#,
+                r#"deployments[2] ("b").name: "b\t" has leading or trailing spaces or control characters; write it as "b""#,
+            ]
+        );
     }
 
     #[test]
