@@ -76,41 +76,6 @@ impl EndpointSummary {
             .map(|latency| latency.as_secs_f64() * 1000.0)
     }
 
-    /// Adds another summary's counts for the same endpoint (the latency becomes the weighted
-    /// mean; the state is the other's, as the later one).
-    #[cfg(test)]
-    pub(crate) fn merge(&mut self, other: &EndpointSummary) {
-        let answered = |r: &EndpointReport| (r.successes + r.rate_limited + r.errors) as f64;
-        let (mine, theirs) = (&mut self.report, &other.report);
-        mine.mean_latency = match (mine.mean_latency, theirs.mean_latency) {
-            (Some(a), Some(b)) => {
-                let (wa, wb) = (answered(mine), answered(theirs));
-                let (a, b) = (a.as_secs_f64(), b.as_secs_f64());
-                Some(Duration::from_secs_f64(if wa + wb > 0.0 {
-                    (a * wa + b * wb) / (wa + wb)
-                } else {
-                    (a + b) / 2.0
-                }))
-            }
-            (a, b) => a.or(b),
-        };
-        mine.state = theirs.state;
-        mine.cooling_until = theirs.cooling_until;
-        mine.disabled_reason.clone_from(&theirs.disabled_reason);
-        mine.failure_streak = theirs.failure_streak;
-        mine.in_flight = theirs.in_flight;
-        mine.requests += theirs.requests;
-        mine.successes += theirs.successes;
-        mine.rate_limited += theirs.rate_limited;
-        mine.timeouts += theirs.timeouts;
-        mine.errors += theirs.errors;
-        mine.lost += theirs.lost;
-        mine.restarts += theirs.restarts;
-        mine.prompt_tokens += theirs.prompt_tokens;
-        mine.completion_tokens += theirs.completion_tokens;
-        self.tpm_limit = self.tpm_limit.or(other.tpm_limit);
-    }
-
     /// Tokens (prompt + completion) per minute over `makespan`.
     pub(crate) fn tokens_per_minute(&self, makespan: Duration) -> f64 {
         per_minute(
@@ -120,7 +85,7 @@ impl EndpointSummary {
     }
 }
 
-/// The figures of one run (or of several, merged).
+/// The figures of one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub(crate) struct Summary {
     /// Non-blank input lines read.
@@ -208,42 +173,6 @@ impl Summary {
         self.configured_tpm
             .filter(|tpm| *tpm > 0)
             .map(|tpm| self.tokens_per_minute() * 100.0 / tpm as f64)
-    }
-
-    /// Adds another run's figures: counts add up, the makespan is the longer one, endpoints are
-    /// merged by name.
-    #[cfg(test)]
-    pub(crate) fn merge(&mut self, other: &Summary) {
-        self.lines_read += other.lines_read;
-        self.skipped += other.skipped;
-        self.skipped_failed += other.skipped_failed;
-        self.submitted += other.submitted;
-        self.succeeded += other.succeeded;
-        self.failed += other.failed;
-        self.http_errors += other.http_errors;
-        self.invalid_lines += other.invalid_lines;
-        self.unfinished += other.unfinished;
-        self.retried_jobs += other.retried_jobs;
-        self.retry_attempts += other.retry_attempts;
-        self.rate_limited += other.rate_limited;
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.makespan = self.makespan.max(other.makespan);
-        self.configured_tpm = match (self.configured_tpm, other.configured_tpm) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        self.interrupted |= other.interrupted;
-        for endpoint in &other.endpoints {
-            match self
-                .endpoints
-                .iter_mut()
-                .find(|e| e.report.name == endpoint.report.name)
-            {
-                Some(mine) => mine.merge(endpoint),
-                None => self.endpoints.push(endpoint.clone()),
-            }
-        }
     }
 
     /// The process exit status this run ends with: [`EXIT_INTERRUPTED`] when interrupted, else
@@ -457,34 +386,6 @@ mod tests {
         assert_eq!(summary.exit_status(), EXIT_SOME_FAILED);
         summary.interrupted = true;
         assert_eq!(summary.exit_status(), EXIT_INTERRUPTED);
-    }
-
-    #[test]
-    fn merge_adds_counts_and_merges_endpoints_by_name() {
-        let mut a = Summary {
-            succeeded: 2,
-            makespan: Duration::from_secs(10),
-            endpoints: vec![endpoint("east", 10, Some(10.0))],
-            ..Default::default()
-        };
-        let b = Summary {
-            succeeded: 3,
-            failed: 1,
-            interrupted: true,
-            makespan: Duration::from_secs(4),
-            endpoints: vec![endpoint("east", 30, Some(30.0)), endpoint("west", 5, None)],
-            ..Default::default()
-        };
-        a.merge(&b);
-        assert_eq!((a.succeeded, a.failed), (5, 1));
-        assert!(a.interrupted);
-        assert_eq!(a.makespan, Duration::from_secs(10));
-        assert_eq!(a.endpoints.len(), 2);
-        assert_eq!(a.endpoints[0].report.requests, 40);
-        assert_eq!(a.endpoints[0].report.prompt_tokens, 200);
-        // Weighted by answered attempts: (10*10 + 30*30) / 40.
-        assert_eq!(a.endpoints[0].mean_latency_ms(), Some(25.0));
-        assert_eq!(a.endpoints[1].report.name, "west");
     }
 
     #[test]
