@@ -223,7 +223,7 @@ impl RunLoop<'_> {
                 + counters.invalid_reported_before.load(Ordering::Relaxed),
             skipped: counters.skipped.load(Ordering::Relaxed),
             in_flight: in_flight as u64,
-            rate_limited: reports.iter().map(|r| r.rate_limited).sum(),
+            rate_limited: reports.iter().map(|r| r.counts.rate_limited).sum(),
             retries: summary.retry_attempts,
             tokens: summary.prompt_tokens + summary.completion_tokens,
             elapsed: self.started.elapsed(),
@@ -408,7 +408,7 @@ async fn conclude(
     progress.finish();
     summary.rate_limited = summary
         .rate_limited
-        .max(reports.iter().map(|r| r.rate_limited).sum());
+        .max(reports.iter().map(|r| r.counts.rate_limited).sum());
     summary.endpoints = endpoint_summaries(reports, config);
     summary.configured_tpm = configured_tpm(config);
     if summary.unfinished == 0 {

@@ -50,18 +50,18 @@ pub(crate) struct EndpointSummary {
 
 impl Serialize for EndpointSummary {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let report = &self.report;
+        let (report, counts) = (&self.report, &self.report.counts);
         let mut json = serializer.serialize_struct("EndpointSummary", 12)?;
         json.serialize_field("name", &report.name)?;
         json.serialize_field("state", &report.state)?;
         json.serialize_field("disabled_reason", &report.disabled_reason)?;
-        json.serialize_field("requests", &report.requests)?;
-        json.serialize_field("successes", &report.successes)?;
-        json.serialize_field("rate_limited", &report.rate_limited)?;
-        json.serialize_field("timeouts", &report.timeouts)?;
-        json.serialize_field("errors", &report.errors)?;
-        json.serialize_field("prompt_tokens", &report.prompt_tokens)?;
-        json.serialize_field("completion_tokens", &report.completion_tokens)?;
+        json.serialize_field("requests", &counts.requests)?;
+        json.serialize_field("successes", &counts.successes)?;
+        json.serialize_field("rate_limited", &counts.rate_limited)?;
+        json.serialize_field("timeouts", &counts.timeouts)?;
+        json.serialize_field("errors", &counts.errors)?;
+        json.serialize_field("prompt_tokens", &counts.prompt_tokens)?;
+        json.serialize_field("completion_tokens", &counts.completion_tokens)?;
         json.serialize_field("mean_latency_ms", &self.mean_latency_ms())?;
         json.serialize_field("tpm_limit", &self.tpm_limit)?;
         json.end()
@@ -72,16 +72,14 @@ impl EndpointSummary {
     /// Mean duration of answered attempts, in milliseconds.
     pub(crate) fn mean_latency_ms(&self) -> Option<f64> {
         self.report
-            .mean_latency
+            .mean_latency()
             .map(|latency| latency.as_secs_f64() * 1000.0)
     }
 
     /// Tokens (prompt + completion) per minute over `makespan`.
     pub(crate) fn tokens_per_minute(&self, makespan: Duration) -> f64 {
-        per_minute(
-            self.report.prompt_tokens + self.report.completion_tokens,
-            makespan,
-        )
+        let counts = &self.report.counts;
+        per_minute(counts.prompt_tokens + counts.completion_tokens, makespan)
     }
 }
 
@@ -268,12 +266,12 @@ impl Summary {
                 "{:<20} {:<9} {:>8} {:>8} {:>6} {:>8} {:>7} {:>10} {:>9} {:>12}",
                 report.name,
                 report.state.as_str(),
-                report.requests,
-                report.successes,
-                report.rate_limited,
-                report.timeouts,
-                report.errors,
-                report.prompt_tokens + report.completion_tokens,
+                report.counts.requests,
+                report.counts.successes,
+                report.counts.rate_limited,
+                report.counts.timeouts,
+                report.counts.errors,
+                report.counts.prompt_tokens + report.counts.completion_tokens,
                 e.mean_latency_ms()
                     .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}")),
                 rate
@@ -291,6 +289,7 @@ impl Summary {
 mod tests {
     use super::*;
     use aoai_blaster::EndpointState;
+    use aoai_blaster::core::scheduler::EndpointCounters;
 
     #[test]
     fn the_module_example_holds() {
@@ -316,11 +315,15 @@ mod tests {
             report: EndpointReport {
                 name: name.into(),
                 state: EndpointState::Healthy,
-                requests,
-                successes: requests,
-                prompt_tokens: 100,
-                completion_tokens: 20,
-                mean_latency: latency_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+                counts: EndpointCounters {
+                    requests,
+                    successes: requests,
+                    prompt_tokens: 100,
+                    completion_tokens: 20,
+                    latency_total: Duration::from_secs_f64(latency_ms.unwrap_or(0.0) / 1000.0),
+                    latency_count: u64::from(latency_ms.is_some()),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             tpm_limit: Some(1_000),
