@@ -189,6 +189,15 @@ impl Summary {
     /// The summary for a person: totals, then one row per endpoint.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
+        self.render_totals(&mut out);
+        if !self.endpoints.is_empty() {
+            self.render_endpoints(&mut out);
+        }
+        out
+    }
+
+    /// The totals: outcomes, unfinished jobs, retries, 429s, tokens and the quota used.
+    fn render_totals(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "{} in {:.1}s: {} succeeded, {} failed ({} with an HTTP error), {} invalid lines, {} skipped (already answered{})",
@@ -235,9 +244,10 @@ impl Summary {
             }
             _ => out.push('\n'),
         }
-        if self.endpoints.is_empty() {
-            return out;
-        }
+    }
+
+    /// A header, then one row per endpoint.
+    fn render_endpoints(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "{:<20} {:<9} {:>8} {:>8} {:>6} {:>8} {:>7} {:>10} {:>9} {:>12}",
@@ -281,7 +291,6 @@ impl Summary {
             }
             out.push('\n');
         }
-        out
     }
 }
 
