@@ -57,7 +57,7 @@ fn blocking_and_submitted_calls_answer_from_plain_threads() {
 
     let report = blaster.blocking_report();
     assert_eq!(report.len(), 1);
-    assert_eq!(report[0].successes, 22);
+    assert_eq!(report[0].counts.successes, 22);
     assert_eq!(report[0].state.as_str(), "healthy");
     blaster.close();
     assert_eq!(sim.stats().deployment("gpt").ok, 22);

@@ -222,9 +222,9 @@ async fn a_cooldown_arms_one_timer_and_the_job_goes_when_it_ends() {
     let report = dispatcher.send(GetReport).await.expect("mailbox");
     assert_eq!(
         (
-            report[0].requests,
-            report[0].rate_limited,
-            report[0].successes
+            report[0].counts.requests,
+            report[0].counts.rate_limited,
+            report[0].counts.successes
         ),
         (2, 1, 1)
     );
@@ -247,8 +247,8 @@ async fn a_lost_attempt_is_requeued_at_once_and_not_counted() {
         "requeued at once: {gap:?}"
     );
     let report = dispatcher.send(GetReport).await.expect("mailbox");
-    assert_eq!((report[0].requests, report[0].lost), (2, 1));
-    assert_eq!(report[0].restarts, 1);
+    assert_eq!((report[0].counts.requests, report[0].counts.lost), (2, 1));
+    assert_eq!(report[0].counts.restarts, 1);
 }
 
 #[actix_rt::test]
@@ -268,7 +268,7 @@ async fn a_declined_attempt_is_sent_again_when_the_endpoint_can_take_it() {
         "{gap:?}"
     );
     let report = dispatcher.send(GetReport).await.expect("mailbox");
-    assert_eq!(report[0].requests, 1);
+    assert_eq!(report[0].counts.requests, 1);
 }
 
 #[actix_rt::test]
