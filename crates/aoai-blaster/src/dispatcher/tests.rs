@@ -310,5 +310,5 @@ async fn a_job_whose_caller_stopped_waiting_is_never_sent() {
     let arrivals = arrivals.lock().expect("not poisoned").clone();
     assert_eq!(arrivals.len(), 2, "the dropped job sent no request");
     let report = dispatcher.send(GetReport).await.expect("mailbox");
-    assert_eq!(report[0].requests, 2);
+    assert_eq!(report[0].counts.requests, 2);
 }
