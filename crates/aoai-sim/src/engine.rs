@@ -16,7 +16,7 @@ use crate::clock::SimClock;
 use crate::config::{DeploymentSpec, Listener, ManagedIdentitySpec, OutageMode, SimConfig};
 use crate::content::{ReplyText, completion_length, messages_digest};
 use crate::faults::{Fault, outage_at, pick_fault};
-use crate::quota::{self, DeploymentLimiter, LimitKind, Limits, Rejected};
+use crate::quota::{self, Admitted, DeploymentLimiter, LimitKind, Limits, Rejected};
 use crate::reply::{ChoiceText, ReplyMeta, Usage, completion_body};
 use crate::request::{ChatRequest, parse_chat_request};
 use crate::stats::{Counters, FaultCounter, SimStats};
@@ -323,129 +323,22 @@ impl Engine {
             request.n,
             request.best_of,
         );
-        let admission = {
-            let mut core = deployment
-                .core
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            core.limiter.check(elapsed, cost).map(|admitted| {
-                let draw: f64 = core.rng.random();
-                let jitter = if spec.latency.jitter_ms > 0 {
-                    Duration::from_micros(core.rng.random_range(0..=spec.latency.jitter_ms * 1000))
-                } else {
-                    Duration::ZERO
-                };
-                (admitted, draw, jitter)
-            })
-        };
-        let (admitted, draw, jitter) = match admission {
+        let (admitted, draw, jitter) = match admit(deployment, elapsed, cost) {
             Ok(admitted) => admitted,
             Err(rejected) => return rate_limited(counters, request_id, api_version, rejected),
         };
         counters.charged(cost);
-
+        let admission = Admission {
+            deployment,
+            request_id,
+            number,
+            admitted,
+            jitter,
+        };
         let fault = pick_fault(&spec.faults, request.stream, draw);
-        match fault {
-            Some(Fault::Internal) => return fail(azure_error::internal_error()),
-            Some(Fault::Overloaded) => return fail(azure_error::engine_overloaded()),
-            Some(Fault::ContentFilter) => {
-                counters.fault(FaultCounter::ContentFilter);
-                return fail(azure_error::content_filtered());
-            }
-            Some(Fault::Hang) => {
-                counters.fault(FaultCounter::Hang);
-                let mut decision = Decision::error(azure_error::timeout(), request_id);
-                decision.delay = Duration::from_secs(spec.faults.hang_secs);
-                return decision;
-            }
-            Some(Fault::NotJson) => {
-                counters.fault(FaultCounter::NotJson);
-                counters.status(200);
-                return Decision {
-                    status: 200,
-                    headers: base_headers(JSON, request_id),
-                    body: Body::Full(Bytes::from_static(azure_error::NOT_JSON_BODY.as_bytes())),
-                    delay: Duration::ZERO,
-                    in_flight: None,
-                };
-            }
-            Some(Fault::Throttled) => {
-                let rejected = Rejected {
-                    retry_after: Duration::from_secs(spec.faults.retry_after_secs),
-                    kind: LimitKind::Tokens,
-                    remaining_requests: admitted.remaining_requests,
-                    remaining_tokens: 0,
-                };
-                return rate_limited(counters, request_id, api_version, rejected);
-            }
-            Some(Fault::Drop) => counters.fault(FaultCounter::Drop),
-            Some(Fault::StreamCut) => counters.fault(FaultCounter::StreamCut),
-            Some(Fault::StreamError) => counters.fault(FaultCounter::StreamError),
-            None => {}
-        }
-
-        let digest = messages_digest(&request.messages);
-        let (tokens, finish_reason) = completion_length(spec.reply_tokens, request.max_tokens);
-        let choices: Vec<ChoiceText> = (0..request.n)
-            .map(|index| ChoiceText {
-                text: ReplyText::new(&digest, index, tokens),
-                finish_reason,
-            })
-            .collect();
-        let usage = Usage::new(prompt_tokens, tokens * request.n);
-        counters.used(usage.total_tokens);
-        counters.status(200);
-        let meta = ReplyMeta {
-            id: format!("chatcmpl-sim{number:012x}"),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| since.as_secs()),
-            model: spec.model_name().to_owned(),
-        };
-        let first_token = Duration::from_millis(spec.latency.ttft_ms) + jitter;
-        let per_token = Duration::from_millis(spec.latency.per_token_ms);
-
-        let content_type = if request.stream {
-            "text/event-stream"
-        } else {
-            JSON
-        };
-        let mut headers = base_headers(content_type, request_id);
-        headers.push((
-            "x-ratelimit-remaining-tokens",
-            admitted.remaining_tokens.to_string(),
-        ));
-        if let Some(remaining) = admitted.remaining_requests {
-            headers.push(("x-ratelimit-remaining-requests", remaining.to_string()));
-        }
-        if request.stream {
-            let pacing = Pacing {
-                first_token,
-                per_token,
-            };
-            let usage = request.include_usage.then_some(usage);
-            return Decision {
-                status: 200,
-                headers,
-                body: Body::Stream(plan_stream(&meta, &choices, pacing, usage, fault)),
-                delay: Duration::ZERO,
-                in_flight: None,
-            };
-        }
-        let body = completion_body(&meta, &choices, usage);
-        let delay = first_token + per_token * u32::try_from(tokens).unwrap_or(u32::MAX);
-        let body = if fault == Some(Fault::Drop) {
-            let sent = body.len() / 2;
-            Body::Torn { body, sent }
-        } else {
-            Body::Full(body)
-        };
-        Decision {
-            status: 200,
-            headers,
-            body,
-            delay,
-            in_flight: None,
+        match fault_reply(&admission, fault, api_version) {
+            Some(decision) => decision,
+            None => success(&admission, &request, prompt_tokens, fault),
         }
     }
 
@@ -502,6 +395,175 @@ impl Engine {
                 && outage_at(&deployment.spec.outages, elapsed) == Some(OutageMode::Refuse)
         })
     }
+}
+
+/// One admitted request on its way to a reply.
+struct Admission<'a> {
+    deployment: &'a DeploymentState,
+    request_id: &'a str,
+    number: u64,
+    admitted: Admitted,
+    /// Added to the time to first token.
+    jitter: Duration,
+}
+
+/// Check the quota and, when admitted, draw the fault and the jitter (under one lock, so the
+/// seeded draws follow the admission order).
+fn admit(
+    deployment: &DeploymentState,
+    elapsed: Duration,
+    cost: u64,
+) -> Result<(Admitted, f64, Duration), Rejected> {
+    let mut core = deployment
+        .core
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let admitted = core.limiter.check(elapsed, cost)?;
+    let draw: f64 = core.rng.random();
+    let jitter_ms = deployment.spec.latency.jitter_ms;
+    let jitter = if jitter_ms > 0 {
+        Duration::from_micros(core.rng.random_range(0..=jitter_ms * 1000))
+    } else {
+        Duration::ZERO
+    };
+    Ok((admitted, draw, jitter))
+}
+
+/// The reply of a fault that replaces the completion, if `fault` is one; faults that spoil a
+/// completion (drops, cut streams) are counted here and carried out by [`success`].
+fn fault_reply(
+    admission: &Admission<'_>,
+    fault: Option<Fault>,
+    api_version: &str,
+) -> Option<Decision> {
+    let Admission {
+        deployment,
+        request_id,
+        ..
+    } = *admission;
+    let counters = &deployment.counters;
+    let fail = |err: AzureError| {
+        counters.status(err.status);
+        Some(Decision::error(err, request_id))
+    };
+    match fault? {
+        Fault::Internal => fail(azure_error::internal_error()),
+        Fault::Overloaded => fail(azure_error::engine_overloaded()),
+        Fault::ContentFilter => {
+            counters.fault(FaultCounter::ContentFilter);
+            fail(azure_error::content_filtered())
+        }
+        Fault::Hang => {
+            counters.fault(FaultCounter::Hang);
+            let mut decision = Decision::error(azure_error::timeout(), request_id);
+            decision.delay = Duration::from_secs(deployment.spec.faults.hang_secs);
+            Some(decision)
+        }
+        Fault::NotJson => {
+            counters.fault(FaultCounter::NotJson);
+            counters.status(200);
+            Some(Decision {
+                status: 200,
+                headers: base_headers(JSON, request_id),
+                body: Body::Full(Bytes::from_static(azure_error::NOT_JSON_BODY.as_bytes())),
+                delay: Duration::ZERO,
+                in_flight: None,
+            })
+        }
+        Fault::Throttled => {
+            let rejected = Rejected {
+                retry_after: Duration::from_secs(deployment.spec.faults.retry_after_secs),
+                kind: LimitKind::Tokens,
+                remaining_requests: admission.admitted.remaining_requests,
+                remaining_tokens: 0,
+            };
+            Some(rate_limited(counters, request_id, api_version, rejected))
+        }
+        Fault::Drop => {
+            counters.fault(FaultCounter::Drop);
+            None
+        }
+        Fault::StreamCut => {
+            counters.fault(FaultCounter::StreamCut);
+            None
+        }
+        Fault::StreamError => {
+            counters.fault(FaultCounter::StreamError);
+            None
+        }
+    }
+}
+
+/// The completion (plain or streamed), spoiled by `fault` when it is a drop or a stream fault.
+fn success(
+    admission: &Admission<'_>,
+    request: &ChatRequest,
+    prompt_tokens: u64,
+    fault: Option<Fault>,
+) -> Decision {
+    let spec = &admission.deployment.spec;
+    let counters = &admission.deployment.counters;
+    let digest = messages_digest(&request.messages);
+    let (tokens, finish_reason) = completion_length(spec.reply_tokens, request.max_tokens);
+    let choices: Vec<ChoiceText> = (0..request.n)
+        .map(|index| ChoiceText {
+            text: ReplyText::new(&digest, index, tokens),
+            finish_reason,
+        })
+        .collect();
+    let usage = Usage::new(prompt_tokens, tokens * request.n);
+    counters.used(usage.total_tokens);
+    counters.status(200);
+    let meta = ReplyMeta {
+        id: format!("chatcmpl-sim{:012x}", admission.number),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs()),
+        model: spec.model_name().to_owned(),
+    };
+    let first_token = Duration::from_millis(spec.latency.ttft_ms) + admission.jitter;
+    let per_token = Duration::from_millis(spec.latency.per_token_ms);
+    let headers = success_headers(request.stream, admission);
+    let (body, delay) = if request.stream {
+        let pacing = Pacing {
+            first_token,
+            per_token,
+        };
+        let usage = request.include_usage.then_some(usage);
+        let plan = plan_stream(&meta, &choices, pacing, usage, fault);
+        (Body::Stream(plan), Duration::ZERO)
+    } else {
+        let body = completion_body(&meta, &choices, usage);
+        let delay = first_token + per_token * u32::try_from(tokens).unwrap_or(u32::MAX);
+        let body = if fault == Some(Fault::Drop) {
+            let sent = body.len() / 2;
+            Body::Torn { body, sent }
+        } else {
+            Body::Full(body)
+        };
+        (body, delay)
+    };
+    Decision {
+        status: 200,
+        headers,
+        body,
+        delay,
+        in_flight: None,
+    }
+}
+
+fn success_headers(stream: bool, admission: &Admission<'_>) -> Vec<(&'static str, String)> {
+    let content_type = if stream { "text/event-stream" } else { JSON };
+    let mut headers = base_headers(content_type, admission.request_id);
+    let admitted = &admission.admitted;
+    headers.push((
+        "x-ratelimit-remaining-tokens",
+        admitted.remaining_tokens.to_string(),
+    ));
+    if let Some(remaining) = admitted.remaining_requests {
+        headers.push(("x-ratelimit-remaining-requests", remaining.to_string()));
+    }
+    headers
 }
 
 /// A 429 with Azure's headers: `retry-after` in whole seconds (rounded up), `retry-after-ms`,
