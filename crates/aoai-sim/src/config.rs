@@ -42,7 +42,10 @@ pub const DEFAULT_TPM: u64 = 60_000;
 /// How long a "hang" fault holds a request before answering 408.
 pub const DEFAULT_HANG_SECS: u64 = 600;
 /// The `retry-after` of a `p_429` fault: a day, as when a daily quota is exhausted.
-pub const DEFAULT_FAULT_RETRY_AFTER_SECS: u64 = 86_400;
+pub const DEFAULT_FAULT_RETRY_AFTER_SECS: f64 = 86_400.0;
+/// From this many seconds on, a `p_429` fault's wait is written in exponent notation
+/// (`1e30`) instead of as an integer: values no real server means, for clients to survive.
+pub const ABSURD_RETRY_AFTER_SECS: f64 = 1e15;
 
 /// The whole simulator: listeners, credentials, deployments.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -327,6 +330,9 @@ pub struct DeploymentSpec {
     pub faults: FaultSpec,
     /// Scheduled outages.
     pub outages: Vec<OutageSpec>,
+    /// Which retry headers its 429 replies carry (quota refusals, `p_429` faults and
+    /// `status_429` outages alike); empty: none, and the message names no wait.
+    pub retry_headers: RetryHeaders,
 }
 
 impl Default for DeploymentSpec {
@@ -344,6 +350,7 @@ impl Default for DeploymentSpec {
             latency: LatencySpec::default(),
             faults: FaultSpec::default(),
             outages: Vec::new(),
+            retry_headers: RetryHeaders::AZURE,
         }
     }
 }
@@ -420,6 +427,12 @@ impl DeploymentSpec {
     /// Add a scheduled outage.
     pub fn outage(mut self, outage: OutageSpec) -> Self {
         self.outages.push(outage);
+        self
+    }
+
+    /// Choose the retry headers of its 429 replies ([`RetryHeaders::NONE`]: headerless 429s).
+    pub fn retry_headers(mut self, headers: RetryHeaders) -> Self {
+        self.retry_headers = headers;
         self
     }
 
@@ -526,12 +539,17 @@ pub struct FaultSpec {
     pub p_content_filter: f64,
     /// 200 whose body is not JSON.
     pub p_not_json: f64,
-    /// 429 whatever the quota, with `retry_after_secs` (a quota exhausted for hours or a day).
+    /// 429 whatever the quota, with `retry_after_secs` (a quota exhausted for hours or a day),
+    /// in the deployment's [`retry_headers`](DeploymentSpec::retry_headers).
     pub p_429: f64,
     /// How long a hang lasts, in seconds.
     pub hang_secs: u64,
-    /// The `retry-after` of a `p_429` fault, in seconds.
-    pub retry_after_secs: u64,
+    /// The wait a `p_429` fault names, in seconds (fractions allowed). `retry-after` carries it
+    /// rounded up to whole seconds, `retry-after-ms` and `x-ms-retry-after-ms` in milliseconds
+    /// (rounded up), the message as "Please retry after N seconds." From
+    /// [`ABSURD_RETRY_AFTER_SECS`] on, every one of them is written in exponent notation
+    /// (`1e30` seconds: `retry-after: 1e30`, `retry-after-ms: 1e33`).
+    pub retry_after_secs: f64,
 }
 
 impl Default for FaultSpec {
@@ -583,6 +601,12 @@ impl FaultSpec {
                 "{at}.faults: the probabilities add up to {sum}, more than 1; lower some of them"
             )));
         }
+        if !(self.retry_after_secs.is_finite() && self.retry_after_secs >= 0.0) {
+            return Err(SimError::Invalid(format!(
+                "{at}.faults.retry_after_secs: {} is not a wait; give a finite number of seconds, 0 or more (1e30 is fine)",
+                self.retry_after_secs
+            )));
+        }
         Ok(())
     }
 }
@@ -619,6 +643,15 @@ impl OutageSpec {
         }
     }
 
+    /// An outage of any mode.
+    pub fn new(mode: OutageMode, from_secs: u64, to_secs: u64) -> Self {
+        OutageSpec {
+            from_secs,
+            to_secs,
+            mode,
+        }
+    }
+
     /// Whether the outage is in force at this simulator time.
     pub fn covers(&self, elapsed: Duration) -> bool {
         elapsed >= Duration::from_secs(self.from_secs)
@@ -636,6 +669,165 @@ pub enum OutageMode {
     /// Close the listening socket: connections are refused.
     #[serde(rename = "refuse")]
     Refuse,
+    /// Answer 401 with Azure's invalid-key message, whatever the key (a wrong key, fixed later).
+    #[serde(rename = "status_401")]
+    Status401,
+    /// Answer 403 `PermissionDenied` (a token without the role, granted later).
+    #[serde(rename = "status_403")]
+    Status403,
+    /// Answer 404 `DeploymentNotFound` (a deployment not created yet, or a wrong name).
+    #[serde(rename = "status_404")]
+    Status404,
+    /// Answer 429 (a quota exhausted until the outage ends): the wait named is the time left
+    /// until `to_secs`, in the deployment's `retry_headers` (none: a headerless 429 storm).
+    #[serde(rename = "status_429")]
+    Status429,
+}
+
+/// One retry header of a 429 reply. In files, its name: `retry-after`, `retry-after-ms` or
+/// `x-ms-retry-after-ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum RetryHeader {
+    /// `retry-after`: whole seconds, rounded up.
+    RetryAfter,
+    /// `retry-after-ms`: milliseconds, rounded up.
+    RetryAfterMs,
+    /// `x-ms-retry-after-ms`: milliseconds, rounded up (seen beside or instead of
+    /// `retry-after-ms`).
+    XMsRetryAfterMs,
+}
+
+impl RetryHeader {
+    /// Every retry header, in the order they are sent.
+    pub const ALL: [RetryHeader; 3] = [
+        RetryHeader::RetryAfter,
+        RetryHeader::RetryAfterMs,
+        RetryHeader::XMsRetryAfterMs,
+    ];
+
+    /// The header's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RetryHeader::RetryAfter => "retry-after",
+            RetryHeader::RetryAfterMs => "retry-after-ms",
+            RetryHeader::XMsRetryAfterMs => "x-ms-retry-after-ms",
+        }
+    }
+}
+
+impl TryFrom<String> for RetryHeader {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        RetryHeader::ALL
+            .into_iter()
+            .find(|header| header.name().eq_ignore_ascii_case(&name))
+            .ok_or_else(|| {
+                format!(
+                    "{name:?} is not a retry header; use retry-after, retry-after-ms or x-ms-retry-after-ms (an empty list sends none)"
+                )
+            })
+    }
+}
+
+impl From<RetryHeader> for &'static str {
+    fn from(header: RetryHeader) -> Self {
+        header.name()
+    }
+}
+
+/// The set of retry headers a deployment's 429 replies carry. In files, a list of header
+/// names: `[retry-after, retry-after-ms]` (the default, as Azure sends), `[retry-after-ms]`,
+/// `[x-ms-retry-after-ms]`, `[]` (none: a 429 that names no wait, in headers or message).
+///
+/// ```
+/// use aoai_sim::{RetryHeader, RetryHeaders};
+/// let only_ms = RetryHeaders::only(RetryHeader::RetryAfterMs);
+/// assert!(only_ms.contains(RetryHeader::RetryAfterMs) && !only_ms.contains(RetryHeader::RetryAfter));
+/// assert!(RetryHeaders::NONE.is_empty());
+/// assert_eq!(RetryHeaders::default(), RetryHeaders::AZURE);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<RetryHeader>", into = "Vec<RetryHeader>")]
+pub struct RetryHeaders {
+    retry_after: bool,
+    retry_after_ms: bool,
+    x_ms_retry_after_ms: bool,
+}
+
+impl RetryHeaders {
+    /// `retry-after` and `retry-after-ms`, as Azure sends them.
+    pub const AZURE: RetryHeaders = RetryHeaders {
+        retry_after: true,
+        retry_after_ms: true,
+        x_ms_retry_after_ms: false,
+    };
+    /// No retry header at all; the message says "Please retry later." (no number).
+    pub const NONE: RetryHeaders = RetryHeaders {
+        retry_after: false,
+        retry_after_ms: false,
+        x_ms_retry_after_ms: false,
+    };
+    /// All three headers.
+    pub const ALL: RetryHeaders = RetryHeaders {
+        retry_after: true,
+        retry_after_ms: true,
+        x_ms_retry_after_ms: true,
+    };
+
+    /// Just this header.
+    pub fn only(header: RetryHeader) -> Self {
+        RetryHeaders::NONE.with(header)
+    }
+
+    /// This set plus `header`.
+    pub fn with(mut self, header: RetryHeader) -> Self {
+        *self.flag(header) = true;
+        self
+    }
+
+    /// Whether `header` is sent.
+    pub fn contains(self, header: RetryHeader) -> bool {
+        let mut copy = self;
+        *copy.flag(header)
+    }
+
+    /// Whether no retry header is sent.
+    pub fn is_empty(self) -> bool {
+        self == RetryHeaders::NONE
+    }
+
+    fn flag(&mut self, header: RetryHeader) -> &mut bool {
+        match header {
+            RetryHeader::RetryAfter => &mut self.retry_after,
+            RetryHeader::RetryAfterMs => &mut self.retry_after_ms,
+            RetryHeader::XMsRetryAfterMs => &mut self.x_ms_retry_after_ms,
+        }
+    }
+}
+
+impl Default for RetryHeaders {
+    fn default() -> Self {
+        RetryHeaders::AZURE
+    }
+}
+
+impl From<Vec<RetryHeader>> for RetryHeaders {
+    fn from(headers: Vec<RetryHeader>) -> Self {
+        headers
+            .into_iter()
+            .fold(RetryHeaders::NONE, RetryHeaders::with)
+    }
+}
+
+impl From<RetryHeaders> for Vec<RetryHeader> {
+    fn from(headers: RetryHeaders) -> Self {
+        RetryHeader::ALL
+            .into_iter()
+            .filter(|header| headers.contains(*header))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -691,6 +883,26 @@ mod tests {
         };
         assert!(
             invalid_message(&one(DeploymentSpec::new("a").faults(faults))).contains("add up to")
+        );
+        for wait in [-1.0, f64::NAN, f64::INFINITY] {
+            let faults = FaultSpec {
+                retry_after_secs: wait,
+                ..Default::default()
+            };
+            assert!(
+                invalid_message(&one(DeploymentSpec::new("a").faults(faults)))
+                    .contains("faults.retry_after_secs"),
+                "{wait}"
+            );
+        }
+        let absurd = FaultSpec {
+            retry_after_secs: 1e30,
+            ..Default::default()
+        };
+        assert!(
+            one(DeploymentSpec::new("a").faults(absurd))
+                .validate()
+                .is_ok()
         );
         let refuse_shared = DeploymentSpec::new("a").outage(OutageSpec::refuse(1, 2));
         assert!(invalid_message(&one(refuse_shared)).contains("listener: own"));

@@ -13,12 +13,15 @@ use serde_json::json;
 
 use crate::azure_error::{self, AzureError};
 use crate::clock::SimClock;
-use crate::config::{DeploymentSpec, Listener, ManagedIdentitySpec, OutageMode, SimConfig};
+use crate::config::{
+    DeploymentSpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec, SimConfig,
+};
 use crate::content::{ReplyText, completion_length, messages_digest};
 use crate::faults::{Fault, outage_at, pick_fault};
 use crate::quota::{self, Admitted, DeploymentLimiter, LimitKind, Limits, Rejected};
 use crate::reply::{ChoiceText, ReplyMeta, Usage, completion_body};
 use crate::request::{ChatRequest, parse_chat_request};
+use crate::retry_after::{RetryWait, retry_headers};
 use crate::stats::{Counters, FaultCounter, SimStats};
 use crate::stream::{Pacing, StreamPlan, plan_stream};
 
@@ -307,9 +310,8 @@ impl Engine {
             Decision::error(err, request_id)
         };
         let elapsed = self.clock.elapsed();
-        // A refusing listener may still let a request in while it is being closed: 503 too.
-        if outage_at(&spec.outages, elapsed).is_some() {
-            return fail(azure_error::outage());
+        if let Some(outage) = outage_at(&spec.outages, elapsed) {
+            return outage_reply(deployment, outage, elapsed, api_version, request_id);
         }
         let request = match request {
             Ok(request) => request,
@@ -325,7 +327,10 @@ impl Engine {
         );
         let (admitted, draw, jitter) = match admit(deployment, elapsed, cost) {
             Ok(admitted) => admitted,
-            Err(rejected) => return rate_limited(counters, request_id, api_version, rejected),
+            Err(rejected) => {
+                let wait = RetryWait::Exact(rejected.retry_after);
+                return rate_limited(deployment, request_id, api_version, rejected, wait);
+            }
         };
         counters.charged(cost);
         let admission = Admission {
@@ -392,7 +397,8 @@ impl Engine {
         let elapsed = self.clock.elapsed();
         self.deployments.values().any(|deployment| {
             deployment.listener == listener
-                && outage_at(&deployment.spec.outages, elapsed) == Some(OutageMode::Refuse)
+                && outage_at(&deployment.spec.outages, elapsed)
+                    .is_some_and(|outage| outage.mode == OutageMode::Refuse)
         })
     }
 }
@@ -472,12 +478,19 @@ fn fault_reply(
         }
         Fault::Throttled => {
             let rejected = Rejected {
-                retry_after: Duration::from_secs(deployment.spec.faults.retry_after_secs),
+                retry_after: Duration::ZERO,
                 kind: LimitKind::Tokens,
                 remaining_requests: admission.admitted.remaining_requests,
                 remaining_tokens: 0,
             };
-            Some(rate_limited(counters, request_id, api_version, rejected))
+            let wait = RetryWait::from_secs_f64(deployment.spec.faults.retry_after_secs);
+            Some(rate_limited(
+                deployment,
+                request_id,
+                api_version,
+                rejected,
+                wait,
+            ))
         }
         Fault::Drop => {
             counters.fault(FaultCounter::Drop);
@@ -566,38 +579,60 @@ fn success_headers(stream: bool, admission: &Admission<'_>) -> Vec<(&'static str
     headers
 }
 
-/// A 429 with Azure's headers: `retry-after` in whole seconds (rounded up), `retry-after-ms`,
-/// and what is left of the quota.
+/// The reply during a scheduled outage (a `refuse` listener may still let a request in while
+/// it is being closed: 503 too).
+fn outage_reply(
+    deployment: &DeploymentState,
+    outage: &OutageSpec,
+    elapsed: Duration,
+    api_version: &str,
+    request_id: &str,
+) -> Decision {
+    let err = match outage.mode {
+        OutageMode::Status503 | OutageMode::Refuse => azure_error::outage(),
+        OutageMode::Status401 => azure_error::invalid_key(),
+        OutageMode::Status403 => azure_error::permission_denied(),
+        OutageMode::Status404 => azure_error::deployment_not_found(),
+        OutageMode::Status429 => {
+            let left = Duration::from_secs(outage.to_secs).saturating_sub(elapsed);
+            let rejected = Rejected {
+                retry_after: left,
+                kind: LimitKind::Tokens,
+                remaining_requests: None,
+                remaining_tokens: 0,
+            };
+            let wait = RetryWait::Exact(left);
+            return rate_limited(deployment, request_id, api_version, rejected, wait);
+        }
+    };
+    deployment.counters.status(err.status);
+    Decision::error(err, request_id)
+}
+
+/// A 429 with the deployment's retry headers naming `wait` (Azure's: `retry-after` in whole
+/// seconds, rounded up, and `retry-after-ms`), and what is left of the quota.
 fn rate_limited(
-    counters: &Counters,
+    deployment: &DeploymentState,
     request_id: &str,
     api_version: &str,
     rejected: Rejected,
+    wait: RetryWait,
 ) -> Decision {
-    let retry_ms = ceil_millis(rejected.retry_after);
-    let retry_secs = retry_ms.div_ceil(1000);
-    let err = azure_error::rate_limited(api_version, rejected.kind, retry_secs);
-    counters.status(err.status);
+    let (retry_headers, retry_secs) = retry_headers(deployment.spec.retry_headers, wait);
+    let err = azure_error::rate_limited(api_version, rejected.kind, retry_secs.as_deref());
+    deployment.counters.status(err.status);
     let mut decision = Decision::error(err, request_id);
-    decision.headers.extend([
-        ("retry-after", retry_secs.to_string()),
-        ("retry-after-ms", retry_ms.to_string()),
-        (
-            "x-ratelimit-remaining-tokens",
-            rejected.remaining_tokens.to_string(),
-        ),
-    ]);
+    decision.headers.extend(retry_headers);
+    decision.headers.push((
+        "x-ratelimit-remaining-tokens",
+        rejected.remaining_tokens.to_string(),
+    ));
     if let Some(remaining) = rejected.remaining_requests {
         decision
             .headers
             .push(("x-ratelimit-remaining-requests", remaining.to_string()));
     }
     decision
-}
-
-fn ceil_millis(duration: Duration) -> u64 {
-    let nanos = duration.as_nanos();
-    u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

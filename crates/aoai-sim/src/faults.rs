@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::{FaultSpec, OutageMode, OutageSpec};
+use crate::config::{FaultSpec, OutageSpec};
 
 /// A fault injected into one admitted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,16 +55,14 @@ pub(crate) fn pick_fault(spec: &FaultSpec, stream: bool, u: f64) -> Option<Fault
 }
 
 /// The outage in force at `elapsed`, if any (the first listed wins when they overlap).
-pub(crate) fn outage_at(outages: &[OutageSpec], elapsed: Duration) -> Option<OutageMode> {
-    outages
-        .iter()
-        .find(|outage| outage.covers(elapsed))
-        .map(|outage| outage.mode)
+pub(crate) fn outage_at(outages: &[OutageSpec], elapsed: Duration) -> Option<&OutageSpec> {
+    outages.iter().find(|outage| outage.covers(elapsed))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::OutageMode;
 
     #[test]
     fn draws_fall_into_consecutive_slices() {
@@ -114,15 +112,10 @@ mod tests {
     #[test]
     fn outages_follow_the_schedule() {
         let outages = [OutageSpec::status_503(5, 10), OutageSpec::refuse(20, 30)];
-        assert_eq!(outage_at(&outages, Duration::from_secs(4)), None);
-        assert_eq!(
-            outage_at(&outages, Duration::from_secs(5)),
-            Some(OutageMode::Status503)
-        );
-        assert_eq!(outage_at(&outages, Duration::from_secs(10)), None);
-        assert_eq!(
-            outage_at(&outages, Duration::from_millis(29_999)),
-            Some(OutageMode::Refuse)
-        );
+        let mode = |secs: f64| outage_at(&outages, Duration::from_secs_f64(secs)).map(|o| o.mode);
+        assert_eq!(mode(4.0), None);
+        assert_eq!(mode(5.0), Some(OutageMode::Status503));
+        assert_eq!(mode(10.0), None);
+        assert_eq!(mode(29.999), Some(OutageMode::Refuse));
     }
 }

@@ -49,14 +49,15 @@ mod error;
 mod faults;
 mod reply;
 mod request;
+mod retry_after;
 mod server;
 mod stream;
 mod thread;
 
 pub use config::{
-    ClockMode, DEFAULT_API_KEY, DEFAULT_BEARER_TOKEN, DEFAULT_MAX_TOKENS, DeploymentSpec,
-    FaultSpec, LatencySpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec, RpmWindow,
-    SimConfig,
+    ABSURD_RETRY_AFTER_SECS, ClockMode, DEFAULT_API_KEY, DEFAULT_BEARER_TOKEN, DEFAULT_MAX_TOKENS,
+    DeploymentSpec, FaultSpec, LatencySpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec,
+    RetryHeader, RetryHeaders, RpmWindow, SimConfig,
 };
 pub use content::messages_digest;
 pub use error::SimError;

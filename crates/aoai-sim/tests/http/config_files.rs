@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use aoai_sim::{Listener, OutageMode, RpmWindow, SimConfig, SimError};
+use aoai_sim::{Listener, OutageMode, RetryHeader, RetryHeaders, RpmWindow, SimConfig, SimError};
 
 fn example_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/sim.yaml")
@@ -92,4 +92,50 @@ fn errors_name_the_file_and_the_key() {
     assert!(
         matches!(&missing, Err(SimError::Load { path, .. }) if path.contains("/nonexistent/sim.yaml"))
     );
+}
+
+#[test]
+fn edge_keys_load_from_yaml() {
+    let (_dir, path) = write(
+        "edges.yaml",
+        r#"deployments:
+  - name: bare
+    retry_headers: []
+    faults: { p_429: 1.0, retry_after_secs: 1e30 }
+    outages:
+      - { from_secs: 0, to_secs: 30, mode: status_401 }
+      - { from_secs: 30, to_secs: 60, mode: status_429 }
+  - name: ms
+    retry_headers: [x-ms-retry-after-ms, retry-after-ms]
+    outages: [{ from_secs: 0, to_secs: 5, mode: status_404 }, { from_secs: 5, to_secs: 6, mode: status_403 }]
+  - name: default
+"#,
+    );
+    let config = SimConfig::from_file(&path).unwrap_or_else(|err| panic!("{err}"));
+    let bare = &config.deployments[0];
+    assert_eq!(bare.retry_headers, RetryHeaders::NONE);
+    assert_eq!(bare.faults.retry_after_secs, 1e30);
+    let modes: Vec<OutageMode> = bare.outages.iter().map(|o| o.mode).collect();
+    assert_eq!(modes, [OutageMode::Status401, OutageMode::Status429]);
+    let ms = &config.deployments[1];
+    assert_eq!(
+        ms.retry_headers,
+        RetryHeaders::only(RetryHeader::RetryAfterMs).with(RetryHeader::XMsRetryAfterMs)
+    );
+    assert_eq!(ms.outages[1].mode, OutageMode::Status403);
+    assert_eq!(config.deployments[2].retry_headers, RetryHeaders::AZURE);
+
+    let typo = load_error(
+        "h.yaml",
+        "deployments:\n  - name: a\n    retry_headers: [retry-afterr]\n",
+    );
+    assert!(
+        typo.contains("retry-afterr") && typo.contains("retry-after-ms"),
+        "{typo}"
+    );
+    let negative = load_error(
+        "n.yaml",
+        "deployments:\n  - name: a\n    faults: { retry_after_secs: -5 }\n",
+    );
+    assert!(negative.contains("faults.retry_after_secs"), "{negative}");
 }
