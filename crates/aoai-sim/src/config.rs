@@ -333,6 +333,12 @@ pub struct DeploymentSpec {
     /// Which retry headers its 429 replies carry (quota refusals, `p_429` faults and
     /// `status_429` outages alike); empty: none, and the message names no wait.
     pub retry_headers: RetryHeaders,
+    /// Successful replies send a few bytes every so often before completing (or never
+    /// completing); `None`: off.
+    pub trickle: Option<TrickleSpec>,
+    /// Successful replies are padded to at least this many bytes (0: off): a plain reply's
+    /// content grows, a stream gets extra content deltas before its finish chunk.
+    pub reply_bytes: u64,
 }
 
 impl Default for DeploymentSpec {
@@ -351,6 +357,8 @@ impl Default for DeploymentSpec {
             faults: FaultSpec::default(),
             outages: Vec::new(),
             retry_headers: RetryHeaders::AZURE,
+            trickle: None,
+            reply_bytes: 0,
         }
     }
 }
@@ -436,6 +444,18 @@ impl DeploymentSpec {
         self
     }
 
+    /// Make its successful replies trickle (see [`TrickleSpec`]).
+    pub fn trickle(mut self, trickle: TrickleSpec) -> Self {
+        self.trickle = Some(trickle);
+        self
+    }
+
+    /// Pad its successful replies to at least `bytes` bytes (0: off).
+    pub fn reply_bytes(mut self, bytes: u64) -> Self {
+        self.reply_bytes = bytes;
+        self
+    }
+
     /// The model name put in replies.
     pub fn model_name(&self) -> &str {
         self.model.as_deref().unwrap_or(&self.name)
@@ -482,6 +502,14 @@ impl DeploymentSpec {
             ));
         }
         self.faults.validate(&at)?;
+        if let Some(trickle) = &self.trickle {
+            trickle.validate(&at)?;
+            if self.reply_bytes > 0 {
+                return invalid(format!(
+                    "{at}: trickle and reply_bytes cannot be combined; put them on two deployments"
+                ));
+            }
+        }
         for (i, outage) in self.outages.iter().enumerate() {
             if outage.from_secs >= outage.to_secs {
                 return invalid(format!(
@@ -830,6 +858,84 @@ impl From<RetryHeaders> for Vec<RetryHeader> {
     }
 }
 
+/// A reply that keeps sending a few bytes every `interval_ms` (each gap shorter than a client's
+/// idle timeout) for `for_ms`, or without end: what a whole-reply timeout must cut.
+///
+/// Streams: after the content deltas, before the finish chunk, one `event` every `interval_ms`;
+/// then the stream finishes normally. Plain replies: one space (leading JSON whitespace) every
+/// `interval_ms` after the headers, then the body; with an end the reply carries a
+/// `content-length`, without one it is chunked. `⌊for_ms / interval_ms⌋` pieces are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrickleSpec {
+    /// The gap before each piece, in milliseconds (at least 1).
+    pub interval_ms: u64,
+    /// How long the trickle lasts, in milliseconds; absent: forever.
+    #[serde(default)]
+    pub for_ms: Option<u64>,
+    /// What a stream trickles (plain replies always trickle spaces).
+    #[serde(default)]
+    pub event: TrickleEvent,
+}
+
+impl TrickleSpec {
+    /// A trickle that never ends.
+    pub fn forever(interval_ms: u64) -> Self {
+        TrickleSpec {
+            interval_ms,
+            for_ms: None,
+            event: TrickleEvent::Comment,
+        }
+    }
+
+    /// A trickle lasting `for_ms` milliseconds.
+    pub fn lasting(interval_ms: u64, for_ms: u64) -> Self {
+        TrickleSpec {
+            for_ms: Some(for_ms),
+            ..TrickleSpec::forever(interval_ms)
+        }
+    }
+
+    /// Trickle content deltas instead of SSE comments (streams).
+    pub fn deltas(mut self) -> Self {
+        self.event = TrickleEvent::Delta;
+        self
+    }
+
+    /// How many pieces are sent (`None`: no end).
+    pub fn pieces(&self) -> Option<u64> {
+        self.for_ms.map(|for_ms| for_ms / self.interval_ms.max(1))
+    }
+
+    fn validate(&self, at: &str) -> Result<(), SimError> {
+        if self.interval_ms == 0 {
+            return Err(SimError::Invalid(format!(
+                "{at}.trickle.interval_ms: 0 would send without pause; give at least 1 ms"
+            )));
+        }
+        if let Some(for_ms) = self.for_ms
+            && for_ms < self.interval_ms
+        {
+            return Err(SimError::Invalid(format!(
+                "{at}.trickle.for_ms: {for_ms} is shorter than interval_ms {}, so nothing would trickle; make it longer or leave it out (forever)",
+                self.interval_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a trickling stream sends each time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrickleEvent {
+    /// An SSE comment line, `: keep-alive` (14 bytes; parsers ignore it).
+    #[default]
+    Comment,
+    /// A content delta of one word, ` tick` (the assembled content grows).
+    Delta,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -904,6 +1010,16 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+        let still = DeploymentSpec::new("a").trickle(TrickleSpec::forever(0));
+        assert!(invalid_message(&one(still)).contains("trickle.interval_ms"));
+        let short = DeploymentSpec::new("a").trickle(TrickleSpec::lasting(100, 50));
+        assert!(invalid_message(&one(short)).contains("trickle.for_ms"));
+        let both = DeploymentSpec::new("a")
+            .trickle(TrickleSpec::forever(10))
+            .reply_bytes(1);
+        assert!(invalid_message(&one(both)).contains("cannot be combined"));
+        assert_eq!(TrickleSpec::lasting(30, 100).pieces(), Some(3));
+        assert_eq!(TrickleSpec::forever(30).pieces(), None);
         let refuse_shared = DeploymentSpec::new("a").outage(OutageSpec::refuse(1, 2));
         assert!(invalid_message(&one(refuse_shared)).contains("listener: own"));
         let backwards = DeploymentSpec::new("a").outage(OutageSpec::status_503(5, 5));

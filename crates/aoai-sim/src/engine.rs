@@ -14,16 +14,16 @@ use serde_json::json;
 use crate::azure_error::{self, AzureError};
 use crate::clock::SimClock;
 use crate::config::{
-    DeploymentSpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec, SimConfig,
+    DeploymentSpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec, SimConfig, TrickleEvent,
 };
-use crate::content::{ReplyText, completion_length, messages_digest};
+use crate::content::{PADDING_MAX, ReplyText, completion_length, messages_digest, padding};
 use crate::faults::{Fault, outage_at, pick_fault};
 use crate::quota::{self, Admitted, DeploymentLimiter, LimitKind, Limits, Rejected};
-use crate::reply::{ChoiceText, ReplyMeta, Usage, completion_body};
+use crate::reply::{ChoiceText, Delta, ReplyMeta, Usage, completion_body, delta_event};
 use crate::request::{ChatRequest, parse_chat_request};
 use crate::retry_after::{RetryWait, retry_headers};
 use crate::stats::{Counters, FaultCounter, SimStats};
-use crate::stream::{Pacing, StreamPlan, plan_stream};
+use crate::stream::{Extra, Pacing, StreamPlan, padded_body, plan_stream, trickle_body};
 
 /// The key of the main listener.
 pub(crate) const SHARED_LISTENER: &str = "shared";
@@ -106,6 +106,8 @@ pub(crate) enum Body {
     Stream(StreamPlan),
     /// `Content-Length` of the whole body, but only the first `sent` bytes, then abort.
     Torn { body: Bytes, sent: usize },
+    /// A plan that ends, sent with the `Content-Length` of all its bytes.
+    Sized(StreamPlan),
 }
 
 /// What to answer, and after how long.
@@ -543,7 +545,8 @@ fn success(
             per_token,
         };
         let usage = request.include_usage.then_some(usage);
-        let plan = plan_stream(&meta, &choices, pacing, usage, fault);
+        let extra = stream_extra(spec, &meta);
+        let plan = plan_stream(&meta, &choices, pacing, usage, fault, extra);
         (Body::Stream(plan), Duration::ZERO)
     } else {
         let body = completion_body(&meta, &choices, usage);
@@ -552,7 +555,7 @@ fn success(
             let sent = body.len() / 2;
             Body::Torn { body, sent }
         } else {
-            Body::Full(body)
+            plain_body(spec, body, &choices)
         };
         (body, delay)
     };
@@ -563,6 +566,67 @@ fn success(
         delay,
         in_flight: None,
     }
+}
+
+/// Content delta of padding in a padded stream.
+const STREAM_PAD_PIECE: usize = 16 * 1024;
+/// What a trickling stream sends with `event: comment`.
+const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+
+/// The trickle or padding of a successful stream (nothing unless configured).
+fn stream_extra(spec: &DeploymentSpec, meta: &ReplyMeta) -> Extra {
+    if let Some(trickle) = &spec.trickle {
+        let piece = match trickle.event {
+            TrickleEvent::Comment => Bytes::from_static(KEEP_ALIVE_COMMENT),
+            TrickleEvent::Delta => delta_event(meta, 0, Delta::Content(" tick")),
+        };
+        return Extra::Trickle {
+            piece,
+            every: Duration::from_millis(trickle.interval_ms),
+            count: trickle.pieces(),
+        };
+    }
+    if spec.reply_bytes > 0 {
+        let piece = delta_event(meta, 0, Delta::Content(padding(STREAM_PAD_PIECE)));
+        return Extra::Pad {
+            piece,
+            bytes: spec.reply_bytes,
+        };
+    }
+    Extra::None
+}
+
+/// A plain reply's body: as is, after a trickle of spaces, or with its first choice's content
+/// padded to reach `reply_bytes`.
+fn plain_body(spec: &DeploymentSpec, body: Bytes, choices: &[ChoiceText]) -> Body {
+    if let Some(trickle) = &spec.trickle {
+        let every = Duration::from_millis(trickle.interval_ms);
+        let count = trickle.pieces();
+        let plan = trickle_body(body, Bytes::from_static(b" "), every, count);
+        return match count {
+            Some(_) => Body::Sized(plan),
+            None => Body::Stream(plan),
+        };
+    }
+    if spec.reply_bytes > body.len() as u64 {
+        // The content is plain ASCII written as is: find where it ends in the JSON.
+        let content = choices
+            .first()
+            .map_or("", |choice| choice.text.content.as_str());
+        let at = find(&body, content.as_bytes()).map_or(0, |start| start + content.len());
+        let piece = Bytes::from_static(padding(PADDING_MAX).as_bytes());
+        return Body::Sized(padded_body(body, at, piece, spec.reply_bytes));
+    }
+    Body::Full(body)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 fn success_headers(stream: bool, admission: &Admission<'_>) -> Vec<(&'static str, String)> {

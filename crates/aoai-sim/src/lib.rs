@@ -57,7 +57,7 @@ mod thread;
 pub use config::{
     ABSURD_RETRY_AFTER_SECS, ClockMode, DEFAULT_API_KEY, DEFAULT_BEARER_TOKEN, DEFAULT_MAX_TOKENS,
     DeploymentSpec, FaultSpec, LatencySpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec,
-    RetryHeader, RetryHeaders, RpmWindow, SimConfig,
+    RetryHeader, RetryHeaders, RpmWindow, SimConfig, TrickleEvent, TrickleSpec,
 };
 pub use content::messages_digest;
 pub use error::SimError;

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use aoai_sim::{
-    DeploymentSpec, FaultSpec, OutageMode, OutageSpec, RetryHeader, RetryHeaders, SimConfig,
-    SimHandle,
+    DeploymentSpec, FaultSpec, LatencySpec, OutageMode, OutageSpec, RetryHeader, RetryHeaders,
+    SimConfig, SimHandle, TrickleSpec,
 };
 
 use crate::common::{KEY, Reply, chat_body, chat_url, client, post, start};
@@ -248,4 +248,202 @@ async fn down_for_a_while_on_the_real_clock_then_recovers() {
     }
     assert!(sim.elapsed() >= Duration::from_secs(1));
     sim.stop().await;
+}
+
+fn stream_body() -> serde_json::Value {
+    serde_json::json!({"messages": [{"role": "user", "content": "go"}], "stream": true})
+}
+
+/// Open a reply and read its body chunk by chunk: `(gap before the chunk, chunk)` for at most
+/// `limit` of wall time, then drop the connection.
+async fn read_timed(
+    url: &str,
+    body: &serde_json::Value,
+    limit: Duration,
+) -> (u16, Option<u64>, Vec<(Duration, bytes::Bytes)>) {
+    use futures_util::StreamExt;
+    let mut response = client()
+        .post(url)
+        .insert_header(("api-key", aoai_sim::DEFAULT_API_KEY))
+        .send_json(body)
+        .await
+        .expect("reply headers");
+    let length = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let started = Instant::now();
+    let mut last = started;
+    let mut chunks = Vec::new();
+    while started.elapsed() < limit {
+        let left = limit.saturating_sub(started.elapsed());
+        match actix_rt::time::timeout(left, response.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                chunks.push((last.elapsed(), chunk));
+                last = Instant::now();
+            }
+            Ok(_) | Err(_) => break,
+        }
+    }
+    (response.status().as_u16(), length, chunks)
+}
+
+fn concat(chunks: &[(Duration, bytes::Bytes)]) -> String {
+    let bytes: Vec<u8> = chunks.iter().flat_map(|(_, c)| c.to_vec()).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[actix_rt::test]
+async fn a_trickling_stream_sends_a_little_often_then_finishes() {
+    let sim = one(DeploymentSpec::new("d").trickle(TrickleSpec::lasting(20, 400))).await;
+    let url = chat_url(&sim.base_url(), "d");
+    let started = Instant::now();
+    let (status, _, chunks) = read_timed(&url, &stream_body(), Duration::from_secs(10)).await;
+    assert_eq!(status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    let longest = chunks.iter().map(|(gap, _)| *gap).max().unwrap_or_default();
+    assert!(longest < Duration::from_millis(200), "gap {longest:?}");
+    let text = concat(&chunks);
+    assert_eq!(text.matches(": keep-alive\n\n").count(), 20);
+    // The content comes first, the finish and [DONE] after the trickle.
+    let tick = text.find(": keep-alive").unwrap_or(0);
+    assert!(text[..tick].contains("digest="));
+    assert!(text[tick..].contains("\"finish_reason\":\"stop\""));
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_endless_trickle_never_finishes_and_deltas_can_trickle_too() {
+    let sim = one(DeploymentSpec::new("d").trickle(TrickleSpec::forever(10).deltas())).await;
+    let url = chat_url(&sim.base_url(), "d");
+    let (status, length, chunks) =
+        read_timed(&url, &stream_body(), Duration::from_millis(600)).await;
+    assert_eq!((status, length), (200, None));
+    let text = concat(&chunks);
+    let ticks = text.matches(r#""content":" tick""#).count();
+    assert!(ticks >= 20, "{ticks} ticks in 600 ms");
+    assert!(!text.contains("[DONE]") && !text.contains("finish_reason\":\"stop"));
+    // The connection was dropped: the simulator lets the request go.
+    let started = Instant::now();
+    while sim.stats().deployment("d").in_flight > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still in flight"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_plain_reply_trickles_leading_spaces() {
+    let sim = one(DeploymentSpec::new("d").trickle(TrickleSpec::lasting(10, 200))).await;
+    let url = chat_url(&sim.base_url(), "d");
+    let started = Instant::now();
+    let (status, length, chunks) = read_timed(&url, &chat_body(5), Duration::from_secs(10)).await;
+    assert_eq!(status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let text = concat(&chunks);
+    assert_eq!(length, Some(text.len() as u64));
+    assert!(text.starts_with(&" ".repeat(20)) && !text.starts_with(&" ".repeat(21)));
+    let reply: serde_json::Value = serde_json::from_str(&text).expect("JSON after the spaces");
+    assert_eq!(reply["object"], "chat.completion");
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_oversized_plain_reply_is_valid_json_of_the_size_asked() {
+    const SIZE: u64 = 70 * 1024 * 1024;
+    let sim = one(DeploymentSpec::new("d").reply_bytes(SIZE)).await;
+    let url = chat_url(&sim.base_url(), "d");
+    let reply = post(&client(), &url, KEY, &chat_body(5)).await;
+    assert_eq!(reply.status, 200);
+    let length = reply.header_u64("content-length");
+    assert_eq!(length, reply.body.len() as u64);
+    assert!((SIZE..SIZE + 64 * 1024).contains(&length), "{length}");
+    let json = reply.json();
+    let content = json["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or("");
+    assert!(content.starts_with("digest=") && content.ends_with(" pad"));
+    assert_eq!(json["usage"]["completion_tokens"], 5);
+    // Small requests too: the padding does not depend on the request.
+    assert_eq!(sim.stats().deployment("d").ok, 1);
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_huge_stream_carries_200_mb_of_deltas_then_finishes() {
+    use futures_util::StreamExt;
+    const SIZE: u64 = 200 * 1000 * 1000;
+    let sim = one(DeploymentSpec::new("d").reply_bytes(SIZE)).await;
+    let mut response = client()
+        .post(chat_url(&sim.base_url(), "d"))
+        .insert_header(("api-key", aoai_sim::DEFAULT_API_KEY))
+        .send_json(&stream_body())
+        .await
+        .expect("reply headers");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.headers().get("content-length").is_none());
+    let mut total = 0u64;
+    let mut tail = Vec::new();
+    while let Some(Ok(chunk)) = response.next().await {
+        total += chunk.len() as u64;
+        tail.extend_from_slice(&chunk);
+        let keep = tail.len().saturating_sub(64 * 1024);
+        tail.drain(..keep);
+    }
+    assert!((SIZE..SIZE + 64 * 1024).contains(&total), "{total}");
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(tail.ends_with("data: [DONE]\n\n"));
+    assert!(tail.contains("\"finish_reason\":\"stop\""));
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn seeded_failure_rate_with_fast_failures_and_slow_successes() {
+    let run = |seed: u64| async move {
+        let spec = DeploymentSpec::new("d")
+            .tpm(10_000_000)
+            .rpm(1_000_000)
+            .latency(LatencySpec {
+                ttft_ms: 50,
+                per_token_ms: 0,
+                jitter_ms: 0,
+            })
+            .faults(FaultSpec {
+                p_503: 0.2,
+                ..Default::default()
+            });
+        let sim = start(SimConfig {
+            seed,
+            ..SimConfig::default().deployment(spec)
+        })
+        .await;
+        let client = client();
+        let url = chat_url(&sim.base_url(), "d");
+        let mut outcomes = Vec::new();
+        for _ in 0..30 {
+            let started = Instant::now();
+            let status = post(&client, &url, KEY, &chat_body(5)).await.status;
+            outcomes.push((status, started.elapsed()));
+        }
+        sim.stop().await;
+        outcomes
+    };
+    let first = run(5).await;
+    let statuses: Vec<u16> = first.iter().map(|(s, _)| *s).collect();
+    let again: Vec<u16> = run(5).await.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, again, "same seed, same failures");
+    let failures = statuses.iter().filter(|s| **s == 503).count();
+    assert!((2..=12).contains(&failures), "{failures} of 30");
+    for (status, took) in first {
+        match status {
+            503 => assert!(took < Duration::from_millis(40), "a failure took {took:?}"),
+            200 => assert!(took >= Duration::from_millis(50), "a success took {took:?}"),
+            other => panic!("unexpected {other}"),
+        }
+    }
 }
