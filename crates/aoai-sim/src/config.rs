@@ -1032,6 +1032,24 @@ mod tests {
     }
 
     #[test]
+    fn edge_keys_round_trip_through_serde() {
+        let config = one(DeploymentSpec::new("a")
+            .retry_headers(RetryHeaders::only(RetryHeader::XMsRetryAfterMs))
+            .trickle(TrickleSpec::lasting(10, 100).deltas())
+            .outage(OutageSpec::new(OutageMode::Status429, 0, 5)))
+        .deployment(DeploymentSpec::new("b").reply_bytes(1 << 20));
+        let json = serde_json::to_value(&config).unwrap_or_default();
+        assert_eq!(
+            json["deployments"][0]["retry_headers"],
+            serde_json::json!(["x-ms-retry-after-ms"])
+        );
+        assert_eq!(json["deployments"][0]["outages"][0]["mode"], "status_429");
+        assert_eq!(json["deployments"][0]["trickle"]["event"], "delta");
+        let back: SimConfig = serde_json::from_value(json).unwrap_or_default();
+        assert_eq!(back, config);
+    }
+
+    #[test]
     fn debug_output_hides_credentials() {
         let config = SimConfig {
             managed_identity: Some(ManagedIdentitySpec::default()),
