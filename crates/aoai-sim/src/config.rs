@@ -567,10 +567,13 @@ pub struct FaultSpec {
     pub p_content_filter: f64,
     /// 200 whose body is not JSON.
     pub p_not_json: f64,
+    /// Streams only: after some deltas, send nothing more for `hang_secs`, then abort the
+    /// connection (a stalled stream: the idle timeout must cut it).
+    pub p_stream_stall: f64,
     /// 429 whatever the quota, with `retry_after_secs` (a quota exhausted for hours or a day),
     /// in the deployment's [`retry_headers`](DeploymentSpec::retry_headers).
     pub p_429: f64,
-    /// How long a hang lasts, in seconds.
+    /// How long a hang (or a stalled stream) lasts, in seconds.
     pub hang_secs: u64,
     /// The wait a `p_429` fault names, in seconds (fractions allowed). `retry-after` carries it
     /// rounded up to whole seconds, `retry-after-ms` and `x-ms-retry-after-ms` in milliseconds
@@ -592,6 +595,7 @@ impl Default for FaultSpec {
             p_content_filter: 0.0,
             p_not_json: 0.0,
             p_429: 0.0,
+            p_stream_stall: 0.0,
             hang_secs: DEFAULT_HANG_SECS,
             retry_after_secs: DEFAULT_FAULT_RETRY_AFTER_SECS,
         }
@@ -600,7 +604,7 @@ impl Default for FaultSpec {
 
 impl FaultSpec {
     /// The probabilities with their config keys, in the order they are drawn.
-    pub fn probabilities(&self) -> [(&'static str, f64); 9] {
+    pub fn probabilities(&self) -> [(&'static str, f64); 10] {
         [
             ("p_500", self.p_500),
             ("p_503", self.p_503),
@@ -611,6 +615,7 @@ impl FaultSpec {
             ("p_content_filter", self.p_content_filter),
             ("p_not_json", self.p_not_json),
             ("p_429", self.p_429),
+            ("p_stream_stall", self.p_stream_stall),
         ]
     }
 

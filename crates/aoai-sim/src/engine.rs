@@ -23,7 +23,7 @@ use crate::reply::{ChoiceText, Delta, ReplyMeta, Usage, completion_body, delta_e
 use crate::request::{ChatRequest, parse_chat_request};
 use crate::retry_after::{RetryWait, retry_headers};
 use crate::stats::{Counters, FaultCounter, SimStats};
-use crate::stream::{Extra, Pacing, StreamPlan, padded_body, plan_stream, trickle_body};
+use crate::stream::{Extra, Pacing, StreamEnd, StreamPlan, padded_body, plan_stream, trickle_body};
 
 /// The key of the main listener.
 pub(crate) const SHARED_LISTENER: &str = "shared";
@@ -506,6 +506,10 @@ fn fault_reply(
             counters.fault(FaultCounter::StreamError);
             None
         }
+        Fault::StreamStall => {
+            counters.fault(FaultCounter::StreamStall);
+            None
+        }
     }
 }
 
@@ -546,7 +550,10 @@ fn success(
         };
         let usage = request.include_usage.then_some(usage);
         let extra = stream_extra(spec, &meta);
-        let plan = plan_stream(&meta, &choices, pacing, usage, fault, extra);
+        let mut plan = plan_stream(&meta, &choices, pacing, usage, fault, extra);
+        if fault == Some(Fault::StreamStall) {
+            plan.end = StreamEnd::StallThenAbort(Duration::from_secs(spec.faults.hang_secs));
+        }
         (Body::Stream(plan), Duration::ZERO)
     } else {
         let body = completion_body(&meta, &choices, usage);

@@ -255,7 +255,10 @@ fn event_stream(
         }
         match cursor.end {
             StreamEnd::Close => None,
-            StreamEnd::Abort => {
+            StreamEnd::Abort | StreamEnd::StallThenAbort(_) => {
+                if let StreamEnd::StallThenAbort(stall) = cursor.end {
+                    actix_rt::time::sleep(stall).await;
+                }
                 // Let the server flush what was sent before the connection goes down.
                 tokio::task::yield_now().await;
                 let error = io::Error::new(

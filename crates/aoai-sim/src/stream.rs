@@ -26,6 +26,8 @@ pub(crate) enum StreamEnd {
     Close,
     /// The connection is aborted.
     Abort,
+    /// Nothing more is sent for this long, then the connection is aborted.
+    StallThenAbort(Duration),
 }
 
 /// A streamed reply (or a plain body sent in pieces).
@@ -181,7 +183,7 @@ pub(crate) fn plan_stream(
             events.extend(torn);
             StreamPlan::new(events, StreamEnd::Abort)
         }
-        Some(Fault::StreamCut | Fault::StreamError) => {
+        Some(Fault::StreamCut | Fault::StreamError | Fault::StreamStall) => {
             let keep = content.len().div_ceil(2);
             content.truncate(keep);
             let mut events = head;

@@ -403,6 +403,27 @@ async fn a_huge_stream_carries_200_mb_of_deltas_then_finishes() {
 }
 
 #[actix_rt::test]
+async fn a_stalled_stream_goes_silent_after_some_deltas() {
+    let sim = one(DeploymentSpec::new("d").reply_tokens(20).faults(FaultSpec {
+        p_stream_stall: 1.0,
+        hang_secs: 600,
+        ..Default::default()
+    }))
+    .await;
+    let url = chat_url(&sim.base_url(), "d");
+    let (status, _, chunks) = read_timed(&url, &stream_body(), Duration::from_millis(500)).await;
+    assert_eq!(status, 200);
+    let text = concat(&chunks);
+    assert!(text.contains("digest="), "some deltas arrive: {text}");
+    assert!(!text.contains("finish_reason\":\"stop") && !text.contains("[DONE]"));
+    let stats = sim.stats().deployment("d");
+    assert_eq!((stats.stream_stalls, stats.ok), (1, 1));
+    // A plain request is served normally.
+    assert_eq!(ask(&sim).await.status, 200);
+    sim.stop().await;
+}
+
+#[actix_rt::test]
 async fn seeded_failure_rate_with_fast_failures_and_slow_successes() {
     let run = |seed: u64| async move {
         let spec = DeploymentSpec::new("d")
