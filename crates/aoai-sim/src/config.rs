@@ -822,8 +822,11 @@ impl RetryHeaders {
 
     /// Whether `header` is sent.
     pub fn contains(self, header: RetryHeader) -> bool {
-        let mut copy = self;
-        *copy.flag(header)
+        match header {
+            RetryHeader::RetryAfter => self.retry_after,
+            RetryHeader::RetryAfterMs => self.retry_after_ms,
+            RetryHeader::XMsRetryAfterMs => self.x_ms_retry_after_ms,
+        }
     }
 
     /// Whether no retry header is sent.
