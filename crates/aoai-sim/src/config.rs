@@ -42,8 +42,8 @@ pub const DEFAULT_TPM: u64 = 60_000;
 /// How long a "hang" fault holds a request before answering 408.
 pub const DEFAULT_HANG_SECS: u64 = 600;
 /// The `retry-after` of a `p_429` fault: a day, as when a daily quota is exhausted.
-pub const DEFAULT_FAULT_RETRY_AFTER_SECS: f64 = 86_400.0;
-/// From this many seconds on, a `p_429` fault's wait is written in exponent notation
+pub const DEFAULT_FAULT_RETRY_AFTER_SECS: u64 = 86_400;
+/// From this many seconds on, a `p_429` fault's `retry_after_secs_f64` is written in exponent notation
 /// (`1e30`) instead of as an integer: values no real server means, for clients to survive.
 pub const ABSURD_RETRY_AFTER_SECS: f64 = 1e15;
 
@@ -575,12 +575,15 @@ pub struct FaultSpec {
     pub p_429: f64,
     /// How long a hang (or a stalled stream) lasts, in seconds.
     pub hang_secs: u64,
-    /// The wait a `p_429` fault names, in seconds (fractions allowed). `retry-after` carries it
-    /// rounded up to whole seconds, `retry-after-ms` and `x-ms-retry-after-ms` in milliseconds
-    /// (rounded up), the message as "Please retry after N seconds." From
-    /// [`ABSURD_RETRY_AFTER_SECS`] on, every one of them is written in exponent notation
-    /// (`1e30` seconds: `retry-after: 1e30`, `retry-after-ms: 1e33`).
-    pub retry_after_secs: f64,
+    /// The wait a `p_429` fault names, in seconds: `retry-after` carries it, `retry-after-ms`
+    /// and `x-ms-retry-after-ms` in milliseconds, the message as "Please retry after N
+    /// seconds.".
+    pub retry_after_secs: u64,
+    /// The wait as a float number of seconds, instead of `retry_after_secs`: fractions (rounded
+    /// up: `retry-after` to whole seconds, the millisecond headers to milliseconds), or values
+    /// from [`ABSURD_RETRY_AFTER_SECS`] on, written in exponent notation (`1e30`:
+    /// `retry-after: 1e30`, `retry-after-ms: 1e33`, "Please retry after 1e30 seconds.").
+    pub retry_after_secs_f64: Option<f64>,
 }
 
 impl Default for FaultSpec {
@@ -598,11 +601,19 @@ impl Default for FaultSpec {
             p_stream_stall: 0.0,
             hang_secs: DEFAULT_HANG_SECS,
             retry_after_secs: DEFAULT_FAULT_RETRY_AFTER_SECS,
+            retry_after_secs_f64: None,
         }
     }
 }
 
 impl FaultSpec {
+    /// The wait a `p_429` fault names, in seconds: `retry_after_secs_f64`, else
+    /// `retry_after_secs`.
+    pub fn retry_after(&self) -> f64 {
+        self.retry_after_secs_f64
+            .unwrap_or(self.retry_after_secs as f64)
+    }
+
     /// The probabilities with their config keys, in the order they are drawn.
     pub fn probabilities(&self) -> [(&'static str, f64); 10] {
         [
@@ -634,10 +645,11 @@ impl FaultSpec {
                 "{at}.faults: the probabilities add up to {sum}, more than 1; lower some of them"
             )));
         }
-        if !(self.retry_after_secs.is_finite() && self.retry_after_secs >= 0.0) {
+        if let Some(wait) = self.retry_after_secs_f64
+            && !(wait.is_finite() && wait >= 0.0)
+        {
             return Err(SimError::Invalid(format!(
-                "{at}.faults.retry_after_secs: {} is not a wait; give a finite number of seconds, 0 or more (1e30 is fine)",
-                self.retry_after_secs
+                "{at}.faults.retry_after_secs_f64: {wait} is not a wait; give a finite number of seconds, 0 or more (1e30 is fine)"
             )));
         }
         Ok(())
@@ -1000,17 +1012,17 @@ mod tests {
         );
         for wait in [-1.0, f64::NAN, f64::INFINITY] {
             let faults = FaultSpec {
-                retry_after_secs: wait,
+                retry_after_secs_f64: Some(wait),
                 ..Default::default()
             };
             assert!(
                 invalid_message(&one(DeploymentSpec::new("a").faults(faults)))
-                    .contains("faults.retry_after_secs"),
+                    .contains("faults.retry_after_secs_f64"),
                 "{wait}"
             );
         }
         let absurd = FaultSpec {
-            retry_after_secs: 1e30,
+            retry_after_secs_f64: Some(1e30),
             ..Default::default()
         };
         assert!(
@@ -1018,6 +1030,8 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+        assert_eq!(absurd.retry_after(), 1e30);
+        assert_eq!(FaultSpec::default().retry_after(), 86_400.0);
         let still = DeploymentSpec::new("a").trickle(TrickleSpec::forever(0));
         assert!(invalid_message(&one(still)).contains("trickle.interval_ms"));
         let short = DeploymentSpec::new("a").trickle(TrickleSpec::lasting(100, 50));

@@ -485,7 +485,7 @@ fn fault_reply(
                 remaining_requests: admission.admitted.remaining_requests,
                 remaining_tokens: 0,
             };
-            let wait = RetryWait::from_secs_f64(deployment.spec.faults.retry_after_secs);
+            let wait = RetryWait::from_secs_f64(deployment.spec.faults.retry_after());
             Some(rate_limited(
                 deployment,
                 request_id,

@@ -119,7 +119,7 @@ fn edge_keys_load_from_yaml() {
         r#"deployments:
   - name: bare
     retry_headers: []
-    faults: { p_429: 1.0, retry_after_secs: 1e30 }
+    faults: { p_429: 1.0, retry_after_secs_f64: 1e30 }
     outages:
       - { from_secs: 0, to_secs: 30, mode: status_401 }
       - { from_secs: 30, to_secs: 60, mode: status_429 }
@@ -138,7 +138,7 @@ fn edge_keys_load_from_yaml() {
     let config = SimConfig::from_file(&path).unwrap_or_else(|err| panic!("{err}"));
     let bare = &config.deployments[0];
     assert_eq!(bare.retry_headers, RetryHeaders::NONE);
-    assert_eq!(bare.faults.retry_after_secs, 1e30);
+    assert_eq!(bare.faults.retry_after_secs_f64, Some(1e30));
     let modes: Vec<OutageMode> = bare.outages.iter().map(|o| o.mode).collect();
     assert_eq!(modes, [OutageMode::Status401, OutageMode::Status429]);
     let ms = &config.deployments[1];
@@ -168,7 +168,10 @@ fn edge_keys_load_from_yaml() {
     );
     let negative = load_error(
         "n.yaml",
-        "deployments:\n  - name: a\n    faults: { retry_after_secs: -5 }\n",
+        "deployments:\n  - name: a\n    faults: { retry_after_secs_f64: -5 }\n",
     );
-    assert!(negative.contains("faults.retry_after_secs"), "{negative}");
+    assert!(
+        negative.contains("faults.retry_after_secs_f64"),
+        "{negative}"
+    );
 }

@@ -400,7 +400,7 @@ async fn refuse_outage_in_force_at_start_on_the_real_clock() {
 async fn throttle_fault_answers_429_with_a_long_retry_after() {
     let sim = with_fault(FaultSpec {
         p_429: 1.0,
-        retry_after_secs: 86_400.0,
+        retry_after_secs: 86_400,
         ..Default::default()
     })
     .await;
