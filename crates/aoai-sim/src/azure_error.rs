@@ -91,20 +91,34 @@ pub(crate) fn missing_model() -> AzureError {
     )
 }
 
-/// 429 with the message Azure uses; the caller adds the `retry-after` headers.
+/// 429 with the message Azure uses ("Please retry after N seconds.", or "Please retry later."
+/// when no wait is named); the caller adds the retry headers.
 pub(crate) fn rate_limited(
     api_version: &str,
     kind: LimitKind,
-    retry_after_secs: u64,
+    retry_after_secs: Option<&str>,
 ) -> AzureError {
     let limit = match kind {
         LimitKind::Tokens => "token rate limit",
         LimitKind::Requests => "call rate limit",
     };
+    let retry = match retry_after_secs {
+        Some(secs) => format!("Please retry after {secs} seconds."),
+        None => "Please retry later.".to_owned(),
+    };
     let message = format!(
-        "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version {api_version} have exceeded {limit} of your current OpenAI S0 pricing tier. Please retry after {retry_after_secs} seconds. Please go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit."
+        "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version {api_version} have exceeded {limit} of your current OpenAI S0 pricing tier. {retry} Please go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit."
     );
     error(429, "429", &message)
+}
+
+/// 403 for a principal without the role on the resource.
+pub(crate) fn permission_denied() -> AzureError {
+    error(
+        403,
+        "PermissionDenied",
+        "Principal does not have access to API/Operation.",
+    )
 }
 
 /// 500, as a server fault.
@@ -200,6 +214,7 @@ mod tests {
             (engine_overloaded(), 503, "ServiceUnavailable"),
             (content_filtered(), 400, "content_filter"),
             (timeout(), 408, "Timeout"),
+            (permission_denied(), 403, "PermissionDenied"),
         ] {
             assert_eq!(err.status, status);
             let body = body(&err);
@@ -218,12 +233,15 @@ mod tests {
 
     #[test]
     fn rate_limit_message_names_limit_and_wait() {
-        let tokens = body(&rate_limited("2024-10-21", LimitKind::Tokens, 17));
+        let tokens = body(&rate_limited("2024-10-21", LimitKind::Tokens, Some("17")));
         let message = tokens["error"]["message"].as_str().unwrap_or("");
         assert!(message.contains("API version 2024-10-21"));
         assert!(message.contains("exceeded token rate limit"));
         assert!(message.contains("Please retry after 17 seconds."));
-        let calls = body(&rate_limited("v1", LimitKind::Requests, 1));
+        let later = body(&rate_limited("v1", LimitKind::Tokens, None));
+        let later = later["error"]["message"].as_str().unwrap_or("");
+        assert!(later.contains("Please retry later.") && !later.contains("retry after"));
+        let calls = body(&rate_limited("v1", LimitKind::Requests, Some("1")));
         assert!(
             calls["error"]["message"]
                 .as_str()

@@ -43,6 +43,9 @@ pub const DEFAULT_TPM: u64 = 60_000;
 pub const DEFAULT_HANG_SECS: u64 = 600;
 /// The `retry-after` of a `p_429` fault: a day, as when a daily quota is exhausted.
 pub const DEFAULT_FAULT_RETRY_AFTER_SECS: u64 = 86_400;
+/// From this many seconds on, a `p_429` fault's `retry_after_secs_f64` is written in exponent notation
+/// (`1e30`) instead of as an integer: values no real server means, for clients to survive.
+pub const ABSURD_RETRY_AFTER_SECS: f64 = 1e15;
 
 /// The whole simulator: listeners, credentials, deployments.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -327,6 +330,15 @@ pub struct DeploymentSpec {
     pub faults: FaultSpec,
     /// Scheduled outages.
     pub outages: Vec<OutageSpec>,
+    /// Which retry headers its 429 replies carry (quota refusals, `p_429` faults and
+    /// `status_429` outages alike); empty: none, and the message names no wait.
+    pub retry_headers: RetryHeaders,
+    /// Successful replies send a few bytes every so often before completing (or never
+    /// completing); `None`: off.
+    pub trickle: Option<TrickleSpec>,
+    /// Successful replies are padded to at least this many bytes (0: off): a plain reply's
+    /// content grows, a stream gets extra content deltas before its finish chunk.
+    pub reply_bytes: u64,
 }
 
 impl Default for DeploymentSpec {
@@ -344,6 +356,9 @@ impl Default for DeploymentSpec {
             latency: LatencySpec::default(),
             faults: FaultSpec::default(),
             outages: Vec::new(),
+            retry_headers: RetryHeaders::AZURE,
+            trickle: None,
+            reply_bytes: 0,
         }
     }
 }
@@ -423,6 +438,24 @@ impl DeploymentSpec {
         self
     }
 
+    /// Choose the retry headers of its 429 replies ([`RetryHeaders::NONE`]: headerless 429s).
+    pub fn retry_headers(mut self, headers: RetryHeaders) -> Self {
+        self.retry_headers = headers;
+        self
+    }
+
+    /// Make its successful replies trickle (see [`TrickleSpec`]).
+    pub fn trickle(mut self, trickle: TrickleSpec) -> Self {
+        self.trickle = Some(trickle);
+        self
+    }
+
+    /// Pad its successful replies to at least `bytes` bytes (0: off).
+    pub fn reply_bytes(mut self, bytes: u64) -> Self {
+        self.reply_bytes = bytes;
+        self
+    }
+
     /// The model name put in replies.
     pub fn model_name(&self) -> &str {
         self.model.as_deref().unwrap_or(&self.name)
@@ -469,6 +502,14 @@ impl DeploymentSpec {
             ));
         }
         self.faults.validate(&at)?;
+        if let Some(trickle) = &self.trickle {
+            trickle.validate(&at)?;
+            if self.reply_bytes > 0 {
+                return invalid(format!(
+                    "{at}: trickle and reply_bytes cannot be combined; put them on two deployments"
+                ));
+            }
+        }
         for (i, outage) in self.outages.iter().enumerate() {
             if outage.from_secs >= outage.to_secs {
                 return invalid(format!(
@@ -526,12 +567,23 @@ pub struct FaultSpec {
     pub p_content_filter: f64,
     /// 200 whose body is not JSON.
     pub p_not_json: f64,
-    /// 429 whatever the quota, with `retry_after_secs` (a quota exhausted for hours or a day).
+    /// Streams only: after some deltas, send nothing more for `hang_secs`, then abort the
+    /// connection (a stalled stream: the idle timeout must cut it).
+    pub p_stream_stall: f64,
+    /// 429 whatever the quota, with `retry_after_secs` (a quota exhausted for hours or a day),
+    /// in the deployment's [`retry_headers`](DeploymentSpec::retry_headers).
     pub p_429: f64,
-    /// How long a hang lasts, in seconds.
+    /// How long a hang (or a stalled stream) lasts, in seconds.
     pub hang_secs: u64,
-    /// The `retry-after` of a `p_429` fault, in seconds.
+    /// The wait a `p_429` fault names, in seconds: `retry-after` carries it, `retry-after-ms`
+    /// and `x-ms-retry-after-ms` in milliseconds, the message as "Please retry after N
+    /// seconds.".
     pub retry_after_secs: u64,
+    /// The wait as a float number of seconds, instead of `retry_after_secs`: fractions (rounded
+    /// up: `retry-after` to whole seconds, the millisecond headers to milliseconds), or values
+    /// from [`ABSURD_RETRY_AFTER_SECS`] on, written in exponent notation (`1e30`:
+    /// `retry-after: 1e30`, `retry-after-ms: 1e33`, "Please retry after 1e30 seconds.").
+    pub retry_after_secs_f64: Option<f64>,
 }
 
 impl Default for FaultSpec {
@@ -546,15 +598,24 @@ impl Default for FaultSpec {
             p_content_filter: 0.0,
             p_not_json: 0.0,
             p_429: 0.0,
+            p_stream_stall: 0.0,
             hang_secs: DEFAULT_HANG_SECS,
             retry_after_secs: DEFAULT_FAULT_RETRY_AFTER_SECS,
+            retry_after_secs_f64: None,
         }
     }
 }
 
 impl FaultSpec {
+    /// The wait a `p_429` fault names, in seconds: `retry_after_secs_f64`, else
+    /// `retry_after_secs`.
+    pub fn retry_after(&self) -> f64 {
+        self.retry_after_secs_f64
+            .unwrap_or(self.retry_after_secs as f64)
+    }
+
     /// The probabilities with their config keys, in the order they are drawn.
-    pub fn probabilities(&self) -> [(&'static str, f64); 9] {
+    pub fn probabilities(&self) -> [(&'static str, f64); 10] {
         [
             ("p_500", self.p_500),
             ("p_503", self.p_503),
@@ -565,6 +626,7 @@ impl FaultSpec {
             ("p_content_filter", self.p_content_filter),
             ("p_not_json", self.p_not_json),
             ("p_429", self.p_429),
+            ("p_stream_stall", self.p_stream_stall),
         ]
     }
 
@@ -581,6 +643,13 @@ impl FaultSpec {
         if sum > 1.0 + 1e-9 {
             return Err(SimError::Invalid(format!(
                 "{at}.faults: the probabilities add up to {sum}, more than 1; lower some of them"
+            )));
+        }
+        if let Some(wait) = self.retry_after_secs_f64
+            && !(wait.is_finite() && wait >= 0.0)
+        {
+            return Err(SimError::Invalid(format!(
+                "{at}.faults.retry_after_secs_f64: {wait} is not a wait; give a finite number of seconds, 0 or more (1e30 is fine)"
             )));
         }
         Ok(())
@@ -619,6 +688,15 @@ impl OutageSpec {
         }
     }
 
+    /// An outage of any mode.
+    pub fn new(mode: OutageMode, from_secs: u64, to_secs: u64) -> Self {
+        OutageSpec {
+            from_secs,
+            to_secs,
+            mode,
+        }
+    }
+
     /// Whether the outage is in force at this simulator time.
     pub fn covers(&self, elapsed: Duration) -> bool {
         elapsed >= Duration::from_secs(self.from_secs)
@@ -636,6 +714,246 @@ pub enum OutageMode {
     /// Close the listening socket: connections are refused.
     #[serde(rename = "refuse")]
     Refuse,
+    /// Answer 401 with Azure's invalid-key message, whatever the key (a wrong key, fixed later).
+    #[serde(rename = "status_401")]
+    Status401,
+    /// Answer 403 `PermissionDenied` (a token without the role, granted later).
+    #[serde(rename = "status_403")]
+    Status403,
+    /// Answer 404 `DeploymentNotFound` (a deployment not created yet, or a wrong name).
+    #[serde(rename = "status_404")]
+    Status404,
+    /// Answer 429 (a quota exhausted until the outage ends): the wait named is the time left
+    /// until `to_secs`, in the deployment's `retry_headers` (none: a headerless 429 storm).
+    #[serde(rename = "status_429")]
+    Status429,
+}
+
+/// One retry header of a 429 reply. In files, its name: `retry-after`, `retry-after-ms` or
+/// `x-ms-retry-after-ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum RetryHeader {
+    /// `retry-after`: whole seconds, rounded up.
+    RetryAfter,
+    /// `retry-after-ms`: milliseconds, rounded up.
+    RetryAfterMs,
+    /// `x-ms-retry-after-ms`: milliseconds, rounded up (seen beside or instead of
+    /// `retry-after-ms`).
+    XMsRetryAfterMs,
+}
+
+impl RetryHeader {
+    /// Every retry header, in the order they are sent.
+    pub const ALL: [RetryHeader; 3] = [
+        RetryHeader::RetryAfter,
+        RetryHeader::RetryAfterMs,
+        RetryHeader::XMsRetryAfterMs,
+    ];
+
+    /// The header's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RetryHeader::RetryAfter => "retry-after",
+            RetryHeader::RetryAfterMs => "retry-after-ms",
+            RetryHeader::XMsRetryAfterMs => "x-ms-retry-after-ms",
+        }
+    }
+}
+
+impl TryFrom<String> for RetryHeader {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        RetryHeader::ALL
+            .into_iter()
+            .find(|header| header.name().eq_ignore_ascii_case(&name))
+            .ok_or_else(|| {
+                format!(
+                    "{name:?} is not a retry header; use retry-after, retry-after-ms or x-ms-retry-after-ms (an empty list sends none)"
+                )
+            })
+    }
+}
+
+impl From<RetryHeader> for &'static str {
+    fn from(header: RetryHeader) -> Self {
+        header.name()
+    }
+}
+
+/// The set of retry headers a deployment's 429 replies carry. In files, a list of header
+/// names: `[retry-after, retry-after-ms]` (the default, as Azure sends), `[retry-after-ms]`,
+/// `[x-ms-retry-after-ms]`, `[]` (none: a 429 that names no wait, in headers or message).
+///
+/// ```
+/// use aoai_sim::{RetryHeader, RetryHeaders};
+/// let only_ms = RetryHeaders::only(RetryHeader::RetryAfterMs);
+/// assert!(only_ms.contains(RetryHeader::RetryAfterMs) && !only_ms.contains(RetryHeader::RetryAfter));
+/// assert!(RetryHeaders::NONE.is_empty());
+/// assert_eq!(RetryHeaders::default(), RetryHeaders::AZURE);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<RetryHeader>", into = "Vec<RetryHeader>")]
+pub struct RetryHeaders {
+    retry_after: bool,
+    retry_after_ms: bool,
+    x_ms_retry_after_ms: bool,
+}
+
+impl RetryHeaders {
+    /// `retry-after` and `retry-after-ms`, as Azure sends them.
+    pub const AZURE: RetryHeaders = RetryHeaders {
+        retry_after: true,
+        retry_after_ms: true,
+        x_ms_retry_after_ms: false,
+    };
+    /// No retry header at all; the message says "Please retry later." (no number).
+    pub const NONE: RetryHeaders = RetryHeaders {
+        retry_after: false,
+        retry_after_ms: false,
+        x_ms_retry_after_ms: false,
+    };
+    /// All three headers.
+    pub const ALL: RetryHeaders = RetryHeaders {
+        retry_after: true,
+        retry_after_ms: true,
+        x_ms_retry_after_ms: true,
+    };
+
+    /// Just this header.
+    pub fn only(header: RetryHeader) -> Self {
+        RetryHeaders::NONE.with(header)
+    }
+
+    /// This set plus `header`.
+    pub fn with(mut self, header: RetryHeader) -> Self {
+        *self.flag(header) = true;
+        self
+    }
+
+    /// Whether `header` is sent.
+    pub fn contains(self, header: RetryHeader) -> bool {
+        match header {
+            RetryHeader::RetryAfter => self.retry_after,
+            RetryHeader::RetryAfterMs => self.retry_after_ms,
+            RetryHeader::XMsRetryAfterMs => self.x_ms_retry_after_ms,
+        }
+    }
+
+    /// Whether no retry header is sent.
+    pub fn is_empty(self) -> bool {
+        self == RetryHeaders::NONE
+    }
+
+    fn flag(&mut self, header: RetryHeader) -> &mut bool {
+        match header {
+            RetryHeader::RetryAfter => &mut self.retry_after,
+            RetryHeader::RetryAfterMs => &mut self.retry_after_ms,
+            RetryHeader::XMsRetryAfterMs => &mut self.x_ms_retry_after_ms,
+        }
+    }
+}
+
+impl Default for RetryHeaders {
+    fn default() -> Self {
+        RetryHeaders::AZURE
+    }
+}
+
+impl From<Vec<RetryHeader>> for RetryHeaders {
+    fn from(headers: Vec<RetryHeader>) -> Self {
+        headers
+            .into_iter()
+            .fold(RetryHeaders::NONE, RetryHeaders::with)
+    }
+}
+
+impl From<RetryHeaders> for Vec<RetryHeader> {
+    fn from(headers: RetryHeaders) -> Self {
+        RetryHeader::ALL
+            .into_iter()
+            .filter(|header| headers.contains(*header))
+            .collect()
+    }
+}
+
+/// A reply that keeps sending a few bytes every `interval_ms` (each gap shorter than a client's
+/// idle timeout) for `for_ms`, or without end: what a whole-reply timeout must cut.
+///
+/// Streams: after the content deltas, before the finish chunk, one `event` every `interval_ms`;
+/// then the stream finishes normally. Plain replies: one space (leading JSON whitespace) every
+/// `interval_ms` after the headers, then the body; with an end the reply carries a
+/// `content-length`, without one it is chunked. `⌊for_ms / interval_ms⌋` pieces are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrickleSpec {
+    /// The gap before each piece, in milliseconds (at least 1).
+    pub interval_ms: u64,
+    /// How long the trickle lasts, in milliseconds; absent: forever.
+    #[serde(default)]
+    pub for_ms: Option<u64>,
+    /// What a stream trickles (plain replies always trickle spaces).
+    #[serde(default)]
+    pub event: TrickleEvent,
+}
+
+impl TrickleSpec {
+    /// A trickle that never ends.
+    pub fn forever(interval_ms: u64) -> Self {
+        TrickleSpec {
+            interval_ms,
+            for_ms: None,
+            event: TrickleEvent::Comment,
+        }
+    }
+
+    /// A trickle lasting `for_ms` milliseconds.
+    pub fn lasting(interval_ms: u64, for_ms: u64) -> Self {
+        TrickleSpec {
+            for_ms: Some(for_ms),
+            ..TrickleSpec::forever(interval_ms)
+        }
+    }
+
+    /// Trickle content deltas instead of SSE comments (streams).
+    pub fn deltas(mut self) -> Self {
+        self.event = TrickleEvent::Delta;
+        self
+    }
+
+    /// How many pieces are sent (`None`: no end).
+    pub fn pieces(&self) -> Option<u64> {
+        self.for_ms.map(|for_ms| for_ms / self.interval_ms.max(1))
+    }
+
+    fn validate(&self, at: &str) -> Result<(), SimError> {
+        if self.interval_ms == 0 {
+            return Err(SimError::Invalid(format!(
+                "{at}.trickle.interval_ms: 0 would send without pause; give at least 1 ms"
+            )));
+        }
+        if let Some(for_ms) = self.for_ms
+            && for_ms < self.interval_ms
+        {
+            return Err(SimError::Invalid(format!(
+                "{at}.trickle.for_ms: {for_ms} is shorter than interval_ms {}, so nothing would trickle; make it longer or leave it out (forever)",
+                self.interval_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a trickling stream sends each time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrickleEvent {
+    /// An SSE comment line, `: keep-alive` (14 bytes; parsers ignore it).
+    #[default]
+    Comment,
+    /// A content delta of one word, ` tick` (the assembled content grows).
+    Delta,
 }
 
 #[cfg(test)]
@@ -692,6 +1010,38 @@ mod tests {
         assert!(
             invalid_message(&one(DeploymentSpec::new("a").faults(faults))).contains("add up to")
         );
+        for wait in [-1.0, f64::NAN, f64::INFINITY] {
+            let faults = FaultSpec {
+                retry_after_secs_f64: Some(wait),
+                ..Default::default()
+            };
+            assert!(
+                invalid_message(&one(DeploymentSpec::new("a").faults(faults)))
+                    .contains("faults.retry_after_secs_f64"),
+                "{wait}"
+            );
+        }
+        let absurd = FaultSpec {
+            retry_after_secs_f64: Some(1e30),
+            ..Default::default()
+        };
+        assert!(
+            one(DeploymentSpec::new("a").faults(absurd))
+                .validate()
+                .is_ok()
+        );
+        assert_eq!(absurd.retry_after(), 1e30);
+        assert_eq!(FaultSpec::default().retry_after(), 86_400.0);
+        let still = DeploymentSpec::new("a").trickle(TrickleSpec::forever(0));
+        assert!(invalid_message(&one(still)).contains("trickle.interval_ms"));
+        let short = DeploymentSpec::new("a").trickle(TrickleSpec::lasting(100, 50));
+        assert!(invalid_message(&one(short)).contains("trickle.for_ms"));
+        let both = DeploymentSpec::new("a")
+            .trickle(TrickleSpec::forever(10))
+            .reply_bytes(1);
+        assert!(invalid_message(&one(both)).contains("cannot be combined"));
+        assert_eq!(TrickleSpec::lasting(30, 100).pieces(), Some(3));
+        assert_eq!(TrickleSpec::forever(30).pieces(), None);
         let refuse_shared = DeploymentSpec::new("a").outage(OutageSpec::refuse(1, 2));
         assert!(invalid_message(&one(refuse_shared)).contains("listener: own"));
         let backwards = DeploymentSpec::new("a").outage(OutageSpec::status_503(5, 5));
@@ -701,6 +1051,24 @@ mod tests {
         assert!(
             invalid_message(&one(DeploymentSpec::new("").tpm(5))).contains("deployments[0].name")
         );
+    }
+
+    #[test]
+    fn edge_keys_round_trip_through_serde() {
+        let config = one(DeploymentSpec::new("a")
+            .retry_headers(RetryHeaders::only(RetryHeader::XMsRetryAfterMs))
+            .trickle(TrickleSpec::lasting(10, 100).deltas())
+            .outage(OutageSpec::new(OutageMode::Status429, 0, 5)))
+        .deployment(DeploymentSpec::new("b").reply_bytes(1 << 20));
+        let json = serde_json::to_value(&config).unwrap_or_default();
+        assert_eq!(
+            json["deployments"][0]["retry_headers"],
+            serde_json::json!(["x-ms-retry-after-ms"])
+        );
+        assert_eq!(json["deployments"][0]["outages"][0]["mode"], "status_429");
+        assert_eq!(json["deployments"][0]["trickle"]["event"], "delta");
+        let back: SimConfig = serde_json::from_value(json).unwrap_or_default();
+        assert_eq!(back, config);
     }
 
     #[test]

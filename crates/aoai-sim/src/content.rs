@@ -134,6 +134,17 @@ impl ReplyText {
     }
 }
 
+/// `len` bytes (at most 64 KiB) of padding text, ` pad` repeated: plain ASCII, so it needs no
+/// escaping inside a JSON string. Built once.
+pub(crate) fn padding(len: usize) -> &'static str {
+    static PAD: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| " pad".repeat(PADDING_MAX / 4));
+    &PAD[..len.min(PADDING_MAX)]
+}
+
+/// The longest piece [`padding`] hands out.
+pub(crate) const PADDING_MAX: usize = 64 * 1024;
+
 /// The completion length and finish reason for a deployment's natural `reply_tokens` under a
 /// request's `max_tokens`.
 pub(crate) fn completion_length(reply_tokens: u64, max_tokens: Option<u64>) -> (u64, &'static str) {

@@ -13,14 +13,17 @@ use serde_json::json;
 
 use crate::azure_error::{self, AzureError};
 use crate::clock::SimClock;
-use crate::config::{DeploymentSpec, Listener, ManagedIdentitySpec, OutageMode, SimConfig};
-use crate::content::{ReplyText, completion_length, messages_digest};
+use crate::config::{
+    DeploymentSpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec, SimConfig, TrickleEvent,
+};
+use crate::content::{PADDING_MAX, ReplyText, completion_length, messages_digest, padding};
 use crate::faults::{Fault, outage_at, pick_fault};
-use crate::quota::{self, DeploymentLimiter, LimitKind, Limits, Rejected};
-use crate::reply::{ChoiceText, ReplyMeta, Usage, completion_body};
+use crate::quota::{self, Admitted, DeploymentLimiter, LimitKind, Limits, Rejected};
+use crate::reply::{ChoiceText, Delta, ReplyMeta, Usage, completion_body, delta_event};
 use crate::request::{ChatRequest, parse_chat_request};
+use crate::retry_after::{RetryWait, retry_headers};
 use crate::stats::{Counters, FaultCounter, SimStats};
-use crate::stream::{Pacing, StreamPlan, plan_stream};
+use crate::stream::{Extra, Pacing, StreamEnd, StreamPlan, padded_body, plan_stream, trickle_body};
 
 /// The key of the main listener.
 pub(crate) const SHARED_LISTENER: &str = "shared";
@@ -103,6 +106,8 @@ pub(crate) enum Body {
     Stream(StreamPlan),
     /// `Content-Length` of the whole body, but only the first `sent` bytes, then abort.
     Torn { body: Bytes, sent: usize },
+    /// A plan that ends, sent with the `Content-Length` of all its bytes.
+    Sized(StreamPlan),
 }
 
 /// What to answer, and after how long.
@@ -307,9 +312,8 @@ impl Engine {
             Decision::error(err, request_id)
         };
         let elapsed = self.clock.elapsed();
-        // A refusing listener may still let a request in while it is being closed: 503 too.
-        if outage_at(&spec.outages, elapsed).is_some() {
-            return fail(azure_error::outage());
+        if let Some(outage) = outage_at(&spec.outages, elapsed) {
+            return outage_reply(deployment, outage, elapsed, api_version, request_id);
         }
         let request = match request {
             Ok(request) => request,
@@ -323,129 +327,25 @@ impl Engine {
             request.n,
             request.best_of,
         );
-        let admission = {
-            let mut core = deployment
-                .core
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            core.limiter.check(elapsed, cost).map(|admitted| {
-                let draw: f64 = core.rng.random();
-                let jitter = if spec.latency.jitter_ms > 0 {
-                    Duration::from_micros(core.rng.random_range(0..=spec.latency.jitter_ms * 1000))
-                } else {
-                    Duration::ZERO
-                };
-                (admitted, draw, jitter)
-            })
-        };
-        let (admitted, draw, jitter) = match admission {
+        let (admitted, draw, jitter) = match admit(deployment, elapsed, cost) {
             Ok(admitted) => admitted,
-            Err(rejected) => return rate_limited(counters, request_id, api_version, rejected),
+            Err(rejected) => {
+                let wait = RetryWait::Exact(rejected.retry_after);
+                return rate_limited(deployment, request_id, api_version, rejected, wait);
+            }
         };
         counters.charged(cost);
-
+        let admission = Admission {
+            deployment,
+            request_id,
+            number,
+            admitted,
+            jitter,
+        };
         let fault = pick_fault(&spec.faults, request.stream, draw);
-        match fault {
-            Some(Fault::Internal) => return fail(azure_error::internal_error()),
-            Some(Fault::Overloaded) => return fail(azure_error::engine_overloaded()),
-            Some(Fault::ContentFilter) => {
-                counters.fault(FaultCounter::ContentFilter);
-                return fail(azure_error::content_filtered());
-            }
-            Some(Fault::Hang) => {
-                counters.fault(FaultCounter::Hang);
-                let mut decision = Decision::error(azure_error::timeout(), request_id);
-                decision.delay = Duration::from_secs(spec.faults.hang_secs);
-                return decision;
-            }
-            Some(Fault::NotJson) => {
-                counters.fault(FaultCounter::NotJson);
-                counters.status(200);
-                return Decision {
-                    status: 200,
-                    headers: base_headers(JSON, request_id),
-                    body: Body::Full(Bytes::from_static(azure_error::NOT_JSON_BODY.as_bytes())),
-                    delay: Duration::ZERO,
-                    in_flight: None,
-                };
-            }
-            Some(Fault::Throttled) => {
-                let rejected = Rejected {
-                    retry_after: Duration::from_secs(spec.faults.retry_after_secs),
-                    kind: LimitKind::Tokens,
-                    remaining_requests: admitted.remaining_requests,
-                    remaining_tokens: 0,
-                };
-                return rate_limited(counters, request_id, api_version, rejected);
-            }
-            Some(Fault::Drop) => counters.fault(FaultCounter::Drop),
-            Some(Fault::StreamCut) => counters.fault(FaultCounter::StreamCut),
-            Some(Fault::StreamError) => counters.fault(FaultCounter::StreamError),
-            None => {}
-        }
-
-        let digest = messages_digest(&request.messages);
-        let (tokens, finish_reason) = completion_length(spec.reply_tokens, request.max_tokens);
-        let choices: Vec<ChoiceText> = (0..request.n)
-            .map(|index| ChoiceText {
-                text: ReplyText::new(&digest, index, tokens),
-                finish_reason,
-            })
-            .collect();
-        let usage = Usage::new(prompt_tokens, tokens * request.n);
-        counters.used(usage.total_tokens);
-        counters.status(200);
-        let meta = ReplyMeta {
-            id: format!("chatcmpl-sim{number:012x}"),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| since.as_secs()),
-            model: spec.model_name().to_owned(),
-        };
-        let first_token = Duration::from_millis(spec.latency.ttft_ms) + jitter;
-        let per_token = Duration::from_millis(spec.latency.per_token_ms);
-
-        let content_type = if request.stream {
-            "text/event-stream"
-        } else {
-            JSON
-        };
-        let mut headers = base_headers(content_type, request_id);
-        headers.push((
-            "x-ratelimit-remaining-tokens",
-            admitted.remaining_tokens.to_string(),
-        ));
-        if let Some(remaining) = admitted.remaining_requests {
-            headers.push(("x-ratelimit-remaining-requests", remaining.to_string()));
-        }
-        if request.stream {
-            let pacing = Pacing {
-                first_token,
-                per_token,
-            };
-            let usage = request.include_usage.then_some(usage);
-            return Decision {
-                status: 200,
-                headers,
-                body: Body::Stream(plan_stream(&meta, &choices, pacing, usage, fault)),
-                delay: Duration::ZERO,
-                in_flight: None,
-            };
-        }
-        let body = completion_body(&meta, &choices, usage);
-        let delay = first_token + per_token * u32::try_from(tokens).unwrap_or(u32::MAX);
-        let body = if fault == Some(Fault::Drop) {
-            let sent = body.len() / 2;
-            Body::Torn { body, sent }
-        } else {
-            Body::Full(body)
-        };
-        Decision {
-            status: 200,
-            headers,
-            body,
-            delay,
-            in_flight: None,
+        match fault_reply(&admission, fault, api_version) {
+            Some(decision) => decision,
+            None => success(&admission, &request, prompt_tokens, fault),
         }
     }
 
@@ -499,43 +399,311 @@ impl Engine {
         let elapsed = self.clock.elapsed();
         self.deployments.values().any(|deployment| {
             deployment.listener == listener
-                && outage_at(&deployment.spec.outages, elapsed) == Some(OutageMode::Refuse)
+                && outage_at(&deployment.spec.outages, elapsed)
+                    .is_some_and(|outage| outage.mode == OutageMode::Refuse)
         })
     }
 }
 
-/// A 429 with Azure's headers: `retry-after` in whole seconds (rounded up), `retry-after-ms`,
-/// and what is left of the quota.
+/// One admitted request on its way to a reply.
+struct Admission<'a> {
+    deployment: &'a DeploymentState,
+    request_id: &'a str,
+    number: u64,
+    admitted: Admitted,
+    /// Added to the time to first token.
+    jitter: Duration,
+}
+
+/// Check the quota and, when admitted, draw the fault and the jitter (under one lock, so the
+/// seeded draws follow the admission order).
+fn admit(
+    deployment: &DeploymentState,
+    elapsed: Duration,
+    cost: u64,
+) -> Result<(Admitted, f64, Duration), Rejected> {
+    let mut core = deployment
+        .core
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let admitted = core.limiter.check(elapsed, cost)?;
+    let draw: f64 = core.rng.random();
+    let jitter_ms = deployment.spec.latency.jitter_ms;
+    let jitter = if jitter_ms > 0 {
+        Duration::from_micros(core.rng.random_range(0..=jitter_ms * 1000))
+    } else {
+        Duration::ZERO
+    };
+    Ok((admitted, draw, jitter))
+}
+
+/// The reply of a fault that replaces the completion, if `fault` is one; faults that spoil a
+/// completion (drops, cut streams) are counted here and carried out by [`success`].
+fn fault_reply(
+    admission: &Admission<'_>,
+    fault: Option<Fault>,
+    api_version: &str,
+) -> Option<Decision> {
+    let Admission {
+        deployment,
+        request_id,
+        ..
+    } = *admission;
+    let counters = &deployment.counters;
+    let fail = |err: AzureError| {
+        counters.status(err.status);
+        Some(Decision::error(err, request_id))
+    };
+    match fault? {
+        Fault::Internal => fail(azure_error::internal_error()),
+        Fault::Overloaded => fail(azure_error::engine_overloaded()),
+        Fault::ContentFilter => {
+            counters.fault(FaultCounter::ContentFilter);
+            fail(azure_error::content_filtered())
+        }
+        Fault::Hang => {
+            counters.fault(FaultCounter::Hang);
+            let mut decision = Decision::error(azure_error::timeout(), request_id);
+            decision.delay = Duration::from_secs(deployment.spec.faults.hang_secs);
+            Some(decision)
+        }
+        Fault::NotJson => {
+            counters.fault(FaultCounter::NotJson);
+            counters.status(200);
+            Some(Decision {
+                status: 200,
+                headers: base_headers(JSON, request_id),
+                body: Body::Full(Bytes::from_static(azure_error::NOT_JSON_BODY.as_bytes())),
+                delay: Duration::ZERO,
+                in_flight: None,
+            })
+        }
+        Fault::Throttled => {
+            let rejected = Rejected {
+                retry_after: Duration::ZERO,
+                kind: LimitKind::Tokens,
+                remaining_requests: admission.admitted.remaining_requests,
+                remaining_tokens: 0,
+            };
+            let wait = RetryWait::from_secs_f64(deployment.spec.faults.retry_after());
+            Some(rate_limited(
+                deployment,
+                request_id,
+                api_version,
+                rejected,
+                wait,
+            ))
+        }
+        Fault::Drop => {
+            counters.fault(FaultCounter::Drop);
+            None
+        }
+        Fault::StreamCut => {
+            counters.fault(FaultCounter::StreamCut);
+            None
+        }
+        Fault::StreamError => {
+            counters.fault(FaultCounter::StreamError);
+            None
+        }
+        Fault::StreamStall => {
+            counters.fault(FaultCounter::StreamStall);
+            None
+        }
+    }
+}
+
+/// The completion (plain or streamed), spoiled by `fault` when it is a drop or a stream fault.
+fn success(
+    admission: &Admission<'_>,
+    request: &ChatRequest,
+    prompt_tokens: u64,
+    fault: Option<Fault>,
+) -> Decision {
+    let spec = &admission.deployment.spec;
+    let counters = &admission.deployment.counters;
+    let digest = messages_digest(&request.messages);
+    let (tokens, finish_reason) = completion_length(spec.reply_tokens, request.max_tokens);
+    let choices: Vec<ChoiceText> = (0..request.n)
+        .map(|index| ChoiceText {
+            text: ReplyText::new(&digest, index, tokens),
+            finish_reason,
+        })
+        .collect();
+    let usage = Usage::new(prompt_tokens, tokens * request.n);
+    counters.used(usage.total_tokens);
+    counters.status(200);
+    let meta = ReplyMeta {
+        id: format!("chatcmpl-sim{:012x}", admission.number),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs()),
+        model: spec.model_name().to_owned(),
+    };
+    let first_token = Duration::from_millis(spec.latency.ttft_ms) + admission.jitter;
+    let per_token = Duration::from_millis(spec.latency.per_token_ms);
+    let headers = success_headers(request.stream, admission);
+    let (body, delay) = if request.stream {
+        let pacing = Pacing {
+            first_token,
+            per_token,
+        };
+        let usage = request.include_usage.then_some(usage);
+        let extra = stream_extra(spec, &meta);
+        let mut plan = plan_stream(&meta, &choices, pacing, usage, fault, extra);
+        if fault == Some(Fault::StreamStall) {
+            plan.end = StreamEnd::StallThenAbort(Duration::from_secs(spec.faults.hang_secs));
+        }
+        (Body::Stream(plan), Duration::ZERO)
+    } else {
+        let body = completion_body(&meta, &choices, usage);
+        let delay = first_token + per_token * u32::try_from(tokens).unwrap_or(u32::MAX);
+        let body = if fault == Some(Fault::Drop) {
+            let sent = body.len() / 2;
+            Body::Torn { body, sent }
+        } else {
+            plain_body(spec, body, &choices)
+        };
+        (body, delay)
+    };
+    Decision {
+        status: 200,
+        headers,
+        body,
+        delay,
+        in_flight: None,
+    }
+}
+
+/// Content delta of padding in a padded stream.
+const STREAM_PAD_PIECE: usize = 16 * 1024;
+/// What a trickling stream sends with `event: comment`.
+const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+
+/// The trickle or padding of a successful stream (nothing unless configured).
+fn stream_extra(spec: &DeploymentSpec, meta: &ReplyMeta) -> Extra {
+    if let Some(trickle) = &spec.trickle {
+        let piece = match trickle.event {
+            TrickleEvent::Comment => Bytes::from_static(KEEP_ALIVE_COMMENT),
+            TrickleEvent::Delta => delta_event(meta, 0, Delta::Content(" tick")),
+        };
+        return Extra::Trickle {
+            piece,
+            every: Duration::from_millis(trickle.interval_ms),
+            count: trickle.pieces(),
+        };
+    }
+    if spec.reply_bytes > 0 {
+        let piece = delta_event(meta, 0, Delta::Content(padding(STREAM_PAD_PIECE)));
+        return Extra::Pad {
+            piece,
+            bytes: spec.reply_bytes,
+        };
+    }
+    Extra::None
+}
+
+/// A plain reply's body: as is, after a trickle of spaces, or with its first choice's content
+/// padded to reach `reply_bytes`.
+fn plain_body(spec: &DeploymentSpec, body: Bytes, choices: &[ChoiceText]) -> Body {
+    if let Some(trickle) = &spec.trickle {
+        let every = Duration::from_millis(trickle.interval_ms);
+        let count = trickle.pieces();
+        let plan = trickle_body(body, Bytes::from_static(b" "), every, count);
+        return match count {
+            Some(_) => Body::Sized(plan),
+            None => Body::Stream(plan),
+        };
+    }
+    if spec.reply_bytes > body.len() as u64 {
+        // The content is plain ASCII written as is: find where it ends in the JSON.
+        let content = choices
+            .first()
+            .map_or("", |choice| choice.text.content.as_str());
+        let at = find(&body, content.as_bytes()).map_or(0, |start| start + content.len());
+        let piece = Bytes::from_static(padding(PADDING_MAX).as_bytes());
+        return Body::Sized(padded_body(body, at, piece, spec.reply_bytes));
+    }
+    Body::Full(body)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+fn success_headers(stream: bool, admission: &Admission<'_>) -> Vec<(&'static str, String)> {
+    let content_type = if stream { "text/event-stream" } else { JSON };
+    let mut headers = base_headers(content_type, admission.request_id);
+    let admitted = &admission.admitted;
+    headers.push((
+        "x-ratelimit-remaining-tokens",
+        admitted.remaining_tokens.to_string(),
+    ));
+    if let Some(remaining) = admitted.remaining_requests {
+        headers.push(("x-ratelimit-remaining-requests", remaining.to_string()));
+    }
+    headers
+}
+
+/// The reply during a scheduled outage (a `refuse` listener may still let a request in while
+/// it is being closed: 503 too).
+fn outage_reply(
+    deployment: &DeploymentState,
+    outage: &OutageSpec,
+    elapsed: Duration,
+    api_version: &str,
+    request_id: &str,
+) -> Decision {
+    let err = match outage.mode {
+        OutageMode::Status503 | OutageMode::Refuse => azure_error::outage(),
+        OutageMode::Status401 => azure_error::invalid_key(),
+        OutageMode::Status403 => azure_error::permission_denied(),
+        OutageMode::Status404 => azure_error::deployment_not_found(),
+        OutageMode::Status429 => {
+            let left = Duration::from_secs(outage.to_secs).saturating_sub(elapsed);
+            let rejected = Rejected {
+                retry_after: left,
+                kind: LimitKind::Tokens,
+                remaining_requests: None,
+                remaining_tokens: 0,
+            };
+            let wait = RetryWait::Exact(left);
+            return rate_limited(deployment, request_id, api_version, rejected, wait);
+        }
+    };
+    deployment.counters.status(err.status);
+    Decision::error(err, request_id)
+}
+
+/// A 429 with the deployment's retry headers naming `wait` (Azure's: `retry-after` in whole
+/// seconds, rounded up, and `retry-after-ms`), and what is left of the quota.
 fn rate_limited(
-    counters: &Counters,
+    deployment: &DeploymentState,
     request_id: &str,
     api_version: &str,
     rejected: Rejected,
+    wait: RetryWait,
 ) -> Decision {
-    let retry_ms = ceil_millis(rejected.retry_after);
-    let retry_secs = retry_ms.div_ceil(1000);
-    let err = azure_error::rate_limited(api_version, rejected.kind, retry_secs);
-    counters.status(err.status);
+    let (retry_headers, retry_secs) = retry_headers(deployment.spec.retry_headers, wait);
+    let err = azure_error::rate_limited(api_version, rejected.kind, retry_secs.as_deref());
+    deployment.counters.status(err.status);
     let mut decision = Decision::error(err, request_id);
-    decision.headers.extend([
-        ("retry-after", retry_secs.to_string()),
-        ("retry-after-ms", retry_ms.to_string()),
-        (
-            "x-ratelimit-remaining-tokens",
-            rejected.remaining_tokens.to_string(),
-        ),
-    ]);
+    decision.headers.extend(retry_headers);
+    decision.headers.push((
+        "x-ratelimit-remaining-tokens",
+        rejected.remaining_tokens.to_string(),
+    ));
     if let Some(remaining) = rejected.remaining_requests {
         decision
             .headers
             .push(("x-ratelimit-remaining-requests", remaining.to_string()));
     }
     decision
-}
-
-fn ceil_millis(duration: Duration) -> u64 {
-    let nanos = duration.as_nanos();
-    u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::{FaultSpec, OutageMode, OutageSpec};
+use crate::config::{FaultSpec, OutageSpec};
 
 /// A fault injected into one admitted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,9 +25,11 @@ pub(crate) enum Fault {
     NotJson,
     /// 429 with a long `retry-after`, whatever the quota.
     Throttled,
+    /// Stream stops sending after some deltas, then the connection is aborted.
+    StreamStall,
 }
 
-const ORDER: [Fault; 9] = [
+const ORDER: [Fault; 10] = [
     Fault::Internal,
     Fault::Overloaded,
     Fault::Hang,
@@ -37,6 +39,7 @@ const ORDER: [Fault; 9] = [
     Fault::ContentFilter,
     Fault::NotJson,
     Fault::Throttled,
+    Fault::StreamStall,
 ];
 
 /// Pick the fault for a draw `u` in `[0, 1)`: the probabilities are laid end to end in
@@ -47,7 +50,10 @@ pub(crate) fn pick_fault(spec: &FaultSpec, stream: bool, u: f64) -> Option<Fault
     for (fault, (_, p)) in ORDER.into_iter().zip(spec.probabilities()) {
         upper += p;
         if u < upper {
-            let stream_only = matches!(fault, Fault::StreamCut | Fault::StreamError);
+            let stream_only = matches!(
+                fault,
+                Fault::StreamCut | Fault::StreamError | Fault::StreamStall
+            );
             return (!stream_only || stream).then_some(fault);
         }
     }
@@ -55,16 +61,14 @@ pub(crate) fn pick_fault(spec: &FaultSpec, stream: bool, u: f64) -> Option<Fault
 }
 
 /// The outage in force at `elapsed`, if any (the first listed wins when they overlap).
-pub(crate) fn outage_at(outages: &[OutageSpec], elapsed: Duration) -> Option<OutageMode> {
-    outages
-        .iter()
-        .find(|outage| outage.covers(elapsed))
-        .map(|outage| outage.mode)
+pub(crate) fn outage_at(outages: &[OutageSpec], elapsed: Duration) -> Option<&OutageSpec> {
+    outages.iter().find(|outage| outage.covers(elapsed))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::OutageMode;
 
     #[test]
     fn draws_fall_into_consecutive_slices() {
@@ -99,6 +103,15 @@ mod tests {
         assert_eq!(pick_fault(&spec, false, 0.45), None);
         assert_eq!(pick_fault(&spec, false, 0.55), None);
         assert_eq!(pick_fault(&spec, false, 0.65), Some(Fault::ContentFilter));
+        // A stall takes the slice after the others, so adding it shifts no earlier draw.
+        let stall = FaultSpec {
+            p_stream_stall: 0.05,
+            ..spec
+        };
+        assert_eq!(pick_fault(&stall, true, 0.85), Some(Fault::Throttled));
+        assert_eq!(pick_fault(&stall, true, 0.92), Some(Fault::StreamStall));
+        assert_eq!(pick_fault(&stall, false, 0.92), None);
+        assert_eq!(pick_fault(&stall, true, 0.97), None);
     }
 
     #[test]
@@ -114,15 +127,10 @@ mod tests {
     #[test]
     fn outages_follow_the_schedule() {
         let outages = [OutageSpec::status_503(5, 10), OutageSpec::refuse(20, 30)];
-        assert_eq!(outage_at(&outages, Duration::from_secs(4)), None);
-        assert_eq!(
-            outage_at(&outages, Duration::from_secs(5)),
-            Some(OutageMode::Status503)
-        );
-        assert_eq!(outage_at(&outages, Duration::from_secs(10)), None);
-        assert_eq!(
-            outage_at(&outages, Duration::from_millis(29_999)),
-            Some(OutageMode::Refuse)
-        );
+        let mode = |secs: f64| outage_at(&outages, Duration::from_secs_f64(secs)).map(|o| o.mode);
+        assert_eq!(mode(4.0), None);
+        assert_eq!(mode(5.0), Some(OutageMode::Status503));
+        assert_eq!(mode(10.0), None);
+        assert_eq!(mode(29.999), Some(OutageMode::Refuse));
     }
 }

@@ -6,6 +6,12 @@
 //! window, PTU semantics), answering 429 with `retry-after`/`retry-after-ms`, streaming like
 //! Azure, and injecting seeded faults and scheduled outages.
 //!
+//! It also behaves like Azure at its edges, per deployment: day-long or absurd retry waits in
+//! any set of retry headers, or none ([`RetryHeaders`]); outages answering 401, 403, 404, 429
+//! or 503, or refusing connections, for a period ([`OutageSpec`]); replies that trickle a few
+//! bytes at a time for a long time or forever ([`TrickleSpec`]); and replies padded to any size
+//! ([`DeploymentSpec::reply_bytes`]).
+//!
 //! In-process (a test under `#[actix_rt::test]`):
 //!
 //! ```no_run
@@ -49,14 +55,15 @@ mod error;
 mod faults;
 mod reply;
 mod request;
+mod retry_after;
 mod server;
 mod stream;
 mod thread;
 
 pub use config::{
-    ClockMode, DEFAULT_API_KEY, DEFAULT_BEARER_TOKEN, DEFAULT_MAX_TOKENS, DeploymentSpec,
-    FaultSpec, LatencySpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec, RpmWindow,
-    SimConfig,
+    ABSURD_RETRY_AFTER_SECS, ClockMode, DEFAULT_API_KEY, DEFAULT_BEARER_TOKEN, DEFAULT_MAX_TOKENS,
+    DeploymentSpec, FaultSpec, LatencySpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec,
+    RetryHeader, RetryHeaders, RpmWindow, SimConfig, TrickleEvent, TrickleSpec,
 };
 pub use content::messages_digest;
 pub use error::SimError;

@@ -62,6 +62,32 @@ pub(crate) fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, InvalidRequ
             None,
         ));
     };
+    let messages = take_messages(&mut body)?;
+    let model = optional_string(&body, "model")?;
+    let max_completion_tokens = positive_integer(&body, "max_completion_tokens", 1)?;
+    let max_tokens = positive_integer(&body, "max_tokens", 1)?;
+    let n = positive_integer(&body, "n", 1)?.unwrap_or(1);
+    if n > MAX_N {
+        return Err(InvalidRequest::new(
+            format!("{n} is greater than the maximum of {MAX_N} - 'n'"),
+            Some("n"),
+        ));
+    }
+    let best_of = positive_integer(&body, "best_of", 1)?;
+    let (stream, include_usage) = stream_flags(&body)?;
+    Ok(ChatRequest {
+        messages,
+        model,
+        max_tokens: max_completion_tokens.or(max_tokens),
+        n,
+        best_of,
+        stream,
+        include_usage,
+    })
+}
+
+/// Take `messages` out of the body: a non-empty array of objects that each have a `role`.
+fn take_messages(body: &mut Map<String, Value>) -> Result<Value, InvalidRequest> {
     let messages = match body.remove("messages") {
         None | Some(Value::Null) => {
             return Err(InvalidRequest::new(
@@ -92,26 +118,25 @@ pub(crate) fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, InvalidRequ
             ));
         }
     }
-    let model = match body.get("model") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(model)) => Some(model.clone()),
-        Some(other) => {
-            return Err(InvalidRequest::new(
-                format!("{other} is not of type 'string' - 'model'"),
-                Some("model"),
-            ));
-        }
-    };
-    let max_completion_tokens = positive_integer(&body, "max_completion_tokens", 1)?;
-    let max_tokens = positive_integer(&body, "max_tokens", 1)?;
-    let n = positive_integer(&body, "n", 1)?.unwrap_or(1);
-    if n > MAX_N {
-        return Err(InvalidRequest::new(
-            format!("{n} is greater than the maximum of {MAX_N} - 'n'"),
-            Some("n"),
-        ));
+    Ok(messages)
+}
+
+fn optional_string(
+    body: &Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<String>, InvalidRequest> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(other) => Err(InvalidRequest::new(
+            format!("{other} is not of type 'string' - '{key}'"),
+            Some(key),
+        )),
     }
-    let best_of = positive_integer(&body, "best_of", 1)?;
+}
+
+/// `stream` and `stream_options.include_usage` (options are refused without streaming).
+fn stream_flags(body: &Map<String, Value>) -> Result<(bool, bool), InvalidRequest> {
     let stream = match body.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(stream)) => *stream,
@@ -141,15 +166,7 @@ pub(crate) fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, InvalidRequ
             ));
         }
     };
-    Ok(ChatRequest {
-        messages,
-        model,
-        max_tokens: max_completion_tokens.or(max_tokens),
-        n,
-        best_of,
-        stream,
-        include_usage,
-    })
+    Ok((stream, include_usage))
 }
 
 fn positive_integer(

@@ -23,7 +23,7 @@ use crate::engine::{
 };
 use crate::error::SimError;
 use crate::stats::SimStats;
-use crate::stream::{StreamEnd, StreamPlan};
+use crate::stream::{StreamEnd, StreamEvent, StreamPlan};
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -223,15 +223,17 @@ async fn respond(decision: Decision, started: Instant) -> HttpResponse {
         Body::Stream(plan) => builder.streaming(event_stream(plan, in_flight)),
         Body::Torn { body, sent } => {
             let total = body.len() as u64;
-            let plan = StreamPlan {
-                events: vec![crate::stream::StreamEvent {
-                    delay: Duration::ZERO,
-                    data: body.slice(..sent),
-                }],
-                end: StreamEnd::Abort,
+            let event = StreamEvent {
+                delay: Duration::ZERO,
+                data: body.slice(..sent),
             };
+            let plan = StreamPlan::new(vec![event], StreamEnd::Abort);
             builder.body(SizedStream::new(total, event_stream(plan, in_flight)))
         }
+        Body::Sized(plan) => match plan.total_bytes() {
+            Some(total) => builder.body(SizedStream::new(total, event_stream(plan, in_flight))),
+            None => builder.streaming(event_stream(plan, in_flight)),
+        },
     }
 }
 
@@ -240,28 +242,30 @@ fn event_stream(
     plan: StreamPlan,
     in_flight: Option<InFlight>,
 ) -> impl Stream<Item = Result<Bytes, io::Error>> {
-    let StreamPlan { events, end } = plan;
-    let state = (events.into_iter(), end, in_flight, false);
-    futures_util::stream::unfold(state, |(mut events, end, in_flight, aborted)| async move {
+    let state = (plan.into_cursor(), in_flight, false);
+    futures_util::stream::unfold(state, |(mut cursor, in_flight, aborted)| async move {
         if aborted {
             return None;
         }
-        if let Some(event) = events.next() {
+        if let Some(event) = cursor.next_event() {
             if !event.delay.is_zero() {
                 actix_rt::time::sleep(event.delay).await;
             }
-            return Some((Ok(event.data), (events, end, in_flight, false)));
+            return Some((Ok(event.data), (cursor, in_flight, false)));
         }
-        match end {
+        match cursor.end {
             StreamEnd::Close => None,
-            StreamEnd::Abort => {
+            StreamEnd::Abort | StreamEnd::StallThenAbort(_) => {
+                if let StreamEnd::StallThenAbort(stall) = cursor.end {
+                    actix_rt::time::sleep(stall).await;
+                }
                 // Let the server flush what was sent before the connection goes down.
                 tokio::task::yield_now().await;
                 let error = io::Error::new(
                     io::ErrorKind::ConnectionAborted,
                     "aoai-sim fault: connection dropped mid-reply",
                 );
-                Some((Err(error), (events, end, in_flight, true)))
+                Some((Err(error), (cursor, in_flight, true)))
             }
         }
     })

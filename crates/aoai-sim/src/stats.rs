@@ -2,7 +2,7 @@
 //!
 //! Every chat request lands in exactly one outcome class, so
 //! `requests == ok + rate_limited + client_errors + server_errors + hangs`. The fault counters
-//! (`drops`, `stream_cuts`, `stream_errors`, `not_json`) count replies that started as 200 and are
+//! (`drops`, `stream_cuts`, `stream_errors`, `stream_stalls`, `not_json`) count replies that started as 200 and are
 //! also in `ok`; `content_filter` replies are also in `client_errors`.
 
 use std::collections::BTreeMap;
@@ -65,6 +65,8 @@ pub struct DeploymentStats {
     pub stream_cuts: u64,
     /// Streams ended by an error event.
     pub stream_errors: u64,
+    /// Streams stalled after some deltas (`p_stream_stall`).
+    pub stream_stalls: u64,
     /// 200 replies whose body was not JSON.
     pub not_json: u64,
     /// Content-filter 400 replies.
@@ -86,6 +88,7 @@ impl DeploymentStats {
         self.drops += other.drops;
         self.stream_cuts += other.stream_cuts;
         self.stream_errors += other.stream_errors;
+        self.stream_stalls += other.stream_stalls;
         self.not_json += other.not_json;
         self.content_filter += other.content_filter;
     }
@@ -98,6 +101,7 @@ pub(crate) enum FaultCounter {
     Drop,
     StreamCut,
     StreamError,
+    StreamStall,
     NotJson,
     ContentFilter,
 }
@@ -118,6 +122,7 @@ pub(crate) struct Counters {
     drops: AtomicU64,
     stream_cuts: AtomicU64,
     stream_errors: AtomicU64,
+    stream_stalls: AtomicU64,
     not_json: AtomicU64,
     content_filter: AtomicU64,
 }
@@ -147,6 +152,7 @@ impl Counters {
             FaultCounter::Drop => &self.drops,
             FaultCounter::StreamCut => &self.stream_cuts,
             FaultCounter::StreamError => &self.stream_errors,
+            FaultCounter::StreamStall => &self.stream_stalls,
             FaultCounter::NotJson => &self.not_json,
             FaultCounter::ContentFilter => &self.content_filter,
         };
@@ -186,6 +192,7 @@ impl Counters {
             drops: get(&self.drops),
             stream_cuts: get(&self.stream_cuts),
             stream_errors: get(&self.stream_errors),
+            stream_stalls: get(&self.stream_stalls),
             not_json: get(&self.not_json),
             content_filter: get(&self.content_filter),
         }

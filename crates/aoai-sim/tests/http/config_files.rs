@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use aoai_sim::{Listener, OutageMode, RpmWindow, SimConfig, SimError};
+use aoai_sim::{
+    Listener, OutageMode, RetryHeader, RetryHeaders, RpmWindow, SimConfig, SimError, TrickleSpec,
+};
 
 fn example_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/sim.yaml")
@@ -30,7 +32,16 @@ fn the_example_loads_and_covers_the_options() {
     assert_eq!(config.rpm_window, RpmWindow::OneSecond);
     assert!(config.managed_identity.is_some());
     let names: Vec<&str> = config.deployments.iter().map(|d| d.name.as_str()).collect();
-    assert_eq!(names, ["gpt-4o", "gpt-4o-mini", "gpt-4o-ptu"]);
+    assert_eq!(
+        names,
+        [
+            "gpt-4o",
+            "gpt-4o-mini",
+            "gpt-4o-ptu",
+            "gpt-4o-trickle",
+            "gpt-4o-huge"
+        ]
+    );
     assert_eq!(config.deployments[0].effective_rpm(), Some(360));
     assert_eq!(config.deployments[0].latency.ttft_ms, 300);
     let mini = &config.deployments[1];
@@ -41,6 +52,13 @@ fn the_example_loads_and_covers_the_options() {
     assert!(ptu.provisioned);
     assert_eq!(ptu.listener, Listener::Own);
     assert_eq!(ptu.outages[0].mode, OutageMode::Refuse);
+    assert_eq!(mini.retry_headers, RetryHeaders::AZURE);
+    assert_eq!(mini.outages[1].mode, OutageMode::Status429);
+    assert_eq!(
+        config.deployments[3].trickle,
+        Some(TrickleSpec::lasting(500, 600_000))
+    );
+    assert_eq!(config.deployments[4].reply_bytes, 70 * 1024 * 1024);
 }
 
 #[test]
@@ -91,5 +109,69 @@ fn errors_name_the_file_and_the_key() {
     let missing = SimConfig::from_file("/nonexistent/sim.yaml");
     assert!(
         matches!(&missing, Err(SimError::Load { path, .. }) if path.contains("/nonexistent/sim.yaml"))
+    );
+}
+
+#[test]
+fn edge_keys_load_from_yaml() {
+    let (_dir, path) = write(
+        "edges.yaml",
+        r#"deployments:
+  - name: bare
+    retry_headers: []
+    faults: { p_429: 1.0, retry_after_secs_f64: 1e30 }
+    outages:
+      - { from_secs: 0, to_secs: 30, mode: status_401 }
+      - { from_secs: 30, to_secs: 60, mode: status_429 }
+  - name: ms
+    retry_headers: [x-ms-retry-after-ms, retry-after-ms]
+    outages: [{ from_secs: 0, to_secs: 5, mode: status_404 }, { from_secs: 5, to_secs: 6, mode: status_403 }]
+  - name: default
+  - name: trickle
+    trickle: { interval_ms: 100, for_ms: 5000, event: delta }
+  - name: forever
+    trickle: { interval_ms: 250 }
+  - name: huge
+    reply_bytes: 73400320
+"#,
+    );
+    let config = SimConfig::from_file(&path).unwrap_or_else(|err| panic!("{err}"));
+    let bare = &config.deployments[0];
+    assert_eq!(bare.retry_headers, RetryHeaders::NONE);
+    assert_eq!(bare.faults.retry_after_secs_f64, Some(1e30));
+    let modes: Vec<OutageMode> = bare.outages.iter().map(|o| o.mode).collect();
+    assert_eq!(modes, [OutageMode::Status401, OutageMode::Status429]);
+    let ms = &config.deployments[1];
+    assert_eq!(
+        ms.retry_headers,
+        RetryHeaders::only(RetryHeader::RetryAfterMs).with(RetryHeader::XMsRetryAfterMs)
+    );
+    assert_eq!(ms.outages[1].mode, OutageMode::Status403);
+    assert_eq!(config.deployments[2].retry_headers, RetryHeaders::AZURE);
+    assert_eq!(
+        config.deployments[3].trickle,
+        Some(TrickleSpec::lasting(100, 5_000).deltas())
+    );
+    assert_eq!(
+        config.deployments[4].trickle,
+        Some(TrickleSpec::forever(250))
+    );
+    assert_eq!(config.deployments[5].reply_bytes, 70 * 1024 * 1024);
+
+    let typo = load_error(
+        "h.yaml",
+        "deployments:\n  - name: a\n    retry_headers: [retry-afterr]\n",
+    );
+    assert!(
+        typo.contains("retry-afterr") && typo.contains("retry-after-ms"),
+        "{typo}"
+    );
+    let negative = load_error(
+        "n.yaml",
+        "deployments:\n  - name: a\n    faults: { retry_after_secs_f64: -5 }\n",
+    );
+    assert!(
+        negative.contains("faults.retry_after_secs_f64"),
+        "{negative}"
     );
 }

@@ -4,6 +4,7 @@ mod api;
 mod binary;
 mod common;
 mod config_files;
+mod edges;
 mod faults;
 mod quota;
 mod streaming;
