@@ -206,7 +206,7 @@ impl RunLoop<'_> {
 
     fn write_invalid(&mut self, error: &InputError, summary: &mut Summary) -> Result<(), String> {
         tracing::debug!(line = error.line, code = %error.code, "{}", error.message);
-        summary.invalid_lines += 1;
+        summary.record_invalid(error.line, error.code.as_str());
         let id = self.ids.next_id();
         self.write(&OutputLine::input_error(id, error))
     }
@@ -382,6 +382,10 @@ impl RunLoop<'_> {
     async fn conclude_loop(&mut self, mut state: LoopState) -> LoopOutcome {
         let summary = &mut state.summary;
         summary.unfinished += state.inflight.len() as u64;
+        summary.output = self
+            .writer
+            .as_ref()
+            .map(|writer| writer.path().display().to_string());
         let snapshot = self.snapshot(summary, state.inflight.len()).await;
         self.progress.update(&snapshot, Instant::now());
         summary.lines_read = self.counters.lines.load(Ordering::Relaxed)

@@ -333,10 +333,18 @@ async fn malformed_lines_get_error_lines_and_the_run_goes_on() {
     assert_eq!(errors, expected);
     let counts = answers_per_id(&lines);
     assert_eq!(counts, HashMap::from([("a".into(), 1), ("c".into(), 1)]));
+    let stdout = text(&result.stdout);
+    assert!(stdout.contains("6 invalid lines"), "{stdout}");
+    // The first five are named, and where all of them are.
     assert!(
-        text(&result.stdout).contains("6 invalid lines"),
-        "{}",
-        describe(&result)
+        stdout.contains("Invalid lines (first 5 of 6): line 2 invalid_json,"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("line 6 invalid_url"), "{stdout}");
+    assert!(!stdout.contains("line 7 invalid_body"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("jq -c 'select(.error.line)' {}", output.display())),
+        "{stdout}"
     );
 
     // A rerun neither sends nor reports anything again, and still says the input has errors.
@@ -834,6 +842,9 @@ async fn demo_runs_end_to_end_and_prints_the_health_table() {
         );
     }
     assert!(stdout.contains("The simulator saw"), "{stdout}");
+    for line in stdout.lines() {
+        assert!(line.chars().count() <= 80, "wider than 80 columns: {line}");
+    }
     let lines = output_lines(&output);
     assert_eq!(answers_per_id(&lines).len(), 120);
 }

@@ -20,7 +20,7 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -165,6 +165,7 @@ impl LineIds {
 #[derive(Debug)]
 pub(crate) struct ResultWriter {
     file: File,
+    path: PathBuf,
     buffer: Vec<u8>,
     written: u64,
 }
@@ -175,6 +176,7 @@ impl ResultWriter {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(ResultWriter {
             file,
+            path: path.to_path_buf(),
             buffer: Vec::with_capacity(4096),
             written: 0,
         })
@@ -189,6 +191,11 @@ impl ResultWriter {
         self.file.flush()?;
         self.written += 1;
         Ok(())
+    }
+
+    /// The file written to.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Lines written by this writer.
