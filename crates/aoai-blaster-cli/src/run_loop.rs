@@ -220,12 +220,14 @@ impl RunLoop<'_> {
         ProgressSnapshot {
             done: counters.settled_without_job() + summary.invalid_lines + summary.finished(),
             total: counters.total(),
+            worked: summary.invalid_lines + summary.finished(),
             succeeded: summary.succeeded,
             failed: summary.failed,
             invalid: summary.invalid_lines
                 + counters.invalid_reported_before.load(Ordering::Relaxed),
             skipped: counters.skipped.load(Ordering::Relaxed),
             in_flight: in_flight as u64,
+            on_the_wire: reports.iter().map(|r| r.in_flight as u64).sum(),
             rate_limited: reports.iter().map(|r| r.counts.rate_limited).sum(),
             retries: summary.retry_attempts,
             tokens: summary.prompt_tokens + summary.completion_tokens,

@@ -145,11 +145,13 @@ fn seconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S
     serializer.serialize_f64(duration.as_secs_f64())
 }
 
+/// `count` per minute of `over`; a span under a minute counts as one minute, so a short run's
+/// rate is what it did, not an extrapolation of a few seconds (a quota is per minute too).
 fn per_minute(count: u64, over: Duration) -> f64 {
     if over.is_zero() {
         0.0
     } else {
-        count as f64 * 60.0 / over.as_secs_f64()
+        count as f64 * 60.0 / over.max(Duration::from_secs(60)).as_secs_f64()
     }
 }
 
@@ -187,7 +189,8 @@ impl Summary {
         self.succeeded + self.failed
     }
 
-    /// Answered tokens (prompt + completion) per minute of makespan.
+    /// Answered tokens (prompt + completion) per minute of makespan (a run under a minute
+    /// counts as one).
     pub(crate) fn tokens_per_minute(&self) -> f64 {
         per_minute(self.prompt_tokens + self.completion_tokens, self.makespan)
     }
@@ -264,7 +267,14 @@ impl Summary {
                 self.unfinished
             );
         }
-        let mut rate = format!("{:.0} tokens/min", self.tokens_per_minute());
+        let mut rate = if self.makespan < Duration::from_secs(60) {
+            format!(
+                "{} tokens in a run under a minute",
+                self.prompt_tokens + self.completion_tokens
+            )
+        } else {
+            format!("{:.0} tokens/min", self.tokens_per_minute())
+        };
         if let (Some(tpm), Some(percent)) = (self.configured_tpm, self.quota_use_percent()) {
             let _ = write!(rate, " ({percent:.0}% of the configured {tpm} TPM)");
         }
@@ -431,10 +441,10 @@ mod tests {
             completion_tokens: 5,
             ..Default::default()
         });
-        summary.makespan = Duration::from_secs(30);
+        summary.makespan = Duration::from_secs(120);
         assert_eq!(summary.retried_jobs, 1);
         assert_eq!(summary.retry_attempts, 2);
-        assert_eq!(summary.tokens_per_minute(), 30.0);
+        assert_eq!(summary.tokens_per_minute(), 7.5);
     }
 
     fn endpoint(name: &str, requests: u64, latency_ms: Option<f64>) -> EndpointSummary {
@@ -493,8 +503,20 @@ mod tests {
             configured_tpm: Some(4_000),
             ..Default::default()
         };
-        assert_eq!(summary.tokens_per_minute(), 2_000.0);
-        assert_eq!(summary.quota_use_percent(), Some(50.0));
+        // Under a minute: what the run did, not 30 s extrapolated.
+        assert_eq!(summary.tokens_per_minute(), 1_000.0);
+        assert_eq!(summary.quota_use_percent(), Some(25.0));
+        assert!(
+            summary
+                .render()
+                .contains("1000 tokens in a run under a minute (25% of the configured 4000 TPM)")
+        );
+        let longer = Summary {
+            makespan: Duration::from_secs(120),
+            ..summary.clone()
+        };
+        assert_eq!(longer.tokens_per_minute(), 500.0);
+        assert!(!longer.render().contains("under a minute"));
         assert_eq!(Summary::default().tokens_per_minute(), 0.0);
         assert_eq!(Summary::default().quota_use_percent(), None);
     }
@@ -593,6 +615,7 @@ mod tests {
         );
         assert!(text.contains("3 jobs did not finish"), "{text}");
         assert!(text.contains("120 tokens/min"), "{text}");
+        assert!(!text.contains("under a minute"), "{text}");
         let rows: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("east") || l.starts_with("west"))

@@ -598,6 +598,9 @@ async fn a_dead_endpoint_among_live_ones_loses_no_job() {
         .unwrap()
         .to_owned();
     assert!(last.contains("60/60 lines"), "{last}");
+    // Queued and on the wire apart; rates over a labelled window (the run: under a minute).
+    assert!(last.contains("queued 0 on the wire 0"), "{last}");
+    assert!(last.contains("tokens/min (run, "), "{last}");
     assert!(last.contains("dead "), "{last}");
     let lines = output_lines(&output);
     let counts = answers_per_id(&lines);
