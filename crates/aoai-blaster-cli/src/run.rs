@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::batch::duplicates::AnswerLog;
 use crate::batch::input::{DeploymentNames, DuplicateCheck, LineParser};
-use crate::batch::lock::OutputLock;
+use crate::batch::lock::{LockError, OutputLock};
 use crate::batch::output::{ResultWriter, directory_of, prepare_output};
 use crate::batch::source::{
     Source, SourceCounters, SourceEvent, find_line_verdicts, read_batch_input,
@@ -58,7 +58,12 @@ pub(crate) async fn run_command(args: RunArgs, multi: MultiProgress, mode: Progr
     // Held until the run ends (the kernel releases it if the process dies).
     let lock = match OutputLock::acquire(&lock_target(&args.output)) {
         Ok(lock) => lock,
-        Err(error) => return usage_error(format_args!("{error} {}", args.output.display())),
+        Err(error @ LockError::Held { .. }) => {
+            return usage_error(format_args!("{error} {}", args.output.display()));
+        }
+        Err(error) => {
+            return usage_error(format_args!("--output {}: {error}", args.output.display()));
+        }
     };
     tracing::debug!(lock = %lock.path().display(), "output locked for this run");
     let max_line_bytes = args.max_line_bytes;

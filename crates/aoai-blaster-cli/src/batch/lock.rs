@@ -27,8 +27,8 @@ pub(crate) enum LockError {
         /// The pid read from the lock file.
         pid: Option<u32>,
     },
-    /// The lock file could not be opened or locked.
-    Io(io::Error),
+    /// The lock file (this path) could not be opened, locked or written.
+    Io(PathBuf, io::Error),
 }
 
 impl fmt::Display for LockError {
@@ -38,7 +38,7 @@ impl fmt::Display for LockError {
                 write!(f, "another aoai-blaster run (pid {pid}) is writing")
             }
             LockError::Held { pid: None } => f.write_str("another aoai-blaster run is writing"),
-            LockError::Io(error) => write!(f, "cannot lock: {error}"),
+            LockError::Io(path, error) => write!(f, "cannot lock {}: {error}", path.display()),
         }
     }
 }
@@ -60,7 +60,7 @@ impl OutputLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(LockError::Io)?;
+            .map_err(|error| LockError::Io(path.clone(), error))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -70,14 +70,14 @@ impl OutputLock {
                     pid: text.trim().parse().ok(),
                 });
             }
-            Err(TryLockError::Error(error)) => return Err(LockError::Io(error)),
+            Err(TryLockError::Error(error)) => return Err(LockError::Io(path, error)),
         }
         let written = file
             .set_len(0)
             .and_then(|()| file.seek(SeekFrom::Start(0)))
             .and_then(|_| writeln!(file, "{}", std::process::id()))
             .and_then(|()| file.flush());
-        written.map_err(LockError::Io)?;
+        written.map_err(|error| LockError::Io(path.clone(), error))?;
         Ok(OutputLock { _file: file, path })
     }
 
