@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::batch::lines::DEFAULT_MAX_LINE_BYTES;
+
 /// Push chat-completion traffic through many Azure OpenAI deployments at once, as fast as their
 /// quotas allow, without losing a job.
 #[derive(Debug, Parser)]
@@ -105,12 +107,25 @@ pub(crate) struct RunArgs {
     /// top-level keys.
     #[arg(long, short, value_name = "FILE")]
     pub(crate) config: PathBuf,
-    /// Batch JSONL input: one `{"custom_id", "method", "url", "body"}` per line.
+    /// Batch JSONL input: one `{"custom_id", "method", "url", "body"}` per line; `-` reads
+    /// standard input.
     #[arg(long, short, value_name = "FILE")]
     pub(crate) input: PathBuf,
-    /// Batch JSONL output, appended to; ids already answered in it are skipped.
+    /// Batch JSONL output, appended to; ids already answered in it are skipped. `OUT.lock`
+    /// beside it keeps a second run off the same output.
     #[arg(long, short, value_name = "FILE")]
     pub(crate) output: PathBuf,
+    /// Longest input line taken, default 10MiB (bytes, or with a unit: `512KiB`, `10MiB`); a
+    /// longer one gets a `line_too_long` error line. Output lines longer than this are kept
+    /// but not read on resume.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = DEFAULT_MAX_LINE_BYTES,
+        hide_default_value = true,
+        value_parser = parse_bytes
+    )]
+    pub(crate) max_line_bytes: u64,
     /// Run again the ids whose answer in the output is a failure (the output is rewritten
     /// atomically without those lines first).
     #[arg(long)]
@@ -137,6 +152,30 @@ pub(crate) struct SimArgs {
     /// Override the shared listener's address (e.g. 127.0.0.1:8080).
     #[arg(long)]
     pub(crate) bind: Option<String>,
+}
+
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("{text:?} is not a size; use e.g. 10MiB or 1048576")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text:?} is not a size above 0; use e.g. 10MiB or 1048576"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -185,6 +224,7 @@ mod tests {
             panic!("expected run");
         };
         assert!(run.retry_failed);
+        assert_eq!(run.max_line_bytes, 10 << 20);
         assert_eq!(run.options.grace_period, Duration::from_millis(1500));
         assert_eq!(run.options.progress_interval, Duration::from_secs(5));
         assert_eq!(run.options.summary_json, Some(PathBuf::from("s.json")));
@@ -208,6 +248,17 @@ mod tests {
             error.kind(),
             clap::error::ErrorKind::MissingRequiredArgument
         );
+    }
+
+    #[test]
+    fn sizes_accept_bytes_and_units() {
+        assert_eq!(parse_bytes("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_bytes("10MiB").unwrap(), 10 << 20);
+        assert_eq!(parse_bytes("512 KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("2MB").unwrap(), 2_000_000);
+        assert!(parse_bytes("0").unwrap_err().contains("use e.g. 10MiB"));
+        assert!(parse_bytes("ten").unwrap_err().contains("use e.g. 10MiB"));
+        assert!(parse_bytes("1.5MiB").is_err());
     }
 
     #[test]

@@ -152,14 +152,15 @@ fn generate(
 
 fn sim_line(sim: &SimHandle) -> String {
     let stats = sim.stats();
-    let mut parts = Vec::new();
+    // One line per deployment, so that it fits 80 columns like the summary.
+    let mut text = "The simulator saw:".to_owned();
     for (name, s) in &stats.deployments {
-        parts.push(format!(
-            "{name}: {} requests, {} ok, {} 429, {} 5xx, {} hangs",
+        text.push_str(&format!(
+            "\n  {name}: {} requests, {} ok, {} 429, {} 5xx, {} hangs",
             s.requests, s.ok, s.rate_limited, s.server_errors, s.hangs
         ));
     }
-    format!("The simulator saw {}", parts.join("; "))
+    text
 }
 
 /// `aoai-blaster demo`.

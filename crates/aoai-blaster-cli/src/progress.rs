@@ -20,6 +20,9 @@ pub(crate) struct ProgressSnapshot {
     pub(crate) done: u64,
     /// Input lines in the file, once counted.
     pub(crate) total: Option<u64>,
+    /// Lines this run did work for (answered or rejected now; not skipped or blank): the rates
+    /// and the ETA count these.
+    pub(crate) worked: u64,
     /// Jobs answered with a 2xx.
     pub(crate) succeeded: u64,
     /// Jobs that failed for good.
@@ -28,8 +31,10 @@ pub(crate) struct ProgressSnapshot {
     pub(crate) invalid: u64,
     /// Lines skipped because the output already answers them.
     pub(crate) skipped: u64,
-    /// Jobs submitted and not finished.
+    /// Jobs handed to the blaster and not finished: waiting in its queue or on the wire.
     pub(crate) in_flight: u64,
+    /// Of those, attempts on the wire (the endpoints' in-flight counts).
+    pub(crate) on_the_wire: u64,
     /// Attempts answered with 429.
     pub(crate) rate_limited: u64,
     /// Attempts beyond each job's first.
@@ -43,25 +48,84 @@ pub(crate) struct ProgressSnapshot {
 }
 
 impl ProgressSnapshot {
-    /// Lines dealt with per second.
-    pub(crate) fn rate(&self) -> f64 {
-        per_second(self.done, self.elapsed)
+    /// Jobs handed to the blaster that wait in its queue (not on the wire).
+    pub(crate) fn queued(&self) -> u64 {
+        self.in_flight.saturating_sub(self.on_the_wire)
     }
+}
 
+/// The span rates are measured over: the last minute, or the run so far when it is shorter.
+pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Rates over a real window, not extrapolated from the whole run: see [`RateWindow`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Rates {
+    /// Lines this run worked per second.
+    pub(crate) lines_per_second: f64,
     /// Answered tokens per minute.
-    pub(crate) fn tokens_per_minute(&self) -> f64 {
-        per_second(self.tokens, self.elapsed) * 60.0
-    }
+    pub(crate) tokens_per_minute: f64,
+    /// The span measured.
+    pub(crate) over: Duration,
+    /// The span is the whole run (shorter than [`RATE_WINDOW`]).
+    pub(crate) whole_run: bool,
+}
 
-    /// Time left at the current rate, once the total is known and the rate is not zero.
-    pub(crate) fn eta(&self) -> Option<Duration> {
-        let total = self.total?;
-        let rate = self.rate();
-        if rate <= 0.0 {
+impl Rates {
+    /// Time left for `snapshot`'s lines at this rate, once the total is known and the rate is
+    /// not zero. Only this run's own work counts towards the rate (skipped lines cost nothing).
+    pub(crate) fn eta(&self, snapshot: &ProgressSnapshot) -> Option<Duration> {
+        let total = snapshot.total?;
+        if self.lines_per_second <= 0.0 {
             return None;
         }
-        let left = total.saturating_sub(self.done) as f64;
-        Some(Duration::from_secs_f64(left / rate))
+        let left = total.saturating_sub(snapshot.done) as f64;
+        Some(Duration::from_secs_f64(left / self.lines_per_second))
+    }
+
+    /// What the rates are over, e.g. `last 1m` or `run, 12s`.
+    pub(crate) fn label(&self) -> String {
+        if self.whole_run {
+            format!("run, {}", short_duration(self.over))
+        } else {
+            format!("last {}", short_duration(self.over))
+        }
+    }
+}
+
+/// Samples of the run's work and tokens, kept for [`RATE_WINDOW`]: rates are the difference
+/// between the newest sample and the oldest one inside the window.
+#[derive(Debug, Clone)]
+pub(crate) struct RateWindow {
+    /// (elapsed, lines worked, tokens), oldest first; the first may be older than the window,
+    /// as the base of the difference.
+    samples: std::collections::VecDeque<(Duration, u64, u64)>,
+}
+
+impl Default for RateWindow {
+    fn default() -> Self {
+        RateWindow {
+            samples: std::collections::VecDeque::from([(Duration::ZERO, 0, 0)]),
+        }
+    }
+}
+
+impl RateWindow {
+    /// Adds `snapshot`'s figures and returns the rates over the window.
+    pub(crate) fn record(&mut self, snapshot: &ProgressSnapshot) -> Rates {
+        let now = snapshot.elapsed;
+        self.samples
+            .push_back((now, snapshot.worked, snapshot.tokens));
+        while self.samples.len() > 2 && now.saturating_sub(self.samples[1].0) >= RATE_WINDOW {
+            self.samples.pop_front();
+        }
+        let (since, worked, tokens) = self.samples[0];
+        let over = now.saturating_sub(since);
+        Rates {
+            lines_per_second: per_second(snapshot.worked.saturating_sub(worked), over),
+            tokens_per_minute: per_second(snapshot.tokens.saturating_sub(tokens), over) * 60.0,
+            over,
+            whole_run: since.is_zero(),
+        }
     }
 }
 
@@ -78,7 +142,11 @@ fn short_duration(duration: Duration) -> String {
     if seconds >= 3600 {
         format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60)
     } else if seconds >= 60 {
-        format!("{}m{:02}s", seconds / 60, seconds % 60)
+        if seconds.is_multiple_of(60) {
+            format!("{}m", seconds / 60)
+        } else {
+            format!("{}m{:02}s", seconds / 60, seconds % 60)
+        }
     } else if duration < Duration::from_secs(10) && !duration.is_zero() {
         format!("{:.1}s", duration.as_secs_f64())
     } else {
@@ -86,36 +154,46 @@ fn short_duration(duration: Duration) -> String {
     }
 }
 
-/// The run's position: lines done, rate and ETA (the bar's line).
-pub(crate) fn position_line(snapshot: &ProgressSnapshot) -> String {
+/// The run's position: lines done, this run's rate and the ETA (the bar's line).
+pub(crate) fn position_line(snapshot: &ProgressSnapshot, rates: &Rates) -> String {
     let done = match snapshot.total {
         Some(total) => format!("{}/{total} lines", snapshot.done),
         None => format!("{} lines", snapshot.done),
     };
-    let eta = snapshot
-        .eta()
+    let eta = rates
+        .eta(snapshot)
         .map_or_else(|| "-".to_owned(), short_duration);
-    format!("{done} | {:.1}/s | ETA {eta}", snapshot.rate())
+    format!(
+        "{done} | {:.1}/s ({}) | ETA {eta}",
+        rates.lines_per_second,
+        rates.label()
+    )
 }
 
-/// The run's counts: outcomes, in flight, 429s, retries, tokens per minute.
-pub(crate) fn counts_line(snapshot: &ProgressSnapshot) -> String {
+/// The run's counts: outcomes, queued and on the wire, 429s, retries, tokens per minute.
+pub(crate) fn counts_line(snapshot: &ProgressSnapshot, rates: &Rates) -> String {
     format!(
-        "ok {} failed {} invalid {} skipped {} | in flight {} | 429s {} | retries {} | {:.0} tokens/min",
+        "ok {} failed {} invalid {} skipped {} | queued {} on the wire {} | 429s {} | retries {} | {:.0} tokens/min ({})",
         snapshot.succeeded,
         snapshot.failed,
         snapshot.invalid,
         snapshot.skipped,
-        snapshot.in_flight,
+        snapshot.queued(),
+        snapshot.on_the_wire,
         snapshot.rate_limited,
         snapshot.retries,
-        snapshot.tokens_per_minute(),
+        rates.tokens_per_minute,
+        rates.label(),
     )
 }
 
 /// The run's progress in one line (for plain log lines).
-pub(crate) fn run_line(snapshot: &ProgressSnapshot) -> String {
-    format!("{} | {}", position_line(snapshot), counts_line(snapshot))
+pub(crate) fn run_line(snapshot: &ProgressSnapshot, rates: &Rates) -> String {
+    format!(
+        "{} | {}",
+        position_line(snapshot, rates),
+        counts_line(snapshot, rates)
+    )
 }
 
 /// One endpoint's status in one line, e.g. `flaky  cooling for 1.5s | in flight 0 | ...`.
@@ -190,6 +268,7 @@ pub(crate) struct ProgressDisplay {
     counts: ProgressBar,
     endpoints: Vec<ProgressBar>,
     last_plain: Option<Instant>,
+    window: RateWindow,
 }
 
 impl ProgressDisplay {
@@ -220,11 +299,13 @@ impl ProgressDisplay {
             counts,
             endpoints,
             last_plain: None,
+            window: RateWindow::default(),
         }
     }
 
     /// Shows `snapshot`. In plain mode, logs a line when `interval` has passed since the last.
     pub(crate) fn update(&mut self, snapshot: &ProgressSnapshot, now: Instant) {
+        let rates = self.window.record(snapshot);
         match self.mode {
             ProgressMode::Bars => {
                 if let Some(total) = snapshot.total
@@ -234,8 +315,8 @@ impl ProgressDisplay {
                     self.main.set_style(bar_style());
                 }
                 self.main.set_position(snapshot.done);
-                self.main.set_message(position_line(snapshot));
-                self.counts.set_message(counts_line(snapshot));
+                self.main.set_message(position_line(snapshot, &rates));
+                self.counts.set_message(counts_line(snapshot, &rates));
                 let wall = SystemTime::now();
                 for (bar, endpoint) in self.endpoints.iter().zip(&snapshot.endpoints) {
                     bar.set_message(endpoint_line(endpoint, wall));
@@ -247,13 +328,13 @@ impl ProgressDisplay {
                     .is_none_or(|last| now.saturating_duration_since(last) >= interval);
                 if due {
                     self.last_plain = Some(now);
-                    self.log_plain(snapshot);
+                    self.log_plain(snapshot, &rates);
                 }
             }
         }
     }
 
-    fn log_plain(&self, snapshot: &ProgressSnapshot) {
+    fn log_plain(&self, snapshot: &ProgressSnapshot, rates: &Rates) {
         let wall = SystemTime::now();
         let endpoints: Vec<String> = snapshot
             .endpoints
@@ -263,7 +344,7 @@ impl ProgressDisplay {
         tracing::info!(
             target: "aoai_blaster_cli::progress",
             "{} || {}",
-            run_line(snapshot),
+            run_line(snapshot, rates),
             endpoints.join(" || ")
         );
     }
@@ -342,48 +423,94 @@ mod tests {
         let snapshot = ProgressSnapshot {
             done: 50,
             total: Some(100),
+            worked: 50,
             succeeded: 48,
             failed: 2,
+            in_flight: 12,
+            on_the_wire: 8,
             tokens: 6_000,
             elapsed: Duration::from_secs(10),
             ..Default::default()
         };
+        let rates = RateWindow::default().record(&snapshot);
         assert_eq!(
-            run_line(&snapshot),
-            "50/100 lines | 5.0/s | ETA 10s | ok 48 failed 2 invalid 0 skipped 0 | in flight 0 | \
-             429s 0 | retries 0 | 36000 tokens/min"
+            run_line(&snapshot, &rates),
+            "50/100 lines | 5.0/s (run, 10s) | ETA 10s | ok 48 failed 2 invalid 0 skipped 0 | \
+             queued 4 on the wire 8 | 429s 0 | retries 0 | 36000 tokens/min (run, 10s)"
         );
     }
 
+    /// The window's rates after samples of (seconds, lines worked, tokens).
+    fn rates_after(samples: &[(u64, u64, u64)]) -> Rates {
+        let mut window = RateWindow::default();
+        let mut rates = Rates::default();
+        for &(seconds, worked, tokens) in samples {
+            rates = window.record(&ProgressSnapshot {
+                worked,
+                tokens,
+                elapsed: Duration::from_secs(seconds),
+                ..Default::default()
+            });
+        }
+        rates
+    }
+
     #[test]
-    fn eta_needs_a_total_and_a_rate() {
-        let mut snapshot = ProgressSnapshot {
-            done: 30,
-            elapsed: Duration::from_secs(3),
+    fn rates_cover_the_last_minute_not_the_whole_run() {
+        // A burst in the first 10 s, then a slow minute and more: the rate is the slow one.
+        let rates = rates_after(&[
+            (10, 1_000, 100_000),
+            (40, 1_030, 103_000),
+            (100, 1_090, 109_000),
+        ]);
+        assert!(!rates.whole_run);
+        assert_eq!(rates.over, Duration::from_secs(60));
+        assert_eq!(rates.lines_per_second, 1.0);
+        assert_eq!(rates.tokens_per_minute, 6_000.0);
+        assert_eq!(rates.label(), "last 1m");
+        // Shorter than a minute: over the run so far, and labelled so.
+        let short = rates_after(&[(5, 100, 1_000), (12, 120, 1_200)]);
+        assert!(short.whole_run);
+        assert_eq!(short.over, Duration::from_secs(12));
+        assert_eq!(short.lines_per_second, 10.0);
+        assert_eq!(short.label(), "run, 12s");
+    }
+
+    #[test]
+    fn eta_counts_this_runs_work_only() {
+        // 900 of 1,000 lines were skipped at once; this run worked 20 lines in 10 s.
+        let snapshot = ProgressSnapshot {
+            done: 920,
+            total: Some(1_000),
+            worked: 20,
+            skipped: 900,
+            elapsed: Duration::from_secs(10),
             ..Default::default()
         };
-        assert_eq!(snapshot.eta(), None);
-        snapshot.total = Some(90);
-        assert_eq!(snapshot.eta(), Some(Duration::from_secs(6)));
-        snapshot.elapsed = Duration::ZERO;
-        assert_eq!(snapshot.eta(), None);
-        assert_eq!(snapshot.tokens_per_minute(), 0.0);
+        let rates = RateWindow::default().record(&snapshot);
+        assert_eq!(rates.lines_per_second, 2.0);
+        assert_eq!(rates.eta(&snapshot), Some(Duration::from_secs(40)));
+        assert_eq!(rates.eta(&ProgressSnapshot::default()), None);
+        assert_eq!(Rates::default().eta(&snapshot), None);
     }
 
     #[test]
     fn run_line_without_total() {
         let snapshot = ProgressSnapshot {
             done: 7,
+            worked: 7,
             in_flight: 3,
+            on_the_wire: 3,
             rate_limited: 2,
             retries: 4,
             elapsed: Duration::from_secs(2),
             ..Default::default()
         };
+        let rates = RateWindow::default().record(&snapshot);
         assert_eq!(
-            run_line(&snapshot),
-            "7 lines | 3.5/s | ETA - | ok 0 failed 0 invalid 0 skipped 0 | in flight 3 | \
-             429s 2 | retries 4 | 0 tokens/min"
+            run_line(&snapshot, &rates),
+            "7 lines | 3.5/s (run, 2.0s) | ETA - | ok 0 failed 0 invalid 0 skipped 0 | \
+             queued 0 on the wire 3 | 429s 2 | retries 4 | 0 tokens/min (run, 2.0s)"
         );
     }
 
@@ -433,6 +560,8 @@ mod tests {
     fn short_durations_pick_a_unit() {
         assert_eq!(short_duration(Duration::from_millis(2500)), "2.5s");
         assert_eq!(short_duration(Duration::from_secs(42)), "42s");
+        assert_eq!(short_duration(Duration::from_secs(60)), "1m");
+        assert_eq!(short_duration(Duration::from_secs(61)), "1m01s");
         assert_eq!(short_duration(Duration::from_secs(3 * 3600 + 120)), "3h02m");
         assert_eq!(short_duration(Duration::ZERO), "0s");
     }

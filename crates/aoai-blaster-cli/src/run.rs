@@ -6,6 +6,8 @@
 
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
@@ -15,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::batch::duplicates::AnswerLog;
 use crate::batch::input::{DeploymentNames, DuplicateCheck, LineParser};
+use crate::batch::lock::{LockError, OutputLock};
 use crate::batch::output::{ResultWriter, directory_of, prepare_output};
 use crate::batch::source::{
     Source, SourceCounters, SourceEvent, find_line_verdicts, read_batch_input,
@@ -37,7 +40,7 @@ pub(crate) async fn run_command(args: RunArgs, multi: MultiProgress, mode: Progr
             return usage_error(format_args!("config {}: {error}", args.config.display()));
         }
     };
-    let input = match File::open(&args.input) {
+    let input = match open_input(&args.input) {
         Ok(file) => file,
         Err(error) => {
             return usage_error(format_args!(
@@ -46,10 +49,25 @@ pub(crate) async fn run_command(args: RunArgs, multi: MultiProgress, mode: Progr
             ));
         }
     };
+    if let Err(message) = check_output_directory(&args.output) {
+        return usage_error(message);
+    }
     if same_file(&args.input, &args.output) {
         return usage_error("--input and --output name the same file; write the results elsewhere");
     }
-    let mut previous = match prepare_output(&args.output, args.retry_failed) {
+    // Held until the run ends (the kernel releases it if the process dies).
+    let lock = match OutputLock::acquire(&lock_target(&args.output)) {
+        Ok(lock) => lock,
+        Err(error @ LockError::Held { .. }) => {
+            return usage_error(format_args!("{error} {}", args.output.display()));
+        }
+        Err(error) => {
+            return usage_error(format_args!("--output {}: {error}", args.output.display()));
+        }
+    };
+    tracing::debug!(lock = %lock.path().display(), "output locked for this run");
+    let max_line_bytes = args.max_line_bytes;
+    let mut previous = match prepare_output(&args.output, args.retry_failed, max_line_bytes) {
         Ok(previous) => previous,
         Err(error) => {
             return usage_error(format_args!(
@@ -81,9 +99,18 @@ pub(crate) async fn run_command(args: RunArgs, multi: MultiProgress, mode: Progr
     // usually on a disk rather than a RAM-backed /tmp.
     let sort_dir = directory_of(&args.output).to_path_buf();
     let source = Source::spawn("read-input", move |sender, counters, stop| {
-        let Some(parser) =
-            parser_for_run(&input, names, &answers, &sort_dir, counters, stop, sender)
-        else {
+        let Some(parser) = parser_for_run(
+            &input,
+            names,
+            &answers,
+            FirstPass {
+                sort_dir: &sort_dir,
+                max_line_bytes,
+            },
+            counters,
+            stop,
+            sender,
+        ) else {
             return;
         };
         drop(answers);
@@ -92,6 +119,7 @@ pub(crate) async fn run_command(args: RunArgs, multi: MultiProgress, mode: Progr
             BufReader::with_capacity(1 << 16, &input),
             parser,
             &reported_lines,
+            max_line_bytes,
             sender,
             counters,
             stop,
@@ -107,9 +135,19 @@ pub(crate) async fn run_command(args: RunArgs, multi: MultiProgress, mode: Progr
         Ok(source) => source,
         Err(error) => return usage_error(format_args!("cannot start the input reader: {error}")),
     };
-    run_jobs(&config, source, Some(writer), &args.options, multi, mode)
+    let status = run_jobs(&config, source, Some(writer), &args.options, multi, mode)
         .await
-        .unwrap_or_else(usage_error)
+        .unwrap_or_else(usage_error);
+    drop(lock);
+    status
+}
+
+/// Where and how the first pass over the input reads.
+struct FirstPass<'a> {
+    /// The directory the ids are sorted in.
+    sort_dir: &'a Path,
+    /// `--max-line-bytes`.
+    max_line_bytes: u64,
 }
 
 /// The parser for the run's pass over the input. A first pass over a regular file finds every
@@ -121,7 +159,10 @@ fn parser_for_run(
     input: &File,
     names: DeploymentNames,
     answers: &AnswerLog,
-    sort_dir: &std::path::Path,
+    FirstPass {
+        sort_dir,
+        max_line_bytes,
+    }: FirstPass<'_>,
     counters: &SourceCounters,
     stop: &AtomicBool,
     events: &mpsc::Sender<SourceEvent>,
@@ -136,6 +177,7 @@ fn parser_for_run(
                 LineParser::validator(names.clone()),
                 answers,
                 sort_dir,
+                max_line_bytes,
                 stop,
             );
             (&*input).seek(SeekFrom::Start(0))?;
@@ -194,6 +236,44 @@ fn input_version(file: &File) -> Option<(u64, SystemTime)> {
     Some((metadata.len(), metadata.modified().ok()?))
 }
 
+/// The input file, or standard input for `-` (read once, as a pipe is).
+fn open_input(path: &Path) -> std::io::Result<File> {
+    if path == Path::new("-") {
+        let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+        return Ok(File::from(fd));
+    }
+    File::open(path)
+}
+
+/// Refuses an `--output` whose directory is missing or not a directory, naming it.
+fn check_output_directory(output: &Path) -> Result<(), String> {
+    let directory = directory_of(output);
+    match std::fs::metadata(directory) {
+        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "{} of --output {} is not a directory",
+            directory.display(),
+            output.display()
+        )),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "the directory {} of --output {} does not exist; create it",
+            directory.display(),
+            output.display()
+        )),
+        Err(error) => Err(format!(
+            "cannot use the directory {} of --output {}: {error}",
+            directory.display(),
+            output.display()
+        )),
+    }
+}
+
+/// The path the output lock is taken for: the output's real path once it exists, so that two
+/// names of one file share one lock.
+fn lock_target(output: &Path) -> PathBuf {
+    std::fs::canonicalize(output).unwrap_or_else(|_| output.to_path_buf())
+}
+
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
@@ -216,6 +296,13 @@ fn report_previous(previous: &crate::batch::output::ResumeScan, args: &RunArgs) 
             invalid_lines = previous.input_errors,
             retrying = previous.dropped_failed,
             "resuming: ids already answered in the output are skipped"
+        );
+    }
+    if previous.too_long_lines > 0 {
+        tracing::warn!(
+            lines = previous.too_long_lines,
+            max_line_bytes = args.max_line_bytes,
+            "the output has lines longer than --max-line-bytes; they are kept as they are but not read (an answer among them is not seen: its id runs again)"
         );
     }
     if let Some(first) = previous.unrecognised_lines.first() {

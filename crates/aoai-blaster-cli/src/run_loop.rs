@@ -4,8 +4,9 @@
 //! The loop keeps at most `queue_capacity + num_workers` jobs outstanding (the Dispatcher's own
 //! bound), so memory stays flat however long the input is. Each finished job is written as one
 //! whole, flushed line, in completion order. On the first SIGINT/SIGTERM it stops taking lines,
-//! lets in-flight jobs finish for the grace period, writes what finished and ends with exit
-//! status 130; a second signal exits at once (lines are written synchronously between two polls
+//! drops the jobs not yet sent (dropping a handle cancels its job; a rerun runs them), lets the
+//! jobs in flight finish for the grace period, writes what finished and ends with exit status
+//! 130; a second signal exits at once (lines are written synchronously between two polls
 //! of the loop, so no line is ever half written).
 
 use std::future::Future;
@@ -92,6 +93,8 @@ const TICK: Duration = Duration::from_millis(200);
 struct JobMeta {
     custom_id: String,
     line: u64,
+    /// Its place in submission order (0 first).
+    order: u64,
 }
 
 /// What the run loop ended with.
@@ -206,7 +209,7 @@ impl RunLoop<'_> {
 
     fn write_invalid(&mut self, error: &InputError, summary: &mut Summary) -> Result<(), String> {
         tracing::debug!(line = error.line, code = %error.code, "{}", error.message);
-        summary.invalid_lines += 1;
+        summary.record_invalid(error.line, error.code.as_str());
         let id = self.ids.next_id();
         self.write(&OutputLine::input_error(id, error))
     }
@@ -217,12 +220,14 @@ impl RunLoop<'_> {
         ProgressSnapshot {
             done: counters.settled_without_job() + summary.invalid_lines + summary.finished(),
             total: counters.total(),
+            worked: summary.invalid_lines + summary.finished(),
             succeeded: summary.succeeded,
             failed: summary.failed,
             invalid: summary.invalid_lines
                 + counters.invalid_reported_before.load(Ordering::Relaxed),
             skipped: counters.skipped.load(Ordering::Relaxed),
             in_flight: in_flight as u64,
+            on_the_wire: reports.iter().map(|r| r.in_flight as u64).sum(),
             rate_limited: reports.iter().map(|r| r.counts.rate_limited).sum(),
             retries: summary.retry_attempts,
             tokens: summary.prompt_tokens + summary.completion_tokens,
@@ -280,7 +285,17 @@ impl RunLoop<'_> {
                 break;
             }
             if signalled {
-                self.interrupted(&mut state, &mut events);
+                let on_the_wire = if state.deadline.is_none() {
+                    self.blaster
+                        .report()
+                        .await
+                        .iter()
+                        .map(|report| report.in_flight)
+                        .sum()
+                } else {
+                    0
+                };
+                self.interrupted(&mut state, &mut events, on_the_wire);
             }
         }
         self.conclude_loop(state).await
@@ -318,6 +333,7 @@ impl RunLoop<'_> {
                 let meta = JobMeta {
                     custom_id: request.custom_id.clone(),
                     line: request.line,
+                    order: state.summary.submitted,
                 };
                 match job_for(request) {
                     Ok(job) => {
@@ -352,9 +368,15 @@ impl RunLoop<'_> {
         }
     }
 
-    /// A signal: the first stops the reader and starts the grace period, the second exits the
-    /// process at once.
-    fn interrupted(&mut self, state: &mut LoopState, events: &mut mpsc::Receiver<SourceEvent>) {
+    /// A signal: the first stops the reader, drops the jobs not yet sent (a rerun runs them)
+    /// and starts the grace period for the `on_the_wire` attempts in flight; the second exits
+    /// the process at once.
+    fn interrupted(
+        &mut self,
+        state: &mut LoopState,
+        events: &mut mpsc::Receiver<SourceEvent>,
+        on_the_wire: usize,
+    ) {
         if state.deadline.is_some() {
             self.progress.finish();
             eprintln!(
@@ -369,11 +391,14 @@ impl RunLoop<'_> {
         state.summary.interrupted = true;
         self.stop.store(true, Ordering::Relaxed);
         events.close();
+        let not_sent = drop_unsent(&mut state.inflight, on_the_wire);
+        state.summary.unfinished += not_sent;
         state.deadline = Some(tokio::time::Instant::now() + self.grace_period);
         tracing::warn!(
             in_flight = state.inflight.len(),
+            not_sent,
             grace_period = ?self.grace_period,
-            "interrupted: taking no more lines, finishing the jobs in flight; press Ctrl-C again to stop at once"
+            "interrupted: taking no more lines, dropped the jobs not yet sent (they run next time), finishing the jobs in flight; press Ctrl-C again to stop at once"
         );
     }
 
@@ -382,6 +407,10 @@ impl RunLoop<'_> {
     async fn conclude_loop(&mut self, mut state: LoopState) -> LoopOutcome {
         let summary = &mut state.summary;
         summary.unfinished += state.inflight.len() as u64;
+        summary.output = self
+            .writer
+            .as_ref()
+            .map(|writer| writer.path().display().to_string());
         let snapshot = self.snapshot(summary, state.inflight.len()).await;
         self.progress.update(&snapshot, Instant::now());
         summary.lines_read = self.counters.lines.load(Ordering::Relaxed)
@@ -404,6 +433,26 @@ impl RunLoop<'_> {
             fatal: state.fatal,
         }
     }
+}
+
+/// Keeps the `on_the_wire` oldest of the `pending` jobs and drops the others, which cancels
+/// them: the Dispatcher sends no request for a job whose handle is gone. Returns how many were
+/// dropped.
+///
+/// The blaster says how many attempts are on the wire, not which: the oldest jobs are taken to
+/// be those, as jobs go out in submission order unless a retry, a pin or a large job's wait
+/// reorders them. Then a job sent out of order may be dropped (its request was made; its answer
+/// is not written and it runs again next time) while an older one that waits is kept (and sent
+/// during the grace period).
+fn drop_unsent(pending: &mut FuturesUnordered<PendingJob>, on_the_wire: usize) -> u64 {
+    if pending.len() <= on_the_wire {
+        return 0;
+    }
+    let mut jobs: Vec<PendingJob> = std::mem::take(pending).into_iter().collect();
+    jobs.sort_by_key(|job| job.meta.order);
+    let dropped = jobs.split_off(on_the_wire);
+    *pending = jobs.into_iter().collect();
+    dropped.len() as u64
 }
 
 /// What the run loop tracks while it runs.

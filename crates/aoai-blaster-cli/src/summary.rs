@@ -123,17 +123,35 @@ pub(crate) struct Summary {
     pub(crate) interrupted: bool,
     /// Per-endpoint figures.
     pub(crate) endpoints: Vec<EndpointSummary>,
+    /// The first few input lines rejected in this run (at most [`FIRST_INVALID_LINES`]).
+    pub(crate) first_invalid_lines: Vec<InvalidLine>,
+    /// The output file, when there is one.
+    pub(crate) output: Option<String>,
+}
+
+/// How many rejected lines the summary names.
+pub(crate) const FIRST_INVALID_LINES: usize = 5;
+
+/// A rejected input line, as the summary names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct InvalidLine {
+    /// Its 1-based number in the input.
+    pub(crate) line: u64,
+    /// Its `error.code`.
+    pub(crate) code: String,
 }
 
 fn seconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_f64(duration.as_secs_f64())
 }
 
+/// `count` per minute of `over`; a span under a minute counts as one minute, so a short run's
+/// rate is what it did, not an extrapolation of a few seconds (a quota is per minute too).
 fn per_minute(count: u64, over: Duration) -> f64 {
     if over.is_zero() {
         0.0
     } else {
-        count as f64 * 60.0 / over.as_secs_f64()
+        count as f64 * 60.0 / over.max(Duration::from_secs(60)).as_secs_f64()
     }
 }
 
@@ -155,12 +173,24 @@ impl Summary {
         self.completion_tokens += job.completion_tokens;
     }
 
+    /// Notes a rejected input line: the first few are named at the end.
+    pub(crate) fn record_invalid(&mut self, line: u64, code: &str) {
+        self.invalid_lines += 1;
+        if self.first_invalid_lines.len() < FIRST_INVALID_LINES {
+            self.first_invalid_lines.push(InvalidLine {
+                line,
+                code: code.to_owned(),
+            });
+        }
+    }
+
     /// Jobs finished (succeeded or failed).
     pub(crate) fn finished(&self) -> u64 {
         self.succeeded + self.failed
     }
 
-    /// Answered tokens (prompt + completion) per minute of makespan.
+    /// Answered tokens (prompt + completion) per minute of makespan (a run under a minute
+    /// counts as one).
     pub(crate) fn tokens_per_minute(&self) -> f64 {
         per_minute(self.prompt_tokens + self.completion_tokens, self.makespan)
     }
@@ -186,10 +216,12 @@ impl Summary {
         }
     }
 
-    /// The summary for a person: totals, then one row per endpoint.
+    /// The summary for a person: totals, then one row per endpoint; no line is wider than
+    /// [`WIDTH`] columns, except for a long path or name that cannot be broken.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         self.render_totals(&mut out);
+        self.render_invalid(&mut out);
         if !self.endpoints.is_empty() {
             self.render_endpoints(&mut out);
         }
@@ -198,9 +230,8 @@ impl Summary {
 
     /// The totals: outcomes, unfinished jobs, retries, 429s, tokens and the quota used.
     fn render_totals(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "{} in {:.1}s: {} succeeded, {} failed ({} with an HTTP error), {} invalid lines, {} skipped (already answered{})",
+        let head = format!(
+            "{} in {:.1}s: {} succeeded",
             if self.interrupted {
                 "Interrupted"
             } else {
@@ -208,19 +239,27 @@ impl Summary {
             },
             self.makespan.as_secs_f64(),
             self.succeeded,
-            self.failed,
-            self.http_errors,
-            self.invalid_lines,
-            self.skipped,
-            if self.skipped_failed > 0 {
-                format!(
-                    ", {} of them failed: use --retry-failed",
-                    self.skipped_failed
-                )
-            } else {
-                String::new()
-            },
         );
+        let skipped = format!("{} skipped (already answered)", self.skipped);
+        wrap_clauses(
+            out,
+            &[
+                head,
+                format!(
+                    "{} failed ({} with an HTTP error)",
+                    self.failed, self.http_errors
+                ),
+                format!("{} invalid lines", self.invalid_lines),
+                skipped,
+            ],
+        );
+        if self.skipped_failed > 0 {
+            let _ = writeln!(
+                out,
+                "{} of the skipped failed before: use --retry-failed",
+                self.skipped_failed
+            );
+        }
         if self.unfinished > 0 {
             let _ = writeln!(
                 out,
@@ -228,39 +267,86 @@ impl Summary {
                 self.unfinished
             );
         }
-        let _ = write!(
+        let mut rate = if self.makespan < Duration::from_secs(60) {
+            format!(
+                "{} tokens in a run under a minute",
+                self.prompt_tokens + self.completion_tokens
+            )
+        } else {
+            format!("{:.0} tokens/min", self.tokens_per_minute())
+        };
+        if let (Some(tpm), Some(percent)) = (self.configured_tpm, self.quota_use_percent()) {
+            let _ = write!(rate, " ({percent:.0}% of the configured {tpm} TPM)");
+        }
+        wrap_clauses(
             out,
-            "retried {} jobs ({} extra attempts), 429s seen {}, tokens {} in / {} out, {:.0} tokens/min",
-            self.retried_jobs,
-            self.retry_attempts,
-            self.rate_limited,
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.tokens_per_minute()
+            &[
+                format!(
+                    "retried {} jobs ({} extra attempts)",
+                    self.retried_jobs, self.retry_attempts
+                ),
+                format!("429s seen {}", self.rate_limited),
+                format!(
+                    "tokens {} in / {} out",
+                    self.prompt_tokens, self.completion_tokens
+                ),
+                rate,
+            ],
         );
-        match (self.configured_tpm, self.quota_use_percent()) {
-            (Some(tpm), Some(percent)) => {
-                let _ = writeln!(out, " ({percent:.0}% of the configured {tpm} TPM)");
-            }
-            _ => out.push('\n'),
+    }
+
+    /// The first invalid lines (number and code) and where to find them all.
+    fn render_invalid(&self, out: &mut String) {
+        if self.invalid_lines == 0 {
+            return;
+        }
+        let shown = self.first_invalid_lines.len() as u64;
+        if shown > 0 {
+            let mut clauses = vec![format!(
+                "Invalid lines (first {shown} of {}): line {} {}",
+                self.invalid_lines,
+                self.first_invalid_lines[0].line,
+                self.first_invalid_lines[0].code
+            )];
+            clauses.extend(
+                self.first_invalid_lines[1..]
+                    .iter()
+                    .map(|invalid| format!("line {} {}", invalid.line, invalid.code)),
+            );
+            wrap_clauses(out, &clauses);
+        }
+        if let Some(output) = &self.output {
+            let _ = writeln!(
+                out,
+                "  each has an error line in {output}, with error.line set; all of them:\n  \
+                 jq -c 'select(.error.line)' {output}"
+            );
         }
     }
 
-    /// A header, then one row per endpoint.
+    /// A header, then one row per endpoint (a long name gets a line of its own).
     fn render_endpoints(&self, out: &mut String) {
-        let _ = writeln!(
+        const NAME: usize = 11;
+        let row = |out: &mut String, name: &str, cells: [&str; 8]| {
+            let _ = writeln!(
+                out,
+                "{name:<NAME$} {:<8} {:>9} {:>9} {:>5} {:>4} {:>6} {:>7} {:>13}",
+                cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7]
+            );
+        };
+        row(
             out,
-            "{:<20} {:<9} {:>8} {:>8} {:>6} {:>8} {:>7} {:>10} {:>9} {:>12}",
             "endpoint",
-            "state",
-            "requests",
-            "ok",
-            "429",
-            "timeouts",
-            "errors",
-            "tokens",
-            "mean ms",
-            "tokens/min"
+            [
+                "state",
+                "requests",
+                "ok",
+                "429",
+                "t/o",
+                "errors",
+                "mean ms",
+                "tokens/min",
+            ],
         );
         for e in &self.endpoints {
             let rate = e.tokens_per_minute(self.makespan);
@@ -271,27 +357,69 @@ impl Summary {
                 }
                 _ => format!("{rate:.0}"),
             };
-            let _ = write!(
+            let name = if report.name.chars().count() > NAME {
+                let _ = writeln!(out, "{}", report.name);
+                ""
+            } else {
+                report.name.as_str()
+            };
+            let counts = &report.counts;
+            row(
                 out,
-                "{:<20} {:<9} {:>8} {:>8} {:>6} {:>8} {:>7} {:>10} {:>9} {:>12}",
-                report.name,
-                report.state.as_str(),
-                report.counts.requests,
-                report.counts.successes,
-                report.counts.rate_limited,
-                report.counts.timeouts,
-                report.counts.errors,
-                report.counts.prompt_tokens + report.counts.completion_tokens,
-                e.mean_latency_ms()
-                    .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}")),
-                rate
+                name,
+                [
+                    report.state.as_str(),
+                    &counts.requests.to_string(),
+                    &counts.successes.to_string(),
+                    &counts.rate_limited.to_string(),
+                    &counts.timeouts.to_string(),
+                    &counts.errors.to_string(),
+                    &e.mean_latency_ms()
+                        .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}")),
+                    &rate,
+                ],
             );
             if let Some(reason) = &report.disabled_reason {
-                let _ = write!(out, "  disabled: {reason}");
+                wrap_words(out, &format!("disabled: {reason}"), "  ");
             }
-            out.push('\n');
         }
     }
+}
+
+/// The widest line [`Summary::render`] writes.
+pub(crate) const WIDTH: usize = 80;
+
+/// Writes `clauses` joined by `, `, starting a new line (indented by two) rather than going
+/// past [`WIDTH`]; a clause is never broken.
+fn wrap_clauses(out: &mut String, clauses: &[String]) {
+    let mut line = String::new();
+    for (i, clause) in clauses.iter().enumerate() {
+        let separator = if i + 1 < clauses.len() { "," } else { "" };
+        if !line.is_empty() && line.len() + 1 + clause.len() + separator.len() > WIDTH {
+            let _ = writeln!(out, "{line}");
+            line = "  ".to_owned();
+        } else if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(clause);
+        line.push_str(separator);
+    }
+    let _ = writeln!(out, "{line}");
+}
+
+/// Writes `text` word-wrapped at [`WIDTH`], each line starting with `indent`.
+fn wrap_words(out: &mut String, text: &str, indent: &str) {
+    let mut line = indent.to_owned();
+    for word in text.split_whitespace() {
+        if line.len() > indent.len() && line.len() + 1 + word.len() > WIDTH {
+            let _ = writeln!(out, "{line}");
+            line = format!("{indent}  ");
+        } else if line.len() > indent.len() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    let _ = writeln!(out, "{line}");
 }
 
 #[cfg(test)]
@@ -313,10 +441,10 @@ mod tests {
             completion_tokens: 5,
             ..Default::default()
         });
-        summary.makespan = Duration::from_secs(30);
+        summary.makespan = Duration::from_secs(120);
         assert_eq!(summary.retried_jobs, 1);
         assert_eq!(summary.retry_attempts, 2);
-        assert_eq!(summary.tokens_per_minute(), 30.0);
+        assert_eq!(summary.tokens_per_minute(), 7.5);
     }
 
     fn endpoint(name: &str, requests: u64, latency_ms: Option<f64>) -> EndpointSummary {
@@ -375,8 +503,20 @@ mod tests {
             configured_tpm: Some(4_000),
             ..Default::default()
         };
-        assert_eq!(summary.tokens_per_minute(), 2_000.0);
-        assert_eq!(summary.quota_use_percent(), Some(50.0));
+        // Under a minute: what the run did, not 30 s extrapolated.
+        assert_eq!(summary.tokens_per_minute(), 1_000.0);
+        assert_eq!(summary.quota_use_percent(), Some(25.0));
+        assert!(
+            summary
+                .render()
+                .contains("1000 tokens in a run under a minute (25% of the configured 4000 TPM)")
+        );
+        let longer = Summary {
+            makespan: Duration::from_secs(120),
+            ..summary.clone()
+        };
+        assert_eq!(longer.tokens_per_minute(), 500.0);
+        assert!(!longer.render().contains("under a minute"));
         assert_eq!(Summary::default().tokens_per_minute(), 0.0);
         assert_eq!(Summary::default().quota_use_percent(), None);
     }
@@ -470,11 +610,12 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("2 of them failed: use --retry-failed"),
+            text.contains("2 of the skipped failed before: use --retry-failed"),
             "{text}"
         );
         assert!(text.contains("3 jobs did not finish"), "{text}");
         assert!(text.contains("120 tokens/min"), "{text}");
+        assert!(!text.contains("under a minute"), "{text}");
         let rows: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with("east") || l.starts_with("west"))
@@ -482,6 +623,61 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert!(rows[0].contains("12.3"), "{}", rows[0]);
         assert!(rows[0].contains("120 (12%)"), "{}", rows[0]);
-        assert!(rows[1].contains("disabled: HTTP 401"), "{}", rows[1]);
+        assert!(text.contains("  disabled: HTTP 401"), "{text}");
+    }
+
+    #[test]
+    fn render_fits_80_columns_with_large_figures() {
+        let big = 123_456_789;
+        let mut summary = Summary {
+            succeeded: big,
+            failed: big,
+            http_errors: big,
+            skipped: big,
+            skipped_failed: big,
+            unfinished: big,
+            retried_jobs: big,
+            retry_attempts: big,
+            rate_limited: big,
+            prompt_tokens: big * 100,
+            completion_tokens: big * 10,
+            configured_tpm: Some(30_000_000),
+            makespan: Duration::from_secs(86_400),
+            interrupted: true,
+            output: Some("out/results.jsonl".into()),
+            endpoints: vec![endpoint("east", 12_345_678, Some(12_345.6)), {
+                let mut long = endpoint("a-deployment-with-a-long-name", 3, None);
+                long.report.disabled_reason = Some(
+                        "HTTP 401 from https://example.openai.azure.com/: Access denied due to invalid subscription key or wrong API endpoint".into(),
+                    );
+                long.report.state = EndpointState::Disabled;
+                long
+            }],
+            ..Default::default()
+        };
+        for line in 1..=7 {
+            summary.record_invalid(line * 1_000_000, "duplicate_custom_id");
+        }
+        let text = summary.render();
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= WIDTH,
+                "{} columns: {line}\n{text}",
+                line.chars().count()
+            );
+        }
+        assert!(text.contains(&format!("{big} succeeded")), "{text}");
+        assert!(
+            text.contains("Invalid lines (first 5 of 7): line 1000000 duplicate_custom_id"),
+            "{text}"
+        );
+        assert!(text.contains("line 5000000 duplicate_custom_id"), "{text}");
+        assert!(!text.contains("line 6000000"), "{text}");
+        assert!(
+            text.contains("jq -c 'select(.error.line)' out/results.jsonl"),
+            "{text}"
+        );
+        assert!(text.contains("\na-deployment-with-a-long-name\n"), "{text}");
+        assert!(text.contains("  disabled: HTTP 401"), "{text}");
     }
 }

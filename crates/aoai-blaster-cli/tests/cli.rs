@@ -333,10 +333,18 @@ async fn malformed_lines_get_error_lines_and_the_run_goes_on() {
     assert_eq!(errors, expected);
     let counts = answers_per_id(&lines);
     assert_eq!(counts, HashMap::from([("a".into(), 1), ("c".into(), 1)]));
+    let stdout = text(&result.stdout);
+    assert!(stdout.contains("6 invalid lines"), "{stdout}");
+    // The first five are named, and where all of them are.
     assert!(
-        text(&result.stdout).contains("6 invalid lines"),
-        "{}",
-        describe(&result)
+        stdout.contains("Invalid lines (first 5 of 6): line 2 invalid_json,"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("line 6 invalid_url"), "{stdout}");
+    assert!(!stdout.contains("line 7 invalid_body"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("jq -c 'select(.error.line)' {}", output.display())),
+        "{stdout}"
     );
 
     // A rerun neither sends nor reports anything again, and still says the input has errors.
@@ -426,18 +434,21 @@ async fn sigint_drains_in_flight_jobs_and_exits_130() {
     let config = ws.config(&[("east", endpoint(&sim, "east"), "sim-key")], "");
     let input = ws.input(&request_lines(150));
     let output = ws.path("results.jsonl");
-    let child = command(&run_args(&config, &input, &output))
-        .spawn()
-        .expect("the binary starts");
+    let summary_json = ws.path("summary.json");
+    let mut args = run_args(&config, &input, &output);
+    args.extend(["--summary-json".into(), summary_json.display().to_string()]);
+    let child = command(&args).spawn().expect("the binary starts");
     wait_for_lines(&output, 8, Duration::from_secs(15)).await;
     let signalled_at = Instant::now();
     let requests_before = sim.stats().total().requests;
     send_signal(&child, "-INT");
     let result = wait_child(child).await;
     assert_eq!(result.status.code(), Some(130), "{}", describe(&result));
+    // Only the jobs on the wire finish (400 ms), not the queued ones after them.
     assert!(
-        signalled_at.elapsed() < Duration::from_secs(8),
-        "drained within the grace period"
+        signalled_at.elapsed() < Duration::from_secs(3),
+        "drained within the grace period: {:?}",
+        signalled_at.elapsed()
     );
     let stderr = text(&result.stderr);
     assert!(stderr.contains("interrupted"), "{stderr}");
@@ -446,21 +457,31 @@ async fn sigint_drains_in_flight_jobs_and_exits_130() {
         "{}",
         describe(&result)
     );
-    // No line was taken after the signal: at most the jobs already handed to the dispatcher
-    // (queue_capacity + num_workers = 40) were sent after it.
+    // Jobs not yet sent were dropped, not sent during the grace period: at most one wave
+    // (num_workers = 8) went out after the count above, and every request sent was answered
+    // and written.
     let stats = sim.stats().total();
     assert!(
-        stats.requests <= requests_before + 40,
+        stats.requests <= requests_before + 8,
         "{} requests after the signal",
         stats.requests - requests_before
     );
     let lines = output_lines(&output);
     assert_eq!(
         lines.len() as u64,
-        stats.ok,
-        "every finished job was written"
+        stats.requests,
+        "every sent job was written"
     );
+    assert_eq!(stats.ok, stats.requests);
     assert!(answers_per_id(&lines).values().all(|&n| n == 1));
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary_json).unwrap()).unwrap();
+    let unfinished = summary["unfinished"].as_u64().unwrap();
+    assert!(unfinished > 0, "queued jobs were dropped: {summary}");
+    assert_eq!(
+        summary["submitted"].as_u64().unwrap(),
+        lines.len() as u64 + unfinished,
+        "every job handed over was either written or dropped unsent"
+    );
     assert!(lines.len() < 150);
 
     // The rerun completes the rest, exactly once each.
@@ -469,6 +490,7 @@ async fn sigint_drains_in_flight_jobs_and_exits_130() {
     let counts = answers_per_id(&output_lines(&output));
     assert_eq!(counts.len(), 150);
     assert!(counts.values().all(|&n| n == 1));
+    assert_eq!(sim.stats().total().requests, 150, "no id was sent twice");
     sim.stop().await;
 }
 
@@ -576,6 +598,9 @@ async fn a_dead_endpoint_among_live_ones_loses_no_job() {
         .unwrap()
         .to_owned();
     assert!(last.contains("60/60 lines"), "{last}");
+    // Queued and on the wire apart; rates over a labelled window (the run: under a minute).
+    assert!(last.contains("queued 0 on the wire 0"), "{last}");
+    assert!(last.contains("tokens/min (run, "), "{last}");
     assert!(last.contains("dead "), "{last}");
     let lines = output_lines(&output);
     let counts = answers_per_id(&lines);
@@ -834,6 +859,9 @@ async fn demo_runs_end_to_end_and_prints_the_health_table() {
         );
     }
     assert!(stdout.contains("The simulator saw"), "{stdout}");
+    for line in stdout.lines() {
+        assert!(line.chars().count() <= 80, "wider than 80 columns: {line}");
+    }
     let lines = output_lines(&output);
     assert_eq!(answers_per_id(&lines).len(), 120);
 }
@@ -877,6 +905,265 @@ fn sim_serves_until_ctrl_c() {
     assert_eq!(result.status.code(), Some(2), "{}", describe(&result));
     assert!(
         text(&result.stderr).contains("broken.yaml"),
+        "{}",
+        describe(&result)
+    );
+}
+
+#[actix_rt::test]
+async fn a_second_run_on_the_same_output_exits_2_at_once() {
+    // 80 jobs of 300 ms, 8 at a time: the first run lasts 3 s at least.
+    let sim = start_sim(vec![slow("east", 300)]).await;
+    let ws = Workspace::new();
+    let config = ws.config(&[("east", endpoint(&sim, "east"), "sim-key")], "");
+    let input = ws.input(&request_lines(80));
+    let output = ws.path("results.jsonl");
+    let mut first = command(&run_args(&config, &input, &output))
+        .spawn()
+        .expect("the binary starts");
+    // A line written means the first run holds the lock (taken before the output is read).
+    wait_for_lines(&output, 1, Duration::from_secs(15)).await;
+    let expected = format!(
+        "another aoai-blaster run (pid {}) is writing {}",
+        first.id(),
+        output.display()
+    );
+    for retry_failed in [false, true] {
+        let mut args = run_args(&config, &input, &output);
+        if retry_failed {
+            args.push("--retry-failed".into());
+        }
+        let started = Instant::now();
+        let second = run_to_end(args).await;
+        assert_eq!(second.status.code(), Some(2), "{}", describe(&second));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "refused at once, not after waiting: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            text(&second.stderr).contains(&expected),
+            "{}",
+            describe(&second)
+        );
+        assert!(
+            first.try_wait().expect("the first run is polled").is_none(),
+            "the first run was still writing when the second was refused"
+        );
+    }
+    let first = wait_child(first).await;
+    assert_eq!(first.status.code(), Some(0), "{}", describe(&first));
+    let lines = output_lines(&output);
+    assert_eq!(lines.len(), 80);
+    let counts = answers_per_id(&lines);
+    assert_eq!(counts.len(), 80);
+    assert!(counts.values().all(|&n| n == 1));
+    assert_eq!(sim.stats().total().requests, 80);
+
+    // The lock went with the first process: the next run may write (and has nothing to do).
+    let third = run_to_end(run_args(&config, &input, &output)).await;
+    assert_eq!(third.status.code(), Some(0), "{}", describe(&third));
+    assert!(
+        text(&third.stdout).contains("80 skipped"),
+        "{}",
+        describe(&third)
+    );
+    assert_eq!(sim.stats().total().requests, 80);
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_line_over_max_line_bytes_is_line_too_long_and_the_rest_run() {
+    let sim = start_sim(vec![roomy("east")]).await;
+    let ws = Workspace::new();
+    let config = ws.config(&[("east", endpoint(&sim, "east"), "sim-key")], "");
+    let long = json!({
+        "custom_id": "long", "method": "POST", "url": "/chat/completions",
+        "body": {"messages": [{"role": "user", "content": "x".repeat(20 << 20)}]}
+    })
+    .to_string();
+    let input = ws.input(&[
+        request_line("a"),
+        request_line("b"),
+        long.clone(),
+        request_line("c"),
+    ]);
+    let output = ws.path("results.jsonl");
+    let result = run_to_end(run_args(&config, &input, &output)).await;
+    assert_eq!(result.status.code(), Some(1), "{}", describe(&result));
+    let lines = output_lines(&output);
+    assert_eq!(lines.len(), 4);
+    let errors: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["error"]["line"].is_u64())
+        .collect();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["error"]["code"], "line_too_long");
+    assert_eq!(errors[0]["error"]["line"], 3);
+    let message = errors[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("line 3: {} bytes", long.len())),
+        "{message}"
+    );
+    assert!(message.contains("--max-line-bytes"), "{message}");
+    assert_eq!(
+        answers_per_id(&lines),
+        HashMap::from([("a".into(), 1), ("b".into(), 1), ("c".into(), 1)])
+    );
+    assert_eq!(sim.stats().total().requests, 3);
+
+    // A rerun reports nothing again.
+    let again = run_to_end(run_args(&config, &input, &output)).await;
+    assert_eq!(again.status.code(), Some(1), "{}", describe(&again));
+    assert_eq!(output_lines(&output).len(), 4);
+    assert_eq!(sim.stats().total().requests, 3);
+
+    // The limit is the flag's: a 3 KB line is too long for 2KiB, and runs with 4KiB.
+    let medium = json!({
+        "custom_id": "medium", "method": "POST", "url": "/chat/completions",
+        "body": {"messages": [{"role": "user", "content": "y".repeat(3000)}], "max_tokens": 5}
+    })
+    .to_string();
+    let input = ws.path("medium.jsonl");
+    std::fs::write(&input, format!("{medium}\n")).unwrap();
+    for (limit, code) in [("2KiB", Some(1)), ("4KiB", Some(0))] {
+        let out = ws.path(&format!("medium-{limit}.jsonl"));
+        let mut args = run_args(&config, &input, &out);
+        args.extend(["--max-line-bytes".into(), limit.into()]);
+        let result = run_to_end(args).await;
+        assert_eq!(result.status.code(), code, "{}", describe(&result));
+        let lines = output_lines(&out);
+        assert_eq!(lines.len(), 1);
+        if code == Some(1) {
+            assert_eq!(lines[0]["error"]["code"], "line_too_long");
+        } else {
+            assert_eq!(lines[0]["response"]["status_code"], 200);
+        }
+    }
+    sim.stop().await;
+}
+
+/// Peak resident memory of a live process, in bytes (`VmHWM` of `/proc/<pid>/status`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc is there");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM is reported");
+    kib * 1024
+}
+
+#[actix_rt::test]
+async fn an_endless_line_on_stdin_keeps_memory_bounded() {
+    let sim = start_sim(vec![roomy("east")]).await;
+    let ws = Workspace::new();
+    let config = ws.config(&[("east", endpoint(&sim, "east"), "sim-key")], "");
+    let output = ws.path("results.jsonl");
+    let mut args = run_args(&config, Path::new("-"), &output);
+    // 512 MiB of address space at most; the line alone is 400 MB.
+    let mut shell = vec![
+        "-c".to_owned(),
+        "ulimit -v 524288 && exec \"$0\" \"$@\"".to_owned(),
+        BIN.to_owned(),
+    ];
+    shell.append(&mut args);
+    const WRITTEN: u64 = 400_000_000;
+    let (status, peak, output_text) = actix_rt::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new("sh")
+            .args(&shell)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let chunk = vec![b'x'; 1 << 20];
+        let mut written = 0u64;
+        while written < WRITTEN {
+            stdin.write_all(&chunk).expect("the run keeps reading");
+            written += chunk.len() as u64;
+        }
+        // All but the pipe's buffer has been read: the peak so far is the line's cost.
+        let peak = peak_rss(child.id());
+        stdin.write_all(b"\n").unwrap();
+        stdin.write_all(request_line("after").as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        drop(stdin);
+        let result = child.wait_with_output().expect("the run ends");
+        (result.status, peak, text(&result.stderr))
+    })
+    .await
+    .expect("the blocking task finishes");
+    assert_eq!(status.code(), Some(1), "{output_text}");
+    assert!(
+        peak < 250 << 20,
+        "peak RSS {} MiB after {} MB of one line",
+        peak >> 20,
+        WRITTEN / 1_000_000
+    );
+    let lines = output_lines(&output);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let error = lines
+        .iter()
+        .find(|l| l["error"]["line"] == 1)
+        .expect("line 1 rejected");
+    assert_eq!(error["error"]["code"], "line_too_long");
+    assert_eq!(answers_per_id(&lines), HashMap::from([("after".into(), 1)]));
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn input_dash_reads_stdin_once() {
+    let sim = start_sim(vec![roomy("east")]).await;
+    let ws = Workspace::new();
+    let config = ws.config(&[("east", endpoint(&sim, "east"), "sim-key")], "");
+    let output = ws.path("results.jsonl");
+    let args = run_args(&config, Path::new("-"), &output);
+    let mut lines = request_lines(5);
+    lines.push(request_line("req-2"));
+    let mut feed = lines.join("\n");
+    feed.push('\n');
+    let result = actix_rt::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = command(&args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin.write_all(feed.as_bytes()).unwrap();
+        drop(stdin);
+        child.wait_with_output().expect("the run ends")
+    })
+    .await
+    .expect("the blocking task finishes");
+    assert_eq!(result.status.code(), Some(1), "{}", describe(&result));
+    let lines = output_lines(&output);
+    assert_eq!(lines.len(), 6);
+    assert_eq!(answers_per_id(&lines).len(), 5);
+    let duplicate = lines.iter().find(|l| l["error"]["line"] == 6).unwrap();
+    assert_eq!(duplicate["error"]["code"], "duplicate_custom_id");
+    assert_eq!(sim.stats().total().requests, 5);
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_missing_output_directory_is_named() {
+    let ws = Workspace::new();
+    let config = ws.config(&[("east", "http://127.0.0.1:9/".into(), "sim-key")], "");
+    let input = ws.input(&request_lines(1));
+    let output = ws.path("nodir/out.jsonl");
+    let result = run_to_end(run_args(&config, &input, &output)).await;
+    assert_eq!(result.status.code(), Some(2), "{}", describe(&result));
+    let expected = format!(
+        "the directory {} of --output {} does not exist; create it",
+        ws.path("nodir").display(),
+        output.display()
+    );
+    assert!(
+        text(&result.stderr).contains(&expected),
         "{}",
         describe(&result)
     );

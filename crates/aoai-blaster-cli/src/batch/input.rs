@@ -7,6 +7,7 @@
 //!
 //! | code | when |
 //! |---|---|
+//! | `line_too_long` | the line is longer than `--max-line-bytes` (read by [`super::source`]) |
 //! | `invalid_json` | the line is not a JSON object |
 //! | `missing_custom_id` | `custom_id` is missing, empty or not a string |
 //! | `duplicate_custom_id` | an earlier valid line of this input has the same `custom_id` |
@@ -49,11 +50,14 @@ pub(crate) enum InputErrorCode {
     InvalidUrl,
     /// `body` is not an object with a `messages` list.
     InvalidBody,
+    /// The line is longer than `--max-line-bytes` (it was skipped unread).
+    LineTooLong,
 }
 
 impl InputErrorCode {
     /// Every code, in the order the checks run.
-    pub(crate) const ALL: [InputErrorCode; 6] = [
+    pub(crate) const ALL: [InputErrorCode; 7] = [
+        InputErrorCode::LineTooLong,
         InputErrorCode::InvalidJson,
         InputErrorCode::MissingCustomId,
         InputErrorCode::DuplicateCustomId,
@@ -71,6 +75,7 @@ impl InputErrorCode {
             InputErrorCode::InvalidMethod => "invalid_method",
             InputErrorCode::InvalidUrl => "invalid_url",
             InputErrorCode::InvalidBody => "invalid_body",
+            InputErrorCode::LineTooLong => "line_too_long",
         }
     }
 

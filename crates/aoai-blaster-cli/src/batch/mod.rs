@@ -2,6 +2,8 @@
 //!
 //! - [`input`]: parse and validate one input line into a request or an error record.
 //! - [`output`]: the output line types, the crash-safe writer, and the resume scan.
+//! - [`lines`]: lines read with a bound (`--max-line-bytes`), never held whole.
+//! - [`lock`]: one run at a time per output file (`OUT.lock`).
 //! - [`source`]: the reader thread that streams the input into a bounded channel.
 //! - [`answer`]: a finished job (completion or error) as an output line.
 //! - [`ids`]: the compact index of `custom_id`s that makes duplicates and resume cheap.
@@ -11,5 +13,7 @@ pub(crate) mod answer;
 pub(crate) mod duplicates;
 pub(crate) mod ids;
 pub(crate) mod input;
+pub(crate) mod lines;
+pub(crate) mod lock;
 pub(crate) mod output;
 pub(crate) mod source;

@@ -19,8 +19,8 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,7 @@ use serde_json::Value;
 use super::duplicates::AnswerLog;
 use super::ids::IdFingerprint;
 use super::input::{InputError, InputErrorCode};
+use super::lines::{LineRead, copy_rest, into_writer, read_bounded, skip_rest};
 
 /// One output line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +165,7 @@ impl LineIds {
 #[derive(Debug)]
 pub(crate) struct ResultWriter {
     file: File,
+    path: PathBuf,
     buffer: Vec<u8>,
     written: u64,
 }
@@ -174,6 +176,7 @@ impl ResultWriter {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(ResultWriter {
             file,
+            path: path.to_path_buf(),
             buffer: Vec::with_capacity(4096),
             written: 0,
         })
@@ -188,6 +191,11 @@ impl ResultWriter {
         self.file.flush()?;
         self.written += 1;
         Ok(())
+    }
+
+    /// The file written to.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Lines written by this writer.
@@ -293,6 +301,8 @@ pub(crate) struct ResumeScan {
     pub(crate) input_errors: u64,
     /// Numbers (1-based) of lines that are not output lines of ours; kept as they are.
     pub(crate) unrecognised_lines: Vec<u64>,
+    /// Of the unrecognised lines, those longer than `--max-line-bytes` (not read).
+    pub(crate) too_long_lines: u64,
     /// Bytes of a torn last line that were cut off.
     pub(crate) torn_bytes: u64,
 }
@@ -352,8 +362,14 @@ pub(crate) fn directory_of(path: &Path) -> &Path {
 /// Makes an existing output file safe to append to and indexes it; see the module docs.
 ///
 /// A missing file gives an empty scan. With `retry_failed`, the file is replaced atomically by
-/// one without the failed answers (a temporary file in the same directory, then a rename).
-pub(crate) fn prepare_output(path: &Path, retry_failed: bool) -> io::Result<ResumeScan> {
+/// one without the failed answers (a temporary file in the same directory, then a rename). A
+/// line longer than `max_line_bytes` is never held in memory: it is kept as it is (copied
+/// through in chunks when the file is rewritten) and counted as unrecognised.
+pub(crate) fn prepare_output(
+    path: &Path,
+    retry_failed: bool,
+    max_line_bytes: u64,
+) -> io::Result<ResumeScan> {
     let file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
@@ -377,22 +393,47 @@ pub(crate) fn prepare_output(path: &Path, retry_failed: bool) -> io::Result<Resu
     let mut reader = BufReader::with_capacity(1 << 16, &file);
     let mut buffer = Vec::with_capacity(4096);
     let mut complete_end = 0u64;
+    // Bytes of whole lines written to the rewrite.
+    let mut rewritten = 0u64;
     let mut number = 0u64;
     loop {
-        buffer.clear();
-        let read = reader.read_until(b'\n', &mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        if buffer.last() != Some(&b'\n') {
-            scan.torn_bytes = read as u64;
-            break;
-        }
-        complete_end += read as u64;
-        number += 1;
-        let keep = scan.record(&buffer[..buffer.len() - 1], number, retry_failed)?;
-        if keep && let Some((_, writer)) = rewrite.as_mut() {
-            writer.write_all(&buffer)?;
+        match read_bounded(&mut reader, &mut buffer, max_line_bytes)? {
+            LineRead::End => break,
+            LineRead::Unterminated(read) => {
+                scan.torn_bytes = read as u64;
+                break;
+            }
+            LineRead::Line(read) => {
+                complete_end += read as u64;
+                number += 1;
+                let keep = scan.record(&buffer[..read - 1], number, retry_failed)?;
+                if keep && let Some((_, writer)) = rewrite.as_mut() {
+                    writer.write_all(&buffer)?;
+                    rewritten += read as u64;
+                }
+            }
+            LineRead::TooLong => {
+                // Copied through to the rewrite as it is read, never held whole.
+                let held = buffer.len() as u64;
+                let (rest, newline) = match rewrite.as_mut() {
+                    Some((_, writer)) => {
+                        writer.write_all(&buffer)?;
+                        copy_rest(&mut reader, &mut buffer, into_writer(writer))?
+                    }
+                    None => skip_rest(&mut reader)?,
+                };
+                if !newline {
+                    scan.torn_bytes = held + rest;
+                    break;
+                }
+                complete_end += held + rest;
+                if rewrite.is_some() {
+                    rewritten += held + rest;
+                }
+                number += 1;
+                scan.too_long_lines += 1;
+                scan.unrecognised_lines.push(number);
+            }
         }
     }
     drop(reader);
@@ -400,6 +441,8 @@ pub(crate) fn prepare_output(path: &Path, retry_failed: bool) -> io::Result<Resu
     match rewrite {
         Some((temp, writer)) => {
             let file = writer.into_inner().map_err(|error| error.into_error())?;
+            // A torn line too long to hold was copied as it was read: cut it off.
+            file.set_len(rewritten)?;
             file.sync_all()?;
             temp.persist(path).map_err(|error| error.error)?;
         }
@@ -416,6 +459,8 @@ pub(crate) fn prepare_output(path: &Path, retry_failed: bool) -> io::Result<Resu
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const MAX: u64 = crate::batch::lines::DEFAULT_MAX_LINE_BYTES;
 
     fn answer(custom_id: &str, status: u16) -> OutputLine {
         OutputLine::answer(
@@ -565,7 +610,7 @@ mod tests {
     #[test]
     fn a_missing_file_is_an_empty_scan() {
         let dir = tempfile::tempdir().unwrap();
-        let scan = prepare_output(&dir.path().join("none.jsonl"), true).unwrap();
+        let scan = prepare_output(&dir.path().join("none.jsonl"), true, MAX).unwrap();
         assert!(scan.answers.is_empty());
         assert_eq!(scan.kept_lines(), 0);
         assert!(!dir.path().join("none.jsonl").exists());
@@ -584,7 +629,7 @@ mod tests {
                 answer("c", 400),
             ],
         );
-        let scan = prepare_output(&path, false).unwrap();
+        let scan = prepare_output(&path, false, MAX).unwrap();
         assert_eq!((scan.succeeded, scan.failed, scan.input_errors), (1, 2, 1));
         assert_eq!(answer_of(&scan, "a"), Some(PreviousAnswer::Succeeded));
         assert_eq!(answer_of(&scan, "b"), Some(PreviousAnswer::Failed));
@@ -605,7 +650,7 @@ mod tests {
         file.write_all(br#"{"id": "batch_req_c", "custom_id": "c", "resp"#)
             .unwrap();
         drop(file);
-        let scan = prepare_output(&path, false).unwrap();
+        let scan = prepare_output(&path, false, MAX).unwrap();
         assert_eq!(scan.torn_bytes, 45);
         assert_eq!(scan.succeeded, 2);
         assert!(answer_of(&scan, "c").is_none());
@@ -627,7 +672,7 @@ mod tests {
         text.push('\n');
         text.push_str(&serde_json::to_string(&answer("b", 200)).unwrap());
         std::fs::write(&path, &text).unwrap();
-        let scan = prepare_output(&path, false).unwrap();
+        let scan = prepare_output(&path, false, MAX).unwrap();
         assert!(answer_of(&scan, "a").is_some());
         assert!(
             answer_of(&scan, "b").is_none(),
@@ -652,7 +697,7 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"{\"torn").unwrap();
         drop(file);
-        let scan = prepare_output(&path, true).unwrap();
+        let scan = prepare_output(&path, true, MAX).unwrap();
         assert_eq!(scan.dropped_failed, 2);
         assert_eq!(scan.failed, 0);
         assert!(answer_of(&scan, "a").is_some());
@@ -675,7 +720,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
         write_lines(&path, &[failure("a"), answer("a", 200)]);
-        let scan = prepare_output(&path, true).unwrap();
+        let scan = prepare_output(&path, true, MAX).unwrap();
         assert!(answer_of(&scan, "a").is_some());
         let lines = read_lines(&path);
         assert_eq!(lines.len(), 1);
@@ -690,7 +735,7 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"not json\n").unwrap();
         drop(file);
-        let mut scan = prepare_output(&path, false).unwrap();
+        let mut scan = prepare_output(&path, false, MAX).unwrap();
         assert_eq!(scan.unrecognised_lines, vec![3]);
         assert_eq!(scan.kept_lines(), 3);
         assert_eq!(answer_of(&scan, "a"), Some(PreviousAnswer::Succeeded));
@@ -699,5 +744,43 @@ mod tests {
         let (index, duplicate_answers) = answers.to_index().unwrap();
         assert_eq!((index.len(), duplicate_answers), (1, 1));
         assert_eq!(answer_of(&scan, "a"), None);
+    }
+
+    #[test]
+    fn a_line_too_long_is_kept_unread_and_copied_through_a_rewrite() {
+        for retry_failed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("out.jsonl");
+            write_lines(&path, &[answer("a", 200), failure("b")]);
+            let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+            let long = format!(
+                "{{\"custom_id\": \"c\", \"x\": \"{}\"}}\n",
+                "y".repeat(200_000)
+            );
+            file.write_all(long.as_bytes()).unwrap();
+            drop(file);
+            write_lines(&path, &[answer("d", 200)]);
+            let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+            // A torn last line too long to hold: cut off either way.
+            file.write_all("z".repeat(3000).as_bytes()).unwrap();
+            drop(file);
+            let scan = prepare_output(&path, retry_failed, 1000).unwrap();
+            assert_eq!(scan.unrecognised_lines, vec![3]);
+            assert_eq!(scan.too_long_lines, 1);
+            assert_eq!(scan.torn_bytes, 3000);
+            assert_eq!(scan.succeeded, 2);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(
+                lines.len(),
+                if retry_failed { 3 } else { 4 },
+                "{retry_failed}"
+            );
+            assert!(
+                lines.contains(&long.trim_end()),
+                "the long line is kept whole"
+            );
+            assert!(text.ends_with('\n'));
+        }
     }
 }

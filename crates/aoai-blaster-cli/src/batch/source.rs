@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::duplicates::{AnswerLog, IdRecord, IdSorter, LineVerdicts, RUN_RECORDS};
 use super::ids::IdFingerprint;
 use super::input::{BatchRequest, InputError, InputErrorCode, LineParser, ParsedLine};
+use super::lines::{LineRead, read_bounded, skip_rest};
 use super::output::PreviousAnswer;
 
 /// Capacity of the channel between the reader thread and the run loop.
@@ -121,36 +122,51 @@ impl SourceCounters {
 }
 
 /// Input lines one at a time, numbered from 1 and decoded: every pass over an input numbers
-/// its lines the same way.
+/// its lines the same way. A line longer than the bound is skipped, never held whole.
 struct Lines<R> {
     input: R,
     buffer: Vec<u8>,
     number: u64,
+    max_line_bytes: u64,
+}
+
+/// Why a line has no text.
+#[derive(Debug, Clone, Copy)]
+enum BadLine {
+    /// It is not UTF-8.
+    NotUtf8(Utf8Error),
+    /// It is longer than the bound (this many bytes, its newline not counted).
+    TooLong(u64),
 }
 
 impl<R: BufRead> Lines<R> {
-    fn new(input: R) -> Self {
+    fn new(input: R, max_line_bytes: u64) -> Self {
         Lines {
             input,
             buffer: Vec::with_capacity(4096),
             number: 0,
+            max_line_bytes,
         }
     }
 
-    /// The next line's number and text (without its line ending), or why it is not UTF-8.
-    fn next(&mut self) -> io::Result<Option<(u64, Result<&str, Utf8Error>)>> {
-        self.buffer.clear();
-        loop {
-            match self.input.read_until(b'\n', &mut self.buffer) {
-                Ok(0) => return Ok(None),
-                Ok(_) => break,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(error),
+    /// The next line's number and text (without its line ending), or why it has none.
+    fn next(&mut self) -> io::Result<Option<(u64, Result<&str, BadLine>)>> {
+        match read_bounded(&mut self.input, &mut self.buffer, self.max_line_bytes)? {
+            LineRead::End => return Ok(None),
+            LineRead::Line(_) | LineRead::Unterminated(_) => {}
+            LineRead::TooLong => {
+                let held = self.buffer.len() as u64;
+                self.buffer.clear();
+                let (skipped, newline) = skip_rest(&mut self.input)?;
+                self.number += 1;
+                let length = held + skipped - u64::from(newline);
+                return Ok(Some((self.number, Err(BadLine::TooLong(length)))));
             }
         }
         self.number += 1;
-        let text =
-            std::str::from_utf8(&self.buffer).map(|text| text.trim_end_matches(['\n', '\r']));
+        let text = std::str::from_utf8(&self.buffer)
+            .map(|text| text.trim_end_matches(['\n', '\r']))
+            .map_err(BadLine::NotUtf8);
         Ok(Some((self.number, text)))
     }
 }
@@ -165,11 +181,12 @@ pub(crate) fn find_line_verdicts(
     mut validator: LineParser,
     answers: &AnswerLog,
     sort_dir: &Path,
+    max_line_bytes: u64,
     stop: &AtomicBool,
 ) -> io::Result<(LineVerdicts, u64)> {
     let mut sorter = IdSorter::new(sort_dir, RUN_RECORDS);
     answers.for_each(|record| sorter.push(record))?;
-    let mut lines = Lines::new(input);
+    let mut lines = Lines::new(input, max_line_bytes);
     while let Some((number, text)) = lines.next()? {
         if stop.load(Ordering::Relaxed) {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
@@ -197,12 +214,13 @@ pub(crate) fn read_batch_input(
     input: impl BufRead,
     mut parser: LineParser,
     reported_lines: &HashSet<u64>,
+    max_line_bytes: u64,
     events: &mpsc::Sender<SourceEvent>,
     counters: &SourceCounters,
     stop: &AtomicBool,
 ) {
     let checked_lines = parser.checked_lines();
-    let mut lines = Lines::new(input);
+    let mut lines = Lines::new(input, max_line_bytes);
     while !stop.load(Ordering::Relaxed) {
         let (number, text) = match lines.next() {
             Ok(Some(line)) => line,
@@ -225,13 +243,21 @@ pub(crate) fn read_batch_input(
         counters.lines.fetch_add(1, Ordering::Relaxed);
         let parsed = match text {
             Ok(text) => parser.parse(number, text),
-            Err(error) => ParsedLine::Invalid(InputError {
+            Err(BadLine::NotUtf8(error)) => ParsedLine::Invalid(InputError {
                 line: number,
                 custom_id: None,
                 code: InputErrorCode::InvalidJson,
                 message: format!(
                     "line {number}: not valid UTF-8 (at byte {}); save the file as UTF-8",
                     error.valid_up_to()
+                ),
+            }),
+            Err(BadLine::TooLong(length)) => ParsedLine::Invalid(InputError {
+                line: number,
+                custom_id: None,
+                code: InputErrorCode::LineTooLong,
+                message: format!(
+                    "line {number}: {length} bytes, longer than the limit of {max_line_bytes} bytes; split the request, or raise --max-line-bytes"
                 ),
             }),
         };
@@ -273,6 +299,8 @@ mod tests {
     use crate::batch::output::{OutputLine, ResultWriter, ResumeScan, prepare_output};
     use serde_json::json;
 
+    const MAX: u64 = crate::batch::lines::DEFAULT_MAX_LINE_BYTES;
+
     fn line(id: &str) -> String {
         json!({"custom_id": id, "method": "POST", "url": "/chat/completions",
                "body": {"messages": [{"role": "user", "content": id}]}})
@@ -288,7 +316,7 @@ mod tests {
         let (sender, mut receiver) = mpsc::channel(1024);
         let counters = SourceCounters::default();
         let stop = AtomicBool::new(false);
-        read_batch_input(input, parser, reported, &sender, &counters, &stop);
+        read_batch_input(input, parser, reported, MAX, &sender, &counters, &stop);
         drop(sender);
         let mut events = Vec::new();
         while let Ok(event) = receiver.try_recv() {
@@ -311,6 +339,7 @@ mod tests {
             LineParser::validator(DeploymentNames::default()),
             &answers,
             dir.path(),
+            MAX,
             &AtomicBool::new(false),
         )
         .unwrap();
@@ -368,6 +397,61 @@ mod tests {
     }
 
     #[test]
+    fn a_line_over_the_limit_is_line_too_long_and_the_next_lines_count_on() {
+        let long = format!(
+            "{{\"custom_id\": \"long\", \"body\": \"{}\"}}",
+            "x".repeat(300)
+        );
+        let input = format!("{}\n{long}\n{}\n", line("a"), line("b"));
+        for parser in [
+            LineParser::new(DeploymentNames::default()),
+            LineParser::validator(DeploymentNames::default()),
+        ] {
+            let (sender, mut receiver) = mpsc::channel(8);
+            let counters = SourceCounters::default();
+            read_batch_input(
+                io::BufReader::with_capacity(16, input.as_bytes()),
+                parser,
+                &HashSet::new(),
+                200,
+                &sender,
+                &counters,
+                &AtomicBool::new(false),
+            );
+            drop(sender);
+            let mut events = Vec::new();
+            while let Ok(event) = receiver.try_recv() {
+                events.push(event);
+            }
+            assert_eq!(
+                describe(&events),
+                vec!["job a @1", "line_too_long @2", "job b @3"]
+            );
+            let SourceEvent::Invalid(error) = &events[1] else {
+                unreachable!()
+            };
+            assert!(
+                error
+                    .message
+                    .starts_with(&format!("line 2: {} bytes", long.len())),
+                "{}",
+                error.message
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (verdicts, lines) = find_line_verdicts(
+            input.as_bytes(),
+            LineParser::validator(DeploymentNames::default()),
+            &AnswerLog::default(),
+            dir.path(),
+            200,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert_eq!((lines, verdicts.lines()), (3, 3));
+    }
+
+    #[test]
     fn lines_added_after_the_check_are_left_for_the_next_run() {
         let checked = format!("{}\n{}\n", line("a"), line("b"));
         let grown = format!("{checked}{}\n{}\n", line("a"), line("c"));
@@ -378,6 +462,7 @@ mod tests {
             LineParser::validator(DeploymentNames::default()),
             &AnswerLog::default(),
             dir.path(),
+            MAX,
             &stop,
         )
         .unwrap();
@@ -399,6 +484,7 @@ mod tests {
             &input[..],
             LineParser::new(DeploymentNames::default()),
             &HashSet::new(),
+            MAX,
             &sender,
             &counters,
             &AtomicBool::new(false),
@@ -451,7 +537,7 @@ mod tests {
                 },
             ))
             .unwrap();
-        let previous = prepare_output(&path, false).unwrap();
+        let previous = prepare_output(&path, false, MAX).unwrap();
         let input = format!(
             "{}\n{}\nnot json\n{}\n{}",
             line("a"),
@@ -478,6 +564,7 @@ mod tests {
             line("a").as_bytes(),
             LineParser::new(DeploymentNames::default()),
             &HashSet::new(),
+            MAX,
             &sender,
             &counters,
             &stop,
@@ -496,6 +583,7 @@ mod tests {
             input.as_bytes(),
             LineParser::new(DeploymentNames::default()),
             &HashSet::new(),
+            MAX,
             &sender,
             &counters,
             &AtomicBool::new(false),
