@@ -92,3 +92,36 @@ async fn a_job_with_its_own_short_max_wait_gives_up_sooner() {
     assert_eq!(error.status(), Some(429), "the 429 is the job's last reply");
     sim.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_storm_of_429s_naming_no_wait_fails_jobs_after_max_wait_with_the_last_reply() {
+    let faults = FaultSpec {
+        p_429: 1.0,
+        ..FaultSpec::default()
+    };
+    let storm = spec("east")
+        .faults(faults)
+        .retry_headers(aoai_sim::RetryHeaders::NONE);
+    let sim = start_sim(vec![storm]).await;
+    // Fallback cooldowns of 100 ms (fast_top); learned pacing off, so only 429s decide.
+    let config = config(
+        json!({"max_wait": "1s"}),
+        vec![deployment(&sim, "east", json!({"adaptive": false}))],
+    );
+    let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
+    let started = std::time::Instant::now();
+    let jobs = (0..4).map(|i| dispatcher.send(ChatJob::new(prompt(i))));
+    for result in join_all(jobs).await {
+        let error = result.expect("mailbox").expect_err("429s forever");
+        assert_eq!(error.code(), "rate_limited", "{error}");
+        assert_eq!(error.status(), Some(429), "the last 429 is the reply");
+        assert!(error.attempts.len() >= 2, "{error}");
+        assert!(
+            error.attempts.iter().all(|a| a.reply.as_ref().map(|r| r.status) == Some(429)),
+            "{error}"
+        );
+    }
+    // Ended on its own: about max_wait, not the 15 s x forever of before.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    sim.stop().await;
+}
