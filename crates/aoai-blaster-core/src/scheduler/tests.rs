@@ -437,6 +437,7 @@ fn jobs_fail_when_every_endpoint_is_disabled_for_good() {
         HealthState::Disabled {
             reason: "credentials rejected (HTTP 401)".into(),
             until: None,
+            cause: crate::health::DisableCause::Rejected,
         },
     );
     s.health_changed(t0, 0, &disabled, false, &mut fx);
