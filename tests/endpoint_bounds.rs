@@ -179,12 +179,14 @@ async fn a_deployment_failing_one_request_in_ten_fast_is_never_disabled() {
     sim.stop().await;
 }
 
-#[actix_rt::test]
-async fn an_endpoint_actor_that_panics_mid_run_is_restarted_and_loses_no_job() {
-    let sim = start_sim(vec![spec("panicky").latency(latency(300, 0))]).await;
+/// Runs 20 slow jobs on `name`, plans a panic with `plan` once they are all in flight, sends
+/// one more, and checks that the supervisor restarted the actor by itself and every job was
+/// answered once: lost, then a success.
+async fn a_panic_mid_run_loses_no_job(name: &str, plan: fn(&str)) {
+    let sim = start_sim(vec![spec(name).latency(latency(300, 0))]).await;
     let config = config(
         json!({"num_workers": 32}),
-        vec![deployment(&sim, "panicky", json!({}))],
+        vec![deployment(&sim, name, json!({}))],
     );
     let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
     let seen = collect_reports(&dispatcher).await;
@@ -192,11 +194,11 @@ async fn an_endpoint_actor_that_panics_mid_run_is_restarted_and_loses_no_job() {
         .map(|i| actix_rt::spawn(dispatcher.send(ChatJob::new(prompt(i)))))
         .collect();
     wait_until(Duration::from_secs(5), || async {
-        sim.stats().deployment("panicky").in_flight == 20
+        sim.stats().deployment(name).in_flight == 20
     })
     .await;
     // The next attempt makes the actor panic while 20 calls are in flight.
-    test_hooks::panic_on_next_attempt("panicky");
+    plan(name);
     jobs.push(actix_rt::spawn(dispatcher.send(ChatJob::new(prompt(20)))));
     for job in jobs {
         let result = job
@@ -220,4 +222,14 @@ async fn an_endpoint_actor_that_panics_mid_run_is_restarted_and_loses_no_job() {
         .count();
     assert_eq!(restarts, 1);
     sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_endpoint_actor_that_panics_mid_run_is_restarted_and_loses_no_job() {
+    a_panic_mid_run_loses_no_job("panicky", test_hooks::panic_on_next_attempt).await;
+}
+
+#[actix_rt::test]
+async fn a_panic_inside_an_http_call_restarts_the_actor_and_loses_no_job() {
+    a_panic_mid_run_loses_no_job("panicky-call", test_hooks::panic_in_next_call).await;
 }

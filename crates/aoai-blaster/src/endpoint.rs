@@ -370,12 +370,14 @@ impl EndpointActor {
     /// Declines `attempt` (cooling or disabled), or starts its HTTP call as a task.
     fn start_attempt(&mut self, attempt: Attempt, ctx: &mut Context<Self>) {
         #[cfg(feature = "test-hooks")]
-        if test_hooks::take(&self.settings.name) {
+        if test_hooks::take(test_hooks::Where::Handler, &self.settings.name) {
             panic!(
                 "test hook: endpoint '{}' panics on purpose",
                 self.settings.name
             );
         }
+        #[cfg(feature = "test-hooks")]
+        let panic_in_call = test_hooks::take(test_hooks::Where::Call, &self.settings.name);
         let now = clock::now();
         if matches!(
             self.health.availability(now),
@@ -415,6 +417,13 @@ impl EndpointActor {
         let call = self.next_call;
         self.next_call += 1;
         let run = tracing::Instrument::instrument(http.run(), span.clone());
+        #[cfg(feature = "test-hooks")]
+        let run = async move {
+            if panic_in_call {
+                panic!("test hook: an HTTP call panics on purpose");
+            }
+            run.await
+        };
         let actor = ctx.address();
         let task = actix_rt::spawn(async move {
             let result = AssertUnwindSafe(run)
@@ -483,24 +492,45 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 pub mod test_hooks {
     use std::sync::Mutex;
 
-    static PANIC_ON_NEXT_ATTEMPT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    /// Where a planned panic happens.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub(crate) enum Where {
+        /// In the actor's handler of the next attempt.
+        Handler,
+        /// In the HTTP call task of the next attempt.
+        Call,
+    }
+
+    static PLANNED: Mutex<Vec<(Where, String)>> = Mutex::new(Vec::new());
+
+    fn plan(place: Where, name: &str) {
+        PLANNED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((place, name.to_owned()));
+    }
 
     /// The EndpointActor of deployment `name` panics while handling its next attempt (once).
     pub fn panic_on_next_attempt(name: &str) {
-        PANIC_ON_NEXT_ATTEMPT
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(name.to_owned());
+        plan(Where::Handler, name);
     }
 
-    /// True (once per arming) when `name` is to panic now.
-    pub(crate) fn take(name: &str) -> bool {
-        let mut armed = PANIC_ON_NEXT_ATTEMPT
+    /// The HTTP call task of the next attempt on deployment `name` panics (once).
+    pub fn panic_in_next_call(name: &str) {
+        plan(Where::Call, name);
+    }
+
+    /// True (once per plan) when `name` is to panic at `place` now.
+    pub(crate) fn take(place: Where, name: &str) -> bool {
+        let mut planned = PLANNED
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match armed.iter().position(|armed| armed == name) {
-            Some(at) => {
-                armed.swap_remove(at);
+        match planned
+            .iter()
+            .position(|(at, who)| *at == place && who == name)
+        {
+            Some(index) => {
+                planned.swap_remove(index);
                 true
             }
             None => false,
