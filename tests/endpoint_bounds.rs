@@ -210,9 +210,9 @@ async fn a_panic_mid_run_loses_no_job(name: &str, plan: fn(&str)) {
         assert_eq!(kinds, vec![AttemptKind::Lost, AttemptKind::Success]);
     }
     let report = dispatcher.send(GetReport).await.expect("report");
-    assert_eq!(report[0].restarts, 1);
-    assert_eq!(report[0].lost, 21);
-    assert_eq!(report[0].successes, 21);
+    assert_eq!(report[0].counts.restarts, 1);
+    assert_eq!(report[0].counts.lost, 21);
+    assert_eq!(report[0].counts.successes, 21);
     assert_eq!(report[0].state.as_str(), "healthy");
     let restarts = seen
         .lock()

@@ -57,7 +57,7 @@ fn blocking_and_submitted_calls_answer_from_plain_threads() {
 
     let report = blaster.blocking_report();
     assert_eq!(report.len(), 1);
-    assert_eq!(report[0].successes, 22);
+    assert_eq!(report[0].counts.successes, 22);
     assert_eq!(report[0].state.as_str(), "healthy");
     blaster.close();
     assert_eq!(sim.stats().deployment("gpt").ok, 22);
@@ -88,5 +88,48 @@ fn close_finishes_every_job_submitted_before_it() {
             .expect("a job submitted before close is answered");
     }
     assert_eq!(sim.stats().deployment("gpt").ok, 40);
+    sim.stop();
+}
+
+#[test]
+fn dropped_or_cancelled_handles_of_queued_jobs_send_no_request() {
+    let sim = SimThread::start(
+        SimConfig::default().deployment(DeploymentSpec::new("gpt").tpm(100_000_000).latency(
+            LatencySpec {
+                ttft_ms: 300,
+                per_token_ms: 0,
+                jitter_ms: 0,
+            },
+        )),
+    )
+    .expect("simulator starts");
+    let blaster = blaster_for(&sim);
+    // 8 in flight for 300 ms; the 8 behind them are queued when their handles go.
+    let running: Vec<_> = (0..8)
+        .map(|i| blaster.submit_chat_completion(request(i)))
+        .collect();
+    let queued: Vec<_> = (8..16)
+        .map(|i| blaster.submit_chat_completion(request(i)))
+        .collect();
+    for (i, handle) in queued.into_iter().enumerate() {
+        if i % 2 == 0 {
+            handle.cancel();
+        } else {
+            drop(handle);
+        }
+    }
+    for handle in running {
+        handle.wait().expect("a job in flight finishes");
+    }
+    // One more job after them: when it is answered, the queue has been worked through.
+    blaster
+        .blocking_chat_completion(request(99))
+        .expect("a later job runs");
+    blaster.close();
+    assert_eq!(
+        sim.stats().deployment("gpt").ok,
+        9,
+        "the 8 cancelled jobs sent no request"
+    );
     sim.stop();
 }

@@ -72,8 +72,8 @@ async fn a_dead_endpoint_among_live_ones_costs_no_job() {
         .iter()
         .find(|r| r.name == "dead")
         .expect("dead reported");
-    assert!(dead.errors + dead.timeouts >= 1, "{dead}");
-    assert_eq!(dead.successes, 0);
+    assert!(dead.counts.errors + dead.counts.timeouts >= 1, "{dead}");
+    assert_eq!(dead.counts.successes, 0);
     sim.stop().await;
 }
 
@@ -195,7 +195,7 @@ async fn timeouts_back_off_then_disable_the_endpoint_with_its_reason() {
     assert_eq!(stats.deployment("hangs").hangs, 3);
     let report = dispatcher.send(GetReport).await.expect("report");
     assert_eq!(report[0].state.as_str(), "disabled");
-    assert_eq!(report[0].timeouts, 3);
+    assert_eq!(report[0].counts.timeouts, 3);
     sim.stop().await;
 }
 
@@ -251,7 +251,7 @@ async fn wrong_credentials_and_missing_deployments_disable_only_their_endpoint()
     let by_name = |name: &str| report.iter().find(|r| r.name == name).expect("reported");
     assert_eq!(by_name("good").state.as_str(), "healthy");
     assert_eq!(by_name("badkey").state.as_str(), "disabled");
-    assert_eq!(by_name("badkey").requests, 1, "one 401 is enough");
+    assert_eq!(by_name("badkey").counts.requests, 1, "one 401 is enough");
     assert!(
         by_name("badkey")
             .disabled_reason
@@ -332,8 +332,8 @@ async fn a_supervisor_restart_loses_no_in_flight_job() {
         );
     }
     let report = dispatcher.send(GetReport).await.expect("report");
-    assert_eq!(report[0].restarts, 1);
-    assert_eq!(report[0].lost, 20);
+    assert_eq!(report[0].counts.restarts, 1);
+    assert_eq!(report[0].counts.lost, 20);
     let reports = seen.lock().expect("not poisoned").clone();
     assert!(reports.iter().any(|r| r.event == HealthEvent::Restarted));
     sim.stop().await;
@@ -420,7 +420,7 @@ async fn a_disabled_endpoint_is_probed_and_comes_back_when_reenable_after_is_set
     sim.set_refusing("flaky", false)
         .await
         .expect("listener back up");
-    while report_of("flaky").await.successes == 0 {
+    while report_of("flaky").await.counts.successes == 0 {
         dispatcher
             .send(ChatJob::new(prompt(next)))
             .await
@@ -498,7 +498,10 @@ async fn a_day_long_retry_after_disables_the_endpoint_and_says_why() {
         .find(|r| r.name == "exhausted")
         .expect("reported");
     assert_eq!(exhausted.state.as_str(), "disabled", "{exhausted}");
-    assert_eq!(exhausted.rate_limited, 1, "one 429 was enough: {exhausted}");
+    assert_eq!(
+        exhausted.counts.rate_limited, 1,
+        "one 429 was enough: {exhausted}"
+    );
     let reason = exhausted.disabled_reason.as_deref().unwrap_or("");
     assert!(reason.contains("retry_after_cap"), "{reason}");
     assert!(

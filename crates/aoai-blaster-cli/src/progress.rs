@@ -141,9 +141,9 @@ pub(crate) fn endpoint_line(endpoint: &EndpointReport, now: SystemTime) -> Strin
         "{:<16} {state} | in flight {} | requests {} | ok {} | 429s {}",
         endpoint.name,
         endpoint.in_flight,
-        endpoint.requests,
-        endpoint.successes,
-        endpoint.rate_limited
+        endpoint.counts.requests,
+        endpoint.counts.successes,
+        endpoint.counts.rate_limited
     )
 }
 
@@ -333,6 +333,7 @@ impl<'a> MakeWriter<'a> for ProgressWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aoai_blaster::core::scheduler::EndpointCounters;
 
     #[test]
     fn the_module_example_holds() {
@@ -393,9 +394,12 @@ mod tests {
             name: "east".into(),
             state: EndpointState::Healthy,
             in_flight: 2,
-            requests: 10,
-            successes: 9,
-            rate_limited: 1,
+            counts: EndpointCounters {
+                requests: 10,
+                successes: 9,
+                rate_limited: 1,
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(

@@ -223,7 +223,7 @@ impl RunLoop<'_> {
                 + counters.invalid_reported_before.load(Ordering::Relaxed),
             skipped: counters.skipped.load(Ordering::Relaxed),
             in_flight: in_flight as u64,
-            rate_limited: reports.iter().map(|r| r.rate_limited).sum(),
+            rate_limited: reports.iter().map(|r| r.counts.rate_limited).sum(),
             retries: summary.retry_attempts,
             tokens: summary.prompt_tokens + summary.completion_tokens,
             elapsed: self.started.elapsed(),
@@ -233,11 +233,7 @@ impl RunLoop<'_> {
 
     /// Runs until the source is exhausted and every job is answered, or until interrupted.
     async fn drive(mut self, mut events: mpsc::Receiver<SourceEvent>) -> LoopOutcome {
-        let mut summary = Summary::default();
-        let mut fatal = None;
-        let mut inflight: FuturesUnordered<PendingJob> = FuturesUnordered::new();
-        let mut source_done = false;
-        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut state = LoopState::default();
         let (mut interrupts, mut terminations) = match (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
@@ -245,110 +241,148 @@ impl RunLoop<'_> {
             (Ok(interrupts), Ok(terminations)) => (interrupts, terminations),
             (Err(error), _) | (_, Err(error)) => {
                 return LoopOutcome {
-                    summary,
+                    summary: state.summary,
                     fatal: Some(format!("cannot listen for Ctrl-C: {error}")),
                 };
             }
         };
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            if inflight.is_empty() && (source_done || deadline.is_some()) {
-                break;
-            }
-            let take_more = !source_done && deadline.is_none() && inflight.len() < self.capacity;
+        while !state.is_over() {
+            let take_more = !state.source_done
+                && state.deadline.is_none()
+                && state.inflight.len() < self.capacity;
             let mut signalled = false;
-            tokio::select! {
+            let deadline = state.deadline;
+            let step = tokio::select! {
                 biased;
-                _ = interrupts.recv() => signalled = true,
-                _ = terminations.recv() => signalled = true,
-                Some((meta, result)) = inflight.next(), if !inflight.is_empty() => {
-                    let id = self.ids.next_id();
-                    match answer_for(id, meta.custom_id, &result) {
-                        Answer::Line(line, tally) => {
-                            summary.record_job(&tally);
-                            if let Err(error) = self.write(&line) {
-                                fatal = Some(error);
-                                break;
-                            }
-                        }
-                        Answer::Unfinished => {
-                            tracing::debug!(line = meta.line, "job not finished: it runs again next time");
-                            summary.unfinished += 1;
-                        }
-                    }
+                _ = interrupts.recv() => { signalled = true; Ok(()) }
+                _ = terminations.recv() => { signalled = true; Ok(()) }
+                Some((meta, result)) = state.inflight.next(), if !state.inflight.is_empty() => {
+                    self.write_answer(meta, &result, &mut state.summary)
                 }
                 _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {
                     tracing::warn!(
-                        unfinished = inflight.len(),
+                        unfinished = state.inflight.len(),
                         "grace period over: stopping without the jobs still in flight (they run again next time)"
                     );
                     break;
                 }
                 _ = ticker.tick() => {
-                    let snapshot = self.snapshot(&summary, inflight.len()).await;
+                    let snapshot = self.snapshot(&state.summary, state.inflight.len()).await;
                     self.progress.update(&snapshot, Instant::now());
+                    Ok(())
                 }
-                event = events.recv(), if take_more => match event {
-                    Some(SourceEvent::Job(request)) => {
-                        let meta = JobMeta { custom_id: request.custom_id.clone(), line: request.line };
-                        match job_for(request) {
-                            Ok(job) => {
-                                summary.submitted += 1;
-                                inflight.push(PendingJob { meta, handle: self.blaster.submit(job) });
-                            }
-                            Err(message) => {
-                                let error = InputError {
-                                    line: meta.line,
-                                    custom_id: Some(meta.custom_id),
-                                    code: InputErrorCode::InvalidBody,
-                                    message: format!("line {}: {message}", meta.line),
-                                };
-                                if let Err(error) = self.write_invalid(&error, &mut summary) {
-                                    fatal = Some(error);
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    Some(SourceEvent::Invalid(error)) => {
-                        if let Err(error) = self.write_invalid(&error, &mut summary) {
-                            fatal = Some(error);
-                            break;
-                        }
-                    }
-                    Some(SourceEvent::Failed(error)) => {
-                        fatal = Some(format!("cannot read the input: {error}"));
-                        source_done = true;
-                    }
-                    None => source_done = true,
-                },
+                event = events.recv(), if take_more => self.take(event, &mut state),
+            };
+            if let Err(error) = step {
+                state.fatal = Some(error);
+                break;
             }
             if signalled {
-                if deadline.is_some() {
-                    self.progress.finish();
-                    eprintln!(
-                        "aoai-blaster: second interrupt: stopping now; {} jobs in flight were not written and run again next time",
-                        inflight.len()
-                    );
-                    if let Some(writer) = &self.writer {
-                        let _ = writer.sync();
-                    }
-                    std::process::exit(i32::from(EXIT_INTERRUPTED));
-                }
-                summary.interrupted = true;
-                self.stop.store(true, Ordering::Relaxed);
-                events.close();
-                deadline = Some(tokio::time::Instant::now() + self.grace_period);
-                tracing::warn!(
-                    in_flight = inflight.len(),
-                    grace_period = ?self.grace_period,
-                    "interrupted: taking no more lines, finishing the jobs in flight; press Ctrl-C again to stop at once"
-                );
+                self.interrupted(&mut state, &mut events);
             }
         }
-        summary.unfinished += inflight.len() as u64;
-        let snapshot = self.snapshot(&summary, inflight.len()).await;
+        self.conclude_loop(state).await
+    }
+
+    /// Writes the line of a finished job (or counts it as unfinished).
+    fn write_answer(
+        &mut self,
+        meta: JobMeta,
+        result: &Result<ChatResult, JobError>,
+        summary: &mut Summary,
+    ) -> Result<(), String> {
+        let id = self.ids.next_id();
+        match answer_for(id, meta.custom_id, result) {
+            Answer::Line(line, tally) => {
+                summary.record_job(&tally);
+                self.write(&line)
+            }
+            Answer::Unfinished => {
+                tracing::debug!(
+                    line = meta.line,
+                    "job not finished: it runs again next time"
+                );
+                summary.unfinished += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Takes one event of the source (`None`: it is exhausted): submits the job, or writes the
+    /// error line. `Err` when the output cannot be written.
+    fn take(&mut self, event: Option<SourceEvent>, state: &mut LoopState) -> Result<(), String> {
+        match event {
+            Some(SourceEvent::Job(request)) => {
+                let meta = JobMeta {
+                    custom_id: request.custom_id.clone(),
+                    line: request.line,
+                };
+                match job_for(request) {
+                    Ok(job) => {
+                        state.summary.submitted += 1;
+                        state.inflight.push(PendingJob {
+                            meta,
+                            handle: self.blaster.submit(job),
+                        });
+                        Ok(())
+                    }
+                    Err(message) => {
+                        let error = InputError {
+                            line: meta.line,
+                            custom_id: Some(meta.custom_id),
+                            code: InputErrorCode::InvalidBody,
+                            message: format!("line {}: {message}", meta.line),
+                        };
+                        self.write_invalid(&error, &mut state.summary)
+                    }
+                }
+            }
+            Some(SourceEvent::Invalid(error)) => self.write_invalid(&error, &mut state.summary),
+            Some(SourceEvent::Failed(error)) => {
+                state.fatal = Some(format!("cannot read the input: {error}"));
+                state.source_done = true;
+                Ok(())
+            }
+            None => {
+                state.source_done = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// A signal: the first stops the reader and starts the grace period, the second exits the
+    /// process at once.
+    fn interrupted(&mut self, state: &mut LoopState, events: &mut mpsc::Receiver<SourceEvent>) {
+        if state.deadline.is_some() {
+            self.progress.finish();
+            eprintln!(
+                "aoai-blaster: second interrupt: stopping now; {} jobs in flight were not written and run again next time",
+                state.inflight.len()
+            );
+            if let Some(writer) = &self.writer {
+                let _ = writer.sync();
+            }
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+        state.summary.interrupted = true;
+        self.stop.store(true, Ordering::Relaxed);
+        events.close();
+        state.deadline = Some(tokio::time::Instant::now() + self.grace_period);
+        tracing::warn!(
+            in_flight = state.inflight.len(),
+            grace_period = ?self.grace_period,
+            "interrupted: taking no more lines, finishing the jobs in flight; press Ctrl-C again to stop at once"
+        );
+    }
+
+    /// The loop's figures once it stops: jobs still in flight count as unfinished, the reader's
+    /// counts are added, and the output is flushed.
+    async fn conclude_loop(&mut self, mut state: LoopState) -> LoopOutcome {
+        let summary = &mut state.summary;
+        summary.unfinished += state.inflight.len() as u64;
+        let snapshot = self.snapshot(summary, state.inflight.len()).await;
         self.progress.update(&snapshot, Instant::now());
         summary.lines_read = self.counters.lines.load(Ordering::Relaxed)
             - self.counters.blank.load(Ordering::Relaxed);
@@ -361,9 +395,36 @@ impl RunLoop<'_> {
         if let Some(writer) = &self.writer
             && let Err(error) = writer.sync()
         {
-            fatal.get_or_insert(format!("cannot flush the output file: {error}"));
+            state
+                .fatal
+                .get_or_insert(format!("cannot flush the output file: {error}"));
         }
-        LoopOutcome { summary, fatal }
+        LoopOutcome {
+            summary: state.summary,
+            fatal: state.fatal,
+        }
+    }
+}
+
+/// What the run loop tracks while it runs.
+#[derive(Default)]
+struct LoopState {
+    /// The figures so far.
+    summary: Summary,
+    /// Why the run must stop early, once known.
+    fatal: Option<String>,
+    /// Jobs submitted and not yet answered.
+    inflight: FuturesUnordered<PendingJob>,
+    /// The source has no more events.
+    source_done: bool,
+    /// When the grace period after the first signal ends.
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl LoopState {
+    /// Every job is answered and no more will come (the source is done, or a signal came).
+    fn is_over(&self) -> bool {
+        self.inflight.is_empty() && (self.source_done || self.deadline.is_some())
     }
 }
 
@@ -408,7 +469,7 @@ async fn conclude(
     progress.finish();
     summary.rate_limited = summary
         .rate_limited
-        .max(reports.iter().map(|r| r.rate_limited).sum());
+        .max(reports.iter().map(|r| r.counts.rate_limited).sum());
     summary.endpoints = endpoint_summaries(reports, config);
     summary.configured_tpm = configured_tpm(config);
     if summary.unfinished == 0 {

@@ -50,18 +50,18 @@ pub(crate) struct EndpointSummary {
 
 impl Serialize for EndpointSummary {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let report = &self.report;
+        let (report, counts) = (&self.report, &self.report.counts);
         let mut json = serializer.serialize_struct("EndpointSummary", 12)?;
         json.serialize_field("name", &report.name)?;
         json.serialize_field("state", &report.state)?;
         json.serialize_field("disabled_reason", &report.disabled_reason)?;
-        json.serialize_field("requests", &report.requests)?;
-        json.serialize_field("successes", &report.successes)?;
-        json.serialize_field("rate_limited", &report.rate_limited)?;
-        json.serialize_field("timeouts", &report.timeouts)?;
-        json.serialize_field("errors", &report.errors)?;
-        json.serialize_field("prompt_tokens", &report.prompt_tokens)?;
-        json.serialize_field("completion_tokens", &report.completion_tokens)?;
+        json.serialize_field("requests", &counts.requests)?;
+        json.serialize_field("successes", &counts.successes)?;
+        json.serialize_field("rate_limited", &counts.rate_limited)?;
+        json.serialize_field("timeouts", &counts.timeouts)?;
+        json.serialize_field("errors", &counts.errors)?;
+        json.serialize_field("prompt_tokens", &counts.prompt_tokens)?;
+        json.serialize_field("completion_tokens", &counts.completion_tokens)?;
         json.serialize_field("mean_latency_ms", &self.mean_latency_ms())?;
         json.serialize_field("tpm_limit", &self.tpm_limit)?;
         json.end()
@@ -72,55 +72,18 @@ impl EndpointSummary {
     /// Mean duration of answered attempts, in milliseconds.
     pub(crate) fn mean_latency_ms(&self) -> Option<f64> {
         self.report
-            .mean_latency
+            .mean_latency()
             .map(|latency| latency.as_secs_f64() * 1000.0)
-    }
-
-    /// Adds another summary's counts for the same endpoint (the latency becomes the weighted
-    /// mean; the state is the other's, as the later one).
-    #[cfg(test)]
-    pub(crate) fn merge(&mut self, other: &EndpointSummary) {
-        let answered = |r: &EndpointReport| (r.successes + r.rate_limited + r.errors) as f64;
-        let (mine, theirs) = (&mut self.report, &other.report);
-        mine.mean_latency = match (mine.mean_latency, theirs.mean_latency) {
-            (Some(a), Some(b)) => {
-                let (wa, wb) = (answered(mine), answered(theirs));
-                let (a, b) = (a.as_secs_f64(), b.as_secs_f64());
-                Some(Duration::from_secs_f64(if wa + wb > 0.0 {
-                    (a * wa + b * wb) / (wa + wb)
-                } else {
-                    (a + b) / 2.0
-                }))
-            }
-            (a, b) => a.or(b),
-        };
-        mine.state = theirs.state;
-        mine.cooling_until = theirs.cooling_until;
-        mine.disabled_reason.clone_from(&theirs.disabled_reason);
-        mine.failure_streak = theirs.failure_streak;
-        mine.in_flight = theirs.in_flight;
-        mine.requests += theirs.requests;
-        mine.successes += theirs.successes;
-        mine.rate_limited += theirs.rate_limited;
-        mine.timeouts += theirs.timeouts;
-        mine.errors += theirs.errors;
-        mine.lost += theirs.lost;
-        mine.restarts += theirs.restarts;
-        mine.prompt_tokens += theirs.prompt_tokens;
-        mine.completion_tokens += theirs.completion_tokens;
-        self.tpm_limit = self.tpm_limit.or(other.tpm_limit);
     }
 
     /// Tokens (prompt + completion) per minute over `makespan`.
     pub(crate) fn tokens_per_minute(&self, makespan: Duration) -> f64 {
-        per_minute(
-            self.report.prompt_tokens + self.report.completion_tokens,
-            makespan,
-        )
+        let counts = &self.report.counts;
+        per_minute(counts.prompt_tokens + counts.completion_tokens, makespan)
     }
 }
 
-/// The figures of one run (or of several, merged).
+/// The figures of one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub(crate) struct Summary {
     /// Non-blank input lines read.
@@ -210,42 +173,6 @@ impl Summary {
             .map(|tpm| self.tokens_per_minute() * 100.0 / tpm as f64)
     }
 
-    /// Adds another run's figures: counts add up, the makespan is the longer one, endpoints are
-    /// merged by name.
-    #[cfg(test)]
-    pub(crate) fn merge(&mut self, other: &Summary) {
-        self.lines_read += other.lines_read;
-        self.skipped += other.skipped;
-        self.skipped_failed += other.skipped_failed;
-        self.submitted += other.submitted;
-        self.succeeded += other.succeeded;
-        self.failed += other.failed;
-        self.http_errors += other.http_errors;
-        self.invalid_lines += other.invalid_lines;
-        self.unfinished += other.unfinished;
-        self.retried_jobs += other.retried_jobs;
-        self.retry_attempts += other.retry_attempts;
-        self.rate_limited += other.rate_limited;
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.makespan = self.makespan.max(other.makespan);
-        self.configured_tpm = match (self.configured_tpm, other.configured_tpm) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        self.interrupted |= other.interrupted;
-        for endpoint in &other.endpoints {
-            match self
-                .endpoints
-                .iter_mut()
-                .find(|e| e.report.name == endpoint.report.name)
-            {
-                Some(mine) => mine.merge(endpoint),
-                None => self.endpoints.push(endpoint.clone()),
-            }
-        }
-    }
-
     /// The process exit status this run ends with: [`EXIT_INTERRUPTED`] when interrupted, else
     /// [`EXIT_SOME_FAILED`] when any job failed, any input line was invalid, or an id kept an
     /// earlier failed answer, else [`EXIT_OK`].
@@ -262,6 +189,15 @@ impl Summary {
     /// The summary for a person: totals, then one row per endpoint.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
+        self.render_totals(&mut out);
+        if !self.endpoints.is_empty() {
+            self.render_endpoints(&mut out);
+        }
+        out
+    }
+
+    /// The totals: outcomes, unfinished jobs, retries, 429s, tokens and the quota used.
+    fn render_totals(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "{} in {:.1}s: {} succeeded, {} failed ({} with an HTTP error), {} invalid lines, {} skipped (already answered{})",
@@ -308,9 +244,10 @@ impl Summary {
             }
             _ => out.push('\n'),
         }
-        if self.endpoints.is_empty() {
-            return out;
-        }
+    }
+
+    /// A header, then one row per endpoint.
+    fn render_endpoints(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "{:<20} {:<9} {:>8} {:>8} {:>6} {:>8} {:>7} {:>10} {:>9} {:>12}",
@@ -339,12 +276,12 @@ impl Summary {
                 "{:<20} {:<9} {:>8} {:>8} {:>6} {:>8} {:>7} {:>10} {:>9} {:>12}",
                 report.name,
                 report.state.as_str(),
-                report.requests,
-                report.successes,
-                report.rate_limited,
-                report.timeouts,
-                report.errors,
-                report.prompt_tokens + report.completion_tokens,
+                report.counts.requests,
+                report.counts.successes,
+                report.counts.rate_limited,
+                report.counts.timeouts,
+                report.counts.errors,
+                report.counts.prompt_tokens + report.counts.completion_tokens,
                 e.mean_latency_ms()
                     .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}")),
                 rate
@@ -354,7 +291,6 @@ impl Summary {
             }
             out.push('\n');
         }
-        out
     }
 }
 
@@ -362,6 +298,7 @@ impl Summary {
 mod tests {
     use super::*;
     use aoai_blaster::EndpointState;
+    use aoai_blaster::core::scheduler::EndpointCounters;
 
     #[test]
     fn the_module_example_holds() {
@@ -387,11 +324,15 @@ mod tests {
             report: EndpointReport {
                 name: name.into(),
                 state: EndpointState::Healthy,
-                requests,
-                successes: requests,
-                prompt_tokens: 100,
-                completion_tokens: 20,
-                mean_latency: latency_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+                counts: EndpointCounters {
+                    requests,
+                    successes: requests,
+                    prompt_tokens: 100,
+                    completion_tokens: 20,
+                    latency_total: Duration::from_secs_f64(latency_ms.unwrap_or(0.0) / 1000.0),
+                    latency_count: u64::from(latency_ms.is_some()),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             tpm_limit: Some(1_000),
@@ -457,34 +398,6 @@ mod tests {
         assert_eq!(summary.exit_status(), EXIT_SOME_FAILED);
         summary.interrupted = true;
         assert_eq!(summary.exit_status(), EXIT_INTERRUPTED);
-    }
-
-    #[test]
-    fn merge_adds_counts_and_merges_endpoints_by_name() {
-        let mut a = Summary {
-            succeeded: 2,
-            makespan: Duration::from_secs(10),
-            endpoints: vec![endpoint("east", 10, Some(10.0))],
-            ..Default::default()
-        };
-        let b = Summary {
-            succeeded: 3,
-            failed: 1,
-            interrupted: true,
-            makespan: Duration::from_secs(4),
-            endpoints: vec![endpoint("east", 30, Some(30.0)), endpoint("west", 5, None)],
-            ..Default::default()
-        };
-        a.merge(&b);
-        assert_eq!((a.succeeded, a.failed), (5, 1));
-        assert!(a.interrupted);
-        assert_eq!(a.makespan, Duration::from_secs(10));
-        assert_eq!(a.endpoints.len(), 2);
-        assert_eq!(a.endpoints[0].report.requests, 40);
-        assert_eq!(a.endpoints[0].report.prompt_tokens, 200);
-        // Weighted by answered attempts: (10*10 + 30*30) / 40.
-        assert_eq!(a.endpoints[0].mean_latency_ms(), Some(25.0));
-        assert_eq!(a.endpoints[1].report.name, "west");
     }
 
     #[test]

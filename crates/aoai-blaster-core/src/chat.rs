@@ -623,11 +623,6 @@ impl Serialize for WithUsage<'_> {
     }
 }
 
-/// How many choices a body asks for (`n`, default 1).
-pub fn requested_choices(body: &Value) -> u64 {
-    body.get("n").and_then(Value::as_u64).unwrap_or(1).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -879,7 +874,7 @@ mod tests {
     }
 
     #[test]
-    fn request_from_body_and_requested_choices() {
+    fn request_from_body_rejects_a_body_without_messages() {
         assert_eq!(
             ChatRequest::from_body(json!([1])),
             Err(RequestBodyError::NotAnObject("a list"))
@@ -888,6 +883,5 @@ mod tests {
             ChatRequest::from_body(json!({"messages": "hi"})),
             Err(RequestBodyError::NoMessages)
         );
-        assert_eq!(requested_choices(&json!({"n": 0})), 1);
     }
 }

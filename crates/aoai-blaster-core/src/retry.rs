@@ -24,7 +24,7 @@
 //!     AttemptRecord, Decision, Ending, JobErrorKind, JobHistory, RetryPolicy,
 //! };
 //!
-//! let policy = RetryPolicy { max_job_retry: 1, job_deadline: None };
+//! let policy = RetryPolicy { max_job_retry: 1, ..RetryPolicy::default() };
 //! let t0 = Instant::now();
 //! let mut history = JobHistory::new(t0);
 //! let refused = AttemptOutcome::Transient(TransientKind::Connect("connection refused".into()));
@@ -47,7 +47,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::classify::{ApiError, AttemptOutcome};
+use crate::classify::{ApiError, AttemptOutcome, WaitSource};
 
 /// How often and how long a job may be tried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +57,8 @@ pub struct RetryPolicy {
     pub max_job_retry: u32,
     /// The longest a job may live, from submission (`job_deadline`, default none).
     pub job_deadline: Option<Duration>,
+    /// The longest a job keeps meeting 429s that name no wait (`max_wait`, default 5 min).
+    pub max_wait: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -64,6 +66,7 @@ impl Default for RetryPolicy {
         RetryPolicy {
             max_job_retry: 5,
             job_deadline: None,
+            max_wait: crate::config::DEFAULT_MAX_WAIT,
         }
     }
 }
@@ -111,6 +114,7 @@ impl RetryPolicy {
     /// - success is delivered;
     /// - a failure after stream deltas reached the caller fails the job (it holds part of a
     ///   reply), as does a job-fatal reply (Azure's error) and a passed deadline;
+    /// - 429s that named no wait, met for `max_wait` in a row, fail it (`rate_limited`);
     /// - a failure that counts (transient, endpoint-fatal) beyond `max_job_retry` fails it;
     /// - anything else is retried: elsewhere after a reply, anywhere after a lost or declined
     ///   attempt.
@@ -156,6 +160,14 @@ impl RetryPolicy {
         }
         if self.deadline_passed(history, now) {
             Decision::Fail(JobErrorKind::DeadlineExceeded)
+        } else if kind == AttemptKind::RateLimited
+            && history
+                .rate_limited_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= self.max_wait)
+        {
+            Decision::Fail(JobErrorKind::RateLimited {
+                max_wait: self.max_wait,
+            })
         } else if kind.counts_against_retries() && history.counted_failures() > self.max_job_retry {
             Decision::Fail(JobErrorKind::RetriesExhausted)
         } else {
@@ -273,6 +285,9 @@ pub struct JobHistory {
     pub started: Instant,
     /// The attempts, oldest first.
     pub attempts: Vec<AttemptRecord>,
+    /// When the current unbroken run of 429s that named no wait began (`None`: the last
+    /// attempt was something else). Kept by [`JobHistory::record_at`].
+    pub rate_limited_since: Option<Instant>,
 }
 
 impl JobHistory {
@@ -281,12 +296,32 @@ impl JobHistory {
         JobHistory {
             started,
             attempts: Vec::new(),
+            rate_limited_since: None,
         }
     }
 
     /// Appends an attempt ([`AttemptRecord::from_outcome`] or [`AttemptRecord::lost`]).
     pub fn record(&mut self, attempt: AttemptRecord) {
         self.attempts.push(attempt);
+    }
+
+    /// Appends the attempt that ended with `outcome` at `now`, and keeps the run of 429s that
+    /// named no wait (`max_wait` bounds it: without a wait from the server, nothing says the
+    /// quota will ever come back).
+    pub fn record_at(&mut self, now: Instant, attempt: AttemptRecord, outcome: &AttemptOutcome) {
+        let unnamed_wait = matches!(
+            outcome,
+            AttemptOutcome::RateLimited {
+                source: WaitSource::Fallback,
+                ..
+            }
+        );
+        self.rate_limited_since = if unnamed_wait {
+            Some(self.rate_limited_since.unwrap_or(now))
+        } else {
+            None
+        };
+        self.record(attempt);
     }
 
     /// Attempts that count against `max_job_retry` (all failures but 429s and lost attempts).
@@ -323,6 +358,19 @@ pub enum JobErrorKind {
     RetriesExhausted,
     /// Every endpoint is disabled (see each endpoint's reason in the report).
     AllEndpointsDisabled,
+    /// No endpoint that may serve the job could take it within `max_wait` (each cooling or
+    /// disabled for longer).
+    NoEndpointAvailable {
+        /// The `max_wait` that applied.
+        max_wait: Duration,
+        /// Each eligible endpoint's state and for how long, `; `-separated.
+        endpoints: String,
+    },
+    /// The job met only 429s that named no wait for `max_wait`: the last one is its reply.
+    RateLimited {
+        /// The `max_wait` that applied.
+        max_wait: Duration,
+    },
     /// The job outlived `job_deadline`.
     DeadlineExceeded,
     /// The job's estimated cost is more than any endpoint's whole per-minute token budget.
@@ -353,7 +401,8 @@ pub enum JobErrorKind {
 
 impl JobErrorKind {
     /// A stable machine code, for a batch line's `error.code` and for metrics:
-    /// `rejected`, `reply_too_large`, `retries_exhausted`, `all_endpoints_disabled`, `deadline_exceeded`,
+    /// `rejected`, `reply_too_large`, `retries_exhausted`, `all_endpoints_disabled`,
+    /// `no_endpoint_available`, `rate_limited`, `deadline_exceeded`,
     /// `never_fits`, `stream_interrupted`, `unknown_deployment`, `cancelled`, `queue_closed`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -361,6 +410,8 @@ impl JobErrorKind {
             JobErrorKind::ReplyTooLarge { .. } => "reply_too_large",
             JobErrorKind::RetriesExhausted => "retries_exhausted",
             JobErrorKind::AllEndpointsDisabled => "all_endpoints_disabled",
+            JobErrorKind::NoEndpointAvailable { .. } => "no_endpoint_available",
+            JobErrorKind::RateLimited { .. } => "rate_limited",
             JobErrorKind::DeadlineExceeded => "deadline_exceeded",
             JobErrorKind::NeverFits { .. } => "never_fits",
             JobErrorKind::StreamInterrupted { .. } => "stream_interrupted",
@@ -384,6 +435,20 @@ impl fmt::Display for JobErrorKind {
             JobErrorKind::AllEndpointsDisabled => {
                 f.write_str("every endpoint is disabled (see the report for each reason)")
             }
+            JobErrorKind::NoEndpointAvailable {
+                max_wait,
+                endpoints,
+            } => write!(
+                f,
+                "no endpoint can take the job within max_wait ({}): {endpoints}",
+                humantime::format_duration(*max_wait)
+            ),
+            JobErrorKind::RateLimited { max_wait } => write!(
+                f,
+                "rate limited: only 429s naming no wait for max_wait ({}); the quota may be \
+                 spent for the day, see the last reply",
+                humantime::format_duration(*max_wait)
+            ),
             JobErrorKind::DeadlineExceeded => f.write_str("job_deadline exceeded"),
             JobErrorKind::NeverFits {
                 tokens,
@@ -478,6 +543,7 @@ mod tests {
         RetryPolicy {
             max_job_retry,
             job_deadline: None,
+            max_wait: 300 * S,
         }
     }
 
@@ -601,6 +667,7 @@ mod tests {
         let p = RetryPolicy {
             max_job_retry: 1,
             job_deadline: Some(10 * S),
+            max_wait: 300 * S,
         };
         let mut h = JobHistory::new(t0);
         step(&p, &mut h, "east", timeout(), t0);
@@ -669,6 +736,7 @@ mod tests {
         let p = RetryPolicy {
             max_job_retry: 5,
             job_deadline: Some(30 * S),
+            max_wait: 300 * S,
         };
         let mut h = JobHistory::new(t0);
         assert_eq!(
@@ -784,6 +852,55 @@ mod tests {
                 .starts_with("stream interrupted after 12 deltas")
         );
         assert_eq!(cut.code(), "stream_interrupted");
+    }
+
+    #[test]
+    fn unnamed_429s_fail_the_job_after_max_wait_in_a_row() {
+        let t0 = Instant::now();
+        let p = policy(5);
+        let mut h = JobHistory::new(t0);
+        let unnamed = AttemptOutcome::RateLimited {
+            wait: 15 * S,
+            source: WaitSource::Fallback,
+            error: ApiError {
+                status: 429,
+                code: None,
+                message: "Too Many Requests".into(),
+            },
+        };
+        let decide = |h: &mut JobHistory, outcome: &AttemptOutcome, at: Instant| {
+            h.record_at(at, AttemptRecord::from_outcome("east", outcome, S), outcome);
+            let ending = Ending::Outcome {
+                outcome,
+                deltas_delivered: 0,
+            };
+            p.decide(h, ending, at)
+        };
+        assert_eq!(
+            decide(&mut h, &unnamed, t0),
+            Decision::Retry { elsewhere: true }
+        );
+        // A 429 that names its wait, or any other outcome, breaks the run.
+        assert_eq!(
+            decide(&mut h, &limited(), t0 + 200 * S),
+            Decision::Retry { elsewhere: true }
+        );
+        assert_eq!(h.rate_limited_since, None);
+        let run_start = t0 + 201 * S;
+        assert_eq!(
+            decide(&mut h, &unnamed, run_start),
+            Decision::Retry { elsewhere: true }
+        );
+        assert_eq!(
+            decide(&mut h, &unnamed, run_start + 299 * S),
+            Decision::Retry { elsewhere: true }
+        );
+        let Decision::Fail(kind) = decide(&mut h, &unnamed, run_start + 300 * S) else {
+            panic!("max_wait of unnamed 429s fails the job");
+        };
+        assert_eq!(kind.code(), "rate_limited");
+        let error = h.into_error(kind);
+        assert_eq!(error.status(), Some(429), "the last 429 is the job's reply");
     }
 
     #[test]

@@ -1,8 +1,13 @@
-//! A string that never shows itself: API keys and other credentials.
+//! A string that never shows itself: API keys and other credentials, and the one redactor for
+//! text that came from elsewhere.
 //!
 //! [`Secret`] wraps the value so that `Debug`, `Display` and therefore logs, error messages and
 //! reports print `***` instead. The only way to read it is [`Secret::expose`], which makes every
 //! place that handles the real value easy to find.
+//!
+//! Text from upstream (an error body that echoes the request's headers) can hold a secret too:
+//! [`redact`] replaces every secret this process holds (each `Secret` made registers itself)
+//! and anything shaped like a bearer token or an `api-key` header value with `[REDACTED]`.
 //!
 //! ```
 //! use aoai_blaster_core::secret::Secret;
@@ -12,9 +17,107 @@
 //! assert_eq!(key.expose(), "0123456789abcdef");
 //! ```
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Deserializer};
+
+/// What replaces a secret in redacted text.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Secrets shorter than this are not searched for in text (they would match ordinary words);
+/// real keys and tokens are 32 characters and more.
+const MIN_SECRET_LEN: usize = 8;
+
+/// The most secrets remembered (tokens are refreshed hourly: the oldest are forgotten).
+const MAX_KNOWN: usize = 256;
+
+/// Every secret made in this process, newest last.
+static KNOWN: Mutex<VecDeque<Arc<str>>> = Mutex::new(VecDeque::new());
+
+fn remember(value: &str) {
+    if value.len() < MIN_SECRET_LEN {
+        return;
+    }
+    let mut known = KNOWN.lock().unwrap_or_else(PoisonError::into_inner);
+    if known.iter().any(|k| &**k == value) {
+        return;
+    }
+    if known.len() == MAX_KNOWN {
+        known.pop_front();
+    }
+    known.push_back(Arc::from(value));
+}
+
+/// `text` with every secret this process holds, every `Bearer <token>` and every `api-key`
+/// header value replaced by [`REDACTED`]: for text from upstream before it reaches logs,
+/// reports or output files.
+///
+/// ```
+/// use aoai_blaster_core::secret::{Secret, redact};
+///
+/// let key = Secret::new("0123456789abcdef0123");
+/// let echoed = format!("401: bad request headers {{\"api-key\": \"{}\"}}", key.expose());
+/// assert_eq!(redact(&echoed), "401: bad request headers {\"api-key\": \"[REDACTED]\"}");
+/// assert_eq!(redact("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.x"), "Authorization: Bearer [REDACTED]");
+/// assert_eq!(redact("nothing to hide"), "nothing to hide");
+/// ```
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let mut out = Cow::Borrowed(text);
+    {
+        let known = KNOWN.lock().unwrap_or_else(PoisonError::into_inner);
+        for secret in known.iter() {
+            if out.contains(&**secret) {
+                out = Cow::Owned(out.replace(&**secret, REDACTED));
+            }
+        }
+    }
+    for marker in ["bearer ", "api-key", "api_key", "authorization: basic "] {
+        if let Some(masked) = mask_after(&out, marker) {
+            out = Cow::Owned(masked);
+        }
+    }
+    out
+}
+
+/// Masks the value after each case-insensitive `marker` (skipping `"`, `:`, `=` and spaces):
+/// `None` when there is nothing to mask.
+fn mask_after(text: &str, marker: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    if !lower.contains(marker) {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    let mut changed = false;
+    for (at, _) in lower.match_indices(marker) {
+        if at < rest {
+            continue;
+        }
+        let after = at + marker.len();
+        let separators = text[after..]
+            .find(|c: char| !matches!(c, '"' | '\'' | ':' | '=' | ' ' | '\\'))
+            .map_or(text.len(), |i| after + i);
+        let end = text[separators..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '}' | ';' | '\\'))
+            .map_or(text.len(), |i| separators + i);
+        let value = &text[separators..end];
+        if value.len() < MIN_SECRET_LEN || value == REDACTED {
+            continue;
+        }
+        out.push_str(&text[rest..separators]);
+        out.push_str(REDACTED);
+        rest = end;
+        changed = true;
+    }
+    if !changed {
+        return None;
+    }
+    out.push_str(&text[rest..]);
+    Some(out)
+}
 
 /// A credential (API key, token) whose `Debug` and `Display` print `***`, never the value.
 ///
@@ -24,9 +127,11 @@ use serde::{Deserialize, Deserializer};
 pub struct Secret(String);
 
 impl Secret {
-    /// Wraps a value.
+    /// Wraps a value (and remembers it for [`redact`]).
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        let value = value.into();
+        remember(&value);
+        Secret(value)
     }
 
     /// The real value: use it only where it is sent (an `api-key` header) or interpreted.
@@ -54,13 +159,13 @@ impl fmt::Display for Secret {
 
 impl From<String> for Secret {
     fn from(value: String) -> Self {
-        Secret(value)
+        Secret::new(value)
     }
 }
 
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
-        Secret(value.to_owned())
+        Secret::new(value)
     }
 }
 
@@ -75,10 +180,10 @@ impl<'de> Deserialize<'de> for Secret {
                 f.write_str("a text value")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
-                Ok(Secret(v.to_owned()))
+                Ok(Secret::new(v))
             }
             fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
-                Ok(Secret(v))
+                Ok(Secret::new(v))
             }
             fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
                 Err(E::custom(NOT_TEXT))
@@ -126,5 +231,32 @@ mod tests {
             "{error}"
         );
         assert!(serde_json::from_str::<Secret>("[1]").is_err());
+    }
+
+    #[test]
+    fn redaction_covers_known_secrets_bearer_tokens_and_key_headers() {
+        let key = Secret::new("test-key-0123456789-redaction");
+        let body = format!(
+            "echo: api-key={k}; authorization=Bearer abcdefghij.klmnop; again {k}",
+            k = key.expose()
+        );
+        let clean = redact(&body);
+        assert!(!clean.contains(key.expose()), "{clean}");
+        assert!(!clean.contains("abcdefghij"), "{clean}");
+        assert_eq!(
+            clean,
+            "echo: api-key=[REDACTED]; authorization=Bearer [REDACTED]; again [REDACTED]"
+        );
+        // Short values and ordinary words are left alone.
+        assert_eq!(
+            redact("api-key: short, bearer of bad news"),
+            "api-key: short, bearer of bad news"
+        );
+        // A JSON echo of the request headers.
+        let json = r#"{"headers": {"Api-Key": "zzzzzzzzzzzzzzzzzzzz", "x": 1}}"#;
+        assert_eq!(
+            redact(json),
+            r#"{"headers": {"Api-Key": "[REDACTED]", "x": 1}}"#
+        );
     }
 }

@@ -272,3 +272,45 @@ fn a_key_read_as_a_number_is_never_echoed() {
         "{text}"
     );
 }
+
+#[test]
+fn hostile_files_fail_fast_and_never_quote_a_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // "Billion laughs": nine levels of nine aliases, 447 bytes that would expand to 9^9 values.
+    let mut laughs = String::from("a: &a [x,x,x,x,x,x,x,x,x]\n");
+    let mut previous = 'a';
+    for name in "bcdefghi".chars() {
+        let refs = vec![format!("*{previous}"); 9].join(",");
+        laughs.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        previous = name;
+    }
+    let yaml = dir.path().join("laughs.yaml");
+    std::fs::write(&yaml, &laughs).expect("write");
+    let error = BlasterConfig::from_file_with_env(&yaml, env(&[])).expect_err("refused");
+    assert!(matches!(error, ConfigError::Parse { .. }), "{error}");
+    assert!(error.to_string().contains("aliases"), "{error}");
+
+    let toml = dir.path().join("bad.toml");
+    std::fs::write(
+        &toml,
+        "[[deployments]]\nname = \"east\"\napi_key = \"sk-live-0123456789\" x\n",
+    )
+    .expect("write");
+    let error = BlasterConfig::from_file_with_env(&toml, env(&[])).expect_err("bad syntax");
+    let text = error.to_string();
+    assert!(text.contains("line 3"), "{text}");
+    assert!(
+        !text.contains("sk-live"),
+        "the key must not be quoted: {text}"
+    );
+
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, "#".repeat(3 * 1024 * 1024)).expect("write");
+    let error = BlasterConfig::from_file_with_env(&big, env(&[])).expect_err("too big");
+    assert!(
+        error
+            .to_string()
+            .contains("check that the path names the config file"),
+        "{error}"
+    );
+}

@@ -139,11 +139,15 @@ impl Blaster {
         // later `close`); the spawned task only waits for the answer.
         let request = self.dispatcher.send(job);
         self.arbiter.spawn(async move {
-            let result = match request.await {
-                Ok(result) => result,
-                Err(_) => Err(closed()),
-            };
-            let _ = sender.send(result);
+            let mut sender = sender;
+            // Dropping the handle drops `request`: the Dispatcher then sends no request for the
+            // job if it has not sent one yet.
+            tokio::select! {
+                result = request => {
+                    let _ = sender.send(result.unwrap_or_else(|_| Err(closed())));
+                }
+                () = sender.closed() => {}
+            }
         });
         JobHandle { receiver }
     }
@@ -200,7 +204,8 @@ fn closed() -> JobError {
     }
 }
 
-/// The pending result of a submitted job.
+/// The pending result of a submitted job. Dropping it (or [`cancel`](JobHandle::cancel)) before
+/// the job has been sent cancels the job: no request goes out. A job in flight may finish.
 pub struct JobHandle {
     receiver: oneshot::Receiver<Result<ChatResult, JobError>>,
 }
@@ -216,6 +221,10 @@ impl Future for JobHandle {
 }
 
 impl JobHandle {
+    /// Cancels the job: no request is sent if none has been yet (one in flight may finish,
+    /// its answer is dropped).
+    pub fn cancel(self) {}
+
     /// Blocks until the result is there.
     pub fn wait(self) -> Result<ChatResult, JobError> {
         futures_executor::block_on(self)

@@ -25,6 +25,9 @@ use crate::report::EndpointReport;
 ///
 /// Send it to the Dispatcher and await the result:
 /// `dispatcher.send(ChatJob::new(request)).await??` gives a [`ChatResult`].
+///
+/// Dropping the future of `send` (or a [`JobHandle`](crate::JobHandle)) before the job has
+/// been sent cancels it: no request goes out. A job in flight may still finish.
 #[derive(Message, Clone)]
 #[rtype(result = "Result<ChatResult, JobError>")]
 pub struct ChatJob {
@@ -40,6 +43,9 @@ pub struct ChatJob {
     pub pin: Option<String>,
     /// A label for logs and traces (for example the batch line's `custom_id`).
     pub label: Option<String>,
+    /// This job's `max_wait` (how long it may wait with no endpoint able to take it), instead
+    /// of the configured one.
+    pub max_wait: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for ChatJob {
@@ -50,6 +56,7 @@ impl fmt::Debug for ChatJob {
             .field("incremental", &self.deltas.is_some())
             .field("pin", &self.pin)
             .field("label", &self.label)
+            .field("max_wait", &self.max_wait)
             .finish()
     }
 }
@@ -63,6 +70,7 @@ impl ChatJob {
             deltas: None,
             pin: None,
             label: None,
+            max_wait: None,
         }
     }
 
@@ -82,6 +90,12 @@ impl ChatJob {
     /// Run only on the named deployment.
     pub fn pinned_to(mut self, deployment: impl Into<String>) -> Self {
         self.pin = Some(deployment.into());
+        self
+    }
+
+    /// Bound this job's wait for an endpoint able to take it (see `max_wait` in the config).
+    pub fn max_wait(mut self, max_wait: std::time::Duration) -> Self {
+        self.max_wait = Some(max_wait);
         self
     }
 

@@ -150,6 +150,7 @@ impl MetricsHandle {
     }
 }
 
+// A catalogue, one `describe_*!` per metric: read top to bottom, splitting it would hide none.
 fn describe_all() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(

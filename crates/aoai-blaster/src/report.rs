@@ -4,8 +4,9 @@ use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use aoai_blaster_core::health::HealthState;
-use aoai_blaster_core::scheduler::EndpointView;
-use serde::Serialize;
+use aoai_blaster_core::scheduler::{EndpointCounters, EndpointView};
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 
 /// An endpoint's state as reports, progress lines and summaries show it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -55,26 +56,9 @@ pub struct EndpointReport {
     pub failure_streak: u32,
     /// Attempts in flight now.
     pub in_flight: usize,
-    /// Attempts sent.
-    pub requests: u64,
-    /// Successful attempts.
-    pub successes: u64,
-    /// 429 replies.
-    pub rate_limited: u64,
-    /// Timeouts.
-    pub timeouts: u64,
-    /// Other failures.
-    pub errors: u64,
-    /// Attempts lost to actor restarts.
-    pub lost: u64,
-    /// Supervisor restarts.
-    pub restarts: u64,
-    /// Prompt tokens of successful replies.
-    pub prompt_tokens: u64,
-    /// Completion tokens of successful replies.
-    pub completion_tokens: u64,
-    /// Mean duration of answered attempts.
-    pub mean_latency: Option<Duration>,
+    /// The scheduler's counts: attempts, outcomes, tokens and latency.
+    #[serde(flatten, serialize_with = "counts_fields")]
+    pub counts: EndpointCounters,
 }
 
 impl EndpointReport {
@@ -105,18 +89,34 @@ impl EndpointReport {
             disabled_reason,
             failure_streak: health.failure_streak,
             in_flight,
-            requests: counters.requests,
-            successes: counters.successes,
-            rate_limited: counters.rate_limited,
-            timeouts: counters.timeouts,
-            errors: counters.errors,
-            lost: counters.lost,
-            restarts: counters.restarts,
-            prompt_tokens: counters.prompt_tokens,
-            completion_tokens: counters.completion_tokens,
-            mean_latency: counters.mean_latency(),
+            counts: counters.clone(),
         }
     }
+
+    /// Mean duration of answered attempts.
+    pub fn mean_latency(&self) -> Option<Duration> {
+        self.counts.mean_latency()
+    }
+}
+
+/// The counts as the report's JSON fields: the nine counts and `mean_latency`, not the latency
+/// sums (`EndpointCounters` is the scheduler's type and not `Serialize`).
+fn counts_fields<S: Serializer>(
+    counts: &EndpointCounters,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut json = serializer.serialize_struct("EndpointCounters", 10)?;
+    json.serialize_field("requests", &counts.requests)?;
+    json.serialize_field("successes", &counts.successes)?;
+    json.serialize_field("rate_limited", &counts.rate_limited)?;
+    json.serialize_field("timeouts", &counts.timeouts)?;
+    json.serialize_field("errors", &counts.errors)?;
+    json.serialize_field("lost", &counts.lost)?;
+    json.serialize_field("restarts", &counts.restarts)?;
+    json.serialize_field("prompt_tokens", &counts.prompt_tokens)?;
+    json.serialize_field("completion_tokens", &counts.completion_tokens)?;
+    json.serialize_field("mean_latency", &counts.mean_latency())?;
+    json.end()
 }
 
 impl fmt::Display for EndpointReport {
@@ -126,20 +126,69 @@ impl fmt::Display for EndpointReport {
             "{}: {} | requests {} ok {} 429 {} timeouts {} errors {} | tokens {}+{}",
             self.name,
             self.state,
-            self.requests,
-            self.successes,
-            self.rate_limited,
-            self.timeouts,
-            self.errors,
-            self.prompt_tokens,
-            self.completion_tokens
+            self.counts.requests,
+            self.counts.successes,
+            self.counts.rate_limited,
+            self.counts.timeouts,
+            self.counts.errors,
+            self.counts.prompt_tokens,
+            self.counts.completion_tokens
         )?;
-        if let Some(latency) = self.mean_latency {
+        if let Some(latency) = self.mean_latency() {
             write!(f, " | mean {:.1} ms", latency.as_secs_f64() * 1000.0)?;
         }
         if let Some(reason) = &self.disabled_reason {
             write!(f, " | disabled: {reason}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_flattens_the_counts_and_keeps_the_field_names() {
+        let report = EndpointReport {
+            name: "east".into(),
+            counts: EndpointCounters {
+                requests: 3,
+                latency_total: Duration::from_millis(30),
+                latency_count: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "completion_tokens",
+                "cooling_until",
+                "disabled_reason",
+                "errors",
+                "failure_streak",
+                "in_flight",
+                "lost",
+                "mean_latency",
+                "name",
+                "prompt_tokens",
+                "rate_limited",
+                "requests",
+                "restarts",
+                "state",
+                "successes",
+                "timeouts"
+            ]
+        );
+        assert_eq!(json["requests"], 3);
+        assert_eq!(json["mean_latency"]["nanos"], 15_000_000);
     }
 }

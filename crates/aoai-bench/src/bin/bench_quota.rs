@@ -346,8 +346,35 @@ fn main() -> ExitCode {
     aoai_blaster::core::tokens::warm_up(aoai_blaster::core::config::DEFAULT_TOKENIZER);
     let built = built.elapsed();
     let jobs = batch(options.jobs, options.seed);
-    let tokens: u64 = jobs.iter().map(Job::charge).sum();
     let minimum = theoretical_minimum(&jobs);
+    print_setup(&options, &jobs, minimum, built);
+    let mut ok = true;
+    for &mode in &options.modes {
+        println!("\n{}", mode.name());
+        println!(
+            "  {:<9} {:>9} {:>6} {:>9} {:>7} {:>7}  achieved TPM per endpoint",
+            "strategy", "makespan", "ratio", "requests", "429s", "failed"
+        );
+        for outcome in run_strategies(mode, &jobs, options.sequential) {
+            match outcome {
+                Ok(outcome) => ok &= print_outcome(&outcome, minimum),
+                Err(error) => {
+                    println!("  run failed: {error}");
+                    ok = false;
+                }
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Prints the batch, the machine, the quotas, the minimum and the tokenizer's build time.
+fn print_setup(options: &Options, jobs: &[Job], minimum: Duration, built: Duration) {
+    let tokens: u64 = jobs.iter().map(Job::charge).sum();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!(
         "bench-quota: {} jobs (seed {}), {} charged tokens; {} cores; runs {}",
@@ -379,85 +406,71 @@ fn main() -> ExitCode {
         "tokenizer (o200k_base) built before the runs in {:.0} ms",
         built.as_secs_f64() * 1000.0
     );
-    let mut ok = true;
-    for mode in options.modes {
-        println!("\n{}", mode.name());
-        println!(
-            "  {:<9} {:>9} {:>6} {:>9} {:>7} {:>7}  achieved TPM per endpoint",
-            "strategy", "makespan", "ratio", "requests", "429s", "failed"
-        );
-        let outcomes: Vec<Result<Outcome, String>> = if options.sequential {
-            StrategyKind::ALL
-                .iter()
-                .map(|&s| run(s, mode, jobs.clone()))
-                .collect()
-        } else {
-            let handles: Vec<_> = StrategyKind::ALL
-                .iter()
-                .map(|&s| {
-                    let jobs = jobs.clone();
-                    std::thread::spawn(move || run(s, mode, jobs))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err("the run panicked".to_owned()))
-                })
-                .collect()
-        };
-        for outcome in outcomes {
-            let outcome = match outcome {
-                Ok(outcome) => outcome,
-                Err(error) => {
-                    println!("  run failed: {error}");
-                    ok = false;
-                    continue;
-                }
-            };
-            let minutes = outcome.makespan.as_secs_f64() / 60.0;
-            let achieved: Vec<String> = QUOTAS
-                .iter()
-                .zip(&outcome.charged)
-                .map(|(q, charged)| format!("{} {:.0}", q.name, *charged as f64 / minutes))
-                .collect();
-            let share = if outcome.requests == 0 {
-                0.0
-            } else {
-                outcome.rate_limited as f64 / outcome.requests as f64
-            };
-            println!(
-                "  {:<9} {:>8.2}s {:>6.3} {:>9} {:>6.2}% {:>7}  {}",
-                outcome.strategy.as_str(),
-                outcome.makespan.as_secs_f64(),
-                outcome.makespan.as_secs_f64() / minimum.as_secs_f64(),
-                outcome.requests,
-                share * 100.0,
-                outcome.failed,
-                achieved.join(", ")
-            );
-            ok &= outcome.failed == 0;
-            let ratio = outcome.makespan.as_secs_f64() / minimum.as_secs_f64();
-            if ratio > SLOW_RATIO {
-                // Far from the minimum: show where the time went.
-                let limited: Vec<String> = QUOTAS
-                    .iter()
-                    .zip(&outcome.rate_limited_by_endpoint)
-                    .map(|(q, n)| format!("{} {n}", q.name))
-                    .collect();
-                println!("    429s per endpoint: {}", limited.join(", "));
-                for report in &outcome.reports {
-                    println!("    {report}");
-                }
-            }
+}
+
+/// Runs the batch once per strategy, one after another or side by side (one thread each).
+fn run_strategies(mode: Mode, jobs: &[Job], sequential: bool) -> Vec<Result<Outcome, String>> {
+    if sequential {
+        StrategyKind::ALL
+            .iter()
+            .map(|&s| run(s, mode, jobs.to_vec()))
+            .collect()
+    } else {
+        let handles: Vec<_> = StrategyKind::ALL
+            .iter()
+            .map(|&s| {
+                let jobs = jobs.to_vec();
+                std::thread::spawn(move || run(s, mode, jobs))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("the run panicked".to_owned()))
+            })
+            .collect()
+    }
+}
+
+/// Prints one run's row (and, when it is far from the minimum, where the time went); says
+/// whether every job succeeded.
+fn print_outcome(outcome: &Outcome, minimum: Duration) -> bool {
+    let minutes = outcome.makespan.as_secs_f64() / 60.0;
+    let achieved: Vec<String> = QUOTAS
+        .iter()
+        .zip(&outcome.charged)
+        .map(|(q, charged)| format!("{} {:.0}", q.name, *charged as f64 / minutes))
+        .collect();
+    let share = if outcome.requests == 0 {
+        0.0
+    } else {
+        outcome.rate_limited as f64 / outcome.requests as f64
+    };
+    println!(
+        "  {:<9} {:>8.2}s {:>6.3} {:>9} {:>6.2}% {:>7}  {}",
+        outcome.strategy.as_str(),
+        outcome.makespan.as_secs_f64(),
+        outcome.makespan.as_secs_f64() / minimum.as_secs_f64(),
+        outcome.requests,
+        share * 100.0,
+        outcome.failed,
+        achieved.join(", ")
+    );
+    let ratio = outcome.makespan.as_secs_f64() / minimum.as_secs_f64();
+    if ratio > SLOW_RATIO {
+        // Far from the minimum: show where the time went.
+        let limited: Vec<String> = QUOTAS
+            .iter()
+            .zip(&outcome.rate_limited_by_endpoint)
+            .map(|(q, n)| format!("{} {n}", q.name))
+            .collect();
+        println!("    429s per endpoint: {}", limited.join(", "));
+        for report in &outcome.reports {
+            println!("    {report}");
         }
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    outcome.failed == 0
 }
 
 #[cfg(test)]

@@ -378,56 +378,77 @@ fn run(args: &Args) -> Result<(), String> {
         "python, azure-openai-blaster, openai versions: {versions}"
     ));
     let mut table = Vec::new();
-
     let wanted = |name: &str| args.runs.iter().any(|r| r == name);
     if wanted("throughput") {
-        say(format!(
-            "\n1. throughput: {} jobs, zero latency, no quota, {} workers",
-            args.jobs, args.num_workers
-        ));
-        let free =
-            SimConfig::default().deployment(DeploymentSpec::new("gpt-4o").tpm(10_000_000_000));
-        let t = both(&free, &["gpt-4o"], &json!({}), args.jobs, args, &python)?;
-        table.push(format!(
-            "| throughput, jobs/s ({} jobs, zero latency) | {:.0} | {:.0} | {:.1}× |",
-            args.jobs,
-            t.rust.jobs_per_sec(),
-            t.python.jobs_per_sec(),
-            t.rust.jobs_per_sec() / t.python.jobs_per_sec().max(1e-9)
-        ));
-        table.push(format!(
-            "| client CPU per job | {:.0} µs | {:.0} µs | {:.1}× less |",
-            t.rust.cpu_us_per_job(),
-            t.python.cpu_us_per_job(),
-            t.python.cpu_us_per_job() / t.rust.cpu_us_per_job().max(1e-9)
-        ));
+        table.extend(throughput(args, &python)?);
     }
     if wanted("quota") {
-        say(format!(
-            "\n2. quotas: {} jobs over 2 deployments of {} TPM / {} RPM (tpm_limit/rpm_limit in both configs; the Python package ignores them)",
-            args.quota_jobs, args.tpm, args.rpm
-        ));
-        let limited = |name: &str| DeploymentSpec::new(name).tpm(args.tpm).rpm(args.rpm);
-        let quota_sim = SimConfig::default()
-            .deployment(limited("east"))
-            .deployment(limited("west"));
-        let extra = json!({"tpm_limit": args.tpm, "rpm_limit": args.rpm});
-        let q = both(
-            &quota_sim,
-            &["east", "west"],
-            &extra,
-            args.quota_jobs,
-            args,
-            &python,
-        )?;
-        let ideal = ideal_makespan(&q.rust_stats, args.quota_jobs, args.tpm, args.rpm, 2);
-        let rate_limited = |stats: &SimStats| stats.total().rate_limited;
-        say(format!(
-            "  ideal client (knows the windows): {ideal:.1} s; 429s: aoai-blaster {}, python {}",
-            rate_limited(&q.rust_stats),
-            rate_limited(&q.python_stats)
-        ));
-        table.push(format!(
+        table.extend(quota(args, &python)?);
+    }
+    if wanted("dead") {
+        table.extend(dead_endpoint(args, &python)?);
+    }
+    say("\n| figure | aoai-blaster | Python azure-openai-blaster 0.1.0 | ratio |");
+    say("|---|---|---|---|");
+    for row in table {
+        say(row);
+    }
+    Ok(())
+}
+
+/// Run 1: throughput and client CPU with zero latency and no quota; returns the table's rows.
+fn throughput(args: &Args, python: &Path) -> Result<Vec<String>, String> {
+    let mut rows = Vec::new();
+    say(format!(
+        "\n1. throughput: {} jobs, zero latency, no quota, {} workers",
+        args.jobs, args.num_workers
+    ));
+    let free = SimConfig::default().deployment(DeploymentSpec::new("gpt-4o").tpm(10_000_000_000));
+    let t = both(&free, &["gpt-4o"], &json!({}), args.jobs, args, python)?;
+    rows.push(format!(
+        "| throughput, jobs/s ({} jobs, zero latency) | {:.0} | {:.0} | {:.1}× |",
+        args.jobs,
+        t.rust.jobs_per_sec(),
+        t.python.jobs_per_sec(),
+        t.rust.jobs_per_sec() / t.python.jobs_per_sec().max(1e-9)
+    ));
+    rows.push(format!(
+        "| client CPU per job | {:.0} µs | {:.0} µs | {:.1}× less |",
+        t.rust.cpu_us_per_job(),
+        t.python.cpu_us_per_job(),
+        t.python.cpu_us_per_job() / t.rust.cpu_us_per_job().max(1e-9)
+    ));
+    Ok(rows)
+}
+
+/// Run 2: makespan and 429s under quotas; returns the table's rows.
+fn quota(args: &Args, python: &Path) -> Result<Vec<String>, String> {
+    let mut rows = Vec::new();
+    say(format!(
+        "\n2. quotas: {} jobs over 2 deployments of {} TPM / {} RPM (tpm_limit/rpm_limit in both configs; the Python package ignores them)",
+        args.quota_jobs, args.tpm, args.rpm
+    ));
+    let limited = |name: &str| DeploymentSpec::new(name).tpm(args.tpm).rpm(args.rpm);
+    let quota_sim = SimConfig::default()
+        .deployment(limited("east"))
+        .deployment(limited("west"));
+    let extra = json!({"tpm_limit": args.tpm, "rpm_limit": args.rpm});
+    let q = both(
+        &quota_sim,
+        &["east", "west"],
+        &extra,
+        args.quota_jobs,
+        args,
+        python,
+    )?;
+    let ideal = ideal_makespan(&q.rust_stats, args.quota_jobs, args.tpm, args.rpm, 2);
+    let rate_limited = |stats: &SimStats| stats.total().rate_limited;
+    say(format!(
+        "  ideal client (knows the windows): {ideal:.1} s; 429s: aoai-blaster {}, python {}",
+        rate_limited(&q.rust_stats),
+        rate_limited(&q.python_stats)
+    ));
+    rows.push(format!(
         "| makespan under quotas ({} jobs, ideal {ideal:.1} s) | {:.1} s{} | {:.1} s{} | {:.2}× |",
         args.quota_jobs,
         q.rust.elapsed_s,
@@ -436,34 +457,38 @@ fn run(args: &Args) -> Result<(), String> {
         unfinished_note(&q.python),
         q.python.elapsed_s / q.rust.elapsed_s.max(1e-9)
     ));
-        table.push(format!(
-            "| 429 replies provoked under quotas | {} | {} | |",
-            rate_limited(&q.rust_stats),
-            rate_limited(&q.python_stats)
-        ));
-    }
-    if wanted("dead") {
-        say(format!(
-            "\n3. one dead endpoint: {} jobs over 2 deployments, one refusing connections",
-            args.dead_jobs
-        ));
-        let dead_sim = SimConfig::default()
-            .deployment(DeploymentSpec::new("live").tpm(10_000_000_000))
-            .deployment(
-                DeploymentSpec::new("dead")
-                    .tpm(10_000_000_000)
-                    .own_listener()
-                    .outage(OutageSpec::refuse(0, 1_000_000)),
-            );
-        let d = both(
-            &dead_sim,
-            &["live", "dead"],
-            &json!({}),
-            args.dead_jobs,
-            args,
-            &python,
-        )?;
-        table.push(format!(
+    rows.push(format!(
+        "| 429 replies provoked under quotas | {} | {} | |",
+        rate_limited(&q.rust_stats),
+        rate_limited(&q.python_stats)
+    ));
+    Ok(rows)
+}
+
+/// Run 3: one endpoint refusing connections; returns the table's row.
+fn dead_endpoint(args: &Args, python: &Path) -> Result<Vec<String>, String> {
+    let mut rows = Vec::new();
+    say(format!(
+        "\n3. one dead endpoint: {} jobs over 2 deployments, one refusing connections",
+        args.dead_jobs
+    ));
+    let dead_sim = SimConfig::default()
+        .deployment(DeploymentSpec::new("live").tpm(10_000_000_000))
+        .deployment(
+            DeploymentSpec::new("dead")
+                .tpm(10_000_000_000)
+                .own_listener()
+                .outage(OutageSpec::refuse(0, 1_000_000)),
+        );
+    let d = both(
+        &dead_sim,
+        &["live", "dead"],
+        &json!({}),
+        args.dead_jobs,
+        args,
+        python,
+    )?;
+    rows.push(format!(
         "| one dead endpoint ({} jobs): finished | {} in {:.1} s | {} ({} never finish, {} worker threads died) | |",
         args.dead_jobs,
         d.rust.ok,
@@ -472,14 +497,7 @@ fn run(args: &Args) -> Result<(), String> {
         d.python.unfinished,
         d.python.worker_crashes
     ));
-    }
-
-    say("\n| figure | aoai-blaster | Python azure-openai-blaster 0.1.0 | ratio |");
-    say("|---|---|---|---|");
-    for row in table {
-        say(row);
-    }
-    Ok(())
+    Ok(rows)
 }
 
 fn sim_line(stats: &SimStats) -> String {

@@ -233,155 +233,39 @@ impl LineParser {
         if text.trim().is_empty() {
             return ParsedLine::Blank;
         }
-        let invalid = |custom_id: Option<&str>, code, message: String| {
-            ParsedLine::Invalid(InputError {
+        match self.validate(line, text) {
+            Ok(request) => ParsedLine::Request(request),
+            Err((custom_id, (code, message))) => ParsedLine::Invalid(InputError {
                 line,
-                custom_id: custom_id.map(str::to_owned),
+                custom_id,
                 code,
                 message: format!("line {line}: {message}"),
-            })
-        };
-        let mut object = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(object)) => object,
-            Ok(other) => {
-                return invalid(
-                    None,
-                    InputErrorCode::InvalidJson,
-                    format!(
-                        "expected a JSON object {{\"custom_id\", \"method\", \"url\", \"body\"}}, got {}",
-                        kind_of(&other)
-                    ),
-                );
-            }
-            Err(error) => {
-                return invalid(
-                    None,
-                    InputErrorCode::InvalidJson,
-                    format!("not valid JSON ({error}); each line must be one JSON object"),
-                );
-            }
-        };
-        let custom_id = match object.get("custom_id") {
-            Some(Value::String(id)) if !id.is_empty() => id.clone(),
-            Some(Value::String(_)) => {
-                return invalid(
-                    None,
-                    InputErrorCode::MissingCustomId,
-                    "\"custom_id\" is empty; give every line a unique non-empty string id".into(),
-                );
-            }
-            Some(other) => {
-                return invalid(
-                    None,
-                    InputErrorCode::MissingCustomId,
-                    format!(
-                        "\"custom_id\" must be a string, got {}; quote it",
-                        kind_of(other)
-                    ),
-                );
-            }
-            None => {
-                return invalid(
-                    None,
-                    InputErrorCode::MissingCustomId,
-                    "no \"custom_id\"; give every line a unique string id".into(),
-                );
-            }
-        };
-        let id = Some(custom_id.as_str());
+            }),
+        }
+    }
+
+    /// Runs the checks in the documented order; a rejection carries the line's `custom_id` once
+    /// it is known.
+    fn validate(
+        &mut self,
+        line: u64,
+        text: &str,
+    ) -> Result<BatchRequest, (Option<String>, Rejection)> {
+        let mut object = json_object(text).map_err(|rejection| (None, rejection))?;
+        let custom_id = custom_id(&object).map_err(|rejection| (None, rejection))?;
+        let with_id = |rejection| (Some(custom_id.clone()), rejection);
         let fingerprint = IdFingerprint::of(&custom_id);
-        let duplicate = match &self.duplicates {
-            DuplicateCheck::Remember => self.index.contains(fingerprint, IdTag::Claimed),
-            DuplicateCheck::Found(verdicts) => verdicts.get(line) == Verdict::Duplicate,
-            DuplicateCheck::Ignore => false,
-        };
-        if duplicate {
-            return invalid(
-                id,
+        if self.is_duplicate(line, fingerprint) {
+            return Err(with_id((
                 InputErrorCode::DuplicateCustomId,
                 format!(
                     "custom_id {custom_id:?} was already used by an earlier line; ids must be unique"
                 ),
-            );
+            )));
         }
-        match object.get("method") {
-            Some(Value::String(method)) if method.eq_ignore_ascii_case("POST") => {}
-            Some(other) => {
-                return invalid(
-                    id,
-                    InputErrorCode::InvalidMethod,
-                    format!("\"method\" must be \"POST\", got {}", short(other)),
-                );
-            }
-            None => {
-                return invalid(
-                    id,
-                    InputErrorCode::InvalidMethod,
-                    "no \"method\"; add \"method\": \"POST\"".into(),
-                );
-            }
-        }
-        match object.get("url") {
-            Some(Value::String(url)) if ACCEPTED_URLS.contains(&url.as_str()) => {}
-            Some(other) => {
-                return invalid(
-                    id,
-                    InputErrorCode::InvalidUrl,
-                    format!(
-                        "\"url\" must be \"/chat/completions\" or \"/v1/chat/completions\", got {}",
-                        short(other)
-                    ),
-                );
-            }
-            None => {
-                return invalid(
-                    id,
-                    InputErrorCode::InvalidUrl,
-                    "no \"url\"; add \"url\": \"/chat/completions\"".into(),
-                );
-            }
-        }
-        let mut body = match object.remove("body") {
-            Some(Value::Object(body)) => body,
-            Some(other) => {
-                return invalid(
-                    id,
-                    InputErrorCode::InvalidBody,
-                    format!(
-                        "\"body\" must be a JSON object with a \"messages\" list, got {}",
-                        kind_of(&other)
-                    ),
-                );
-            }
-            None => {
-                return invalid(
-                    id,
-                    InputErrorCode::InvalidBody,
-                    "no \"body\"; add the chat-completion request body {\"messages\": [...]}"
-                        .into(),
-                );
-            }
-        };
-        match body.get("messages") {
-            Some(Value::Array(_)) => {}
-            Some(other) => {
-                return invalid(
-                    id,
-                    InputErrorCode::InvalidBody,
-                    format!(
-                        "\"body.messages\" must be a list of message objects, got {}",
-                        kind_of(other)
-                    ),
-                );
-            }
-            None => {
-                return invalid(
-                    id,
-                    InputErrorCode::InvalidBody,
-                    "\"body\" has no \"messages\" list".into(),
-                );
-            }
-        }
+        check_method(&object).map_err(with_id)?;
+        check_url(&object).map_err(with_id)?;
+        let mut body = body(&mut object).map_err(with_id)?;
         let pin = match body.remove("model") {
             Some(Value::String(model)) => self.deployments.resolve(&model).map(str::to_owned),
             _ => None,
@@ -391,7 +275,29 @@ impl LineParser {
             self.index.insert(fingerprint, IdTag::Claimed);
         }
         self.claimed += 1;
-        let previous = match &self.duplicates {
+        let previous = self.previous_answer(line, fingerprint);
+        Ok(BatchRequest {
+            line,
+            custom_id,
+            body,
+            pin,
+            stream,
+            previous,
+        })
+    }
+
+    /// Whether an earlier valid line claimed the id of line `line`.
+    fn is_duplicate(&self, line: u64, fingerprint: IdFingerprint) -> bool {
+        match &self.duplicates {
+            DuplicateCheck::Remember => self.index.contains(fingerprint, IdTag::Claimed),
+            DuplicateCheck::Found(verdicts) => verdicts.get(line) == Verdict::Duplicate,
+            DuplicateCheck::Ignore => false,
+        }
+    }
+
+    /// How the output already answers the id of valid line `line`.
+    fn previous_answer(&mut self, line: u64, fingerprint: IdFingerprint) -> Option<PreviousAnswer> {
+        match &self.duplicates {
             DuplicateCheck::Found(verdicts) => match verdicts.get(line) {
                 Verdict::Answered(answer) => Some(answer),
                 Verdict::New | Verdict::Duplicate => None,
@@ -406,16 +312,99 @@ impl LineParser {
                     None
                 }
             }
-        };
-        ParsedLine::Request(BatchRequest {
-            line,
-            custom_id,
-            body,
-            pin,
-            stream,
-            previous,
-        })
+        }
     }
+}
+
+/// Why a check rejected a line: its code and the message (without the `line N:` prefix).
+type Rejection = (InputErrorCode, String);
+
+/// The line as a JSON object.
+fn json_object(text: &str) -> Result<Map<String, Value>, Rejection> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(other) => Err((
+            InputErrorCode::InvalidJson,
+            format!(
+                "expected a JSON object {{\"custom_id\", \"method\", \"url\", \"body\"}}, got {}",
+                kind_of(&other)
+            ),
+        )),
+        Err(error) => Err((
+            InputErrorCode::InvalidJson,
+            format!("not valid JSON ({error}); each line must be one JSON object"),
+        )),
+    }
+}
+
+/// The line's `custom_id`: a non-empty string.
+fn custom_id(object: &Map<String, Value>) -> Result<String, Rejection> {
+    let message = match object.get("custom_id") {
+        Some(Value::String(id)) if !id.is_empty() => return Ok(id.clone()),
+        Some(Value::String(_)) => {
+            "\"custom_id\" is empty; give every line a unique non-empty string id".into()
+        }
+        Some(other) => format!(
+            "\"custom_id\" must be a string, got {}; quote it",
+            kind_of(other)
+        ),
+        None => "no \"custom_id\"; give every line a unique string id".into(),
+    };
+    Err((InputErrorCode::MissingCustomId, message))
+}
+
+/// `method` is `POST`.
+fn check_method(object: &Map<String, Value>) -> Result<(), Rejection> {
+    let message = match object.get("method") {
+        Some(Value::String(method)) if method.eq_ignore_ascii_case("POST") => return Ok(()),
+        Some(other) => format!("\"method\" must be \"POST\", got {}", short(other)),
+        None => "no \"method\"; add \"method\": \"POST\"".into(),
+    };
+    Err((InputErrorCode::InvalidMethod, message))
+}
+
+/// `url` is one of [`ACCEPTED_URLS`].
+fn check_url(object: &Map<String, Value>) -> Result<(), Rejection> {
+    let message = match object.get("url") {
+        Some(Value::String(url)) if ACCEPTED_URLS.contains(&url.as_str()) => return Ok(()),
+        Some(other) => format!(
+            "\"url\" must be \"/chat/completions\" or \"/v1/chat/completions\", got {}",
+            short(other)
+        ),
+        None => "no \"url\"; add \"url\": \"/chat/completions\"".into(),
+    };
+    Err((InputErrorCode::InvalidUrl, message))
+}
+
+/// The line's `body`, taken out of it: an object with a `messages` list.
+fn body(object: &mut Map<String, Value>) -> Result<Map<String, Value>, Rejection> {
+    let body = match object.remove("body") {
+        Some(Value::Object(body)) => body,
+        Some(other) => {
+            return Err((
+                InputErrorCode::InvalidBody,
+                format!(
+                    "\"body\" must be a JSON object with a \"messages\" list, got {}",
+                    kind_of(&other)
+                ),
+            ));
+        }
+        None => {
+            return Err((
+                InputErrorCode::InvalidBody,
+                "no \"body\"; add the chat-completion request body {\"messages\": [...]}".into(),
+            ));
+        }
+    };
+    let message = match body.get("messages") {
+        Some(Value::Array(_)) => return Ok(body),
+        Some(other) => format!(
+            "\"body.messages\" must be a list of message objects, got {}",
+            kind_of(other)
+        ),
+        None => "\"body\" has no \"messages\" list".into(),
+    };
+    Err((InputErrorCode::InvalidBody, message))
 }
 
 /// A value for an error message: strings and scalars in full (up to 60 characters), containers by

@@ -307,6 +307,38 @@ impl ResumeScan {
     pub(crate) fn take_answers(&mut self) -> AnswerLog {
         std::mem::take(&mut self.answers)
     }
+
+    /// Counts complete line number `number` (without its newline); says whether the file keeps
+    /// it (with `retry_failed`, failed answers are dropped).
+    fn record(&mut self, line: &[u8], number: u64, retry_failed: bool) -> io::Result<bool> {
+        Ok(match classify_line(line) {
+            LineKind::Succeeded(id) => {
+                self.answers
+                    .push(IdFingerprint::of(&id), PreviousAnswer::Succeeded)?;
+                self.succeeded += 1;
+                true
+            }
+            LineKind::Failed(_) if retry_failed => {
+                self.dropped_failed += 1;
+                false
+            }
+            LineKind::Failed(id) => {
+                self.answers
+                    .push(IdFingerprint::of(&id), PreviousAnswer::Failed)?;
+                self.failed += 1;
+                true
+            }
+            LineKind::InputError(line) => {
+                self.reported_lines.insert(line);
+                self.input_errors += 1;
+                true
+            }
+            LineKind::Unrecognised => {
+                self.unrecognised_lines.push(number);
+                true
+            }
+        })
+    }
 }
 
 /// The directory `path` is in (`.` for a bare file name): where the output's temporary files go.
@@ -358,33 +390,7 @@ pub(crate) fn prepare_output(path: &Path, retry_failed: bool) -> io::Result<Resu
         }
         complete_end += read as u64;
         number += 1;
-        let keep = match classify_line(&buffer[..buffer.len() - 1]) {
-            LineKind::Succeeded(id) => {
-                scan.answers
-                    .push(IdFingerprint::of(&id), PreviousAnswer::Succeeded)?;
-                scan.succeeded += 1;
-                true
-            }
-            LineKind::Failed(_) if retry_failed => {
-                scan.dropped_failed += 1;
-                false
-            }
-            LineKind::Failed(id) => {
-                scan.answers
-                    .push(IdFingerprint::of(&id), PreviousAnswer::Failed)?;
-                scan.failed += 1;
-                true
-            }
-            LineKind::InputError(line) => {
-                scan.reported_lines.insert(line);
-                scan.input_errors += 1;
-                true
-            }
-            LineKind::Unrecognised => {
-                scan.unrecognised_lines.push(number);
-                true
-            }
-        };
+        let keep = scan.record(&buffer[..buffer.len() - 1], number, retry_failed)?;
         if keep && let Some((_, writer)) = rewrite.as_mut() {
             writer.write_all(&buffer)?;
         }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use super::guard;
 use super::raw::{DEPLOYMENT_KEYS, TOP_KEYS};
 use super::validate::{ConfigErrors, Problems, Scope};
 use super::{BlasterConfig, ENV_PREFIX, ENV_SEPARATOR, RawConfig, RawDeployment};
@@ -112,7 +113,7 @@ impl BlasterConfig {
         let format = ConfigFormat::from_path(path).ok_or_else(|| ConfigError::UnknownFormat {
             path: path.to_owned(),
         })?;
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_bounded(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -153,6 +154,18 @@ impl BlasterConfig {
     }
 }
 
+/// Reads at most one byte more than a config may have (the size check then says so), so that
+/// a wrong path (a log, `/dev/zero`) cannot fill the memory.
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    let limit = u64::try_from(guard::MAX_CONFIG_BYTES + 1).unwrap_or(u64::MAX);
+    std::fs::File::open(path)?
+        .take(limit)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
 fn process_environment() -> Vec<(String, String)> {
     std::env::vars_os()
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
@@ -174,6 +187,12 @@ fn load_text(
         format,
         message,
     };
+    guard::check_size(text).map_err(parse_error)?;
+    match format {
+        ConfigFormat::Yaml => guard::check_yaml_expansion(text).map_err(parse_error)?,
+        ConfigFormat::Toml => guard::check_toml_syntax(text).map_err(parse_error)?,
+        ConfigFormat::Json => {}
+    }
     let settings = config::Config::builder()
         .add_source(config::File::from_str(text, format.file_format()))
         .add_source(

@@ -51,6 +51,7 @@ use std::time::Duration;
 use crate::secret::Secret;
 
 mod duration;
+mod guard;
 mod knobs;
 mod load;
 mod raw;
@@ -92,6 +93,8 @@ pub const DEFAULT_AUTO_DISABLE_THRESHOLD: u32 = 5;
 pub const QUEUE_CAPACITY_PER_WORKER: usize = 4;
 /// `rpm_window` when not configured: RPM/60 requests in any second.
 pub const DEFAULT_RPM_WINDOW: Duration = Duration::from_secs(1);
+/// `max_wait` when not configured: how long a job may wait with no endpoint able to take it.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
 /// `tokenizer` when a deployment gives none.
 pub const DEFAULT_TOKENIZER: &str = "o200k_base";
 /// The encodings a deployment's `tokenizer` may name.
@@ -123,6 +126,10 @@ pub struct BlasterConfig {
     pub queue_capacity: usize,
     /// Bound on a job's total time, retries included; `None`: unbounded.
     pub job_deadline: Option<Duration>,
+    /// Longest a job waits while no endpoint that may serve it can take it (every one cooling
+    /// or disabled), and longest it keeps meeting 429s that name no wait; then it fails with
+    /// `no_endpoint_available` or `rate_limited`. Waits for quota (pacing) do not count.
+    pub max_wait: Duration,
     /// The short window over which each `rpm_limit` is spread (1 ms to 60 s). Default 1 s.
     pub rpm_window: Duration,
     /// Threads of their own for the endpoint actors, shared round robin (more than there are

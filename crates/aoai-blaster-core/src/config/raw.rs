@@ -11,7 +11,7 @@ use crate::secret::Secret;
 
 /// Keys accepted at the top level of the file, in the order error messages list them (kept in
 /// step with [`RawConfig`] by a test).
-pub(super) const TOP_KEYS: &[&str] = &with_knobs::<19>(
+pub(super) const TOP_KEYS: &[&str] = &with_knobs::<20>(
     &[
         "strategy",
         "deployments",
@@ -22,6 +22,7 @@ pub(super) const TOP_KEYS: &[&str] = &with_knobs::<19>(
     &[
         "queue_capacity",
         "job_deadline",
+        "max_wait",
         "rpm_window",
         "endpoint_threads",
     ],
@@ -106,6 +107,10 @@ pub struct RawConfig {
     /// Bound on a job's total time, retries included. Default: none.
     #[serde(deserialize_with = "optional_duration")]
     pub job_deadline: Option<Duration>,
+    /// Longest a job waits with no endpoint able to take it (pacing waits do not count).
+    /// Default 5 min.
+    #[serde(deserialize_with = "optional_duration")]
+    pub max_wait: Option<Duration>,
     /// The short window over which `rpm_limit` is spread (Azure counts 1 s or 10 s windows):
     /// at most `rpm_limit × rpm_window / 60 s` requests in any such span. Default 1 s.
     #[serde(deserialize_with = "optional_duration")]

@@ -6,9 +6,10 @@ use std::fmt;
 use std::time::Duration;
 
 use super::{
-    AuthConfig, BlasterConfig, DEFAULT_API_VERSION, DEFAULT_MAX_JOB_RETRY, DEFAULT_NUM_WORKERS,
-    DEFAULT_RPM_WINDOW, DEFAULT_TOKENIZER, DeploymentConfig, QUEUE_CAPACITY_PER_WORKER, RawConfig,
-    RawDeployment, Resilience, StrategyKind, TOKENIZERS, Timeouts,
+    AuthConfig, BlasterConfig, DEFAULT_API_VERSION, DEFAULT_MAX_JOB_RETRY, DEFAULT_MAX_WAIT,
+    DEFAULT_NUM_WORKERS, DEFAULT_RPM_WINDOW, DEFAULT_TOKENIZER, DeploymentConfig,
+    QUEUE_CAPACITY_PER_WORKER, RawConfig, RawDeployment, Resilience, StrategyKind, TOKENIZERS,
+    Timeouts,
 };
 use crate::secret::Secret;
 
@@ -229,6 +230,7 @@ impl RawConfig {
             max_job_retry: self.max_job_retry.unwrap_or(DEFAULT_MAX_JOB_RETRY),
             queue_capacity: top.queue_capacity,
             job_deadline: self.job_deadline,
+            max_wait: self.max_wait.unwrap_or(DEFAULT_MAX_WAIT),
             rpm_window: top.rpm_window,
             endpoint_threads: self.endpoint_threads.unwrap_or(0),
             warnings: Vec::new(),
@@ -262,6 +264,14 @@ impl RawConfig {
                 top,
                 "job_deadline",
                 "must be greater than 0; remove the key for no deadline",
+            );
+        }
+        if self.max_wait == Some(Duration::ZERO) {
+            problems.add(
+                top,
+                "max_wait",
+                "must be greater than 0 (jobs would fail whenever every endpoint is cooling); \
+                 remove the key for the default of 5 min",
             );
         }
         let rpm_window = self.rpm_window.unwrap_or(DEFAULT_RPM_WINDOW);
@@ -341,6 +351,17 @@ fn check_deployments(
                 scope,
                 "name",
                 "missing; give each deployment a unique name (used in logs and reports)",
+            );
+        } else if name.trim() != name || name.chars().any(char::is_control) {
+            // Reports and logs would show "a " and "a" alike: one name, two deployments.
+            problems.add(
+                scope,
+                "name",
+                format!(
+                    "{name:?} has leading or trailing spaces or control characters; write it \
+                     as {:?}",
+                    name.trim().replace(char::is_control, "")
+                ),
             );
         } else if let Some(first) = seen_names.get(&name) {
             problems.add(
@@ -673,6 +694,20 @@ mod tests {
         for (problem, expected) in problems.iter().zip(expected) {
             assert!(problem.starts_with(expected), "{problem:?} vs {expected:?}");
         }
+    }
+
+    #[test]
+    fn names_that_would_look_alike_are_refused() {
+        let problems = problems_of(json!({
+            "deployments": [deployment("a"), deployment("a "), deployment("b\t")],
+        }));
+        assert_eq!(
+            problems,
+            vec![
+                r#"deployments[1] ("a").name: "a " has leading or trailing spaces or control characters; write it as "a""#,
+                r#"deployments[2] ("b").name: "b\t" has leading or trailing spaces or control characters; write it as "b""#,
+            ]
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //! use std::time::{Duration, Instant};
 //! use aoai_blaster_core::chat::ChatRequest;
 //! use aoai_blaster_core::config::BlasterConfig;
-//! use aoai_blaster_core::scheduler::{Effect, Scheduler};
+//! use aoai_blaster_core::scheduler::{Effect, JobOptions, Scheduler};
 //! use rand::{SeedableRng, rngs::StdRng};
 //! use serde_json::json;
 //!
@@ -37,7 +37,8 @@
 //! let mut scheduler = Scheduler::new(&config, StdRng::seed_from_u64(7));
 //! let mut effects = Vec::new();
 //! let request = ChatRequest::new(vec![json!({"role": "user", "content": "hi"})]);
-//! let wake = scheduler.submit(Instant::now(), "my job", request, None, &mut effects);
+//! let options = JobOptions::default();
+//! let wake = scheduler.submit(Instant::now(), "my job", request, options, &mut effects);
 //! assert_eq!(wake, None);
 //! assert!(matches!(effects[0], Effect::Send { endpoint: 0, number: 1, .. }));
 //! ```
@@ -47,7 +48,7 @@ mod endpoint;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -128,12 +129,21 @@ pub enum Effect<P> {
     },
 }
 
+/// What a caller may choose per job, beside its request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobOptions {
+    /// Run only on the deployment with this `name` (or, failing that, of this `model`).
+    pub pin: Option<String>,
+    /// This job's `max_wait`, instead of the configured one.
+    pub max_wait: Option<Duration>,
+}
+
 /// A job submitted while the intake was full.
 struct Submission<P> {
     id: JobId,
     payload: P,
     request: ChatRequest,
-    pin: Option<String>,
+    options: JobOptions,
 }
 
 /// A job the scheduler holds until its outcome is known.
@@ -150,6 +160,11 @@ struct Job<P> {
     upstream_total: Duration,
     /// The attempt in flight, if any (a job has at most one).
     in_flight: Option<InFlight>,
+    /// The job's own retry policy (the configured one, with its `max_wait` if it set one).
+    retry: RetryPolicy,
+    /// Since when no endpoint that may serve the job could take it (each cooling or disabled):
+    /// `max_wait` bounds this. `None` while the job is sent, or waits only for room or quota.
+    unavailable_since: Option<Instant>,
 }
 
 /// What the scheduler keeps about a job's attempt in flight.
@@ -186,6 +201,11 @@ pub struct Scheduler<P> {
     next_job: JobId,
     /// Attempts in flight over all endpoints (each endpoint counts its own).
     in_flight: usize,
+    /// When each held job's `job_deadline` falls, soonest first (empty without a deadline).
+    deadlines: BTreeSet<(Instant, JobId)>,
+    /// Attempts still in flight of jobs that already ended (at their deadline): their ends
+    /// are still accounted (in-flight counts, budget), but decide nothing.
+    orphans: HashMap<(JobId, u32), InFlight>,
 }
 
 impl<P: Payload> Scheduler<P> {
@@ -218,6 +238,7 @@ impl<P: Payload> Scheduler<P> {
             retry: RetryPolicy {
                 max_job_retry: config.max_job_retry,
                 job_deadline: config.job_deadline,
+                max_wait: config.max_wait,
             },
             num_workers: config.num_workers.max(1),
             capacity: config.queue_capacity.saturating_add(config.num_workers),
@@ -226,6 +247,8 @@ impl<P: Payload> Scheduler<P> {
             jobs: HashMap::new(),
             next_job: 0,
             in_flight: 0,
+            deadlines: BTreeSet::new(),
+            orphans: HashMap::new(),
         }
     }
 
@@ -234,14 +257,14 @@ impl<P: Payload> Scheduler<P> {
         &self.tokenizers
     }
 
-    /// Takes a job, to run only on the deployment named (or of the model) `pin`, if set.
+    /// Takes a job (with its per-job `options`).
     /// Returns when to wake the scheduler ([`wake`](Self::wake)), if it waits for a time.
     pub fn submit(
         &mut self,
         now: Instant,
         payload: P,
         request: ChatRequest,
-        pin: Option<String>,
+        options: JobOptions,
         effects: &mut Vec<Effect<P>>,
     ) -> Option<Instant> {
         let id = self.next_job;
@@ -250,7 +273,7 @@ impl<P: Payload> Scheduler<P> {
             id,
             payload,
             request,
-            pin,
+            options,
         };
         if self.waiting.is_empty() && self.jobs.len() < self.capacity {
             self.admit(now, submission, effects);
@@ -274,11 +297,18 @@ impl<P: Payload> Scheduler<P> {
         let attempt = self.jobs.get_mut(&job).and_then(|j| {
             j.in_flight
                 .take_if(|a| a.endpoint == endpoint && a.number == number)
-        })?;
-        self.endpoints[endpoint].in_flight -= 1;
-        self.in_flight -= 1;
-        // (Both were counted up by `start_attempt` for this very attempt.)
-        self.conclude(now, job, attempt, end, effects);
+        });
+        match attempt {
+            Some(attempt) => {
+                self.end_attempt(&attempt);
+                self.conclude(now, job, attempt, end, effects);
+            }
+            None => {
+                let orphan = self.orphans.remove(&(job, number))?;
+                self.end_attempt(&orphan);
+                self.settle_orphan(now, orphan, end);
+            }
+        }
         self.pump(now, effects)
     }
 
@@ -358,9 +388,9 @@ impl<P: Payload> Scheduler<P> {
             id,
             payload,
             request,
-            pin,
+            options,
         } = submission;
-        let pin = match pin {
+        let pin = match options.pin {
             None => None,
             Some(name) => match self.resolve_pin(&name) {
                 Some(index) => Some(index),
@@ -399,8 +429,16 @@ impl<P: Payload> Scheduler<P> {
                 attempts_sent: 0,
                 upstream_total: Duration::ZERO,
                 in_flight: None,
+                retry: RetryPolicy {
+                    max_wait: options.max_wait.unwrap_or(self.retry.max_wait),
+                    ..self.retry
+                },
+                unavailable_since: None,
             },
         );
+        if let Some(deadline) = self.deadline_of(id) {
+            self.deadlines.insert((deadline, id));
+        }
         if let Some((tokens, largest_capacity)) = self.never_fits(id, pin) {
             let kind = JobErrorKind::NeverFits {
                 tokens,
@@ -414,7 +452,7 @@ impl<P: Payload> Scheduler<P> {
 
     /// Moves waiting submissions in while there is room, then places what can be placed.
     fn pump(&mut self, now: Instant, effects: &mut Vec<Effect<P>>) -> Option<Instant> {
-        let mut wake: Option<Instant> = None;
+        let mut wake: Option<Instant> = self.expire(now, effects);
         loop {
             while !self.waiting.is_empty() && self.jobs.len() < self.capacity {
                 let Some(submission) = self.waiting.pop_front() else {
@@ -494,19 +532,16 @@ impl<P: Payload> Scheduler<P> {
             return Placement::Finished;
         };
         if job.payload.abandoned() {
+            // Nobody waits for it: drop it without a request (and without an answer).
+            if let Some(at) = self.deadline_of(id) {
+                self.deadlines.remove(&(at, id));
+            }
             self.jobs.remove(&id);
-            return Placement::Finished;
-        }
-        if self.retry.deadline_passed(&job.history, now) {
-            self.fail(now, id, JobErrorKind::DeadlineExceeded, effects);
             return Placement::Finished;
         }
         let (pin, avoid) = (job.pin, job.avoid);
         // The wake-up must also come for the job's deadline, not only for quota.
-        let deadline_at = self
-            .retry
-            .job_deadline
-            .and_then(|deadline| job.history.started.checked_add(deadline));
+        let deadline_at = self.deadline_of(id);
         let mut excluded = vec![false; self.endpoints.len()];
         let mut earliest: Option<Instant> = None;
         loop {
@@ -535,28 +570,75 @@ impl<P: Payload> Scheduler<P> {
             }
         }
         // Nothing can take the job now: find out when something could.
-        let mut usable = false;
+        let mut available_now = false;
+        let mut health_at: Option<Instant> = None;
         for (index, endpoint) in self.endpoints.iter().enumerate() {
             if pin.is_some_and(|p| p != index) {
                 continue;
             }
             match endpoint.availability(now) {
                 Availability::Never => {}
-                Availability::At(at) => {
-                    usable = true;
-                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
-                }
-                Availability::Now | Availability::ProbeOnly => usable = true,
+                Availability::At(at) => health_at = Some(health_at.map_or(at, |e| e.min(at))),
+                Availability::Now | Availability::ProbeOnly => available_now = true,
             }
         }
-        if !usable {
-            self.fail(now, id, JobErrorKind::AllEndpointsDisabled, effects);
-            return Placement::Finished;
-        }
-        match earliest {
+        let wait_for = if available_now {
+            // Waiting for in-flight room or for quota (pacing): not unavailability.
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.unavailable_since = None;
+            }
+            earliest
+        } else {
+            let Some(at) = health_at else {
+                self.fail(now, id, JobErrorKind::AllEndpointsDisabled, effects);
+                return Placement::Finished;
+            };
+            let Some(job) = self.jobs.get_mut(&id) else {
+                return Placement::Finished;
+            };
+            let max_wait = job.retry.max_wait;
+            let since = *job.unavailable_since.get_or_insert(now);
+            if at.saturating_duration_since(since) > max_wait {
+                let endpoints = self.describe_unavailable(pin, now);
+                let kind = JobErrorKind::NoEndpointAvailable {
+                    max_wait,
+                    endpoints,
+                };
+                self.fail(now, id, kind, effects);
+                return Placement::Finished;
+            }
+            Some(earliest.map_or(at, |e| e.min(at)))
+        };
+        match wait_for {
             Some(at) => Placement::WaitUntil(deadline_at.map_or(at, |d| d.min(at))),
             None => Placement::Busy,
         }
+    }
+
+    /// Each endpoint job of `pin` may use, with its state and for how long, for an error.
+    fn describe_unavailable(&self, pin: Option<usize>, now: Instant) -> String {
+        let mut parts = Vec::new();
+        for (index, endpoint) in self.endpoints.iter().enumerate() {
+            if pin.is_some_and(|p| p != index) {
+                continue;
+            }
+            let state = &endpoint.health.state;
+            let part = match state.availability(now) {
+                Availability::At(at) => {
+                    let left = at.saturating_duration_since(now);
+                    // Whole seconds: sub-second precision only clutters a message.
+                    let left = Duration::from_secs(left.as_secs().max(1));
+                    format!(
+                        "{} {state} for another {}",
+                        endpoint.name,
+                        humantime::format_duration(left)
+                    )
+                }
+                _ => format!("{} {state}", endpoint.name),
+            };
+            parts.push(part);
+        }
+        parts.join("; ")
     }
 
     /// `Some((tokens, largest capacity))` when the job is larger than the whole minute quota of
@@ -634,6 +716,60 @@ impl<P: Payload> Scheduler<P> {
         });
     }
 
+    /// Counts an attempt out of flight (the one place that does; `start_attempt` counts in).
+    fn end_attempt(&mut self, attempt: &InFlight) {
+        self.endpoints[attempt.endpoint].in_flight -= 1;
+        self.in_flight -= 1;
+    }
+
+    /// Settles the charge of an attempt whose job already ended, and counts what it met.
+    fn settle_orphan(&mut self, now: Instant, attempt: InFlight, end: AttemptEnd) {
+        let endpoint = &mut self.endpoints[attempt.endpoint];
+        match end {
+            AttemptEnd::Lost => {
+                endpoint
+                    .budget
+                    .settle(now, attempt.reservation, &QuotaFeedback::default());
+                endpoint.counters.lost += 1;
+            }
+            AttemptEnd::Declined { health } => {
+                endpoint.observe(&health);
+                endpoint.budget.release(attempt.reservation);
+                endpoint.counters.requests = endpoint.counters.requests.saturating_sub(1);
+            }
+            AttemptEnd::Finished(report) => {
+                endpoint.observe(&report.health);
+                endpoint
+                    .budget
+                    .settle(now, attempt.reservation, &feedback_of(&report));
+                endpoint.counters.record(&report);
+            }
+        }
+    }
+
+    /// Fails every held job whose deadline has come, queued or in flight (an attempt in
+    /// flight is abandoned: its end is still accounted when it comes); returns the next
+    /// deadline.
+    fn expire(&mut self, now: Instant, effects: &mut Vec<Effect<P>>) -> Option<Instant> {
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > now {
+                return Some(at);
+            }
+            self.deadlines.pop_first();
+            if let Some(attempt) = self.jobs.get_mut(&id).and_then(|j| j.in_flight.take()) {
+                self.orphans.insert((id, attempt.number), attempt);
+            }
+            self.fail(now, id, JobErrorKind::DeadlineExceeded, effects);
+        }
+        None
+    }
+
+    /// When job `id`'s `job_deadline` falls, if it has one.
+    fn deadline_of(&self, id: JobId) -> Option<Instant> {
+        let job = self.jobs.get(&id)?;
+        job.history.started.checked_add(job.retry.job_deadline?)
+    }
+
     /// Settles the attempt's charge, records it, and acts on the retry decision.
     fn conclude(
         &mut self,
@@ -670,24 +806,17 @@ impl<P: Payload> Scheduler<P> {
             }
             AttemptEnd::Finished(report) => {
                 endpoint.observe(&report.health);
-                let feedback = QuotaFeedback {
-                    remaining_requests: report.rate_limits.remaining_requests,
-                    remaining_tokens: report.rate_limits.remaining_tokens,
-                    rate_limited_for: match &report.outcome {
-                        AttemptOutcome::RateLimited { wait, .. } => Some(*wait),
-                        _ => None,
-                    },
-                    used_tokens: report.usage().map(|u| u.total_tokens),
-                };
-                endpoint.budget.settle(now, attempt.reservation, &feedback);
+                endpoint
+                    .budget
+                    .settle(now, attempt.reservation, &feedback_of(&report));
                 endpoint.counters.record(&report);
                 if matches!(report.outcome, AttemptOutcome::Success) {
                     self.router.observe_latency(index, report.elapsed);
                 }
-                job.history.record(
+                let record =
                     AttemptRecord::from_outcome(&endpoint.name, &report.outcome, report.elapsed)
-                        .with_request_id(report.request_id.clone()),
-                );
+                        .with_request_id(report.request_id.clone());
+                job.history.record_at(now, record, &report.outcome);
                 job.upstream_total += report.elapsed;
                 (Some(report), false)
             }
@@ -697,7 +826,7 @@ impl<P: Payload> Scheduler<P> {
             None if lost => Ending::Lost,
             None => Ending::Declined,
         };
-        match self.retry.decide(&job.history, ending, now) {
+        match job.retry.decide(&job.history, ending, now) {
             Decision::Deliver => match report {
                 Some(report) => self.deliver(now, id, index, *report, effects),
                 None => self.fail(now, id, JobErrorKind::RetriesExhausted, effects),
@@ -725,9 +854,13 @@ impl<P: Payload> Scheduler<P> {
             self.fail(now, id, JobErrorKind::RetriesExhausted, effects);
             return;
         };
+        let deadline = self.deadline_of(id);
         let Some(job) = self.jobs.remove(&id) else {
             return;
         };
+        if let Some(at) = deadline {
+            self.deadlines.remove(&(at, id));
+        }
         let total_time = now.saturating_duration_since(job.history.started);
         let result = ChatResult {
             completion,
@@ -746,14 +879,31 @@ impl<P: Payload> Scheduler<P> {
     }
 
     fn fail(&mut self, now: Instant, id: JobId, kind: JobErrorKind, effects: &mut Vec<Effect<P>>) {
+        let deadline = self.deadline_of(id);
         let Some(job) = self.jobs.remove(&id) else {
             return;
         };
+        if let Some(at) = deadline {
+            self.deadlines.remove(&(at, id));
+        }
         effects.push(Effect::Fail {
             payload: job.payload,
             total_time: now.saturating_duration_since(job.history.started),
             error: job.history.into_error(kind),
         });
+    }
+}
+
+/// What a finished attempt tells its endpoint's budget.
+fn feedback_of(report: &AttemptReport) -> QuotaFeedback {
+    QuotaFeedback {
+        remaining_requests: report.rate_limits.remaining_requests,
+        remaining_tokens: report.rate_limits.remaining_tokens,
+        rate_limited_for: match &report.outcome {
+            AttemptOutcome::RateLimited { wait, .. } => Some(*wait),
+            _ => None,
+        },
+        used_tokens: report.usage().map(|u| u.total_tokens),
     }
 }
 

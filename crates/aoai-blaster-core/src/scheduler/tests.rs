@@ -28,6 +28,13 @@ impl Payload for Job {
     }
 }
 
+fn pinned(name: &str) -> JobOptions {
+    JobOptions {
+        pin: Some(name.into()),
+        ..JobOptions::default()
+    }
+}
+
 fn job(name: &'static str) -> Job {
     Job { name, gone: false }
 }
@@ -153,7 +160,10 @@ fn a_job_is_sent_and_its_success_delivered_with_its_times() {
     let t0 = Instant::now();
     let mut s = scheduler(&["{name: east}"], "");
     let mut fx = Vec::new();
-    assert_eq!(s.submit(t0, job("a"), small(), None, &mut fx), None);
+    assert_eq!(
+        s.submit(t0, job("a"), small(), JobOptions::default(), &mut fx),
+        None
+    );
     assert_eq!(sends(&mut fx), vec![(0, 0, 1)]);
     assert_eq!((s.queued(), s.in_flight()), (0, 1));
     let wake = s.attempt_ended(t0 + 3 * S, 0, 1, 0, success(2 * S), &mut fx);
@@ -180,7 +190,7 @@ fn a_transient_failure_is_retried_elsewhere_and_counts() {
     let t0 = Instant::now();
     let mut s = scheduler(&["{name: east}", "{name: west}"], "max_job_retry: 1\n");
     let mut fx = Vec::new();
-    s.submit(t0, job("a"), small(), None, &mut fx);
+    s.submit(t0, job("a"), small(), JobOptions::default(), &mut fx);
     let [(id, first, 1)] = sends(&mut fx)[..] else {
         panic!("one send expected");
     };
@@ -201,7 +211,7 @@ fn a_lost_attempt_is_requeued_recorded_and_not_counted() {
     let t0 = Instant::now();
     let mut s = scheduler(&["{name: east}"], "max_job_retry: 0\n");
     let mut fx = Vec::new();
-    s.submit(t0, job("a"), small(), None, &mut fx);
+    s.submit(t0, job("a"), small(), JobOptions::default(), &mut fx);
     assert_eq!(sends(&mut fx), vec![(0, 0, 1)]);
     s.attempt_ended(t0 + S, 0, 1, 0, AttemptEnd::Lost, &mut fx);
     assert_eq!(sends(&mut fx), vec![(0, 0, 2)]);
@@ -223,7 +233,7 @@ fn a_declined_attempt_leaves_no_trace_and_waits_for_the_cooldown() {
     let t0 = Instant::now();
     let mut s = scheduler(&["{name: east}"], "");
     let mut fx = Vec::new();
-    s.submit(t0, job("a"), small(), None, &mut fx);
+    s.submit(t0, job("a"), small(), JobOptions::default(), &mut fx);
     assert_eq!(sends(&mut fx), vec![(0, 0, 1)]);
     let until = t0 + 7 * S;
     let cooling = health(
@@ -265,7 +275,7 @@ fn an_end_that_matches_no_attempt_in_flight_is_ignored() {
     let t0 = Instant::now();
     let mut s = scheduler(&["{name: east}"], "");
     let mut fx = Vec::new();
-    s.submit(t0, job("a"), small(), None, &mut fx);
+    s.submit(t0, job("a"), small(), JobOptions::default(), &mut fx);
     sends(&mut fx);
     assert_eq!(s.attempt_ended(t0, 0, 2, 0, success(MS), &mut fx), None);
     assert_eq!(s.attempt_ended(t0, 9, 1, 0, success(MS), &mut fx), None);
@@ -281,7 +291,7 @@ fn a_stream_cut_after_deltas_fails_without_a_retry() {
     let t0 = Instant::now();
     let mut s = scheduler(&["{name: east}"], "");
     let mut fx = Vec::new();
-    s.submit(t0, job("a"), small(), None, &mut fx);
+    s.submit(t0, job("a"), small(), JobOptions::default(), &mut fx);
     sends(&mut fx);
     let AttemptEnd::Finished(mut cut) = unavailable() else {
         unreachable!()
@@ -302,9 +312,9 @@ fn unknown_pins_and_jobs_that_never_fit_fail_at_once() {
     let t0 = Instant::now();
     let mut s = scheduler(&["{name: east, tpm_limit: 1000}", "{name: west}"], "");
     let mut fx = Vec::new();
-    s.submit(t0, job("lost"), small(), Some("north".into()), &mut fx);
+    s.submit(t0, job("lost"), small(), pinned("north"), &mut fx);
     let big = request(10).option("max_tokens", 5000);
-    s.submit(t0, job("big"), big.clone(), Some("east".into()), &mut fx);
+    s.submit(t0, job("big"), big.clone(), pinned("east"), &mut fx);
     let failures = failed(&fx);
     assert_eq!(
         failures[0].1.kind,
@@ -323,7 +333,7 @@ fn unknown_pins_and_jobs_that_never_fit_fail_at_once() {
     ));
     fx.clear();
     // Unpinned, the same job fits on the unlimited endpoint.
-    s.submit(t0, job("big"), big, None, &mut fx);
+    s.submit(t0, job("big"), big, JobOptions::default(), &mut fx);
     assert_eq!(sends(&mut fx).len(), 1);
     assert!(failed(&fx).is_empty());
 }
@@ -334,7 +344,7 @@ fn a_pin_by_model_name_picks_that_deployment() {
     let mut s = scheduler(&["{name: east}", "{name: west, model: o3}"], "");
     let mut fx = Vec::new();
     for _ in 0..3 {
-        s.submit(t0, job("o3"), small(), Some("o3".into()), &mut fx);
+        s.submit(t0, job("o3"), small(), pinned("o3"), &mut fx);
     }
     let endpoints: Vec<usize> = sends(&mut fx).iter().map(|s| s.1).collect();
     assert_eq!(endpoints, vec![1, 1, 1]);
@@ -347,7 +357,7 @@ fn intake_holds_capacity_jobs_and_the_rest_wait_in_order() {
     let mut s = scheduler(&["{name: east}"], "num_workers: 1\nqueue_capacity: 1\n");
     let mut fx = Vec::new();
     for name in ["a", "b", "c", "d"] {
-        s.submit(t0, job(name), small(), None, &mut fx);
+        s.submit(t0, job(name), small(), JobOptions::default(), &mut fx);
     }
     assert_eq!(sends(&mut fx), vec![(0, 0, 1)]);
     assert_eq!((s.queued(), s.in_flight()), (1, 1));
@@ -371,7 +381,7 @@ fn an_abandoned_job_is_dropped_before_it_is_sent() {
     let t0 = Instant::now();
     let mut s = scheduler(&["{name: east}"], "num_workers: 1\n");
     let mut fx = Vec::new();
-    s.submit(t0, job("a"), small(), None, &mut fx);
+    s.submit(t0, job("a"), small(), JobOptions::default(), &mut fx);
     s.submit(
         t0,
         Job {
@@ -379,10 +389,10 @@ fn an_abandoned_job_is_dropped_before_it_is_sent() {
             gone: true,
         },
         small(),
-        None,
+        JobOptions::default(),
         &mut fx,
     );
-    s.submit(t0, job("c"), small(), None, &mut fx);
+    s.submit(t0, job("c"), small(), JobOptions::default(), &mut fx);
     assert_eq!(sends(&mut fx), vec![(0, 0, 1)]);
     s.attempt_ended(t0, 0, 1, 0, success(MS), &mut fx);
     assert_eq!(
@@ -401,19 +411,25 @@ fn quota_waits_wake_the_scheduler_and_small_jobs_overtake_until_ageing() {
     let mut s = scheduler(&["{name: east, tpm_limit: 1000, rpm_limit: 1000}"], "");
     let mut fx = Vec::new();
     let big = || request(1).option("max_tokens", 800);
-    s.submit(t0, job("big1"), big(), None, &mut fx);
+    s.submit(t0, job("big1"), big(), JobOptions::default(), &mut fx);
     assert_eq!(sends(&mut fx).len(), 1);
-    let wake = s.submit(t0, job("big2"), big(), None, &mut fx);
+    let wake = s.submit(t0, job("big2"), big(), JobOptions::default(), &mut fx);
     let wake = wake.expect("the quota refuses big2 until tokens age out");
     assert!(
         wake > t0 + 50 * S,
         "tokens free up a minute after their charge: {wake:?}"
     );
-    s.submit(t0 + MS, job("small1"), small(), None, &mut fx);
+    s.submit(
+        t0 + MS,
+        job("small1"),
+        small(),
+        JobOptions::default(),
+        &mut fx,
+    );
     assert_eq!(sends(&mut fx).len(), 1, "small1 overtakes big2");
     // After the ageing limit, jobs behind big2 wait for it.
     let late = t0 + OVERTAKE_AGE_LIMIT;
-    s.submit(late, job("small2"), small(), None, &mut fx);
+    s.submit(late, job("small2"), small(), JobOptions::default(), &mut fx);
     assert!(
         sends(&mut fx).is_empty(),
         "small2 may not overtake an aged job"
@@ -429,8 +445,8 @@ fn jobs_fail_when_every_endpoint_is_disabled_for_good() {
     let t0 = Instant::now();
     let mut s = scheduler(&["{name: east}"], "num_workers: 1\n");
     let mut fx = Vec::new();
-    s.submit(t0, job("a"), small(), None, &mut fx);
-    s.submit(t0, job("b"), small(), None, &mut fx);
+    s.submit(t0, job("a"), small(), JobOptions::default(), &mut fx);
+    s.submit(t0, job("b"), small(), JobOptions::default(), &mut fx);
     sends(&mut fx);
     let disabled = health(
         1,
@@ -457,12 +473,12 @@ fn the_deadline_wakes_the_scheduler_and_fails_a_waiting_job() {
     let t0 = Instant::now();
     let mut s = scheduler(&["{name: east}"], "job_deadline: 30\n");
     let mut fx = Vec::new();
-    s.submit(t0, job("a"), small(), None, &mut fx);
+    s.submit(t0, job("a"), small(), JobOptions::default(), &mut fx);
     sends(&mut fx);
     let cooling = health(
         1,
         HealthState::Cooling {
-            until: t0 + 3600 * S,
+            until: t0 + 200 * S,
             cause: CoolingCause::RateLimited,
         },
     );
@@ -482,4 +498,128 @@ fn the_deadline_wakes_the_scheduler_and_fails_a_waiting_job() {
     s.wake(t0 + 30 * S, &mut fx);
     assert_eq!(failed(&fx)[0].1.kind, JobErrorKind::DeadlineExceeded);
     assert!(s.is_idle());
+}
+
+fn rate_limited_for(generation: u64, until: Instant) -> HealthSnapshot {
+    health(
+        generation,
+        HealthState::Cooling {
+            until,
+            cause: CoolingCause::RateLimited,
+        },
+    )
+}
+
+#[test]
+fn a_day_long_cooldown_fails_the_job_at_once_naming_each_endpoint() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}", "{name: west}"], "");
+    let mut fx = Vec::new();
+    s.health_changed(t0, 0, &rate_limited_for(1, t0 + 86_400 * S), false, &mut fx);
+    let disabled = HealthState::Disabled {
+        reason: "retry-after of 86400s is above retry_after_cap (5m)".into(),
+        until: Some(t0 + 86_400 * S),
+        cause: crate::health::DisableCause::RateLimited,
+    };
+    s.health_changed(t0, 1, &health(1, disabled), false, &mut fx);
+    let wake = s.submit(t0, job("a"), small(), JobOptions::default(), &mut fx);
+    assert_eq!(wake, None, "nothing to wait for");
+    let failures = failed(&fx);
+    assert_eq!(failures.len(), 1);
+    let error = failures[0].1;
+    assert_eq!(error.code(), "no_endpoint_available");
+    assert_eq!(
+        error.to_string(),
+        "no endpoint can take the job within max_wait (5m): \
+         east cooling (rate limited) for another 1day; \
+         west disabled: retry-after of 86400s is above retry_after_cap (5m) for another 1day"
+    );
+}
+
+#[test]
+fn unavailability_adds_up_over_successive_cooldowns_but_pacing_does_not_count() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}"], "max_wait: 300\n");
+    let mut fx = Vec::new();
+    s.submit(t0, job("a"), small(), JobOptions::default(), &mut fx);
+    sends(&mut fx);
+    // Declined: cooling 200 s (within max_wait): the job waits.
+    let end = AttemptEnd::Declined {
+        health: rate_limited_for(1, t0 + 200 * S),
+    };
+    assert_eq!(
+        s.attempt_ended(t0, 0, 1, 0, end, &mut fx),
+        Some(t0 + 200 * S)
+    );
+    // Just before it ends, another 200 s: 400 s unavailable in all, more than max_wait.
+    let later = t0 + 199 * S;
+    s.health_changed(
+        later,
+        0,
+        &rate_limited_for(2, later + 200 * S),
+        false,
+        &mut fx,
+    );
+    assert_eq!(failed(&fx)[0].1.code(), "no_endpoint_available");
+    fx.clear();
+
+    // A quota wait far beyond max_wait is pacing, not unavailability: the job waits.
+    let mut s = scheduler(
+        &["{name: east, tpm_limit: 1000, rpm_limit: 1000}"],
+        "max_wait: 5\n",
+    );
+    let big = || request(1).option("max_tokens", 800);
+    s.submit(t0, job("first"), big(), JobOptions::default(), &mut fx);
+    let wake = s.submit(t0, job("second"), big(), JobOptions::default(), &mut fx);
+    let wake = wake.expect("the budget names when room comes");
+    assert!(wake > t0 + 50 * S);
+    assert!(failed(&fx).is_empty());
+    s.wake(wake, &mut fx);
+    assert_eq!(sends(&mut fx).len(), 2, "both sent, none failed");
+}
+
+#[test]
+fn a_job_may_set_its_own_max_wait() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}"], "");
+    let mut fx = Vec::new();
+    s.health_changed(t0, 0, &rate_limited_for(1, t0 + 60 * S), false, &mut fx);
+    let patient = JobOptions::default();
+    assert_eq!(
+        s.submit(t0, job("patient"), small(), patient, &mut fx),
+        Some(t0 + 60 * S)
+    );
+    let hurried = JobOptions {
+        max_wait: Some(10 * S),
+        ..JobOptions::default()
+    };
+    s.submit(t0, job("hurried"), small(), hurried, &mut fx);
+    let failures = failed(&fx);
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, "hurried");
+    assert!(failures[0].1.to_string().contains("max_wait (10s)"));
+}
+
+#[test]
+fn the_deadline_fails_a_job_in_flight_and_its_late_end_is_still_accounted() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east, tpm_limit: 100000}"], "job_deadline: 30\n");
+    let mut fx = Vec::new();
+    assert_eq!(
+        s.submit(t0, job("slow"), small(), JobOptions::default(), &mut fx),
+        Some(t0 + 30 * S),
+        "woken at the deadline of the job in flight"
+    );
+    assert_eq!(sends(&mut fx), vec![(0, 0, 1)]);
+    assert_eq!(s.wake(t0 + 30 * S, &mut fx), None);
+    let failures = failed(&fx);
+    assert_eq!(failures[0].1.kind, JobErrorKind::DeadlineExceeded);
+    assert!(s.is_idle());
+    assert_eq!(s.in_flight(), 1, "the abandoned attempt is still out there");
+    fx.clear();
+    s.attempt_ended(t0 + 90 * S, 0, 1, 0, success(90 * S), &mut fx);
+    assert!(fx.is_empty(), "the job was answered once, at its deadline");
+    assert_eq!(s.in_flight(), 0);
+    let view = s.endpoints().next().expect("one endpoint");
+    assert_eq!((view.in_flight, view.counters.successes), (0, 1));
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use aoai_blaster_core::retry::{JobError, JobErrorKind};
-use aoai_blaster_core::scheduler::{AttemptEnd, ChatResult, Effect, JobId, Payload, Scheduler};
+use aoai_blaster_core::scheduler::{
+    AttemptEnd, ChatResult, Effect, JobId, JobOptions, Payload, Scheduler,
+};
 use tokio::sync::oneshot;
 
 use crate::clock;
@@ -24,6 +26,8 @@ use crate::metrics::DispatcherMetrics;
 use crate::report::EndpointReport;
 
 mod start;
+#[cfg(test)]
+mod tests;
 pub(crate) use start::EndpointLink;
 pub use start::StartError;
 
@@ -208,12 +212,14 @@ impl Actor for Dispatcher {
 }
 
 impl Handler<ChatJob> for Dispatcher {
-    type Result = ResponseFuture<Result<ChatResult, JobError>>;
+    type Result = JobAnswer;
 
     fn handle(&mut self, job: ChatJob, ctx: &mut Self::Context) -> Self::Result {
         if self.closing {
             let error = JobError::new(JobErrorKind::QueueClosed, Vec::new());
-            return Box::pin(std::future::ready(Err(error)));
+            let (reply, receiver) = oneshot::channel();
+            let _ = reply.send(Err(error));
+            return JobAnswer(receiver);
         }
         let (reply, receiver) = oneshot::channel();
         let id = self.scheduler.next_job_id();
@@ -232,15 +238,45 @@ impl Handler<ChatJob> for Dispatcher {
             label: job.label,
             span,
         };
-        let (request, pin) = (job.request, job.pin);
-        self.step(ctx, |s, now, fx| s.submit(now, payload, request, pin, fx));
-        // actix runs this future as a task of its own: a waiting job costs the Dispatcher
-        // nothing until its answer is sent.
-        Box::pin(async move {
-            receiver
-                .await
-                .unwrap_or_else(|_| Err(JobError::new(JobErrorKind::Cancelled, Vec::new())))
-        })
+        let options = JobOptions {
+            pin: job.pin,
+            max_wait: job.max_wait,
+        };
+        let request = job.request;
+        self.step(ctx, |s, now, fx| {
+            s.submit(now, payload, request, options, fx)
+        });
+        JobAnswer(receiver)
+    }
+}
+
+/// The answer to a [`ChatJob`]: relays the scheduler's result to the caller, and notices when
+/// the caller stops waiting (drops the `send` future), so that a job not yet sent is dropped
+/// without a request (its reply channel closes: [`Payload::abandoned`]).
+pub struct JobAnswer(oneshot::Receiver<Result<ChatResult, JobError>>);
+
+impl actix::dev::MessageResponse<Dispatcher, ChatJob> for JobAnswer {
+    fn handle(
+        self,
+        _ctx: &mut Context<Dispatcher>,
+        tx: Option<actix::dev::OneshotSender<Result<ChatResult, JobError>>>,
+    ) {
+        let JobAnswer(mut receiver) = self;
+        let cancelled = || Err(JobError::new(JobErrorKind::Cancelled, Vec::new()));
+        // A task of its own: a waiting job costs the Dispatcher nothing until it is answered.
+        actix_rt::spawn(async move {
+            let Some(mut tx) = tx else {
+                // `do_send`: nobody waits for the answer, but the job runs.
+                let _ = receiver.await;
+                return;
+            };
+            tokio::select! {
+                result = &mut receiver => {
+                    let _ = tx.send(result.unwrap_or_else(|_| cancelled()));
+                }
+                () = tx.closed() => {}
+            }
+        });
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aoai_blaster_core::chat::{ChatCompletion, ChatRequest};
 use aoai_blaster_core::classify::{ApiError, AttemptOutcome, RateLimitHeaders, WaitSource};
+use aoai_blaster_core::config::BlasterConfig;
 use aoai_blaster_core::health::{CoolingCause, HealthSnapshot, HealthState};
 use aoai_blaster_core::retry::AttemptKind;
 use aoai_blaster_core::scheduler::AttemptReport;
@@ -146,12 +147,20 @@ impl Handler<StopForRestart> for Scripted {
 
 /// A Dispatcher over one scripted endpoint; returns it and the attempts' arrival instants.
 fn dispatcher(script: &[(Duration, Answer)]) -> (Addr<Dispatcher>, Arc<Mutex<Vec<Instant>>>) {
+    dispatcher_with("", script)
+}
+
+/// [`dispatcher`] with top-level config lines `extra`.
+fn dispatcher_with(
+    extra: &str,
+    script: &[(Duration, Answer)],
+) -> (Addr<Dispatcher>, Arc<Mutex<Vec<Instant>>>) {
     // Configured (no) limits, not learned ones: the budget stays out of the timings.
-    let config = BlasterConfig::from_yaml_str(
-        "deployments:\n  - {name: east, endpoint: 'http://127.0.0.1:1/', api_key: k, model: m, \
-         adaptive: false}\n",
-    )
-    .expect("config is valid");
+    let yaml = format!(
+        "deployments:\n  - {{name: east, endpoint: 'http://127.0.0.1:1/', api_key: k, model: m, \
+         adaptive: false}}\n{extra}"
+    );
+    let config = BlasterConfig::from_yaml_str(&yaml).expect("config is valid");
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     let seen = arrivals.clone();
     let script: VecDeque<_> = script.iter().copied().collect();
@@ -213,9 +222,9 @@ async fn a_cooldown_arms_one_timer_and_the_job_goes_when_it_ends() {
     let report = dispatcher.send(GetReport).await.expect("mailbox");
     assert_eq!(
         (
-            report[0].requests,
-            report[0].rate_limited,
-            report[0].successes
+            report[0].counts.requests,
+            report[0].counts.rate_limited,
+            report[0].counts.successes
         ),
         (2, 1, 1)
     );
@@ -238,8 +247,8 @@ async fn a_lost_attempt_is_requeued_at_once_and_not_counted() {
         "requeued at once: {gap:?}"
     );
     let report = dispatcher.send(GetReport).await.expect("mailbox");
-    assert_eq!((report[0].requests, report[0].lost), (2, 1));
-    assert_eq!(report[0].restarts, 1);
+    assert_eq!((report[0].counts.requests, report[0].counts.lost), (2, 1));
+    assert_eq!(report[0].counts.restarts, 1);
 }
 
 #[actix_rt::test]
@@ -259,7 +268,7 @@ async fn a_declined_attempt_is_sent_again_when_the_endpoint_can_take_it() {
         "{gap:?}"
     );
     let report = dispatcher.send(GetReport).await.expect("mailbox");
-    assert_eq!(report[0].requests, 1);
+    assert_eq!(report[0].counts.requests, 1);
 }
 
 #[actix_rt::test]
@@ -275,4 +284,31 @@ async fn start_outside_an_actix_system_is_an_error() {
     .expect("no panic");
     let error = outside.expect_err("no system on that thread");
     assert!(error.contains("no actix system is running"), "{error}");
+}
+
+#[actix_rt::test]
+async fn a_job_whose_caller_stopped_waiting_is_never_sent() {
+    tokio::time::pause();
+    let (dispatcher, arrivals) = dispatcher_with("num_workers: 1\n", &[(10 * S, Answer::Success)]);
+    // `send` puts each job in the mailbox at once; the first is in flight for 10 s.
+    let first = dispatcher.send(ChatJob::new(request()));
+    let dropped = dispatcher.send(ChatJob::new(request()));
+    // Once the report is answered, the Dispatcher has queued the second job (one mailbox, in
+    // order): the caller stops waiting only then.
+    dispatcher.send(GetReport).await.expect("mailbox");
+    drop(dropped);
+    let handle_of_first = tokio::time::timeout(3600 * S, first);
+    assert!(
+        handle_of_first
+            .await
+            .expect("in time")
+            .expect("mailbox")
+            .is_ok()
+    );
+    let third = run(&dispatcher, request()).await;
+    assert_eq!(kinds(&third), vec![AttemptKind::Success]);
+    let arrivals = arrivals.lock().expect("not poisoned").clone();
+    assert_eq!(arrivals.len(), 2, "the dropped job sent no request");
+    let report = dispatcher.send(GetReport).await.expect("mailbox");
+    assert_eq!(report[0].counts.requests, 2);
 }
