@@ -53,8 +53,10 @@ async fn run_with(
     });
     let mut registry = CredentialRegistry::with_env(|_| None);
     registry.use_credential("az", credential.clone());
+    // `never`: a rejected token disables for good and the job fails at once (with the default
+    // 30 s the job would wait for the probe).
     let config = config(
-        json!({}),
+        json!({"reenable_after": "never"}),
         vec![deployment(&sim, "gpt", json!({"api_key": "az"}))],
     );
     let dispatcher = Dispatcher::start_with_registry(config, registry).expect("dispatcher starts");

@@ -85,7 +85,7 @@ async fn when_every_endpoint_is_dead_jobs_fail_fast_with_every_attempt() {
     ])
     .await;
     let config = config(
-        json!({"auto_disable_threshold": 3, "max_job_retry": 10}),
+        json!({"auto_disable_threshold": 3, "max_job_retry": 10, "reenable_after": "never"}),
         vec![
             deployment(&sim, "a", json!({})),
             deployment(&sim, "b", json!({})),
@@ -171,7 +171,12 @@ async fn timeouts_back_off_then_disable_the_endpoint_with_its_reason() {
     }))])
     .await;
     let config = config(
-        json!({"request_timeout": "150ms", "auto_disable_threshold": 3, "max_job_retry": 10}),
+        json!({
+            "request_timeout": "150ms",
+            "auto_disable_threshold": 3,
+            "max_job_retry": 10,
+            "reenable_after": "never",
+        }),
         vec![deployment(&sim, "hangs", json!({}))],
     );
     let dispatcher = Dispatcher::start(config).expect("dispatcher starts");

@@ -196,6 +196,13 @@ pub enum AttemptOutcome {
     /// The job itself was refused (400 including `content_filter` and
     /// `context_length_exceeded`, 413, 422, other 4xx): retrying cannot help.
     JobFatal(ApiError),
+    /// The reply (plain or streamed) was larger than `max_reply_bytes`: fatal for the job, with
+    /// no HTTP error to show (a 2xx came back; its body was not kept). Another attempt would
+    /// download as large a reply again, so it is not retried; the endpoint itself is fine.
+    ReplyTooLarge {
+        /// The `max_reply_bytes` in force, in bytes.
+        limit: u64,
+    },
     /// The endpoint cannot serve anything (401/403: credentials; 404: deployment missing; a
     /// redirect: wrong `endpoint`): disable it; the job may still succeed elsewhere.
     EndpointFatal {
@@ -224,9 +231,23 @@ impl AttemptOutcome {
     }
 
     /// True when the endpoint answered properly, whatever it thought of the job: proof that it
-    /// is reachable and its credentials work (success and job-fatal replies).
+    /// is reachable and its credentials work (success, job-fatal replies, a reply too large).
     pub fn endpoint_answered(&self) -> bool {
-        matches!(self, AttemptOutcome::Success | AttemptOutcome::JobFatal(_))
+        matches!(
+            self,
+            AttemptOutcome::Success
+                | AttemptOutcome::JobFatal(_)
+                | AttemptOutcome::ReplyTooLarge { .. }
+        )
+    }
+
+    /// True when the job must fail at once, wherever it would go next: a job-fatal reply, or a
+    /// reply over `max_reply_bytes`.
+    pub fn is_job_fatal(&self) -> bool {
+        matches!(
+            self,
+            AttemptOutcome::JobFatal(_) | AttemptOutcome::ReplyTooLarge { .. }
+        )
     }
 
     /// The HTTP error reply behind this outcome, if there was one.
@@ -236,7 +257,9 @@ impl AttemptOutcome {
             | AttemptOutcome::JobFatal(error)
             | AttemptOutcome::EndpointFatal { error, .. }
             | AttemptOutcome::Transient(TransientKind::Server(error)) => Some(error),
-            AttemptOutcome::Success | AttemptOutcome::Transient(_) => None,
+            AttemptOutcome::Success
+            | AttemptOutcome::Transient(_)
+            | AttemptOutcome::ReplyTooLarge { .. } => None,
         }
     }
 
@@ -265,6 +288,12 @@ impl fmt::Display for AttemptOutcome {
             ),
             AttemptOutcome::Transient(kind) => write!(f, "{kind}"),
             AttemptOutcome::JobFatal(error) => write!(f, "{error}"),
+            AttemptOutcome::ReplyTooLarge { limit } => write!(
+                f,
+                "reply larger than max_reply_bytes ({}): not retried, another attempt would get \
+                 as large a reply; raise max_reply_bytes or ask for less (max_tokens, n)",
+                format_bytes(*limit)
+            ),
             AttemptOutcome::EndpointFatal { reason, error } => {
                 write!(f, "{reason}: {}", error.message)
             }
@@ -429,6 +458,26 @@ pub fn format_duration(duration: Duration) -> String {
         format!("{seconds}.{}s", millis / 100)
     } else {
         format!("{seconds}s")
+    }
+}
+
+/// Formats a byte count for reasons: `512 bytes`, `64 KiB`, `64 MiB`, `1.5 GiB` (one decimal
+/// when not whole).
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 {
+        format!("{value} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -905,6 +954,37 @@ mod tests {
             server.to_string(),
             "HTTP 503 ServiceUnavailable: The service is temporarily unable to process your request."
         );
+    }
+
+    #[test]
+    fn a_reply_too_large_is_fatal_for_the_job_only() {
+        let outcome = AttemptOutcome::ReplyTooLarge {
+            limit: 64 * 1024 * 1024,
+        };
+        assert!(outcome.is_job_fatal());
+        assert!(!outcome.is_retryable());
+        assert!(outcome.endpoint_answered());
+        assert!(!outcome.is_success());
+        assert_eq!(outcome.api_error(), None);
+        assert_eq!(outcome.status(), None);
+        assert_eq!(
+            outcome.to_string(),
+            "reply larger than max_reply_bytes (64 MiB): not retried, another attempt would get \
+             as large a reply; raise max_reply_bytes or ask for less (max_tokens, n)"
+        );
+        assert!(AttemptOutcome::JobFatal(ApiError::from_body(400, b"")).is_job_fatal());
+        assert!(!AttemptOutcome::Success.is_job_fatal());
+    }
+
+    #[test]
+    fn bytes_format_for_people() {
+        assert_eq!(format_bytes(0), "0 bytes");
+        assert_eq!(format_bytes(1023), "1023 bytes");
+        assert_eq!(format_bytes(1024), "1 KiB");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(64 * 1024 * 1024), "64 MiB");
+        assert_eq!(format_bytes(3 << 30), "3 GiB");
+        assert_eq!(format_bytes(u64::MAX), "16777216 TiB");
     }
 
     #[test]

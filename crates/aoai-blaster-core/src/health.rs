@@ -4,34 +4,49 @@
 //! that refused connections while its workers kept hammering it. Here every attempt's
 //! [`AttemptOutcome`] moves one small, explicit state, and the Dispatcher only sends work where
 //! [`EndpointHealth::availability`] allows: a 429 cools the endpoint for exactly as long as Azure
-//! asked; transient failures back it off exponentially (`base × 2^(streak−1)`, capped); a run of
-//! them, or a credential or deployment problem, disables it with a reason a person can act on;
-//! and with `reenable_after` a disabled endpoint is later probed with a single job and comes back
-//! when that job succeeds.
+//! asked; transient failures back it off exponentially (`base × 2^(streak−1)`, capped, with
+//! jitter); a run of them, or a credential or deployment problem, disables it with a reason a
+//! person can act on; and after `reenable_after` (growing with each failed probe) a disabled
+//! endpoint is probed with a single job and comes back when that job succeeds.
 //!
-//! Time is an input ([`Instant`]), so every transition is tested with exact instants. The
-//! EndpointActor owns one of these, arms its timer for the instant
+//! # An honest streak
+//!
+//! With many requests in flight, replies finish out of order: a fast 5xx can come back before
+//! the slow successes that were sent before it. Counting failures in the order they *finish*
+//! makes a deployment that fails one request in five look like it failed ten in a row. So a
+//! failure counts towards the streak only if its attempt was **sent after** the most recent
+//! success (by send instant) was sent: the streak is the number of failures among the attempts
+//! sent since the endpoint last proved it works. [`EndpointHealth::on_outcome`] therefore takes
+//! the attempt's send instant as well as the current one.
+//!
+//! Time and randomness are inputs ([`Instant`]s, a seeded [`StdRng`]), so every transition is
+//! tested exactly. The EndpointActor owns one of these, arms its timer for the instant
 //! [`EndpointHealth::availability`] names, calls [`EndpointHealth::refresh`] when it fires, and
 //! reports each [`HealthChange`].
 //!
 //! ```
 //! use std::time::{Duration, Instant};
+//! use rand::{SeedableRng, rngs::StdRng};
 //! use aoai_blaster_core::classify::{AttemptOutcome, TransientKind};
 //! use aoai_blaster_core::health::{Availability, EndpointHealth, HealthPolicy};
 //!
 //! let t0 = Instant::now();
-//! let mut health = EndpointHealth::new(HealthPolicy::default()); // backoff 1 s .. 60 s
+//! let policy = HealthPolicy { jitter: false, ..HealthPolicy::default() }; // backoff 1 s .. 60 s
+//! let mut health = EndpointHealth::new(policy, StdRng::seed_from_u64(7));
 //! let timeout = AttemptOutcome::Transient(TransientKind::timeout_after(Duration::from_secs(120)));
-//! health.on_outcome(t0, &timeout);
-//! health.on_outcome(t0, &timeout);
+//! health.on_outcome(t0, t0, &timeout);
+//! health.on_outcome(t0, t0, &timeout);
 //! // Second failure in a row: 1 s × 2.
 //! assert_eq!(health.availability(t0), Availability::At(t0 + Duration::from_secs(2)));
-//! health.on_outcome(t0, &AttemptOutcome::Success);
+//! health.on_outcome(t0, t0, &AttemptOutcome::Success);
 //! assert_eq!(health.availability(t0), Availability::Now);
 //! ```
 
 use std::fmt;
 use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use rand::rngs::StdRng;
 
 use crate::classify::{AttemptOutcome, format_duration};
 
@@ -40,18 +55,28 @@ use crate::classify::{AttemptOutcome, format_duration};
 pub struct HealthPolicy {
     /// First backoff after a transient failure (`backoff_base`, default 1 s).
     pub backoff_base: Duration,
-    /// Longest backoff (`backoff_max`, default 60 s).
+    /// Longest backoff (`backoff_max`, default 60 s); also the longest re-enable wait, unless
+    /// `reenable_after` is longer.
     pub backoff_max: Duration,
-    /// Consecutive transient failures that disable the endpoint (`auto_disable_threshold`,
-    /// default 5). `0` never disables for failures.
+    /// Transient failures in a row (see the module docs for what "in a row" means under
+    /// concurrency) that disable the endpoint (`auto_disable_threshold`, default 5). `0` never
+    /// disables for failures.
     pub auto_disable_threshold: u32,
     /// How long a disabled endpoint stays disabled before it is probed (`reenable_after`,
-    /// default `None`: disabled for good, as in the Python package).
+    /// default 30 s), doubled after each failed probe up to `backoff_max`. `None`: disabled for
+    /// good, as in the Python package (`reenable_after: never`).
     pub reenable_after: Option<Duration>,
     /// A 429 asking for a longer wait than this disables the endpoint until the wait is over,
     /// with a reason saying so (`retry_after_cap`, default 5 min).
     pub retry_after_cap: Duration,
+    /// Randomise backoffs and re-enable waits ("equal jitter": each wait is drawn uniformly
+    /// between half of it and all of it), so that many clients do not come back in step.
+    /// Default true. Waits a 429 names are never jittered.
+    pub jitter: bool,
 }
+
+/// `reenable_after` when not configured.
+pub const DEFAULT_REENABLE_AFTER: Duration = Duration::from_secs(30);
 
 impl Default for HealthPolicy {
     fn default() -> Self {
@@ -59,14 +84,15 @@ impl Default for HealthPolicy {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             auto_disable_threshold: 5,
-            reenable_after: None,
+            reenable_after: Some(DEFAULT_REENABLE_AFTER),
             retry_after_cap: Duration::from_secs(300),
+            jitter: true,
         }
     }
 }
 
 impl HealthPolicy {
-    /// The backoff after the `streak`-th consecutive transient failure:
+    /// The backoff after the `streak`-th consecutive transient failure, before jitter:
     /// `min(backoff_base × 2^(streak−1), backoff_max)`; zero for a streak of 0. Never overflows.
     ///
     /// ```
@@ -80,11 +106,76 @@ impl HealthPolicy {
         if streak == 0 {
             return Duration::ZERO;
         }
-        let doubled = 1u32
-            .checked_shl(streak - 1)
-            .and_then(|factor| self.backoff_base.checked_mul(factor))
-            .unwrap_or(self.backoff_max);
-        doubled.min(self.backoff_max)
+        doubled(self.backoff_base, streak - 1, self.backoff_max)
+    }
+
+    /// How long a disable lasts after `failed_probes` probes in a row failed, before jitter:
+    /// `reenable_after × 2^failed_probes`, capped at `backoff_max` (or at `reenable_after`
+    /// itself when that is longer). `None` when `reenable_after` is `None` (never re-enabled).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use aoai_blaster_core::health::HealthPolicy;
+    /// let policy = HealthPolicy::default(); // 30 s, backoff_max 60 s
+    /// assert_eq!(policy.reenable_wait(0), Some(Duration::from_secs(30)));
+    /// assert_eq!(policy.reenable_wait(1), Some(Duration::from_secs(60)));
+    /// assert_eq!(policy.reenable_wait(9), Some(Duration::from_secs(60)));
+    /// ```
+    pub fn reenable_wait(&self, failed_probes: u32) -> Option<Duration> {
+        self.reenable_after
+            .map(|after| doubled(after, failed_probes, self.backoff_max.max(after)))
+    }
+
+    /// `wait` with this policy's jitter applied, drawing from `rng`: uniformly in
+    /// `[wait − wait/2, wait]` when `jitter` is on, `wait` itself otherwise. Never longer than
+    /// `wait`, so caps stay caps.
+    pub fn jittered(&self, wait: Duration, rng: &mut StdRng) -> Duration {
+        if !self.jitter {
+            return wait;
+        }
+        let half = wait / 2;
+        wait - half + half.mul_f64(rng.random::<f64>())
+    }
+}
+
+/// `base × 2^exponent`, at most `cap`, without overflow.
+fn doubled(base: Duration, exponent: u32, cap: Duration) -> Duration {
+    1u32.checked_shl(exponent)
+        .and_then(|factor| base.checked_mul(factor))
+        .unwrap_or(cap)
+        .min(cap)
+}
+
+/// Why an endpoint is disabled: which decides how it comes back, and whether waiting can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DisableCause {
+    /// `auto_disable_threshold` transient failures in a row, or a failed probe: the service may
+    /// recover by itself. Probed after the re-enable wait.
+    Failures,
+    /// A 429 asked for longer than `retry_after_cap`: Azure said when, so the endpoint is
+    /// healthy again, without a probe, once that time has passed.
+    RateLimited,
+    /// The endpoint refused us: credentials rejected (401/403, after the bearer token was
+    /// refreshed once), deployment not found (404), an unexpected redirect (wrong `endpoint`).
+    /// No wait cures it; the configuration must be fixed. (It is still probed after the
+    /// re-enable wait, in case the key or deployment was fixed meanwhile.)
+    Rejected,
+}
+
+impl DisableCause {
+    /// True when waiting can bring the endpoint back by itself (failures, long rate limits);
+    /// false for [`DisableCause::Rejected`], which needs a configuration fix.
+    pub fn curable_by_waiting(self) -> bool {
+        !matches!(self, DisableCause::Rejected)
+    }
+
+    /// A short lowercase name for reports and metrics: `failures`, `rate_limited`, `rejected`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DisableCause::Failures => "failures",
+            DisableCause::RateLimited => "rate_limited",
+            DisableCause::Rejected => "rejected",
+        }
     }
 }
 
@@ -106,6 +197,8 @@ pub enum HealthState {
         reason: String,
         /// When it may be tried again (`None`: never, until restarted).
         until: Option<Instant>,
+        /// What kind of problem it is (whether waiting can cure it).
+        cause: DisableCause,
     },
     /// Was disabled; takes one job at a time until one succeeds.
     Probing,
@@ -122,9 +215,15 @@ impl HealthState {
             HealthState::Probing => "probing",
         }
     }
-}
 
-impl HealthState {
+    /// The cause of a disable, `None` in any other state.
+    pub fn disable_cause(&self) -> Option<DisableCause> {
+        match self {
+            HealthState::Disabled { cause, .. } => Some(*cause),
+            _ => None,
+        }
+    }
+
     /// Whether an endpoint in this state can take a job at `now`, from the state alone (for a
     /// mirror of the state, such as the Dispatcher's). The same as
     /// [`EndpointHealth::availability`] except after a disable for a long Retry-After, where
@@ -146,7 +245,6 @@ impl HealthState {
         }
     }
 }
-
 impl fmt::Display for HealthState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -246,78 +344,124 @@ impl fmt::Display for HealthChange {
     }
 }
 
-/// What a disable was for, which decides where it leads when its time is up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DisableKind {
-    /// Failures or a fatal reply: probe first.
-    Failures,
-    /// A Retry-After above the cap: Azure said when, so come back healthy.
-    LongRateLimit,
+/// The most send instants kept for the streak; beyond it the earliest-sent ones are forgotten
+/// (their failures still count; one still in flight is given up on, as if lost), so memory
+/// stays bounded when one attempt hangs or the endpoint keeps failing.
+const MAX_TRACKED_SENDS: usize = 4096;
+
+/// Attempts sent at one instant, since the most recent success was sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct SendSlot {
+    /// Still in flight.
+    pending: u32,
+    /// Finished with a transient failure.
+    failures: u32,
 }
 
 /// One endpoint's health state machine (owned by its EndpointActor; the Dispatcher mirrors it).
 ///
-/// Rules:
-/// - Success: streak 0; healthy, unless a 429 cooldown or a disable is in force (a late success
-///   of a request sent earlier does not overrule them; it does end a backoff and a probe).
+/// Every outcome comes with two instants: `now` (when it is folded in) and `sent` (when its
+/// attempt was sent); the owner also says when an attempt is sent ([`on_sent`](Self::on_sent))
+/// and when one is lost ([`on_lost`](Self::on_lost)). The failure streak is counted in *send*
+/// order: the failures among the attempts sent after the most recent success (by send instant),
+/// up to the first of them still in flight. A fast failure that overtakes slower attempts sent
+/// before it waits for them: if one of them succeeds, the failure never counts. Rules:
+/// - Success (or a job-fatal reply or a reply too large: the endpoint answered): failures sent before it no longer
+///   count; if none is left, a backoff ends and a probe succeeds (healthy). A success does not
+///   end a 429 cooldown or a disable.
 /// - Rate limited for `wait`: cooling until `now + wait` (an existing cooldown is extended, never
-///   shortened); streak unchanged. A `wait` above `retry_after_cap` disables the endpoint until
-///   the wait is over, after which it is healthy again without a probe.
-/// - Transient: streak + 1 and cooling for [`HealthPolicy::backoff`]; at
-///   `auto_disable_threshold` consecutive failures, disabled with the last error in the reason,
-///   until `now + reenable_after`; then probing (one job at a time); a failed probe disables
-///   again for another `reenable_after`, a successful one (or any reply from the endpoint)
-///   makes it healthy.
-/// - Job-fatal reply: the endpoint answered, so the streak resets (and a probe succeeded).
-/// - Endpoint-fatal reply (credentials, deployment): disabled with its reason, until
-///   `now + reenable_after`.
+///   shortened); streak unchanged. A `wait` above `retry_after_cap` disables the endpoint
+///   ([`DisableCause::RateLimited`]) until the wait is over, after which it is healthy again
+///   without a probe.
+/// - Transient, when it lengthens the streak: cooling for the jittered
+///   [`HealthPolicy::backoff`] of the streak; at `auto_disable_threshold`, disabled
+///   ([`DisableCause::Failures`]) with the last error in the reason, for the jittered
+///   [`HealthPolicy::reenable_wait`]; then probing (one job at a time). A failed probe (an
+///   attempt sent once probing began) disables again for a longer wait; a successful one makes
+///   it healthy. A transient failure that does not lengthen the streak (sent before the most
+///   recent success, or after an attempt still in flight) changes nothing yet.
+/// - Endpoint-fatal reply (credentials, deployment): disabled ([`DisableCause::Rejected`]) with
+///   its reason, for the re-enable wait.
 ///
 /// A lost attempt (the actor restarted mid-request) tells nothing about the endpoint and should
 /// not be fed in.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct EndpointHealth {
     policy: HealthPolicy,
     state: HealthState,
+    /// Send instant of the latest-sent attempt that the endpoint answered properly.
+    last_success_sent: Option<Instant>,
+    /// The streak: failures sent after `last_success_sent` with no attempt in flight between
+    /// them (the leading finished slots of `sends`, plus `dropped`).
     streak: u32,
-    disable_kind: DisableKind,
+    /// Attempts sent after `last_success_sent`, by send instant.
+    sends: std::collections::BTreeMap<Instant, SendSlot>,
+    /// Failures dropped from the front of `sends` to bound it, and the latest send among them.
+    dropped: Option<(u32, Instant)>,
+    /// Probes that failed in a row (each one lengthens the next disable).
+    failed_probes: u32,
+    /// From when attempts are probes (set when a disable for failures ends).
+    probing_since: Option<Instant>,
+    rng: StdRng,
 }
 
 impl EndpointHealth {
-    /// A healthy endpoint with no failures.
-    pub fn new(policy: HealthPolicy) -> Self {
+    /// A healthy endpoint with no failures; `rng` draws the jitter.
+    pub fn new(policy: HealthPolicy, rng: StdRng) -> Self {
         EndpointHealth {
             policy,
             state: HealthState::Healthy,
+            last_success_sent: None,
             streak: 0,
-            disable_kind: DisableKind::Failures,
+            sends: std::collections::BTreeMap::new(),
+            dropped: None,
+            failed_probes: 0,
+            probing_since: None,
+            rng,
         }
     }
 
-    /// Folds one attempt's outcome in; returns the transition if the state changed. Expired
-    /// cooldowns and disables are [refreshed](Self::refresh) first, and the returned change
-    /// spans both steps.
-    pub fn on_outcome(&mut self, now: Instant, outcome: &AttemptOutcome) -> Option<HealthChange> {
+    /// An attempt is sent at `sent`: until it ends, failures sent after it do not count.
+    pub fn on_sent(&mut self, sent: Instant) {
+        if self
+            .last_success_sent
+            .is_some_and(|success| sent <= success)
+        {
+            return;
+        }
+        self.sends.entry(sent).or_default().pending += 1;
+        self.bound();
+        self.settle();
+    }
+
+    /// An attempt sent at `sent` will never be answered (its actor restarted): it no longer
+    /// holds back the failures sent after it.
+    pub fn on_lost(&mut self, sent: Instant) {
+        if let Some(slot) = self.sends.get_mut(&sent) {
+            slot.pending = slot.pending.saturating_sub(1);
+            if *slot == SendSlot::default() {
+                self.sends.remove(&sent);
+            }
+            self.settle();
+        }
+    }
+
+    /// Folds in the outcome of an attempt sent at `sent`, at `now`; returns the transition if
+    /// the state changed. Expired cooldowns and disables are [refreshed](Self::refresh) first,
+    /// and the returned change spans both steps.
+    pub fn on_outcome(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        outcome: &AttemptOutcome,
+    ) -> Option<HealthChange> {
         let before = self.state.clone();
         self.expire(now);
         match outcome {
-            AttemptOutcome::Success => {
-                self.streak = 0;
-                if matches!(
-                    self.state,
-                    HealthState::Probing
-                        | HealthState::Cooling {
-                            cause: CoolingCause::Backoff { .. },
-                            ..
-                        }
-                ) {
-                    self.state = HealthState::Healthy;
-                }
-            }
-            AttemptOutcome::JobFatal(_) => {
-                self.streak = 0;
-                if self.state == HealthState::Probing {
-                    self.state = HealthState::Healthy;
-                }
+            AttemptOutcome::Success
+            | AttemptOutcome::JobFatal(_)
+            | AttemptOutcome::ReplyTooLarge { .. } => {
+                self.answered(sent, outcome.is_success());
             }
             AttemptOutcome::RateLimited { wait, source, .. } => {
                 if *wait > self.policy.retry_after_cap {
@@ -326,34 +470,42 @@ impl EndpointHealth {
                         format_duration(*wait),
                         format_duration(self.policy.retry_after_cap)
                     );
-                    self.disable_at_least(reason, later(now, *wait), DisableKind::LongRateLimit);
+                    self.disable_for_rate_limit(reason, later(now, *wait));
                 } else {
                     self.cool_at_least(later(now, *wait), CoolingCause::RateLimited);
                 }
             }
             AttemptOutcome::Transient(kind) => {
-                self.streak = self.streak.saturating_add(1);
-                let streak = self.streak;
+                let before = self.streak;
+                let streak = self.count_failure(sent);
                 let threshold = self.policy.auto_disable_threshold;
                 match self.state {
                     HealthState::Disabled { .. } => {}
-                    HealthState::Probing => {
+                    HealthState::Probing if self.is_probe(sent) => {
+                        self.failed_probes = self.failed_probes.saturating_add(1);
                         let reason =
                             format!("probe failed ({streak} consecutive failures), last: {kind}");
-                        self.disable_for_failures(now, reason);
+                        self.disable(now, reason, DisableCause::Failures);
                     }
+                    HealthState::Probing => {}
+                    // Sent before the latest success or after an attempt still in flight.
+                    _ if streak == before => {}
                     _ if threshold > 0 && streak >= threshold => {
                         let reason = format!("{streak} consecutive failures, last: {kind}");
-                        self.disable_for_failures(now, reason);
+                        self.disable(now, reason, DisableCause::Failures);
                     }
                     _ => {
-                        let until = later(now, self.policy.backoff(streak));
-                        self.cool_at_least(until, CoolingCause::Backoff { streak });
+                        let wait = self.policy.backoff(streak);
+                        let wait = self.policy.jittered(wait, &mut self.rng);
+                        self.cool_at_least(later(now, wait), CoolingCause::Backoff { streak });
                     }
                 }
             }
             AttemptOutcome::EndpointFatal { reason, .. } => {
-                self.disable_for_failures(now, reason.clone());
+                if self.state == HealthState::Probing && self.is_probe(sent) {
+                    self.failed_probes = self.failed_probes.saturating_add(1);
+                }
+                self.disable(now, reason.clone(), DisableCause::Rejected);
             }
         }
         self.change_from(before)
@@ -372,14 +524,13 @@ impl EndpointHealth {
     /// Whether the endpoint can take a job at `now` (already accounting for cooldowns and
     /// disables that have ended, even before [`refresh`](Self::refresh) is called).
     pub fn availability(&self, now: Instant) -> Availability {
-        match (&self.state, self.disable_kind) {
-            (
-                HealthState::Disabled {
-                    until: Some(until), ..
-                },
-                DisableKind::LongRateLimit,
-            ) if *until <= now => Availability::Now,
-            (state, _) => state.availability(now),
+        match &self.state {
+            HealthState::Disabled {
+                until: Some(until),
+                cause: DisableCause::RateLimited,
+                ..
+            } if *until <= now => Availability::Now,
+            state => state.availability(now),
         }
     }
 
@@ -389,14 +540,96 @@ impl EndpointHealth {
         &self.state
     }
 
-    /// Consecutive transient failures (reset by any proper answer from the endpoint).
+    /// Transient failures in a row: those among the attempts sent after the most recent
+    /// success was sent.
     pub fn failure_streak(&self) -> u32 {
         self.streak
+    }
+
+    /// Probes that failed in a row since the endpoint was last healthy.
+    pub fn failed_probes(&self) -> u32 {
+        self.failed_probes
     }
 
     /// The policy in force.
     pub fn policy(&self) -> &HealthPolicy {
         &self.policy
+    }
+
+    /// The endpoint answered an attempt sent at `sent` (with a success when `success`, else
+    /// with a job-fatal reply).
+    fn answered(&mut self, sent: Instant, success: bool) {
+        if self.last_success_sent.is_none_or(|latest| sent > latest) {
+            // Everything sent up to this success is superseded by it; the streak restarts
+            // with the attempts sent after it.
+            self.last_success_sent = Some(sent);
+            self.sends = self.sends.split_off(&sent);
+            self.sends.remove(&sent);
+            if self.dropped.is_some_and(|(_, latest)| latest <= sent) {
+                self.dropped = None;
+            }
+            self.settle();
+        }
+        let streak_over = self.failure_streak() == 0;
+        let recovered = match self.state {
+            HealthState::Probing => self.is_probe(sent),
+            HealthState::Cooling {
+                cause: CoolingCause::Backoff { .. },
+                ..
+            } => success && streak_over,
+            _ => false,
+        };
+        if recovered {
+            self.state = HealthState::Healthy;
+            self.failed_probes = 0;
+            self.probing_since = None;
+        }
+    }
+
+    /// Records a failure of an attempt sent at `sent`; returns the streak after it.
+    fn count_failure(&mut self, sent: Instant) -> u32 {
+        if self
+            .last_success_sent
+            .is_some_and(|success| sent <= success)
+        {
+            // Sent before the endpoint last proved it works: says nothing new.
+            return self.streak;
+        }
+        let slot = self.sends.entry(sent).or_default();
+        slot.pending = slot.pending.saturating_sub(1);
+        slot.failures = slot.failures.saturating_add(1);
+        self.bound();
+        self.settle();
+        self.streak
+    }
+
+    /// Recounts the streak: the failures of the leading slots with nothing in flight.
+    fn settle(&mut self) {
+        let mut streak = self.dropped.map_or(0, |(failures, _)| failures);
+        for slot in self.sends.values() {
+            if slot.pending > 0 {
+                break;
+            }
+            streak = streak.saturating_add(slot.failures);
+        }
+        self.streak = streak;
+    }
+
+    /// Keeps at most [`MAX_TRACKED_SENDS`] slots: the earliest goes (its failures still count,
+    /// an attempt of it still in flight is given up on).
+    fn bound(&mut self) {
+        while self.sends.len() > MAX_TRACKED_SENDS {
+            let Some((sent, slot)) = self.sends.pop_first() else {
+                break;
+            };
+            let failures = self.dropped.map_or(0, |(failures, _)| failures);
+            self.dropped = Some((failures.saturating_add(slot.failures), sent));
+        }
+    }
+
+    /// True when an attempt sent at `sent` was sent as a probe (once probing began).
+    fn is_probe(&self, sent: Instant) -> bool {
+        self.probing_since.is_none_or(|since| sent >= since)
     }
 
     fn expire(&mut self, now: Instant) {
@@ -405,12 +638,16 @@ impl EndpointHealth {
                 self.state = HealthState::Healthy;
             }
             HealthState::Disabled {
-                until: Some(until), ..
+                until: Some(until),
+                cause,
+                ..
             } if *until <= now => {
-                self.state = match self.disable_kind {
-                    DisableKind::Failures => HealthState::Probing,
-                    DisableKind::LongRateLimit => HealthState::Healthy,
-                };
+                if *cause == DisableCause::RateLimited {
+                    self.state = HealthState::Healthy;
+                } else {
+                    self.probing_since = Some(*until);
+                    self.state = HealthState::Probing;
+                }
             }
             _ => {}
         }
@@ -435,12 +672,16 @@ impl EndpointHealth {
         }
     }
 
-    /// Disabled until at least `until`. A disable for failures stays as it is (its probe will
-    /// meet the rate limit if it still holds); a shorter rate-limit disable is extended.
-    fn disable_at_least(&mut self, reason: String, until: Instant, kind: DisableKind) {
+    /// Disabled until at least `until` for a long rate limit. A disable for failures or a
+    /// rejection stays as it is (its probe will meet the rate limit if it still holds); a
+    /// shorter rate-limit disable is extended.
+    fn disable_for_rate_limit(&mut self, reason: String, until: Instant) {
         match &self.state {
-            HealthState::Disabled { .. } if self.disable_kind == DisableKind::Failures => {}
-            HealthState::Disabled { until: None, .. } => {}
+            HealthState::Disabled {
+                cause: DisableCause::Failures | DisableCause::Rejected,
+                ..
+            }
+            | HealthState::Disabled { until: None, .. } => {}
             HealthState::Disabled {
                 until: Some(current),
                 ..
@@ -449,20 +690,25 @@ impl EndpointHealth {
                 self.state = HealthState::Disabled {
                     reason,
                     until: Some(until),
+                    cause: DisableCause::RateLimited,
                 };
-                self.disable_kind = kind;
             }
         }
     }
 
-    /// Disabled for failures (or a fatal reply) until `now + reenable_after`, replacing any
-    /// earlier disable: the latest reason is the one to act on.
-    fn disable_for_failures(&mut self, now: Instant, reason: String) {
+    /// Disabled for failures or a rejection for the jittered re-enable wait (longer after each
+    /// failed probe), replacing any earlier disable: the latest reason is the one to act on.
+    fn disable(&mut self, now: Instant, reason: String, cause: DisableCause) {
+        let wait = self
+            .policy
+            .reenable_wait(self.failed_probes)
+            .map(|wait| self.policy.jittered(wait, &mut self.rng));
         self.state = HealthState::Disabled {
             reason,
-            until: self.policy.reenable_after.map(|after| later(now, after)),
+            until: wait.map(|wait| later(now, wait)),
+            cause,
         };
-        self.disable_kind = DisableKind::Failures;
+        self.probing_since = None;
     }
 
     fn change_from(&self, before: HealthState) -> Option<HealthChange> {
@@ -484,6 +730,7 @@ fn later(now: Instant, wait: Duration) -> Instant {
 mod tests {
     use super::*;
     use crate::classify::{ApiError, TransientKind, WaitSource};
+    use rand::SeedableRng;
 
     const S: Duration = Duration::from_secs(1);
 
@@ -494,7 +741,16 @@ mod tests {
             auto_disable_threshold: 3,
             reenable_after: Some(30 * S),
             retry_after_cap: 300 * S,
+            jitter: false,
         }
+    }
+
+    fn rng() -> StdRng {
+        StdRng::seed_from_u64(12)
+    }
+
+    fn health(policy: HealthPolicy) -> EndpointHealth {
+        EndpointHealth::new(policy, rng())
     }
 
     fn timeout() -> AttemptOutcome {
@@ -555,8 +811,8 @@ mod tests {
     #[test]
     fn transient_failures_back_off_then_disable_with_the_last_error() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(policy());
-        let change = h.on_outcome(t0, &timeout()).unwrap();
+        let mut h = health(policy());
+        let change = h.on_outcome(t0, t0, &timeout()).unwrap();
         assert_eq!(change.from, HealthState::Healthy);
         assert_eq!(
             change.to,
@@ -567,7 +823,7 @@ mod tests {
 
         // Second failure 1 s later (the cooldown just ended): 2 s.
         let t1 = t0 + S;
-        h.on_outcome(t1, &timeout()).unwrap();
+        h.on_outcome(t1, t1, &timeout()).unwrap();
         assert_eq!(
             *h.state(),
             cooling(t1 + 2 * S, CoolingCause::Backoff { streak: 2 })
@@ -576,13 +832,14 @@ mod tests {
 
         // Third: threshold 3 reached.
         let t2 = t1 + 2 * S;
-        let change = h.on_outcome(t2, &timeout()).unwrap();
+        let change = h.on_outcome(t2, t2, &timeout()).unwrap();
         assert!(change.is_disable());
         assert_eq!(
             *h.state(),
             HealthState::Disabled {
                 reason: "3 consecutive failures, last: timeout after 2m".into(),
                 until: Some(t2 + 30 * S),
+                cause: DisableCause::Failures,
             }
         );
         assert_eq!(h.availability(t2 + 29 * S), Availability::At(t2 + 30 * S));
@@ -592,10 +849,10 @@ mod tests {
     #[test]
     fn a_failure_during_a_backoff_extends_it() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(policy());
-        h.on_outcome(t0, &timeout());
+        let mut h = health(policy());
+        h.on_outcome(t0, t0, &timeout());
         // A second in-flight request fails at once: streak 2, until t0 + 2 s.
-        h.on_outcome(t0, &timeout());
+        h.on_outcome(t0, t0, &timeout());
         assert_eq!(
             *h.state(),
             cooling(t0 + 2 * S, CoolingCause::Backoff { streak: 2 })
@@ -605,9 +862,9 @@ mod tests {
     #[test]
     fn probe_success_re_enables_and_probe_failure_disables_again() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(policy());
+        let mut h = health(policy());
         for _ in 0..3 {
-            h.on_outcome(t0, &timeout());
+            h.on_outcome(t0, t0, &timeout());
         }
         let t1 = t0 + 30 * S;
         assert_eq!(h.refresh(t1 - Duration::from_nanos(1)), None);
@@ -617,18 +874,19 @@ mod tests {
 
         // The probe fails: disabled for another 30 s, from now.
         let t2 = t1 + 5 * S;
-        h.on_outcome(t2, &timeout()).unwrap();
+        h.on_outcome(t2, t2, &timeout()).unwrap();
         assert_eq!(
             *h.state(),
             HealthState::Disabled {
                 reason: "probe failed (4 consecutive failures), last: timeout after 2m".into(),
                 until: Some(t2 + 30 * S),
+                cause: DisableCause::Failures,
             }
         );
 
         // The next probe succeeds.
         let t3 = t2 + 30 * S;
-        let change = h.on_outcome(t3, &AttemptOutcome::Success).unwrap();
+        let change = h.on_outcome(t3, t3, &AttemptOutcome::Success).unwrap();
         assert_eq!(change.to, HealthState::Healthy);
         assert!(matches!(change.from, HealthState::Disabled { .. }));
         assert!(change.is_recovery());
@@ -639,17 +897,17 @@ mod tests {
     #[test]
     fn without_reenable_after_a_disable_is_for_good() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(HealthPolicy {
+        let mut h = health(HealthPolicy {
             reenable_after: None,
             ..policy()
         });
         for _ in 0..3 {
-            h.on_outcome(t0, &timeout());
+            h.on_outcome(t0, t0, &timeout());
         }
         assert_eq!(h.availability(t0 + 1_000_000 * S), Availability::Never);
         assert_eq!(h.refresh(t0 + 1_000_000 * S), None);
         // A late success of a request sent before the disable does not overrule it.
-        assert_eq!(h.on_outcome(t0 + S, &AttemptOutcome::Success), None);
+        assert_eq!(h.on_outcome(t0 + S, t0 + S, &AttemptOutcome::Success), None);
         assert!(matches!(
             h.state(),
             HealthState::Disabled { until: None, .. }
@@ -659,12 +917,12 @@ mod tests {
     #[test]
     fn threshold_zero_never_disables() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(HealthPolicy {
+        let mut h = health(HealthPolicy {
             auto_disable_threshold: 0,
             ..policy()
         });
         for _ in 0..100 {
-            h.on_outcome(t0, &timeout());
+            h.on_outcome(t0, t0, &timeout());
         }
         assert_eq!(
             *h.state(),
@@ -675,23 +933,26 @@ mod tests {
     #[test]
     fn rate_limits_cool_for_the_wait_and_never_shorten() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(policy());
-        h.on_outcome(t0, &timeout());
+        let mut h = health(policy());
+        h.on_outcome(t0, t0, &timeout());
         let streak = h.failure_streak();
-        let change = h.on_outcome(t0, &limited(7 * S)).unwrap();
+        let change = h.on_outcome(t0, t0, &limited(7 * S)).unwrap();
         assert_eq!(change.to, cooling(t0 + 7 * S, CoolingCause::RateLimited));
         assert_eq!(h.failure_streak(), streak, "429 leaves the streak alone");
         // A shorter wait from a later reply does not shorten the cooldown.
-        assert_eq!(h.on_outcome(t0 + S, &limited(2 * S)), None);
+        assert_eq!(h.on_outcome(t0 + S, t0 + S, &limited(2 * S)), None);
         assert_eq!(*h.state(), cooling(t0 + 7 * S, CoolingCause::RateLimited));
         // A longer one extends it.
-        h.on_outcome(t0 + S, &limited(10 * S)).unwrap();
+        h.on_outcome(t0 + S, t0 + S, &limited(10 * S)).unwrap();
         assert_eq!(*h.state(), cooling(t0 + 11 * S, CoolingCause::RateLimited));
         // A late success does not end a 429 cooldown.
-        assert_eq!(h.on_outcome(t0 + 2 * S, &AttemptOutcome::Success), None);
+        assert_eq!(
+            h.on_outcome(t0 + 2 * S, t0 + 2 * S, &AttemptOutcome::Success),
+            None
+        );
         assert_eq!(h.failure_streak(), 0);
         // A failure whose backoff ends earlier keeps the 429 cooldown.
-        assert_eq!(h.on_outcome(t0 + 3 * S, &timeout()), None);
+        assert_eq!(h.on_outcome(t0 + 3 * S, t0 + 3 * S, &timeout()), None);
         let change = h.refresh(t0 + 11 * S).unwrap();
         assert_eq!(change.to, HealthState::Healthy);
     }
@@ -699,22 +960,23 @@ mod tests {
     #[test]
     fn a_backoff_is_ended_by_a_success() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(policy());
-        h.on_outcome(t0, &timeout());
-        let change = h.on_outcome(t0, &AttemptOutcome::Success).unwrap();
+        let mut h = health(policy());
+        h.on_outcome(t0, t0, &timeout());
+        let change = h.on_outcome(t0, t0, &AttemptOutcome::Success).unwrap();
         assert_eq!(change.to, HealthState::Healthy);
     }
 
     #[test]
     fn a_rate_limit_longer_than_the_cap_disables_until_it_is_over() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(policy());
-        let change = h.on_outcome(t0, &limited(3 * 3600 * S)).unwrap();
+        let mut h = health(policy());
+        let change = h.on_outcome(t0, t0, &limited(3 * 3600 * S)).unwrap();
         assert_eq!(
             change.to,
             HealthState::Disabled {
                 reason: "rate limited for 3h 0m (Retry-After), above retry_after_cap 5m".into(),
                 until: Some(t0 + 3 * 3600 * S),
+                cause: DisableCause::RateLimited,
             }
         );
         assert_eq!(h.availability(t0 + 3 * 3600 * S), Availability::Now);
@@ -733,30 +995,36 @@ mod tests {
             HealthState::Healthy
         );
         // Exactly the cap still only cools.
-        h.on_outcome(t0 + 4 * 3600 * S, &limited(300 * S)).unwrap();
+        h.on_outcome(t0 + 4 * 3600 * S, t0 + 4 * 3600 * S, &limited(300 * S))
+            .unwrap();
         assert!(matches!(h.state(), HealthState::Cooling { .. }));
     }
 
     #[test]
     fn job_fatal_resets_the_streak_and_completes_a_probe() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(policy());
-        h.on_outcome(t0, &timeout());
-        h.on_outcome(t0, &timeout());
-        assert_eq!(h.on_outcome(t0, &rejected()), None, "no state change");
+        let mut h = health(policy());
+        h.on_outcome(t0, t0, &timeout());
+        h.on_outcome(t0, t0, &timeout());
+        assert_eq!(h.on_outcome(t0, t0, &rejected()), None, "no state change");
         assert_eq!(h.failure_streak(), 0);
         assert_eq!(
             *h.state(),
             cooling(t0 + 2 * S, CoolingCause::Backoff { streak: 2 })
         );
 
+        // Failures sent no later than that reply do not count; later ones do.
+        assert_eq!(h.on_outcome(t0 + S, t0, &timeout()), None);
+        assert_eq!(h.failure_streak(), 0);
         for _ in 0..3 {
-            h.on_outcome(t0, &timeout());
+            h.on_outcome(t0 + S, t0 + S, &timeout());
         }
-        h.refresh(t0 + 30 * S).unwrap();
+        h.refresh(t0 + 31 * S).unwrap();
         assert_eq!(*h.state(), HealthState::Probing);
         assert_eq!(
-            h.on_outcome(t0 + 31 * S, &rejected()).unwrap().to,
+            h.on_outcome(t0 + 32 * S, t0 + 32 * S, &rejected())
+                .unwrap()
+                .to,
             HealthState::Healthy
         );
     }
@@ -764,57 +1032,61 @@ mod tests {
     #[test]
     fn endpoint_fatal_disables_with_its_reason() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(policy());
-        let change = h.on_outcome(t0, &unauthorized()).unwrap();
+        let mut h = health(policy());
+        let change = h.on_outcome(t0, t0, &unauthorized()).unwrap();
         assert_eq!(
             change.to,
             HealthState::Disabled {
                 reason: "credentials rejected (HTTP 401): check api_key for this deployment".into(),
                 until: Some(t0 + 30 * S),
+                cause: DisableCause::Rejected,
             }
         );
         assert_eq!(h.failure_streak(), 0);
         assert_eq!(h.refresh(t0 + 30 * S).unwrap().to, HealthState::Probing);
         // The probe meets the same 401: disabled again.
-        let change = h.on_outcome(t0 + 31 * S, &unauthorized()).unwrap();
+        let change = h
+            .on_outcome(t0 + 31 * S, t0 + 31 * S, &unauthorized())
+            .unwrap();
         assert!(matches!(
             change.to,
             HealthState::Disabled { until: Some(u), .. } if u == t0 + 61 * S
         ));
         // A fatal reply also overrides a long rate-limit disable: the latest reason matters.
-        let mut h = EndpointHealth::new(policy());
-        h.on_outcome(t0, &limited(3600 * S));
-        h.on_outcome(t0, &unauthorized()).unwrap();
+        let mut h = health(policy());
+        h.on_outcome(t0, t0, &limited(3600 * S));
+        h.on_outcome(t0, t0, &unauthorized()).unwrap();
         assert_eq!(h.refresh(t0 + 30 * S).unwrap().to, HealthState::Probing);
     }
 
     #[test]
     fn late_outcomes_do_not_shake_a_disable() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(policy());
-        h.on_outcome(t0, &unauthorized());
+        let mut h = health(policy());
+        h.on_outcome(t0, t0, &unauthorized());
         let disabled = h.state().clone();
-        assert_eq!(h.on_outcome(t0 + S, &timeout()), None);
-        assert_eq!(h.on_outcome(t0 + S, &limited(5 * S)), None);
-        assert_eq!(h.on_outcome(t0 + S, &AttemptOutcome::Success), None);
+        assert_eq!(h.on_outcome(t0 + S, t0 + S, &timeout()), None);
+        assert_eq!(h.on_outcome(t0 + S, t0 + S, &limited(5 * S)), None);
+        assert_eq!(h.on_outcome(t0 + S, t0 + S, &AttemptOutcome::Success), None);
         assert_eq!(*h.state(), disabled);
         // Nor does a 429 longer than the cap: the probe will meet it if it still holds.
-        assert_eq!(h.on_outcome(t0 + S, &limited(600 * S)), None);
+        assert_eq!(h.on_outcome(t0 + S, t0 + S, &limited(600 * S)), None);
         assert_eq!(*h.state(), disabled);
     }
 
     #[test]
     fn a_longer_rate_limit_extends_a_rate_limit_disable() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(policy());
-        h.on_outcome(t0, &limited(600 * S));
-        assert_eq!(h.on_outcome(t0 + S, &limited(400 * S)), None);
-        let change = h.on_outcome(t0 + S, &limited(3600 * S)).unwrap();
+        let mut h = health(policy());
+        h.on_outcome(t0, t0, &limited(600 * S));
+        assert_eq!(h.on_outcome(t0 + S, t0 + S, &limited(400 * S)), None);
+        let change = h.on_outcome(t0 + S, t0 + S, &limited(3600 * S)).unwrap();
         assert_eq!(
             change.to,
             HealthState::Disabled {
                 reason: "rate limited for 1h 0m (Retry-After), above retry_after_cap 5m".into(),
                 until: Some(t0 + 3601 * S),
+                cause: DisableCause::RateLimited,
             }
         );
     }
@@ -822,10 +1094,12 @@ mod tests {
     #[test]
     fn a_rate_limit_during_a_probe_cools() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(policy());
-        h.on_outcome(t0, &unauthorized());
+        let mut h = health(policy());
+        h.on_outcome(t0, t0, &unauthorized());
         h.refresh(t0 + 30 * S);
-        let change = h.on_outcome(t0 + 31 * S, &limited(4 * S)).unwrap();
+        let change = h
+            .on_outcome(t0 + 31 * S, t0 + 31 * S, &limited(4 * S))
+            .unwrap();
         assert_eq!(change.from, HealthState::Probing);
         assert_eq!(change.to, cooling(t0 + 35 * S, CoolingCause::RateLimited));
     }
@@ -833,10 +1107,12 @@ mod tests {
     #[test]
     fn on_outcome_expires_first_and_reports_the_whole_change() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(policy());
-        h.on_outcome(t0, &limited(5 * S));
+        let mut h = health(policy());
+        h.on_outcome(t0, t0, &limited(5 * S));
         // The cooldown ended at t0 + 5 s; a success at t0 + 6 s reports cooling -> healthy.
-        let change = h.on_outcome(t0 + 6 * S, &AttemptOutcome::Success).unwrap();
+        let change = h
+            .on_outcome(t0 + 6 * S, t0 + 6 * S, &AttemptOutcome::Success)
+            .unwrap();
         assert_eq!(change.from, cooling(t0 + 5 * S, CoolingCause::RateLimited));
         assert_eq!(change.to, HealthState::Healthy);
     }
@@ -844,20 +1120,255 @@ mod tests {
     #[test]
     fn huge_streaks_and_waits_do_not_overflow() {
         let t0 = Instant::now();
-        let mut h = EndpointHealth::new(HealthPolicy {
+        let mut h = health(HealthPolicy {
             auto_disable_threshold: 0,
             reenable_after: Some(Duration::MAX),
             retry_after_cap: Duration::MAX,
             ..policy()
         });
-        h.streak = u32::MAX - 1;
-        h.on_outcome(t0, &timeout());
-        h.on_outcome(t0, &timeout());
+        h.dropped = Some((u32::MAX - 1, t0));
+        h.on_outcome(t0, t0, &timeout());
+        h.on_outcome(t0, t0, &timeout());
         assert_eq!(h.failure_streak(), u32::MAX);
-        h.on_outcome(t0, &limited(Duration::MAX));
+        h.on_outcome(t0, t0, &limited(Duration::MAX));
         assert!(matches!(h.availability(t0), Availability::At(until) if until > t0));
-        h.on_outcome(t0, &unauthorized());
+        h.on_outcome(t0, t0, &unauthorized());
         assert!(matches!(h.availability(t0), Availability::At(until) if until > t0));
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn fast_failures_overtaking_slow_successes_make_no_streak() {
+        // Sent in the order S F S F S F S F S F; every F comes back before every S.
+        let t0 = Instant::now();
+        let mut h = health(policy());
+        let sent: Vec<Instant> = (0..10).map(|i| t0 + i * MS).collect();
+        for at in &sent {
+            h.on_sent(*at);
+        }
+        let now = t0 + 20 * MS;
+        for failure in sent.iter().skip(1).step_by(2) {
+            assert_eq!(h.on_outcome(now, *failure, &timeout()), None);
+            assert_eq!(
+                h.failure_streak(),
+                0,
+                "held back by the success sent before it"
+            );
+        }
+        for (i, success) in sent.iter().step_by(2).enumerate() {
+            assert_eq!(
+                h.on_outcome(now + S, *success, &AttemptOutcome::Success),
+                None
+            );
+            // The failure sent right after this success has finished: a streak of one, until
+            // the success sent after it is back.
+            assert_eq!(h.failure_streak(), 1, "after success {i}");
+        }
+        assert_eq!(*h.state(), HealthState::Healthy);
+    }
+
+    #[test]
+    fn failures_in_send_order_still_disable_whatever_order_they_finish_in() {
+        let t0 = Instant::now();
+        let mut h = health(policy());
+        for i in 0..3 {
+            h.on_sent(t0 + i * MS);
+        }
+        let now = t0 + 10 * MS;
+        assert_eq!(h.on_outcome(now, t0 + 2 * MS, &timeout()), None);
+        assert_eq!(h.on_outcome(now, t0 + MS, &timeout()), None);
+        assert_eq!(h.failure_streak(), 0);
+        let change = h.on_outcome(now, t0, &timeout()).unwrap();
+        assert_eq!(
+            change.to,
+            HealthState::Disabled {
+                reason: "3 consecutive failures, last: timeout after 2m".into(),
+                until: Some(now + 30 * S),
+                cause: DisableCause::Failures,
+            }
+        );
+    }
+
+    #[test]
+    fn a_lost_attempt_no_longer_holds_the_streak_back() {
+        let t0 = Instant::now();
+        let mut h = health(policy());
+        h.on_sent(t0);
+        h.on_sent(t0 + MS);
+        assert_eq!(h.on_outcome(t0 + 5 * MS, t0 + MS, &timeout()), None);
+        assert_eq!(h.failure_streak(), 0);
+        h.on_lost(t0);
+        assert_eq!(h.failure_streak(), 1);
+        let t1 = t0 + 6 * MS;
+        h.on_sent(t1);
+        let change = h.on_outcome(t1, t1, &timeout()).unwrap();
+        assert_eq!(
+            change.to,
+            cooling(t1 + 2 * S, CoolingCause::Backoff { streak: 2 })
+        );
+    }
+
+    #[test]
+    fn a_success_sent_after_a_failure_ends_its_backoff_but_an_older_one_does_not() {
+        let t0 = Instant::now();
+        let mut h = health(policy());
+        h.on_sent(t0);
+        h.on_sent(t0 + MS);
+        h.on_sent(t0 + 2 * MS);
+        h.on_outcome(t0 + 3 * MS, t0, &timeout()).unwrap();
+        assert_eq!(h.failure_streak(), 1);
+        // A success sent before the failure is no news.
+        let older = t0.checked_sub(MS).unwrap();
+        assert_eq!(
+            h.on_outcome(t0 + 4 * MS, older, &AttemptOutcome::Success),
+            None
+        );
+        assert_eq!(h.failure_streak(), 1);
+        // A job-fatal reply sent after it resets the streak but keeps the backoff.
+        assert_eq!(h.on_outcome(t0 + 5 * MS, t0 + MS, &rejected()), None);
+        assert_eq!(h.failure_streak(), 0);
+        // A success sent after it ends the backoff.
+        let change = h
+            .on_outcome(t0 + 6 * MS, t0 + 2 * MS, &AttemptOutcome::Success)
+            .unwrap();
+        assert_eq!(change.to, HealthState::Healthy);
+    }
+
+    #[test]
+    fn failed_probes_lengthen_the_disable_up_to_backoff_max() {
+        let t0 = Instant::now();
+        let mut h = health(HealthPolicy {
+            backoff_max: 100 * S,
+            auto_disable_threshold: 1,
+            ..policy()
+        });
+        h.on_outcome(t0, t0, &timeout()).unwrap();
+        let mut until = t0 + 30 * S;
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            assert_eq!(h.refresh(until).unwrap().to, HealthState::Probing);
+            let probe = until + S;
+            h.on_outcome(probe, probe, &timeout()).unwrap();
+            let HealthState::Disabled {
+                until: Some(next), ..
+            } = *h.state()
+            else {
+                panic!("disabled again: {:?}", h.state())
+            };
+            waits.push((next - probe).as_secs());
+            until = next;
+        }
+        assert_eq!(waits, vec![60, 100, 100, 100]);
+        assert_eq!(h.failed_probes(), 4);
+        // A probe that succeeds starts over from reenable_after.
+        h.refresh(until).unwrap();
+        h.on_outcome(until, until, &AttemptOutcome::Success)
+            .unwrap();
+        assert_eq!(h.failed_probes(), 0);
+        let t1 = until + S;
+        h.on_outcome(t1, t1, &timeout()).unwrap();
+        assert!(matches!(
+            h.state(),
+            HealthState::Disabled { until: Some(u), .. } if *u == t1 + 30 * S
+        ));
+    }
+
+    #[test]
+    fn a_late_failure_from_before_the_probe_does_not_fail_it() {
+        let t0 = Instant::now();
+        let mut h = health(HealthPolicy {
+            auto_disable_threshold: 1,
+            ..policy()
+        });
+        h.on_sent(t0);
+        h.on_sent(t0 + MS);
+        h.on_outcome(t0 + 2 * MS, t0, &timeout()).unwrap();
+        let probing = t0 + 2 * MS + 30 * S;
+        assert_eq!(h.refresh(probing).unwrap().to, HealthState::Probing);
+        // The attempt sent before the disable times out during the probe.
+        assert_eq!(h.on_outcome(probing + S, t0 + MS, &timeout()), None);
+        assert_eq!(*h.state(), HealthState::Probing);
+        assert_eq!(h.failed_probes(), 0);
+    }
+
+    #[test]
+    fn disable_causes_say_whether_waiting_helps() {
+        let t0 = Instant::now();
+        let cause = |outcome: AttemptOutcome| {
+            let mut h = health(HealthPolicy {
+                auto_disable_threshold: 1,
+                ..policy()
+            });
+            h.on_outcome(t0, t0, &outcome);
+            h.state().disable_cause()
+        };
+        assert_eq!(cause(unauthorized()), Some(DisableCause::Rejected));
+        assert_eq!(cause(timeout()), Some(DisableCause::Failures));
+        assert_eq!(cause(limited(3600 * S)), Some(DisableCause::RateLimited));
+        assert_eq!(cause(limited(S)), None);
+        assert!(!DisableCause::Rejected.curable_by_waiting());
+        assert!(DisableCause::Failures.curable_by_waiting());
+        assert!(DisableCause::RateLimited.curable_by_waiting());
+        assert_eq!(DisableCause::Rejected.name(), "rejected");
+    }
+
+    #[test]
+    fn jitter_draws_between_half_and_all_of_each_wait() {
+        let t0 = Instant::now();
+        let jittery = HealthPolicy {
+            jitter: true,
+            ..policy()
+        };
+        let mut draws = StdRng::seed_from_u64(3);
+        for _ in 0..1000 {
+            let wait = jittery.jittered(8 * S, &mut draws);
+            assert!(wait >= 4 * S && wait <= 8 * S, "{wait:?}");
+        }
+        // No overflow at the extreme.
+        assert!(jittery.jittered(Duration::MAX, &mut draws) >= Duration::MAX / 2);
+        // The same seed gives the same waits: the first backoff and the first disable draw
+        // from the endpoint's RNG in that order.
+        let mut expected = StdRng::seed_from_u64(12);
+        let backoff = jittery.jittered(S, &mut expected);
+        let disable = jittery.jittered(30 * S, &mut expected);
+        let mut h = health(HealthPolicy {
+            auto_disable_threshold: 2,
+            ..jittery
+        });
+        h.on_outcome(t0, t0, &timeout()).unwrap();
+        assert_eq!(
+            *h.state(),
+            cooling(t0 + backoff, CoolingCause::Backoff { streak: 1 })
+        );
+        assert_ne!(backoff, S, "jittered");
+        h.on_outcome(t0, t0, &timeout()).unwrap();
+        assert!(matches!(
+            h.state(),
+            HealthState::Disabled { until: Some(u), .. } if *u == t0 + disable
+        ));
+        // 429 waits are Azure's: never jittered.
+        let mut h = health(jittery.clone());
+        h.on_outcome(t0, t0, &limited(7 * S)).unwrap();
+        assert_eq!(*h.state(), cooling(t0 + 7 * S, CoolingCause::RateLimited));
+    }
+
+    #[test]
+    fn memory_stays_bounded_when_an_early_attempt_hangs() {
+        let t0 = Instant::now();
+        let mut h = health(HealthPolicy {
+            auto_disable_threshold: 0,
+            ..policy()
+        });
+        h.on_sent(t0);
+        for i in 1..=(MAX_TRACKED_SENDS as u32 + 10) {
+            let sent = t0 + i * MS;
+            h.on_sent(sent);
+            h.on_outcome(sent, sent, &timeout());
+        }
+        assert!(h.sends.len() <= MAX_TRACKED_SENDS);
+        // The hung attempt was given up on: the failures after it count.
+        assert!(h.failure_streak() > 0);
     }
 
     #[test]
@@ -871,7 +1382,8 @@ mod tests {
         assert_eq!(
             HealthState::Disabled {
                 reason: "r".into(),
-                until: None
+                until: None,
+                cause: DisableCause::Failures,
             }
             .to_string(),
             "disabled: r"

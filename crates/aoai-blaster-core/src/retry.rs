@@ -151,6 +151,13 @@ impl RetryPolicy {
         {
             return Decision::Fail(JobErrorKind::Rejected(error.clone()));
         }
+        if let Ending::Outcome {
+            outcome: AttemptOutcome::ReplyTooLarge { limit },
+            ..
+        } = ending
+        {
+            return Decision::Fail(JobErrorKind::ReplyTooLarge { limit: *limit });
+        }
         if self.deadline_passed(history, now) {
             Decision::Fail(JobErrorKind::DeadlineExceeded)
         } else if kind == AttemptKind::RateLimited
@@ -201,7 +208,9 @@ impl AttemptKind {
             AttemptOutcome::Success => AttemptKind::Success,
             AttemptOutcome::RateLimited { .. } => AttemptKind::RateLimited,
             AttemptOutcome::Transient(_) => AttemptKind::Transient,
-            AttemptOutcome::JobFatal(_) => AttemptKind::JobFatal,
+            AttemptOutcome::JobFatal(_) | AttemptOutcome::ReplyTooLarge { .. } => {
+                AttemptKind::JobFatal
+            }
             AttemptOutcome::EndpointFatal { .. } => AttemptKind::EndpointFatal,
         }
     }
@@ -339,6 +348,12 @@ impl JobHistory {
 pub enum JobErrorKind {
     /// Azure refused the job itself (400 content filter, context length, ...): not retried.
     Rejected(ApiError),
+    /// The reply was larger than `max_reply_bytes`: not retried (another attempt would get as
+    /// large a reply).
+    ReplyTooLarge {
+        /// The `max_reply_bytes` in force, in bytes.
+        limit: u64,
+    },
     /// Every counted attempt failed (`1 + max_job_retry` of them).
     RetriesExhausted,
     /// Every endpoint is disabled (see each endpoint's reason in the report).
@@ -386,12 +401,13 @@ pub enum JobErrorKind {
 
 impl JobErrorKind {
     /// A stable machine code, for a batch line's `error.code` and for metrics:
-    /// `rejected`, `retries_exhausted`, `all_endpoints_disabled`, `no_endpoint_available`,
-    /// `rate_limited`, `deadline_exceeded`,
+    /// `rejected`, `reply_too_large`, `retries_exhausted`, `all_endpoints_disabled`,
+    /// `no_endpoint_available`, `rate_limited`, `deadline_exceeded`,
     /// `never_fits`, `stream_interrupted`, `unknown_deployment`, `cancelled`, `queue_closed`.
     pub fn code(&self) -> &'static str {
         match self {
             JobErrorKind::Rejected(_) => "rejected",
+            JobErrorKind::ReplyTooLarge { .. } => "reply_too_large",
             JobErrorKind::RetriesExhausted => "retries_exhausted",
             JobErrorKind::AllEndpointsDisabled => "all_endpoints_disabled",
             JobErrorKind::NoEndpointAvailable { .. } => "no_endpoint_available",
@@ -410,6 +426,11 @@ impl fmt::Display for JobErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             JobErrorKind::Rejected(error) => write!(f, "rejected: {error}"),
+            JobErrorKind::ReplyTooLarge { limit } => write!(
+                f,
+                "reply larger than max_reply_bytes ({})",
+                crate::classify::format_bytes(*limit)
+            ),
             JobErrorKind::RetriesExhausted => f.write_str("retries exhausted (max_job_retry)"),
             JobErrorKind::AllEndpointsDisabled => {
                 f.write_str("every endpoint is disabled (see the report for each reason)")
@@ -668,6 +689,30 @@ mod tests {
             t0,
         );
         assert_eq!(decision, Decision::Fail(JobErrorKind::Rejected(filtered())));
+    }
+
+    #[test]
+    fn a_reply_too_large_fails_at_once_with_no_reply_to_show() {
+        let t0 = Instant::now();
+        let mut h = JobHistory::new(t0);
+        let too_large = AttemptOutcome::ReplyTooLarge { limit: 1000 };
+        let decision = step(&policy(5), &mut h, "east", too_large, t0);
+        let kind = JobErrorKind::ReplyTooLarge { limit: 1000 };
+        assert_eq!(decision, Decision::Fail(kind.clone()));
+        assert_eq!(h.counted_failures(), 1);
+        let error = h.into_error(kind);
+        assert_eq!(error.code(), "reply_too_large");
+        assert_eq!(
+            error.reply(),
+            None,
+            "a batch line carries `error`, not `response`"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("reply larger than max_reply_bytes (1000 bytes): attempt 1 on 'east'"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -7,8 +7,21 @@
 //! actor's context: actix polls every future of a context whenever the context wakes, which
 //! would make each reply cost O(calls in flight). The task hands its result back to the actor
 //! as a [`CallFinished`] message; the actor folds it into its health and reports.
+//!
+//! Bounds: `request_timeout` covers the whole exchange, from sending the request to the last
+//! byte of the reply, streams included (`stream_idle_timeout` also bounds each silence within
+//! a stream); `max_reply_bytes` caps every reply body, plain or streamed, and a reply over it
+//! fails the job ([`AttemptOutcome::ReplyTooLarge`]).
+//!
+//! Supervision: actix's `Supervisor` restarts an actor that *stops*, not one that panics (a
+//! panic unwinds through the arbiter and takes the actor and its supervisor with it). So every
+//! handler runs under [`EndpointActor::guarded`], which catches a panic and stops the actor; its
+//! supervisor then restarts it, [`Supervised::restarting`] answers the calls in flight as lost
+//! and announces `Restarted`. A panic inside an HTTP call's task is caught there and handled the
+//! same way.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,9 +34,10 @@ use aoai_blaster_core::config::{DeploymentConfig, Timeouts};
 use aoai_blaster_core::health::{Availability, EndpointHealth, HealthPolicy, HealthState};
 use aoai_blaster_core::scheduler::{AttemptEnd, AttemptReport};
 use aoai_blaster_core::sse::{SseDecoder, StreamAssembler, StreamItem, parse_stream_data};
-use awc::error::{ConnectError, SendRequestError};
+use awc::error::{ConnectError, PayloadError, SendRequestError};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use rand::SeedableRng;
 
 use crate::auth::Auth;
 use crate::clock;
@@ -32,8 +46,6 @@ use crate::messages::{
 };
 use crate::metrics::{EndpointMetrics, FinishedAttempt, server_time_from_headers};
 
-/// Largest successful reply body read (a reply with many choices can be large).
-const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// Largest error reply body read.
 const MAX_ERROR_BYTES: usize = 1024 * 1024;
 
@@ -50,7 +62,7 @@ pub(crate) struct EndpointSettings {
     pub(crate) uri: Option<awc::http::Uri>,
     /// Deployment defaults merged into each request body.
     pub(crate) defaults: RequestDefaults,
-    /// Request, connect and stream-idle timeouts.
+    /// Request, connect and stream-idle timeouts, and `max_reply_bytes`.
     pub(crate) timeouts: Timeouts,
     /// Backoff, disable and re-enable rules.
     pub(crate) health_policy: HealthPolicy,
@@ -78,6 +90,7 @@ impl EndpointSettings {
                 auto_disable_threshold: resilience.auto_disable_threshold,
                 reenable_after: resilience.reenable_after,
                 retry_after_cap: resilience.retry_after_cap,
+                jitter: true,
             },
             rate_limit_fallback: resilience.rate_limit_fallback,
             max_connections: config.max_in_flight.max(1),
@@ -105,16 +118,18 @@ pub(crate) struct EndpointActor {
 struct CallInFlight {
     job: u64,
     number: u32,
+    /// When the request was sent (the health streak counts in send order).
+    sent: Instant,
     span: tracing::Span,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// A call's task → its actor: the call ended.
+/// A call's task → its actor: the call ended (`Err`: its task panicked, with the message).
 #[derive(Message)]
 #[rtype(result = "()")]
 struct CallFinished {
     call: u64,
-    result: CallResult,
+    result: Result<CallResult, String>,
 }
 
 impl EndpointActor {
@@ -132,7 +147,10 @@ impl EndpointActor {
             let client = build_client(&settings);
             EndpointActor {
                 metrics: EndpointMetrics::new(&settings.name),
-                health: EndpointHealth::new(settings.health_policy.clone()),
+                health: EndpointHealth::new(
+                    settings.health_policy.clone(),
+                    rand::rngs::StdRng::from_rng(&mut rand::rng()),
+                ),
                 settings: Arc::new(settings),
                 client,
                 auth,
@@ -202,19 +220,54 @@ impl EndpointActor {
         };
         let wait = until.saturating_duration_since(now);
         self.cooldown_timer = Some(ctx.run_later(wait, |act, ctx| {
-            act.cooldown_timer = None;
-            let now = clock::now();
-            let previous = act.health.state().clone();
-            if act.health.refresh(now).is_some() {
-                act.announce(HealthEvent::Changed, Some(previous));
-            }
-            act.arm_timer(ctx, now);
+            act.guarded(ctx, |act, ctx| {
+                act.cooldown_timer = None;
+                let now = clock::now();
+                let previous = act.health.state().clone();
+                if act.health.refresh(now).is_some() {
+                    act.announce(HealthEvent::Changed, Some(previous));
+                }
+                act.arm_timer(ctx, now);
+            });
         }));
+    }
+
+    /// Runs `work`; if it panics, logs the panic and stops the actor so that its supervisor
+    /// restarts it (see the module docs). `None` after a panic.
+    fn guarded<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        work: impl FnOnce(&mut Self, &mut Context<Self>) -> R,
+    ) -> Option<R> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| work(self, ctx))) {
+            Ok(value) => Some(value),
+            Err(panic) => {
+                self.panicked(ctx, &panic_message(panic.as_ref()));
+                None
+            }
+        }
+    }
+
+    /// After a panic: stop, so that the supervisor restarts the actor.
+    fn panicked(&mut self, ctx: &mut Context<Self>, message: &str) {
+        tracing::error!(
+            endpoint = %self.settings.name,
+            panic = message,
+            "endpoint actor panicked; restarting it"
+        );
+        ctx.stop();
+    }
+
+    /// Answers attempt `number` of job `job` as lost.
+    fn lost(&self, job: u64, number: u32) {
+        self.metrics.attempt_lost();
+        self.answer(job, number, AttemptEnd::Lost);
     }
 
     fn conclude(
         &mut self,
         call: CallResult,
+        sent: Instant,
         span: &tracing::Span,
         ctx: &mut Context<Self>,
     ) -> AttemptReport {
@@ -229,7 +282,7 @@ impl EndpointActor {
         record_on_span(span, &call);
         let now = clock::now();
         let previous = self.health.state().clone();
-        if self.health.on_outcome(now, &call.outcome).is_some() {
+        if self.health.on_outcome(now, sent, &call.outcome).is_some() {
             self.announce(HealthEvent::Changed, Some(previous));
             self.arm_timer(ctx, now);
         }
@@ -277,8 +330,8 @@ impl Supervised for EndpointActor {
         // Dispatcher requeues their jobs).
         for (_, call) in std::mem::take(&mut self.calls) {
             call.task.abort();
-            self.metrics.attempt_lost();
-            self.answer(call.job, call.number, AttemptEnd::Lost);
+            self.health.on_lost(call.sent);
+            self.lost(call.job, call.number);
         }
         self.cooldown_timer = None;
         self.client = build_client(&self.settings);
@@ -299,6 +352,32 @@ impl Handler<Attempt> for EndpointActor {
     type Result = ();
 
     fn handle(&mut self, attempt: Attempt, ctx: &mut Self::Context) {
+        let (job, number) = (attempt.job, attempt.number);
+        let started = self.guarded(ctx, |act, ctx| act.start_attempt(attempt, ctx));
+        // A panic before the call was registered: nobody else will answer this attempt.
+        if started.is_none()
+            && !self
+                .calls
+                .values()
+                .any(|call| call.job == job && call.number == number)
+        {
+            self.lost(job, number);
+        }
+    }
+}
+
+impl EndpointActor {
+    /// Declines `attempt` (cooling or disabled), or starts its HTTP call as a task.
+    fn start_attempt(&mut self, attempt: Attempt, ctx: &mut Context<Self>) {
+        #[cfg(feature = "test-hooks")]
+        if test_hooks::take(test_hooks::Where::Handler, &self.settings.name) {
+            panic!(
+                "test hook: endpoint '{}' panics on purpose",
+                self.settings.name
+            );
+        }
+        #[cfg(feature = "test-hooks")]
+        let panic_in_call = test_hooks::take(test_hooks::Where::Call, &self.settings.name);
         let now = clock::now();
         if matches!(
             self.health.availability(now),
@@ -338,16 +417,28 @@ impl Handler<Attempt> for EndpointActor {
         let call = self.next_call;
         self.next_call += 1;
         let run = tracing::Instrument::instrument(http.run(), span.clone());
+        #[cfg(feature = "test-hooks")]
+        let run = async move {
+            if panic_in_call {
+                panic!("test hook: an HTTP call panics on purpose");
+            }
+            run.await
+        };
         let actor = ctx.address();
         let task = actix_rt::spawn(async move {
-            let result = run.await;
+            let result = AssertUnwindSafe(run)
+                .catch_unwind()
+                .await
+                .map_err(|panic| panic_message(panic.as_ref()));
             actor.do_send(CallFinished { call, result });
         });
+        self.health.on_sent(now);
         self.calls.insert(
             call,
             CallInFlight {
                 job: attempt.job,
                 number: attempt.number,
+                sent: now,
                 span,
                 task,
             },
@@ -363,12 +454,87 @@ impl Handler<CallFinished> for EndpointActor {
         let Some(call) = self.calls.remove(&finished.call) else {
             return;
         };
-        let report = self.conclude(finished.result, &call.span, ctx);
-        self.answer(
-            call.job,
-            call.number,
-            AttemptEnd::Finished(Box::new(report)),
-        );
+        let report = match finished.result {
+            Ok(result) => self.guarded(ctx, |act, ctx| {
+                act.conclude(result, call.sent, &call.span, ctx)
+            }),
+            Err(message) => {
+                self.panicked(ctx, &message);
+                None
+            }
+        };
+        match report {
+            Some(report) => self.answer(
+                call.job,
+                call.number,
+                AttemptEnd::Finished(Box::new(report)),
+            ),
+            None => {
+                self.health.on_lost(call.sent);
+                self.lost(call.job, call.number);
+            }
+        }
+    }
+}
+
+/// A caught panic's message.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+/// Test-only hooks (feature `test-hooks`): make an endpoint misbehave on purpose.
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod test_hooks {
+    use std::sync::Mutex;
+
+    /// Where a planned panic happens.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub(crate) enum Where {
+        /// In the actor's handler of the next attempt.
+        Handler,
+        /// In the HTTP call task of the next attempt.
+        Call,
+    }
+
+    static PLANNED: Mutex<Vec<(Where, String)>> = Mutex::new(Vec::new());
+
+    fn plan(place: Where, name: &str) {
+        PLANNED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((place, name.to_owned()));
+    }
+
+    /// The EndpointActor of deployment `name` panics while handling its next attempt (once).
+    pub fn panic_on_next_attempt(name: &str) {
+        plan(Where::Handler, name);
+    }
+
+    /// The HTTP call task of the next attempt on deployment `name` panics (once).
+    pub fn panic_in_next_call(name: &str) {
+        plan(Where::Call, name);
+    }
+
+    /// True (once per plan) when `name` is to panic at `place` now.
+    pub(crate) fn take(place: Where, name: &str) -> bool {
+        let mut planned = PLANNED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match planned
+            .iter()
+            .position(|(at, who)| *at == place && who == name)
+        {
+            Some(index) => {
+                planned.swap_remove(index);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -420,6 +586,31 @@ struct HttpCall {
     label: Option<String>,
 }
 
+impl CallResult {
+    /// A call that has learned nothing yet.
+    fn new() -> Self {
+        CallResult {
+            outcome: AttemptOutcome::Success,
+            completion: None,
+            status: None,
+            request_id: None,
+            rate_limits: RateLimitHeaders::default(),
+            elapsed: Duration::ZERO,
+            server_time: None,
+            deltas_delivered: 0,
+        }
+    }
+
+    /// Keeps what the reply's status line and headers say.
+    fn read_head(&mut self, headers: &awc::http::header::HeaderMap, status: u16) {
+        let lookup = |name: &str| header_text(headers, name);
+        self.status = Some(status);
+        self.rate_limits = parse_rate_limit_headers(&lookup);
+        self.request_id = lookup("apim-request-id").or_else(|| lookup("x-request-id"));
+        self.server_time = server_time_from_headers(&lookup);
+    }
+}
+
 impl HttpCall {
     async fn run(self) -> CallResult {
         let started = clock::now();
@@ -437,180 +628,243 @@ impl HttpCall {
         }
     }
 
+    /// One exchange: authenticate, send, read the head, then the body (error reply, plain
+    /// reply or stream), all within `request_timeout` of `started`.
     async fn send_once(&self, started: Instant) -> CallResult {
-        let mut result = CallResult {
-            outcome: AttemptOutcome::Success,
-            completion: None,
-            status: None,
-            request_id: None,
-            rate_limits: RateLimitHeaders::default(),
-            elapsed: Duration::ZERO,
-            server_time: None,
-            deltas_delivered: 0,
-        };
-        let header = match self.auth.header().await {
-            Ok(header) => header,
-            Err(error) => {
-                result.outcome = AttemptOutcome::EndpointFatal {
-                    reason: format!(
-                        "{error}; check `api_key` of deployment '{}'",
-                        self.settings.name
-                    ),
-                    error: ApiError {
-                        status: 401,
-                        code: Some("CredentialUnavailable".into()),
-                        message: error.to_string(),
-                    },
-                };
+        let mut result = CallResult::new();
+        let response = match self.send().await {
+            Ok(response) => response,
+            Err(outcome) => {
+                result.outcome = outcome;
                 return result;
             }
         };
+        let status = response.status().as_u16();
+        result.read_head(response.headers(), status);
+        let deadline = started
+            .checked_add(self.settings.timeouts.request)
+            .unwrap_or(started);
+        result.outcome = if !(200..300).contains(&status) {
+            self.read_error_reply(status, response, deadline).await
+        } else if self.stream {
+            self.read_stream(response, deadline, &mut result).await
+        } else {
+            self.read_plain_reply(status, response, deadline, &mut result)
+                .await
+        };
+        result
+    }
+
+    /// Authenticates and sends the request; the reply's head, or what went wrong.
+    async fn send(
+        &self,
+    ) -> Result<
+        awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, PayloadError>> + Unpin>,
+        AttemptOutcome,
+    > {
+        let header = self
+            .auth
+            .header()
+            .await
+            .map_err(|error| AttemptOutcome::EndpointFatal {
+                reason: format!(
+                    "{error}; check `api_key` of deployment '{}'",
+                    self.settings.name
+                ),
+                error: ApiError {
+                    status: 401,
+                    code: Some("CredentialUnavailable".into()),
+                    message: error.to_string(),
+                },
+            })?;
         let timeouts = &self.settings.timeouts;
         let request = match &self.settings.uri {
             Some(uri) => self.client.post(uri.clone()),
             None => self.client.post(&self.settings.url),
         };
-        let request = request
+        request
             .insert_header((
                 awc::http::header::CONTENT_TYPE,
                 awc::http::header::HeaderValue::from_static("application/json"),
             ))
             .insert_header((header.name, header.value.expose()))
-            .timeout(timeouts.request);
-        let response = match request.send_body(self.body.clone()).await {
-            Ok(response) => response,
-            Err(error) => {
-                result.outcome = AttemptOutcome::Transient(send_error(&error, timeouts));
-                return result;
-            }
-        };
-        let status = response.status().as_u16();
-        let lookup = |name: &str| header_text(response.headers(), name);
-        result.status = Some(status);
-        result.rate_limits = parse_rate_limit_headers(&lookup);
-        result.request_id = lookup("apim-request-id").or_else(|| lookup("x-request-id"));
-        result.server_time = server_time_from_headers(&lookup);
-        let remaining = timeouts
-            .request
-            .saturating_sub(clock::now().saturating_duration_since(started));
-        if !(200..300).contains(&status) {
-            // Error replies are rare: keep their headers for the classification.
-            let headers = response.headers().clone();
-            let mut response = response.timeout(remaining);
-            let body = response
-                .body()
-                .limit(MAX_ERROR_BYTES)
-                .await
-                .unwrap_or_default();
-            result.outcome = classify(
-                status,
-                &|name: &str| header_text(&headers, name),
-                &body,
-                SystemTime::now(),
-                self.settings.rate_limit_fallback,
-            );
-            return result;
-        }
-        if self.stream {
-            self.read_stream(response, &mut result).await;
-            return result;
-        }
-        let mut response = response.timeout(remaining);
-        match response.body().limit(MAX_REPLY_BYTES).await {
-            Ok(body) => match serde_json::from_slice::<ChatCompletion>(&body) {
-                Ok(completion) => result.completion = Some(completion),
-                Err(error) => {
-                    result.outcome = AttemptOutcome::Transient(TransientKind::InvalidReply(
-                        format!(
-                            "HTTP {status} reply is not a chat completion ({error}); body starts {:?}",
-                            excerpt(&body)
-                        ),
-                    ));
-                }
-            },
-            Err(error) => {
-                result.outcome = AttemptOutcome::Transient(body_error(&error, timeouts));
-            }
-        }
-        result
+            .timeout(timeouts.request)
+            .send_body(self.body.clone())
+            .await
+            .map_err(|error| AttemptOutcome::Transient(send_error(&error, timeouts)))
     }
 
-    async fn read_stream<S>(&self, mut response: awc::ClientResponse<S>, result: &mut CallResult)
+    /// Reads a non-2xx reply's body (capped, within the deadline) and classifies it.
+    async fn read_error_reply<S>(
+        &self,
+        status: u16,
+        response: awc::ClientResponse<S>,
+        deadline: Instant,
+    ) -> AttemptOutcome
     where
-        S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+        S: futures_util::Stream<Item = Result<Bytes, PayloadError>> + Unpin,
     {
-        let idle = self.settings.timeouts.stream_idle;
+        // Error replies are rare: keep their headers for the classification.
+        let headers = response.headers().clone();
+        let mut response = response.timeout(time_left(deadline));
+        let body = response
+            .body()
+            .limit(MAX_ERROR_BYTES)
+            .await
+            .unwrap_or_default();
+        classify(
+            status,
+            &|name: &str| header_text(&headers, name),
+            &body,
+            SystemTime::now(),
+            self.settings.rate_limit_fallback,
+        )
+    }
+
+    /// Reads a plain 2xx reply (at most `max_reply_bytes`, within the deadline) as a chat
+    /// completion.
+    async fn read_plain_reply<S>(
+        &self,
+        status: u16,
+        response: awc::ClientResponse<S>,
+        deadline: Instant,
+        result: &mut CallResult,
+    ) -> AttemptOutcome
+    where
+        S: futures_util::Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+    {
+        let limit = self.settings.timeouts.max_reply_bytes;
+        let mut response = response.timeout(time_left(deadline));
+        let body = match response
+            .body()
+            .limit(usize::try_from(limit).unwrap_or(usize::MAX))
+            .await
+        {
+            Ok(body) => body,
+            Err(PayloadError::Overflow) => return AttemptOutcome::ReplyTooLarge { limit },
+            Err(error) => {
+                return AttemptOutcome::Transient(body_error(&error, &self.settings.timeouts));
+            }
+        };
+        match serde_json::from_slice::<ChatCompletion>(&body) {
+            Ok(completion) => {
+                result.completion = Some(completion);
+                AttemptOutcome::Success
+            }
+            Err(error) => AttemptOutcome::Transient(TransientKind::InvalidReply(format!(
+                "HTTP {status} reply is not a chat completion ({error}); body starts {:?}",
+                excerpt(&body)
+            ))),
+        }
+    }
+
+    /// Reads a 2xx stream to its `[DONE]`: each silence within `stream_idle_timeout`, the
+    /// whole within the deadline, at most `max_reply_bytes` in all. Deltas go to the
+    /// caller's recipient as they come; the assembled completion goes into `result`.
+    async fn read_stream<S>(
+        &self,
+        mut response: awc::ClientResponse<S>,
+        deadline: Instant,
+        result: &mut CallResult,
+    ) -> AttemptOutcome
+    where
+        S: futures_util::Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+    {
+        let timeouts = &self.settings.timeouts;
         let mut decoder = SseDecoder::new();
         let mut assembler = StreamAssembler::new();
-        let cut = |why: String| AttemptOutcome::Transient(TransientKind::StreamCut(why));
+        let mut received: u64 = 0;
         loop {
-            let next = tokio::time::timeout(idle, response.next()).await;
-            let bytes = match next {
+            let left = time_left(deadline);
+            let wait = timeouts.stream_idle.min(left);
+            let bytes = match tokio::time::timeout(wait, response.next()).await {
+                Err(_) if wait == left => {
+                    return AttemptOutcome::Transient(TransientKind::Timeout(format!(
+                        "stream not complete within {}s (request_timeout)",
+                        timeouts.request.as_secs_f64()
+                    )));
+                }
                 Err(_) => {
-                    result.outcome = cut(format!(
+                    return stream_cut(format!(
                         "no stream data for {}s (stream_idle_timeout)",
-                        idle.as_secs_f64()
+                        timeouts.stream_idle.as_secs_f64()
                     ));
-                    return;
                 }
-                Ok(None) => {
-                    result.outcome = cut("stream ended before `data: [DONE]`".into());
-                    return;
-                }
-                Ok(Some(Err(error))) => {
-                    result.outcome = cut(format!("stream broken: {error}"));
-                    return;
-                }
+                Ok(None) => return stream_cut("stream ended before `data: [DONE]`".into()),
+                Ok(Some(Err(error))) => return stream_cut(format!("stream broken: {error}")),
                 Ok(Some(Ok(bytes))) => bytes,
             };
+            received = received.saturating_add(bytes.len() as u64);
+            if received > timeouts.max_reply_bytes {
+                return AttemptOutcome::ReplyTooLarge {
+                    limit: timeouts.max_reply_bytes,
+                };
+            }
             let events = match decoder.push(&bytes) {
                 Ok(events) => events,
                 Err(error) => {
-                    result.outcome =
-                        cut(format!("stream is not valid server-sent events: {error}"));
-                    return;
+                    return stream_cut(format!("stream is not valid server-sent events: {error}"));
                 }
             };
             for event in events {
-                match parse_stream_data(&event.data) {
-                    Ok(StreamItem::Chunk(chunk)) => {
-                        let chunk = Arc::new(chunk);
-                        assembler.push(&chunk);
-                        if let Some(recipient) = &self.deltas {
-                            for choice in &chunk.choices {
-                                let content = choice.delta.content.clone().unwrap_or_default();
-                                if content.is_empty() && choice.delta.tool_calls.is_none() {
-                                    continue;
-                                }
-                                result.deltas_delivered += 1;
-                                recipient.do_send(StreamDelta {
-                                    label: self.label.clone(),
-                                    choice: choice.index,
-                                    content,
-                                    chunk: chunk.clone(),
-                                });
-                            }
-                        }
-                    }
-                    Ok(StreamItem::Done) => {
-                        match assembler.finish() {
-                            Ok(completion) => result.completion = Some(completion),
-                            Err(error) => result.outcome = cut(error.to_string()),
-                        }
-                        return;
-                    }
-                    Ok(StreamItem::Error(error)) => {
-                        result.outcome = cut(format!("error event in stream: {error}"));
-                        return;
-                    }
-                    Err(error) => {
-                        result.outcome = cut(format!("unreadable stream event: {error}"));
-                        return;
-                    }
+                if let Some(end) = self.take_event(&event.data, &mut assembler, result) {
+                    return end;
                 }
             }
         }
     }
+
+    /// Folds one stream event in: a chunk (its deltas forwarded), `[DONE]` (the completion
+    /// assembled) or an error event. `Some` when the stream is over.
+    fn take_event(
+        &self,
+        data: &str,
+        assembler: &mut StreamAssembler,
+        result: &mut CallResult,
+    ) -> Option<AttemptOutcome> {
+        match parse_stream_data(data) {
+            Ok(StreamItem::Chunk(chunk)) => {
+                let chunk = Arc::new(chunk);
+                assembler.push(&chunk);
+                if let Some(recipient) = &self.deltas {
+                    for choice in &chunk.choices {
+                        let content = choice.delta.content.clone().unwrap_or_default();
+                        if content.is_empty() && choice.delta.tool_calls.is_none() {
+                            continue;
+                        }
+                        result.deltas_delivered += 1;
+                        recipient.do_send(StreamDelta {
+                            label: self.label.clone(),
+                            choice: choice.index,
+                            content,
+                            chunk: chunk.clone(),
+                        });
+                    }
+                }
+                None
+            }
+            Ok(StreamItem::Done) => Some(match std::mem::take(assembler).finish() {
+                Ok(completion) => {
+                    result.completion = Some(completion);
+                    AttemptOutcome::Success
+                }
+                Err(error) => stream_cut(error.to_string()),
+            }),
+            Ok(StreamItem::Error(error)) => {
+                Some(stream_cut(format!("error event in stream: {error}")))
+            }
+            Err(error) => Some(stream_cut(format!("unreadable stream event: {error}"))),
+        }
+    }
+}
+
+/// How long until `deadline` (zero once it has passed).
+fn time_left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(clock::now())
+}
+
+fn stream_cut(why: String) -> AttemptOutcome {
+    AttemptOutcome::Transient(TransientKind::StreamCut(why))
 }
 
 fn send_error(error: &SendRequestError, timeouts: &Timeouts) -> TransientKind {

@@ -48,3 +48,7 @@ pub use messages::{
     RestartEndpoint, StreamDelta, Subscribe,
 };
 pub use report::{EndpointReport, EndpointState};
+
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub use endpoint::test_hooks;

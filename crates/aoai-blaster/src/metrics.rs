@@ -318,11 +318,12 @@ pub fn outcome_label(outcome: &AttemptOutcome) -> &'static str {
         AttemptOutcome::Transient(TransientKind::StreamCut(_)) => "stream_cut",
         AttemptOutcome::Transient(TransientKind::Other(_)) => "transient_other",
         AttemptOutcome::JobFatal(_) => "job_fatal",
+        AttemptOutcome::ReplyTooLarge { .. } => "reply_too_large",
         AttemptOutcome::EndpointFatal { .. } => "endpoint_fatal",
     }
 }
 
-const OUTCOME_LABELS: [&str; 10] = [
+const OUTCOME_LABELS: [&str; 11] = [
     "success",
     "rate_limited",
     "timeout",
@@ -332,6 +333,7 @@ const OUTCOME_LABELS: [&str; 10] = [
     "stream_cut",
     "transient_other",
     "job_fatal",
+    "reply_too_large",
     "endpoint_fatal",
 ];
 
@@ -353,7 +355,7 @@ const STATE_LABELS: [&str; 4] = ["healthy", "cooling", "probing", "disabled"];
 #[derive(Debug, Clone)]
 pub struct EndpointMetrics {
     requests: [Counter; 6],
-    outcomes: [Counter; 10],
+    outcomes: [Counter; OUTCOME_LABELS.len()],
     rate_limited: Counter,
     retries: Counter,
     declined: Counter,
@@ -680,6 +682,7 @@ mod tests {
             AttemptOutcome::Transient(TransientKind::StreamCut(String::new())),
             AttemptOutcome::Transient(TransientKind::Other(String::new())),
             AttemptOutcome::JobFatal(error.clone()),
+            AttemptOutcome::ReplyTooLarge { limit: 1 },
             AttemptOutcome::EndpointFatal {
                 reason: String::new(),
                 error,

@@ -76,7 +76,7 @@ impl EndpointReport {
             HealthState::Cooling { until, .. } => {
                 (EndpointState::Cooling, Some(to_wall(*until)), None)
             }
-            HealthState::Disabled { reason, until } => (
+            HealthState::Disabled { reason, until, .. } => (
                 EndpointState::Disabled,
                 until.map(to_wall),
                 Some(reason.clone()),

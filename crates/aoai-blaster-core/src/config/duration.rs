@@ -12,6 +12,52 @@ pub(super) fn optional_duration<'de, D: Deserializer<'de>>(
     Ok(Option::<DurationValue>::deserialize(deserializer)?.map(|d| d.0))
 }
 
+/// `never`, or a duration as [`optional_duration`] reads it: `Some(None)` for `never`.
+pub(super) fn optional_duration_or_never<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<Duration>>, D::Error> {
+    Ok(Option::<DurationOrNever>::deserialize(deserializer)?.map(|d| d.0))
+}
+
+/// `never` (any case) or a [`DurationValue`].
+struct DurationOrNever(Option<Duration>);
+
+impl<'de> Deserialize<'de> for DurationOrNever {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DurationOrNever;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "`never` or {DURATION_EXPECTED}")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationOrNever, E> {
+                Ok(DurationOrNever(Some(Duration::from_secs(v))))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationOrNever, E> {
+                DurationValue::deserialize(serde::de::value::I64Deserializer::<E>::new(v))
+                    .map(|d| DurationOrNever(Some(d.0)))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<DurationOrNever, E> {
+                DurationValue::deserialize(serde::de::value::F64Deserializer::<E>::new(v))
+                    .map(|d| DurationOrNever(Some(d.0)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationOrNever, E> {
+                if v.trim().eq_ignore_ascii_case("never") {
+                    return Ok(DurationOrNever(None));
+                }
+                parse_duration(v)
+                    .map(|d| DurationOrNever(Some(d)))
+                    .map_err(|_| {
+                        E::custom(format!(
+                            "expected `never` or {DURATION_EXPECTED}, got {v:?}"
+                        ))
+                    })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// A duration written as seconds (int or float) or as a humantime string.
 struct DurationValue(Duration);
 

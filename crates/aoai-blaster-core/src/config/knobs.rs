@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::duration::optional_duration;
+use super::duration::{optional_duration, optional_duration_or_never};
 use super::validate::{Problems, Scope};
 use super::{Resilience, Timeouts};
 
 /// The keys of [`RawKnobs`], in order (kept in step with it by a test).
-pub(super) const KNOB_KEYS: [&str; 9] = [
+pub(super) const KNOB_KEYS: [&str; 10] = [
     "request_timeout",
     "connect_timeout",
     "stream_idle_timeout",
@@ -22,6 +22,7 @@ pub(super) const KNOB_KEYS: [&str; 9] = [
     "retry_after_cap",
     "auto_disable_threshold",
     "reenable_after",
+    "max_reply_bytes",
 ];
 
 /// The keys that exist at both levels: the time bounds of an attempt and how an endpoint reacts
@@ -30,7 +31,8 @@ pub(super) const KNOB_KEYS: [&str; 9] = [
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawKnobs {
-    /// Bound on one HTTP attempt. Default 120 s.
+    /// Bound on one HTTP attempt, from sending the request to the last byte of the reply,
+    /// streams included. Default 120 s.
     #[serde(deserialize_with = "optional_duration")]
     pub request_timeout: Option<Duration>,
     /// Bound on opening a connection. Default 10 s.
@@ -53,9 +55,13 @@ pub struct RawKnobs {
     pub retry_after_cap: Option<Duration>,
     /// Consecutive transient failures that disable an endpoint. Default 5.
     pub auto_disable_threshold: Option<u32>,
-    /// Probe a disabled endpoint after this long. Default: never.
-    #[serde(deserialize_with = "optional_duration")]
-    pub reenable_after: Option<Duration>,
+    /// Probe a disabled endpoint after this long (doubling after each failed probe, up to
+    /// `backoff_max`); `Some(None)` for `never`. Default 30 s.
+    #[serde(deserialize_with = "optional_duration_or_never")]
+    pub reenable_after: Option<Option<Duration>>,
+    /// Largest reply body read, plain or streamed, in bytes; a larger reply fails the job.
+    /// Default 64 MiB.
+    pub max_reply_bytes: Option<u64>,
 }
 
 impl RawKnobs {
@@ -91,6 +97,21 @@ impl RawKnobs {
                 self.stream_idle_timeout,
                 base.stream_idle,
             ),
+            max_reply_bytes: match self.max_reply_bytes {
+                Some(0) => {
+                    problems.add(
+                        scope,
+                        "max_reply_bytes",
+                        format!(
+                            "must be greater than 0; remove the key for the default ({})",
+                            base.max_reply_bytes
+                        ),
+                    );
+                    base.max_reply_bytes
+                }
+                Some(bytes) => bytes,
+                None => base.max_reply_bytes,
+            },
         }
     }
 
@@ -143,12 +164,12 @@ impl RawKnobs {
             None => {}
         }
         match self.reenable_after {
-            Some(Duration::ZERO) => problems.add(
+            Some(Some(Duration::ZERO)) => problems.add(
                 scope,
                 "reenable_after",
-                "must be greater than 0; remove the key to never re-enable",
+                "must be greater than 0; write `never` to never re-enable",
             ),
-            Some(after) => resilience.reenable_after = Some(after),
+            Some(after) => resilience.reenable_after = after,
             None => {}
         }
         resilience
@@ -267,5 +288,72 @@ mod tests {
         assert_eq!(west.max_in_flight, 8);
         assert_eq!(config.queue_capacity, 32);
         assert_eq!(config.job_deadline, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn reenable_after_defaults_to_30_s_and_never_turns_it_off() {
+        let mut east = deployment("east");
+        east["reenable_after"] = json!("never");
+        let mut north = deployment("north");
+        north["reenable_after"] = json!("NEVER");
+        let config = load(json!({
+            "deployments": [east, deployment("west"), north],
+        }))
+        .unwrap();
+        let after = |name: &str| config.deployment(name).unwrap().resilience.reenable_after;
+        assert_eq!(after("east"), None);
+        assert_eq!(after("north"), None);
+        assert_eq!(after("west"), Some(Duration::from_secs(30)));
+        let top =
+            load(json!({"reenable_after": "never", "deployments": [deployment("a")]})).unwrap();
+        assert_eq!(top.deployments[0].resilience.reenable_after, None);
+        let zero = load(json!({"reenable_after": 0, "deployments": [deployment("a")]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            zero.contains("reenable_after: must be greater than 0; write `never`"),
+            "{zero}"
+        );
+        let word = load(json!({"reenable_after": "later", "deployments": [deployment("a")]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            word.contains("reenable_after: expected `never` or a duration"),
+            "{word}"
+        );
+    }
+
+    #[test]
+    fn max_reply_bytes_defaults_to_64_mib_and_is_validated() {
+        let mut east = deployment("east");
+        east["max_reply_bytes"] = json!(1000);
+        let config = load(json!({
+            "max_reply_bytes": 2_000_000,
+            "deployments": [east, deployment("west")],
+        }))
+        .unwrap();
+        let bytes = |name: &str| config.deployment(name).unwrap().timeouts.max_reply_bytes;
+        assert_eq!(bytes("east"), 1000);
+        assert_eq!(bytes("west"), 2_000_000);
+        let default = load(json!({"deployments": [deployment("a")]})).unwrap();
+        assert_eq!(
+            default.deployments[0].timeouts.max_reply_bytes,
+            64 * 1024 * 1024
+        );
+        let mut zero = deployment("a");
+        zero["max_reply_bytes"] = json!(0);
+        let error = load(json!({"deployments": [zero]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "max_reply_bytes: must be greater than 0; remove the key for the default (67108864)"
+            ),
+            "{error}"
+        );
+        let negative = load(json!({"max_reply_bytes": -5, "deployments": [deployment("a")]}))
+            .unwrap_err()
+            .to_string();
+        assert!(negative.contains("max_reply_bytes"), "{negative}");
     }
 }

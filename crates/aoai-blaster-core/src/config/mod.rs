@@ -83,6 +83,10 @@ pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(60);
 pub const DEFAULT_RATE_LIMIT_FALLBACK: Duration = Duration::from_secs(15);
 /// `retry_after_cap` when not configured.
 pub const DEFAULT_RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
+/// `reenable_after` when not configured.
+pub const DEFAULT_REENABLE_AFTER: Duration = crate::health::DEFAULT_REENABLE_AFTER;
+/// `max_reply_bytes` when not configured: 64 MiB.
+pub const DEFAULT_MAX_REPLY_BYTES: u64 = 64 * 1024 * 1024;
 /// `auto_disable_threshold` when not configured.
 pub const DEFAULT_AUTO_DISABLE_THRESHOLD: u32 = 5;
 /// `queue_capacity` is this many times `num_workers` when not configured.
@@ -264,15 +268,18 @@ impl DeploymentConfig {
     }
 }
 
-/// Time bounds of one attempt.
+/// Time and size bounds of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// Whole attempt (headers and body). Default 120 s.
+    /// Whole attempt, from sending the request to the reply's last byte, streams included.
+    /// Default 120 s.
     pub request: Duration,
     /// Opening the connection. Default 10 s.
     pub connect: Duration,
     /// Longest silence between two chunks of a stream. Default 30 s.
     pub stream_idle: Duration,
+    /// Largest reply body read, plain or streamed (`max_reply_bytes`). Default 64 MiB.
+    pub max_reply_bytes: u64,
 }
 
 impl Default for Timeouts {
@@ -281,6 +288,7 @@ impl Default for Timeouts {
             request: DEFAULT_REQUEST_TIMEOUT,
             connect: DEFAULT_CONNECT_TIMEOUT,
             stream_idle: DEFAULT_STREAM_IDLE_TIMEOUT,
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
         }
     }
 }
@@ -298,7 +306,8 @@ pub struct Resilience {
     pub retry_after_cap: Duration,
     /// Consecutive transient failures that disable the endpoint (at least 1). Default 5.
     pub auto_disable_threshold: u32,
-    /// Probe a disabled endpoint after this long; `None`: stay disabled.
+    /// Probe a disabled endpoint after this long (doubling after each failed probe, up to
+    /// `backoff_max`); `None` (`never`): stay disabled. Default 30 s.
     pub reenable_after: Option<Duration>,
 }
 
@@ -310,7 +319,7 @@ impl Default for Resilience {
             rate_limit_fallback: DEFAULT_RATE_LIMIT_FALLBACK,
             retry_after_cap: DEFAULT_RETRY_AFTER_CAP,
             auto_disable_threshold: DEFAULT_AUTO_DISABLE_THRESHOLD,
-            reenable_after: None,
+            reenable_after: Some(DEFAULT_REENABLE_AFTER),
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::secret::Secret;
 
 /// Keys accepted at the top level of the file, in the order error messages list them (kept in
 /// step with [`RawConfig`] by a test).
-pub(super) const TOP_KEYS: &[&str] = &with_knobs::<19>(
+pub(super) const TOP_KEYS: &[&str] = &with_knobs::<20>(
     &[
         "strategy",
         "deployments",
@@ -29,7 +29,7 @@ pub(super) const TOP_KEYS: &[&str] = &with_knobs::<19>(
 );
 
 /// Keys accepted in each `deployments[i]` entry (kept in step with [`RawDeployment`] by a test).
-pub(super) const DEPLOYMENT_KEYS: &[&str] = &with_knobs::<23>(
+pub(super) const DEPLOYMENT_KEYS: &[&str] = &with_knobs::<24>(
     &[
         "name",
         "endpoint",

@@ -453,6 +453,7 @@ fn jobs_fail_when_every_endpoint_is_disabled_for_good() {
         HealthState::Disabled {
             reason: "credentials rejected (HTTP 401)".into(),
             until: None,
+            cause: crate::health::DisableCause::Rejected,
         },
     );
     s.health_changed(t0, 0, &disabled, false, &mut fx);
@@ -518,6 +519,7 @@ fn a_day_long_cooldown_fails_the_job_at_once_naming_each_endpoint() {
     let disabled = HealthState::Disabled {
         reason: "retry-after of 86400s is above retry_after_cap (5m)".into(),
         until: Some(t0 + 86_400 * S),
+        cause: crate::health::DisableCause::RateLimited,
     };
     s.health_changed(t0, 1, &health(1, disabled), false, &mut fx);
     let wake = s.submit(t0, job("a"), small(), JobOptions::default(), &mut fx);
