@@ -117,7 +117,10 @@ async fn a_storm_of_429s_naming_no_wait_fails_jobs_after_max_wait_with_the_last_
         assert_eq!(error.status(), Some(429), "the last 429 is the reply");
         assert!(error.attempts.len() >= 2, "{error}");
         assert!(
-            error.attempts.iter().all(|a| a.reply.as_ref().map(|r| r.status) == Some(429)),
+            error
+                .attempts
+                .iter()
+                .all(|a| a.reply.as_ref().map(|r| r.status) == Some(429)),
             "{error}"
         );
     }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aoai_blaster::{
     Blaster, BlasterConfig, ChatJob, ChatRequest, ChatResult, EndpointReport, JobError,
+    JobErrorKind,
 };
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -308,6 +309,18 @@ impl RunLoop<'_> {
         result: &Result<ChatResult, JobError>,
         summary: &mut Summary,
     ) -> Result<(), String> {
+        if let Err(error) = result
+            && matches!(error.kind, JobErrorKind::EndpointsRejected { .. })
+        {
+            // No endpoint will serve any line until the config is fixed: write no answer for
+            // this line (nor for those not started: they run again after the fix) and stop.
+            summary.unfinished += 1;
+            self.stop.store(true, Ordering::Relaxed);
+            return Err(format!(
+                "{}; the lines not answered run when you run the same command again",
+                error.kind
+            ));
+        }
         let id = self.ids.next_id();
         match answer_for(id, meta.custom_id, result) {
             Answer::Line(line, tally) => {

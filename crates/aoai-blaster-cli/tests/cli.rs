@@ -1168,3 +1168,51 @@ async fn a_missing_output_directory_is_named() {
         describe(&result)
     );
 }
+
+#[actix_rt::test]
+async fn a_wrong_key_everywhere_stops_the_run_with_the_fix_and_a_rerun_finishes_it() {
+    let sim = start_sim(vec![roomy("east"), roomy("west")]).await;
+    let ws = Workspace::new();
+    let wrong = ws.config(
+        &[
+            ("east", endpoint(&sim, "east"), "not-the-key"),
+            ("west", endpoint(&sim, "west"), "not-the-key"),
+        ],
+        "",
+    );
+    let input = ws.input(&request_lines(2000));
+    let output = ws.path("results.jsonl");
+    let result = run_to_end(run_args(&wrong, &input, &output)).await;
+    assert_eq!(result.status.code(), Some(2), "{}", describe(&result));
+    let stderr = text(&result.stderr);
+    assert!(
+        stderr.contains("every endpoint rejects the requests; fix the config and run again")
+            && stderr.contains("check api_key"),
+        "{}",
+        describe(&result)
+    );
+    // Far fewer requests than lines: the run stopped instead of failing every line.
+    let tried = sim.stats().total().requests;
+    assert!(tried < 100, "{tried} requests for 2000 lines");
+    let written = output_lines(&output);
+    assert!(written.len() < 100, "{} lines written", written.len());
+
+    // Fixed key, same command: every line ends with exactly one answer.
+    let right = ws.config(
+        &[
+            ("east", endpoint(&sim, "east"), "sim-key"),
+            ("west", endpoint(&sim, "west"), "sim-key"),
+        ],
+        "",
+    );
+    let mut args = run_args(&right, &input, &output);
+    args.push("--retry-failed".into());
+    let again = run_to_end(args).await;
+    assert_eq!(again.status.code(), Some(0), "{}", describe(&again));
+    let lines = output_lines(&output);
+    let counts = answers_per_id(&lines);
+    assert_eq!(counts.len(), 2000);
+    assert!(counts.values().all(|&n| n == 1));
+    assert!(lines.iter().all(|l| l["response"]["status_code"] == 200));
+    sim.stop().await;
+}

@@ -214,6 +214,50 @@ pub enum AttemptOutcome {
 }
 
 impl AttemptOutcome {
+    /// The same outcome with every text that came from upstream passed through
+    /// [`crate::secret::redact`]: an error body that echoes the request's headers must not carry
+    /// a key into logs, reports or output files.
+    pub fn redacted(self) -> AttemptOutcome {
+        fn text(value: String) -> String {
+            match crate::secret::redact(&value) {
+                std::borrow::Cow::Borrowed(_) => value,
+                std::borrow::Cow::Owned(clean) => clean,
+            }
+        }
+        fn api(error: ApiError) -> ApiError {
+            ApiError {
+                status: error.status,
+                code: error.code.map(text),
+                message: text(error.message),
+            }
+        }
+        match self {
+            AttemptOutcome::RateLimited {
+                wait,
+                source,
+                error,
+            } => AttemptOutcome::RateLimited {
+                wait,
+                source,
+                error: api(error),
+            },
+            AttemptOutcome::Transient(kind) => AttemptOutcome::Transient(match kind {
+                TransientKind::Timeout(detail) => TransientKind::Timeout(text(detail)),
+                TransientKind::Connect(detail) => TransientKind::Connect(text(detail)),
+                TransientKind::Server(error) => TransientKind::Server(api(error)),
+                TransientKind::InvalidReply(detail) => TransientKind::InvalidReply(text(detail)),
+                TransientKind::StreamCut(detail) => TransientKind::StreamCut(text(detail)),
+                TransientKind::Other(detail) => TransientKind::Other(text(detail)),
+            }),
+            AttemptOutcome::JobFatal(error) => AttemptOutcome::JobFatal(api(error)),
+            AttemptOutcome::EndpointFatal { reason, error } => AttemptOutcome::EndpointFatal {
+                reason: text(reason),
+                error: api(error),
+            },
+            other @ (AttemptOutcome::Success | AttemptOutcome::ReplyTooLarge { .. }) => other,
+        }
+    }
+
     /// True for [`AttemptOutcome::Success`].
     pub fn is_success(&self) -> bool {
         matches!(self, AttemptOutcome::Success)

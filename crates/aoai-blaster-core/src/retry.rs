@@ -358,6 +358,12 @@ pub enum JobErrorKind {
     RetriesExhausted,
     /// Every endpoint is disabled (see each endpoint's reason in the report).
     AllEndpointsDisabled,
+    /// Every endpoint rejected the requests for a reason no wait can cure (credentials,
+    /// deployment not found): the config needs a fix. Queued jobs fail at once with it.
+    EndpointsRejected {
+        /// Each endpoint's reason, with the fix, `; `-separated.
+        reasons: String,
+    },
     /// No endpoint that may serve the job could take it within `max_wait` (each cooling or
     /// disabled for longer).
     NoEndpointAvailable {
@@ -410,6 +416,7 @@ impl JobErrorKind {
             JobErrorKind::ReplyTooLarge { .. } => "reply_too_large",
             JobErrorKind::RetriesExhausted => "retries_exhausted",
             JobErrorKind::AllEndpointsDisabled => "all_endpoints_disabled",
+            JobErrorKind::EndpointsRejected { .. } => "endpoints_rejected",
             JobErrorKind::NoEndpointAvailable { .. } => "no_endpoint_available",
             JobErrorKind::RateLimited { .. } => "rate_limited",
             JobErrorKind::DeadlineExceeded => "deadline_exceeded",
@@ -435,6 +442,10 @@ impl fmt::Display for JobErrorKind {
             JobErrorKind::AllEndpointsDisabled => {
                 f.write_str("every endpoint is disabled (see the report for each reason)")
             }
+            JobErrorKind::EndpointsRejected { reasons } => write!(
+                f,
+                "every endpoint rejects the requests; fix the config and run again: {reasons}"
+            ),
             JobErrorKind::NoEndpointAvailable {
                 max_wait,
                 endpoints,

@@ -624,6 +624,9 @@ impl HttpCall {
                 self.auth.invalidate();
                 continue;
             }
+            // The one gate for upstream text: what it says goes to logs, reports and output
+            // files, and an error body may echo the request's headers.
+            result.outcome = result.outcome.redacted();
             return result;
         }
     }

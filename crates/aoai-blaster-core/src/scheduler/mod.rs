@@ -60,7 +60,7 @@ pub use endpoint::{DEFAULT_CHARGED_COMPLETION_TOKENS, EndpointView};
 use crate::chat::ChatRequest;
 use crate::classify::AttemptOutcome;
 use crate::config::BlasterConfig;
-use crate::health::{Availability, HealthSnapshot};
+use crate::health::{Availability, HealthSnapshot, HealthState};
 use crate::quota::{Cost, QuotaFeedback, Refusal, Reservation, options_cost};
 use crate::retry::RetryPolicy;
 use crate::retry::{AttemptRecord, Decision, Ending, JobError, JobErrorKind, JobHistory};
@@ -478,13 +478,20 @@ impl<P: Payload> Scheduler<P> {
         if self.queue.is_empty() {
             return None;
         }
-        if self
-            .endpoints
-            .iter()
-            .all(|e| matches!(e.availability(now), Availability::Never))
-        {
+        let all_rejected = self.rejections(None);
+        let all_never = || {
+            self.endpoints
+                .iter()
+                .all(|e| matches!(e.availability(now), Availability::Never))
+        };
+        if all_rejected.is_some() || all_never() {
+            // Nothing queued can be served without outside help: fail fast.
+            let kind = match all_rejected {
+                Some(reasons) => JobErrorKind::EndpointsRejected { reasons },
+                None => JobErrorKind::AllEndpointsDisabled,
+            };
             for id in std::mem::take(&mut self.queue) {
-                self.fail(now, id, JobErrorKind::AllEndpointsDisabled, effects);
+                self.fail(now, id, kind.clone(), effects);
             }
             return None;
         }
@@ -598,11 +605,20 @@ impl<P: Payload> Scheduler<P> {
             };
             let max_wait = job.retry.max_wait;
             let since = *job.unavailable_since.get_or_insert(now);
-            if at.saturating_duration_since(since) > max_wait {
-                let endpoints = self.describe_unavailable(pin, now);
-                let kind = JobErrorKind::NoEndpointAvailable {
-                    max_wait,
-                    endpoints,
+            // Every endpoint the job may use rejects it (while others serve: a pinned job):
+            // no wait cures that either.
+            let met_unnamed_429s = job.history.rate_limited_since.is_some();
+            let rejected = self.rejections(pin).is_some();
+            if rejected || at.saturating_duration_since(since) > max_wait {
+                // Cooling only because of 429s that named no wait, which this job met too:
+                // that is the server refusing (`rate_limited`), not a missing endpoint.
+                let kind = if met_unnamed_429s && !rejected && self.only_rate_limited(pin) {
+                    JobErrorKind::RateLimited { max_wait }
+                } else {
+                    JobErrorKind::NoEndpointAvailable {
+                        max_wait,
+                        endpoints: self.describe_unavailable(pin, now),
+                    }
                 };
                 self.fail(now, id, kind, effects);
                 return Placement::Finished;
@@ -613,6 +629,38 @@ impl<P: Payload> Scheduler<P> {
             Some(at) => Placement::WaitUntil(deadline_at.map_or(at, |d| d.min(at))),
             None => Placement::Busy,
         }
+    }
+
+    /// True when every endpoint a job of `pin` may use is cooling after a 429.
+    fn only_rate_limited(&self, pin: Option<usize>) -> bool {
+        self.endpoints.iter().enumerate().all(|(index, endpoint)| {
+            pin.is_some_and(|p| p != index)
+                || matches!(
+                    endpoint.health.state,
+                    HealthState::Cooling {
+                        cause: crate::health::CoolingCause::RateLimited,
+                        ..
+                    }
+                )
+        })
+    }
+
+    /// `Some(reasons)` when every endpoint a job of `pin` may use is disabled for a reason no
+    /// wait can cure (credentials, deployment not found).
+    fn rejections(&self, pin: Option<usize>) -> Option<String> {
+        let mut reasons = Vec::new();
+        for (index, endpoint) in self.endpoints.iter().enumerate() {
+            if pin.is_some_and(|p| p != index) {
+                continue;
+            }
+            match &endpoint.health.state {
+                HealthState::Disabled { reason, cause, .. } if !cause.curable_by_waiting() => {
+                    reasons.push(format!("{}: {reason}", endpoint.name));
+                }
+                _ => return None,
+            }
+        }
+        (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
     /// Each endpoint job of `pin` may use, with its state and for how long, for an error.

@@ -451,9 +451,9 @@ fn jobs_fail_when_every_endpoint_is_disabled_for_good() {
     let disabled = health(
         1,
         HealthState::Disabled {
-            reason: "credentials rejected (HTTP 401)".into(),
+            reason: "5 consecutive failures (reenable_after: never)".into(),
             until: None,
-            cause: crate::health::DisableCause::Rejected,
+            cause: crate::health::DisableCause::Failures,
         },
     );
     s.health_changed(t0, 0, &disabled, false, &mut fx);
@@ -622,4 +622,77 @@ fn the_deadline_fails_a_job_in_flight_and_its_late_end_is_still_accounted() {
     assert_eq!(s.in_flight(), 0);
     let view = s.endpoints().next().expect("one endpoint");
     assert_eq!((view.in_flight, view.counters.successes), (0, 1));
+}
+
+fn rejected(generation: u64, reason: &str) -> HealthSnapshot {
+    health(
+        generation,
+        HealthState::Disabled {
+            reason: reason.into(),
+            until: Some(Instant::now() + 30 * S),
+            cause: crate::health::DisableCause::Rejected,
+        },
+    )
+}
+
+#[test]
+fn when_every_endpoint_rejects_the_requests_queued_jobs_fail_at_once_naming_the_fix() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}", "{name: west}"], "num_workers: 1\n");
+    let mut fx = Vec::new();
+    for name in ["a", "b", "c"] {
+        s.submit(t0, job(name), small(), JobOptions::default(), &mut fx);
+    }
+    assert_eq!(sends(&mut fx).len(), 1);
+    s.health_changed(
+        t0,
+        0,
+        &rejected(1, "credentials rejected (HTTP 401): check api_key"),
+        false,
+        &mut fx,
+    );
+    assert!(failed(&fx).is_empty(), "west may still serve");
+    s.health_changed(
+        t0,
+        1,
+        &rejected(1, "deployment not found (HTTP 404): check model"),
+        false,
+        &mut fx,
+    );
+    let failures = failed(&fx);
+    assert_eq!(failures.len(), 2, "both queued jobs, at once");
+    assert_eq!(failures[0].1.code(), "endpoints_rejected");
+    assert_eq!(
+        failures[0].1.to_string(),
+        "every endpoint rejects the requests; fix the config and run again: \
+         east: credentials rejected (HTTP 401): check api_key; \
+         west: deployment not found (HTTP 404): check model"
+    );
+    // A job submitted now fails the same way, without a request.
+    fx.clear();
+    s.submit(t0, job("d"), small(), JobOptions::default(), &mut fx);
+    assert!(sends(&mut fx).is_empty());
+    assert_eq!(failed(&fx)[0].1.code(), "endpoints_rejected");
+}
+
+#[test]
+fn a_job_pinned_to_a_rejecting_endpoint_fails_at_once_while_others_serve() {
+    let t0 = Instant::now();
+    let mut s = scheduler(&["{name: east}", "{name: west}"], "");
+    let mut fx = Vec::new();
+    s.health_changed(
+        t0,
+        0,
+        &rejected(1, "credentials rejected (HTTP 401)"),
+        false,
+        &mut fx,
+    );
+    s.submit(t0, job("pinned"), small(), pinned("east"), &mut fx);
+    assert_eq!(failed(&fx)[0].1.code(), "no_endpoint_available");
+    fx.clear();
+    s.submit(t0, job("free"), small(), JobOptions::default(), &mut fx);
+    assert_eq!(
+        sends(&mut fx).iter().map(|s| s.1).collect::<Vec<_>>(),
+        vec![1]
+    );
 }
