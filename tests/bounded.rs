@@ -4,7 +4,7 @@
 mod common;
 
 use aoai_blaster::{ChatJob, Dispatcher};
-use aoai_sim::{DeploymentSpec, FaultSpec};
+use aoai_sim::{DeploymentSpec, FaultSpec, RetryHeader, RetryHeaders};
 use common::*;
 use futures_util::future::join_all;
 use serde_json::json;
@@ -20,9 +20,11 @@ fn spent_for_a_day(name: &str) -> DeploymentSpec {
     spec(name).faults(faults)
 }
 
-#[actix_rt::test]
-async fn a_day_long_retry_after_everywhere_fails_jobs_at_once_naming_each_endpoint() {
-    let sim = start_sim(vec![spent_for_a_day("east"), spent_for_a_day("west")]).await;
+/// Runs 20 jobs against two deployments that every request finds spent for `wait`; each
+/// job must fail at once with `no_endpoint_available` naming both, and the long wait stays
+/// visible in the report.
+async fn check_spent_everywhere(spec_of: impl Fn(&str) -> DeploymentSpec, remaining: &str) {
+    let sim = start_sim(vec![spec_of("east"), spec_of("west")]).await;
     let config = config(
         json!({"num_workers": 4}),
         vec![
@@ -35,19 +37,17 @@ async fn a_day_long_retry_after_everywhere_fails_jobs_at_once_naming_each_endpoi
     let results = join_all(jobs).await;
     let mut attempts = 0;
     for result in results {
-        let error = result
-            .expect("mailbox")
-            .expect_err("no endpoint can serve for a day");
+        let error = result.expect("mailbox").expect_err("no endpoint can serve");
         assert_eq!(error.code(), "no_endpoint_available", "{error}");
         let text = error.to_string();
         assert!(
             text.contains("east disabled") && text.contains("west disabled"),
             "{text}"
         );
-        assert!(text.contains("for another 23h 59m"), "{text}");
+        assert!(text.contains(remaining), "{text}");
         attempts += error.attempts.len();
     }
-    // Each endpoint was asked until it said "a day"; no job waited for it.
+    // Each endpoint was asked until it named its wait; no job waited for it.
     let upstream = sim.stats().total().requests;
     assert_eq!(upstream as usize, attempts);
     assert!(
@@ -62,10 +62,38 @@ async fn a_day_long_retry_after_everywhere_fails_jobs_at_once_naming_each_endpoi
         assert_eq!(endpoint.state.as_str(), "disabled", "{endpoint}");
         assert!(
             endpoint.cooling_until.is_some(),
-            "the day-long wait stays visible"
+            "the long wait stays visible"
         );
     }
     sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_day_long_retry_after_everywhere_fails_jobs_at_once_naming_each_endpoint() {
+    check_spent_everywhere(spent_for_a_day, "for another 23h 59m").await;
+}
+
+#[actix_rt::test]
+async fn a_day_in_retry_after_ms_alone_or_an_absurd_retry_after_is_as_long() {
+    // Only `retry-after-ms: 86400000`.
+    check_spent_everywhere(
+        |name| spent_for_a_day(name).retry_headers(RetryHeaders::only(RetryHeader::RetryAfterMs)),
+        "for another 23h 59m",
+    )
+    .await;
+    // `retry-after: 1e30` (and its ms twin): capped, never "retry now", never a hang.
+    check_spent_everywhere(
+        |name| {
+            let faults = FaultSpec {
+                p_429: 1.0,
+                retry_after_secs_f64: Some(1e30),
+                ..FaultSpec::default()
+            };
+            spec(name).faults(faults)
+        },
+        "for another",
+    )
+    .await;
 }
 
 #[actix_rt::test]

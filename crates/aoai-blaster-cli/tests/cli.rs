@@ -780,9 +780,12 @@ async fn metrics_addr_serves_prometheus_text_while_the_run_lasts() {
                     .and_then(|rest| rest.split('/').next())
                     .map(str::to_owned);
             }
-            // A progress line names the endpoints: the Dispatcher and its endpoint actors
-            // (which register their metrics when they start) are up.
-            let progress = line.contains("in flight") && line.contains("east");
+            // A progress line where east has sent requests: its actor is up and has set its
+            // gauges (a line printed before the first attempt may come first under load).
+            let progress = line.contains("in flight")
+                && line.contains("east")
+                && line.contains("requests ")
+                && !line.contains("requests 0 ");
             seen.push(line);
             if let (Some(address), true) = (&address, progress) {
                 scraped = Some(scrape(address));
