@@ -47,6 +47,7 @@ mod attempt;
 mod endpoint;
 #[cfg(test)]
 mod tests;
+mod waits;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -60,7 +61,7 @@ pub use endpoint::{DEFAULT_CHARGED_COMPLETION_TOKENS, EndpointView};
 use crate::chat::ChatRequest;
 use crate::classify::AttemptOutcome;
 use crate::config::BlasterConfig;
-use crate::health::{Availability, HealthSnapshot, HealthState};
+use crate::health::{Availability, HealthSnapshot};
 use crate::quota::{Cost, QuotaFeedback, Refusal, Reservation, options_cost};
 use crate::retry::RetryPolicy;
 use crate::retry::{AttemptRecord, Decision, Ending, JobError, JobErrorKind, JobHistory};
@@ -631,64 +632,6 @@ impl<P: Payload> Scheduler<P> {
         }
     }
 
-    /// True when every endpoint a job of `pin` may use is cooling after a 429.
-    fn only_rate_limited(&self, pin: Option<usize>) -> bool {
-        self.endpoints.iter().enumerate().all(|(index, endpoint)| {
-            pin.is_some_and(|p| p != index)
-                || matches!(
-                    endpoint.health.state,
-                    HealthState::Cooling {
-                        cause: crate::health::CoolingCause::RateLimited,
-                        ..
-                    }
-                )
-        })
-    }
-
-    /// `Some(reasons)` when every endpoint a job of `pin` may use is disabled for a reason no
-    /// wait can cure (credentials, deployment not found).
-    fn rejections(&self, pin: Option<usize>) -> Option<String> {
-        let mut reasons = Vec::new();
-        for (index, endpoint) in self.endpoints.iter().enumerate() {
-            if pin.is_some_and(|p| p != index) {
-                continue;
-            }
-            match &endpoint.health.state {
-                HealthState::Disabled { reason, cause, .. } if !cause.curable_by_waiting() => {
-                    reasons.push(format!("{}: {reason}", endpoint.name));
-                }
-                _ => return None,
-            }
-        }
-        (!reasons.is_empty()).then(|| reasons.join("; "))
-    }
-
-    /// Each endpoint job of `pin` may use, with its state and for how long, for an error.
-    fn describe_unavailable(&self, pin: Option<usize>, now: Instant) -> String {
-        let mut parts = Vec::new();
-        for (index, endpoint) in self.endpoints.iter().enumerate() {
-            if pin.is_some_and(|p| p != index) {
-                continue;
-            }
-            let state = &endpoint.health.state;
-            let part = match state.availability(now) {
-                Availability::At(at) => {
-                    let left = at.saturating_duration_since(now);
-                    // Whole seconds: sub-second precision only clutters a message.
-                    let left = Duration::from_secs(left.as_secs().max(1));
-                    format!(
-                        "{} {state} for another {}",
-                        endpoint.name,
-                        humantime::format_duration(left)
-                    )
-                }
-                _ => format!("{} {state}", endpoint.name),
-            };
-            parts.push(part);
-        }
-        parts.join("; ")
-    }
-
     /// `Some((tokens, largest capacity))` when the job is larger than the whole minute quota of
     /// every endpoint it may run on: it would wait forever, so it fails at once.
     fn never_fits(&self, id: JobId, pin: Option<usize>) -> Option<(u64, u64)> {
@@ -768,54 +711,6 @@ impl<P: Payload> Scheduler<P> {
     fn end_attempt(&mut self, attempt: &InFlight) {
         self.endpoints[attempt.endpoint].in_flight -= 1;
         self.in_flight -= 1;
-    }
-
-    /// Settles the charge of an attempt whose job already ended, and counts what it met.
-    fn settle_orphan(&mut self, now: Instant, attempt: InFlight, end: AttemptEnd) {
-        let endpoint = &mut self.endpoints[attempt.endpoint];
-        match end {
-            AttemptEnd::Lost => {
-                endpoint
-                    .budget
-                    .settle(now, attempt.reservation, &QuotaFeedback::default());
-                endpoint.counters.lost += 1;
-            }
-            AttemptEnd::Declined { health } => {
-                endpoint.observe(&health);
-                endpoint.budget.release(attempt.reservation);
-                endpoint.counters.requests = endpoint.counters.requests.saturating_sub(1);
-            }
-            AttemptEnd::Finished(report) => {
-                endpoint.observe(&report.health);
-                endpoint
-                    .budget
-                    .settle(now, attempt.reservation, &feedback_of(&report));
-                endpoint.counters.record(&report);
-            }
-        }
-    }
-
-    /// Fails every held job whose deadline has come, queued or in flight (an attempt in
-    /// flight is abandoned: its end is still accounted when it comes); returns the next
-    /// deadline.
-    fn expire(&mut self, now: Instant, effects: &mut Vec<Effect<P>>) -> Option<Instant> {
-        while let Some(&(at, id)) = self.deadlines.first() {
-            if at > now {
-                return Some(at);
-            }
-            self.deadlines.pop_first();
-            if let Some(attempt) = self.jobs.get_mut(&id).and_then(|j| j.in_flight.take()) {
-                self.orphans.insert((id, attempt.number), attempt);
-            }
-            self.fail(now, id, JobErrorKind::DeadlineExceeded, effects);
-        }
-        None
-    }
-
-    /// When job `id`'s `job_deadline` falls, if it has one.
-    fn deadline_of(&self, id: JobId) -> Option<Instant> {
-        let job = self.jobs.get(&id)?;
-        job.history.started.checked_add(job.retry.job_deadline?)
     }
 
     /// Settles the attempt's charge, records it, and acts on the retry decision.
