@@ -414,7 +414,7 @@ impl<'a> MakeWriter<'a> for ProgressWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aoai_blaster::core::scheduler::EndpointCounters;
+    use aoai_blaster::EndpointCounters;
 
     #[test]
     fn the_module_example_holds() {

@@ -426,7 +426,7 @@ fn wrap_words(out: &mut String, text: &str, indent: &str) {
 mod tests {
     use super::*;
     use aoai_blaster::EndpointState;
-    use aoai_blaster::core::scheduler::EndpointCounters;
+    use aoai_blaster::EndpointCounters;
 
     #[test]
     fn the_module_example_holds() {

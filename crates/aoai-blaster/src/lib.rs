@@ -41,8 +41,9 @@ pub use aoai_blaster_core as core;
 pub use aoai_blaster_core::chat::{ChatCompletion, ChatRequest, Usage};
 pub use aoai_blaster_core::config::{BlasterConfig, ConfigError};
 pub use aoai_blaster_core::retry::{AttemptRecord, JobError, JobErrorKind};
+pub use aoai_blaster_core::scheduler::EndpointCounters;
 pub use blaster::{Blaster, BlasterError, JobHandle};
-pub use dispatcher::{Dispatcher, StartError};
+pub use dispatcher::{Dispatcher, JobAnswer, StartError};
 pub use messages::{
     ChatJob, ChatResult, Close, GetReport, HealthEvent, HealthReport, HealthSnapshot,
     RestartEndpoint, StreamDelta, Subscribe,
