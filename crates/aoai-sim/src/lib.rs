@@ -63,7 +63,8 @@ mod thread;
 pub use config::{
     ABSURD_RETRY_AFTER_SECS, ClockMode, DEFAULT_API_KEY, DEFAULT_BEARER_TOKEN, DEFAULT_MAX_TOKENS,
     DeploymentSpec, FaultSpec, LatencySpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec,
-    RetryHeader, RetryHeaders, RpmWindow, SimConfig, TrickleEvent, TrickleSpec,
+    QuotaWindow, RemainingHeaders, RetryHeader, RetryHeaders, RpmWindow, SimConfig, TokenCharge,
+    TrickleEvent, TrickleSpec,
 };
 pub use content::messages_digest;
 pub use error::SimError;
