@@ -282,6 +282,56 @@ mod tests {
     }
 
     #[test]
+    fn a_large_mixed_batch_stays_between_its_bounds_in_every_mode() {
+        // Three deployments like the quota benchmark's, 3,000 jobs of mixed sizes.
+        let jobs: Vec<MinimumJob> = (0..3_000u64)
+            .map(|i| {
+                job(
+                    40 + (i * 37 % 2_000) as usize,
+                    [16, 64, 128, 256, 512][(i % 5) as usize],
+                )
+            })
+            .collect();
+        for window in [QuotaWindow::Fixed, QuotaWindow::Sliding] {
+            for charge in [
+                TokenCharge::PromptPlusMax,
+                TokenCharge::MaxOnly,
+                TokenCharge::CharsPlusMax,
+            ] {
+                let config = [300_000, 150_000, 75_000].into_iter().fold(
+                    SimConfig::default(),
+                    |config, tpm| {
+                        config.deployment(
+                            DeploymentSpec::new(format!("d{tpm}"))
+                                .tpm(tpm)
+                                .token_charge(charge)
+                                .window(window)
+                                .latency(latency(40)),
+                        )
+                    },
+                );
+                let charged: u64 = jobs
+                    .iter()
+                    .map(|job| config.deployments[0].charge(&job.messages, job.max_tokens, 1, None))
+                    .sum();
+                let minutes_of_tokens = charged as f64 / 525_000.0;
+                // 3,150 RPM: the requests alone need 3,000 / 52.5 per second.
+                let seconds_of_requests = 3_000.0 / (3_150.0 / 60.0);
+                let makespan = minimum_makespan(&config, &jobs)
+                    .unwrap_or_else(|| panic!("{window:?} {charge:?}: no minimum"));
+                let secs = makespan.as_secs_f64();
+                let lower =
+                    (60.0 * (minutes_of_tokens.ceil() - 1.0)).max(seconds_of_requests - 1.0);
+                assert!(secs >= lower, "{window:?} {charge:?}: {secs} < {lower}");
+                assert!(
+                    secs <= 60.0 * (minutes_of_tokens.ceil() + 1.0) + seconds_of_requests,
+                    "{window:?} {charge:?}: {secs}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_job_no_deployment_can_take_has_no_minimum() {
         let config = one(DeploymentSpec::new("d").tpm(100).rpm(60));
         assert_eq!(
