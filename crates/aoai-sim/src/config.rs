@@ -25,6 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::SimError;
+use crate::quota::{self, Limits};
 
 /// The `api-key` accepted when a configuration names none.
 pub const DEFAULT_API_KEY: &str = "sim-key";
@@ -59,7 +60,8 @@ pub struct SimConfig {
     /// actix-web worker threads per listener.
     pub workers: usize,
     /// Length of the short window over which RPM is enforced (`1s`: RPM/60 per second, `10s`:
-    /// RPM/6 per 10 seconds).
+    /// RPM/6 per 10 seconds, `60s`: RPM per 60 seconds), for every deployment that does not set
+    /// its own [`DeploymentSpec::rpm_window`].
     pub rpm_window: RpmWindow,
     /// Where the simulator's time comes from: the wall clock, or a clock that only moves when a
     /// test calls [`SimHandle::advance_clock`](crate::SimHandle::advance_clock).
@@ -208,6 +210,9 @@ pub enum RpmWindow {
     /// RPM/6 requests per 10 seconds.
     #[serde(rename = "10s")]
     TenSeconds,
+    /// RPM requests per 60 seconds (the request window is as long as the token minute).
+    #[serde(rename = "60s")]
+    SixtySeconds,
 }
 
 impl RpmWindow {
@@ -216,8 +221,52 @@ impl RpmWindow {
         match self {
             RpmWindow::OneSecond => Duration::from_secs(1),
             RpmWindow::TenSeconds => Duration::from_secs(10),
+            RpmWindow::SixtySeconds => Duration::from_secs(60),
         }
     }
+}
+
+/// What a request is charged against the TPM quota on arrival (Azure does not document its
+/// exact estimate; each mode is one rule it might follow). Every mode multiplies by
+/// `max(n, best_of)` and takes `max_tokens` as `max_completion_tokens`, else `max_tokens`, else
+/// the deployment's `default_max_tokens`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenCharge {
+    /// The per-message prompt estimate ([`estimate_prompt_tokens`](crate::quota::estimate_prompt_tokens):
+    /// 3 per message + its text characters / 4 rounded up, + 3) plus `max_tokens`.
+    #[default]
+    PromptPlusMax,
+    /// `max_tokens` alone: the prompt costs nothing.
+    MaxOnly,
+    /// All the messages' text characters / 4, rounded up once (no per-message or per-request
+    /// tokens), plus `max_tokens`.
+    CharsPlusMax,
+}
+
+/// Whether the token minute and the request window are fixed or sliding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaWindow {
+    /// Windows that turn at the simulator's start + k × length (`[0, 60 s)`, `[60 s, 120 s)`,
+    /// ...): usage drops to zero at each turn.
+    #[default]
+    Fixed,
+    /// Windows over the last length: at time t a request admitted at a counts while
+    /// `t - a < length`.
+    Sliding,
+}
+
+/// What the `x-ratelimit-remaining-requests` / `-tokens` headers say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemainingHeaders {
+    /// What is left in the current windows (the request header only when an RPM limit applies).
+    #[default]
+    Exact,
+    /// `-1` in both headers, on every reply that carries them (as Azure's Responses API has been
+    /// seen to answer): the client cannot know what is left.
+    Unknown,
 }
 
 /// Where the simulator's time comes from.
@@ -319,6 +368,14 @@ pub struct DeploymentSpec {
     pub provisioned: bool,
     /// Completion tokens charged when the request gives no `max_tokens`/`max_completion_tokens`.
     pub default_max_tokens: u64,
+    /// What a request is charged against the TPM quota on arrival.
+    pub token_charge: TokenCharge,
+    /// The request window of this deployment; absent: [`SimConfig::rpm_window`].
+    pub rpm_window: Option<RpmWindow>,
+    /// Whether its token minute and request window are fixed or sliding.
+    pub window: QuotaWindow,
+    /// What its `x-ratelimit-remaining-*` headers say.
+    pub remaining_headers: RemainingHeaders,
     /// Completion length when `max_tokens` allows it (finish `stop`), else cut to `max_tokens`
     /// (finish `length`).
     pub reply_tokens: u64,
@@ -351,6 +408,10 @@ impl Default for DeploymentSpec {
             rpm_per_1000_tpm: DEFAULT_RPM_PER_1000_TPM,
             provisioned: false,
             default_max_tokens: DEFAULT_MAX_TOKENS,
+            token_charge: TokenCharge::default(),
+            rpm_window: None,
+            window: QuotaWindow::default(),
+            remaining_headers: RemainingHeaders::default(),
             reply_tokens: DEFAULT_REPLY_TOKENS,
             listener: Listener::Shared,
             latency: LatencySpec::default(),
@@ -399,6 +460,30 @@ impl DeploymentSpec {
     /// Set the completion tokens charged when a request gives no maximum.
     pub fn default_max_tokens(mut self, tokens: u64) -> Self {
         self.default_max_tokens = tokens;
+        self
+    }
+
+    /// Choose what a request is charged on arrival.
+    pub fn token_charge(mut self, charge: TokenCharge) -> Self {
+        self.token_charge = charge;
+        self
+    }
+
+    /// Give it a request window of its own (instead of [`SimConfig::rpm_window`]).
+    pub fn rpm_window(mut self, window: RpmWindow) -> Self {
+        self.rpm_window = Some(window);
+        self
+    }
+
+    /// Make its windows fixed or sliding.
+    pub fn window(mut self, window: QuotaWindow) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Choose what its `x-ratelimit-remaining-*` headers say.
+    pub fn remaining_headers(mut self, remaining: RemainingHeaders) -> Self {
+        self.remaining_headers = remaining;
         self
     }
 
@@ -469,6 +554,41 @@ impl DeploymentSpec {
             (None, true) => None,
             (None, false) => Some(self.tpm.saturating_mul(self.rpm_per_1000_tpm) / 1000),
         }
+    }
+
+    /// Its request window's length: its own `rpm_window`, else the simulator's.
+    pub fn rpm_window_duration(&self, config: &SimConfig) -> Duration {
+        self.rpm_window.unwrap_or(config.rpm_window).duration()
+    }
+
+    /// Its quota limits, with the simulator-wide `rpm_window` as the fallback.
+    pub fn limits(&self, config: &SimConfig) -> Limits {
+        let window = self.rpm_window_duration(config);
+        let limits = if self.provisioned {
+            Limits::provisioned(self.tpm, self.effective_rpm(), window)
+        } else {
+            Limits::standard(self.tpm, self.effective_rpm(), window)
+        };
+        limits.with_window(self.window)
+    }
+
+    /// What a request with these `messages`, `max_tokens` (`max_completion_tokens` when given)
+    /// and `n`/`best_of` is charged here on arrival, by its [`token_charge`](Self::token_charge).
+    pub fn charge(
+        &self,
+        messages: &[serde_json::Value],
+        max_tokens: Option<u64>,
+        n: u64,
+        best_of: Option<u64>,
+    ) -> u64 {
+        quota::charge_by(
+            self.token_charge,
+            messages,
+            max_tokens,
+            self.default_max_tokens,
+            n,
+            best_of,
+        )
     }
 
     fn validate(&self, index: usize) -> Result<(), SimError> {

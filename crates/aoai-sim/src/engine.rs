@@ -14,11 +14,12 @@ use serde_json::json;
 use crate::azure_error::{self, AzureError};
 use crate::clock::SimClock;
 use crate::config::{
-    DeploymentSpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec, SimConfig, TrickleEvent,
+    DeploymentSpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec, RemainingHeaders,
+    SimConfig, TrickleEvent,
 };
 use crate::content::{PADDING_MAX, ReplyText, completion_length, messages_digest, padding};
 use crate::faults::{Fault, outage_at, pick_fault};
-use crate::quota::{self, Admitted, DeploymentLimiter, LimitKind, Limits, Rejected};
+use crate::quota::{self, Admitted, DeploymentLimiter, LimitKind, Rejected};
 use crate::reply::{ChoiceText, Delta, ReplyMeta, Usage, completion_body, delta_event};
 use crate::request::{ChatRequest, parse_chat_request};
 use crate::retry_after::{RetryWait, retry_headers};
@@ -165,16 +166,11 @@ fn name_hash(name: &str) -> u64 {
 
 impl Engine {
     pub(crate) fn new(config: &SimConfig, clock: SimClock) -> Self {
-        let window = config.rpm_window_duration();
         let deployments = config
             .deployments
             .iter()
             .map(|spec| {
-                let limits = if spec.provisioned {
-                    Limits::provisioned(spec.tpm, spec.effective_rpm(), window)
-                } else {
-                    Limits::standard(spec.tpm, spec.effective_rpm(), window)
-                };
+                let limits = spec.limits(config);
                 let state = DeploymentState {
                     spec: spec.clone(),
                     listener: listener_key(spec),
@@ -320,10 +316,9 @@ impl Engine {
             Err(invalid) => return fail(azure_error::bad_request(&invalid)),
         };
         let prompt_tokens = quota::estimate_prompt_tokens(request.message_list());
-        let cost = quota::charge(
-            prompt_tokens,
+        let cost = spec.charge(
+            request.message_list(),
             request.max_tokens,
-            spec.default_max_tokens,
             request.n,
             request.best_of,
         );
@@ -640,14 +635,35 @@ fn success_headers(stream: bool, admission: &Admission<'_>) -> Vec<(&'static str
     let content_type = if stream { "text/event-stream" } else { JSON };
     let mut headers = base_headers(content_type, admission.request_id);
     let admitted = &admission.admitted;
-    headers.push((
-        "x-ratelimit-remaining-tokens",
-        admitted.remaining_tokens.to_string(),
-    ));
-    if let Some(remaining) = admitted.remaining_requests {
-        headers.push(("x-ratelimit-remaining-requests", remaining.to_string()));
-    }
+    push_remaining(
+        &mut headers,
+        admission.deployment.spec.remaining_headers,
+        admitted.remaining_requests,
+        admitted.remaining_tokens,
+    );
     headers
+}
+
+/// The `x-ratelimit-remaining-*` headers: what is left (the request header only under a
+/// request limit), or `-1` in both when the deployment's remaining counts are unknown.
+fn push_remaining(
+    headers: &mut Vec<(&'static str, String)>,
+    mode: RemainingHeaders,
+    requests: Option<u64>,
+    tokens: u64,
+) {
+    match mode {
+        RemainingHeaders::Exact => {
+            headers.push(("x-ratelimit-remaining-tokens", tokens.to_string()));
+            if let Some(remaining) = requests {
+                headers.push(("x-ratelimit-remaining-requests", remaining.to_string()));
+            }
+        }
+        RemainingHeaders::Unknown => {
+            headers.push(("x-ratelimit-remaining-tokens", "-1".to_owned()));
+            headers.push(("x-ratelimit-remaining-requests", "-1".to_owned()));
+        }
+    }
 }
 
 /// The reply during a scheduled outage (a `refuse` listener may still let a request in while
@@ -694,15 +710,12 @@ fn rate_limited(
     deployment.counters.status(err.status);
     let mut decision = Decision::error(err, request_id);
     decision.headers.extend(retry_headers);
-    decision.headers.push((
-        "x-ratelimit-remaining-tokens",
-        rejected.remaining_tokens.to_string(),
-    ));
-    if let Some(remaining) = rejected.remaining_requests {
-        decision
-            .headers
-            .push(("x-ratelimit-remaining-requests", remaining.to_string()));
-    }
+    push_remaining(
+        &mut decision.headers,
+        deployment.spec.remaining_headers,
+        rejected.remaining_requests,
+        rejected.remaining_tokens,
+    );
     decision
 }
 

@@ -39,11 +39,13 @@
 //!
 //! Standalone: `aoai-sim --config examples/sim.yaml` (see the crate README).
 //!
-//! Modules: [`config`] (what can be configured), [`quota`] (the pure limiter), [`stats`]
-//! (counters). The engine, reply, stream and fault logic is internal and pure; the server
-//! module only carries its decisions out over HTTP.
+//! Modules: [`config`] (what can be configured), [`quota`] (the pure limiter), [`minimum`] (a
+//! batch's theoretical minimum by the limiter's own rule), [`stats`] (counters). The engine,
+//! reply, stream and fault logic is internal and pure; the server module only carries its
+//! decisions out over HTTP.
 
 pub mod config;
+pub mod minimum;
 pub mod quota;
 pub mod stats;
 
@@ -63,10 +65,12 @@ mod thread;
 pub use config::{
     ABSURD_RETRY_AFTER_SECS, ClockMode, DEFAULT_API_KEY, DEFAULT_BEARER_TOKEN, DEFAULT_MAX_TOKENS,
     DeploymentSpec, FaultSpec, LatencySpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec,
-    RetryHeader, RetryHeaders, RpmWindow, SimConfig, TrickleEvent, TrickleSpec,
+    QuotaWindow, RemainingHeaders, RetryHeader, RetryHeaders, RpmWindow, SimConfig, TokenCharge,
+    TrickleEvent, TrickleSpec,
 };
 pub use content::messages_digest;
 pub use error::SimError;
+pub use minimum::{MinimumJob, minimum_makespan};
 pub use reply::Usage;
 pub use server::{ListenerInfo, SimHandle};
 pub use stats::{DeploymentStats, SimStats};

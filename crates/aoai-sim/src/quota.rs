@@ -3,10 +3,12 @@
 //! - On arrival a request is charged an *estimate*: prompt tokens estimated from characters
 //!   ([`estimate_prompt_tokens`]) plus `max_tokens` (or a default), times `n`/`best_of`
 //!   ([`charge`]). The charge is not refunded when fewer tokens come back.
-//! - Tokens are counted per minute window; windows are anchored at the simulator's start
-//!   (`[0, 60 s)`, `[60 s, 120 s)`, ...).
-//! - Requests are counted per short window (1 s or 10 s), allowing `RPM × window / 60` requests
-//!   in each (rounded down, at least 1).
+//!   Other rules Azure might follow: [`TokenCharge`] and [`charge_by`].
+//! - Tokens are counted per minute window; by default windows are fixed, anchored at the
+//!   simulator's start (`[0, 60 s)`, `[60 s, 120 s)`, ...); with [`QuotaWindow::Sliding`] they
+//!   cover the last 60 s.
+//! - Requests are counted per short window (1 s, 10 s or 60 s; fixed or sliding like the
+//!   minute), allowing `RPM × window / 60` requests in each (rounded down, at least 1).
 //! - A standard deployment refuses a request whose charge would take the minute over its TPM. A
 //!   provisioned (PTU) one refuses only once the minute's utilisation is already over 100%.
 //!
@@ -24,9 +26,12 @@
 //! assert!(limiter.check(Duration::from_secs(1), 100).is_ok());
 //! ```
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde_json::Value;
+
+pub use crate::config::{QuotaWindow, TokenCharge};
 
 /// Characters per estimated prompt token.
 pub const CHARS_PER_TOKEN: u64 = 4;
@@ -87,6 +92,54 @@ pub fn charge(
         .saturating_mul(copies)
 }
 
+/// The estimate of [`TokenCharge::CharsPlusMax`]: all the messages' text characters (string
+/// `content`, the `text` of content parts, `name`) divided by [`CHARS_PER_TOKEN`], rounded up
+/// once.
+///
+/// ```
+/// use aoai_sim::quota::estimate_chars_tokens;
+/// let messages = serde_json::json!([
+///     {"role": "system", "content": "abcde"},
+///     {"role": "user", "content": "1234567"}
+/// ]);
+/// assert_eq!(estimate_chars_tokens(messages.as_array().unwrap()), 3); // ⌈12 / 4⌉
+/// ```
+pub fn estimate_chars_tokens(messages: &[Value]) -> u64 {
+    let chars: u64 = messages
+        .iter()
+        .map(|message| text_chars(message.get("content")) + text_chars(message.get("name")))
+        .sum();
+    chars.div_ceil(CHARS_PER_TOKEN)
+}
+
+/// The tokens a request is charged on arrival under `mode`: its prompt part
+/// ([`estimate_prompt_tokens`] for `prompt_plus_max`, nothing for `max_only`,
+/// [`estimate_chars_tokens`] for `chars_plus_max`) passed to [`charge`].
+///
+/// ```
+/// use aoai_sim::quota::{TokenCharge, charge_by};
+/// let messages = serde_json::json!([{"role": "user", "content": "123456789"}]);
+/// let messages = messages.as_array().unwrap();
+/// assert_eq!(charge_by(TokenCharge::PromptPlusMax, messages, Some(10), 4096, 1, None), 3 + 3 + 3 + 10);
+/// assert_eq!(charge_by(TokenCharge::MaxOnly, messages, Some(10), 4096, 2, None), 20);
+/// assert_eq!(charge_by(TokenCharge::CharsPlusMax, messages, None, 100, 1, None), 3 + 100);
+/// ```
+pub fn charge_by(
+    mode: TokenCharge,
+    messages: &[Value],
+    max_tokens: Option<u64>,
+    default_max_tokens: u64,
+    n: u64,
+    best_of: Option<u64>,
+) -> u64 {
+    let prompt = match mode {
+        TokenCharge::PromptPlusMax => estimate_prompt_tokens(messages),
+        TokenCharge::MaxOnly => 0,
+        TokenCharge::CharsPlusMax => estimate_chars_tokens(messages),
+    };
+    charge(prompt, max_tokens, default_max_tokens, n, best_of)
+}
+
 /// A deployment's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -98,6 +151,8 @@ pub struct Limits {
     pub short_window: Duration,
     /// PTU semantics: refuse only while the minute's usage is already over `tpm`.
     pub provisioned: bool,
+    /// Fixed windows (anchored at zero) or sliding ones (over the last length).
+    pub window: QuotaWindow,
 }
 
 impl Limits {
@@ -109,6 +164,7 @@ impl Limits {
             requests_per_window: rpm.map(|rpm| requests_per_window(rpm, short_window)),
             short_window,
             provisioned: false,
+            window: QuotaWindow::Fixed,
         }
     }
 
@@ -118,6 +174,11 @@ impl Limits {
             provisioned: true,
             ..Limits::standard(tpm, rpm, short_window)
         }
+    }
+
+    /// The same limits with fixed or sliding windows.
+    pub fn with_window(self, window: QuotaWindow) -> Self {
+        Limits { window, ..self }
     }
 }
 
@@ -160,13 +221,23 @@ pub struct Rejected {
 }
 
 /// Per-deployment counters for the current minute and short window.
+///
+/// Time never goes backwards for a limiter: an `elapsed` earlier than one already seen (two
+/// requests that read the clock in one order and take the lock in the other) counts as the
+/// latest one seen.
 #[derive(Debug, Clone)]
 pub struct DeploymentLimiter {
     limits: Limits,
+    latest: Duration,
+    // Fixed windows.
     minute_index: u64,
     tokens_used: u64,
     short_index: u64,
     requests_in_window: u64,
+    // Sliding windows: admissions (time, tokens) in the last minute and (time) in the last
+    // short window, oldest first.
+    minute_log: VecDeque<(Duration, u64)>,
+    short_log: VecDeque<Duration>,
 }
 
 impl DeploymentLimiter {
@@ -174,10 +245,13 @@ impl DeploymentLimiter {
     pub fn new(limits: Limits) -> Self {
         DeploymentLimiter {
             limits,
+            latest: Duration::ZERO,
             minute_index: 0,
             tokens_used: 0,
             short_index: 0,
             requests_in_window: 0,
+            minute_log: VecDeque::new(),
+            short_log: VecDeque::new(),
         }
     }
 
@@ -189,7 +263,7 @@ impl DeploymentLimiter {
     /// Admit or refuse a request arriving `elapsed` after the simulator started, charged
     /// `cost_tokens`. An admitted request is counted; a refused one is not.
     pub fn check(&mut self, elapsed: Duration, cost_tokens: u64) -> Result<Admitted, Rejected> {
-        self.roll(elapsed);
+        let elapsed = self.advance(elapsed);
         let limits = self.limits;
         let tokens_ok = if limits.provisioned {
             self.tokens_used <= limits.tpm
@@ -202,13 +276,17 @@ impl DeploymentLimiter {
         if tokens_ok && requests_ok {
             self.tokens_used = self.tokens_used.saturating_add(cost_tokens);
             self.requests_in_window += 1;
+            if limits.window == QuotaWindow::Sliding {
+                self.minute_log.push_back((elapsed, cost_tokens));
+                self.short_log.push_back(elapsed);
+            }
             return Ok(Admitted {
                 remaining_requests: self.remaining_requests(),
                 remaining_tokens: self.remaining_tokens(),
             });
         }
-        let minute_wait = time_to_window_end(elapsed, MINUTE);
-        let short_wait = time_to_window_end(elapsed, limits.short_window);
+        let minute_wait = self.tokens_wait(elapsed, cost_tokens);
+        let short_wait = self.requests_wait(elapsed);
         let (retry_after, kind) = match (tokens_ok, requests_ok) {
             (false, false) => (minute_wait.max(short_wait), LimitKind::Tokens),
             (false, true) => (minute_wait, LimitKind::Tokens),
@@ -222,17 +300,111 @@ impl DeploymentLimiter {
         })
     }
 
-    fn roll(&mut self, elapsed: Duration) {
-        let minute = window_index(elapsed, MINUTE);
-        if minute != self.minute_index {
-            self.minute_index = minute;
-            self.tokens_used = 0;
+    /// The first instant after `elapsed` at which some usage leaves a window (a fixed window
+    /// turns, or an admission slides out), or `None` when nothing is counted: until then, a
+    /// request refused at `elapsed` is refused again.
+    pub fn next_release(&mut self, elapsed: Duration) -> Option<Duration> {
+        let elapsed = self.advance(elapsed);
+        match self.limits.window {
+            QuotaWindow::Fixed => {
+                let counted = |used: bool, window: Duration| {
+                    used.then(|| elapsed + time_to_window_end(elapsed, window))
+                };
+                let short = counted(self.requests_in_window > 0, self.limits.short_window);
+                let minute = counted(self.tokens_used > 0, MINUTE);
+                short.into_iter().chain(minute).min()
+            }
+            QuotaWindow::Sliding => {
+                let minute = self.minute_log.front().map(|&(at, _)| at + MINUTE);
+                let short = self
+                    .short_log
+                    .front()
+                    .map(|&at| at + self.limits.short_window);
+                short.into_iter().chain(minute).min()
+            }
         }
-        let short = window_index(elapsed, self.limits.short_window);
-        if short != self.short_index {
-            self.short_index = short;
-            self.requests_in_window = 0;
+    }
+
+    /// Move time forward to `elapsed` (never back) and drop what left the windows; returns the
+    /// time in force.
+    fn advance(&mut self, elapsed: Duration) -> Duration {
+        let elapsed = elapsed.max(self.latest);
+        self.latest = elapsed;
+        match self.limits.window {
+            QuotaWindow::Fixed => {
+                let minute = window_index(elapsed, MINUTE);
+                if minute != self.minute_index {
+                    self.minute_index = minute;
+                    self.tokens_used = 0;
+                }
+                let short = window_index(elapsed, self.limits.short_window);
+                if short != self.short_index {
+                    self.short_index = short;
+                    self.requests_in_window = 0;
+                }
+            }
+            QuotaWindow::Sliding => {
+                while let Some(&(at, tokens)) = self.minute_log.front() {
+                    if elapsed < at + MINUTE {
+                        break;
+                    }
+                    self.minute_log.pop_front();
+                    self.tokens_used -= tokens;
+                }
+                while let Some(&at) = self.short_log.front() {
+                    if elapsed < at + self.limits.short_window {
+                        break;
+                    }
+                    self.short_log.pop_front();
+                    self.requests_in_window -= 1;
+                }
+            }
         }
+        elapsed
+    }
+
+    /// How long until a refused charge of `cost` could pass the token limit (fixed: the minute's
+    /// end; sliding: until enough of the minute's admissions have slid out, or all of them when
+    /// even an empty minute would not take it).
+    fn tokens_wait(&self, elapsed: Duration, cost: u64) -> Duration {
+        if self.limits.window == QuotaWindow::Fixed {
+            return time_to_window_end(elapsed, MINUTE);
+        }
+        let tpm = self.limits.tpm;
+        let mut used = self.tokens_used;
+        let mut last = None;
+        for &(at, tokens) in &self.minute_log {
+            let fits = if self.limits.provisioned {
+                used <= tpm
+            } else {
+                used.saturating_add(cost) <= tpm
+            };
+            if fits {
+                break;
+            }
+            used -= tokens;
+            last = Some(at);
+        }
+        last.map_or(MINUTE, |at| (at + MINUTE).saturating_sub(elapsed))
+    }
+
+    /// How long until a request could pass the request limit (fixed: the short window's end;
+    /// sliding: until the oldest admission that must go has slid out).
+    fn requests_wait(&self, elapsed: Duration) -> Duration {
+        let window = self.limits.short_window;
+        if self.limits.window == QuotaWindow::Fixed {
+            return time_to_window_end(elapsed, window);
+        }
+        let allowed = self.limits.requests_per_window.unwrap_or(u64::MAX);
+        let must_go = self
+            .requests_in_window
+            .saturating_sub(allowed.saturating_sub(1));
+        let index = usize::try_from(must_go)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1);
+        self.short_log
+            .get(index)
+            .map_or(window, |&at| (at + window).saturating_sub(elapsed))
     }
 
     fn remaining_requests(&self) -> Option<u64> {
@@ -426,6 +598,167 @@ mod tests {
         assert!(limiter.check(ms(0), 1).is_err());
     }
 
+    fn sliding(tpm: u64, rpm: Option<u64>, window: Duration) -> DeploymentLimiter {
+        DeploymentLimiter::new(Limits::standard(tpm, rpm, window).with_window(QuotaWindow::Sliding))
+    }
+
+    #[test]
+    fn charge_rules_differ_only_in_the_prompt_part() {
+        let messages = json!([
+            {"role": "system", "content": "abcde"},  // 5 chars
+            {"role": "user", "content": "1234567"}   // 7 chars
+        ]);
+        let messages = messages.as_array().cloned().unwrap_or_default();
+        // Per message: 3 + ⌈5/4⌉ = 5 and 3 + ⌈7/4⌉ = 5, plus 3: 13. Characters: ⌈12/4⌉ = 3.
+        assert_eq!(estimate_prompt_tokens(&messages), 13);
+        assert_eq!(estimate_chars_tokens(&messages), 3);
+        let by = |mode| charge_by(mode, &messages, Some(100), 4096, 1, None);
+        assert_eq!(by(TokenCharge::PromptPlusMax), 113);
+        assert_eq!(by(TokenCharge::MaxOnly), 100);
+        assert_eq!(by(TokenCharge::CharsPlusMax), 103);
+        // n / best_of and the default max_tokens apply to every rule.
+        assert_eq!(
+            charge_by(TokenCharge::MaxOnly, &messages, None, 50, 2, Some(3)),
+            150
+        );
+        assert_eq!(
+            charge_by(TokenCharge::CharsPlusMax, &messages, Some(7), 50, 2, None),
+            20
+        );
+        assert_eq!(
+            charge_by(TokenCharge::PromptPlusMax, &messages, Some(7), 50, 1, None),
+            charge(13, Some(7), 50, 1, None)
+        );
+    }
+
+    #[test]
+    fn a_sliding_minute_frees_each_charge_sixty_seconds_after_it() {
+        let mut limiter = sliding(300, None, SECOND);
+        assert!(limiter.check(ms(0), 100).is_ok());
+        assert!(limiter.check(ms(20_000), 100).is_ok());
+        assert_eq!(
+            limiter.check(ms(40_000), 100).map(|a| a.remaining_tokens),
+            Ok(0)
+        );
+        // 150 needs the first two charges gone: until 20 s + 60 s.
+        let rejected = limiter.check(ms(50_000), 150).unwrap_err();
+        assert_eq!(rejected.kind, LimitKind::Tokens);
+        assert_eq!(rejected.retry_after, ms(30_000));
+        assert_eq!(rejected.remaining_tokens, 0);
+        // 100 needs only the first: until 60 s. Not a nanosecond before.
+        let rejected = limiter.check(ms(50_000), 100).unwrap_err();
+        assert_eq!(rejected.retry_after, ms(10_000));
+        assert!(
+            limiter
+                .check(MINUTE - Duration::from_nanos(1), 100)
+                .is_err()
+        );
+        // At 60 s the minute is 20 s..60 s: 200 used. No fixed turn empties it.
+        assert_eq!(
+            limiter.check(MINUTE, 100).map(|a| a.remaining_tokens),
+            Ok(0)
+        );
+        assert_eq!(
+            limiter.check(ms(80_000), 100).map(|a| a.remaining_tokens),
+            Ok(0)
+        );
+        // A charge larger than the TPM: refused, told to wait until everything (the last
+        // admitted at 80 s) slid out.
+        assert_eq!(
+            limiter.check(ms(80_000), 301).unwrap_err().retry_after,
+            MINUTE
+        );
+    }
+
+    #[test]
+    fn a_sliding_request_window_counts_the_last_length() {
+        // 120 RPM in 10 s windows: 20 in any 10 s.
+        let mut limiter = sliding(1_000_000, Some(120), ms(10_000));
+        for i in 0..20 {
+            let at = ms(5_000 + 100 * i);
+            assert_eq!(
+                limiter.check(at, 1).map(|a| a.remaining_requests),
+                Ok(Some(19 - i))
+            );
+        }
+        // At 10 s a fixed window would turn; the sliding one still holds all 20.
+        let rejected = limiter.check(ms(10_000), 1).unwrap_err();
+        assert_eq!(rejected.kind, LimitKind::Requests);
+        assert_eq!(rejected.retry_after, ms(5_000));
+        // The first slides out at 15 s: one more, then the next at 15.1 s.
+        assert_eq!(
+            limiter.check(ms(15_000), 1).map(|a| a.remaining_requests),
+            Ok(Some(0))
+        );
+        assert_eq!(
+            limiter.check(ms(15_000), 1).unwrap_err().retry_after,
+            ms(100)
+        );
+        assert!(limiter.check(ms(15_100), 1).is_ok());
+    }
+
+    #[test]
+    fn sixty_second_request_windows_allow_the_whole_rpm_at_once() {
+        let mut limiter = DeploymentLimiter::new(Limits::standard(1_000_000, Some(90), MINUTE));
+        for _ in 0..90 {
+            assert!(limiter.check(ms(30_000), 1).is_ok());
+        }
+        assert_eq!(
+            limiter.check(ms(30_000), 1).unwrap_err().retry_after,
+            ms(30_000)
+        );
+        assert!(limiter.check(MINUTE, 1).is_ok());
+    }
+
+    #[test]
+    fn a_sliding_provisioned_minute_refuses_while_over_full_utilisation() {
+        let limits = Limits::provisioned(1_000, None, SECOND).with_window(QuotaWindow::Sliding);
+        let mut limiter = DeploymentLimiter::new(limits);
+        assert!(limiter.check(ms(0), 600).is_ok());
+        assert!(limiter.check(ms(10_000), 600).is_ok());
+        // 1,200 used: refused until the 600 of 0 s slides out.
+        assert_eq!(
+            limiter.check(ms(30_000), 1).unwrap_err().retry_after,
+            ms(30_000)
+        );
+        assert!(limiter.check(MINUTE, 1).is_ok());
+    }
+
+    #[test]
+    fn next_release_is_the_next_instant_usage_drops() {
+        let mut fixed = DeploymentLimiter::new(Limits::standard(1_000, Some(120), SECOND));
+        assert_eq!(fixed.next_release(ms(500)), None);
+        assert!(fixed.check(ms(1_500), 10).is_ok());
+        assert_eq!(fixed.next_release(ms(1_700)), Some(ms(2_000)));
+        // Only the minute's tokens are left counted after the second turns.
+        assert_eq!(fixed.next_release(ms(2_000)), Some(MINUTE));
+        assert_eq!(fixed.next_release(MINUTE), None);
+
+        let mut slide = sliding(1_000, Some(120), SECOND);
+        assert!(slide.check(ms(1_500), 10).is_ok());
+        assert!(slide.check(ms(1_800), 10).is_ok());
+        assert_eq!(slide.next_release(ms(1_900)), Some(ms(2_500)));
+        assert_eq!(slide.next_release(ms(2_500)), Some(ms(2_800)));
+        assert_eq!(slide.next_release(ms(2_800)), Some(ms(61_500)));
+        assert_eq!(slide.next_release(ms(61_500)), Some(ms(61_800)));
+        assert_eq!(slide.next_release(ms(61_800)), None);
+    }
+
+    #[test]
+    fn time_never_goes_backwards_for_a_limiter() {
+        // A request that read the clock before the minute turned but took the lock after one
+        // that read it after: counted in the new minute, not resetting it again.
+        let mut limiter = DeploymentLimiter::new(Limits::standard(1_000, None, SECOND));
+        assert!(limiter.check(MINUTE, 900).is_ok());
+        assert_eq!(
+            limiter
+                .check(MINUTE - ms(1), 100)
+                .map(|a| a.remaining_tokens),
+            Ok(0)
+        );
+        assert!(limiter.check(MINUTE - ms(1), 1).is_err());
+    }
+
     #[test]
     fn time_to_window_end_is_exact() {
         assert_eq!(time_to_window_end(ms(0), SECOND), SECOND);
@@ -443,10 +776,10 @@ mod tests {
         fn admitted_tokens_and_requests_never_exceed_a_window(
             tpm in 1u64..5_000,
             rpm in 1u64..600,
-            ten_second_window in any::<bool>(),
+            window_secs in prop_oneof![Just(1u64), Just(10), Just(60)],
             arrivals in proptest::collection::vec((0u64..500, 1u64..800), 1..300),
         ) {
-            let window = if ten_second_window { ms(10_000) } else { SECOND };
+            let window = Duration::from_secs(window_secs);
             let allowed = requests_per_window(rpm, window);
             let mut limiter = DeploymentLimiter::new(Limits::standard(tpm, Some(rpm), window));
             let mut now = Duration::ZERO;
@@ -474,6 +807,52 @@ mod tests {
             }
             prop_assert!(minute_tokens.values().all(|&used| used <= tpm));
             prop_assert!(window_requests.values().all(|&count| count <= allowed));
+        }
+
+        #[test]
+        fn sliding_windows_never_hold_more_than_the_limits_and_retry_after_is_exact(
+            tpm in 1u64..5_000,
+            rpm in 1u64..600,
+            window_secs in prop_oneof![Just(1u64), Just(10), Just(60)],
+            arrivals in proptest::collection::vec((0u64..3_000, 1u64..800), 1..300),
+        ) {
+            let window = Duration::from_secs(window_secs);
+            let allowed = requests_per_window(rpm, window);
+            let limits = Limits::standard(tpm, Some(rpm), window).with_window(QuotaWindow::Sliding);
+            let mut limiter = DeploymentLimiter::new(limits);
+            let mut admitted: Vec<(Duration, u64)> = Vec::new();
+            let mut now = Duration::ZERO;
+            fn in_last(
+                log: &[(Duration, u64)],
+                at: Duration,
+                length: Duration,
+            ) -> impl Iterator<Item = u64> + '_ {
+                log.iter()
+                    .filter(move |(when, _)| at < *when + length)
+                    .map(|&(_, cost)| cost)
+            }
+            for (gap_ms, cost) in arrivals {
+                now += ms(gap_ms);
+                match limiter.check(now, cost) {
+                    Ok(_) => {
+                        admitted.push((now, cost));
+                        prop_assert!(in_last(&admitted, now, MINUTE).sum::<u64>() <= tpm);
+                        prop_assert!(in_last(&admitted, now, window).count() as u64 <= allowed);
+                    }
+                    Err(rejected) => {
+                        prop_assert!(rejected.retry_after > Duration::ZERO);
+                        prop_assert!(rejected.retry_after <= MINUTE);
+                        if cost <= tpm {
+                            // Admitted after the advised wait, and not a nanosecond before.
+                            let mut later = limiter.clone();
+                            prop_assert!(later.check(now + rejected.retry_after, cost).is_ok());
+                            let mut sooner = limiter.clone();
+                            let just_before = now + rejected.retry_after - Duration::from_nanos(1);
+                            prop_assert!(sooner.check(just_before, cost).is_err());
+                        }
+                    }
+                }
+            }
         }
     }
 }

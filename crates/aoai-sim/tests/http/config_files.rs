@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use aoai_sim::{
-    Listener, OutageMode, RetryHeader, RetryHeaders, RpmWindow, SimConfig, SimError, TrickleSpec,
+    Listener, OutageMode, QuotaWindow, RemainingHeaders, RetryHeader, RetryHeaders, RpmWindow,
+    SimConfig, SimError, TokenCharge, TrickleSpec,
 };
 
 fn example_path() -> PathBuf {
@@ -44,6 +45,15 @@ fn the_example_loads_and_covers_the_options() {
     );
     assert_eq!(config.deployments[0].effective_rpm(), Some(360));
     assert_eq!(config.deployments[0].latency.ttft_ms, 300);
+    assert_eq!(
+        config.deployments[0].token_charge,
+        TokenCharge::PromptPlusMax
+    );
+    assert_eq!(config.deployments[0].window, QuotaWindow::Fixed);
+    assert_eq!(
+        config.deployments[0].remaining_headers,
+        RemainingHeaders::Exact
+    );
     let mini = &config.deployments[1];
     assert_eq!(mini.model_name(), "gpt-4o-mini-2024-07-18");
     assert_eq!(mini.faults.p_500, 0.02);
@@ -174,4 +184,63 @@ fn edge_keys_load_from_yaml() {
         negative.contains("faults.retry_after_secs_f64"),
         "{negative}"
     );
+}
+
+#[test]
+fn accounting_keys_load_from_yaml_with_todays_defaults() {
+    let (_dir, path) = write(
+        "accounting.yaml",
+        r#"rpm_window: 10s
+deployments:
+  - name: default
+  - name: azure-maybe
+    token_charge: chars_plus_max
+    rpm_window: 60s
+    window: sliding
+    remaining_headers: unknown
+  - name: max
+    token_charge: max_only
+    rpm_window: 1s
+"#,
+    );
+    let config = SimConfig::from_file(&path).unwrap_or_else(|err| panic!("{err}"));
+    let [default, maybe, max] = &config.deployments[..] else {
+        panic!("three deployments: {config:?}");
+    };
+    assert_eq!(default.token_charge, TokenCharge::PromptPlusMax);
+    assert_eq!(default.rpm_window, None);
+    assert_eq!(default.window, QuotaWindow::Fixed);
+    assert_eq!(default.remaining_headers, RemainingHeaders::Exact);
+    // A deployment without its own window takes the simulator's.
+    assert_eq!(
+        default.rpm_window_duration(&config),
+        std::time::Duration::from_secs(10)
+    );
+    assert_eq!(maybe.token_charge, TokenCharge::CharsPlusMax);
+    assert_eq!(maybe.rpm_window, Some(RpmWindow::SixtySeconds));
+    assert_eq!(maybe.window, QuotaWindow::Sliding);
+    assert_eq!(maybe.remaining_headers, RemainingHeaders::Unknown);
+    assert_eq!(max.token_charge, TokenCharge::MaxOnly);
+    assert_eq!(
+        max.rpm_window_duration(&config),
+        std::time::Duration::from_secs(1)
+    );
+    assert_eq!(config.rpm_window, RpmWindow::TenSeconds);
+}
+
+#[test]
+fn bad_accounting_values_name_the_key() {
+    for (key, value) in [
+        ("token_charge", "prompt_only"),
+        ("rpm_window", "5s"),
+        ("window", "rolling"),
+        ("remaining_headers", "none"),
+    ] {
+        let error = load_error(
+            "bad.yaml",
+            &format!("deployments:\n  - name: a\n    {key}: {value}\n"),
+        );
+        assert!(error.contains(key), "{key}: {error}");
+        assert!(error.contains(value), "{key}: {error}");
+    }
 }

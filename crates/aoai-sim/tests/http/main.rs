@@ -1,5 +1,6 @@
 //! The simulator over real loopback HTTP (driven by awc), its config files and its binary.
 
+mod accounting;
 mod api;
 mod binary;
 mod common;
