@@ -73,9 +73,10 @@ impl ApiError {
             Some(error) => ApiError {
                 status,
                 code: error.code_or_inner(),
-                message: match error.message.as_str() {
-                    "" => "(no message)".to_owned(),
-                    message => clean_text(message, MAX_MESSAGE_CHARS),
+                // A message of only spaces or control characters cleans to nothing: none.
+                message: match clean_text(&error.message, MAX_MESSAGE_CHARS) {
+                    message if message.is_empty() => "(no message)".to_owned(),
+                    message => message,
                 },
             },
             None => ApiError {
@@ -1047,4 +1048,18 @@ mod tests {
             assert_eq!(format_duration(duration), expected);
         }
     }
+
+    /// Found by `fuzz::any_reply_is_classified`: a message of only control characters or
+    /// spaces was kept as an empty message.
+    #[test]
+    fn a_message_that_cleans_to_nothing_reads_no_message() {
+        for body in [
+            br#"{"error":{"code":null,"message":"\u0000"}}"#.as_slice(),
+            br#"{"error":{"message":" \n\t "}}"#.as_slice(),
+        ] {
+            let outcome = classify_with(300, &[], body);
+            assert_eq!(outcome.api_error().unwrap().message, "(no message)");
+        }
+    }
 }
+
