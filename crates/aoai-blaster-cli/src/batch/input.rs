@@ -777,21 +777,7 @@ mod tests {
 mod fuzz {
     use super::*;
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngSeed};
     use serde_json::json;
-
-    /// 256 cases from a fixed seed unless `PROPTEST_CASES` / `PROPTEST_RNG_SEED` say otherwise
-    /// (`just fuzz`), as in aoai-blaster-core's `fuzzing` module.
-    fn config() -> Config {
-        let from_env = Config::default();
-        Config {
-            rng_seed: match from_env.rng_seed {
-                RngSeed::Random => RngSeed::Fixed(0x5eed_2026),
-                seed => seed,
-            },
-            ..from_env
-        }
-    }
 
     fn parser() -> LineParser {
         LineParser::new(DeploymentNames::new([
@@ -897,7 +883,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(crate::fuzzing::config())]
 
         /// Any text: blank, a request or an error that names the line; never a panic.
         #[test]
