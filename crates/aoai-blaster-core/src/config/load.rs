@@ -735,6 +735,41 @@ mod fuzz {
             }
         }
 
+        /// A valid config broken anywhere outside its key (a character inserted, or the
+        /// text cut short): whatever the parser or the validator says, it never quotes the key.
+        #[test]
+        fn broken_configs_never_quote_the_key(
+            format in prop::sample::select(&FORMATS[..]),
+            at in any::<prop::sample::Index>(),
+            insert in prop::option::of(prop_oneof![
+                prop::sample::select(&['"', '\'', ':', '=', '[', ']', '{', '}', ',', '#', '&', '*', '|', '>', '\n', '\t', ' ', '\\', '\u{0}', 'é'][..]),
+                any::<char>(),
+            ]),
+        ) {
+            let text = match format {
+                ConfigFormat::Yaml => format!(
+                    "num_workers: 4\ndeployments:\n  - name: a\n    endpoint: https://x.openai.azure.com\n    api_key: {KEY}\n    model: gpt-4o\n"
+                ),
+                ConfigFormat::Json => format!(
+                    "{{\"num_workers\": 4, \"deployments\": [{{\"name\": \"a\", \"endpoint\": \"https://x.openai.azure.com\", \"api_key\": \"{KEY}\", \"model\": \"gpt-4o\"}}]}}"
+                ),
+                ConfigFormat::Toml => format!(
+                    "num_workers = 4\n\n[[deployments]]\nname = \"a\"\nendpoint = \"https://x.openai.azure.com\"\napi_key = \"{KEY}\"\nmodel = \"gpt-4o\"\n"
+                ),
+            };
+            prop_assert!(BlasterConfig::from_str_with_env(&text, format, Vec::new()).is_ok());
+            let key_at = text.find(KEY).unwrap();
+            let boundaries: Vec<usize> = (0..=text.len())
+                .filter(|i| text.is_char_boundary(*i) && !(key_at + 1..key_at + KEY.len()).contains(i))
+                .collect();
+            let at = boundaries[at.index(boundaries.len())];
+            let broken = match insert {
+                Some(c) => format!("{}{c}{}", &text[..at], &text[at..]),
+                None => text[..at].to_owned(),
+            };
+            load_checked(&broken, format, Vec::new())?;
+        }
+
         /// Deep nesting in every format: a named error, not a stack overflow.
         #[test]
         fn deep_nesting_fails_by_name(
