@@ -116,7 +116,8 @@ impl fmt::Display for ApiError {
 /// traced to the header or message that asked for it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WaitSource {
-    /// The `retry-after-ms` header (milliseconds, possibly fractional).
+    /// The `retry-after-ms` header, or else `x-ms-retry-after-ms` (milliseconds, possibly
+    /// fractional).
     RetryAfterMs,
     /// The `retry-after` header as a number of seconds.
     RetryAfter,
@@ -367,8 +368,8 @@ pub fn parse_rate_limit_headers(header: &dyn Fn(&str) -> Option<String>) -> Rate
     }
 }
 
-/// The wait a 429 asks for, from the first usable source in this order: `retry-after-ms`
-/// (milliseconds, possibly fractional), `retry-after` (seconds, integer or fractional, or an HTTP
+/// The wait a 429 asks for, from the first usable source in this order: `retry-after-ms`, then
+/// `x-ms-retry-after-ms` (milliseconds, possibly fractional; Azure sends either), `retry-after` (seconds, integer or fractional, or an HTTP
 /// date, taken relative to `now`; a date in the past means no wait), "retry after N second(s)"
 /// or "try again in N second(s)" in `body_message` (case-insensitive).
 ///
@@ -380,7 +381,10 @@ pub fn parse_retry_wait(
     body_message: Option<&str>,
     now: SystemTime,
 ) -> Option<(Duration, WaitSource)> {
-    if let Some(ms) = header("retry-after-ms").and_then(|v| parse_non_negative(&v)) {
+    let ms = ["retry-after-ms", "x-ms-retry-after-ms"]
+        .into_iter()
+        .find_map(|name| header(name).and_then(|v| parse_non_negative(&v)));
+    if let Some(ms) = ms {
         return Some((seconds_to_wait(ms / 1000.0), WaitSource::RetryAfterMs));
     }
     if let Some(value) = header("retry-after") {
@@ -1049,6 +1053,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn x_ms_retry_after_ms_is_read_when_retry_after_ms_is_not_usable() {
+        for pairs in [
+            &[("x-ms-retry-after-ms", "2500"), ("retry-after", "9")][..],
+            &[("retry-after-ms", "soon"), ("x-ms-retry-after-ms", "2500")][..],
+        ] {
+            assert_eq!(
+                wait_of(&classify_with(429, pairs, AZURE_429)),
+                (Duration::from_millis(2500), WaitSource::RetryAfterMs)
+            );
+        }
+        let both = [("retry-after-ms", "100"), ("x-ms-retry-after-ms", "2500")];
+        assert_eq!(
+            wait_of(&classify_with(429, &both, AZURE_429)).0,
+            Duration::from_millis(100)
+        );
+    }
+
     /// Found by `fuzz::any_reply_is_classified`: a message of only control characters or
     /// spaces was kept as an empty message.
     #[test]
@@ -1176,7 +1198,7 @@ mod fuzz {
             }
         }
 
-        /// `retry-after-ms`, then `retry-after` (seconds or date), then the message: the first
+        /// `retry-after-ms`, `x-ms-retry-after-ms`, `retry-after` (seconds or date), the message: the first
         /// usable one wins, read exactly, saturating at `MAX_RETRY_WAIT`.
         #[test]
         fn retry_wait_follows_the_documented_order(
@@ -1184,7 +1206,9 @@ mod fuzz {
             message in prop::option::of(".{0,60}"),
         ) {
             let found = parse_retry_wait(&lookup(&headers), message.as_deref(), now());
-            let ms = headers.get("retry-after-ms").and_then(|v| usable_number(v));
+            let ms = ["retry-after-ms", "x-ms-retry-after-ms"]
+                .into_iter()
+                .find_map(|name| headers.get(name).and_then(|v| usable_number(v)));
             let secs = headers.get("retry-after").and_then(|v| usable_number(v));
             let date = headers
                 .get("retry-after")
