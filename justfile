@@ -15,6 +15,16 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 
+# Property tests of the parsers (the `fuzz` test modules) with many cases and a fresh seed,
+# printed first so that a failure can be replayed with PROPTEST_RNG_SEED=<seed>. CI runs the
+# same tests with 256 cases from a fixed seed.
+fuzz cases="100000":
+    #!/usr/bin/env sh
+    set -e
+    seed="${PROPTEST_RNG_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
+    echo "PROPTEST_RNG_SEED=$seed PROPTEST_CASES={{cases}}"
+    PROPTEST_CASES={{cases}} PROPTEST_RNG_SEED="$seed" cargo test -p aoai-blaster-core -p aoai-blaster-cli --lib fuzz
+
 # Everything CI runs.
 ci:
     bash .ci/run

@@ -20,6 +20,8 @@ mod check;
 mod cli;
 mod console;
 mod demo;
+#[cfg(test)]
+mod fuzzing;
 mod logging;
 mod progress;
 mod run;

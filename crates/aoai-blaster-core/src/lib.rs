@@ -18,6 +18,9 @@ pub mod sse;
 pub mod strategy;
 pub mod tokens;
 
+#[cfg(test)]
+mod fuzzing;
+
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

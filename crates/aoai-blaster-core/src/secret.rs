@@ -260,3 +260,66 @@ mod tests {
         );
     }
 }
+
+/// Hostile text around registered secrets.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A key or token as services issue them (no brackets: `[REDACTED]` itself is not a key).
+    fn secret() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_.~+/=-]{8,48}".prop_filter("the marker itself", |s| !s.contains("REDACTED"))
+    }
+
+    /// Text pieces: arbitrary text, header-like markers, quotes and separators.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,16}",
+            Just("Bearer ".to_owned()),
+            Just("\"api-key\": \"".to_owned()),
+            Just("api_key=".to_owned()),
+            Just("Authorization: Basic ".to_owned()),
+            Just(REDACTED.to_owned()),
+            Just("\\\"".to_owned()),
+            Just("é€😀".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::config())]
+
+        /// Whatever surrounds them, and however they overlap each other, no registered secret
+        /// survives `redact`, and redacting again changes nothing.
+        #[test]
+        fn no_registered_secret_survives(
+            secrets in prop::collection::vec(secret(), 1..4),
+            pieces in prop::collection::vec((piece(), prop::option::of(0usize..4)), 0..12),
+        ) {
+            let held: Vec<Secret> = secrets.iter().map(|s| Secret::new(s.as_str())).collect();
+            let mut text = String::new();
+            for (piece, secret) in &pieces {
+                text.push_str(piece);
+                if let Some(i) = secret {
+                    text.push_str(held[i % held.len()].expose());
+                }
+            }
+            let redacted = redact(&text);
+            for secret in &held {
+                prop_assert!(
+                    !redacted.contains(secret.expose()),
+                    "{:?} in {:?}", secret.expose(), redacted
+                );
+            }
+            let again = redact(&redacted).into_owned();
+            prop_assert_eq!(again.as_str(), redacted.as_ref());
+        }
+
+        /// Any text at all: no panic (the markers are matched on a lowercased copy, so every
+        /// cut must stay on a character boundary).
+        #[test]
+        fn any_text_is_redacted_without_panic(text in ".{0,200}") {
+            let _ = redact(&text);
+        }
+    }
+}

@@ -599,3 +599,75 @@ mod tests {
         assert_eq!(counters.total(), Some(0));
     }
 }
+
+/// Arbitrary bytes, read as a run reads its input.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::batch::input::DeploymentNames;
+    use proptest::prelude::*;
+
+    /// Bytes with line breaks, CRs, JSON and invalid UTF-8 more often than chance gives them.
+    fn input() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b"\xFF\xFE".to_vec()),
+            Just(br#"{"custom_id": "a", "method": "POST", "url": "/chat/completions", "body": {"messages": []}}"#.to_vec()),
+            Just(br#"{"custom_id": "#.to_vec()),
+            prop::collection::vec(any::<u8>(), 0..24),
+        ];
+        prop::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::config())]
+
+        /// Any bytes, any bound, any buffer size: every line comes once, numbered in order,
+        /// too long exactly when its bytes (newline not counted) pass the bound, else its
+        /// text without the line ending or "not UTF-8"; the parser then gives each a request,
+        /// blank or an error naming that line.
+        #[test]
+        fn any_bytes_are_read_line_by_line(
+            bytes in input(),
+            max in 0u64..64,
+            capacity in 1usize..32,
+        ) {
+            let mut expected: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+            if expected.last().is_some_and(|last| last.is_empty()) {
+                expected.pop();
+            }
+            let reader = io::BufReader::with_capacity(capacity, bytes.as_slice());
+            let mut lines = Lines::new(reader, max);
+            let mut parser = LineParser::new(DeploymentNames::default());
+            let mut count = 0u64;
+            while let Some((number, text)) = lines.next().unwrap() {
+                count += 1;
+                prop_assert_eq!(number, count);
+                let raw = expected[(number - 1) as usize];
+                match text {
+                    Err(BadLine::TooLong(length)) => {
+                        prop_assert_eq!(length, raw.len() as u64);
+                        prop_assert!(length > max);
+                    }
+                    Err(BadLine::NotUtf8(_)) => {
+                        prop_assert!(raw.len() as u64 <= max);
+                        prop_assert!(std::str::from_utf8(raw).is_err());
+                    }
+                    Ok(text) => {
+                        prop_assert!(raw.len() as u64 <= max);
+                        let raw = std::str::from_utf8(raw).unwrap();
+                        prop_assert_eq!(text, raw.trim_end_matches(['\n', '\r']));
+                        match parser.parse(number, text) {
+                            ParsedLine::Invalid(error) => prop_assert_eq!(error.line, number),
+                            ParsedLine::Request(request) => prop_assert_eq!(request.line, number),
+                            ParsedLine::Blank => prop_assert!(text.trim().is_empty()),
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(count, expected.len() as u64);
+        }
+    }
+}

@@ -529,3 +529,260 @@ mod tests {
         assert_eq!(edit_distance("model", "model"), 0);
     }
 }
+
+/// Hostile configs: any text in each format, well-formed configs with values of every wrong
+/// type, hostile environment overrides, alias bombs and deep nesting.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const FORMATS: [ConfigFormat; 3] = [ConfigFormat::Yaml, ConfigFormat::Json, ConfigFormat::Toml];
+
+    /// The key every generated config carries: an error must never show it.
+    const KEY: &str = "fuzzKEY0123456789abcdefSECRET";
+
+    /// Loads `text`; the result is a config or a named error, and neither shows [`KEY`].
+    fn load_checked(
+        text: &str,
+        format: ConfigFormat,
+        env: Vec<(String, String)>,
+    ) -> Result<(), TestCaseError> {
+        match BlasterConfig::from_str_with_env(text, format, env) {
+            Ok(config) => {
+                let shown = format!("{config:?}");
+                prop_assert!(!shown.contains(KEY), "{}", shown);
+            }
+            Err(error @ (ConfigError::Parse { .. } | ConfigError::Invalid(_))) => {
+                let message = error.to_string();
+                prop_assert!(!message.is_empty());
+                prop_assert!(!message.contains(KEY), "{format}: {message}");
+            }
+            Err(other) => prop_assert!(false, "{format}: unexpected {other:?}"),
+        }
+        Ok(())
+    }
+
+    /// A value of any type, often the wrong one: durations that overflow, negative counts,
+    /// huge numbers, empty and odd strings, small lists and maps.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "-?[0-9]{1,25}(ms|s|m|h|d)?".prop_map(Value::from),
+            "[a-z_ ]{0,10}".prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+            Just(Value::from("env:AOAI_FUZZ_VAR")),
+            Just(Value::from("https://x.openai.azure.com")),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                prop::collection::btree_map("[a-z_]{1,8}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Some of `keys` (and a misspelt one) with hostile values.
+    fn fields(keys: &'static [&'static str]) -> impl Strategy<Value = Map<String, Value>> {
+        let key = prop_oneof![
+            4 => prop::sample::select(keys).prop_map(str::to_owned),
+            1 => "[a-z_]{1,12}",
+        ];
+        prop::collection::btree_map(key, value(), 0..6)
+            .prop_map(|fields| fields.into_iter().collect())
+    }
+
+    /// A config whose deployments all carry [`KEY`], the rest hostile.
+    fn config() -> impl Strategy<Value = Value> {
+        let deployment = fields(DEPLOYMENT_KEYS).prop_map(|mut fields| {
+            fields.insert("api_key".to_owned(), Value::from(KEY));
+            Value::Object(fields)
+        });
+        let name = prop_oneof![Just("a"), Just("a "), Just("b"), Just("\u{7}")];
+        let plain = (name, prop::option::of(0u32..1_000_000)).prop_map(|(name, rpm)| {
+            json!({"name": name, "endpoint": "https://x.openai.azure.com", "api_key": KEY,
+                   "model": "gpt-4o", "rpm_limit": rpm})
+        });
+        (
+            fields(TOP_KEYS),
+            prop::collection::vec(prop_oneof![deployment, plain], 0..4),
+        )
+            .prop_map(|(mut top, deployments)| {
+                top.insert("deployments".to_owned(), Value::from(deployments));
+                Value::Object(top)
+            })
+    }
+
+    /// `value` as TOML: top-level keys, then one `[[deployments]]` table per entry (nulls
+    /// left out: TOML has none).
+    fn to_toml(config: &Value) -> String {
+        fn inline(value: &Value) -> Option<String> {
+            Some(match value {
+                Value::Null => return None,
+                Value::Array(items) => {
+                    format!(
+                        "[{}]",
+                        items
+                            .iter()
+                            .filter_map(inline)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+                Value::Object(map) => format!(
+                    "{{{}}}",
+                    map.iter()
+                        .filter_map(|(k, v)| Some(format!(
+                            "{} = {}",
+                            Value::from(k.as_str()),
+                            inline(v)?
+                        )))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                other => other.to_string(),
+            })
+        }
+        let mut text = String::new();
+        let Value::Object(top) = config else {
+            unreachable!()
+        };
+        for (key, value) in top.iter().filter(|(k, _)| *k != "deployments") {
+            if let Some(value) = inline(value) {
+                text.push_str(&format!("{} = {value}\n", Value::from(key.as_str())));
+            }
+        }
+        for deployment in top["deployments"].as_array().into_iter().flatten() {
+            text.push_str("\n[[deployments]]\n");
+            for (key, value) in deployment.as_object().into_iter().flatten() {
+                if let Some(value) = inline(value) {
+                    text.push_str(&format!("{} = {value}\n", Value::from(key.as_str())));
+                }
+            }
+        }
+        text
+    }
+
+    /// `AOAI_BLASTER__` overrides, good and bad, and unrelated variables.
+    fn environment() -> impl Strategy<Value = Vec<(String, String)>> {
+        let name = prop_oneof![
+            prop::sample::select(TOP_KEYS)
+                .prop_map(|k| format!("AOAI_BLASTER__{}", k.to_uppercase())),
+            Just("AOAI_BLASTER__DEPLOYMENTS__0__API_KEY".to_owned()),
+            Just("AOAI_BLASTER_NUM_WORKERS".to_owned()),
+            Just("AOAI_FUZZ_VAR".to_owned()),
+            "AOAI_BLASTER__[A-Z_]{0,12}",
+        ];
+        prop::collection::vec((name, prop_oneof!["-?[0-9]{0,22}(s|ms)?", ".{0,12}"]), 0..3)
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::config())]
+
+        /// Any text in any format: a config or a named error.
+        #[test]
+        fn any_text_loads_or_fails_by_name(
+            format in prop::sample::select(&FORMATS[..]),
+            text in prop_oneof![".{0,200}", "([a-z_]{1,10}(: |=| = |\": )[-\\[\\]{}\"'&*!|>0-9a-z.,: ]{0,20}\n){0,8}"],
+        ) {
+            load_checked(&text, format, Vec::new())?;
+        }
+
+        /// Well-formed configs with hostile values, in every format, with hostile overrides:
+        /// a config or a named error, and the api_key shows in neither.
+        #[test]
+        fn hostile_configs_load_or_fail_by_name(
+            config in config(),
+            env in environment(),
+        ) {
+            load_checked(&config.to_string(), ConfigFormat::Json, env.clone())?;
+            load_checked(&config.to_string(), ConfigFormat::Yaml, env.clone())?;
+            load_checked(&to_toml(&config), ConfigFormat::Toml, env)?;
+        }
+
+        /// Nested YAML aliases: refused by name when they would expand past the bound, and
+        /// the check is fast either way (the expansion is counted, never built).
+        #[test]
+        fn alias_bombs_are_refused_by_name(width in 2u32..10, depth in 1u32..30) {
+            let expanded_at = |depth: u32| {
+                (0..depth)
+                    .try_fold(1u64, |n, _| n.checked_mul(u64::from(width)))
+                    .unwrap_or(u64::MAX)
+            };
+            // Small enough to build quickly, or past the bound: nothing in between (slow).
+            let mut depth = depth;
+            while (1000..=guard::MAX_YAML_NODES).contains(&expanded_at(depth)) {
+                depth += 1;
+            }
+            let expanded = expanded_at(depth);
+            let mut text = String::from("l0: &l0 \"lol\"\n");
+            for level in 1..=depth {
+                let refs = vec![format!("*l{}", level - 1); width as usize].join(", ");
+                text.push_str(&format!("l{level}: &l{level} [{refs}]\n"));
+            }
+            let result = BlasterConfig::from_str_with_env(&text, ConfigFormat::Yaml, Vec::new());
+            if expanded > guard::MAX_YAML_NODES {
+                let message = result.unwrap_err().to_string();
+                prop_assert!(message.contains("aliases"), "{message}");
+            } else {
+                prop_assert!(result.is_err(), "no deployments: never a config");
+            }
+        }
+
+        /// A valid config broken anywhere outside its key (a character inserted, or the
+        /// text cut short): whatever the parser or the validator says, it never quotes the key.
+        #[test]
+        fn broken_configs_never_quote_the_key(
+            format in prop::sample::select(&FORMATS[..]),
+            at in any::<prop::sample::Index>(),
+            insert in prop::option::of(prop_oneof![
+                prop::sample::select(&['"', '\'', ':', '=', '[', ']', '{', '}', ',', '#', '&', '*', '|', '>', '\n', '\t', ' ', '\\', '\u{0}', 'é'][..]),
+                any::<char>(),
+            ]),
+        ) {
+            let text = match format {
+                ConfigFormat::Yaml => format!(
+                    "num_workers: 4\ndeployments:\n  - name: a\n    endpoint: https://x.openai.azure.com\n    api_key: {KEY}\n    model: gpt-4o\n"
+                ),
+                ConfigFormat::Json => format!(
+                    "{{\"num_workers\": 4, \"deployments\": [{{\"name\": \"a\", \"endpoint\": \"https://x.openai.azure.com\", \"api_key\": \"{KEY}\", \"model\": \"gpt-4o\"}}]}}"
+                ),
+                ConfigFormat::Toml => format!(
+                    "num_workers = 4\n\n[[deployments]]\nname = \"a\"\nendpoint = \"https://x.openai.azure.com\"\napi_key = \"{KEY}\"\nmodel = \"gpt-4o\"\n"
+                ),
+            };
+            prop_assert!(BlasterConfig::from_str_with_env(&text, format, Vec::new()).is_ok());
+            let key_at = text.find(KEY).unwrap();
+            let boundaries: Vec<usize> = (0..=text.len())
+                .filter(|i| text.is_char_boundary(*i) && !(key_at + 1..key_at + KEY.len()).contains(i))
+                .collect();
+            let at = boundaries[at.index(boundaries.len())];
+            let broken = match insert {
+                Some(c) => format!("{}{c}{}", &text[..at], &text[at..]),
+                None => text[..at].to_owned(),
+            };
+            load_checked(&broken, format, Vec::new())?;
+        }
+
+        /// Deep nesting in every format: a named error, not a stack overflow.
+        #[test]
+        fn deep_nesting_fails_by_name(
+            format in prop::sample::select(&FORMATS[..]),
+            depth in 1usize..3000,
+            map in any::<bool>(),
+        ) {
+            let (open, close) = match (format, map) {
+                (ConfigFormat::Toml, _) => ("x = ".to_owned() + &"[".repeat(depth), "]".repeat(depth)),
+                (_, true) => ("{\"a\": ".repeat(depth), "}".repeat(depth)),
+                (_, false) => ("[".repeat(depth), "]".repeat(depth)),
+            };
+            load_checked(&format!("{open}1{close}"), format, Vec::new())?;
+        }
+    }
+}

@@ -292,3 +292,214 @@ mod tests {
         assert_eq!(stream.finish().unwrap_err(), SseError::NoChoices);
     }
 }
+
+/// Hostile streams: arbitrary bytes cut anywhere, and chat chunks with hostile fields.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// `bytes` cut at `cuts` (indexes into it, in any order).
+    fn pieces<'a>(bytes: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+        let mut positions: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        positions.sort_unstable();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for position in positions.into_iter().chain([bytes.len()]) {
+            out.push(&bytes[start..position]);
+            start = position;
+        }
+        out
+    }
+
+    /// Bytes that look like an event stream more often than random bytes do.
+    fn stream_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"data: ".to_vec()),
+            Just(b"data:".to_vec()),
+            Just(b"event: x".to_vec()),
+            Just(b"id: 1".to_vec()),
+            Just(b"retry: 99999999999999999999".to_vec()),
+            Just(b": ping".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\xEF\xBB\xBF".to_vec()),
+            Just(b"[DONE]".to_vec()),
+            Just(br#"{"choices":[{"index":0,"delta":{"content":"x"}}]}"#.to_vec()),
+            Just(br#"{"error":{"message":"boom"}}"#.to_vec()),
+            prop::collection::vec(any::<u8>(), 0..12),
+        ];
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..200),
+            prop::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat()),
+        ]
+    }
+
+    /// The outcome of a whole decode: the events, or the error that stopped it.
+    fn decode(max: usize, parts: &[&[u8]]) -> (Vec<SseEvent>, Option<SseError>, Option<SseEvent>) {
+        let mut decoder = SseDecoder::with_max_line_bytes(max);
+        let mut events = Vec::new();
+        for part in parts {
+            match decoder.push(part) {
+                Ok(more) => events.extend(more),
+                Err(error) => {
+                    // Failed for good: the next push says the same.
+                    assert_eq!(decoder.push(b"\n\n").unwrap_err(), error);
+                    return (events, Some(error), decoder.finish());
+                }
+            }
+        }
+        (events, None, decoder.finish())
+    }
+
+    /// A chunk with hostile fields: huge indexes, empty and odd roles, tool-call fragments
+    /// out of order, nulls, extra nested fields, usage of any size.
+    fn chunk() -> impl Strategy<Value = Value> {
+        let text = prop_oneof![".{0,8}", Just(String::new())];
+        let index = prop_oneof![0u32..3, Just(u32::MAX)];
+        let tool_call = (
+            index.clone(),
+            prop::option::of(text.clone()),
+            prop::option::of(text.clone()),
+        )
+            .prop_map(|(index, name, arguments)| {
+                json!({"index": index, "id": "call", "type": "function",
+                       "function": {"name": name, "arguments": arguments}})
+            });
+        let delta = (
+            prop::option::of(prop_oneof![Just("assistant".to_owned()), text.clone()]),
+            prop::option::of(text.clone()),
+            prop::option::of(prop::collection::vec(tool_call, 0..3)),
+            any::<bool>(),
+        )
+            .prop_map(|(role, content, tool_calls, extra)| {
+                let mut delta = json!({"role": role, "content": content, "tool_calls": tool_calls});
+                if extra {
+                    delta["refusal"] = json!("no");
+                    delta["logprobs"] = json!({"content": [{"token": "x", "logprob": -1.0}]});
+                }
+                delta
+            });
+        let choice = (index, delta, prop::option::of(text.clone())).prop_map(
+            |(index, delta, finish_reason)| {
+                json!({"index": index, "delta": delta, "finish_reason": finish_reason,
+                       "logprobs": {"content": [1, 2]}, "nested": {"a": {"b": null}}})
+            },
+        );
+        (
+            prop::collection::vec(choice, 0..3),
+            prop::option::of((any::<u64>(), any::<u64>())),
+            text,
+            any::<u64>(),
+        )
+            .prop_map(|(choices, usage, id, created)| {
+                let mut chunk = json!({"id": id, "created": created, "model": "m",
+                                       "choices": choices, "obfuscation": "x"});
+                if let Some((prompt, completion)) = usage {
+                    chunk["usage"] = json!({"prompt_tokens": prompt,
+                                            "completion_tokens": completion,
+                                            "total_tokens": prompt.wrapping_add(completion)});
+                }
+                chunk
+            })
+    }
+
+    /// Each choice's content, concatenated in order, by index.
+    fn expected_text(chunks: &[Value]) -> std::collections::BTreeMap<u64, String> {
+        let mut text = std::collections::BTreeMap::new();
+        for choice in chunks.iter().flat_map(|c| c["choices"].as_array().unwrap()) {
+            let entry: &mut String = text.entry(choice["index"].as_u64().unwrap()).or_default();
+            if let Some(content) = choice["delta"]["content"].as_str() {
+                entry.push_str(content);
+            }
+        }
+        text
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::config())]
+
+        /// Any bytes, cut anywhere: the decoder gives the same events, or fails with the same
+        /// named error, as for the whole; no event holds more data than the bound.
+        #[test]
+        fn decoder_takes_any_bytes_cut_anywhere(
+            bytes in stream_bytes(),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            max in prop_oneof![1usize..64, Just(DEFAULT_MAX_LINE_BYTES)],
+        ) {
+            let whole = decode(max, &[&bytes]);
+            let cut = decode(max, &pieces(&bytes, &cuts));
+            prop_assert_eq!(&whole.1, &cut.1);
+            if whole.1.is_none() {
+                prop_assert_eq!(&whole, &cut);
+            }
+            for event in whole.0.iter().chain(&cut.0) {
+                prop_assert!(event.data.len() <= max, "{} > {max}", event.data.len());
+            }
+        }
+
+        /// Any bytes through the whole chain: chunks or a named error, never a panic, and
+        /// `finish` gives a completion or a named error.
+        #[test]
+        fn chat_stream_takes_any_bytes(
+            bytes in stream_bytes(),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            max in prop_oneof![1usize..64, Just(DEFAULT_MAX_LINE_BYTES)],
+        ) {
+            let mut stream = ChatStream::with_max_line_bytes(max);
+            let mut failed = false;
+            for piece in pieces(&bytes, &cuts) {
+                if let Err(error) = stream.push(piece) {
+                    prop_assert!(!error.to_string().is_empty());
+                    failed = true;
+                    break;
+                }
+            }
+            if !failed {
+                let finished = stream.finish();
+                if let Err(error) = &finished {
+                    prop_assert!(!error.to_string().is_empty());
+                }
+            }
+        }
+
+        /// Hostile but well-formed chunks, cut anywhere: with `[DONE]` and a choice the stream
+        /// assembles, each choice's text the concatenation of its deltas; without `[DONE]` it
+        /// reports the cut.
+        #[test]
+        fn hostile_chunks_assemble_or_fail_by_name(
+            chunks in prop::collection::vec(chunk(), 0..6),
+            done in any::<bool>(),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let mut text = String::new();
+            for chunk in &chunks {
+                text.push_str(&format!("data: {chunk}\n\n"));
+            }
+            if done {
+                text.push_str("data: [DONE]\n\n");
+            }
+            let mut stream = ChatStream::new();
+            for piece in pieces(text.as_bytes(), &cuts) {
+                stream.push(piece).unwrap();
+            }
+            let expected = expected_text(&chunks);
+            match stream.finish() {
+                Ok(completion) => {
+                    prop_assert!(done);
+                    let got: std::collections::BTreeMap<u64, String> = completion
+                        .choices
+                        .iter()
+                        .map(|c| (u64::from(c.index), c.message.content.clone().unwrap_or_default()))
+                        .collect();
+                    prop_assert_eq!(got, expected);
+                }
+                Err(SseError::MissingDone { .. }) => prop_assert!(!done),
+                Err(SseError::NoChoices) => prop_assert!(expected.is_empty()),
+                Err(other) => prop_assert!(false, "unexpected {other}"),
+            }
+        }
+    }
+}
