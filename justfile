@@ -37,6 +37,7 @@ bench:
     cargo bench -p aoai-sim --bench sim_throughput
     cargo run --release -p aoai-bench --bin overhead
     cargo bench -p aoai-blaster-cli --bench rss_stream
+    cargo bench -p aoai-blaster-cli --bench soak
     cargo run --release -p aoai-bench --bin compare-python
 
 # The simulator, standalone, with the example config.

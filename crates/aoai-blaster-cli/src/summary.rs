@@ -425,8 +425,8 @@ fn wrap_words(out: &mut String, text: &str, indent: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aoai_blaster::EndpointState;
     use aoai_blaster::EndpointCounters;
+    use aoai_blaster::EndpointState;
 
     #[test]
     fn the_module_example_holds() {
