@@ -280,13 +280,27 @@ impl QuotaBudget for AdaptiveBudget {
         let counted_tokens = reservation.tokens_in_minute.saturating_sub(own_tokens);
         let counted_requests =
             u64::from(reservation.requests_in_window).saturating_sub(own_requests);
-        if let Some(remaining) = feedback.remaining_tokens {
-            self.tokens
-                .observe(now, counted_tokens.saturating_add(remaining));
-        }
-        if let Some(remaining) = feedback.remaining_requests {
-            self.requests
-                .observe(now, counted_requests.saturating_add(remaining).max(1));
+        let token_bound = feedback
+            .remaining_tokens
+            .map(|remaining| counted_tokens.saturating_add(remaining));
+        let request_bound = feedback
+            .remaining_requests
+            .map(|remaining| counted_requests.saturating_add(remaining).max(1));
+        // Azure also answers 429 for "high demand" below a deployment's quota. A 429 whose
+        // headers claim less than half the room that replies of the last minute proved is that
+        // kind: it cools the endpoint (its health does) and blocks this budget for its wait, but
+        // it is no proof of a smaller quota, so it teaches no limit.
+        let below_proven = |bound: Option<u64>, proven: Option<u64>| matches!((bound, proven), (Some(b), Some(p)) if b.saturating_mul(2) < p);
+        let high_demand = rate_limited
+            && (below_proven(token_bound, self.tokens.value(now))
+                || below_proven(request_bound, self.requests.value(now)));
+        if !high_demand {
+            if let Some(bound) = token_bound {
+                self.tokens.observe(now, bound);
+            }
+            if let Some(bound) = request_bound {
+                self.requests.observe(now, bound);
+            }
         }
         if let Some(wait) = feedback.rate_limited_for {
             self.counts.block_for(now, wait);
@@ -297,13 +311,14 @@ impl QuotaBudget for AdaptiveBudget {
             // With headers, they tell which limit refused; the count that met the 429 is a
             // ceiling even where the remaining values overestimate (Azure's windows are not
             // ours, so our count can include charges Azure no longer counts).
-            if feedback
-                .remaining_tokens
-                .is_some_and(|r| r < reservation.cost.tokens)
+            if !high_demand
+                && feedback
+                    .remaining_tokens
+                    .is_some_and(|r| r < reservation.cost.tokens)
             {
                 self.tokens.met_429(now, reservation.tokens_in_minute);
             }
-            if feedback.remaining_requests == Some(0) {
+            if !high_demand && feedback.remaining_requests == Some(0) {
                 self.requests
                     .met_429(now, u64::from(reservation.requests_in_window));
             }
@@ -390,6 +405,56 @@ mod tests {
             (Some(600), Some(3))
         );
         assert_eq!(snapshot.rpm_limit, Some(600));
+    }
+
+    #[test]
+    fn a_429_far_below_the_proven_quota_cools_but_teaches_no_limit() {
+        let t0 = Instant::now();
+        let mut b = AdaptiveBudget::new(None, None, S);
+        // A success proves room for 100,000 tokens a minute.
+        let first = b.try_reserve(t0, cost(1_000)).unwrap();
+        b.settle(
+            t0 + 10 * MS,
+            first,
+            &QuotaFeedback {
+                remaining_tokens: Some(99_000),
+                ..QuotaFeedback::default()
+            },
+        );
+        assert_eq!(b.snapshot(t0 + 10 * MS).tpm_limit, Some(100_000));
+        // "High demand": a 429 saying 0 left when 2,000 are counted. It blocks for its wait...
+        let second = b.try_reserve(t0 + 20 * MS, cost(1_000)).unwrap();
+        b.settle(
+            t0 + 30 * MS,
+            second,
+            &QuotaFeedback {
+                remaining_tokens: Some(0),
+                rate_limited_for: Some(S),
+                ..QuotaFeedback::default()
+            },
+        );
+        assert_eq!(
+            not_until(b.try_reserve(t0 + 40 * MS, cost(1_000))),
+            t0 + 30 * MS + S
+        );
+        // ...but the quota learned stays: after the wait, room as before.
+        assert_eq!(b.snapshot(t0 + 2 * S).tpm_limit, Some(100_000));
+        for k in 0..50u32 {
+            b.try_reserve(t0 + 2 * S + k * MS, cost(1_000)).unwrap();
+        }
+        // A 429 near the proven room is the quota: it is learned.
+        let near = b.try_reserve(t0 + 3 * S, cost(1_000)).unwrap();
+        b.settle(
+            t0 + 3 * S,
+            near,
+            &QuotaFeedback {
+                remaining_tokens: Some(0),
+                rate_limited_for: Some(S),
+                ..QuotaFeedback::default()
+            },
+        );
+        let learned = b.snapshot(t0 + 3 * S).tpm_limit.unwrap_or(u64::MAX);
+        assert!(learned < 60_000, "{learned}");
     }
 
     #[test]
