@@ -4,6 +4,8 @@
 //! share of requests, and the TPM each endpoint achieved. See the crate README.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aoai_blaster::GetReport;
@@ -152,17 +154,6 @@ impl Job {
     fn to_minimum(&self) -> MinimumJob {
         MinimumJob::new(self.messages.clone(), Some(self.max_tokens))
     }
-
-    /// What the simulator charges it.
-    fn charge(&self) -> u64 {
-        aoai_sim::quota::estimate_prompt_tokens(&self.messages) + self.max_tokens
-    }
-
-    /// The simulator's latency for it (no jitter configured).
-    fn latency(&self) -> Duration {
-        let completion = REPLY_TOKENS.min(self.max_tokens);
-        Duration::from_millis(TTFT_MS + PER_TOKEN_MS * completion)
-    }
 }
 
 const WORDS: [&str; 16] = [
@@ -212,44 +203,6 @@ fn batch(jobs: usize, seed: u64) -> Vec<Job> {
         .collect()
 }
 
-/// The makespan of a client that knows the simulator's windows exactly: at the start of each
-/// 1 s window it sends, to each deployment, as many jobs as that window's requests and the
-/// minute's remaining tokens allow (any job that fits, largest deployments first); the batch
-/// ends when the last reply arrives.
-fn theoretical_minimum(jobs: &[Job]) -> Duration {
-    let mut waiting: Vec<&Job> = jobs.iter().collect();
-    let mut used = [0u64; QUOTAS.len()];
-    let mut order: Vec<usize> = (0..QUOTAS.len()).collect();
-    order.sort_by_key(|&d| std::cmp::Reverse(QUOTAS[d].tpm));
-    let mut end = Duration::ZERO;
-    let mut second = 0u64;
-    while !waiting.is_empty() {
-        if second.is_multiple_of(60) {
-            used = [0; QUOTAS.len()];
-        }
-        let now = Duration::from_secs(second);
-        for &d in &order {
-            let quota = &QUOTAS[d];
-            let mut requests =
-                aoai_sim::quota::requests_per_window(rpm(quota), Duration::from_secs(1));
-            let mut index = 0;
-            while requests > 0 && index < waiting.len() {
-                let job = waiting[index];
-                if used[d] + job.charge() <= quota.tpm {
-                    used[d] += job.charge();
-                    requests -= 1;
-                    end = end.max(now + job.latency());
-                    waiting.remove(index);
-                } else {
-                    index += 1;
-                }
-            }
-        }
-        second += 1;
-    }
-    end
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Configured,
@@ -272,6 +225,8 @@ const SLOW_RATIO: f64 = 1.2;
 struct Outcome {
     strategy: StrategyKind,
     makespan: Duration,
+    /// The run was stopped at `--timeout-secs`; `failed` counts the jobs not answered by then.
+    timed_out: bool,
     requests: u64,
     rate_limited: u64,
     failed: usize,
@@ -331,6 +286,7 @@ fn run(
     mode: Mode,
     accounting: Accounting,
     jobs: Vec<Job>,
+    timeout: Duration,
 ) -> Result<Outcome, String> {
     let system = actix_rt::System::new();
     system.block_on(async move {
@@ -340,13 +296,23 @@ fn run(
         let dispatcher =
             Dispatcher::start(config(&sim, strategy, mode)).map_err(|e| e.to_string())?;
         let started = Instant::now();
+        let total_jobs = jobs.len();
+        let answered = Arc::new(AtomicUsize::new(0));
         let sends = jobs.into_iter().map(|job| {
             let request = ChatRequest::new(job.messages).option("max_tokens", job.max_tokens);
-            dispatcher.send(ChatJob::new(request))
+            let reply = dispatcher.send(ChatJob::new(request));
+            let answered = Arc::clone(&answered);
+            async move {
+                if matches!(reply.await, Ok(Ok(_))) {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         });
-        let results = join_all(sends).await;
+        let timed_out = actix_rt::time::timeout(timeout, join_all(sends))
+            .await
+            .is_err();
         let makespan = started.elapsed();
-        let failed = results.iter().filter(|r| !matches!(r, Ok(Ok(_)))).count();
+        let failed = total_jobs - answered.load(Ordering::Relaxed);
         let reports = dispatcher
             .send(GetReport)
             .await
@@ -358,6 +324,7 @@ fn run(
         Ok(Outcome {
             strategy,
             makespan,
+            timed_out,
             requests: total.requests,
             rate_limited: total.rate_limited,
             failed,
@@ -385,10 +352,13 @@ struct Options {
     strategy: StrategyKind,
     /// `--minimum-only`: print each accounting mode's minimum and exit.
     minimum_only: bool,
+    /// Each run stops after this long; jobs not answered by then count as failed.
+    timeout: Duration,
 }
 
 const USAGE: &str = "use --jobs N, --seed S, --sequential, --mode configured|adaptive|both, \
-     --matrix, --strategy weighted|capacity|priority|latency (with --matrix), --minimum-only";
+     --matrix, --strategy weighted|capacity|priority|latency (with --matrix), --minimum-only, \\
+     --timeout-secs T";
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
@@ -399,6 +369,7 @@ fn parse_args() -> Result<Options, String> {
         matrix: false,
         strategy: StrategyKind::Weighted,
         minimum_only: false,
+        timeout: Duration::from_secs(480),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -417,6 +388,13 @@ fn parse_args() -> Result<Options, String> {
             "--sequential" => options.sequential = true,
             "--matrix" => options.matrix = true,
             "--minimum-only" => options.minimum_only = true,
+            "--timeout-secs" => {
+                options.timeout = Duration::from_secs(
+                    value("--timeout-secs")?
+                        .parse()
+                        .map_err(|e| format!("--timeout-secs: {e}"))?,
+                )
+            }
             "--strategy" => {
                 let name = value("--strategy")?;
                 options.strategy = StrategyKind::ALL
@@ -500,7 +478,7 @@ fn run_modes(options: &Options, jobs: &[Job], minimum: Duration) -> bool {
             .iter()
             .map(|&s| (s, mode, Accounting::Default))
             .collect();
-        for outcome in run_cells(cells, jobs, options.sequential) {
+        for outcome in run_cells(cells, jobs, options) {
             match outcome {
                 Ok(outcome) => ok &= print_outcome(&outcome, minimum),
                 Err(error) => {
@@ -532,7 +510,7 @@ fn run_matrix(options: &Options, jobs: &[Job], minimums: &[(Accounting, Duration
         }
     }
     let started = Instant::now();
-    let outcomes = run_cells(cells.clone(), jobs, options.sequential);
+    let outcomes = run_cells(cells.clone(), jobs, options);
     println!(
         "\nmatrix: strategy {}, {} cells {} in {:.0} s",
         options.strategy.as_str(),
@@ -584,7 +562,9 @@ fn run_matrix(options: &Options, jobs: &[Job], minimums: &[(Accounting, Duration
                 if !s {
                     missed.push(format!("429s > {:.1} %", max_share * 100.0));
                 }
-                if !f {
+                if outcome.timed_out {
+                    missed.push(format!("timed out, {} unanswered", outcome.failed));
+                } else if !f {
                     missed.push("jobs lost".to_owned());
                 }
                 format!("MISSED ({})", missed.join(", "))
@@ -656,10 +636,6 @@ fn print_setup(
         );
     }
     println!(
-        "  (bench-quota's own 1 s-step rule, default accounting: {:.2} s)",
-        theoretical_minimum(jobs).as_secs_f64()
-    );
-    println!(
         "tokenizer (o200k_base) built before the runs in {:.0} ms",
         built.as_secs_f64() * 1000.0
     );
@@ -670,19 +646,20 @@ fn print_setup(
 fn run_cells(
     cells: Vec<(StrategyKind, Mode, Accounting)>,
     jobs: &[Job],
-    sequential: bool,
+    options: &Options,
 ) -> Vec<Result<Outcome, String>> {
-    if sequential {
+    let timeout = options.timeout;
+    if options.sequential {
         cells
             .into_iter()
-            .map(|(s, m, a)| run(s, m, a, jobs.to_vec()))
+            .map(|(s, m, a)| run(s, m, a, jobs.to_vec(), timeout))
             .collect()
     } else {
         let handles: Vec<_> = cells
             .into_iter()
             .map(|(s, m, a)| {
                 let jobs = jobs.to_vec();
-                std::thread::spawn(move || run(s, m, a, jobs))
+                std::thread::spawn(move || run(s, m, a, jobs, timeout))
             })
             .collect();
         handles
@@ -742,12 +719,20 @@ mod tests {
         }
     }
 
+    fn charge(job: &Job) -> u64 {
+        charged_tokens(Accounting::Default, std::slice::from_ref(job))
+    }
+
+    fn default_minimum(jobs: &[Job]) -> Duration {
+        minimum(Accounting::Default, jobs).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn a_batch_within_one_window_takes_one_latency() {
         let jobs = vec![job(10, 16); 5];
-        assert_eq!(jobs[0].charge(), 3 + 13 + 3 + 16);
+        assert_eq!(charge(&jobs[0]), 3 + 13 + 3 + 16);
         assert_eq!(
-            theoretical_minimum(&jobs),
+            default_minimum(&jobs),
             Duration::from_millis(TTFT_MS + PER_TOKEN_MS * 16)
         );
     }
@@ -757,27 +742,52 @@ mod tests {
         // 30 + 15 + 7 requests a second: 53 jobs need a second window.
         let jobs = vec![job(10, 64); 53];
         let latency = Duration::from_millis(TTFT_MS + PER_TOKEN_MS * REPLY_TOKENS);
-        assert_eq!(theoretical_minimum(&jobs[..52]), latency);
-        assert_eq!(theoretical_minimum(&jobs), Duration::from_secs(1) + latency);
+        assert_eq!(default_minimum(&jobs[..52]), latency);
+        assert_eq!(default_minimum(&jobs), Duration::from_secs(1) + latency);
+    }
+
+    #[test]
+    fn a_ten_second_request_window_takes_the_burst_at_once() {
+        // 300 + 150 + 75 requests per 10 s window: 525 jobs go at 0 s.
+        let jobs = vec![job(10, 16); 525];
+        let latency = Duration::from_millis(TTFT_MS + PER_TOKEN_MS * 16);
+        let ten = minimum(Accounting::TenSecondRequests, &jobs).unwrap_or_default();
+        assert_eq!(ten, latency);
+        assert!(default_minimum(&jobs) >= Duration::from_secs(9));
     }
 
     #[test]
     fn tokens_beyond_the_combined_minute_wait_for_the_next_minute() {
         // 50,106-token jobs: large takes 5, medium 2, small 1 a minute; 11 need two minutes.
         let big = job(40_000, 100);
-        assert_eq!(big.charge(), 50_106);
-        assert!(big.charge() <= 75_000 && big.charge() * 2 > 75_000);
+        assert_eq!(charge(&big), 50_106);
         let jobs = vec![big; 11];
-        let minimum = theoretical_minimum(&jobs);
+        let minimum = default_minimum(&jobs);
         assert!(minimum >= Duration::from_secs(60) && minimum < Duration::from_secs(61));
+        // Charged max_tokens alone, all 11 fit in the first minute.
+        let max_only = super::minimum(Accounting::MaxOnly, &jobs).unwrap_or_default();
+        assert!(max_only < Duration::from_secs(1), "{max_only:?}");
+    }
+
+    #[test]
+    fn each_accounting_mode_changes_the_simulator_and_is_valid() {
+        let default = sim_config(Accounting::Default);
+        for accounting in Accounting::ALL {
+            let config = sim_config(accounting);
+            assert_eq!(config.deployments.len(), QUOTAS.len());
+            assert_eq!(config.validate().ok(), Some(()), "{accounting:?}");
+            if accounting != Accounting::Default {
+                assert!(config != default, "{accounting:?}");
+            }
+        }
     }
 
     #[test]
     fn batches_are_reproducible_and_mixed() {
         let a = batch(200, 3);
         let b = batch(200, 3);
-        let charges: Vec<u64> = a.iter().map(Job::charge).collect();
-        assert_eq!(charges, b.iter().map(Job::charge).collect::<Vec<_>>());
+        let charges: Vec<u64> = a.iter().map(charge).collect();
+        assert_eq!(charges, b.iter().map(charge).collect::<Vec<_>>());
         let max = charges.iter().max().copied().unwrap_or(0);
         let min = charges.iter().min().copied().unwrap_or(0);
         assert!(max > 10 * min, "{min}..{max}");
