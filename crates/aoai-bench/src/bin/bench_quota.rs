@@ -4,12 +4,17 @@
 //! share of requests, and the TPM each endpoint achieved. See the crate README.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aoai_blaster::GetReport;
 use aoai_blaster::core::config::StrategyKind;
 use aoai_blaster::{BlasterConfig, ChatJob, ChatRequest, Dispatcher};
-use aoai_sim::{DeploymentSpec, LatencySpec, SimConfig};
+use aoai_sim::{
+    DeploymentSpec, LatencySpec, MinimumJob, QuotaWindow, RemainingHeaders, RpmWindow, SimConfig,
+    TokenCharge,
+};
 use futures_util::future::join_all;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -55,6 +60,89 @@ fn rpm(quota: &Quota) -> u64 {
     quota.tpm * RPM_PER_1000_TPM / 1000
 }
 
+/// How the simulator counts (issue 14): one accounting mode applied to every deployment, the
+/// other keys at their defaults.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Accounting {
+    /// `prompt_plus_max`, 1 s request windows, fixed windows, exact remaining counts.
+    Default,
+    MaxOnly,
+    CharsPlusMax,
+    Sliding,
+    TenSecondRequests,
+    UnknownRemaining,
+}
+
+impl Accounting {
+    const ALL: [Accounting; 6] = [
+        Accounting::Default,
+        Accounting::MaxOnly,
+        Accounting::CharsPlusMax,
+        Accounting::Sliding,
+        Accounting::TenSecondRequests,
+        Accounting::UnknownRemaining,
+    ];
+
+    /// As the simulator's config would say it.
+    fn name(self) -> &'static str {
+        match self {
+            Accounting::Default => "default",
+            Accounting::MaxOnly => "token_charge: max_only",
+            Accounting::CharsPlusMax => "token_charge: chars_plus_max",
+            Accounting::Sliding => "window: sliding",
+            Accounting::TenSecondRequests => "rpm_window: 10s",
+            Accounting::UnknownRemaining => "remaining_headers: unknown",
+        }
+    }
+
+    fn apply(self, spec: DeploymentSpec) -> DeploymentSpec {
+        match self {
+            Accounting::Default => spec,
+            Accounting::MaxOnly => spec.token_charge(TokenCharge::MaxOnly),
+            Accounting::CharsPlusMax => spec.token_charge(TokenCharge::CharsPlusMax),
+            Accounting::Sliding => spec.window(QuotaWindow::Sliding),
+            Accounting::TenSecondRequests => spec.rpm_window(RpmWindow::TenSeconds),
+            Accounting::UnknownRemaining => spec.remaining_headers(RemainingHeaders::Unknown),
+        }
+    }
+}
+
+/// The simulator of the scenario, counting by `accounting`.
+fn sim_config(accounting: Accounting) -> SimConfig {
+    QUOTAS.iter().fold(SimConfig::default(), |config, quota| {
+        config.deployment(
+            accounting.apply(
+                DeploymentSpec::new(quota.name)
+                    .tpm(quota.tpm)
+                    .rpm(rpm(quota))
+                    .reply_tokens(REPLY_TOKENS)
+                    .latency(LatencySpec {
+                        ttft_ms: TTFT_MS,
+                        per_token_ms: PER_TOKEN_MS,
+                        jitter_ms: 0,
+                    }),
+            ),
+        )
+    })
+}
+
+/// The ideal client's makespan by the simulator's own rule for `accounting`.
+fn minimum(accounting: Accounting, jobs: &[Job]) -> Result<Duration, String> {
+    let jobs: Vec<MinimumJob> = jobs.iter().map(Job::to_minimum).collect();
+    aoai_sim::minimum_makespan(&sim_config(accounting), &jobs)
+        .ok_or_else(|| format!("{}: a job fits no deployment", accounting.name()))
+}
+
+/// What the simulator charges for the whole batch under `accounting` (all deployments charge
+/// by the same rule).
+fn charged_tokens(accounting: Accounting, jobs: &[Job]) -> u64 {
+    let config = sim_config(accounting);
+    let spec = &config.deployments[0];
+    jobs.iter()
+        .map(|job| spec.charge(&job.messages, Some(job.max_tokens), 1, None))
+        .sum()
+}
+
 /// One job of the batch: its prompt and `max_tokens`.
 #[derive(Clone)]
 struct Job {
@@ -63,15 +151,8 @@ struct Job {
 }
 
 impl Job {
-    /// What the simulator charges it.
-    fn charge(&self) -> u64 {
-        aoai_sim::quota::estimate_prompt_tokens(&self.messages) + self.max_tokens
-    }
-
-    /// The simulator's latency for it (no jitter configured).
-    fn latency(&self) -> Duration {
-        let completion = REPLY_TOKENS.min(self.max_tokens);
-        Duration::from_millis(TTFT_MS + PER_TOKEN_MS * completion)
+    fn to_minimum(&self) -> MinimumJob {
+        MinimumJob::new(self.messages.clone(), Some(self.max_tokens))
     }
 }
 
@@ -122,44 +203,6 @@ fn batch(jobs: usize, seed: u64) -> Vec<Job> {
         .collect()
 }
 
-/// The makespan of a client that knows the simulator's windows exactly: at the start of each
-/// 1 s window it sends, to each deployment, as many jobs as that window's requests and the
-/// minute's remaining tokens allow (any job that fits, largest deployments first); the batch
-/// ends when the last reply arrives.
-fn theoretical_minimum(jobs: &[Job]) -> Duration {
-    let mut waiting: Vec<&Job> = jobs.iter().collect();
-    let mut used = [0u64; QUOTAS.len()];
-    let mut order: Vec<usize> = (0..QUOTAS.len()).collect();
-    order.sort_by_key(|&d| std::cmp::Reverse(QUOTAS[d].tpm));
-    let mut end = Duration::ZERO;
-    let mut second = 0u64;
-    while !waiting.is_empty() {
-        if second.is_multiple_of(60) {
-            used = [0; QUOTAS.len()];
-        }
-        let now = Duration::from_secs(second);
-        for &d in &order {
-            let quota = &QUOTAS[d];
-            let mut requests =
-                aoai_sim::quota::requests_per_window(rpm(quota), Duration::from_secs(1));
-            let mut index = 0;
-            while requests > 0 && index < waiting.len() {
-                let job = waiting[index];
-                if used[d] + job.charge() <= quota.tpm {
-                    used[d] += job.charge();
-                    requests -= 1;
-                    end = end.max(now + job.latency());
-                    waiting.remove(index);
-                } else {
-                    index += 1;
-                }
-            }
-        }
-        second += 1;
-    }
-    end
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Configured,
@@ -182,6 +225,8 @@ const SLOW_RATIO: f64 = 1.2;
 struct Outcome {
     strategy: StrategyKind,
     makespan: Duration,
+    /// The run was stopped at `--timeout-secs`; `failed` counts the jobs not answered by then.
+    timed_out: bool,
     requests: u64,
     rate_limited: u64,
     failed: usize,
@@ -190,6 +235,17 @@ struct Outcome {
     rate_limited_by_endpoint: Vec<u64>,
     /// The Dispatcher's report at the end: state, counts, mean latency per endpoint.
     reports: Vec<String>,
+}
+
+impl Outcome {
+    /// 429 replies as a share of all requests.
+    fn rate_limited_share(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.rate_limited as f64 / self.requests as f64
+        }
+    }
 }
 
 fn config(sim: &aoai_sim::SimHandle, strategy: StrategyKind, mode: Mode) -> BlasterConfig {
@@ -224,37 +280,39 @@ fn config(sim: &aoai_sim::SimHandle, strategy: StrategyKind, mode: Mode) -> Blas
     }
 }
 
-/// Runs the batch through a fresh simulator and Dispatcher.
-fn run(strategy: StrategyKind, mode: Mode, jobs: Vec<Job>) -> Result<Outcome, String> {
+/// Runs the batch through a fresh simulator counting by `accounting` and a fresh Dispatcher.
+fn run(
+    strategy: StrategyKind,
+    mode: Mode,
+    accounting: Accounting,
+    jobs: Vec<Job>,
+    timeout: Duration,
+) -> Result<Outcome, String> {
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let mut sim_config = SimConfig::default();
-        for quota in &QUOTAS {
-            sim_config = sim_config.deployment(
-                DeploymentSpec::new(quota.name)
-                    .tpm(quota.tpm)
-                    .rpm(rpm(quota))
-                    .reply_tokens(REPLY_TOKENS)
-                    .latency(LatencySpec {
-                        ttft_ms: TTFT_MS,
-                        per_token_ms: PER_TOKEN_MS,
-                        jitter_ms: 0,
-                    }),
-            );
-        }
-        let sim = aoai_sim::start(sim_config)
+        let sim = aoai_sim::start(sim_config(accounting))
             .await
             .map_err(|e| format!("simulator: {e}"))?;
         let dispatcher =
             Dispatcher::start(config(&sim, strategy, mode)).map_err(|e| e.to_string())?;
         let started = Instant::now();
+        let total_jobs = jobs.len();
+        let answered = Arc::new(AtomicUsize::new(0));
         let sends = jobs.into_iter().map(|job| {
             let request = ChatRequest::new(job.messages).option("max_tokens", job.max_tokens);
-            dispatcher.send(ChatJob::new(request))
+            let reply = dispatcher.send(ChatJob::new(request));
+            let answered = Arc::clone(&answered);
+            async move {
+                if matches!(reply.await, Ok(Ok(_))) {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         });
-        let results = join_all(sends).await;
+        let timed_out = actix_rt::time::timeout(timeout, join_all(sends))
+            .await
+            .is_err();
         let makespan = started.elapsed();
-        let failed = results.iter().filter(|r| !matches!(r, Ok(Ok(_)))).count();
+        let failed = total_jobs - answered.load(Ordering::Relaxed);
         let reports = dispatcher
             .send(GetReport)
             .await
@@ -266,6 +324,7 @@ fn run(strategy: StrategyKind, mode: Mode, jobs: Vec<Job>) -> Result<Outcome, St
         Ok(Outcome {
             strategy,
             makespan,
+            timed_out,
             requests: total.requests,
             rate_limited: total.rate_limited,
             failed,
@@ -287,7 +346,19 @@ struct Options {
     seed: u64,
     sequential: bool,
     modes: Vec<Mode>,
+    /// `--matrix`: every accounting mode x both limit modes, one strategy.
+    matrix: bool,
+    /// The strategy of `--matrix`.
+    strategy: StrategyKind,
+    /// `--minimum-only`: print each accounting mode's minimum and exit.
+    minimum_only: bool,
+    /// Each run stops after this long; jobs not answered by then count as failed.
+    timeout: Duration,
 }
+
+const USAGE: &str = "use --jobs N, --seed S, --sequential, --mode configured|adaptive|both, \
+     --matrix, --strategy weighted|capacity|priority|latency (with --matrix), --minimum-only, \\
+     --timeout-secs T";
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
@@ -295,6 +366,10 @@ fn parse_args() -> Result<Options, String> {
         seed: 7,
         sequential: false,
         modes: vec![Mode::Configured, Mode::Adaptive],
+        matrix: false,
+        strategy: StrategyKind::Weighted,
+        minimum_only: false,
+        timeout: Duration::from_secs(480),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -311,6 +386,23 @@ fn parse_args() -> Result<Options, String> {
                     .map_err(|e| format!("--seed: {e}"))?
             }
             "--sequential" => options.sequential = true,
+            "--matrix" => options.matrix = true,
+            "--minimum-only" => options.minimum_only = true,
+            "--timeout-secs" => {
+                options.timeout = Duration::from_secs(
+                    value("--timeout-secs")?
+                        .parse()
+                        .map_err(|e| format!("--timeout-secs: {e}"))?,
+                )
+            }
+            "--strategy" => {
+                let name = value("--strategy")?;
+                options.strategy = StrategyKind::ALL
+                    .iter()
+                    .copied()
+                    .find(|s| s.as_str() == name)
+                    .ok_or_else(|| format!("--strategy: unknown {name:?}; {USAGE}"))?;
+            }
             "--mode" => {
                 options.modes = match value("--mode")?.as_str() {
                     "configured" => vec![Mode::Configured],
@@ -323,11 +415,7 @@ fn parse_args() -> Result<Options, String> {
                     }
                 }
             }
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?}; use --jobs N, --seed S, --sequential, --mode M"
-                ));
-            }
+            other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }
     }
     Ok(options)
@@ -346,8 +434,39 @@ fn main() -> ExitCode {
     aoai_blaster::core::tokens::warm_up(aoai_blaster::core::config::DEFAULT_TOKENIZER);
     let built = built.elapsed();
     let jobs = batch(options.jobs, options.seed);
-    let minimum = theoretical_minimum(&jobs);
-    print_setup(&options, &jobs, minimum, built);
+    let accountings: &[Accounting] = if options.matrix || options.minimum_only {
+        &Accounting::ALL
+    } else {
+        &[Accounting::Default]
+    };
+    let mut minimums = Vec::new();
+    for &accounting in accountings {
+        match minimum(accounting, &jobs) {
+            Ok(minimum) => minimums.push((accounting, minimum)),
+            Err(error) => {
+                eprintln!("bench-quota: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    print_setup(&options, &jobs, &minimums, built);
+    if options.minimum_only {
+        return ExitCode::SUCCESS;
+    }
+    let ok = if options.matrix {
+        run_matrix(&options, &jobs, &minimums)
+    } else {
+        run_modes(&options, &jobs, minimums[0].1)
+    };
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Every strategy in each of `options.modes`, default accounting; says whether no job failed.
+fn run_modes(options: &Options, jobs: &[Job], minimum: Duration) -> bool {
     let mut ok = true;
     for &mode in &options.modes {
         println!("\n{}", mode.name());
@@ -355,7 +474,11 @@ fn main() -> ExitCode {
             "  {:<9} {:>9} {:>6} {:>9} {:>7} {:>7}  achieved TPM per endpoint",
             "strategy", "makespan", "ratio", "requests", "429s", "failed"
         );
-        for outcome in run_strategies(mode, &jobs, options.sequential) {
+        let cells = StrategyKind::ALL
+            .iter()
+            .map(|&s| (s, mode, Accounting::Default))
+            .collect();
+        for outcome in run_cells(cells, jobs, options) {
             match outcome {
                 Ok(outcome) => ok &= print_outcome(&outcome, minimum),
                 Err(error) => {
@@ -365,22 +488,127 @@ fn main() -> ExitCode {
             }
         }
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    ok
+}
+
+/// The targets of issue 14 for one limit mode: the largest ratio and 429 share.
+fn target(mode: Mode) -> (f64, f64) {
+    match mode {
+        Mode::Configured => (1.03, 0.005),
+        Mode::Adaptive => (1.10, 0.02),
     }
 }
 
-/// Prints the batch, the machine, the quotas, the minimum and the tokenizer's build time.
-fn print_setup(options: &Options, jobs: &[Job], minimum: Duration, built: Duration) {
-    let tokens: u64 = jobs.iter().map(Job::charge).sum();
+/// Every accounting mode x {configured, adaptive} with `options.strategy`; prints a row per cell
+/// and whether it meets its target. Says whether no job failed (missed targets are reported,
+/// not failures: the client does not learn every mode yet).
+fn run_matrix(options: &Options, jobs: &[Job], minimums: &[(Accounting, Duration)]) -> bool {
+    let mut cells = Vec::new();
+    for &(accounting, _) in minimums {
+        for mode in [Mode::Configured, Mode::Adaptive] {
+            cells.push((options.strategy, mode, accounting));
+        }
+    }
+    let started = Instant::now();
+    let outcomes = run_cells(cells.clone(), jobs, options);
+    println!(
+        "\nmatrix: strategy {}, {} cells {} in {:.0} s",
+        options.strategy.as_str(),
+        cells.len(),
+        if options.sequential {
+            "one after another"
+        } else {
+            "side by side"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  {:<28} {:<10} {:>9} {:>9} {:>6} {:>8} {:>7} {:>6}  target",
+        "accounting", "limits", "minimum", "makespan", "ratio", "requests", "429s", "failed"
+    );
+    let mut ok = true;
+    let mut met = 0;
+    for ((_, mode, accounting), outcome) in cells.iter().zip(outcomes) {
+        let minimum = minimums
+            .iter()
+            .find(|(a, _)| a == accounting)
+            .map_or(Duration::ZERO, |(_, m)| *m);
+        let limits = match mode {
+            Mode::Configured => "configured",
+            Mode::Adaptive => "adaptive",
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                println!(
+                    "  {:<28} {:<10} run failed: {error}",
+                    accounting.name(),
+                    limits
+                );
+                ok = false;
+                continue;
+            }
+        };
+        let ratio = outcome.makespan.as_secs_f64() / minimum.as_secs_f64();
+        let share = outcome.rate_limited_share();
+        let (max_ratio, max_share) = target(*mode);
+        let verdict = match (ratio <= max_ratio, share <= max_share, outcome.failed == 0) {
+            (true, true, true) => "met".to_owned(),
+            (r, s, f) => {
+                let mut missed = Vec::new();
+                if !r {
+                    missed.push(format!("ratio > {max_ratio:.2}"));
+                }
+                if !s {
+                    missed.push(format!("429s > {:.1} %", max_share * 100.0));
+                }
+                if outcome.timed_out {
+                    missed.push(format!("timed out, {} unanswered", outcome.failed));
+                } else if !f {
+                    missed.push("jobs lost".to_owned());
+                }
+                format!("MISSED ({})", missed.join(", "))
+            }
+        };
+        if verdict == "met" {
+            met += 1;
+        }
+        println!(
+            "  {:<28} {:<10} {:>8.2}s {:>8.2}s {:>6.3} {:>8} {:>6.2}% {:>6}  {}",
+            accounting.name(),
+            limits,
+            minimum.as_secs_f64(),
+            outcome.makespan.as_secs_f64(),
+            ratio,
+            outcome.requests,
+            share * 100.0,
+            outcome.failed,
+            verdict
+        );
+        ok &= outcome.failed == 0;
+    }
+    println!(
+        "  {met} of {} cells meet their target (configured: ratio <= 1.03, 429s <= 0.5 %; \
+         adaptive: ratio <= 1.10, 429s <= 2 %; no job lost)",
+        cells.len()
+    );
+    ok
+}
+
+/// Prints the batch, the machine, the quotas, the minimum of each accounting mode and the
+/// tokenizer's build time.
+fn print_setup(
+    options: &Options,
+    jobs: &[Job],
+    minimums: &[(Accounting, Duration)],
+    built: Duration,
+) {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!(
-        "bench-quota: {} jobs (seed {}), {} charged tokens; {} cores; runs {}",
+        "bench-quota: {} jobs (seed {}), {} charged tokens (default accounting); {} cores; runs {}",
         jobs.len(),
         options.seed,
-        tokens,
+        charged_tokens(Accounting::Default, jobs),
         cores,
         if options.sequential {
             "one after another"
@@ -398,29 +626,40 @@ fn print_setup(options: &Options, jobs: &[Job], minimum: Duration, built: Durati
             quota.priority
         );
     }
-    println!(
-        "theoretical minimum (simulator's windows, known exactly): {:.2} s",
-        minimum.as_secs_f64()
-    );
+    println!("theoretical minimum (aoai_sim::minimum_makespan, the simulator's own rule):");
+    for &(accounting, minimum) in minimums {
+        println!(
+            "  {:<28} {:>8.2} s  ({} charged tokens)",
+            accounting.name(),
+            minimum.as_secs_f64(),
+            charged_tokens(accounting, jobs)
+        );
+    }
     println!(
         "tokenizer (o200k_base) built before the runs in {:.0} ms",
         built.as_secs_f64() * 1000.0
     );
 }
 
-/// Runs the batch once per strategy, one after another or side by side (one thread each).
-fn run_strategies(mode: Mode, jobs: &[Job], sequential: bool) -> Vec<Result<Outcome, String>> {
-    if sequential {
-        StrategyKind::ALL
-            .iter()
-            .map(|&s| run(s, mode, jobs.to_vec()))
+/// Runs the batch once per cell (strategy, limits, accounting), one after another or side by
+/// side (one thread each); the outcomes in the cells' order.
+fn run_cells(
+    cells: Vec<(StrategyKind, Mode, Accounting)>,
+    jobs: &[Job],
+    options: &Options,
+) -> Vec<Result<Outcome, String>> {
+    let timeout = options.timeout;
+    if options.sequential {
+        cells
+            .into_iter()
+            .map(|(s, m, a)| run(s, m, a, jobs.to_vec(), timeout))
             .collect()
     } else {
-        let handles: Vec<_> = StrategyKind::ALL
-            .iter()
-            .map(|&s| {
+        let handles: Vec<_> = cells
+            .into_iter()
+            .map(|(s, m, a)| {
                 let jobs = jobs.to_vec();
-                std::thread::spawn(move || run(s, mode, jobs))
+                std::thread::spawn(move || run(s, m, a, jobs, timeout))
             })
             .collect();
         handles
@@ -442,11 +681,7 @@ fn print_outcome(outcome: &Outcome, minimum: Duration) -> bool {
         .zip(&outcome.charged)
         .map(|(q, charged)| format!("{} {:.0}", q.name, *charged as f64 / minutes))
         .collect();
-    let share = if outcome.requests == 0 {
-        0.0
-    } else {
-        outcome.rate_limited as f64 / outcome.requests as f64
-    };
+    let share = outcome.rate_limited_share();
     println!(
         "  {:<9} {:>8.2}s {:>6.3} {:>9} {:>6.2}% {:>7}  {}",
         outcome.strategy.as_str(),
@@ -484,12 +719,20 @@ mod tests {
         }
     }
 
+    fn charge(job: &Job) -> u64 {
+        charged_tokens(Accounting::Default, std::slice::from_ref(job))
+    }
+
+    fn default_minimum(jobs: &[Job]) -> Duration {
+        minimum(Accounting::Default, jobs).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn a_batch_within_one_window_takes_one_latency() {
         let jobs = vec![job(10, 16); 5];
-        assert_eq!(jobs[0].charge(), 3 + 13 + 3 + 16);
+        assert_eq!(charge(&jobs[0]), 3 + 13 + 3 + 16);
         assert_eq!(
-            theoretical_minimum(&jobs),
+            default_minimum(&jobs),
             Duration::from_millis(TTFT_MS + PER_TOKEN_MS * 16)
         );
     }
@@ -499,27 +742,52 @@ mod tests {
         // 30 + 15 + 7 requests a second: 53 jobs need a second window.
         let jobs = vec![job(10, 64); 53];
         let latency = Duration::from_millis(TTFT_MS + PER_TOKEN_MS * REPLY_TOKENS);
-        assert_eq!(theoretical_minimum(&jobs[..52]), latency);
-        assert_eq!(theoretical_minimum(&jobs), Duration::from_secs(1) + latency);
+        assert_eq!(default_minimum(&jobs[..52]), latency);
+        assert_eq!(default_minimum(&jobs), Duration::from_secs(1) + latency);
+    }
+
+    #[test]
+    fn a_ten_second_request_window_takes_the_burst_at_once() {
+        // 300 + 150 + 75 requests per 10 s window: 525 jobs go at 0 s.
+        let jobs = vec![job(10, 16); 525];
+        let latency = Duration::from_millis(TTFT_MS + PER_TOKEN_MS * 16);
+        let ten = minimum(Accounting::TenSecondRequests, &jobs).unwrap_or_default();
+        assert_eq!(ten, latency);
+        assert!(default_minimum(&jobs) >= Duration::from_secs(9));
     }
 
     #[test]
     fn tokens_beyond_the_combined_minute_wait_for_the_next_minute() {
         // 50,106-token jobs: large takes 5, medium 2, small 1 a minute; 11 need two minutes.
         let big = job(40_000, 100);
-        assert_eq!(big.charge(), 50_106);
-        assert!(big.charge() <= 75_000 && big.charge() * 2 > 75_000);
+        assert_eq!(charge(&big), 50_106);
         let jobs = vec![big; 11];
-        let minimum = theoretical_minimum(&jobs);
+        let minimum = default_minimum(&jobs);
         assert!(minimum >= Duration::from_secs(60) && minimum < Duration::from_secs(61));
+        // Charged max_tokens alone, all 11 fit in the first minute.
+        let max_only = super::minimum(Accounting::MaxOnly, &jobs).unwrap_or_default();
+        assert!(max_only < Duration::from_secs(1), "{max_only:?}");
+    }
+
+    #[test]
+    fn each_accounting_mode_changes_the_simulator_and_is_valid() {
+        let default = sim_config(Accounting::Default);
+        for accounting in Accounting::ALL {
+            let config = sim_config(accounting);
+            assert_eq!(config.deployments.len(), QUOTAS.len());
+            assert_eq!(config.validate().ok(), Some(()), "{accounting:?}");
+            if accounting != Accounting::Default {
+                assert!(config != default, "{accounting:?}");
+            }
+        }
     }
 
     #[test]
     fn batches_are_reproducible_and_mixed() {
         let a = batch(200, 3);
         let b = batch(200, 3);
-        let charges: Vec<u64> = a.iter().map(Job::charge).collect();
-        assert_eq!(charges, b.iter().map(Job::charge).collect::<Vec<_>>());
+        let charges: Vec<u64> = a.iter().map(charge).collect();
+        assert_eq!(charges, b.iter().map(charge).collect::<Vec<_>>());
         let max = charges.iter().max().copied().unwrap_or(0);
         let min = charges.iter().min().copied().unwrap_or(0);
         assert!(max > 10 * min, "{min}..{max}");
