@@ -379,8 +379,9 @@ impl Summary {
                     &rate,
                 ],
             );
-            if let Some(reason) = &report.disabled_reason {
-                wrap_words(out, &format!("disabled: {reason}"), "  ");
+            // What holds it when the run ended: disabled, cooling, waiting for quota.
+            if let Some(waiting) = report.waiting_for(std::time::SystemTime::now()) {
+                wrap_words(out, &waiting, "  ");
             }
         }
     }
