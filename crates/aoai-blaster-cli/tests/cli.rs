@@ -1250,3 +1250,48 @@ async fn a_wrong_key_everywhere_stops_the_run_with_the_fix_and_a_rerun_finishes_
     assert!(lines.iter().all(|l| l["response"]["status_code"] == 200));
     sim.stop().await;
 }
+
+#[actix_rt::test]
+async fn progress_says_an_endpoint_waits_for_quota_and_what_holds_the_last_jobs() {
+    // Three lines for a deployment allowed one request a minute: the first goes out, the
+    // other two wait for its quota, and the progress lines say so instead of "healthy".
+    let sim = start_sim(vec![roomy("east")]).await;
+    let ws = Workspace::new();
+    let config = ws.path("blaster.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "num_workers: 8\ndeployments:\n  - {{name: east, endpoint: '{}', api_key: sim-key, \
+             model: east, rpm_limit: 1}}\n",
+            endpoint(&sim, "east")
+        ),
+    )
+    .expect("config written");
+    let input = ws.input(&request_lines(3));
+    let output = ws.path("results.jsonl");
+    let mut args = run_args(&config, &input, &output);
+    args.extend(["--progress-interval".into(), "200ms".into()]);
+    let child = command(&args).spawn().expect("the binary starts");
+    wait_for_lines(&output, 1, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    send_signal(&child, "-INT");
+    let result = wait_child(child).await;
+    assert_eq!(result.status.code(), Some(130), "{}", describe(&result));
+    let stderr = text(&result.stderr);
+    assert!(
+        stderr.contains("east             quota, next room in "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("last 2: 2 queued (east: quota, next room in "),
+        "{stderr}"
+    );
+    // The summary says what held the endpoint when the run ended.
+    assert!(
+        text(&result.stdout).contains("  quota, next room in "),
+        "{}",
+        describe(&result)
+    );
+    assert_eq!(sim.stats().total().requests, 1);
+    sim.stop().await;
+}
