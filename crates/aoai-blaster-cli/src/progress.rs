@@ -196,12 +196,17 @@ pub(crate) fn run_line(snapshot: &ProgressSnapshot, rates: &Rates) -> String {
     )
 }
 
-/// One endpoint's status in one line, e.g. `flaky  cooling for 1.5s | in flight 0 | ...`.
+/// One endpoint's status in one line, e.g. `flaky  cooling for 1.5s (rate limited) | in flight
+/// 0/8 | ...`; an endpoint that could take attempts but whose quota refuses says
+/// `quota, next room in 12 s`.
 pub(crate) fn endpoint_line(endpoint: &EndpointReport, now: SystemTime) -> String {
     let state = match (endpoint.state, endpoint.cooling_until) {
         (EndpointState::Cooling, Some(until)) => {
             let left = until.duration_since(now).unwrap_or_default();
-            format!("cooling for {}", short_duration(left))
+            match &endpoint.cooling_cause {
+                Some(cause) => format!("cooling for {} ({cause})", short_duration(left)),
+                None => format!("cooling for {}", short_duration(left)),
+            }
         }
         (EndpointState::Disabled, until) => {
             let reason = endpoint
@@ -213,16 +218,55 @@ pub(crate) fn endpoint_line(endpoint: &EndpointReport, now: SystemTime) -> Strin
                 None => format!("disabled: {reason}"),
             }
         }
+        (EndpointState::Healthy, _) => match endpoint.waiting_for(now) {
+            Some(waiting) if waiting.starts_with("quota") => waiting,
+            _ => EndpointState::Healthy.as_str().to_owned(),
+        },
         (state, _) => state.as_str().to_owned(),
     };
+    let in_flight = if endpoint.max_in_flight > 0 {
+        format!("{}/{}", endpoint.in_flight, endpoint.max_in_flight)
+    } else {
+        endpoint.in_flight.to_string()
+    };
     format!(
-        "{:<16} {state} | in flight {} | requests {} | ok {} | 429s {}",
+        "{:<16} {state} | in flight {in_flight} | requests {} | ok {} | 429s {}",
         endpoint.name,
-        endpoint.in_flight,
         endpoint.counts.requests,
         endpoint.counts.successes,
         endpoint.counts.rate_limited
     )
+}
+
+/// Jobs left at most for the progress line to name what holds them.
+pub(crate) const LAST_JOBS: u64 = 10;
+
+/// When few lines are left (at most [`LAST_JOBS`]) and some of them are with the blaster, what
+/// they wait for: e.g. `last 2: 1 on the wire, 1 queued (east: quota, next room in 12 s;
+/// west: cooling until 12:00:05 UTC (rate limited))`. `None` otherwise.
+pub(crate) fn last_jobs_line(snapshot: &ProgressSnapshot, now: SystemTime) -> Option<String> {
+    let left = snapshot.total?.saturating_sub(snapshot.done);
+    if left == 0 || left > LAST_JOBS || snapshot.in_flight == 0 {
+        return None;
+    }
+    let queued = snapshot.queued();
+    let mut line = format!("last {left}: ");
+    match (snapshot.on_the_wire, queued) {
+        (0, queued) => line.push_str(&format!("{queued} queued")),
+        (wire, 0) => line.push_str(&format!("{wire} on the wire, waiting for the answers")),
+        (wire, queued) => line.push_str(&format!("{wire} on the wire, {queued} queued")),
+    }
+    if queued > 0 {
+        let holds: Vec<String> = snapshot
+            .endpoints
+            .iter()
+            .filter_map(|e| Some(format!("{}: {}", e.name, e.waiting_for(now)?)))
+            .collect();
+        if !holds.is_empty() {
+            line.push_str(&format!(" ({})", holds.join("; ")));
+        }
+    }
+    Some(line)
 }
 
 /// How progress is shown.
@@ -315,9 +359,14 @@ impl ProgressDisplay {
                     self.main.set_style(bar_style());
                 }
                 self.main.set_position(snapshot.done);
-                self.main.set_message(position_line(snapshot, &rates));
-                self.counts.set_message(counts_line(snapshot, &rates));
                 let wall = SystemTime::now();
+                let mut position = position_line(snapshot, &rates);
+                if let Some(last) = last_jobs_line(snapshot, wall) {
+                    position.push_str(" | ");
+                    position.push_str(&last);
+                }
+                self.main.set_message(position);
+                self.counts.set_message(counts_line(snapshot, &rates));
                 for (bar, endpoint) in self.endpoints.iter().zip(&snapshot.endpoints) {
                     bar.set_message(endpoint_line(endpoint, wall));
                 }
@@ -341,10 +390,15 @@ impl ProgressDisplay {
             .iter()
             .map(|endpoint| endpoint_line(endpoint, wall))
             .collect();
+        let mut run = run_line(snapshot, rates);
+        if let Some(last) = last_jobs_line(snapshot, wall) {
+            run.push_str(" | ");
+            run.push_str(&last);
+        }
         tracing::info!(
             target: "aoai_blaster_cli::progress",
             "{} || {}",
-            run_line(snapshot, rates),
+            run,
             endpoints.join(" || ")
         );
     }
@@ -554,6 +608,55 @@ mod tests {
             "{}",
             endpoint_line(&timed, now)
         );
+    }
+
+    #[test]
+    fn an_endpoint_waiting_for_quota_says_so_and_the_last_jobs_say_what_holds_them() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(3600);
+        let east = EndpointReport {
+            name: "east".into(),
+            in_flight: 0,
+            max_in_flight: 8,
+            waiting_for_quota_until: Some(now + Duration::from_secs(12)),
+            ..Default::default()
+        };
+        assert_eq!(
+            endpoint_line(&east, now),
+            "east             quota, next room in 12 s | in flight 0/8 | requests 0 | ok 0 | 429s 0"
+        );
+        let west = EndpointReport {
+            name: "west".into(),
+            state: EndpointState::Cooling,
+            cooling_until: Some(now + Duration::from_secs(5)),
+            cooling_cause: Some("rate limited".into()),
+            max_in_flight: 8,
+            ..Default::default()
+        };
+        assert!(endpoint_line(&west, now).contains("cooling for 5.0s (rate limited)"));
+        let mut snapshot = ProgressSnapshot {
+            done: 1997,
+            total: Some(2000),
+            in_flight: 3,
+            on_the_wire: 1,
+            endpoints: vec![east, west],
+            ..Default::default()
+        };
+        assert_eq!(
+            last_jobs_line(&snapshot, now).as_deref(),
+            Some(
+                "last 3: 1 on the wire, 2 queued (east: quota, next room in 12 s; \
+                 west: cooling until 01:00:05 UTC (rate limited))"
+            )
+        );
+        snapshot.on_the_wire = 3;
+        assert_eq!(
+            last_jobs_line(&snapshot, now).as_deref(),
+            Some("last 3: 3 on the wire, waiting for the answers")
+        );
+        snapshot.done = 1000;
+        assert_eq!(last_jobs_line(&snapshot, now), None, "many lines left");
+        snapshot.total = None;
+        assert_eq!(last_jobs_line(&snapshot, now), None, "total unknown");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! The loop keeps at most `queue_capacity + num_workers` jobs outstanding (the Dispatcher's own
 //! bound), so memory stays flat however long the input is. Each finished job is written as one
 //! whole, flushed line, in completion order. On the first SIGINT/SIGTERM it stops taking lines,
-//! drops the jobs not yet sent (dropping a handle cancels its job; a rerun runs them), lets the
-//! jobs in flight finish for the grace period, writes what finished and ends with exit status
+//! drops exactly the jobs of which no request went out (`JobHandle::cancel_unsent`; a rerun
+//! runs them), lets the jobs sent finish for the grace period, writes what finished and ends with exit status
 //! 130; a second signal exits at once (lines are written synchronously between two polls
 //! of the loop, so no line is ever half written).
 
@@ -94,8 +94,6 @@ const TICK: Duration = Duration::from_millis(200);
 struct JobMeta {
     custom_id: String,
     line: u64,
-    /// Its place in submission order (0 first).
-    order: u64,
 }
 
 /// What the run loop ended with.
@@ -286,17 +284,7 @@ impl RunLoop<'_> {
                 break;
             }
             if signalled {
-                let on_the_wire = if state.deadline.is_none() {
-                    self.blaster
-                        .report()
-                        .await
-                        .iter()
-                        .map(|report| report.in_flight)
-                        .sum()
-                } else {
-                    0
-                };
-                self.interrupted(&mut state, &mut events, on_the_wire);
+                self.interrupted(&mut state, &mut events);
             }
         }
         self.conclude_loop(state).await
@@ -346,7 +334,6 @@ impl RunLoop<'_> {
                 let meta = JobMeta {
                     custom_id: request.custom_id.clone(),
                     line: request.line,
-                    order: state.summary.submitted,
                 };
                 match job_for(request) {
                     Ok(job) => {
@@ -382,14 +369,8 @@ impl RunLoop<'_> {
     }
 
     /// A signal: the first stops the reader, drops the jobs not yet sent (a rerun runs them)
-    /// and starts the grace period for the `on_the_wire` attempts in flight; the second exits
-    /// the process at once.
-    fn interrupted(
-        &mut self,
-        state: &mut LoopState,
-        events: &mut mpsc::Receiver<SourceEvent>,
-        on_the_wire: usize,
-    ) {
+    /// and starts the grace period for the jobs sent; the second exits the process at once.
+    fn interrupted(&mut self, state: &mut LoopState, events: &mut mpsc::Receiver<SourceEvent>) {
         if state.deadline.is_some() {
             self.progress.finish();
             eprintln!(
@@ -404,7 +385,7 @@ impl RunLoop<'_> {
         state.summary.interrupted = true;
         self.stop.store(true, Ordering::Relaxed);
         events.close();
-        let not_sent = drop_unsent(&mut state.inflight, on_the_wire);
+        let not_sent = drop_unsent(&mut state.inflight);
         state.summary.unfinished += not_sent;
         state.deadline = Some(tokio::time::Instant::now() + self.grace_period);
         tracing::warn!(
@@ -448,24 +429,21 @@ impl RunLoop<'_> {
     }
 }
 
-/// Keeps the `on_the_wire` oldest of the `pending` jobs and drops the others, which cancels
-/// them: the Dispatcher sends no request for a job whose handle is gone. Returns how many were
-/// dropped.
-///
-/// The blaster says how many attempts are on the wire, not which: the oldest jobs are taken to
-/// be those, as jobs go out in submission order unless a retry, a pin or a large job's wait
-/// reorders them. Then a job sent out of order may be dropped (its request was made; its answer
-/// is not written and it runs again next time) while an older one that waits is kept (and sent
-/// during the grace period).
-fn drop_unsent(pending: &mut FuturesUnordered<PendingJob>, on_the_wire: usize) -> u64 {
-    if pending.len() <= on_the_wire {
-        return 0;
+/// Cancels and drops the `pending` jobs no request of which went out (a rerun runs them), and
+/// keeps the others, which finish during the grace period. Exact: a job is either cancelled
+/// before its first request or kept ([`JobHandle::cancel_unsent`](aoai_blaster::JobHandle::cancel_unsent)).
+/// Returns how many were dropped.
+fn drop_unsent(pending: &mut FuturesUnordered<PendingJob>) -> u64 {
+    let jobs = std::mem::take(pending);
+    let mut dropped = 0;
+    for job in jobs {
+        if job.handle.cancel_unsent() {
+            dropped += 1;
+        } else {
+            pending.push(job);
+        }
     }
-    let mut jobs: Vec<PendingJob> = std::mem::take(pending).into_iter().collect();
-    jobs.sort_by_key(|job| job.meta.order);
-    let dropped = jobs.split_off(on_the_wire);
-    *pending = jobs.into_iter().collect();
-    dropped.len() as u64
+    dropped
 }
 
 /// What the run loop tracks while it runs.

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use aoai_blaster::EndpointReport;
+use aoai_blaster::{EndpointReport, EndpointState};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
@@ -379,8 +379,10 @@ impl Summary {
                     &rate,
                 ],
             );
-            if let Some(reason) = &report.disabled_reason {
-                wrap_words(out, &format!("disabled: {reason}"), "  ");
+            // What held it when the run ended, if jobs were left (a disable always shows).
+            let held = self.unfinished > 0 || report.state == EndpointState::Disabled;
+            if held && let Some(waiting) = report.waiting_for(std::time::SystemTime::now()) {
+                wrap_words(out, &waiting, "  ");
             }
         }
     }
@@ -426,7 +428,6 @@ fn wrap_words(out: &mut String, text: &str, indent: &str) {
 mod tests {
     use super::*;
     use aoai_blaster::EndpointCounters;
-    use aoai_blaster::EndpointState;
 
     #[test]
     fn the_module_example_holds() {

@@ -429,22 +429,48 @@ async fn resume_after_sigkill_gives_exactly_one_line_per_id() {
 
 #[actix_rt::test]
 async fn sigint_drains_in_flight_jobs_and_exits_130() {
-    let sim = start_sim(vec![slow("east", 400)]).await;
+    // Jobs go out of submission order: the first four lines are pinned to `west`, whose
+    // quota (1 request a minute) sends the first and holds the other three for a minute,
+    // while the lines after them go out to `east` (400 ms each). Ctrl-C must drop exactly the
+    // jobs never sent (the three held ones and those queued behind the wire), and keep and
+    // write every one sent, whatever its place in the input.
+    let sim = start_sim(vec![slow("east", 400), roomy("west")]).await;
     let ws = Workspace::new();
-    let config = ws.config(&[("east", endpoint(&sim, "east"), "sim-key")], "");
-    let input = ws.input(&request_lines(150));
+    let config_with = |file: &str, west: &str| {
+        let path = ws.path(file);
+        let text = format!(
+            "num_workers: 8\nrequest_timeout: 5s\nconnect_timeout: 1s\n\
+             backoff_base: 50ms\nbackoff_max: 200ms\nrate_limit_fallback: 200ms\n\
+             deployments:\n\
+             \x20 - {{name: east, endpoint: '{}', api_key: sim-key, model: east}}\n\
+             \x20 - {{name: west, endpoint: '{}', api_key: sim-key, model: west{west}}}\n",
+            endpoint(&sim, "east"),
+            endpoint(&sim, "west"),
+        );
+        std::fs::write(&path, text).expect("config written");
+        path
+    };
+    let config = config_with("blaster.yaml", ", rpm_limit: 1");
+    let mut lines: Vec<String> = (0..4)
+        .map(|i| {
+            let mut line: Value = serde_json::from_str(&request_line(&format!("req-{i}"))).unwrap();
+            line["body"]["model"] = json!("west");
+            line.to_string()
+        })
+        .collect();
+    lines.extend((4..154).map(|i| request_line(&format!("req-{i}"))));
+    let input = ws.input(&lines);
     let output = ws.path("results.jsonl");
     let summary_json = ws.path("summary.json");
     let mut args = run_args(&config, &input, &output);
     args.extend(["--summary-json".into(), summary_json.display().to_string()]);
     let child = command(&args).spawn().expect("the binary starts");
-    wait_for_lines(&output, 8, Duration::from_secs(15)).await;
+    wait_for_lines(&output, 9, Duration::from_secs(15)).await;
     let signalled_at = Instant::now();
-    let requests_before = sim.stats().total().requests;
     send_signal(&child, "-INT");
     let result = wait_child(child).await;
     assert_eq!(result.status.code(), Some(130), "{}", describe(&result));
-    // Only the jobs on the wire finish (400 ms), not the queued ones after them.
+    // Only the jobs on the wire finish (400 ms), not the held or queued ones.
     assert!(
         signalled_at.elapsed() < Duration::from_secs(3),
         "drained within the grace period: {:?}",
@@ -457,40 +483,45 @@ async fn sigint_drains_in_flight_jobs_and_exits_130() {
         "{}",
         describe(&result)
     );
-    // Jobs not yet sent were dropped, not sent during the grace period: at most one wave
-    // (num_workers = 8) went out after the count above, and every request sent was answered
-    // and written.
-    let stats = sim.stats().total();
-    assert!(
-        stats.requests <= requests_before + 8,
-        "{} requests after the signal",
-        stats.requests - requests_before
-    );
-    let lines = output_lines(&output);
-    assert_eq!(
-        lines.len() as u64,
-        stats.requests,
-        "every sent job was written"
-    );
-    assert_eq!(stats.ok, stats.requests);
-    assert!(answers_per_id(&lines).values().all(|&n| n == 1));
+    // Exact: every request sent was answered and written, and every job handed over and not
+    // written was dropped before a request of it went out.
+    let stats = sim.stats();
+    let west = &stats.deployments["west"];
+    assert_eq!(west.requests, 1, "west's quota held the other pinned lines");
+    let requests = stats.total().requests;
+    let written = output_lines(&output);
+    assert_eq!(written.len() as u64, requests, "every sent job was written");
+    assert!(written.iter().all(|l| l["response"]["status_code"] == 200));
+    let ids = answers_per_id(&written);
+    assert!(ids.values().all(|&n| n == 1));
+    for held in ["req-1", "req-2", "req-3"] {
+        assert!(
+            !ids.contains_key(held),
+            "{held} was held by quota, never sent"
+        );
+    }
     let summary: Value = serde_json::from_slice(&std::fs::read(&summary_json).unwrap()).unwrap();
     let unfinished = summary["unfinished"].as_u64().unwrap();
-    assert!(unfinished > 0, "queued jobs were dropped: {summary}");
+    assert!(
+        unfinished >= 3,
+        "the held and queued jobs were dropped: {summary}"
+    );
     assert_eq!(
         summary["submitted"].as_u64().unwrap(),
-        lines.len() as u64 + unfinished,
-        "every job handed over was either written or dropped unsent"
+        requests + unfinished,
+        "every job handed over was either sent and written or dropped unsent"
     );
-    assert!(lines.len() < 150);
+    assert!(written.len() < 154);
 
-    // The rerun completes the rest, exactly once each.
-    let resumed = run_to_end(run_args(&config, &input, &output)).await;
+    // The rerun (west's quota lifted, so the held lines need not wait a minute each) completes
+    // the rest, exactly once each: no job was both sent and dropped.
+    let lifted = config_with("lifted.yaml", "");
+    let resumed = run_to_end(run_args(&lifted, &input, &output)).await;
     assert_eq!(resumed.status.code(), Some(0), "{}", describe(&resumed));
     let counts = answers_per_id(&output_lines(&output));
-    assert_eq!(counts.len(), 150);
+    assert_eq!(counts.len(), 154);
     assert!(counts.values().all(|&n| n == 1));
-    assert_eq!(sim.stats().total().requests, 150, "no id was sent twice");
+    assert_eq!(sim.stats().total().requests, 154, "no id was sent twice");
     sim.stop().await;
 }
 
@@ -1217,5 +1248,50 @@ async fn a_wrong_key_everywhere_stops_the_run_with_the_fix_and_a_rerun_finishes_
     assert_eq!(counts.len(), 2000);
     assert!(counts.values().all(|&n| n == 1));
     assert!(lines.iter().all(|l| l["response"]["status_code"] == 200));
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn progress_says_an_endpoint_waits_for_quota_and_what_holds_the_last_jobs() {
+    // Three lines for a deployment allowed one request a minute: the first goes out, the
+    // other two wait for its quota, and the progress lines say so instead of "healthy".
+    let sim = start_sim(vec![roomy("east")]).await;
+    let ws = Workspace::new();
+    let config = ws.path("blaster.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "num_workers: 8\ndeployments:\n  - {{name: east, endpoint: '{}', api_key: sim-key, \
+             model: east, rpm_limit: 1}}\n",
+            endpoint(&sim, "east")
+        ),
+    )
+    .expect("config written");
+    let input = ws.input(&request_lines(3));
+    let output = ws.path("results.jsonl");
+    let mut args = run_args(&config, &input, &output);
+    args.extend(["--progress-interval".into(), "200ms".into()]);
+    let child = command(&args).spawn().expect("the binary starts");
+    wait_for_lines(&output, 1, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    send_signal(&child, "-INT");
+    let result = wait_child(child).await;
+    assert_eq!(result.status.code(), Some(130), "{}", describe(&result));
+    let stderr = text(&result.stderr);
+    assert!(
+        stderr.contains("east             quota, next room in "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("last 2: 2 queued (east: quota, next room in "),
+        "{stderr}"
+    );
+    // The summary says what held the endpoint when the run ended.
+    assert!(
+        text(&result.stdout).contains("  quota, next room in "),
+        "{}",
+        describe(&result)
+    );
+    assert_eq!(sim.stats().total().requests, 1);
     sim.stop().await;
 }

@@ -19,7 +19,9 @@ use tokio::sync::oneshot;
 
 use crate::auth::CredentialRegistry;
 use crate::dispatcher::{Dispatcher, StartError};
-use crate::messages::{ChatJob, ChatResult, Close, GetReport, HealthReport, Subscribe};
+use crate::messages::{
+    ChatJob, ChatResult, Close, GetReport, HealthReport, SendGate, Subscribe, TrackedJob,
+};
 use crate::report::EndpointReport;
 
 /// Why a [`Blaster`] could not be built.
@@ -135,9 +137,13 @@ impl Blaster {
     /// handle is awaited (dropping the handle cancels the job if it has not started).
     pub fn submit(&self, job: ChatJob) -> JobHandle {
         let (sender, receiver) = oneshot::channel();
+        let gate = SendGate::default();
         // `send` puts the job in the Dispatcher's mailbox now (in submission order, before any
         // later `close`); the spawned task only waits for the answer.
-        let request = self.dispatcher.send(job);
+        let request = self.dispatcher.send(TrackedJob {
+            job,
+            gate: gate.clone(),
+        });
         self.arbiter.spawn(async move {
             let mut sender = sender;
             // Dropping the handle drops `request`: the Dispatcher then sends no request for the
@@ -149,7 +155,7 @@ impl Blaster {
                 () = sender.closed() => {}
             }
         });
-        JobHandle { receiver }
+        JobHandle { receiver, gate }
     }
 
     /// Submits a chat completion now; see [`Blaster::submit`].
@@ -208,6 +214,7 @@ fn closed() -> JobError {
 /// the job has been sent cancels the job: no request goes out. A job in flight may finish.
 pub struct JobHandle {
     receiver: oneshot::Receiver<Result<ChatResult, JobError>>,
+    gate: SendGate,
 }
 
 impl Future for JobHandle {
@@ -224,6 +231,23 @@ impl JobHandle {
     /// Cancels the job: no request is sent if none has been yet (one in flight may finish,
     /// its answer is dropped).
     pub fn cancel(self) {}
+
+    /// True once a request of the job went out (its first attempt was handed to an endpoint).
+    /// A job not sent yet may be sent at any moment after this says `false`: to stop it for
+    /// sure, use [`cancel_unsent`](JobHandle::cancel_unsent).
+    pub fn is_sent(&self) -> bool {
+        self.gate.is_sent()
+    }
+
+    /// Cancels the job if no request of it has gone out, and says whether it did: `true` means
+    /// no request is ever sent for it (its result, a `Cancelled` error, comes once the
+    /// Dispatcher next looks at it; the handle may as well be dropped), `false` that a request
+    /// went out already (the job runs on).
+    /// Exact, unlike [`is_sent`](JobHandle::is_sent) followed by a drop, which races with the
+    /// Dispatcher sending the job.
+    pub fn cancel_unsent(&self) -> bool {
+        self.gate.cancel_unsent()
+    }
 
     /// Blocks until the result is there.
     pub fn wait(self) -> Result<ChatResult, JobError> {

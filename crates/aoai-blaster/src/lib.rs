@@ -48,7 +48,7 @@ pub use messages::{
     ChatJob, ChatResult, Close, GetReport, HealthEvent, HealthReport, HealthSnapshot,
     RestartEndpoint, StreamDelta, Subscribe,
 };
-pub use report::{EndpointReport, EndpointState};
+pub use report::{EndpointReport, EndpointState, clock_time};
 
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]

@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::SystemTime;
 
 use actix::prelude::*;
@@ -103,6 +104,56 @@ impl ChatJob {
     pub fn labelled(mut self, label: impl Into<String>) -> Self {
         self.label = Some(label.into());
         self
+    }
+}
+
+/// A [`ChatJob`] submitted through [`Blaster::submit`](crate::Blaster::submit), with the gate
+/// its [`JobHandle`](crate::JobHandle) shares with the Dispatcher.
+#[derive(Message)]
+#[rtype(result = "Result<ChatResult, JobError>")]
+pub(crate) struct TrackedJob {
+    pub(crate) job: ChatJob,
+    pub(crate) gate: SendGate,
+}
+
+/// Whether a job's first request went out, shared by its handle and the Dispatcher: the one
+/// that moves it first from "not sent" wins, so a job cancelled through
+/// [`SendGate::cancel_unsent`] never sends a request, and one marked sent cannot be cancelled
+/// that way. One atomic per job.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SendGate(Arc<AtomicU8>);
+
+const NOT_SENT: u8 = 0;
+const SENT: u8 = 1;
+const CANCELLED: u8 = 2;
+
+impl SendGate {
+    /// Before an attempt goes out: true when it may (the job was not cancelled unsent).
+    pub(crate) fn mark_sent(&self) -> bool {
+        match self
+            .0
+            .compare_exchange(NOT_SENT, SENT, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(state) => state == SENT,
+        }
+    }
+
+    /// Cancels the job if no request of it went out yet; true when it did so.
+    pub(crate) fn cancel_unsent(&self) -> bool {
+        self.0
+            .compare_exchange(NOT_SENT, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// A request of the job went out.
+    pub(crate) fn is_sent(&self) -> bool {
+        self.0.load(Ordering::Acquire) == SENT
+    }
+
+    /// The job was cancelled before any request went out.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire) == CANCELLED
     }
 }
 

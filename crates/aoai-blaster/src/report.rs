@@ -50,12 +50,19 @@ pub struct EndpointReport {
     pub state: EndpointState,
     /// When the cooldown (or a timed disable) ends.
     pub cooling_until: Option<SystemTime>,
+    /// Why the endpoint is cooling (`rate limited`, or the backoff after failures).
+    pub cooling_cause: Option<String>,
     /// Why the endpoint is disabled.
     pub disabled_reason: Option<String>,
     /// Consecutive transient failures.
     pub failure_streak: u32,
     /// Attempts in flight now.
     pub in_flight: usize,
+    /// Attempts it may have in flight at once (`max_in_flight`).
+    pub max_in_flight: usize,
+    /// When its quota budget has room again, while it waits for quota: the budget refused the
+    /// latest attempt the scheduler tried to reserve on it, and that room lies ahead.
+    pub waiting_for_quota_until: Option<SystemTime>,
     /// The scheduler's counts: attempts, outcomes, tokens and latency.
     #[serde(flatten, serialize_with = "counts_fields")]
     pub counts: EndpointCounters,
@@ -67,18 +74,22 @@ impl EndpointReport {
         let (name, health, in_flight, counters) =
             (view.name, view.health, view.in_flight, view.counters);
         let to_wall = |at: Instant| SystemTime::now() + at.saturating_duration_since(now);
-        let (state, cooling_until, disabled_reason) = match &health.state {
-            HealthState::Healthy => (EndpointState::Healthy, None, None),
-            HealthState::Probing => (EndpointState::Probing, None, None),
+        let (state, cooling_until, cooling_cause, disabled_reason) = match &health.state {
+            HealthState::Healthy => (EndpointState::Healthy, None, None, None),
+            HealthState::Probing => (EndpointState::Probing, None, None, None),
             HealthState::Cooling { until, .. } if *until <= now => {
-                (EndpointState::Healthy, None, None)
+                (EndpointState::Healthy, None, None, None)
             }
-            HealthState::Cooling { until, .. } => {
-                (EndpointState::Cooling, Some(to_wall(*until)), None)
-            }
+            HealthState::Cooling { until, cause } => (
+                EndpointState::Cooling,
+                Some(to_wall(*until)),
+                Some(cause.to_string()),
+                None,
+            ),
             HealthState::Disabled { reason, until, .. } => (
                 EndpointState::Disabled,
                 until.map(to_wall),
+                None,
                 Some(reason.clone()),
             ),
         };
@@ -86,16 +97,79 @@ impl EndpointReport {
             name: name.to_owned(),
             state,
             cooling_until,
+            cooling_cause,
             disabled_reason,
             failure_streak: health.failure_streak,
             in_flight,
+            max_in_flight: view.max_in_flight,
+            waiting_for_quota_until: view.waiting_for_quota_until(now).map(to_wall),
             counts: counters.clone(),
         }
+    }
+
+    /// What holds the endpoint at `now`, in words, or `None` when nothing does (it takes
+    /// attempts as they come): `disabled: REASON`, `cooling until 12:00:05 UTC (rate
+    /// limited)`, `probing (one attempt at a time)`, `in-flight room (8/8 in flight)` or
+    /// `quota, next room in 12 s`.
+    pub fn waiting_for(&self, now: SystemTime) -> Option<String> {
+        match self.state {
+            EndpointState::Disabled => {
+                let reason = self.disabled_reason.as_deref().unwrap_or("no reason given");
+                return Some(match self.cooling_until {
+                    Some(until) => format!("disabled until {}: {reason}", clock_time(until)),
+                    None => format!("disabled: {reason}"),
+                });
+            }
+            EndpointState::Cooling => {
+                let until = self
+                    .cooling_until
+                    .map_or_else(|| "?".to_owned(), clock_time);
+                return Some(match &self.cooling_cause {
+                    Some(cause) => format!("cooling until {until} ({cause})"),
+                    None => format!("cooling until {until}"),
+                });
+            }
+            EndpointState::Probing => return Some("probing (one attempt at a time)".to_owned()),
+            EndpointState::Healthy => {}
+        }
+        if self.max_in_flight > 0 && self.in_flight >= self.max_in_flight {
+            return Some(format!(
+                "in-flight room ({}/{} in flight)",
+                self.in_flight, self.max_in_flight
+            ));
+        }
+        let until = self.waiting_for_quota_until?;
+        let left = until.duration_since(now).ok()?;
+        Some(format!("quota, next room in {}", seconds_up(left)))
     }
 
     /// Mean duration of answered attempts.
     pub fn mean_latency(&self) -> Option<Duration> {
         self.counts.mean_latency()
+    }
+}
+
+/// A wall-clock instant as `HH:MM:SS UTC`.
+pub fn clock_time(at: SystemTime) -> String {
+    let seconds = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        % 86_400;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        seconds / 3600,
+        (seconds % 3600) / 60,
+        seconds % 60
+    )
+}
+
+/// A wait in whole seconds, rounded up (`12 s`), or in minutes and seconds from two minutes on.
+fn seconds_up(wait: Duration) -> String {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if seconds >= 120 {
+        format!("{} min {:02} s", seconds / 60, seconds % 60)
+    } else {
+        format!("{seconds} s")
     }
 }
 
@@ -137,8 +211,8 @@ impl fmt::Display for EndpointReport {
         if let Some(latency) = self.mean_latency() {
             write!(f, " | mean {:.1} ms", latency.as_secs_f64() * 1000.0)?;
         }
-        if let Some(reason) = &self.disabled_reason {
-            write!(f, " | disabled: {reason}")?;
+        if let Some(waiting) = self.waiting_for(SystemTime::now()) {
+            write!(f, " | {waiting}")?;
         }
         Ok(())
     }
@@ -171,12 +245,14 @@ mod tests {
             keys,
             [
                 "completion_tokens",
+                "cooling_cause",
                 "cooling_until",
                 "disabled_reason",
                 "errors",
                 "failure_streak",
                 "in_flight",
                 "lost",
+                "max_in_flight",
                 "mean_latency",
                 "name",
                 "prompt_tokens",
@@ -185,10 +261,58 @@ mod tests {
                 "restarts",
                 "state",
                 "successes",
-                "timeouts"
+                "timeouts",
+                "waiting_for_quota_until"
             ]
         );
         assert_eq!(json["requests"], 3);
         assert_eq!(json["mean_latency"]["nanos"], 15_000_000);
+    }
+
+    #[test]
+    fn waiting_for_names_what_holds_the_endpoint() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(86_400 * 3 + 3600 + 2 * 60 + 5);
+        let idle = EndpointReport {
+            name: "east".into(),
+            max_in_flight: 4,
+            ..Default::default()
+        };
+        assert_eq!(idle.waiting_for(now), None);
+        let quota = EndpointReport {
+            waiting_for_quota_until: Some(now + Duration::from_millis(11_200)),
+            ..idle.clone()
+        };
+        assert_eq!(
+            quota.waiting_for(now).as_deref(),
+            Some("quota, next room in 12 s")
+        );
+        assert_eq!(quota.waiting_for(now + Duration::from_secs(12)), None);
+        let full = EndpointReport {
+            in_flight: 4,
+            ..quota.clone()
+        };
+        assert_eq!(
+            full.waiting_for(now).as_deref(),
+            Some("in-flight room (4/4 in flight)")
+        );
+        let cooling = EndpointReport {
+            state: EndpointState::Cooling,
+            cooling_until: Some(now + Duration::from_secs(30)),
+            cooling_cause: Some("rate limited".into()),
+            ..quota.clone()
+        };
+        assert_eq!(
+            cooling.waiting_for(now).as_deref(),
+            Some("cooling until 01:02:35 UTC (rate limited)")
+        );
+        let disabled = EndpointReport {
+            state: EndpointState::Disabled,
+            disabled_reason: Some("401: check api_key".into()),
+            ..idle
+        };
+        assert_eq!(
+            disabled.waiting_for(now).as_deref(),
+            Some("disabled: 401: check api_key")
+        );
     }
 }

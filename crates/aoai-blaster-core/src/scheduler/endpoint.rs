@@ -28,6 +28,9 @@ pub(crate) struct Endpoint {
     /// Health as the endpoint last announced it.
     pub(crate) health: HealthSnapshot,
     pub(crate) counters: EndpointCounters,
+    /// When the budget said it would next have room, as its latest refusal said (cleared when
+    /// a reservation succeeds): what the endpoint waits for, in reports.
+    pub(crate) quota_refused_until: Option<Instant>,
 }
 
 impl Endpoint {
@@ -66,6 +69,7 @@ impl Endpoint {
             tokenizer,
             health: HealthSnapshot::initial(),
             counters: EndpointCounters::default(),
+            quota_refused_until: None,
         }
     }
 
@@ -102,6 +106,20 @@ pub struct EndpointView<'a> {
     pub health: &'a HealthSnapshot,
     /// Attempts in flight now.
     pub in_flight: usize,
+    /// Attempts it may have in flight at once (`max_in_flight`).
+    pub max_in_flight: usize,
+    /// When its quota budget said it would next have room, as its latest refusal said; `None`
+    /// once a reservation succeeded since. The instant may have passed: see
+    /// [`EndpointView::waiting_for_quota_until`].
+    pub quota_refused_until: Option<Instant>,
     /// Its counts.
     pub counters: &'a EndpointCounters,
+}
+
+impl EndpointView<'_> {
+    /// When the endpoint's quota has room again, if it waits for quota at `now`: its budget
+    /// refused an attempt (the latest reservation tried failed) and that room lies ahead.
+    pub fn waiting_for_quota_until(&self, now: Instant) -> Option<Instant> {
+        self.quota_refused_until.filter(|at| *at > now)
+    }
 }

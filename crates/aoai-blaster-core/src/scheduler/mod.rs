@@ -359,6 +359,8 @@ impl<P: Payload> Scheduler<P> {
             name: &e.name,
             health: &e.health,
             in_flight: e.in_flight,
+            max_in_flight: e.max_in_flight,
+            quota_refused_until: e.quota_refused_until,
             counters: &e.counters,
         })
     }
@@ -566,10 +568,12 @@ impl<P: Payload> Scheduler<P> {
             let cost = self.cost_on(id, index);
             match self.endpoints[index].budget.try_reserve(now, cost) {
                 Ok(reservation) => {
+                    self.endpoints[index].quota_refused_until = None;
                     self.start_attempt(id, index, reservation, cost, now, effects);
                     return Placement::Sent;
                 }
                 Err(Refusal::NotUntil(at)) => {
+                    self.endpoints[index].quota_refused_until = Some(at);
                     earliest = Some(earliest.map_or(at, |e| e.min(at)));
                     excluded[index] = true;
                 }

@@ -696,3 +696,45 @@ fn a_job_pinned_to_a_rejecting_endpoint_fails_at_once_while_others_serve() {
         vec![1]
     );
 }
+
+#[test]
+fn an_endpoint_refused_by_its_quota_says_until_when_and_forgets_once_it_sends() {
+    let t0 = Instant::now();
+    // 1,000 TPM: after the first big job (~800 tokens), the second waits for quota.
+    let mut s = scheduler(&["{name: east, tpm_limit: 1000, rpm_limit: 1000}"], "");
+    let mut fx = Vec::new();
+    let big = || request(1).option("max_tokens", 800);
+    let view = |s: &Scheduler<Job>, now: Instant| {
+        let view = s.endpoints().next().expect("one endpoint");
+        (
+            view.in_flight,
+            view.max_in_flight,
+            view.waiting_for_quota_until(now),
+        )
+    };
+    assert_eq!(view(&s, t0).2, None, "nothing refused yet");
+    s.submit(t0, job("big1"), big(), JobOptions::default(), &mut fx);
+    assert_eq!(sends(&mut fx).len(), 1);
+    assert_eq!(view(&s, t0).2, None, "the first job was reserved");
+    let wake = s
+        .submit(t0, job("big2"), big(), JobOptions::default(), &mut fx)
+        .expect("the quota refuses big2");
+    // The endpoint has in-flight room (1 of its default maximum) but waits for quota.
+    let (in_flight, max_in_flight, until) = view(&s, t0 + S);
+    assert_eq!(in_flight, 1);
+    assert!(max_in_flight > 1);
+    assert_eq!(until, Some(wake), "the refusal's instant is the wake-up");
+    assert_eq!(
+        s.endpoints().next().map(|v| v.quota_refused_until),
+        Some(Some(wake))
+    );
+    // Past that instant the view no longer says it waits, even before anything is retried.
+    assert_eq!(view(&s, wake).2, None);
+    // At the wake-up the reservation succeeds: the refusal is forgotten.
+    s.wake(wake, &mut fx);
+    assert_eq!(sends(&mut fx).len(), 1, "big2 goes out");
+    assert_eq!(
+        s.endpoints().next().map(|v| v.quota_refused_until),
+        Some(None)
+    );
+}

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use crate::clock;
 use crate::messages::{
     Attempt, AttemptDone, ChatJob, Close, GetReport, HealthEvent, HealthReport, RestartEndpoint,
-    StopForRestart, StreamDelta, Subscribe,
+    SendGate, StopForRestart, StreamDelta, Subscribe, TrackedJob,
 };
 use crate::metrics::DispatcherMetrics;
 use crate::report::EndpointReport;
@@ -42,11 +42,14 @@ struct JobPayload {
     label: Option<String>,
     /// `job` span: outcome, attempts and total time are recorded on it when the job ends.
     span: tracing::Span,
+    /// Shared with the job's handle (jobs from [`Blaster::submit`](crate::Blaster::submit)):
+    /// marked when the first attempt goes out, or cancelled by the handle before that.
+    gate: Option<SendGate>,
 }
 
 impl Payload for JobPayload {
     fn abandoned(&self) -> bool {
-        self.reply.is_closed()
+        self.reply.is_closed() || self.gate.as_ref().is_some_and(SendGate::is_cancelled)
     }
 }
 
@@ -104,6 +107,27 @@ impl Dispatcher {
                 let Some(payload) = self.scheduler.payload(job) else {
                     return;
                 };
+                if let Some(gate) = &payload.gate
+                    && !gate.mark_sent()
+                {
+                    // Cancelled unsent by its handle since the scheduler placed it: no
+                    // request; the attempt is declined (as if never made) and the job, now
+                    // abandoned, is dropped.
+                    let health = self
+                        .scheduler
+                        .endpoints()
+                        .nth(endpoint)
+                        .map(|view| view.health.clone());
+                    if let Some(health) = health {
+                        ctx.address().do_send(AttemptDone {
+                            job,
+                            number,
+                            endpoint,
+                            end: AttemptEnd::Declined { health },
+                        });
+                    }
+                    return;
+                }
                 let attempt = Attempt {
                     job,
                     number,
@@ -215,6 +239,26 @@ impl Handler<ChatJob> for Dispatcher {
     type Result = JobAnswer;
 
     fn handle(&mut self, job: ChatJob, ctx: &mut Self::Context) -> Self::Result {
+        self.accept(job, None, ctx)
+    }
+}
+
+impl Handler<TrackedJob> for Dispatcher {
+    type Result = JobAnswer;
+
+    fn handle(&mut self, tracked: TrackedJob, ctx: &mut Self::Context) -> Self::Result {
+        self.accept(tracked.job, Some(tracked.gate), ctx)
+    }
+}
+
+impl Dispatcher {
+    /// Hands a job to the scheduler; `gate` is shared with its handle, if it has one.
+    fn accept(
+        &mut self,
+        job: ChatJob,
+        gate: Option<SendGate>,
+        ctx: &mut Context<Self>,
+    ) -> JobAnswer {
         if self.closing {
             let error = JobError::new(JobErrorKind::QueueClosed, Vec::new());
             let (reply, receiver) = oneshot::channel();
@@ -237,6 +281,7 @@ impl Handler<ChatJob> for Dispatcher {
             deltas: job.deltas,
             label: job.label,
             span,
+            gate,
         };
         let options = JobOptions {
             pin: job.pin,
@@ -255,7 +300,10 @@ impl Handler<ChatJob> for Dispatcher {
 /// without a request (its reply channel closes: [`Payload::abandoned`]).
 pub struct JobAnswer(oneshot::Receiver<Result<ChatResult, JobError>>);
 
-impl actix::dev::MessageResponse<Dispatcher, ChatJob> for JobAnswer {
+impl<M> actix::dev::MessageResponse<Dispatcher, M> for JobAnswer
+where
+    M: Message<Result = Result<ChatResult, JobError>>,
+{
     fn handle(
         self,
         _ctx: &mut Context<Dispatcher>,

@@ -312,3 +312,40 @@ async fn a_job_whose_caller_stopped_waiting_is_never_sent() {
     let report = dispatcher.send(GetReport).await.expect("mailbox");
     assert_eq!(report[0].counts.requests, 2);
 }
+
+#[actix_rt::test]
+async fn a_tracked_job_says_when_it_is_sent_and_is_cancelled_exactly_while_unsent() {
+    tokio::time::pause();
+    let (dispatcher, arrivals) = dispatcher_with("num_workers: 1\n", &[(10 * S, Answer::Success)]);
+    let (first_gate, second_gate) = (SendGate::default(), SendGate::default());
+    let tracked = |gate: &SendGate| TrackedJob {
+        job: ChatJob::new(request()),
+        gate: gate.clone(),
+    };
+    let first = dispatcher.send(tracked(&first_gate));
+    let second = dispatcher.send(tracked(&second_gate));
+    dispatcher.send(GetReport).await.expect("mailbox");
+    assert!(first_gate.is_sent(), "the first job is on the wire");
+    assert!(!second_gate.is_sent(), "the second waits for the worker");
+    assert!(!first_gate.cancel_unsent(), "a sent job is not cancelled");
+    assert!(second_gate.cancel_unsent(), "an unsent one is");
+    assert!(!second_gate.mark_sent(), "and can no longer be sent");
+    let first = tokio::time::timeout(3600 * S, first)
+        .await
+        .expect("in time")
+        .expect("mailbox");
+    assert!(first.is_ok());
+    let second = tokio::time::timeout(3600 * S, second)
+        .await
+        .expect("in time")
+        .expect("mailbox");
+    let error = second.expect_err("the cancelled job gives no result");
+    assert!(
+        matches!(error.kind, JobErrorKind::Cancelled),
+        "{:?}",
+        error.kind
+    );
+    assert_eq!(arrivals.lock().expect("not poisoned").len(), 1);
+    let report = dispatcher.send(GetReport).await.expect("mailbox");
+    assert_eq!(report[0].counts.requests, 1);
+}
