@@ -3,11 +3,14 @@
 
 use std::time::{Duration, Instant};
 
+use crate::classify::AttemptOutcome;
 use crate::config::DeploymentConfig;
 use crate::health::{Availability, HealthSnapshot};
-use crate::quota::{AdaptiveBudget, QuotaBudget, UnlimitedBudget, WindowBudget};
+use crate::quota::{
+    AdaptiveBudget, QuotaBudget, QuotaFeedback, Reservation, UnlimitedBudget, WindowBudget,
+};
 
-use super::attempt::EndpointCounters;
+use super::attempt::{AttemptEnd, AttemptReport, EndpointCounters};
 
 /// Tokens charged for the reply when a request names no `max_tokens` and the deployment no
 /// `max_completion_tokens` (the quota estimate Azure makes is of the same kind).
@@ -89,6 +92,29 @@ impl Endpoint {
         }
     }
 
+    /// Accounts the end of an attempt on this endpoint, whatever became of its job: the health
+    /// it reported, the budget (a lost attempt keeps its charge: it may have reached the
+    /// service; a declined one never happened), the counts.
+    pub(crate) fn account(&mut self, now: Instant, reservation: Reservation, end: &AttemptEnd) {
+        match end {
+            AttemptEnd::Lost => {
+                self.budget
+                    .settle(now, reservation, &QuotaFeedback::default());
+                self.counters.lost += 1;
+            }
+            AttemptEnd::Declined { health } => {
+                self.observe(health);
+                self.budget.release(reservation);
+                self.counters.requests = self.counters.requests.saturating_sub(1);
+            }
+            AttemptEnd::Finished(report) => {
+                self.observe(&report.health);
+                self.budget.settle(now, reservation, &feedback_of(report));
+                self.counters.record(report);
+            }
+        }
+    }
+
     /// Takes a newer announcement of the endpoint's health (an older one is ignored).
     pub(crate) fn observe(&mut self, health: &HealthSnapshot) {
         if health.generation >= self.health.generation {
@@ -121,5 +147,18 @@ impl EndpointView<'_> {
     /// refused an attempt (the latest reservation tried failed) and that room lies ahead.
     pub fn waiting_for_quota_until(&self, now: Instant) -> Option<Instant> {
         self.quota_refused_until.filter(|at| *at > now)
+    }
+}
+
+/// What a finished attempt tells its endpoint's budget.
+fn feedback_of(report: &AttemptReport) -> QuotaFeedback {
+    QuotaFeedback {
+        remaining_requests: report.rate_limits.remaining_requests,
+        remaining_tokens: report.rate_limits.remaining_tokens,
+        rate_limited_for: match &report.outcome {
+            AttemptOutcome::RateLimited { wait, .. } => Some(*wait),
+            _ => None,
+        },
+        used_tokens: report.usage().map(|u| u.total_tokens),
     }
 }

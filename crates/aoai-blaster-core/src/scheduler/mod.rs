@@ -62,7 +62,7 @@ use crate::chat::ChatRequest;
 use crate::classify::AttemptOutcome;
 use crate::config::BlasterConfig;
 use crate::health::{Availability, HealthSnapshot};
-use crate::quota::{Cost, QuotaFeedback, Refusal, Reservation, options_cost};
+use crate::quota::{Cost, Refusal, Reservation, options_cost};
 use crate::retry::RetryPolicy;
 use crate::retry::{AttemptRecord, Decision, Ending, JobError, JobErrorKind, JobHistory};
 use crate::strategy::Router;
@@ -727,36 +727,24 @@ impl<P: Payload> Scheduler<P> {
         effects: &mut Vec<Effect<P>>,
     ) {
         let index = attempt.endpoint;
-        let endpoint = &mut self.endpoints[index];
+        self.endpoints[index].account(now, attempt.reservation, &end);
+        let endpoint = &self.endpoints[index];
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
         let (report, lost) = match end {
             AttemptEnd::Lost => {
-                // Keep the charge: the request may have reached the service.
-                endpoint
-                    .budget
-                    .settle(now, attempt.reservation, &QuotaFeedback::default());
-                endpoint.counters.lost += 1;
                 let elapsed = now.saturating_duration_since(attempt.sent_at);
                 job.history
                     .record(AttemptRecord::lost(&endpoint.name, elapsed));
                 (None, true)
             }
-            AttemptEnd::Declined { health } => {
+            AttemptEnd::Declined { .. } => {
                 // Nothing was sent: as if the attempt had never been made.
-                endpoint.observe(&health);
-                endpoint.budget.release(attempt.reservation);
-                endpoint.counters.requests = endpoint.counters.requests.saturating_sub(1);
                 job.attempts_sent = job.attempts_sent.saturating_sub(1);
                 (None, false)
             }
             AttemptEnd::Finished(report) => {
-                endpoint.observe(&report.health);
-                endpoint
-                    .budget
-                    .settle(now, attempt.reservation, &feedback_of(&report));
-                endpoint.counters.record(&report);
                 if matches!(report.outcome, AttemptOutcome::Success) {
                     self.router.observe_latency(index, report.elapsed);
                 }
@@ -838,19 +826,6 @@ impl<P: Payload> Scheduler<P> {
             total_time: now.saturating_duration_since(job.history.started),
             error: job.history.into_error(kind),
         });
-    }
-}
-
-/// What a finished attempt tells its endpoint's budget.
-fn feedback_of(report: &AttemptReport) -> QuotaFeedback {
-    QuotaFeedback {
-        remaining_requests: report.rate_limits.remaining_requests,
-        remaining_tokens: report.rate_limits.remaining_tokens,
-        rate_limited_for: match &report.outcome {
-            AttemptOutcome::RateLimited { wait, .. } => Some(*wait),
-            _ => None,
-        },
-        used_tokens: report.usage().map(|u| u.total_tokens),
     }
 }
 

@@ -3,9 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{AttemptEnd, Effect, InFlight, JobId, Payload, Scheduler, feedback_of};
+use super::{AttemptEnd, Effect, InFlight, JobId, Payload, Scheduler};
 use crate::health::{Availability, HealthState};
-use crate::quota::QuotaFeedback;
 use crate::retry::JobErrorKind;
 
 impl<P: Payload> Scheduler<P> {
@@ -69,27 +68,7 @@ impl<P: Payload> Scheduler<P> {
 
     /// Settles the charge of an attempt whose job already ended, and counts what it met.
     pub(super) fn settle_orphan(&mut self, now: Instant, attempt: InFlight, end: AttemptEnd) {
-        let endpoint = &mut self.endpoints[attempt.endpoint];
-        match end {
-            AttemptEnd::Lost => {
-                endpoint
-                    .budget
-                    .settle(now, attempt.reservation, &QuotaFeedback::default());
-                endpoint.counters.lost += 1;
-            }
-            AttemptEnd::Declined { health } => {
-                endpoint.observe(&health);
-                endpoint.budget.release(attempt.reservation);
-                endpoint.counters.requests = endpoint.counters.requests.saturating_sub(1);
-            }
-            AttemptEnd::Finished(report) => {
-                endpoint.observe(&report.health);
-                endpoint
-                    .budget
-                    .settle(now, attempt.reservation, &feedback_of(&report));
-                endpoint.counters.record(&report);
-            }
-        }
+        self.endpoints[attempt.endpoint].account(now, attempt.reservation, &end);
     }
 
     /// Fails every held job whose deadline has come, queued or in flight (an attempt in
