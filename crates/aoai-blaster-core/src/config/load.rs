@@ -298,6 +298,14 @@ fn raw_from_value(value: Value, problems: &mut Problems) -> Option<RawConfig> {
             }
             continue;
         }
+        if key == "shared" {
+            if let Some(shared) = top.get_mut("shared")
+                && !super::shared::sanitize(shared, problems)
+            {
+                top.remove("shared");
+            }
+            continue;
+        }
         if !TOP_KEYS.contains(&key.as_str()) {
             let place = problems.place(Scope::Top, &key);
             problems.add_at(
@@ -397,7 +405,7 @@ fn sanitize_deployments(deployments: &mut Value, problems: &mut Problems) -> boo
 /// What was found where something else belongs, in a config author's words: the value's
 /// [`kind_of`] with the value itself for a scalar (`a string ("east")`, `a number (7)`),
 /// `a map` for an object (YAML and TOML call it so) and `nothing (null)`.
-fn found(value: &Value) -> String {
+pub(super) fn found(value: &Value) -> String {
     match value {
         Value::Null => "nothing (null)".to_owned(),
         Value::Bool(b) => format!("{} ({b})", kind_of(value)),
@@ -409,7 +417,7 @@ fn found(value: &Value) -> String {
 }
 
 /// Serde's message with Rust type names replaced by words a config author knows.
-fn describe_serde_error(error: &serde_json::Error) -> String {
+pub(super) fn describe_serde_error(error: &serde_json::Error) -> String {
     let message = error.to_string();
     let replacements = [
         (
@@ -439,7 +447,7 @@ fn describe_serde_error(error: &serde_json::Error) -> String {
     message
 }
 
-fn unknown_key_message(key: &str, valid: &[&str], other_level: &[&str]) -> String {
+pub(super) fn unknown_key_message(key: &str, valid: &[&str], other_level: &[&str]) -> String {
     let top_level = valid == TOP_KEYS;
     if other_level.contains(&key) {
         return if top_level {
