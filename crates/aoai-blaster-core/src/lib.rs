@@ -14,6 +14,7 @@ pub mod retry;
 pub mod ring;
 pub mod scheduler;
 pub mod secret;
+pub mod shared;
 pub mod sse;
 pub mod strategy;
 pub mod tokens;

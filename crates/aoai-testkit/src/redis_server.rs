@@ -135,7 +135,14 @@ impl RedisServer {
         let child = Command::new(&self.binary)
             .args(["--port", "0", "--unixsocket"])
             .arg(&self.socket)
-            .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no"])
+            .args([
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -210,7 +217,10 @@ fn ping(socket: &Path) -> Result<(), String> {
     if &reply == b"+PONG\r\n" {
         Ok(())
     } else {
-        Err(format!("unexpected reply {:?}", String::from_utf8_lossy(&reply)))
+        Err(format!(
+            "unexpected reply {:?}",
+            String::from_utf8_lossy(&reply)
+        ))
     }
 }
 

@@ -116,9 +116,10 @@ impl RedisUrl {
         };
         let shown = match url.scheme() {
             "redis" => {
-                let host = url.host_str().filter(|h| !h.is_empty()).ok_or(
-                    "names no host; use redis://[:password@]host[:port][/db]".to_owned(),
-                )?;
+                let host = url
+                    .host_str()
+                    .filter(|h| !h.is_empty())
+                    .ok_or("names no host; use redis://[:password@]host[:port][/db]".to_owned())?;
                 let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
                 let path = url.path().trim_end_matches('/');
                 format!("redis://{userinfo}{host}{port}{path}")
@@ -130,9 +131,11 @@ impl RedisUrl {
                 format!("{}://{}", url.scheme(), url.path())
             }
             "rediss" => {
-                return Err("TLS (rediss://) is not supported yet; reach Redis through a TLS \
+                return Err(
+                    "TLS (rediss://) is not supported yet; reach Redis through a TLS \
                             tunnel on this host and use redis://"
-                    .to_owned());
+                        .to_owned(),
+                );
             }
             other => {
                 return Err(format!(
@@ -140,10 +143,7 @@ impl RedisUrl {
                 ));
             }
         };
-        Ok(RedisUrl {
-            url: secret,
-            shown,
-        })
+        Ok(RedisUrl { url: secret, shown })
     }
 
     /// The URL with its password: only for connecting.

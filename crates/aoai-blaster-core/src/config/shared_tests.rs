@@ -31,7 +31,10 @@ fn a_full_section_with_the_url_from_the_environment() {
         shared.redis_url.expose(),
         "redis://:pa55w0rd-pa55w0rd@cache.internal:6380/3"
     );
-    assert_eq!(shared.redis_url.redacted(), "redis://***@cache.internal:6380/3");
+    assert_eq!(
+        shared.redis_url.redacted(),
+        "redis://***@cache.internal:6380/3"
+    );
     assert_eq!(shared.key_prefix, "team-a");
     assert_eq!(shared.expected_processes, 4);
     assert_eq!(shared.fallback, SharedFallback::Local);
@@ -54,7 +57,10 @@ fn defaults_and_unix_sockets() {
     let shared = config.shared.unwrap();
     assert_eq!(shared.key_prefix, DEFAULT_KEY_PREFIX);
     assert_eq!(shared.fallback, SharedFallback::Error);
-    assert_eq!(shared.redis_url.redacted(), "redis+unix:///run/redis/redis.sock");
+    assert_eq!(
+        shared.redis_url.redacted(),
+        "redis+unix:///run/redis/redis.sock"
+    );
 }
 
 #[test]
@@ -77,7 +83,9 @@ fn every_problem_of_the_section_at_once() {
         ]
     );
     assert_eq!(
-        problems_of(with_shared(json!({"redis_url": 6379, "expected_processes": "four"}))),
+        problems_of(with_shared(
+            json!({"redis_url": 6379, "expected_processes": "four"})
+        )),
         [
             "shared.expected_processes: invalid type: string \"four\", expected a whole number \
              from 0 to 4294967295",
