@@ -355,7 +355,10 @@ async fn health_written_by_one_process_is_read_by_the_other() {
     let mut a = SharedRedis::new(&url(&redis)).unwrap();
     let mut b = SharedRedis::new(&url(&redis)).unwrap();
     let (k, other) = (keys("health"), keys("health-other"));
-    assert_eq!(b.health(std::slice::from_ref(&k)).await.unwrap()[0], Default::default());
+    assert_eq!(
+        b.health(std::slice::from_ref(&k)).await.unwrap()[0],
+        Default::default()
+    );
 
     a.note(&k, &HealthNote::Cooling { wait: 800 * MS })
         .await

@@ -105,8 +105,18 @@ impl RedisUrl {
             )
         })?;
         let secret = Secret::new(text);
-        if let Some(password) = url.password() {
-            // Registered for `redact`, should a client error ever quote it.
+        // Passwords (`:password@`, or `?pass=` in a socket URL) are registered for `redact`,
+        // should a client error ever quote them.
+        let query_passwords = url
+            .query_pairs()
+            .filter(|(key, _)| key == "pass" || key == "password")
+            .map(|(_, value)| value.into_owned());
+        for password in url
+            .password()
+            .map(str::to_owned)
+            .into_iter()
+            .chain(query_passwords)
+        {
             drop(Secret::new(password));
         }
         let userinfo = if url.username().is_empty() && url.password().is_none() {
