@@ -227,7 +227,7 @@ async fn a_dead_process_lease_runs_out_by_itself() {
     // Every key expires by itself shortly after its longest record.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    for key in [k.minute(), k.window(), k.leases(), k.sequence()] {
+    for key in [k.minute(), k.window(), k.leases(), k.sequence(), k.totals()] {
         let ttl: i64 = redis::cmd("PTTL")
             .arg(&key)
             .query_async(&mut conn)
@@ -389,4 +389,94 @@ async fn health_written_by_one_process_is_read_by_the_other() {
 
     a.note(&k, &HealthNote::Recovered).await.unwrap();
     assert_eq!(b.health(&[k]).await.unwrap()[0].disabled, None);
+}
+
+/// Sums what the records in the sets hold, the way the scripts' running totals should.
+const RECOUNT: &str = r"
+local t, rm, rw = 0, 0, 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local tok, req = string.match(redis.call('HGET', KEYS[3], id), '^(%d+) (%d+)')
+  t = t + tonumber(tok); rm = rm + tonumber(req)
+end
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local _, req = string.match(redis.call('HGET', KEYS[3], id), '^(%d+) (%d+)')
+  rw = rw + tonumber(req)
+end
+local kept = redis.call('HMGET', KEYS[4], 't', 'rm', 'rw')
+return {t, rm, rw, tonumber(kept[1]) or 0, tonumber(kept[2]) or 0, tonumber(kept[3]) or 0}
+";
+
+#[tokio::test]
+async fn the_running_totals_always_match_the_records() {
+    use rand::{RngExt, SeedableRng};
+    let redis = RedisServer::start().unwrap();
+    let k = keys("totals");
+    // Spans of a few milliseconds: records end while the test runs, with no waiting.
+    let spans = LeaseSpans {
+        ttl: 2 * MS,
+        minute: 6 * MS,
+        window: 3 * MS,
+    };
+    let limits = LeaseLimits {
+        tokens_per_minute: Some(5_000),
+        requests_per_minute: Some(50),
+        requests_per_window: Some(8),
+    };
+    let mut client = SharedRedis::new(&url(&redis)).unwrap();
+    let raw = redis::Client::open(redis.url()).unwrap();
+    let mut conn = raw.get_multiplexed_async_connection().await.unwrap();
+    let recount = redis::Script::new(RECOUNT);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let mut held: Vec<(u64, Cost, Instant)> = Vec::new();
+    let (mut grants, mut waits) = (0, 0);
+    for _ in 0..400 {
+        let give_back = if !held.is_empty() && rng.random_bool(0.5) {
+            let (id, room, at) = held.swap_remove(rng.random_range(0..held.len()));
+            Some(aoai_blaster::core::shared::LeaseReturn {
+                id,
+                used: Cost {
+                    tokens: rng.random_range(0..=room.tokens),
+                    requests: rng.random_range(0..=room.requests),
+                },
+                last_use: at.elapsed().min(spans.ttl),
+            })
+        } else {
+            None
+        };
+        let ask = rng.random_bool(0.7).then(|| LeaseAsk {
+            want: Cost {
+                tokens: rng.random_range(1..3_000),
+                requests: rng.random_range(1..6),
+            },
+            at_least: Cost {
+                tokens: rng.random_range(1..800),
+                requests: 1,
+            },
+        });
+        let asked = Instant::now();
+        match client
+            .renew(&k, limits, spans, &Renewal { give_back, ask })
+            .await
+            .unwrap()
+        {
+            Some(Grant::Granted { id, cost }) => {
+                grants += 1;
+                held.push((id, cost, asked));
+            }
+            Some(Grant::Wait(_)) => waits += 1,
+            None => {}
+        }
+        let counted: Vec<i64> = recount
+            .key(k.minute())
+            .key(k.window())
+            .key(k.leases())
+            .key(k.totals())
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(counted[..3], counted[3..], "recounted vs kept (t, rm, rw)");
+        assert!(counted[3] <= 5_000 && counted[5] <= 8, "{counted:?}");
+    }
+    // Both paths ran: grants, and refusals that walked the records.
+    assert!(grants > 50 && waits > 10, "{grants} grants, {waits} waits");
 }

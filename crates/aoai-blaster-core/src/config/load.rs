@@ -316,10 +316,8 @@ fn raw_from_value(value: Value, problems: &mut Problems) -> Option<RawConfig> {
             top.remove(&key);
             continue;
         }
-        let mut probe = Map::new();
-        probe.insert(key.clone(), top[&key].clone());
-        if let Err(error) = serde_json::from_value::<RawConfig>(Value::Object(probe)) {
-            problems.add(Scope::Top, &key, describe_serde_error(&error));
+        if let Some(message) = unreadable::<RawConfig>(&key, &top[&key]) {
+            problems.add(Scope::Top, &key, message);
             problems.skip.insert((None, key.clone()));
             top.remove(&key);
         }
@@ -390,10 +388,8 @@ fn sanitize_deployments(deployments: &mut Value, problems: &mut Problems) -> boo
                 fields.remove(&key);
                 continue;
             }
-            let mut probe = Map::new();
-            probe.insert(key.clone(), fields[&key].clone());
-            if let Err(error) = serde_json::from_value::<RawDeployment>(Value::Object(probe)) {
-                problems.add(scope, &key, describe_serde_error(&error));
+            if let Some(message) = unreadable::<RawDeployment>(&key, &fields[&key]) {
+                problems.add(scope, &key, message);
                 problems.skip.insert((Some(index), key.clone()));
                 fields.remove(&key);
             }
@@ -416,8 +412,21 @@ pub(super) fn found(value: &Value) -> String {
     }
 }
 
+/// Why `key: value` alone does not read as a `T` (one section of the file), in a config
+/// author's words; `None` when it does.
+pub(super) fn unreadable<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: &Value,
+) -> Option<String> {
+    let mut probe = Map::new();
+    probe.insert(key.to_owned(), value.clone());
+    serde_json::from_value::<T>(Value::Object(probe))
+        .err()
+        .map(|error| describe_serde_error(&error))
+}
+
 /// Serde's message with Rust type names replaced by words a config author knows.
-pub(super) fn describe_serde_error(error: &serde_json::Error) -> String {
+fn describe_serde_error(error: &serde_json::Error) -> String {
     let message = error.to_string();
     let replacements = [
         (

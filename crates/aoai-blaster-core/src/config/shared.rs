@@ -12,9 +12,9 @@
 use std::fmt;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::load::{describe_serde_error, found, unknown_key_message};
+use super::load::{found, unknown_key_message, unreadable};
 use super::validate::{Problems, Scope, read_env_secret};
 use crate::secret::Secret;
 
@@ -298,10 +298,8 @@ pub(super) fn sanitize(shared: &mut Value, problems: &mut Problems) -> bool {
             fields.remove(&key);
             continue;
         }
-        let mut probe = Map::new();
-        probe.insert(key.clone(), fields[&key].clone());
-        if let Err(error) = serde_json::from_value::<RawShared>(Value::Object(probe)) {
-            problems.add(Scope::Top, &place, describe_serde_error(&error));
+        if let Some(message) = unreadable::<RawShared>(&key, &fields[&key]) {
+            problems.add(Scope::Top, &place, message);
             problems.skip.insert((None, place));
             fields.remove(&key);
         }

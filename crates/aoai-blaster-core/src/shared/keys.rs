@@ -58,6 +58,12 @@ impl SharedKeys {
         format!("{}:seq", self.base)
     }
 
+    /// Hash: what the live leases add up to (`t` tokens and `rm` requests in the minute span,
+    /// `rw` requests in the short window), kept by the scripts as records come and go.
+    pub fn totals(&self) -> String {
+        format!("{}:totals", self.base)
+    }
+
     /// String with expiry: Azure asked every process to wait (a 429's Retry-After).
     pub fn cooling(&self) -> String {
         format!("{}:cooling", self.base)

@@ -60,5 +60,5 @@ pub use ledger::{Grant, LeaseAsk, LeaseLedger, LeaseLimits, LeaseSpans, LedgerTo
 pub use link::{LinkChange, PROBE_FIRST, PROBE_MAX, RedisLink, RedisUnreachable};
 pub use quota::{
     ASK_TIMEOUT, Carry, LEASE_HORIZON, LEASE_TTL, LeaseCharge, LeaseReturn, LeaseWait, Renewal,
-    SharedQuota,
+    SHORT_WINDOW_PARTS, SharedQuota,
 };

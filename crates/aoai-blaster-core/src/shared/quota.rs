@@ -9,8 +9,15 @@ use std::time::{Duration, Instant};
 use super::ledger::{Grant, LeaseAsk, LeaseLedger, LeaseLimits, LeaseSpans};
 use crate::quota::Cost;
 
-/// How far ahead a lease is sized: the room the recent rate uses in this time.
+/// How far ahead a lease is sized: the room the recent rate uses in this time (shorter with an
+/// RPM limit: [`SHORT_WINDOW_PARTS`]).
 pub const LEASE_HORIZON: Duration = Duration::from_secs(1);
+/// With an RPM limit a lease is sized for at most this fraction of the short window: a lease's
+/// requests count in the window from its grant until its last use plus the window, so a lease
+/// spent over a whole window would count for two and halve what the window admits. Spent over
+/// an eighth, the window loses at most about a ninth, and only while no process has a backlog
+/// (with one, leases are spent at once).
+pub const SHORT_WINDOW_PARTS: u32 = 8;
 /// How long a lease may be charged to after it was asked for (its idle rest is then given back).
 pub const LEASE_TTL: Duration = Duration::from_secs(2);
 /// An ask with no answer after this long is taken as Redis gone.
@@ -130,7 +137,8 @@ impl Rate {
 ///   [`LeaseWait::Renewal`] and remembers the cost.
 /// - [`SharedQuota::next_renewal`] says what to send Redis now: give back a lease that is spent
 ///   (cannot take the job waiting) or past its ttl, and ask for the next one, sized to what the
-///   recent rate uses in [`LEASE_HORIZON`] (at least the job waiting, at most a fair share of
+///   recent rate uses in [`LEASE_HORIZON`] (an eighth of the RPM window when requests are
+///   limited; at least the job waiting, at most a fair share of
 ///   each limit, `1/N`). One call per lease, so Redis calls per job are `1 / jobs per lease`.
 /// - [`SharedQuota::granted`] folds in Redis' answer; [`SharedQuota::wake_at`] is when to call
 ///   `next_renewal` again without a new event.
@@ -279,10 +287,15 @@ impl SharedQuota {
         (renewal != Renewal::default()).then_some(renewal)
     }
 
-    /// The room to ask for when `at_least` waits: the recent rate over [`LEASE_HORIZON`],
+    /// The room to ask for when `at_least` waits: the recent rate over [`LEASE_HORIZON`] (or
+    /// the [`SHORT_WINDOW_PARTS`]th of the RPM window),
     /// between `at_least` and a fair share of each limit (`1/N`; never less than `at_least`).
     fn size(&self, at_least: Cost) -> LeaseAsk {
-        let horizon = LEASE_HORIZON.as_secs_f64();
+        let horizon = match self.limits.requests_per_window {
+            Some(_) => LEASE_HORIZON.min(self.spans.window / SHORT_WINDOW_PARTS),
+            None => LEASE_HORIZON,
+        }
+        .as_secs_f64();
         let share = self.limits.share(self.processes);
         let tokens = match share.tokens_per_minute {
             None => 0,

@@ -63,8 +63,9 @@ fn jobs_are_charged_to_the_lease_until_it_is_spent_then_it_is_renewed() {
         Err(LeaseWait::Renewal)
     );
     // One round trip gives the spent lease back (used, last charged 12 ms after the ask) and
-    // asks for the next, sized to the rate it was spent at (3,000 tokens in 20 ms: capped at
-    // the fair share, 1/4 of each limit; requests by the window's share, 10 / 4).
+    // asks for the next, sized to the rate it was spent at (3,000 tokens in 20 ms) over an
+    // eighth of the 1 s RPM window (127.5 ms: 19,125 tokens); requests are capped at the
+    // window's fair share, 10 / 4.
     let renewal = q.next_renewal(t0 + 20 * MS).unwrap();
     assert_eq!(
         renewal.give_back,
@@ -81,7 +82,7 @@ fn jobs_are_charged_to_the_lease_until_it_is_spent_then_it_is_renewed() {
         renewal.ask,
         Some(LeaseAsk {
             want: Cost {
-                tokens: 25_000,
+                tokens: 19_125,
                 requests: 2
             },
             at_least: job(1_000),
@@ -92,8 +93,9 @@ fn jobs_are_charged_to_the_lease_until_it_is_spent_then_it_is_renewed() {
 #[test]
 fn a_lease_is_sized_to_the_recent_rate() {
     let t0 = Instant::now();
+    // No RPM limit: sized for a whole second.
     let mut q = SharedQuota::new(
-        LeaseLimits::new(Some(60_000), Some(10_000_000), S),
+        LeaseLimits::new(None, Some(10_000_000), S),
         2,
         LeaseSpans::new(LEASE_TTL, S),
     );
@@ -121,9 +123,46 @@ fn a_lease_is_sized_to_the_recent_rate() {
         renewal.ask.unwrap().want,
         Cost {
             tokens: 1_000,
-            requests: 10
+            requests: 0
         }
     );
+}
+
+#[test]
+fn with_an_rpm_limit_a_lease_is_sized_for_an_eighth_of_the_window() {
+    let t0 = Instant::now();
+    // 10 s RPM window: 10.05 s / 8 = 1.256 s is longer than the horizon, so 1 s of the rate;
+    // with a 1 s window, 1.02 s / 8 = 127.5 ms of it.
+    for (window, tokens, requests) in [(10 * S, 80_000, 800), (S, 10_200, 102)] {
+        let mut q = SharedQuota::new(
+            LeaseLimits::new(Some(600_000), Some(100_000_000), window),
+            1,
+            LeaseSpans::new(LEASE_TTL, window),
+        );
+        q.try_charge(t0, job(100)).unwrap_err();
+        q.next_renewal(t0);
+        q.granted(
+            t0,
+            Grant::Granted {
+                id: 1,
+                cost: Cost {
+                    tokens: 8_000,
+                    requests: 80,
+                },
+            },
+        );
+        // 80 jobs spent in 100 ms: 80,000 tokens/s, 800 requests/s.
+        for i in 0..80 {
+            q.try_charge(t0 + i * MS, job(100)).unwrap();
+        }
+        q.try_charge(t0 + 100 * MS, job(100)).unwrap_err();
+        let renewal = q.next_renewal(t0 + 100 * MS).unwrap();
+        assert_eq!(
+            renewal.ask.unwrap().want,
+            Cost { tokens, requests },
+            "window {window:?}"
+        );
+    }
 }
 
 #[test]

@@ -116,6 +116,7 @@ impl SharedRedis {
             .key(keys.window())
             .key(keys.leases())
             .key(keys.sequence())
+            .key(keys.totals())
             .key(keys.cooling())
             .arg(back_id)
             .arg(used.tokens)
@@ -171,6 +172,7 @@ impl SharedRedis {
             .key(keys.window())
             .key(keys.leases())
             .key(keys.sequence())
+            .key(keys.totals())
             .arg(millis(spans.ttl + spans.minute));
         for carry in carries {
             invocation
