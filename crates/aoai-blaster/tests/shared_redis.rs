@@ -227,7 +227,7 @@ async fn a_dead_process_lease_runs_out_by_itself() {
     // Every key expires by itself shortly after its longest record.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    for key in [k.minute(), k.window(), k.leases(), k.sequence(), k.totals()] {
+    for key in k.quota() {
         let ttl: i64 = redis::cmd("PTTL")
             .arg(&key)
             .query_async(&mut conn)

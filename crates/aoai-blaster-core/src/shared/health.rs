@@ -6,6 +6,11 @@ use std::time::{Duration, Instant};
 
 use crate::health::{CoolingCause, DisableCause, HealthChange, HealthState};
 
+/// How often a process reads the shared health of its deployments (one round trip for all of
+/// them): a note written by another process reaches it within this plus a round trip, well
+/// within a second.
+pub const HEALTH_POLL: Duration = Duration::from_millis(500);
+
 /// How long a shared disable lasts when the endpoint's own has no end (`reenable_after:
 /// never`): a key must not outlive a fixed configuration forever.
 pub const DISABLE_TTL_MAX: Duration = Duration::from_secs(3600);

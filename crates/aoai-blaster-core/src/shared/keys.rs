@@ -64,6 +64,18 @@ impl SharedKeys {
         format!("{}:totals", self.base)
     }
 
+    /// The keys of a deployment's leases, in the order the scripts take them: minute, window,
+    /// leases, sequence, totals.
+    pub fn quota(&self) -> [String; 5] {
+        [
+            self.minute(),
+            self.window(),
+            self.leases(),
+            self.sequence(),
+            self.totals(),
+        ]
+    }
+
     /// String with expiry: Azure asked every process to wait (a 429's Retry-After).
     pub fn cooling(&self) -> String {
         format!("{}:cooling", self.base)

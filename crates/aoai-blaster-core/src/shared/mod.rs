@@ -54,7 +54,7 @@ mod ledger;
 mod link;
 mod quota;
 
-pub use health::{DISABLE_TTL_MAX, HealthNote, SharedHealth};
+pub use health::{DISABLE_TTL_MAX, HEALTH_POLL, HealthNote, SharedHealth};
 pub use keys::SharedKeys;
 pub use ledger::{Grant, LeaseAsk, LeaseLedger, LeaseLimits, LeaseSpans, LedgerTotals};
 pub use link::{LinkChange, PROBE_FIRST, PROBE_MAX, RedisLink, RedisUnreachable};

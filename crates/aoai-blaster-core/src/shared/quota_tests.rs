@@ -22,6 +22,13 @@ fn quota() -> SharedQuota {
     )
 }
 
+/// A job of `wanted` asks for a lease at `at`, and Redis grants lease `id` with `room` at once.
+fn hold(q: &mut SharedQuota, at: Instant, wanted: Cost, id: u64, room: Cost) {
+    assert_eq!(q.try_charge(at, wanted), Err(LeaseWait::Renewal));
+    assert!(q.next_renewal(at).is_some_and(|r| r.ask.is_some()));
+    q.granted(at, Grant::Granted { id, cost: room });
+}
+
 fn ask_of(renewal: Option<Renewal>) -> LeaseAsk {
     renewal.and_then(|r| r.ask).expect("expected an ask")
 }
@@ -99,16 +106,14 @@ fn a_lease_is_sized_to_the_recent_rate() {
         2,
         LeaseSpans::new(LEASE_TTL, S),
     );
-    q.try_charge(t0, job(100)).unwrap_err();
-    q.next_renewal(t0);
-    q.granted(
+    hold(
+        &mut q,
         t0,
-        Grant::Granted {
-            id: 1,
-            cost: Cost {
-                tokens: 10_000,
-                requests: 100,
-            },
+        job(100),
+        1,
+        Cost {
+            tokens: 10_000,
+            requests: 100,
         },
     );
     // 20 jobs of 100 tokens over the lease's 2 s ttl: 1,000 tokens/s, 10 requests/s.
@@ -139,16 +144,14 @@ fn with_an_rpm_limit_a_lease_is_sized_for_an_eighth_of_the_window() {
             1,
             LeaseSpans::new(LEASE_TTL, window),
         );
-        q.try_charge(t0, job(100)).unwrap_err();
-        q.next_renewal(t0);
-        q.granted(
+        hold(
+            &mut q,
             t0,
-            Grant::Granted {
-                id: 1,
-                cost: Cost {
-                    tokens: 8_000,
-                    requests: 80,
-                },
+            job(100),
+            1,
+            Cost {
+                tokens: 8_000,
+                requests: 80,
             },
         );
         // 80 jobs spent in 100 ms: 80,000 tokens/s, 800 requests/s.
@@ -169,15 +172,7 @@ fn with_an_rpm_limit_a_lease_is_sized_for_an_eighth_of_the_window() {
 fn an_idle_lease_is_given_back_at_its_ttl_without_asking_again() {
     let t0 = Instant::now();
     let mut q = quota();
-    q.try_charge(t0, job(10)).unwrap_err();
-    q.next_renewal(t0);
-    q.granted(
-        t0,
-        Grant::Granted {
-            id: 5,
-            cost: job(500),
-        },
-    );
+    hold(&mut q, t0, job(10), 5, job(500));
     q.try_charge(t0 + MS, job(10)).unwrap();
     assert_eq!(q.next_renewal(t0 + S), None);
     assert_eq!(q.wake_at(), Some(t0 + LEASE_TTL));
@@ -250,15 +245,7 @@ fn an_unanswered_ask_times_out_and_refunds_return_to_the_lease() {
 fn without_redis_it_paces_on_a_quarter_then_carries_its_use_back() {
     let t0 = Instant::now();
     let mut q = quota();
-    q.try_charge(t0, job(20_000)).unwrap_err();
-    q.next_renewal(t0);
-    q.granted(
-        t0,
-        Grant::Granted {
-            id: 1,
-            cost: job(20_000),
-        },
-    );
+    hold(&mut q, t0, job(20_000), 1, job(20_000));
     q.try_charge(t0 + MS, job(20_000)).unwrap();
     q.redis_lost(t0 + S);
     assert!(q.is_local());

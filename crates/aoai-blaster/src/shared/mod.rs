@@ -8,7 +8,11 @@
 //! - `scripts/carry.lua` counts what a process charged while Redis did not see it.
 //! - `scripts/note.lua` writes shared health (a 429's wait, a rejection, a recovery) as keys
 //!   with expiry; [`SharedRedis::health`] reads them for many deployments in one round trip, so
-//!   a process that polls twice a second sees another's 429 within a second.
+//!   a process that polls every
+//!   [`HEALTH_POLL`](aoai_blaster_core::shared::HEALTH_POLL) sees another's 429 within a
+//!   second.
+//!
+//! Redis 5 or newer (the scripts read `TIME` before they write), or Valkey.
 //!
 //! Every call is bounded ([`CALL_TIMEOUT`]); a failure drops the connection, and the next call
 //! connects again, so a Redis that comes back is used again without a restart. Errors never
@@ -111,12 +115,10 @@ impl SharedRedis {
         let ask = renewal.ask.unwrap_or_default();
         let limit = |l: Option<u64>| l.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
         let mut invocation = RENEW.prepare_invoke();
+        for key in keys.quota() {
+            invocation.key(key);
+        }
         invocation
-            .key(keys.minute())
-            .key(keys.window())
-            .key(keys.leases())
-            .key(keys.sequence())
-            .key(keys.totals())
             .key(keys.cooling())
             .arg(back_id)
             .arg(used.tokens)
@@ -167,13 +169,10 @@ impl SharedRedis {
             return Ok(());
         }
         let mut invocation = CARRY.prepare_invoke();
-        invocation
-            .key(keys.minute())
-            .key(keys.window())
-            .key(keys.leases())
-            .key(keys.sequence())
-            .key(keys.totals())
-            .arg(millis(spans.ttl + spans.minute));
+        for key in keys.quota() {
+            invocation.key(key);
+        }
+        invocation.arg(millis(spans.ttl + spans.minute));
         for carry in carries {
             invocation
                 .arg(carry.cost.tokens)
