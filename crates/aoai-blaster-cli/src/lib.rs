@@ -27,6 +27,7 @@ mod progress;
 mod run;
 mod run_loop;
 mod serve;
+mod setup;
 mod sim;
 mod summary;
 

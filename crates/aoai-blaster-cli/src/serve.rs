@@ -1,35 +1,21 @@
 //! `aoai-blaster serve`: the OpenAI-compatible gateway ([`aoai_blaster_gateway`]) until Ctrl-C
 //! or SIGTERM.
 
-use aoai_blaster::BlasterConfig;
 use aoai_blaster_gateway::{Gateway, GatewayOptions};
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::ServeArgs;
+use crate::setup::{StopSignals, load_config};
 use crate::summary::{EXIT_OK, EXIT_USAGE};
 
 /// `aoai-blaster serve`.
 pub(crate) async fn serve_command(args: ServeArgs) -> u8 {
-    let config = match BlasterConfig::from_file(&args.config) {
+    let config = match load_config(&args.config) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("aoai-blaster: config {}: {error}", args.config.display());
-            return EXIT_USAGE;
-        }
+        Err(status) => return status,
     };
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
-    // Signals first, so that one sent as soon as the address is printed stops cleanly.
-    let (mut interrupts, mut terminations) = match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(interrupts), Ok(terminations)) => (interrupts, terminations),
-        (Err(error), _) | (_, Err(error)) => {
-            eprintln!("aoai-blaster: cannot listen for Ctrl-C: {error}");
-            return EXIT_USAGE;
-        }
+    let mut stop = match StopSignals::listen() {
+        Ok(stop) => stop,
+        Err(status) => return status,
     };
     let options = GatewayOptions {
         listen: args.listen,
@@ -46,10 +32,7 @@ pub(crate) async fn serve_command(args: ServeArgs) -> u8 {
     };
     tracing::info!(inbound_keys = keys, "gateway ready");
     crate::console::print_line(&format!("listening on http://{}", gateway.local_addr()));
-    tokio::select! {
-        _ = interrupts.recv() => {}
-        _ = terminations.recv() => {}
-    }
+    stop.wait().await;
     gateway.stop().await;
     EXIT_OK
 }

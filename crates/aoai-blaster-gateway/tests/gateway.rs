@@ -373,6 +373,16 @@ fn slow(name: &str, ms: u64) -> DeploymentSpec {
     })
 }
 
+/// A chat request sent in the background: its status, when awaited.
+fn spawn_chat(gw: &Arc<Gateway>, text: &'static str) -> actix_rt::task::JoinHandle<u16> {
+    let gw = gw.clone();
+    actix_rt::spawn(async move {
+        post(&gw, "/v1/chat/completions", &chat(None, text))
+            .await
+            .status
+    })
+}
+
 /// Polls `done` on the actix clock (no sleep decides the outcome: each check is exact).
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..2000 {
@@ -393,22 +403,8 @@ async fn a_full_queue_answers_429_naming_when_room_will_exist() {
     ))
     .await;
     let gw = Arc::new(gw);
-    let first = actix_rt::spawn({
-        let gw = gw.clone();
-        async move {
-            post(&gw, "/v1/chat/completions", &chat(None, "one"))
-                .await
-                .status
-        }
-    });
-    let second = actix_rt::spawn({
-        let gw = gw.clone();
-        async move {
-            post(&gw, "/v1/chat/completions", &chat(None, "two"))
-                .await
-                .status
-        }
-    });
+    let first = spawn_chat(&gw, "one");
+    let second = spawn_chat(&gw, "two");
     until("two requests held", || gw.requests_held() == 2).await;
     let third = post(&gw, "/v1/chat/completions", &chat(None, "three")).await;
     assert_eq!(third.status, 429);
@@ -463,14 +459,7 @@ async fn a_client_that_disconnects_cancels_its_unsent_job() {
         ))
         .await,
     );
-    let first = actix_rt::spawn({
-        let gw = gw.clone();
-        async move {
-            post(&gw, "/v1/chat/completions", &chat(None, "first"))
-                .await
-                .status
-        }
-    });
+    let first = spawn_chat(&gw, "first");
     until("the first request in flight", || {
         sim.stats().deployment("gpt-4o").in_flight == 1
     })

@@ -139,10 +139,22 @@ fn go(child: &mut Child) {
     stdin.flush().expect("flushed");
 }
 
-fn keyed(top: Value) -> Value {
+/// A gateway taking [`KEY`], over the simulator's `gpt-4o` as deployment `east`.
+async fn keyed_gateway(sim: &aoai_sim::SimHandle, top: Value) -> Gateway {
     let mut top = top;
     top["gateway"] = json!({"api_keys": [KEY]});
-    top
+    gateway(config(vec![deployment(sim, "east", "gpt-4o")], top)).await
+}
+
+/// A chat request with [`KEY`], straight to the gateway.
+async fn keyed_chat(gw: &Gateway, text: &str) -> Reply {
+    send(
+        client()
+            .post(url(gw, "/v1/chat/completions"))
+            .bearer_auth(KEY),
+        Some(&chat(None, text)),
+    )
+    .await
 }
 
 fn roomy(name: &str) -> DeploymentSpec {
@@ -160,11 +172,7 @@ fn slow(name: &str, ms: u64) -> DeploymentSpec {
 async fn the_official_client_chats_plain_and_streamed_and_lists_models() {
     python();
     let sim = sim(vec![roomy("gpt-4o").reply_tokens(10)]).await;
-    let gw = gateway(config(
-        vec![deployment(&sim, "east", "gpt-4o")],
-        keyed(json!({})),
-    ))
-    .await;
+    let gw = keyed_gateway(&sim, json!({})).await;
     let report = report(&finish(script("chat.py", &gw)).await);
     assert_eq!(report["models"], json!(["east", "gpt-4o"]));
     assert!(report["deltas"].as_u64().unwrap() > 1, "{report}");
@@ -176,11 +184,7 @@ async fn the_official_client_chats_plain_and_streamed_and_lists_models() {
 async fn the_official_client_raises_not_found_and_authentication_errors() {
     python();
     let sim = sim(vec![roomy("gpt-4o")]).await;
-    let gw = gateway(config(
-        vec![deployment(&sim, "east", "gpt-4o")],
-        keyed(json!({})),
-    ))
-    .await;
+    let gw = keyed_gateway(&sim, json!({})).await;
     let report = report(&finish(script("errors.py", &gw)).await);
     assert!(
         report["unknown"].as_str().unwrap().contains("gpt-5"),
@@ -194,19 +198,9 @@ async fn the_official_client_raises_not_found_and_authentication_errors() {
 async fn the_official_client_waits_the_retry_after_of_a_429_then_succeeds() {
     python();
     let sim = sim(vec![slow("gpt-4o", 300)]).await;
-    let gw = gateway(config(
-        vec![deployment(&sim, "east", "gpt-4o")],
-        keyed(json!({"num_workers": 1, "queue_capacity": 1})),
-    ))
-    .await;
+    let gw = keyed_gateway(&sim, json!({"num_workers": 1, "queue_capacity": 1})).await;
     // One request first, so the gateway knows how long a request takes upstream.
-    let warm = send(
-        client()
-            .post(url(&gw, "/v1/chat/completions"))
-            .bearer_auth(KEY),
-        Some(&chat(None, "warm up")),
-    )
-    .await;
+    let warm = keyed_chat(&gw, "warm up").await;
     assert_eq!(warm.status, 200);
     let mut child = script("retry_after.py", &gw);
     until_held(&gw, 2).await;
@@ -234,11 +228,7 @@ async fn until_held(gw: &Gateway, held: usize) {
 async fn two_hundred_requests_from_twenty_threads_each_get_their_own_answer() {
     python();
     let sim = sim(vec![roomy("gpt-4o")]).await;
-    let gw = gateway(config(
-        vec![deployment(&sim, "east", "gpt-4o")],
-        keyed(json!({})),
-    ))
-    .await;
+    let gw = keyed_gateway(&sim, json!({})).await;
     let report = report(&finish(script("concurrency.py", &gw)).await);
     assert_eq!(report["answered"], 200);
     assert_eq!(sim.stats().deployment("gpt-4o").requests, 200);
@@ -249,11 +239,7 @@ async fn two_hundred_requests_from_twenty_threads_each_get_their_own_answer() {
 async fn a_client_that_times_out_while_queued_cancels_its_job() {
     python();
     let sim = sim(vec![slow("gpt-4o", 1500)]).await;
-    let gw = gateway(config(
-        vec![deployment(&sim, "east", "gpt-4o")],
-        keyed(json!({"num_workers": 1})),
-    ))
-    .await;
+    let gw = keyed_gateway(&sim, json!({"num_workers": 1})).await;
     let mut child = script("disconnect.py", &gw);
     for _ in 0..4000 {
         if sim.stats().deployment("gpt-4o").in_flight == 1 {
@@ -278,13 +264,7 @@ async fn a_client_that_times_out_while_queued_cancels_its_job() {
     );
     // A later request is placed after where the impatient one was: had it been sent, it
     // would have been by now.
-    let later = send(
-        client()
-            .post(url(&gw, "/v1/chat/completions"))
-            .bearer_auth(KEY),
-        Some(&chat(None, "later")),
-    )
-    .await;
+    let later = keyed_chat(&gw, "later").await;
     assert_eq!(later.status, 200);
     assert_eq!(
         sim.stats().deployment("gpt-4o").requests,
