@@ -9,11 +9,11 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use aoai_blaster::ChatRequest;
 use aoai_blaster::auth::{Auth, AuthError, CredentialRegistry};
 use aoai_blaster::core::chat::build_request_body;
 use aoai_blaster::core::classify::{ApiError, parse_rate_limit_headers};
 use aoai_blaster::core::config::DeploymentConfig;
-use aoai_blaster::ChatRequest;
 use serde_json::json;
 
 use crate::cli::CheckArgs;

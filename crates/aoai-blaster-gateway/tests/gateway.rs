@@ -5,7 +5,6 @@ mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use aoai_blaster_gateway::{Gateway, GatewayError, GatewayOptions};
@@ -381,17 +380,6 @@ fn spawn_chat(gw: &Arc<Gateway>, text: &'static str) -> actix_rt::task::JoinHand
             .await
             .status
     })
-}
-
-/// Polls `done` on the actix clock (no sleep decides the outcome: each check is exact).
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..2000 {
-        if done() {
-            return;
-        }
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[actix_rt::test]

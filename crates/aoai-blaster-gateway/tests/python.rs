@@ -203,7 +203,7 @@ async fn the_official_client_waits_the_retry_after_of_a_429_then_succeeds() {
     let warm = keyed_chat(&gw, "warm up").await;
     assert_eq!(warm.status, 200);
     let mut child = script("retry_after.py", &gw);
-    until_held(&gw, 2).await;
+    until("two requests held", || gw.requests_held() == 2).await;
     go(&mut child);
     let report = report(&finish(child).await);
     let statuses = report["statuses"].as_array().unwrap();
@@ -212,16 +212,6 @@ async fn the_official_client_waits_the_retry_after_of_a_429_then_succeeds() {
     // Warm-up, two holders and the one retried request that got through.
     assert_eq!(sim.stats().deployment("gpt-4o").requests, 4);
     gw.stop().await;
-}
-
-async fn until_held(gw: &Gateway, held: usize) {
-    for _ in 0..4000 {
-        if gw.requests_held() == held {
-            return;
-        }
-        actix_rt::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    panic!("the gateway never held {held} requests");
 }
 
 #[actix_rt::test]
@@ -241,19 +231,16 @@ async fn a_client_that_times_out_while_queued_cancels_its_job() {
     let sim = sim(vec![slow("gpt-4o", 1500)]).await;
     let gw = keyed_gateway(&sim, json!({"num_workers": 1})).await;
     let mut child = script("disconnect.py", &gw);
-    for _ in 0..4000 {
-        if sim.stats().deployment("gpt-4o").in_flight == 1 {
-            break;
-        }
-        actix_rt::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert_eq!(sim.stats().deployment("gpt-4o").in_flight, 1);
+    until("the first request upstream", || {
+        sim.stats().deployment("gpt-4o").in_flight == 1
+    })
+    .await;
     go(&mut child);
     let stdout = child.stdout.take().expect("stdout is piped");
     let (line, reader) = next_line(stdout).await;
     assert!(line.contains("gave up"), "{line}");
     // The impatient request lets go while the first is still upstream.
-    until_held(&gw, 1).await;
+    until("the impatient request let go", || gw.requests_held() == 1).await;
     let (line, _) = read_line(reader).await;
     assert!(line.contains("done"), "{line}");
     let output = finish(child).await;

@@ -153,3 +153,14 @@ pub fn chat(model: Option<&str>, text: &str) -> Value {
 pub fn digest_of(body: &Value) -> String {
     format!("digest={}", aoai_sim::messages_digest(&body["messages"]))
 }
+
+/// Polls `done` on the actix clock (no sleep decides the outcome: each check is exact).
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if done() {
+            return;
+        }
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
