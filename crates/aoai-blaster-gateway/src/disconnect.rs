@@ -4,7 +4,8 @@
 //! handler produces nothing (actix-web issue 1313): a request waiting for quota would keep its
 //! job. So each connection keeps a duplicate of its socket, and a waiting request peeks at it
 //! now and then: end of stream or an error means the client is gone, and the request's future,
-//! with its job if no attempt of it was sent, is dropped.
+//! with its job if no attempt of it was sent, is dropped. (A client that shut down only its
+//! sending side after the request would be taken for gone too; HTTP clients do not do that.)
 
 use std::any::Any;
 use std::future::Future;

@@ -69,7 +69,7 @@ impl GatewayOptions {
 
 /// Why the gateway did not start.
 #[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
+pub enum ServeError {
     /// No inbound keys and an address others can reach.
     #[error(
         "refusing to listen on {addr} without inbound keys: anyone who reaches it could spend \
@@ -110,18 +110,18 @@ impl Gateway {
     pub async fn start(
         config: BlasterConfig,
         options: GatewayOptions,
-    ) -> Result<Gateway, GatewayError> {
+    ) -> Result<Gateway, ServeError> {
         let addrs: Vec<SocketAddr> = options
             .listen
             .to_socket_addrs()
-            .map_err(|source| GatewayError::Listen {
+            .map_err(|source| ServeError::Listen {
                 addr: options.listen.clone(),
                 source,
             })?
             .collect();
         let exposed = addrs.iter().any(|addr| !addr.ip().is_loopback());
         if config.gateway.api_keys.is_empty() && exposed && !options.allow_unauthenticated {
-            return Err(GatewayError::Unauthenticated {
+            return Err(ServeError::Unauthenticated {
                 addr: options.listen,
             });
         }
@@ -131,7 +131,7 @@ impl Gateway {
         let state = Arc::new(state::State::new(&config, dispatcher.clone(), metrics));
         let (addr, server) =
             app::serve(state.clone(), &addrs, options.workers).map_err(|source| {
-                GatewayError::Listen {
+                ServeError::Listen {
                     addr: options.listen.clone(),
                     source,
                 }

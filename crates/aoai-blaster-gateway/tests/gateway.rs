@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use aoai_blaster_gateway::{Gateway, GatewayError, GatewayOptions};
+use aoai_blaster_gateway::{Gateway, GatewayOptions, ServeError};
 use aoai_sim::{DeploymentSpec, FaultSpec, LatencySpec};
 use common::*;
 use serde_json::{Value, json};
@@ -250,7 +250,7 @@ async fn without_keys_only_loopback_is_served_unless_allowed() {
     let sim = sim(vec![DeploymentSpec::new("gpt-4o")]).await;
     let open = || config(vec![deployment(&sim, "east", "gpt-4o")], json!({}));
     let refused = Gateway::start(open(), GatewayOptions::new("0.0.0.0:0")).await;
-    let Err(error @ GatewayError::Unauthenticated { .. }) = refused else {
+    let Err(error @ ServeError::Unauthenticated { .. }) = refused else {
         panic!("expected a refusal");
     };
     assert!(
