@@ -37,6 +37,11 @@ use actix_web::dev::ServerHandle;
 use aoai_blaster::metrics::{MetricsError, MetricsHandle};
 use aoai_blaster::{BlasterConfig, Close, Dispatcher, StartError};
 
+/// The README's example, compiled so it follows the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod app;
 mod chat;
 mod disconnect;
