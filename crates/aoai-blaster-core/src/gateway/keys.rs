@@ -70,22 +70,22 @@ fn digest(key: &str) -> [u8; 32] {
 /// use aoai_blaster_core::gateway::presented_key;
 ///
 /// assert_eq!(presented_key(Some("Bearer sk-1"), None), Some("sk-1"));
-/// assert_eq!(presented_key(Some("bearer  sk-1 "), None), Some("sk-1"));
+/// assert_eq!(presented_key(Some("bearer  sk-1 "), Some("sk-2")), Some("sk-1"));
 /// assert_eq!(presented_key(None, Some("sk-2")), Some("sk-2"));
+/// assert_eq!(presented_key(Some("Basic dXNlcg=="), Some("sk-2")), Some("sk-2"));
 /// assert_eq!(presented_key(Some("Basic dXNlcg=="), None), None);
-/// assert_eq!(presented_key(None, None), None);
+/// assert_eq!(presented_key(None, Some(" ")), None);
 /// ```
 pub fn presented_key<'a>(
     authorization: Option<&'a str>,
     api_key: Option<&'a str>,
 ) -> Option<&'a str> {
-    if let Some(value) = authorization {
-        let value = value.trim();
-        let (scheme, rest) = value.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| rest.trim())
-            .filter(|key| !key.is_empty());
-    }
-    api_key.map(str::trim).filter(|key| !key.is_empty())
+    let bearer = authorization.and_then(|value| {
+        let (scheme, key) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+    });
+    bearer
+        .or(api_key)
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
 }
