@@ -475,3 +475,39 @@ async fn a_client_that_disconnects_cancels_its_unsent_job() {
         "the second never went out"
     );
 }
+
+#[actix_rt::test]
+async fn the_first_delta_reaches_the_client_while_the_upstream_still_streams() {
+    use futures_util::StreamExt;
+    let paced = DeploymentSpec::new("gpt-4o")
+        .reply_tokens(20)
+        .latency(LatencySpec {
+            per_token_ms: 100,
+            ..LatencySpec::default()
+        });
+    let sim = sim(vec![paced]).await;
+    let gw = gateway(config(vec![deployment(&sim, "east", "gpt-4o")], json!({}))).await;
+    let mut body = chat(None, "slowly");
+    body["stream"] = json!(true);
+    let mut response = client()
+        .post(url(&gw, "/v1/chat/completions"))
+        .send_json(&body)
+        .await
+        .expect("the gateway answers");
+    assert_eq!(response.status().as_u16(), 200);
+    let first = response
+        .next()
+        .await
+        .expect("a first chunk")
+        .expect("bytes");
+    assert!(first.starts_with(b"data: {"), "{first:?}");
+    // Two seconds of tokens upstream: the first one is here, the stream is still going.
+    assert_eq!(sim.stats().deployment("gpt-4o").in_flight, 1);
+    let mut rest = Vec::new();
+    while let Some(chunk) = response.next().await {
+        rest.extend_from_slice(&chunk.expect("bytes"));
+    }
+    assert!(rest.ends_with(b"data: [DONE]\n\n"));
+    assert_eq!(sim.stats().deployment("gpt-4o").in_flight, 0);
+    gw.stop().await;
+}
