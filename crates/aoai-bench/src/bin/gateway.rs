@@ -140,6 +140,10 @@ impl GatewayProcess {
         })
     }
 
+    fn url(&self) -> String {
+        format!("http://{}/v1/chat/completions", self.addr)
+    }
+
     fn rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let kib: f64 = status
@@ -286,21 +290,24 @@ fn run(args: &Args) -> Result<(), String> {
         "gateway bench: wrk {}s per run, concurrency {:?}, {cores} cores shared by wrk, the simulator and the gateway ({} HTTP worker)",
         args.seconds, args.concurrency, args.workers
     ));
-    let mut rows = Vec::new();
-    let mut idle_rss = None;
-    let mut best = [0.0f64; 2];
-    for pacing in [false, true] {
-        let gateway = GatewayProcess::start(&gateway_config(&sim, pacing), args.workers)?;
-        std::thread::sleep(Duration::from_millis(300));
-        if !pacing {
-            idle_rss = gateway.rss_mib();
-        }
-        let url = format!("http://{}/v1/chat/completions", gateway.addr);
+    // Both gateways run from the start and each concurrency measures direct, pacing off and
+    // pacing on back to back, so that a change in the machine's load hits all three alike.
+    let plain = GatewayProcess::start(&gateway_config(&sim, false), args.workers)?;
+    let paced = GatewayProcess::start(&gateway_config(&sim, true), args.workers)?;
+    let urls = [plain.url(), paced.url()];
+    for url in &urls {
         // Warm-up: connections, the tokenizer, the allocator.
-        wrk(&url, &body, &[], 16, 1)?;
-        for &c in &args.concurrency {
-            let direct = wrk(&direct_url, &body, &key, c, args.seconds)?;
-            let through = wrk(&url, &body, &[], c, args.seconds)?;
+        wrk(url, &body, &[], 16, 1)?;
+    }
+    // Idle: started, served its first requests (the tokenizer tables are loaded), quiet now.
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss = plain.rss_mib();
+    let mut rows = Vec::new();
+    let mut best = [0.0f64; 2];
+    for &c in &args.concurrency {
+        let direct = wrk(&direct_url, &body, &key, c, args.seconds)?;
+        for (pacing, url) in [false, true].into_iter().zip(&urls) {
+            let through = wrk(url, &body, &[], c, args.seconds)?;
             best[usize::from(pacing)] = best[usize::from(pacing)].max(through.rps);
             say(format!(
                 "  pacing {:3} c={c:<4} direct p50 {:>8.0} µs p99 {:>8.0} µs {:>8.0} req/s | gateway p50 {:>8.0} µs p99 {:>8.0} µs {:>8.0} req/s ({} non-2xx)",
@@ -342,16 +349,24 @@ fn run(args: &Args) -> Result<(), String> {
             .map(|(_, _, d, t)| t.p99_us - d.p99_us)
     };
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    // A negative difference means the direct run met more noise than the gateway's.
+    let latency_verdict = |added: f64, target: f64| {
+        if added < 0.0 {
+            "not measurable: the direct run's p99 was the higher (a noisy machine)"
+        } else {
+            verdict(added <= target)
+        }
+    };
     if let Some(p99) = added_p99(1) {
         say(format!(
             "added p99 at concurrency 1: {p99:.0} µs (target <= {TARGET_P99_C1_US:.0} µs: {})",
-            verdict(p99 <= TARGET_P99_C1_US)
+            latency_verdict(p99, TARGET_P99_C1_US)
         ));
     }
     if let Some(p99) = added_p99(64) {
         say(format!(
             "added p99 at concurrency 64: {p99:.0} µs (target <= {TARGET_P99_C64_US:.0} µs: {})",
-            verdict(p99 <= TARGET_P99_C64_US)
+            latency_verdict(p99, TARGET_P99_C64_US)
         ));
     }
     let loss = 1.0 - best[1] / best[0].max(1.0);
