@@ -51,6 +51,7 @@ use std::time::Duration;
 use crate::secret::Secret;
 
 mod duration;
+mod gateway;
 mod guard;
 mod knobs;
 mod load;
@@ -58,6 +59,7 @@ mod raw;
 mod validate;
 
 pub use duration::parse_duration;
+pub use gateway::{GatewayConfig, RawGateway};
 pub use knobs::RawKnobs;
 pub use load::{ConfigError, ConfigFormat};
 pub use raw::{RawConfig, RawDeployment};
@@ -137,6 +139,8 @@ pub struct BlasterConfig {
     /// Dispatcher's thread, which costs least per job when one thread keeps up (it does to
     /// well over 10,000 jobs/s; see the README's benchmarks).
     pub endpoint_threads: usize,
+    /// The `gateway:` section (`aoai-blaster serve`).
+    pub gateway: GatewayConfig,
     /// Things that are accepted but deserve attention (deprecated keys and the like), each
     /// naming its place. Log them at start-up.
     pub warnings: Vec<String>,

@@ -223,6 +223,10 @@ impl RawConfig {
             );
         }
         let deployments = check_deployments(self.deployments, &inherited, env, problems);
+        let gateway = self
+            .gateway
+            .unwrap_or_default()
+            .check(&deployments, env, problems);
         Some(BlasterConfig {
             strategy: top.strategy,
             deployments,
@@ -233,6 +237,7 @@ impl RawConfig {
             max_wait: self.max_wait.unwrap_or(DEFAULT_MAX_WAIT),
             rpm_window: top.rpm_window,
             endpoint_threads: self.endpoint_threads.unwrap_or(0),
+            gateway,
             warnings: Vec::new(),
         })
     }
