@@ -49,6 +49,11 @@ examples:
     cargo run --release --example quickstart
     cargo run --release --example actix_app
 
+# The gateway (`aoai-blaster serve`) against a zero-latency simulator, side by side with
+# direct requests, with wrk (Debian: apt-get install wrk): added p50/p99, max req/s, idle RSS.
+bench-gateway *args:
+    cargo run --release -p aoai-bench --bin gateway -- {{args}}
+
 # Quota pacing benchmark (release): makespan vs the theoretical minimum and 429s, per strategy.
 bench-quota *args:
     cargo run --release -p aoai-bench --bin bench-quota -- {{args}}

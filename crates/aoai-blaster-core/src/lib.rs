@@ -8,6 +8,7 @@ pub mod classify;
 pub mod config;
 pub mod error_body;
 pub mod extra;
+pub mod gateway;
 pub mod health;
 pub mod quota;
 pub mod retry;

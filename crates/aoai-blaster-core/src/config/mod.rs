@@ -51,6 +51,7 @@ use std::time::Duration;
 use crate::secret::Secret;
 
 mod duration;
+mod gateway;
 mod guard;
 mod knobs;
 mod load;
@@ -59,6 +60,7 @@ mod shared;
 mod validate;
 
 pub use duration::parse_duration;
+pub use gateway::{GatewayConfig, RawGateway};
 pub use knobs::RawKnobs;
 pub use load::{ConfigError, ConfigFormat};
 pub use raw::{RawConfig, RawDeployment};
@@ -142,6 +144,8 @@ pub struct BlasterConfig {
     /// Several processes share the deployments' quotas through Redis (`shared:`); `None`: this
     /// process paces alone.
     pub shared: Option<SharedConfig>,
+    /// The `gateway:` section (`aoai-blaster serve`).
+    pub gateway: GatewayConfig,
     /// Things that are accepted but deserve attention (deprecated keys and the like), each
     /// naming its place. Log them at start-up.
     pub warnings: Vec<String>,

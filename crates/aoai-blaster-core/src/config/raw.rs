@@ -6,13 +6,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::duration::optional_duration;
+use super::gateway::RawGateway;
 use super::knobs::{KNOB_KEYS, RawKnobs};
 use super::shared::RawShared;
 use crate::secret::Secret;
 
 /// Keys accepted at the top level of the file, in the order error messages list them (kept in
 /// step with [`RawConfig`] by a test).
-pub(super) const TOP_KEYS: &[&str] = &with_knobs::<21>(
+pub(super) const TOP_KEYS: &[&str] = &with_knobs::<22>(
     &[
         "strategy",
         "deployments",
@@ -27,6 +28,7 @@ pub(super) const TOP_KEYS: &[&str] = &with_knobs::<21>(
         "rpm_window",
         "endpoint_threads",
         "shared",
+        "gateway",
     ],
 );
 
@@ -123,6 +125,8 @@ pub struct RawConfig {
     /// Several processes sharing the deployments' quotas through Redis (`shared:`). Default:
     /// none, each process paces alone.
     pub shared: Option<RawShared>,
+    /// What `aoai-blaster serve` needs: inbound keys, model aliases.
+    pub gateway: Option<RawGateway>,
 }
 
 /// One `deployments[i]` entry as written. `name`, `endpoint`, `api_key` and `model` are
@@ -200,8 +204,8 @@ mod tests {
             (DEPLOYMENT_KEYS, &entry),
         ] {
             for key in keys {
-                // A section (`shared`) is a map: a number is the wrong type for it.
-                let wrong = if *key == "shared" {
+                // A section (`shared`, `gateway`) is a map: a number is the wrong type for it.
+                let wrong = if *key == "shared" || *key == "gateway" {
                     json!(7)
                 } else {
                     json!({"zzz": 1})

@@ -223,6 +223,10 @@ impl RawConfig {
             );
         }
         let deployments = check_deployments(self.deployments, &inherited, env, problems);
+        let gateway = self
+            .gateway
+            .unwrap_or_default()
+            .check(&deployments, env, problems);
         Some(BlasterConfig {
             strategy: top.strategy,
             deployments,
@@ -237,6 +241,7 @@ impl RawConfig {
                 .shared
                 .as_ref()
                 .and_then(|shared| shared.check(env, problems)),
+            gateway,
             warnings: Vec::new(),
         })
     }

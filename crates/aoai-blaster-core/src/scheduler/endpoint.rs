@@ -20,6 +20,9 @@ pub const DEFAULT_CHARGED_COMPLETION_TOKENS: u64 = 4096;
 pub(crate) struct Endpoint {
     pub(crate) name: String,
     pub(crate) model: String,
+    /// The index of the first endpoint with the same `model`: a job pinned to a model may use
+    /// every endpoint of its group.
+    pub(crate) model_group: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) in_flight: usize,
     pub(crate) budget: Box<dyn QuotaBudget>,
@@ -61,6 +64,7 @@ impl Endpoint {
         Endpoint {
             name: deployment.name.clone(),
             model: deployment.model.clone(),
+            model_group: 0,
             max_in_flight: deployment.max_in_flight.max(1),
             in_flight: 0,
             budget,

@@ -133,7 +133,8 @@ pub enum Effect<P> {
 /// What a caller may choose per job, beside its request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobOptions {
-    /// Run only on the deployment with this `name` (or, failing that, of this `model`).
+    /// Run only on the deployment with this `name` or, failing that, on any deployment of this
+    /// `model`.
     pub pin: Option<String>,
     /// This job's `max_wait`, instead of the configured one.
     pub max_wait: Option<Duration>,
@@ -151,7 +152,7 @@ struct Submission<P> {
 struct Job<P> {
     payload: P,
     request: Arc<ChatRequest>,
-    pin: Option<usize>,
+    pin: Option<Pin>,
     /// Estimated prompt tokens per tokenizer (indexed like `Scheduler::tokenizers`).
     prompt_tokens: Vec<u64>,
     history: JobHistory,
@@ -226,7 +227,13 @@ impl<P: Payload> Scheduler<P> {
                     .iter()
                     .position(|t| *t == deployment.tokenizer)
                     .unwrap_or(0);
-                Endpoint::new(deployment, config.rpm_window, tokenizer)
+                let mut endpoint = Endpoint::new(deployment, config.rpm_window, tokenizer);
+                endpoint.model_group = config
+                    .deployments
+                    .iter()
+                    .position(|d| d.model == deployment.model)
+                    .unwrap_or(0);
+                endpoint
             })
             .collect();
         let weights: Vec<u32> = config.deployments.iter().map(|d| d.weight).collect();
@@ -380,9 +387,14 @@ impl<P: Payload> Scheduler<P> {
         self.jobs.is_empty() && self.waiting.is_empty()
     }
 
-    fn resolve_pin(&self, pin: &str) -> Option<usize> {
-        self.endpoint_index(pin)
-            .or_else(|| self.endpoints.iter().position(|e| e.model == pin))
+    /// A deployment's `name` pins to it; otherwise a `model` pins to every deployment of it.
+    fn resolve_pin(&self, pin: &str) -> Option<Pin> {
+        self.endpoint_index(pin).map(Pin::Endpoint).or_else(|| {
+            self.endpoints
+                .iter()
+                .find(|e| e.model == pin)
+                .map(|e| Pin::Model(e.model_group))
+        })
     }
 
     /// Takes a job into the queue, or fails it at once (unknown pin, never fits).
@@ -557,7 +569,7 @@ impl<P: Payload> Scheduler<P> {
         loop {
             let endpoints = &self.endpoints;
             let eligible = |i: usize, excluded: &[bool]| {
-                !excluded[i] && pin.is_none_or(|p| p == i) && endpoints[i].has_room(now)
+                !excluded[i] && allowed(pin, &endpoints[i], i) && endpoints[i].has_room(now)
             };
             let headroom = |i: usize| endpoints[i].budget.snapshot(now).headroom(now);
             let choice = self
@@ -585,7 +597,7 @@ impl<P: Payload> Scheduler<P> {
         let mut available_now = false;
         let mut health_at: Option<Instant> = None;
         for (index, endpoint) in self.endpoints.iter().enumerate() {
-            if pin.is_some_and(|p| p != index) {
+            if !allowed(pin, endpoint, index) {
                 continue;
             }
             match endpoint.availability(now) {
@@ -638,11 +650,11 @@ impl<P: Payload> Scheduler<P> {
 
     /// `Some((tokens, largest capacity))` when the job is larger than the whole minute quota of
     /// every endpoint it may run on: it would wait forever, so it fails at once.
-    fn never_fits(&self, id: JobId, pin: Option<usize>) -> Option<(u64, u64)> {
+    fn never_fits(&self, id: JobId, pin: Option<Pin>) -> Option<(u64, u64)> {
         let mut tokens = 0;
         let mut largest_capacity = 0;
         for (index, endpoint) in self.endpoints.iter().enumerate() {
-            if pin.is_some_and(|p| p != index) {
+            if !allowed(pin, endpoint, index) {
                 continue;
             }
             let cost = self.cost_on(id, index);
@@ -826,6 +838,25 @@ impl<P: Payload> Scheduler<P> {
             total_time: now.saturating_duration_since(job.history.started),
             error: job.history.into_error(kind),
         });
+    }
+}
+
+/// The endpoints a pinned job may use: one deployment (pinned by its `name`), or every
+/// deployment of one `model` (they share [`Endpoint::model_group`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pin {
+    /// The endpoint at this index.
+    Endpoint(usize),
+    /// Every endpoint of this model group.
+    Model(usize),
+}
+
+/// True when a job pinned by `pin` (or unpinned) may use `endpoint`, at `index`.
+pub(crate) fn allowed(pin: Option<Pin>, endpoint: &Endpoint, index: usize) -> bool {
+    match pin {
+        None => true,
+        Some(Pin::Endpoint(pinned)) => pinned == index,
+        Some(Pin::Model(group)) => endpoint.model_group == group,
     }
 }
 

@@ -3,15 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use super::{AttemptEnd, Effect, InFlight, JobId, Payload, Scheduler};
+use super::{AttemptEnd, Effect, InFlight, JobId, Payload, Pin, Scheduler, allowed};
 use crate::health::{Availability, HealthState};
 use crate::retry::JobErrorKind;
 
 impl<P: Payload> Scheduler<P> {
     /// True when every endpoint a job of `pin` may use is cooling after a 429.
-    pub(super) fn only_rate_limited(&self, pin: Option<usize>) -> bool {
+    pub(super) fn only_rate_limited(&self, pin: Option<Pin>) -> bool {
         self.endpoints.iter().enumerate().all(|(index, endpoint)| {
-            pin.is_some_and(|p| p != index)
+            !allowed(pin, endpoint, index)
                 || matches!(
                     endpoint.health.state,
                     HealthState::Cooling {
@@ -24,10 +24,10 @@ impl<P: Payload> Scheduler<P> {
 
     /// `Some(reasons)` when every endpoint a job of `pin` may use is disabled for a reason no
     /// wait can cure (credentials, deployment not found).
-    pub(super) fn rejections(&self, pin: Option<usize>) -> Option<String> {
+    pub(super) fn rejections(&self, pin: Option<Pin>) -> Option<String> {
         let mut reasons = Vec::new();
         for (index, endpoint) in self.endpoints.iter().enumerate() {
-            if pin.is_some_and(|p| p != index) {
+            if !allowed(pin, endpoint, index) {
                 continue;
             }
             match &endpoint.health.state {
@@ -41,10 +41,10 @@ impl<P: Payload> Scheduler<P> {
     }
 
     /// Each endpoint job of `pin` may use, with its state and for how long, for an error.
-    pub(super) fn describe_unavailable(&self, pin: Option<usize>, now: Instant) -> String {
+    pub(super) fn describe_unavailable(&self, pin: Option<Pin>, now: Instant) -> String {
         let mut parts = Vec::new();
         for (index, endpoint) in self.endpoints.iter().enumerate() {
-            if pin.is_some_and(|p| p != index) {
+            if !allowed(pin, endpoint, index) {
                 continue;
             }
             let state = &endpoint.health.state;
