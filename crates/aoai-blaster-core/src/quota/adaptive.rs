@@ -4,7 +4,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::window::{Counts, Limits, MINUTE, clamp_window, requests_per_window, span_of};
+use super::calibrate::Calibration;
+use super::window::{
+    Counts, Limits, MINUTE, clamp_window, own_charge, requests_per_window, span_of,
+};
 use super::{BudgetSnapshot, Cost, QuotaBudget, QuotaFeedback, Refusal, Reservation};
 
 /// The factor an [`AdaptiveBudget`] multiplies a limit by after a 429 that came without
@@ -150,6 +153,14 @@ impl LearnedLimit {
         self.observed.push(now, upper_bound);
     }
 
+    /// The header stopped following our charges: what it taught no longer counts.
+    fn forget_headers(&mut self) {
+        if self.from_headers {
+            self.from_headers = false;
+            self.observed = SlidingMin::new(span_of(MINUTE));
+        }
+    }
+
     /// A 429 met a request sent at `sent_at` that found `counted` in its span. Requests sent
     /// before the last decrease do not lower the limit again (one decrease per round trip).
     fn decrease(&mut self, now: Instant, sent_at: Instant, counted: u64) {
@@ -171,10 +182,15 @@ impl LearnedLimit {
 /// Azure allows less (a smaller quota than configured, other clients on the same deployment).
 ///
 /// - `x-ratelimit-remaining-tokens` R on the reply to a request that found our minute count at
-///   C (itself included) says the limit is at most C + R (exactly that when this client is the
-///   deployment's only one; less when others share it). The TPM in force is the smallest such
-///   bound seen in the last minute, so it follows the limit up and down within a minute.
+///   C (itself included) says the limit is at most f × C + R in the server's units, where f is
+///   what the server charges per token of our estimate (learned from the same header, 1.0 until
+///   known; see the `calibrate` module): exactly that when this client is the deployment's only
+///   one, less when others share it. The TPM in force is the smallest such bound seen in the
+///   last minute, divided by f, so it follows the limit up and down within a minute.
 ///   `x-ratelimit-remaining-requests` teaches the short window's allowance the same way.
+/// - A remaining count is believed once it has been seen to fall as our count rose (two
+///   replies), or on a 429; one that does not follow our charges (a stand-in's value that
+///   never moves) is treated as missing, and what it taught is forgotten.
 /// - Without headers, 429s teach: the limit drops to [`DECREASE_FACTOR`] × the count that met
 ///   the 429 (the retry wait tells which limit: one no longer than the request window is the
 ///   request limit's), and grows by [`INCREASE_SHARE`] per minute without a 429 while it held
@@ -182,7 +198,8 @@ impl LearnedLimit {
 ///   out instead of recurring every few minutes.
 /// - Before anything is known, everything is admitted: the first replies (or 429s) teach the
 ///   limits, so a first burst above them meets 429s once, not again.
-/// - A 429's wait blocks the budget, as in [`WindowBudget`](super::WindowBudget).
+/// - A 429's wait blocks the budget, as in [`WindowBudget`](super::WindowBudget); a 429 for
+///   tokens also puts f back to 1.0 (charging less than the server does is noticed no other way).
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -190,14 +207,17 @@ impl LearnedLimit {
 ///
 /// let t0 = Instant::now();
 /// let mut budget = AdaptiveBudget::new(None, None, Duration::from_secs(1));
-/// let probe = budget.try_reserve(t0, Cost { requests: 1, tokens: 100 }).unwrap();
-/// // Azure: 900 tokens and 9 requests left after it: the limits are 1,000 TPM, 10 per second.
-/// let feedback = QuotaFeedback {
-///     remaining_tokens: Some(900),
-///     remaining_requests: Some(9),
+/// let cost = Cost { requests: 1, tokens: 100 };
+/// let (first, second) = (budget.try_reserve(t0, cost).unwrap(), budget.try_reserve(t0, cost).unwrap());
+/// let left = |tokens, requests| QuotaFeedback {
+///     remaining_tokens: Some(tokens),
+///     remaining_requests: Some(requests),
 ///     ..QuotaFeedback::default()
 /// };
-/// budget.settle(t0, probe, &feedback);
+/// // Azure: 900 tokens and 9 requests left after the first, 800 and 8 after the second: the
+/// // counts follow our requests, and the limits are 1,000 TPM, 10 per second.
+/// budget.settle(t0, first, &left(900, 9));
+/// budget.settle(t0, second, &left(800, 8));
 /// let snapshot = budget.snapshot(t0);
 /// assert_eq!((snapshot.tpm_limit, snapshot.requests_per_window), (Some(1_000), Some(10)));
 /// ```
@@ -206,9 +226,12 @@ pub struct AdaptiveBudget {
     rpm_window: Duration,
     /// Configured limits: caps that learning never exceeds.
     caps: Limits,
+    /// The TPM, in the server's units (see [`Calibration`]).
     tokens: LearnedLimit,
     requests: LearnedLimit,
     counts: Counts,
+    token_header: Calibration,
+    request_header: Calibration,
 }
 
 impl AdaptiveBudget {
@@ -226,6 +249,8 @@ impl AdaptiveBudget {
             tokens: LearnedLimit::new(None),
             requests: LearnedLimit::new(None),
             counts: Counts::new(rpm_window),
+            token_header: Calibration::default(),
+            request_header: Calibration::default(),
         }
     }
 
@@ -233,7 +258,10 @@ impl AdaptiveBudget {
     /// A learned TPM below the job's tokens is raised to them (Azure may well take the job in
     /// an empty minute); only a configured TPM makes a job "never fits".
     fn limits(&self, now: Instant, tokens: u64) -> Limits {
-        let learned_tpm = self.tokens.value(now).map(|tpm| tpm.max(tokens));
+        let learned_tpm = self
+            .tokens
+            .value(now)
+            .map(|tpm| self.token_header.to_ours(tpm).max(tokens));
         let learned_per_window = self
             .requests
             .value(now)
@@ -248,6 +276,12 @@ impl AdaptiveBudget {
     /// The short window over which requests are counted.
     pub fn rpm_window(&self) -> Duration {
         self.rpm_window
+    }
+
+    /// What the server charges per token of our estimate, as its remaining counts taught
+    /// (1.0 until they have).
+    pub fn charge_factor(&self) -> f64 {
+        self.token_header.factor()
     }
 }
 
@@ -266,26 +300,42 @@ impl QuotaBudget for AdaptiveBudget {
 
     fn settle(&mut self, now: Instant, reservation: Reservation, feedback: &QuotaFeedback) {
         self.counts.prune(now);
-        let rate_limited = feedback.rate_limited_for.is_some();
         // A 429 was not counted by Azure: our count at arrival, without this request, is
         // what Azure's remaining value is relative to.
-        let (own_tokens, own_requests) = if rate_limited {
-            (
-                reservation.cost.tokens,
-                u64::from(reservation.cost.requests),
-            )
-        } else {
-            (0, 0)
-        };
+        let (own_tokens, own_requests) = own_charge(&reservation, feedback);
         let counted_tokens = reservation.tokens_in_minute.saturating_sub(own_tokens);
         let counted_requests =
             u64::from(reservation.requests_in_window).saturating_sub(own_requests);
-        let token_bound = feedback
+        if let Some(remaining) = feedback.remaining_tokens {
+            self.token_header
+                .observe(reservation.id, counted_tokens, remaining);
+        }
+        if let Some(remaining) = feedback.remaining_requests {
+            self.request_header
+                .observe(reservation.id, counted_requests, remaining);
+        }
+        // A header that does not follow our charges is no header (see `calibrate`); one not
+        // yet seen to follow them is believed only on a 429 (the refusal confirms a limit).
+        let rate_limited = feedback.rate_limited_for.is_some();
+        let believed =
+            |header: &Calibration| header.trusted() || (rate_limited && !header.distrusted());
+        let remaining_tokens = feedback
             .remaining_tokens
-            .map(|remaining| counted_tokens.saturating_add(remaining));
-        let request_bound = feedback
+            .filter(|_| believed(&self.token_header));
+        let remaining_requests = feedback
             .remaining_requests
-            .map(|remaining| counted_requests.saturating_add(remaining).max(1));
+            .filter(|_| believed(&self.request_header));
+        if self.token_header.distrusted() {
+            self.tokens.forget_headers();
+        }
+        if self.request_header.distrusted() {
+            self.requests.forget_headers();
+        }
+        // In the server's units: its remaining count plus our count as it charges it.
+        let token_bound = remaining_tokens
+            .map(|remaining| remaining.saturating_add(self.token_header.to_server(counted_tokens)));
+        let request_bound =
+            remaining_requests.map(|remaining| counted_requests.saturating_add(remaining).max(1));
         // Azure also answers 429 for "high demand" below a deployment's quota. A 429 whose
         // headers claim less than half the room that replies of the last minute proved is that
         // kind: it cools the endpoint (its health does) and blocks this budget for its wait, but
@@ -306,19 +356,19 @@ impl QuotaBudget for AdaptiveBudget {
             self.counts.block_for(now, wait);
             // Without headers, the wait tells which limit refused: a request window ends
             // within its length, a token minute usually later.
-            let headerless =
-                feedback.remaining_tokens.is_none() && feedback.remaining_requests.is_none();
+            let headerless = remaining_tokens.is_none() && remaining_requests.is_none();
             // With headers, they tell which limit refused; the count that met the 429 is a
             // ceiling even where the remaining values overestimate (Azure's windows are not
             // ours, so our count can include charges Azure no longer counts).
-            if !high_demand
-                && feedback
-                    .remaining_tokens
-                    .is_some_and(|r| r < reservation.cost.tokens)
-            {
-                self.tokens.met_429(now, reservation.tokens_in_minute);
+            let charged = self.token_header.to_server(reservation.cost.tokens);
+            if !high_demand && remaining_tokens.is_some_and(|r| r < charged) {
+                let counted = self.token_header.to_server(reservation.tokens_in_minute);
+                self.tokens.met_429(now, counted);
+                // Charging less than the server does is not noticed otherwise: back to the
+                // documented estimate.
+                self.token_header.reset();
             }
-            if !high_demand && feedback.remaining_requests == Some(0) {
+            if !high_demand && remaining_requests == Some(0) {
                 self.requests
                     .met_429(now, u64::from(reservation.requests_in_window));
             }
@@ -358,7 +408,7 @@ fn smaller<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quota::test_support::{M, MS, S, W, cost, not_until};
+    use crate::quota::test_support::{FixedMinute, M, MS, Run, S, W, cost, drive, not_until};
     use proptest::prelude::*;
 
     #[test]
@@ -411,18 +461,20 @@ mod tests {
     fn a_429_far_below_the_proven_quota_cools_but_teaches_no_limit() {
         let t0 = Instant::now();
         let mut b = AdaptiveBudget::new(None, None, S);
-        // A success proves room for 100,000 tokens a minute.
-        let first = b.try_reserve(t0, cost(1_000)).unwrap();
-        b.settle(
-            t0 + 10 * MS,
-            first,
-            &QuotaFeedback {
-                remaining_tokens: Some(99_000),
-                ..QuotaFeedback::default()
-            },
-        );
+        // Two successes prove room for 100,000 tokens a minute.
+        for left in [99_000, 98_000] {
+            let r = b.try_reserve(t0, cost(1_000)).unwrap();
+            b.settle(
+                t0 + 10 * MS,
+                r,
+                &QuotaFeedback {
+                    remaining_tokens: Some(left),
+                    ..QuotaFeedback::default()
+                },
+            );
+        }
         assert_eq!(b.snapshot(t0 + 10 * MS).tpm_limit, Some(100_000));
-        // "High demand": a 429 saying 0 left when 2,000 are counted. It blocks for its wait...
+        // "High demand": a 429 saying 0 left when 3,000 are counted. It blocks for its wait...
         let second = b.try_reserve(t0 + 20 * MS, cost(1_000)).unwrap();
         b.settle(
             t0 + 30 * MS,
@@ -439,7 +491,7 @@ mod tests {
         );
         // ...but the quota learned stays: after the wait, room as before.
         assert_eq!(b.snapshot(t0 + 2 * S).tpm_limit, Some(100_000));
-        for k in 0..50u32 {
+        for k in 0..49u32 {
             b.try_reserve(t0 + 2 * S + k * MS, cost(1_000)).unwrap();
         }
         // A 429 near the proven room is the quota: it is learned.
@@ -477,20 +529,21 @@ mod tests {
         let t0 = Instant::now();
         let mut b = AdaptiveBudget::new(None, None, S);
         let probe = b.try_reserve(t0, cost(100)).unwrap();
-        b.settle(
-            t0 + 10 * MS,
-            probe,
-            &QuotaFeedback {
-                remaining_tokens: Some(900),
-                remaining_requests: Some(2),
-                ..QuotaFeedback::default()
-            },
-        );
+        let second = b.try_reserve(t0, cost(100)).unwrap();
+        let left = |tokens, requests| QuotaFeedback {
+            remaining_tokens: Some(tokens),
+            remaining_requests: Some(requests),
+            ..QuotaFeedback::default()
+        };
+        b.settle(t0 + 10 * MS, probe, &left(900, 2));
+        // One reply does not yet show that the counts follow our requests.
+        assert_eq!(b.snapshot(t0 + 10 * MS).tpm_limit, None);
+        b.settle(t0 + 10 * MS, second, &left(800, 1));
         let snapshot = b.snapshot(t0 + 10 * MS);
         assert_eq!(snapshot.tpm_limit, Some(1_000));
         assert_eq!(snapshot.requests_per_window, Some(3));
-        // Two more fit the window (3 per window), the next waits for the probe to age out.
-        b.try_reserve(t0 + 10 * MS, cost(100)).unwrap();
+        assert_eq!(b.charge_factor(), 1.0);
+        // One more fits the window (3 per window), the next waits for the probes to age out.
         let r = b.try_reserve(t0 + 20 * MS, cost(100)).unwrap();
         assert_eq!(not_until(b.try_reserve(t0 + 30 * MS, cost(100))), t0 + W);
         // Another client takes tokens: 300 left after our 300 means a smaller bound, 600.
@@ -581,6 +634,51 @@ mod tests {
             Err(Refusal::NotUntil(_))
         ));
     }
+    #[test]
+    fn remaining_counts_that_never_move_do_not_slow_adaptive_pacing() {
+        // A stand-in that takes everything but always says 3 requests and 1,000,000 tokens are
+        // left: read as Azure's, they taught a limit of 4 requests a window (~4 lines/s, the
+        // crawl seen in a 20,000-line run).
+        let mut b = AdaptiveBudget::new(None, None, S);
+        let stuck = QuotaFeedback {
+            remaining_tokens: Some(1_000_000),
+            remaining_requests: Some(3),
+            ..QuotaFeedback::default()
+        };
+        let run = drive(&mut b, 1, 300, |_, _| stuck);
+        // Nothing holds the backlog back: 5 jobs every 10 ms for a minute.
+        assert_eq!(run.admitted, vec![30_000]);
+        let snapshot = b.snapshot(Instant::now());
+        assert_eq!(
+            (snapshot.tpm_limit, snapshot.requests_per_window),
+            (None, None)
+        );
+        // Stuck low, the token count would have paced to a crawl the same way.
+        let mut b = AdaptiveBudget::new(None, None, S);
+        let stuck = QuotaFeedback {
+            remaining_tokens: Some(5_000),
+            ..QuotaFeedback::default()
+        };
+        assert_eq!(drive(&mut b, 1, 300, |_, _| stuck).admitted, vec![30_000]);
+    }
+
+    #[test]
+    fn adaptive_learns_the_limit_in_the_servers_units() {
+        // The server charges half our estimate: the learned limit, in our tokens, is twice its
+        // TPM, and it is learned within the first minute's replies.
+        let mut b = AdaptiveBudget::new(None, None, S);
+        let mut server = FixedMinute::new(100_000);
+        let run = drive(&mut b, 2, 1_000, |elapsed, _| server.arrive(elapsed, 500));
+        assert_eq!(b.charge_factor(), 0.5);
+        assert_eq!(
+            run,
+            Run {
+                admitted: vec![200, 200],
+                refused: vec![0, 0]
+            }
+        );
+    }
+
     proptest! {
         // A fixed seed: the same cases on every run, so a red CI always means a real change.
         #![proptest_config(ProptestConfig {

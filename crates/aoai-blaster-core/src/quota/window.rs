@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::calibrate::Calibration;
 use super::log::{SlidingLog, far_future};
 use super::{BudgetSnapshot, Cost, QuotaBudget, QuotaFeedback, Refusal, Reservation};
 
@@ -130,7 +131,7 @@ impl Counts {
 
     /// Azure says it had seen `seen` tokens in its minute when `reservation` arrived: if that is
     /// more than we had counted, charge the difference at that instant (it ages out with it).
-    fn correct_tokens(&mut self, reservation: &Reservation, seen: u64) {
+    pub(super) fn correct_tokens(&mut self, reservation: &Reservation, seen: u64) {
         if seen <= reservation.tokens_in_minute {
             return;
         }
@@ -141,7 +142,7 @@ impl Counts {
     }
 
     /// As [`Counts::correct_tokens`], for the requests of the short window.
-    fn correct_requests(&mut self, reservation: &Reservation, seen: u64) {
+    pub(super) fn correct_requests(&mut self, reservation: &Reservation, seen: u64) {
         if seen <= u64::from(reservation.requests_in_window) {
             return;
         }
@@ -203,15 +204,27 @@ pub(super) fn clamp_window(rpm_window: Duration) -> Duration {
 ///   allows is admitted only into an empty window.
 /// - A cost is refused with [`Refusal::NotUntil`] the instant enough charges age out, and with
 ///   [`Refusal::NeverFits`] when its tokens exceed `tpm` (or `rpm` is 0).
+/// - The configured TPM is in the server's units: from the fall of
+///   `x-ratelimit-remaining-tokens` between replies the budget learns what the server charges
+///   per token of our estimate (`charge_factor`, starting at 1.0; see the `calibrate` module),
+///   and admits `tpm / factor` of our tokens a minute. A 429 puts the factor back to 1.0 at
+///   once; it is learned again within a few dozen replies.
 /// - Settling never refunds. Azure's `x-ratelimit-remaining-tokens` (of the minute) and
 ///   `-requests` (of the short window, as Azure and the simulator count it; a per-minute value is
 ///   larger than a window's allowance and changes nothing) add a correction when Azure had seen
-///   more than we had charged (other clients, a different estimate); they never lower the count.
-///   A 429's wait blocks the budget until it is over.
+///   more than we had charged (other clients, a charge above the learned one); they never lower
+///   the count. A header is believed only once it has been seen to fall as our count rose (one
+///   that never moves, from a stand-in server, would otherwise pace the deployment far below
+///   its configured limits): until then, and when it stops following our charges, it is
+///   treated as missing. A 429's wait blocks the budget until it is over.
 #[derive(Clone, Debug)]
 pub struct WindowBudget {
     limits: Limits,
     counts: Counts,
+    /// What `x-ratelimit-remaining-tokens` says the server charges per unit of our estimate.
+    token_header: Calibration,
+    /// Whether `x-ratelimit-remaining-requests` follows our requests.
+    request_header: Calibration,
 }
 
 impl WindowBudget {
@@ -226,7 +239,15 @@ impl WindowBudget {
                 per_window: rpm.map(|rpm| requests_per_window(rpm, rpm_window)),
             },
             counts: Counts::new(rpm_window),
+            token_header: Calibration::default(),
+            request_header: Calibration::default(),
         }
+    }
+
+    /// What the server charges per token of our estimate, as its remaining counts taught
+    /// (1.0 until they have; see [`WindowBudget`]).
+    pub fn charge_factor(&self) -> f64 {
+        self.token_header.factor()
     }
 
     /// Requests one short window admits (`None` without an RPM limit).
@@ -242,21 +263,53 @@ impl WindowBudget {
 
 impl QuotaBudget for WindowBudget {
     fn try_reserve(&mut self, now: Instant, cost: Cost) -> Result<Reservation, Refusal> {
-        self.counts.try_charge(now, cost, self.limits)
+        // The configured TPM is the server's limit in the server's units: in ours it is that
+        // divided by the learned factor. A job larger than the configured TPM never fits,
+        // whatever the factor (the factor is an average over jobs, not this job's).
+        let limits = match self.limits.tpm {
+            Some(tpm) if cost.tokens <= tpm => Limits {
+                tpm: Some(self.token_header.to_ours(tpm).max(cost.tokens)),
+                ..self.limits
+            },
+            _ => self.limits,
+        };
+        self.counts.try_charge(now, cost, limits)
     }
 
     fn settle(&mut self, now: Instant, reservation: Reservation, feedback: &QuotaFeedback) {
         self.counts.prune(now);
+        let (own_tokens, own_requests) = own_charge(&reservation, feedback);
+        if let Some(remaining) = feedback.remaining_tokens {
+            self.token_header.observe(
+                reservation.id,
+                reservation.tokens_in_minute.saturating_sub(own_tokens),
+                remaining,
+            );
+        }
+        if let Some(remaining) = feedback.remaining_requests {
+            self.request_header.observe(
+                reservation.id,
+                u64::from(reservation.requests_in_window).saturating_sub(own_requests),
+                remaining,
+            );
+        }
         if let Some(wait) = feedback.rate_limited_for {
             self.counts.block_for(now, wait);
+            self.token_header.reset();
         }
-        if let (Some(tpm), Some(remaining)) = (self.limits.tpm, feedback.remaining_tokens) {
-            self.counts
-                .correct_tokens(&reservation, tpm.saturating_sub(remaining));
+        if let (Some(tpm), Some(remaining), true) = (
+            self.limits.tpm,
+            feedback.remaining_tokens,
+            self.token_header.trusted(),
+        ) {
+            let seen = self.token_header.to_ours(tpm.saturating_sub(remaining));
+            self.counts.correct_tokens(&reservation, seen);
         }
-        if let (Some(per_window), Some(remaining)) =
-            (self.limits.per_window, feedback.remaining_requests)
-        {
+        if let (Some(per_window), Some(remaining), true) = (
+            self.limits.per_window,
+            feedback.remaining_requests,
+            self.request_header.trusted(),
+        ) {
             let per_window = u64::from(per_window);
             if remaining < per_window {
                 self.counts
@@ -273,7 +326,23 @@ impl QuotaBudget for WindowBudget {
     }
 
     fn snapshot(&self, now: Instant) -> BudgetSnapshot {
-        self.counts.snapshot(now, self.limits)
+        let limits = Limits {
+            tpm: self.limits.tpm.map(|tpm| self.token_header.to_ours(tpm)),
+            ..self.limits
+        };
+        self.counts.snapshot(now, limits)
+    }
+}
+
+/// What of `reservation` the server did not count: all of it when it refused it (a 429).
+pub(super) fn own_charge(reservation: &Reservation, feedback: &QuotaFeedback) -> (u64, u64) {
+    if feedback.rate_limited_for.is_some() {
+        (
+            reservation.cost.tokens,
+            u64::from(reservation.cost.requests),
+        )
+    } else {
+        (0, 0)
     }
 }
 
@@ -281,7 +350,7 @@ impl QuotaBudget for WindowBudget {
 mod tests {
     use super::*;
     use crate::classify::{ApiError, AttemptOutcome, RateLimitHeaders, WaitSource};
-    use crate::quota::test_support::{M, MS, S, W, cost, not_until};
+    use crate::quota::test_support::{FixedMinute, M, MS, Run, S, W, cost, drive, not_until};
     use proptest::prelude::*;
 
     fn rate_limited(wait: Duration) -> AttemptOutcome {
@@ -421,6 +490,7 @@ mod tests {
             r,
             &QuotaFeedback {
                 remaining_tokens: Some(9_000),
+                remaining_requests: Some(9),
                 used_tokens: Some(50),
                 ..QuotaFeedback::default()
             },
@@ -475,6 +545,57 @@ mod tests {
         b.try_reserve(t0 + 8 * S, cost(1)).unwrap();
         assert_eq!(b.snapshot(t0 + 8 * S).blocked_until, None);
     }
+    #[test]
+    fn remaining_counts_that_never_move_never_pace_below_the_configured_limits() {
+        // A stand-in that answers "0 left" on every success: read as Azure's, each reply
+        // charged a correction of the whole minute and paced the deployment to a crawl.
+        let mut b = WindowBudget::new(Some(360), Some(60_000), S);
+        let stuck = QuotaFeedback {
+            remaining_tokens: Some(0),
+            remaining_requests: Some(0),
+            ..QuotaFeedback::default()
+        };
+        let run = drive(&mut b, 2, 1_000, |_, _| stuck);
+        // Exactly the configured allowance: 60 jobs of 1,000 tokens a minute.
+        assert_eq!(run.admitted, vec![60, 60]);
+        assert_eq!(b.charge_factor(), 1.0);
+    }
+
+    #[test]
+    fn the_configured_tpm_is_counted_in_the_servers_units() {
+        // The server charges half our estimate (only `max_tokens`, say): after a few replies the
+        // budget admits twice the configured TPM of our tokens, and the server never refuses.
+        let mut b = WindowBudget::new(None, Some(100_000), S);
+        let mut server = FixedMinute::new(100_000);
+        let run = drive(&mut b, 2, 1_000, |elapsed, _| server.arrive(elapsed, 500));
+        assert_eq!(
+            run,
+            Run {
+                admitted: vec![200, 200],
+                refused: vec![0, 0]
+            }
+        );
+        assert_eq!(b.charge_factor(), 0.5);
+        assert_eq!(b.snapshot(Instant::now()).tpm_limit, Some(200_000));
+    }
+
+    #[test]
+    fn a_remaining_count_below_the_prediction_pulls_the_charge_back_at_once() {
+        // Learned: half. Then, from the third minute, the server charges all of our estimate:
+        // the first replies of that minute show less left than predicted, and the budget stops
+        // at the server's limit, refusals only for what was already on its way.
+        let mut b = WindowBudget::new(None, Some(100_000), S);
+        let mut server = FixedMinute::new(100_000);
+        let run = drive(&mut b, 3, 1_000, |elapsed, _| {
+            let full = elapsed >= Duration::from_secs(120);
+            server.arrive(elapsed, if full { 1_000 } else { 500 })
+        });
+        assert_eq!(run.admitted[..2], [200, 200]);
+        assert_eq!(run.refused[..2], [0, 0]);
+        assert!(run.refused[2] <= 10, "{run:?}");
+        assert!(run.admitted[2] <= 110, "{run:?}");
+    }
+
     /// One step of a random workload.
     #[derive(Debug, Clone)]
     enum Op {
