@@ -199,7 +199,7 @@ impl LearnedLimit {
 /// - Before anything is known, everything is admitted: the first replies (or 429s) teach the
 ///   limits, so a first burst above them meets 429s once, not again.
 /// - A 429's wait blocks the budget, as in [`WindowBudget`](super::WindowBudget); a 429 for
-///   tokens also puts f back to 1.0 (charging less than the server does is noticed no other way).
+///   tokens also makes f be learned again from the replies that follow.
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -249,8 +249,8 @@ impl AdaptiveBudget {
             tokens: LearnedLimit::new(None),
             requests: LearnedLimit::new(None),
             counts: Counts::new(rpm_window),
-            token_header: Calibration::default(),
-            request_header: Calibration::default(),
+            token_header: Calibration::new(true),
+            request_header: Calibration::new(false),
         }
     }
 
@@ -291,9 +291,14 @@ impl QuotaBudget for AdaptiveBudget {
         self.requests.tick(now);
         let limits = self.limits(now, cost.tokens);
         let result = self.counts.try_charge(now, cost, limits);
-        if result.is_err() {
-            self.tokens.binding = true;
-            self.requests.binding = true;
+        match &result {
+            Ok(reservation) => self
+                .token_header
+                .charged(reservation.id, self.counts.churn()),
+            Err(_) => {
+                self.tokens.binding = true;
+                self.requests.binding = true;
+            }
         }
         result
     }
@@ -364,9 +369,9 @@ impl QuotaBudget for AdaptiveBudget {
             if !high_demand && remaining_tokens.is_some_and(|r| r < charged) {
                 let counted = self.token_header.to_server(reservation.tokens_in_minute);
                 self.tokens.met_429(now, counted);
-                // Charging less than the server does is not noticed otherwise: back to the
-                // documented estimate.
-                self.token_header.reset();
+                // The factor in force may be too low: learned again from the replies to come
+                // (the ceiling above holds meanwhile).
+                self.token_header.relearn(0.0);
             }
             if !high_demand && remaining_requests == Some(0) {
                 self.requests

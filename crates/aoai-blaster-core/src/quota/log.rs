@@ -39,6 +39,10 @@ pub(super) struct SlidingLog {
     entries: VecDeque<Charge>,
     pub(super) tokens: u64,
     pub(super) requests: u64,
+    /// Tokens that entered or left the log other than by a reservation's charge (aged out,
+    /// released, corrections), since it began: two charges with the same churn saw the log
+    /// change only by the charges between them.
+    pub(super) churn: u64,
 }
 
 impl SlidingLog {
@@ -49,6 +53,7 @@ impl SlidingLog {
             entries: VecDeque::new(),
             tokens: 0,
             requests: 0,
+            churn: 0,
         }
     }
 
@@ -66,6 +71,7 @@ impl SlidingLog {
             }
             self.tokens = self.tokens.saturating_sub(front.tokens);
             self.requests = self.requests.saturating_sub(front.requests);
+            self.churn = self.churn.wrapping_add(front.tokens);
             self.entries.pop_front();
         }
     }
@@ -75,6 +81,9 @@ impl SlidingLog {
     pub(super) fn insert(&mut self, at: Instant, tokens: u64, requests: u64, id: Option<u64>) {
         self.tokens = self.tokens.saturating_add(tokens);
         self.requests = self.requests.saturating_add(requests);
+        if id.is_none() {
+            self.churn = self.churn.wrapping_add(tokens);
+        }
         let merge_into_newest = self.entries.len() > EXACT_ENTRIES
             && self.entries.back().is_some_and(|newest| {
                 at >= newest.first && at.saturating_duration_since(newest.first) < self.merge_within
@@ -133,6 +142,7 @@ impl SlidingLog {
         }
         self.tokens = self.tokens.saturating_sub(tokens);
         self.requests = self.requests.saturating_sub(requests);
+        self.churn = self.churn.wrapping_add(tokens);
         if entry.tokens == 0 && entry.requests == 0 {
             self.entries.remove(index);
         }

@@ -124,6 +124,11 @@ impl Counts {
         })
     }
 
+    /// The minute log's churn (see `SlidingLog::churn`), for [`Calibration::charged`].
+    pub(super) fn churn(&self) -> u64 {
+        self.minute.churn
+    }
+
     pub(super) fn block_for(&mut self, now: Instant, wait: Duration) {
         let until = now.checked_add(wait).unwrap_or_else(|| far_future(now));
         self.blocked_until = Some(self.blocked_until.map_or(until, |t| t.max(until)));
@@ -207,8 +212,9 @@ pub(super) fn clamp_window(rpm_window: Duration) -> Duration {
 /// - The configured TPM is in the server's units: from the fall of
 ///   `x-ratelimit-remaining-tokens` between replies the budget learns what the server charges
 ///   per token of our estimate (`charge_factor`, starting at 1.0; see the `calibrate` module),
-///   and admits `tpm / factor` of our tokens a minute. A 429 puts the factor back to 1.0 at
-///   once; it is learned again within a few dozen replies.
+///   and admits `tpm / factor` of our tokens a minute. A 429 for tokens raises the factor at
+///   once to what the refusal proved (the server's count over ours), and has it learned again
+///   from the replies that follow.
 /// - Settling never refunds. Azure's `x-ratelimit-remaining-tokens` (of the minute) and
 ///   `-requests` (of the short window, as Azure and the simulator count it; a per-minute value is
 ///   larger than a window's allowance and changes nothing) add a correction when Azure had seen
@@ -239,8 +245,8 @@ impl WindowBudget {
                 per_window: rpm.map(|rpm| requests_per_window(rpm, rpm_window)),
             },
             counts: Counts::new(rpm_window),
-            token_header: Calibration::default(),
-            request_header: Calibration::default(),
+            token_header: Calibration::new(true),
+            request_header: Calibration::new(false),
         }
     }
 
@@ -273,7 +279,10 @@ impl QuotaBudget for WindowBudget {
             },
             _ => self.limits,
         };
-        self.counts.try_charge(now, cost, limits)
+        let reservation = self.counts.try_charge(now, cost, limits)?;
+        self.token_header
+            .charged(reservation.id, self.counts.churn());
+        Ok(reservation)
     }
 
     fn settle(&mut self, now: Instant, reservation: Reservation, feedback: &QuotaFeedback) {
@@ -295,7 +304,16 @@ impl QuotaBudget for WindowBudget {
         }
         if let Some(wait) = feedback.rate_limited_for {
             self.counts.block_for(now, wait);
-            self.token_header.reset();
+            // Refused for tokens: the server counted at least `tpm - remaining` against our
+            // count without this request, a factor the learned one may be below.
+            let counted = reservation.tokens_in_minute.saturating_sub(own_tokens);
+            if let (Some(tpm), Some(remaining)) = (self.limits.tpm, feedback.remaining_tokens)
+                && remaining < self.token_header.to_server(reservation.cost.tokens)
+                && counted > 0
+            {
+                let proved = tpm.saturating_sub(remaining) as f64 / counted as f64;
+                self.token_header.relearn(proved);
+            }
         }
         if let (Some(tpm), Some(remaining), true) = (
             self.limits.tpm,
@@ -577,6 +595,34 @@ mod tests {
         );
         assert_eq!(b.charge_factor(), 0.5);
         assert_eq!(b.snapshot(Instant::now()).tpm_limit, Some(200_000));
+    }
+
+    #[test]
+    fn only_a_429_for_tokens_moves_the_learned_charge() {
+        let mut b = WindowBudget::new(None, Some(100_000), S);
+        let mut server = FixedMinute::new(100_000);
+        drive(&mut b, 1, 1_000, |elapsed, _| server.arrive(elapsed, 500));
+        assert_eq!(b.charge_factor(), 0.5);
+        let t1 = Instant::now() + 2 * M;
+        let refused = |remaining_tokens| QuotaFeedback {
+            remaining_tokens: Some(remaining_tokens),
+            rate_limited_for: Some(S),
+            ..QuotaFeedback::default()
+        };
+        // The request window refused it (tokens to spare): the factor stays.
+        let r = b.try_reserve(t1, cost(1_000)).unwrap();
+        b.settle(t1, r, &refused(99_000));
+        assert_eq!(b.charge_factor(), 0.5);
+        // The minute's tokens refused it, 100 left: the server counted 99,900 where we had
+        // 111,000 (the first refusal's 1,000 with its correction to the 1,000 the server said it
+        // had seen, and 109 more; at 0.5, 55,500 of its own): it charges 0.9 of our estimate.
+        let t2 = t1 + 2 * S;
+        for _ in 0..109 {
+            b.try_reserve(t2, cost(1_000)).unwrap();
+        }
+        let r = b.try_reserve(t2, cost(1_000)).unwrap();
+        b.settle(t2, r, &refused(100));
+        assert_eq!(b.charge_factor(), 0.9);
     }
 
     #[test]
