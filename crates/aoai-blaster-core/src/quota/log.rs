@@ -148,6 +148,19 @@ impl SlidingLog {
         }
     }
 
+    /// The requests of each entry still counted at `now` in a span of `span`: (the entry's
+    /// latest charge, its requests).
+    pub(super) fn requests_within(
+        &self,
+        now: Instant,
+        span: Duration,
+    ) -> impl Iterator<Item = (Instant, u64)> + '_ {
+        self.entries
+            .iter()
+            .filter(move |c| c.requests > 0 && c.last.checked_add(span).is_none_or(|end| end > now))
+            .map(|c| (c.last, c.requests))
+    }
+
     /// The earliest instant at which at least `excess` units (of `units`) have aged out.
     pub(super) fn freed_by(
         &self,

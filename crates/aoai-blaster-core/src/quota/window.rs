@@ -124,6 +124,17 @@ impl Counts {
         })
     }
 
+    /// Counts requests over spans of `rpm_window` from now on, with the requests charged in
+    /// the last such span (from the minute's log) already in it.
+    pub(super) fn set_request_window(&mut self, now: Instant, rpm_window: Duration) {
+        let span = span_of(rpm_window);
+        let mut window = SlidingLog::new(span);
+        for (at, requests) in self.minute.requests_within(now, span) {
+            window.insert(at, 0, requests, None);
+        }
+        self.window = window;
+    }
+
     /// The minute log's churn (see `SlidingLog::churn`), for [`Calibration::charged`].
     pub(super) fn churn(&self) -> u64 {
         self.minute.churn
@@ -223,6 +234,11 @@ pub(super) fn clamp_window(rpm_window: Duration) -> Duration {
 ///   that never moves, from a stand-in server, would otherwise pace the deployment far below
 ///   its configured limits): until then, and when it stops following our charges, it is
 ///   treated as missing. A 429's wait blocks the budget until it is over.
+/// - The request window is learned too, but only lengthened: when three replies in a row show
+///   an allowance per window (remaining plus our count) that under `rpm` means a longer window
+///   (10 s or 60 s, [`WindowBudget::request_window`]), requests are counted over it (a 10 s
+///   window's burst is then used); `rpm` still bounds every minute, and a 429 for requests goes
+///   back to the configured window.
 #[derive(Clone, Debug)]
 pub struct WindowBudget {
     limits: Limits,
@@ -231,6 +247,35 @@ pub struct WindowBudget {
     token_header: Calibration,
     /// Whether `x-ratelimit-remaining-requests` follows our requests.
     request_header: Calibration,
+    /// The request window configured, and the one in force (learned: never shorter).
+    configured_window: Duration,
+    request_window: Duration,
+    /// The window the latest replies point at, and how many in a row did.
+    window_votes: (Duration, u32),
+}
+
+/// The request windows Azure is known to use, shortest first.
+const REQUEST_WINDOWS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(10),
+    Duration::from_secs(60),
+];
+
+/// Replies in a row that must point at a longer request window before it is used.
+const WINDOW_VOTES: u32 = 3;
+
+/// The request window a server's allowance of `capacity` requests a window points at, under
+/// `rpm` a minute: the one of [`REQUEST_WINDOWS`] nearest (on a log scale) to
+/// `capacity × 60 s / rpm`.
+fn window_of(capacity: u64, rpm: u32) -> Duration {
+    let seconds = capacity as f64 * 60.0 / f64::from(rpm.max(1));
+    if seconds < 10f64.sqrt() {
+        REQUEST_WINDOWS[0]
+    } else if seconds < 600f64.sqrt() {
+        REQUEST_WINDOWS[1]
+    } else {
+        REQUEST_WINDOWS[2]
+    }
 }
 
 impl WindowBudget {
@@ -247,6 +292,52 @@ impl WindowBudget {
             counts: Counts::new(rpm_window),
             token_header: Calibration::new(true),
             request_header: Calibration::new(false),
+            configured_window: rpm_window,
+            request_window: rpm_window,
+            window_votes: (rpm_window, 0),
+        }
+    }
+
+    /// The request window in force: the configured one, or a longer one the replies showed.
+    pub fn request_window(&self) -> Duration {
+        self.request_window
+    }
+
+    /// Counts requests over `rpm_window` from `now` on.
+    fn use_request_window(&mut self, now: Instant, rpm_window: Duration) {
+        if rpm_window == self.request_window {
+            return;
+        }
+        self.request_window = rpm_window;
+        self.limits.per_window = self
+            .limits
+            .rpm
+            .map(|rpm| requests_per_window(rpm, rpm_window));
+        self.counts.set_request_window(now, rpm_window);
+    }
+
+    /// A reply's `x-ratelimit-remaining-requests` of `remaining` when our count in the request
+    /// window was `counted`: the server's allowance per window is about their sum, which under
+    /// `rpm_limit` says how long its window is. After [`WINDOW_VOTES`] replies in a row point
+    /// at a longer window than the one in force, it is used (never a shorter one than
+    /// configured: odd headers must not pace below the configured limits).
+    fn learn_window(&mut self, now: Instant, counted: u64, remaining: u64) {
+        let Some(rpm) = self.limits.rpm else {
+            return;
+        };
+        let window = window_of(counted.saturating_add(remaining), rpm);
+        if window <= self.request_window {
+            self.window_votes = (self.request_window, 0);
+            return;
+        }
+        let votes = if self.window_votes.0 == window {
+            self.window_votes.1 + 1
+        } else {
+            1
+        };
+        self.window_votes = (window, votes);
+        if votes >= WINDOW_VOTES {
+            self.use_request_window(now, window);
         }
     }
 
@@ -295,15 +386,24 @@ impl QuotaBudget for WindowBudget {
                 remaining,
             );
         }
+        let counted_requests =
+            u64::from(reservation.requests_in_window).saturating_sub(own_requests);
         if let Some(remaining) = feedback.remaining_requests {
-            self.request_header.observe(
-                reservation.id,
-                u64::from(reservation.requests_in_window).saturating_sub(own_requests),
-                remaining,
-            );
+            self.request_header
+                .observe(reservation.id, counted_requests, remaining);
+            if feedback.rate_limited_for.is_none() && self.request_header.trusted() {
+                self.learn_window(now, counted_requests, remaining);
+            }
         }
         if let Some(wait) = feedback.rate_limited_for {
             self.counts.block_for(now, wait);
+            // Refused for requests in a window longer than configured: it was a guess.
+            if feedback.remaining_requests == Some(0)
+                && self.request_window > self.configured_window
+            {
+                self.use_request_window(now, self.configured_window);
+                self.window_votes = (self.configured_window, 0);
+            }
             // Refused for tokens: the server counted at least `tpm - remaining` against our
             // count without this request, a factor the learned one may be below.
             let counted = reservation.tokens_in_minute.saturating_sub(own_tokens);
@@ -625,6 +725,62 @@ mod tests {
         assert_eq!(b.charge_factor(), 0.9);
     }
 
+    /// A server counting requests in fixed windows of `window` from the start, `per_window`
+    /// each, that says what is left on every reply.
+    fn fixed_requests(
+        window: Duration,
+        per_window: u64,
+    ) -> impl FnMut(Duration, &Reservation) -> QuotaFeedback {
+        let mut used = (u128::MAX, 0u64);
+        move |elapsed, _| {
+            let index = elapsed.as_nanos() / window.as_nanos();
+            if used.0 != index {
+                used = (index, 0);
+            }
+            let fits = used.1 < per_window;
+            used.1 += u64::from(fits);
+            QuotaFeedback {
+                remaining_requests: Some(per_window - used.1),
+                rate_limited_for: (!fits).then(|| window.mul_f64(0.5)),
+                ..QuotaFeedback::default()
+            }
+        }
+    }
+
+    #[test]
+    fn a_longer_request_window_is_learned_and_rpm_stays_the_ceiling() {
+        // 600 RPM configured, 1 s windows assumed (10 a window); the server counts 100 per 10 s.
+        let mut b = WindowBudget::new(Some(600), None, S);
+        let mut server = fixed_requests(10 * S, 100);
+        let mut first_second = 0;
+        let run = drive(&mut b, 2, 10, |elapsed, r| {
+            first_second += u64::from(elapsed < S);
+            server(elapsed, r)
+        });
+        assert_eq!(b.request_window(), 10 * S);
+        assert_eq!(b.requests_per_window(), Some(100));
+        // The first window's 100 went out within its first second (10 a second before).
+        assert_eq!(first_second, 100);
+        // Never more than 600 a minute, no refusal.
+        assert_eq!(
+            run,
+            Run {
+                admitted: vec![600, 600],
+                refused: vec![0, 0]
+            }
+        );
+    }
+
+    #[test]
+    fn a_server_with_the_configured_window_keeps_it() {
+        let mut b = WindowBudget::new(Some(600), None, S);
+        let run = drive(&mut b, 1, 10, fixed_requests(S, 10));
+        assert_eq!(b.request_window(), S);
+        assert_eq!(run.refused, vec![0]);
+        // 10 per 1.02 s span: 59 spans in the minute (the 60th starts at 60.18 s).
+        assert_eq!(run.admitted, vec![590]);
+    }
+
     #[test]
     fn a_remaining_count_below_the_prediction_pulls_the_charge_back_at_once() {
         // Learned: half. Then, from the third minute, the server charges all of our estimate:
@@ -701,6 +857,7 @@ mod tests {
             let mut now = t0;
             let mut admitted: Vec<Reservation> = Vec::new();
             let mut released: Vec<u64> = Vec::new();
+            let mut longest_window = rpm_window;
             for op in ops {
                 match op {
                     Op::Advance(ms) => now += Duration::from_millis(ms),
@@ -728,6 +885,7 @@ mod tests {
                                 remaining_requests: Some(remaining_requests),
                                 ..QuotaFeedback::default()
                             });
+                            longest_window = longest_window.max(budget.request_window());
                         }
                     }
                 }
@@ -740,7 +898,14 @@ mod tests {
             let requests: Vec<(Instant, u64)> = kept.iter().map(|r| (r.at, 1)).collect();
             prop_assert!(max_in_any_window(&tokens, MINUTE) <= tpm);
             prop_assert!(max_in_any_window(&requests, MINUTE) <= u64::from(rpm));
-            prop_assert!(max_in_any_window(&requests, rpm_window) <= u64::from(per_window));
+            if longest_window <= rpm_window {
+                prop_assert!(max_in_any_window(&requests, rpm_window) <= u64::from(per_window));
+            }
+            // Where the remaining counts showed a longer request window: within its allowance
+            // over it.
+            let longest = longest_window.max(rpm_window);
+            let allowed = u64::from(requests_per_window(rpm, longest));
+            prop_assert!(max_in_any_window(&requests, longest) <= allowed);
         }
 
         #[test]
