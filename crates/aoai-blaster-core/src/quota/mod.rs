@@ -162,7 +162,9 @@ impl QuotaFeedback {
 pub struct BudgetSnapshot {
     /// The RPM limit in force (configured, or learned by an adaptive budget).
     pub rpm_limit: Option<u32>,
-    /// The TPM limit in force (configured, or learned by an adaptive budget).
+    /// The TPM limit in force (configured, or learned by an adaptive budget), in our estimated
+    /// tokens: the server's limit divided by what it charges per token of our estimate (twice
+    /// a configured `tpm_limit` where the server charges half our estimate).
     pub tpm_limit: Option<u64>,
     /// Tokens charged in the minute span ending now.
     pub tokens_this_minute: u64,
