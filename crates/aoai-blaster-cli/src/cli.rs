@@ -161,8 +161,10 @@ pub(crate) struct ServeArgs {
     /// spend the quota).
     #[arg(long)]
     pub(crate) allow_unauthenticated: bool,
-    /// HTTP worker threads (0: one per core).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// HTTP worker threads. 1: that thread also runs the Dispatcher, so no request crosses
+    /// threads (the fastest on small machines); more (0: one per core) hand jobs to the
+    /// Dispatcher's own thread.
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub(crate) workers: usize,
 }
 

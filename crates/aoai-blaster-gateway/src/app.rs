@@ -2,27 +2,45 @@
 //! operations not run yet, unknown paths).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix_web::dev::Server;
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use aoai_blaster::core::gateway::{GatewayError, presented_key};
-use aoai_blaster::{EndpointState, GetReport};
+use aoai_blaster::{DispatcherSeed, EndpointState, GetReport};
 use serde_json::json;
+use tokio::sync::oneshot;
 
 use crate::state::State;
 use crate::{chat, disconnect, metrics, reply};
 
-/// Binds `addrs` and builds the server (not yet running); its first bound address.
+/// Binds `addrs` and builds the server (not yet running); its first bound address, and with a
+/// `seed`, what says the worker started it.
 pub(crate) fn serve(
     state: Arc<State>,
     addrs: &[SocketAddr],
     workers: usize,
-) -> std::io::Result<(SocketAddr, Server)> {
+    seed: Option<DispatcherSeed>,
+) -> std::io::Result<(SocketAddr, Server, Option<oneshot::Receiver<()>>)> {
     let data = web::Data::from(state);
+    let (running, started) = match seed {
+        Some(seed) => {
+            let (tell, told) = oneshot::channel();
+            (Some(told), Some(Arc::new(Mutex::new(Some((seed, tell))))))
+        }
+        None => (None, None),
+    };
     let mut server = HttpServer::new(move || {
+        // The first worker to build its app (the only one, with a seed) runs the Dispatcher.
+        let seed = started
+            .as_ref()
+            .and_then(|slot| slot.lock().ok().and_then(|mut slot| slot.take()));
+        if let Some((seed, running)) = seed {
+            seed.start_here();
+            let _ = running.send(());
+        }
         App::new()
             .app_data(data.clone())
             .route("/v1/chat/completions", web::post().to(chat_body_model))
@@ -60,7 +78,7 @@ pub(crate) fn serve(
         .first()
         .copied()
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-    Ok((first, server.run()))
+    Ok((first, server.run(), running))
 }
 
 /// `Ok` when the gateway takes no keys or the request presents one of them.

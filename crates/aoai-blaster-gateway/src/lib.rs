@@ -57,17 +57,19 @@ pub struct GatewayOptions {
     pub listen: String,
     /// Listen on a non-loopback address without `gateway.api_keys`.
     pub allow_unauthenticated: bool,
-    /// HTTP worker threads (0: one per core).
+    /// HTTP worker threads. 1 (the default): that one thread also runs the Dispatcher and the
+    /// endpoint actors, so a request never crosses threads; more (0: one per core): the
+    /// workers hand jobs to the Dispatcher on the System's thread.
     pub workers: usize,
 }
 
 impl GatewayOptions {
-    /// Listen on `listen`, one worker per core, loopback only without keys.
+    /// Listen on `listen`, on one thread, loopback only without keys.
     pub fn new(listen: impl Into<String>) -> Self {
         GatewayOptions {
             listen: listen.into(),
             allow_unauthenticated: false,
-            workers: 0,
+            workers: 1,
         }
     }
 }
@@ -132,17 +134,31 @@ impl Gateway {
         }
         let metrics = MetricsHandle::install()?;
         metrics::describe();
-        let dispatcher = Dispatcher::start(config.clone())?;
+        // One worker: the Dispatcher starts on the worker's thread (app::serve runs the seed
+        // there); several: on this thread, which every worker then reaches.
+        let (dispatcher, seed) = if options.workers == 1 {
+            let seed = Dispatcher::prepare(config.clone())?;
+            (seed.address(), Some(seed))
+        } else {
+            (Dispatcher::start(config.clone())?, None)
+        };
         let state = Arc::new(state::State::new(&config, dispatcher.clone(), metrics));
-        let (addr, server) =
-            app::serve(state.clone(), &addrs, options.workers).map_err(|source| {
-                ServeError::Listen {
-                    addr: options.listen.clone(),
-                    source,
-                }
-            })?;
+        let listen_error = |source| ServeError::Listen {
+            addr: options.listen.clone(),
+            source,
+        };
+        let (addr, server, running) =
+            app::serve(state.clone(), &addrs, options.workers, seed).map_err(listen_error)?;
         let handle = server.handle();
         actix_web::rt::spawn(server);
+        if let Some(running) = running {
+            // The worker runs the seed before it serves; if it never does, the server failed.
+            running.await.map_err(|_| {
+                listen_error(std::io::Error::other(
+                    "the HTTP worker stopped before it started the Dispatcher",
+                ))
+            })?;
+        }
         Ok(Gateway {
             addr,
             server: handle,

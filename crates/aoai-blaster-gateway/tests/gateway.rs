@@ -170,6 +170,33 @@ async fn recording_upstream() -> (String, Seen, actix_web::dev::ServerHandle) {
 }
 
 #[actix_rt::test]
+async fn with_several_workers_the_dispatcher_runs_on_its_own_thread_and_serves_them_all() {
+    let sim = sim(vec![DeploymentSpec::new("gpt-4o")]).await;
+    let mut options = GatewayOptions::new("127.0.0.1:0");
+    options.workers = 2;
+    let config = config(vec![deployment(&sim, "east", "gpt-4o")], json!({}));
+    let gw = Gateway::start(config, options)
+        .await
+        .expect("the gateway starts");
+    let bodies: Vec<Value> = (0..6)
+        .map(|i| chat(Some("gpt-4o"), &format!("w{i}")))
+        .collect();
+    let replies =
+        futures_util::future::join_all(bodies.iter().map(|b| post(&gw, "/v1/chat/completions", b)))
+            .await;
+    for (body, reply) in bodies.iter().zip(&replies) {
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        let content = reply.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(content.starts_with(&digest_of(body)), "{content}");
+    }
+    assert_eq!(gw.requests_held(), 0);
+    gw.stop().await;
+}
+
+#[actix_rt::test]
 async fn the_body_goes_upstream_without_routing_keys_and_keys_are_checked_not_forwarded() {
     let (endpoint, seen, upstream) = recording_upstream().await;
     let deployment = json!({"name": "east", "endpoint": endpoint, "api_key": "upstream-key-0123456789", "model": "gpt-4o"});

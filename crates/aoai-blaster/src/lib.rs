@@ -44,7 +44,7 @@ pub use aoai_blaster_core::config::{BlasterConfig, ConfigError};
 pub use aoai_blaster_core::retry::{AttemptRecord, JobError, JobErrorKind};
 pub use aoai_blaster_core::scheduler::EndpointCounters;
 pub use blaster::{Blaster, BlasterError, JobHandle};
-pub use dispatcher::{Dispatcher, JobAnswer, StartError};
+pub use dispatcher::{Dispatcher, DispatcherSeed, JobAnswer, StartError};
 pub use messages::{
     ChatJob, ChatResult, Close, GetReport, HealthEvent, HealthReport, HealthSnapshot,
     RestartEndpoint, StreamDelta, Subscribe,

@@ -148,7 +148,7 @@ pub fn prompt_charge(tokenizer: &str, messages: &[Value], tools: Option<&Value>)
     let counted = Encoding::from_name(tokenizer)
         .and_then(|encoding| count_chat_prompt(encoding, messages, tools))
         .unwrap_or(0);
-    char_estimate(messages, tools).max(counted)
+    char_charge(messages, tools).max(counted)
 }
 
 /// [`prompt_charge`] with long texts looked up in (and added to) `memo`.
@@ -161,10 +161,12 @@ pub fn prompt_charge_memo(
     let counted = Encoding::from_name(tokenizer)
         .and_then(|encoding| count_chat_prompt_memo(memo, encoding, messages, tools))
         .unwrap_or(0);
-    char_estimate(messages, tools).max(counted)
+    char_charge(messages, tools).max(counted)
 }
 
-fn char_estimate(messages: &[Value], tools: Option<&Value>) -> u64 {
+/// The character estimate alone (about 4 characters a token, tool definitions included): the
+/// charge where no decision depends on a tokenizer's count.
+pub fn char_charge(messages: &[Value], tools: Option<&Value>) -> u64 {
     crate::quota::estimate_prompt_tokens_chars(messages).saturating_add(
         tools
             .map(|t| (t.to_string().chars().count() as u64).div_ceil(4))

@@ -62,7 +62,7 @@ use crate::chat::ChatRequest;
 use crate::classify::AttemptOutcome;
 use crate::config::BlasterConfig;
 use crate::health::{Availability, HealthSnapshot};
-use crate::quota::{Cost, Refusal, Reservation, options_cost};
+use crate::quota::{Cost, Refusal, Reservation, char_charge, options_cost};
 use crate::retry::RetryPolicy;
 use crate::retry::{AttemptRecord, Decision, Ending, JobError, JobErrorKind, JobHistory};
 use crate::strategy::Router;
@@ -191,6 +191,10 @@ pub struct Scheduler<P> {
     router: Router,
     /// The distinct `tokenizer` names of the deployments.
     tokenizers: Vec<String>,
+    /// Per tokenizer: whether a deployment using it paces by tokens (a `tpm_limit`, or
+    /// `adaptive`, which learns one). Otherwise its count would change no decision, so the
+    /// cheap character estimate stands in and its tables are never loaded.
+    counted: Vec<bool>,
     token_memo: TokenMemo,
     retry: RetryPolicy,
     num_workers: usize,
@@ -214,9 +218,15 @@ impl<P: Payload> Scheduler<P> {
     /// A scheduler for `config`'s deployments; `rng` seeds the routing strategy.
     pub fn new(config: &BlasterConfig, rng: StdRng) -> Self {
         let mut tokenizers: Vec<String> = Vec::new();
+        let mut counted: Vec<bool> = Vec::new();
         for deployment in &config.deployments {
-            if !tokenizers.contains(&deployment.tokenizer) {
-                tokenizers.push(deployment.tokenizer.clone());
+            let paces_tokens = deployment.adaptive || deployment.tpm_limit.is_some();
+            match tokenizers.iter().position(|t| *t == deployment.tokenizer) {
+                Some(index) => counted[index] |= paces_tokens,
+                None => {
+                    tokenizers.push(deployment.tokenizer.clone());
+                    counted.push(paces_tokens);
+                }
             }
         }
         let endpoints = config
@@ -242,6 +252,7 @@ impl<P: Payload> Scheduler<P> {
             endpoints,
             router: Router::new(config.strategy, &weights, &priorities, rng),
             tokenizers,
+            counted,
             token_memo: TokenMemo::new(TOKEN_MEMO_TEXTS),
             retry: RetryPolicy {
                 max_job_retry: config.max_job_retry,
@@ -260,9 +271,14 @@ impl<P: Payload> Scheduler<P> {
         }
     }
 
-    /// The distinct tokenizers the deployments use (to build their encoders early).
-    pub fn tokenizers(&self) -> &[String] {
-        &self.tokenizers
+    /// The tokenizers whose counts pacing uses (to build their encoders early); the others
+    /// are never loaded.
+    pub fn counted_tokenizers(&self) -> impl Iterator<Item = &str> {
+        self.tokenizers
+            .iter()
+            .zip(&self.counted)
+            .filter(|(_, counted)| **counted)
+            .map(|(tokenizer, _)| tokenizer.as_str())
     }
 
     /// Takes a job (with its per-job `options`).
@@ -428,8 +444,12 @@ impl<P: Payload> Scheduler<P> {
         let prompt_tokens = self
             .tokenizers
             .iter()
-            .map(|tokenizer| {
-                prompt_charge_memo(&mut self.token_memo, tokenizer, &request.messages, tools)
+            .zip(&self.counted)
+            .map(|(tokenizer, counted)| match counted {
+                true => {
+                    prompt_charge_memo(&mut self.token_memo, tokenizer, &request.messages, tools)
+                }
+                false => char_charge(&request.messages, tools),
             })
             .collect();
         self.jobs.insert(

@@ -186,6 +186,50 @@ fn a_job_is_sent_and_its_success_delivered_with_its_times() {
 }
 
 #[test]
+fn only_deployments_that_pace_by_tokens_count_with_the_tokenizer() {
+    // Spaced digits: each digit and space a token, far more than a quarter of the characters.
+    let messages = vec![json!({"role": "user", "content": "3 1 4 1 5 9 2 6 5 3 5 8 9 7 9 3"})];
+    let counted = crate::quota::prompt_charge("o200k_base", &messages, None);
+    let estimated = crate::quota::char_charge(&messages, None);
+    assert!(counted > estimated, "{counted} vs {estimated}");
+    let charged = |deployment: &str| {
+        let t0 = Instant::now();
+        let mut s = scheduler(&[deployment], "");
+        let mut fx = Vec::new();
+        let request = ChatRequest::new(messages.clone()).option("max_tokens", 10);
+        s.submit(t0, job("a"), request, JobOptions::default(), &mut fx);
+        let tokens = fx.iter().find_map(|e| match e {
+            Effect::Send { tokens, .. } => Some(*tokens),
+            _ => None,
+        });
+        let counted: Vec<String> = s.counted_tokenizers().map(str::to_owned).collect();
+        (tokens, counted)
+    };
+    // A token limit, or learning one, needs the count; no limit at all, or requests only, not.
+    for paced in [
+        "{name: a, tpm_limit: 100000}",
+        "{name: a}",
+        "{name: a, adaptive: true, rpm_limit: 60}",
+    ] {
+        assert_eq!(
+            charged(paced),
+            (Some(counted + 10), vec!["o200k_base".to_owned()]),
+            "{paced}"
+        );
+    }
+    for unpaced in [
+        "{name: a, adaptive: false}",
+        "{name: a, adaptive: false, rpm_limit: 60}",
+    ] {
+        assert_eq!(
+            charged(unpaced),
+            (Some(estimated + 10), Vec::<String>::new()),
+            "{unpaced}"
+        );
+    }
+}
+
+#[test]
 fn a_transient_failure_is_retried_elsewhere_and_counts() {
     let t0 = Instant::now();
     let mut s = scheduler(&["{name: east}", "{name: west}"], "max_job_retry: 1\n");

@@ -29,7 +29,7 @@ mod start;
 #[cfg(test)]
 mod tests;
 pub(crate) use start::EndpointLink;
-pub use start::StartError;
+pub use start::{DispatcherSeed, StartError};
 
 /// Where a job's result goes.
 type JobReply = oneshot::Sender<Result<ChatResult, JobError>>;

@@ -60,8 +60,22 @@ impl Dispatcher {
     /// Like [`Dispatcher::start`], with credentials built by `registry`.
     pub fn start_with_registry(
         config: BlasterConfig,
-        mut registry: CredentialRegistry,
+        registry: CredentialRegistry,
     ) -> Result<Addr<Dispatcher>, StartError> {
+        Ok(Self::prepare_with_registry(config, registry)?.start_here())
+    }
+
+    /// Prepares a Dispatcher (credentials checked now) to run on the thread that later calls
+    /// [`DispatcherSeed::start_here`]: an actix-web worker's, so that a request and its job
+    /// never cross threads. Call it inside a running actix System.
+    pub fn prepare(config: BlasterConfig) -> Result<DispatcherSeed, StartError> {
+        Self::prepare_with_registry(config, CredentialRegistry::default())
+    }
+
+    fn prepare_with_registry(
+        config: BlasterConfig,
+        mut registry: CredentialRegistry,
+    ) -> Result<DispatcherSeed, StartError> {
         if actix::System::try_current().is_none() {
             return Err(StartError::NoSystem);
         }
@@ -85,7 +99,7 @@ impl Dispatcher {
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let deployments = config.deployments.clone();
         let handles: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
-        let addr = Self::launch(&config, move |reports, done| {
+        let build = Self::builder(&config, move |reports, done| {
             let links = deployments
                 .iter()
                 .zip(auths)
@@ -108,11 +122,17 @@ impl Dispatcher {
                 .collect();
             (links, arbiters)
         });
-        Ok(addr)
+        let (sender, receiver) = actix::dev::channel::channel(MAILBOX_CAPACITY);
+        Ok(DispatcherSeed {
+            address: Addr::new(sender),
+            receiver,
+            build: Box::new(build),
+        })
     }
 
     /// Starts the Dispatcher for `config` with the endpoints `endpoints` starts (given where
     /// they send health reports and attempt ends), and whatever must live as long as it.
+    #[cfg(test)]
     pub(crate) fn launch(
         config: &BlasterConfig,
         endpoints: impl FnOnce(
@@ -120,20 +140,38 @@ impl Dispatcher {
             Recipient<AttemptDone>,
         ) -> (Vec<EndpointLink>, Vec<Arbiter>),
     ) -> Addr<Dispatcher> {
+        Dispatcher::create(Self::builder(config, endpoints))
+    }
+
+    /// What builds the Dispatcher for `config` in its context (on the thread that runs it);
+    /// `Send` when `endpoints` is.
+    fn builder<E>(
+        config: &BlasterConfig,
+        endpoints: E,
+    ) -> impl FnOnce(&mut Context<Dispatcher>) -> Dispatcher + use<E>
+    where
+        E: FnOnce(
+            Recipient<HealthReport>,
+            Recipient<AttemptDone>,
+        ) -> (Vec<EndpointLink>, Vec<Arbiter>),
+    {
         let scheduler = Scheduler::new(config, rand::rngs::StdRng::from_rng(&mut rand::rng()));
-        // Building a tokenizer's encoder takes about half a second: start it now, off the
-        // actor's thread, so the first jobs do not wait for it.
-        let to_build = scheduler.tokenizers().to_vec();
-        let _ = std::thread::Builder::new()
-            .name("aoai-tokenizer-warm-up".into())
-            .spawn(move || {
-                for tokenizer in &to_build {
-                    aoai_blaster_core::tokens::warm_up(tokenizer);
-                }
-            });
+        // Building a tokenizer's encoder takes about half a second and some 20 MiB: start it
+        // now, off the actor's thread, so the first jobs do not wait for it; only those
+        // pacing counts with (the scheduler never loads the others).
+        let to_build: Vec<String> = scheduler.counted_tokenizers().map(str::to_owned).collect();
+        if !to_build.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("aoai-tokenizer-warm-up".into())
+                .spawn(move || {
+                    for tokenizer in &to_build {
+                        aoai_blaster_core::tokens::warm_up(tokenizer);
+                    }
+                });
+        }
         let metrics = DispatcherMetrics::new(config.deployments.iter().map(|d| d.name.as_str()));
-        Dispatcher::create(move |ctx| {
-            ctx.set_mailbox_capacity(4096);
+        move |ctx| {
+            ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
             let reports = ctx.address().recipient();
             let done = ctx.address().recipient();
             let (endpoints, arbiters) = endpoints(reports, done);
@@ -148,6 +186,41 @@ impl Dispatcher {
                 metrics,
                 _arbiters: arbiters,
             }
-        })
+        }
+    }
+}
+
+/// Messages the Dispatcher's mailbox holds before senders wait.
+const MAILBOX_CAPACITY: usize = 4096;
+
+/// A Dispatcher prepared by [`Dispatcher::prepare`], not running yet: its address takes
+/// messages at once (they wait in its mailbox); [`DispatcherSeed::start_here`] runs it, and
+/// the endpoint actors sharing its thread, on the calling thread's arbiter.
+pub struct DispatcherSeed {
+    address: Addr<Dispatcher>,
+    receiver: actix::dev::channel::AddressReceiver<Dispatcher>,
+    build: Box<Build>,
+}
+
+/// Builds the Dispatcher in its context, on the thread that runs it.
+type Build = dyn FnOnce(&mut Context<Dispatcher>) -> Dispatcher + Send;
+
+impl DispatcherSeed {
+    /// The address the Dispatcher will have.
+    pub fn address(&self) -> Addr<Dispatcher> {
+        self.address.clone()
+    }
+
+    /// Runs the Dispatcher on the current thread's arbiter; its address.
+    pub fn start_here(self) -> Addr<Dispatcher> {
+        let mut ctx = Context::with_receiver(self.receiver);
+        let dispatcher = (self.build)(&mut ctx);
+        ctx.run(dispatcher)
+    }
+}
+
+impl std::fmt::Debug for DispatcherSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatcherSeed").finish_non_exhaustive()
     }
 }
