@@ -11,6 +11,7 @@ use super::{
     QUEUE_CAPACITY_PER_WORKER, RawConfig, RawDeployment, Resilience, StrategyKind, TOKENIZERS,
     Timeouts,
 };
+use crate::operation::{ApiStyle, Operation, Operations, V1_API_VERSION};
 use crate::secret::Secret;
 
 /// One thing wrong with a configuration: where, and what to do.
@@ -399,6 +400,7 @@ fn check_deployment(
     };
     let weight = check_numbers(&raw, scope, problems);
     let tokenizer = check_tokenizer(raw.tokenizer.as_deref(), scope, problems);
+    let operations = check_operations(raw.operations.as_deref(), &api_version, scope, problems);
     let (timeouts, resilience) =
         raw.knobs
             .resolve(inherited.timeouts, inherited.resilience, scope, problems);
@@ -417,6 +419,7 @@ fn check_deployment(
         max_in_flight: raw.max_in_flight.unwrap_or(inherited.num_workers),
         priority: raw.priority.unwrap_or(0),
         tokenizer,
+        operations,
         adaptive: raw
             .adaptive
             .unwrap_or(raw.rpm_limit.is_none() && raw.tpm_limit.is_none()),
@@ -465,6 +468,58 @@ fn check_api_version(raw: Option<&str>, scope: Scope<'_>, problems: &mut Problem
         );
     }
     api_version
+}
+
+/// Checks `operations`: known names, not empty, `responses` only with `api_version: v1` (the
+/// Responses API exists only there).
+fn check_operations(
+    raw: Option<&[String]>,
+    api_version: &str,
+    scope: Scope<'_>,
+    problems: &mut Problems,
+) -> Operations {
+    let Some(names) = raw else {
+        return Operations::default();
+    };
+    let known = || {
+        Operation::ALL
+            .iter()
+            .map(|op| op.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut operations = Vec::new();
+    for name in names {
+        match Operation::from_name(name) {
+            Some(op) => operations.push(op),
+            None => problems.add(
+                scope,
+                "operations",
+                format!("unknown operation {name:?}; use any of {}", known()),
+            ),
+        }
+    }
+    if names.is_empty() {
+        problems.add(
+            scope,
+            "operations",
+            format!(
+                "is empty; list what the deployment takes ({}), or remove the key for [chat]",
+                known()
+            ),
+        );
+    }
+    let operations = Operations::of(operations);
+    if operations.contains(Operation::Responses) && ApiStyle::of(api_version) != ApiStyle::V1 {
+        problems.add(
+            scope,
+            "operations",
+            format!(
+                "responses needs the v1 API (the Responses API exists only there), but api_version is {api_version:?}; set api_version: {V1_API_VERSION} or remove responses"
+            ),
+        );
+    }
+    operations
 }
 
 /// Checks `weight`, `temperature` and the limits that must not be 0; returns the weight.

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::classify::AttemptOutcome;
 use crate::config::DeploymentConfig;
 use crate::health::{Availability, HealthSnapshot};
+use crate::operation::Operations;
 use crate::quota::{
     AdaptiveBudget, QuotaBudget, QuotaFeedback, Reservation, UnlimitedBudget, WindowBudget,
 };
@@ -20,6 +21,8 @@ pub const DEFAULT_CHARGED_COMPLETION_TOKENS: u64 = 4096;
 pub(crate) struct Endpoint {
     pub(crate) name: String,
     pub(crate) model: String,
+    /// The operations it takes.
+    pub(crate) operations: Operations,
     pub(crate) max_in_flight: usize,
     pub(crate) in_flight: usize,
     pub(crate) budget: Box<dyn QuotaBudget>,
@@ -61,6 +64,7 @@ impl Endpoint {
         Endpoint {
             name: deployment.name.clone(),
             model: deployment.model.clone(),
+            operations: deployment.operations,
             max_in_flight: deployment.max_in_flight.max(1),
             in_flight: 0,
             budget,
