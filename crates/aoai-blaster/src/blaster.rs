@@ -134,7 +134,7 @@ impl Blaster {
     /// use aoai_blaster::core::embeddings::EmbeddingsRequest;
     ///
     /// # async fn demo(blaster: &Blaster) -> Result<(), aoai_blaster::JobError> {
-    /// let job = Job::new(EmbeddingsRequest::new(vec!["first", "second"]).into());
+    /// let job = Job::from_request(EmbeddingsRequest::new(vec!["first", "second"]));
     /// let result = blaster.run_job(job).await?;
     /// println!("{} tokens", result.usage().map_or(0, |u| u.prompt_tokens));
     /// # Ok(())

@@ -31,7 +31,7 @@ use crate::report::EndpointReport;
 ///
 /// Send it to the Dispatcher and await the result:
 /// `dispatcher.send(ChatJob::new(request)).await??` gives a [`ChatResult`],
-/// `dispatcher.send(Job::new(EmbeddingsRequest::new("text").into())).await??` a [`JobResult`].
+/// `dispatcher.send(Job::from_request(EmbeddingsRequest::new("text"))).await??` a [`JobResult`].
 ///
 /// Dropping the future of `send` (or a [`JobHandle`](crate::JobHandle)) before the job has
 /// been sent cancels it: no request goes out. A job in flight may still finish.
@@ -120,6 +120,14 @@ impl<R> Job<R> {
     pub fn labelled(mut self, label: impl Into<String>) -> Self {
         self.label = Some(label.into());
         self
+    }
+}
+
+impl Job<JobRequest> {
+    /// A non-streamed job for a request of any operation (`ChatRequest`, `EmbeddingsRequest`,
+    /// `ResponsesRequest`).
+    pub fn from_request(request: impl Into<JobRequest>) -> Self {
+        Job::new(request.into())
     }
 }
 
