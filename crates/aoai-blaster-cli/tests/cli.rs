@@ -297,7 +297,7 @@ async fn malformed_lines_get_error_lines_and_the_run_goes_on() {
         json!({"method": "POST", "url": "/chat/completions", "body": {"messages": []}}).to_string(),
         request_line("a"),
         json!({"custom_id": "m", "method": "GET", "url": "/chat/completions", "body": {"messages": []}}).to_string(),
-        json!({"custom_id": "u", "method": "POST", "url": "/embeddings", "body": {"messages": []}}).to_string(),
+        json!({"custom_id": "u", "method": "POST", "url": "/completions", "body": {"messages": []}}).to_string(),
         json!({"custom_id": "b", "method": "POST", "url": "/chat/completions", "body": [1]}).to_string(),
         request_line("c"),
     ];
