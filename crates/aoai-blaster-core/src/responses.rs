@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::chat::ApiErrorBody;
+use crate::chat::{ApiErrorBody, ChatCompletionChunk, ChunkChoice, Delta};
 use crate::embeddings::{InputBodyError, split_input};
 use crate::sse::SseError;
 
@@ -278,6 +278,38 @@ pub fn parse_responses_event(event: Option<&str>, data: &str) -> Result<Response
         }),
         _ => ResponsesEvent::Other,
     })
+}
+
+/// A Responses text delta as the chat chunk the per-delta surface (`StreamDelta`) carries: one
+/// choice (index: the output item's) whose delta holds the text, the item's id as the chunk's
+/// id, and `"type": "response.output_text.delta"` as chunk field and `object`.
+///
+/// ```
+/// let chunk = aoai_blaster_core::responses::delta_chunk(0, "msg_1".into(), "Hel");
+/// assert_eq!(chunk.text(), Some("Hel"));
+/// assert_eq!(chunk.extra["type"], "response.output_text.delta");
+/// ```
+pub fn delta_chunk(output_index: u32, item_id: String, text: &str) -> ChatCompletionChunk {
+    const KIND: &str = "response.output_text.delta";
+    let mut extra = Map::new();
+    extra.insert("type".to_owned(), Value::from(KIND));
+    ChatCompletionChunk {
+        id: item_id,
+        object: KIND.to_owned(),
+        created: 0,
+        model: String::new(),
+        choices: vec![ChunkChoice {
+            index: output_index,
+            delta: Delta {
+                content: Some(text.to_owned()),
+                ..Delta::default()
+            },
+            finish_reason: None,
+            extra: Map::new(),
+        }],
+        usage: None,
+        extra,
+    }
 }
 
 #[cfg(test)]

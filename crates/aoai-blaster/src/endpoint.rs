@@ -26,16 +26,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use aoai_blaster_core::chat::{ChatCompletionChunk, ChunkChoice, Delta, RequestDefaults};
+use aoai_blaster_core::chat::RequestDefaults;
 use aoai_blaster_core::classify::{
     ApiError, AttemptOutcome, RateLimitHeaders, TransientKind, classify, parse_rate_limit_headers,
 };
 use aoai_blaster_core::config::{DeploymentConfig, Timeouts};
 use aoai_blaster_core::health::{Availability, EndpointHealth, HealthPolicy, HealthState};
 use aoai_blaster_core::operation::{Operation, Reply};
-use aoai_blaster_core::responses::{ResponsesEvent, parse_responses_event};
 use aoai_blaster_core::scheduler::{AttemptEnd, AttemptReport};
-use aoai_blaster_core::sse::{SseDecoder, StreamAssembler, StreamItem, parse_stream_data};
+use aoai_blaster_core::sse::{SseDecoder, StreamAssembler};
 use awc::error::{ConnectError, PayloadError, SendRequestError};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
@@ -47,6 +46,8 @@ use crate::messages::{
     Attempt, AttemptDone, HealthEvent, HealthReport, HealthSnapshot, StopForRestart, StreamDelta,
 };
 use crate::metrics::{EndpointMetrics, FinishedAttempt, server_time_from_headers};
+
+mod events;
 
 /// Largest error reply body read.
 const MAX_ERROR_BYTES: usize = 1024 * 1024;
@@ -511,54 +512,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// Test-only hooks (feature `test-hooks`): make an endpoint misbehave on purpose.
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
-pub mod test_hooks {
-    use std::sync::Mutex;
-
-    /// Where a planned panic happens.
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    pub(crate) enum Where {
-        /// In the actor's handler of the next attempt.
-        Handler,
-        /// In the HTTP call task of the next attempt.
-        Call,
-    }
-
-    static PLANNED: Mutex<Vec<(Where, String)>> = Mutex::new(Vec::new());
-
-    fn plan(place: Where, name: &str) {
-        PLANNED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push((place, name.to_owned()));
-    }
-
-    /// The EndpointActor of deployment `name` panics while handling its next attempt (once).
-    pub fn panic_on_next_attempt(name: &str) {
-        plan(Where::Handler, name);
-    }
-
-    /// The HTTP call task of the next attempt on deployment `name` panics (once).
-    pub fn panic_in_next_call(name: &str) {
-        plan(Where::Call, name);
-    }
-
-    /// True (once per plan) when `name` is to panic at `place` now.
-    pub(crate) fn take(place: Where, name: &str) -> bool {
-        let mut planned = PLANNED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match planned
-            .iter()
-            .position(|(at, who)| *at == place && who == name)
-        {
-            Some(index) => {
-                planned.swap_remove(index);
-                true
-            }
-            None => false,
-        }
-    }
-}
+pub mod test_hooks;
 
 /// The result of one HTTP call, before the actor folds it into its health.
 struct CallResult {
@@ -851,118 +805,6 @@ impl HttpCall {
                 }
             }
         }
-    }
-
-    /// Folds one stream event in: a chunk (its deltas forwarded), `[DONE]` (the completion
-    /// assembled) or an error event. `Some` when the stream is over.
-    fn take_event(
-        &self,
-        data: &str,
-        assembler: &mut StreamAssembler,
-        result: &mut CallResult,
-    ) -> Option<AttemptOutcome> {
-        match parse_stream_data(data) {
-            Ok(StreamItem::Chunk(chunk)) => {
-                let chunk = Arc::new(chunk);
-                assembler.push(&chunk);
-                if let Some(recipient) = &self.deltas {
-                    for choice in &chunk.choices {
-                        let content = choice.delta.content.clone().unwrap_or_default();
-                        if content.is_empty() && choice.delta.tool_calls.is_none() {
-                            continue;
-                        }
-                        result.deltas_delivered += 1;
-                        recipient.do_send(StreamDelta {
-                            label: self.label.clone(),
-                            choice: choice.index,
-                            content,
-                            chunk: chunk.clone(),
-                        });
-                    }
-                }
-                None
-            }
-            Ok(StreamItem::Done) => Some(match std::mem::take(assembler).finish() {
-                Ok(completion) => {
-                    result.reply = Some(Reply::Chat(completion));
-                    AttemptOutcome::Success
-                }
-                Err(error) => stream_cut(error.to_string()),
-            }),
-            Ok(StreamItem::Error(error)) => {
-                Some(stream_cut(format!("error event in stream: {error}")))
-            }
-            Err(error) => Some(stream_cut(format!("unreadable stream event: {error}"))),
-        }
-    }
-}
-
-impl HttpCall {
-    /// Folds one Responses stream event in: a text delta (forwarded to the caller's recipient
-    /// as a one-choice chunk), the completed response, or a failure. `Some` when the stream is
-    /// over.
-    fn take_responses_event(
-        &self,
-        name: Option<&str>,
-        data: &str,
-        result: &mut CallResult,
-    ) -> Option<AttemptOutcome> {
-        match parse_responses_event(name, data) {
-            Ok(ResponsesEvent::TextDelta {
-                output_index,
-                item_id,
-                delta,
-            }) => {
-                if let Some(recipient) = &self.deltas
-                    && !delta.is_empty()
-                {
-                    result.deltas_delivered += 1;
-                    let chunk = Arc::new(responses_chunk(output_index, item_id, &delta));
-                    recipient.do_send(StreamDelta {
-                        label: self.label.clone(),
-                        choice: output_index,
-                        content: delta,
-                        chunk,
-                    });
-                }
-                None
-            }
-            Ok(ResponsesEvent::Completed(reply)) => {
-                result.reply = Some(Reply::Responses(reply));
-                Some(AttemptOutcome::Success)
-            }
-            Ok(ResponsesEvent::Failed(error)) => {
-                Some(stream_cut(format!("error event in stream: {error}")))
-            }
-            Ok(ResponsesEvent::Other) => None,
-            Err(error) => Some(stream_cut(format!("unreadable stream event: {error}"))),
-        }
-    }
-}
-
-/// A Responses text delta as the chat chunk the per-delta surface carries.
-fn responses_chunk(output_index: u32, item_id: String, text: &str) -> ChatCompletionChunk {
-    let mut extra = serde_json::Map::new();
-    extra.insert(
-        "type".to_owned(),
-        serde_json::Value::from("response.output_text.delta"),
-    );
-    ChatCompletionChunk {
-        id: item_id,
-        object: "response.output_text.delta".to_owned(),
-        created: 0,
-        model: String::new(),
-        choices: vec![ChunkChoice {
-            index: output_index,
-            delta: Delta {
-                content: Some(text.to_owned()),
-                ..Delta::default()
-            },
-            finish_reason: None,
-            extra: serde_json::Map::new(),
-        }],
-        usage: None,
-        extra,
     }
 }
 
