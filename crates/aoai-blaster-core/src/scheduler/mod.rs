@@ -52,8 +52,6 @@ mod endpoint;
 mod tests;
 mod waits;
 
-use waits::Scope;
-
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +71,7 @@ use crate::retry::{AttemptRecord, Decision, Ending, JobError, JobErrorKind, JobH
 use crate::strategy::Router;
 use crate::tokens::TokenMemo;
 use endpoint::Endpoint;
+use waits::Scope;
 
 /// Long texts whose token counts the scheduler remembers ([`TokenMemo`]).
 pub const TOKEN_MEMO_TEXTS: usize = 4096;
