@@ -50,6 +50,16 @@ examples:
     cargo run --release --example quickstart
     cargo run --release --example actix_app
 
+# The gateway (`aoai-blaster serve`) against a zero-latency simulator, side by side with
+# direct requests, with wrk (Debian: apt-get install wrk): added p50/p99, max req/s, idle RSS.
+bench-gateway *args:
+    cargo run --release -p aoai-bench --bin gateway -- {{args}}
+
 # Quota pacing benchmark (release): makespan vs the theoretical minimum and 429s, per strategy.
 bench-quota *args:
     cargo run --release -p aoai-bench --bin bench-quota -- {{args}}
+
+# Shared quotas, the Redis side: Redis calls and time per job at 10,000 jobs/s for 1, 2 and 4
+# processes, against a redis-server the bench starts on a unix socket.
+bench-shared *args:
+    cargo run --release -p aoai-bench --bin bench-shared -- {{args}}

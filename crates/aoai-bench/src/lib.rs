@@ -6,7 +6,8 @@
 //! - [`latency`]: percentiles with `hdrhistogram`;
 //! - [`drive`]: running jobs through the Dispatcher, closed loop or at a fixed open-loop rate.
 //!
-//! The binaries are `overhead` (jobs/s, CPU per job, added latency) and `compare-python`
+//! The binaries are `overhead` (jobs/s, CPU per job, added latency), `bench-shared` (Redis
+//! calls and time per job of shared quotas) and `compare-python`
 //! (side by side with the Python `azure-openai-blaster` 0.1.0). See the crate README.
 
 pub mod cpu;

@@ -13,12 +13,10 @@ use std::time::{Duration, Instant};
 use aoai_blaster::auth::{Auth, AuthError, AuthHeader, CredentialRegistry};
 use aoai_blaster::core::classify::{ApiError, parse_rate_limit_headers};
 use aoai_blaster::core::config::DeploymentConfig;
-use aoai_blaster::{
-    BlasterConfig, ChatRequest, EmbeddingsRequest, JobRequest, Operation, ResponsesRequest,
-};
+use aoai_blaster::{ChatRequest, EmbeddingsRequest, JobRequest, Operation, ResponsesRequest};
 
 use crate::cli::CheckArgs;
-use crate::summary::{EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE};
+use crate::summary::{EXIT_OK, EXIT_SOME_FAILED};
 
 /// Largest reply body read, in bytes.
 const MAX_BODY: usize = 1 << 20;
@@ -246,16 +244,10 @@ async fn try_operation(
 
 /// `aoai-blaster check`.
 pub(crate) async fn check_command(args: CheckArgs) -> u8 {
-    let config = match BlasterConfig::from_file(&args.config) {
+    let config = match crate::setup::load_config(&args.config) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("aoai-blaster: config {}: {error}", args.config.display());
-            return EXIT_USAGE;
-        }
+        Err(status) => return status,
     };
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
     let mut registry = CredentialRegistry::default();
     let checks = config.deployments.iter().map(|deployment| {
         let auth = registry.auth_for(&deployment.auth);

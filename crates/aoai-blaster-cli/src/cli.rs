@@ -48,6 +48,10 @@ pub(crate) enum Command {
     Check(CheckArgs),
     /// Run the Azure OpenAI simulator standalone (same as the `aoai-sim` binary).
     Sim(SimArgs),
+    /// Serve an OpenAI-compatible API (`/v1/chat/completions`, `/v1/models`, ...) over the
+    /// configured deployments, until Ctrl-C: any OpenAI SDK pointed at `http://ADDR/v1` gets
+    /// the blaster's pacing, failover and metrics.
+    Serve(ServeArgs),
 }
 
 /// Options shared by `run` and `demo`.
@@ -141,6 +145,25 @@ pub(crate) struct CheckArgs {
     /// Blaster config (YAML, JSON or TOML, by extension).
     #[arg(long, short, value_name = "FILE")]
     pub(crate) config: PathBuf,
+}
+
+/// `serve` options.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServeArgs {
+    /// Blaster config (YAML, JSON or TOML, by extension); its `gateway:` section holds the
+    /// inbound keys and model aliases.
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) config: PathBuf,
+    /// Address to listen on (port 0 picks a free one; the `listening on` line names it).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: String,
+    /// Listen on a non-loopback address without `gateway.api_keys` (anyone who reaches it can
+    /// spend the quota).
+    #[arg(long)]
+    pub(crate) allow_unauthenticated: bool,
+    /// HTTP worker threads (0: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) workers: usize,
 }
 
 /// `sim` options.

@@ -26,6 +26,8 @@ mod logging;
 mod progress;
 mod run;
 mod run_loop;
+mod serve;
+mod setup;
 mod sim;
 mod summary;
 
@@ -47,7 +49,9 @@ pub fn main() -> ExitCode {
     let interval = match &cli.command {
         Command::Run(args) => args.options.progress_interval,
         Command::Demo(args) => args.options.progress_interval,
-        Command::Check(_) | Command::Sim(_) => std::time::Duration::from_secs(5),
+        Command::Check(_) | Command::Sim(_) | Command::Serve(_) => {
+            std::time::Duration::from_secs(5)
+        }
     };
     let mode = ProgressMode::detect(interval);
     let multi = mode.multi();
@@ -59,6 +63,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run_command(args, multi, mode).await,
             Command::Check(args) => check::check_command(args).await,
             Command::Sim(args) => sim::sim_command(args).await,
+            Command::Serve(args) => serve::serve_command(args).await,
         }
     });
     ExitCode::from(status)

@@ -73,13 +73,24 @@ pub(crate) struct Rates {
 impl Rates {
     /// Time left for `snapshot`'s lines at this rate, once the total is known and the rate is
     /// not zero. Only this run's own work counts towards the rate (skipped lines cost nothing).
-    pub(crate) fn eta(&self, snapshot: &ProgressSnapshot) -> Option<Duration> {
+    /// When every line left is with the blaster and some wait while no endpoint may take them
+    /// (quota, cooling, disabled for a while), the time until the first may is a floor: the
+    /// last jobs of a run do not finish at the rate of the ones before them.
+    pub(crate) fn eta(&self, snapshot: &ProgressSnapshot, now: SystemTime) -> Option<Duration> {
         let total = snapshot.total?;
-        if self.lines_per_second <= 0.0 {
-            return None;
+        let left = total.saturating_sub(snapshot.done);
+        let at_rate = (self.lines_per_second > 0.0)
+            .then(|| Duration::from_secs_f64(left as f64 / self.lines_per_second));
+        let held = left > 0 && left <= snapshot.in_flight && snapshot.queued() > 0;
+        let floor = if held {
+            next_room(&snapshot.endpoints, now)
+        } else {
+            None
+        };
+        match (at_rate, floor) {
+            (Some(at_rate), Some(floor)) => Some(at_rate.max(floor)),
+            (at_rate, floor) => at_rate.or(floor),
         }
-        let left = total.saturating_sub(snapshot.done) as f64;
-        Some(Duration::from_secs_f64(left / self.lines_per_second))
     }
 
     /// What the rates are over, e.g. `last 1m` or `run, 12s`.
@@ -154,14 +165,38 @@ fn short_duration(duration: Duration) -> String {
     }
 }
 
+/// How long until some endpoint may take a queued job, when none may at `now` (each waits for
+/// quota, cools, or is disabled until a known time); `None` when one may now, or when none
+/// ever will by what is known (disabled for good).
+fn next_room(endpoints: &[EndpointReport], now: SystemTime) -> Option<Duration> {
+    let mut soonest: Option<Duration> = None;
+    for endpoint in endpoints {
+        let until = match endpoint.state {
+            EndpointState::Healthy => endpoint.waiting_for_quota_until,
+            EndpointState::Cooling | EndpointState::Disabled => endpoint.cooling_until,
+            EndpointState::Probing => return None,
+        };
+        let wait = match until {
+            Some(until) => until.duration_since(now).unwrap_or_default(),
+            None if endpoint.state == EndpointState::Disabled => continue,
+            None => return None,
+        };
+        if wait.is_zero() {
+            return None;
+        }
+        soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+    }
+    soonest
+}
+
 /// The run's position: lines done, this run's rate and the ETA (the bar's line).
-pub(crate) fn position_line(snapshot: &ProgressSnapshot, rates: &Rates) -> String {
+pub(crate) fn position_line(snapshot: &ProgressSnapshot, rates: &Rates, now: SystemTime) -> String {
     let done = match snapshot.total {
         Some(total) => format!("{}/{total} lines", snapshot.done),
         None => format!("{} lines", snapshot.done),
     };
     let eta = rates
-        .eta(snapshot)
+        .eta(snapshot, now)
         .map_or_else(|| "-".to_owned(), short_duration);
     format!(
         "{done} | {:.1}/s ({}) | ETA {eta}",
@@ -188,10 +223,10 @@ pub(crate) fn counts_line(snapshot: &ProgressSnapshot, rates: &Rates) -> String 
 }
 
 /// The run's progress in one line (for plain log lines).
-pub(crate) fn run_line(snapshot: &ProgressSnapshot, rates: &Rates) -> String {
+pub(crate) fn run_line(snapshot: &ProgressSnapshot, rates: &Rates, now: SystemTime) -> String {
     format!(
         "{} | {}",
-        position_line(snapshot, rates),
+        position_line(snapshot, rates, now),
         counts_line(snapshot, rates)
     )
 }
@@ -360,7 +395,7 @@ impl ProgressDisplay {
                 }
                 self.main.set_position(snapshot.done);
                 let wall = SystemTime::now();
-                let mut position = position_line(snapshot, &rates);
+                let mut position = position_line(snapshot, &rates, wall);
                 if let Some(last) = last_jobs_line(snapshot, wall) {
                     position.push_str(" | ");
                     position.push_str(&last);
@@ -390,7 +425,7 @@ impl ProgressDisplay {
             .iter()
             .map(|endpoint| endpoint_line(endpoint, wall))
             .collect();
-        let mut run = run_line(snapshot, rates);
+        let mut run = run_line(snapshot, rates, wall);
         if let Some(last) = last_jobs_line(snapshot, wall) {
             run.push_str(" | ");
             run.push_str(&last);
@@ -488,7 +523,7 @@ mod tests {
         };
         let rates = RateWindow::default().record(&snapshot);
         assert_eq!(
-            run_line(&snapshot, &rates),
+            run_line(&snapshot, &rates, SystemTime::UNIX_EPOCH),
             "50/100 lines | 5.0/s (run, 10s) | ETA 10s | ok 48 failed 2 invalid 0 skipped 0 | \
              queued 4 on the wire 8 | 429s 0 | retries 0 | 36000 tokens/min (run, 10s)"
         );
@@ -543,9 +578,10 @@ mod tests {
         };
         let rates = RateWindow::default().record(&snapshot);
         assert_eq!(rates.lines_per_second, 2.0);
-        assert_eq!(rates.eta(&snapshot), Some(Duration::from_secs(40)));
-        assert_eq!(rates.eta(&ProgressSnapshot::default()), None);
-        assert_eq!(Rates::default().eta(&snapshot), None);
+        let now = SystemTime::UNIX_EPOCH;
+        assert_eq!(rates.eta(&snapshot, now), Some(Duration::from_secs(40)));
+        assert_eq!(rates.eta(&ProgressSnapshot::default(), now), None);
+        assert_eq!(Rates::default().eta(&snapshot, now), None);
     }
 
     #[test]
@@ -562,7 +598,7 @@ mod tests {
         };
         let rates = RateWindow::default().record(&snapshot);
         assert_eq!(
-            run_line(&snapshot, &rates),
+            run_line(&snapshot, &rates, SystemTime::UNIX_EPOCH),
             "7 lines | 3.5/s (run, 2.0s) | ETA - | ok 0 failed 0 invalid 0 skipped 0 | \
              queued 0 on the wire 3 | 429s 2 | retries 4 | 0 tokens/min (run, 2.0s)"
         );
@@ -648,7 +684,39 @@ mod tests {
                  west: cooling until 01:00:05 UTC (rate limited))"
             )
         );
+        // 3 lines left at 10 lines/s would be 0.3 s; the queued two wait 5 s at least.
+        let rates = Rates {
+            lines_per_second: 10.0,
+            ..Rates::default()
+        };
+        assert_eq!(rates.eta(&snapshot, now), Some(Duration::from_secs(5)));
+        assert!(position_line(&snapshot, &rates, now).ends_with("ETA 5.0s"));
+        assert_eq!(
+            Rates::default().eta(&snapshot, now),
+            Some(Duration::from_secs(5)),
+            "no rate yet: the wait alone"
+        );
+        let mut ready = snapshot.clone();
+        ready.endpoints[0].waiting_for_quota_until = None;
+        assert_eq!(
+            rates.eta(&ready, now),
+            Some(Duration::from_millis(300)),
+            "east may take them now"
+        );
+        let mut gone = snapshot.clone();
+        gone.endpoints[0].state = EndpointState::Disabled;
+        gone.endpoints[0].cooling_until = None;
+        assert_eq!(
+            rates.eta(&gone, now),
+            Some(Duration::from_secs(5)),
+            "disabled for good: west's cooling is what counts"
+        );
         snapshot.on_the_wire = 3;
+        assert_eq!(
+            rates.eta(&snapshot, now),
+            Some(Duration::from_millis(300)),
+            "none queued: no floor"
+        );
         assert_eq!(
             last_jobs_line(&snapshot, now).as_deref(),
             Some("last 3: 3 on the wire, waiting for the answers")

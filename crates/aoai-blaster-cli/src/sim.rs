@@ -1,9 +1,8 @@
 //! `aoai-blaster sim`: the Azure OpenAI simulator, standalone (the same as the `aoai-sim`
 //! binary), until Ctrl-C or SIGTERM.
 
-use tokio::signal::unix::{SignalKind, signal};
-
 use crate::cli::SimArgs;
+use crate::setup::StopSignals;
 use crate::summary::{EXIT_OK, EXIT_USAGE};
 
 /// `aoai-blaster sim`.
@@ -21,17 +20,9 @@ pub(crate) async fn sim_command(args: SimArgs) -> u8 {
     if let Some(bind) = args.bind {
         config.bind = bind;
     }
-    // Listen for Ctrl-C (and SIGTERM) before announcing the address, so that a signal sent as
-    // soon as the address is printed stops the simulator cleanly.
-    let (mut interrupts, mut terminations) = match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(interrupts), Ok(terminations)) => (interrupts, terminations),
-        (Err(error), _) | (_, Err(error)) => {
-            eprintln!("aoai-blaster: cannot listen for Ctrl-C: {error}");
-            return EXIT_USAGE;
-        }
+    let mut stop = match StopSignals::listen() {
+        Ok(stop) => stop,
+        Err(status) => return status,
     };
     let sim = match aoai_sim::start(config).await {
         Ok(sim) => sim,
@@ -54,10 +45,7 @@ pub(crate) async fn sim_command(args: SimArgs) -> u8 {
     if let Some(endpoint) = sim.managed_identity_endpoint() {
         crate::console::print_line(&format!("aoai-sim managed identity endpoint {endpoint}"));
     }
-    tokio::select! {
-        _ = interrupts.recv() => {}
-        _ = terminations.recv() => {}
-    }
+    stop.wait().await;
     sim.stop().await;
     EXIT_OK
 }

@@ -811,12 +811,13 @@ async fn metrics_addr_serves_prometheus_text_while_the_run_lasts() {
                     .and_then(|rest| rest.split('/').next())
                     .map(str::to_owned);
             }
-            // A progress line where east has sent requests: its actor is up and has set its
-            // gauges (a line printed before the first attempt may come first under load).
+            // A progress line where east has answered a request: its actor is up and has
+            // registered its metrics (attempts counted as sent may still wait in the mailbox
+            // of an actor that has not started yet, under load).
             let progress = line.contains("in flight")
                 && line.contains("east")
-                && line.contains("requests ")
-                && !line.contains("requests 0 ");
+                && line.contains("| ok ")
+                && !line.contains("| ok 0 |");
             seen.push(line);
             if let (Some(address), true) = (&address, progress) {
                 scraped = Some(scrape(address));
@@ -1294,4 +1295,82 @@ async fn progress_says_an_endpoint_waits_for_quota_and_what_holds_the_last_jobs(
     );
     assert_eq!(sim.stats().total().requests, 1);
     sim.stop().await;
+}
+
+/// One HTTP/1.1 exchange with `Connection: close`: the whole response as text.
+fn http_exchange(address: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("the gateway accepts");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    stream.write_all(request.as_bytes()).expect("sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
+#[actix_rt::test]
+async fn serve_prints_its_address_answers_and_stops_on_ctrl_c() {
+    let sim = start_sim(vec![roomy("gpt-4o")]).await;
+    let ws = Workspace::new();
+    let config = ws.config(&[("gpt-4o", endpoint(&sim, "gpt-4o"), "sim-key")], "");
+    let args: Vec<String> = ["serve", "--config", &config.display().to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--workers".into(),
+            "1".into(),
+        ])
+        .collect();
+    let mut child = command(&args).spawn().expect("the binary starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let first = actix_rt::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let address = first
+        .trim()
+        .strip_prefix("listening on http://127.0.0.1:")
+        .map(|port| format!("127.0.0.1:{port}"))
+        .unwrap_or_else(|| panic!("{first}"));
+    let body =
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = actix_rt::task::spawn_blocking(move || http_exchange(&address, &request))
+        .await
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("x-aoai-blaster-overhead-ms"),
+        "{response}"
+    );
+    assert!(response.contains("digest="), "{response}");
+    send_signal(&child, "-INT");
+    let output = wait_child(child).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+
+    let exposed = run_to_end(vec![
+        "serve".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--listen".into(),
+        "0.0.0.0:0".into(),
+    ])
+    .await;
+    assert_eq!(exposed.status.code(), Some(2), "{}", describe(&exposed));
+    assert!(
+        text(&exposed.stderr).contains("--allow-unauthenticated"),
+        "{}",
+        describe(&exposed)
+    );
 }

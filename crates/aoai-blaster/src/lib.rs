@@ -36,6 +36,7 @@ mod endpoint;
 mod messages;
 pub mod metrics;
 mod report;
+pub mod shared;
 
 pub use aoai_blaster_core as core;
 pub use aoai_blaster_core::chat::{ChatCompletion, ChatRequest, Usage};

@@ -46,7 +46,8 @@ pub struct Job<R = JobRequest> {
     /// Receives each delta as it arrives (implies `stream`). An attempt is retried only if it
     /// failed before its first delta was delivered here.
     pub deltas: Option<Recipient<StreamDelta>>,
-    /// Run only on the deployment with this `name` (or `model`), if set.
+    /// Run only on the deployment with this `name` or, failing that, on any deployment of this
+    /// `model`, if set.
     pub pin: Option<String>,
     /// A label for logs and traces (for example the batch line's `custom_id`).
     pub label: Option<String>,

@@ -2,6 +2,7 @@
 //!
 //! - [`input`]: parse and validate one input line into a request or an error record.
 //! - [`output`]: the output line types, the crash-safe writer, and the resume scan.
+//! - [`head`]: what an output line too long to hold says, from its first bytes.
 //! - [`lines`]: lines read with a bound (`--max-line-bytes`), never held whole.
 //! - [`lock`]: one run at a time per output file (`OUT.lock`).
 //! - [`source`]: the reader thread that streams the input into a bounded channel.
@@ -11,6 +12,7 @@
 
 pub(crate) mod answer;
 pub(crate) mod duplicates;
+pub(crate) mod head;
 pub(crate) mod ids;
 pub(crate) mod input;
 pub(crate) mod lines;

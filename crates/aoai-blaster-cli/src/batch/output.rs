@@ -28,6 +28,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::duplicates::AnswerLog;
+use super::head::classify_head;
 use super::ids::IdFingerprint;
 use super::input::{InputError, InputErrorCode};
 use super::lines::{LineRead, copy_rest, into_writer, read_bounded, skip_rest};
@@ -319,7 +320,7 @@ pub(crate) struct ResumeScan {
     pub(crate) input_errors: u64,
     /// Numbers (1-based) of lines that are not output lines of ours; kept as they are.
     pub(crate) unrecognised_lines: Vec<u64>,
-    /// Of the unrecognised lines, those longer than `--max-line-bytes` (not read).
+    /// Of the unrecognised lines, those longer than `--max-line-bytes` (only their head read).
     pub(crate) too_long_lines: u64,
     /// Bytes of a torn last line that were cut off.
     pub(crate) torn_bytes: u64,
@@ -336,10 +337,10 @@ impl ResumeScan {
         std::mem::take(&mut self.answers)
     }
 
-    /// Counts complete line number `number` (without its newline); says whether the file keeps
-    /// it (with `retry_failed`, failed answers are dropped).
-    fn record(&mut self, line: &[u8], number: u64, retry_failed: bool) -> io::Result<bool> {
-        Ok(match classify_line(line) {
+    /// Counts line number `number`, of `kind`; says whether the file keeps it (with
+    /// `retry_failed`, failed answers are dropped).
+    fn record(&mut self, kind: LineKind, number: u64, retry_failed: bool) -> io::Result<bool> {
+        Ok(match kind {
             LineKind::Succeeded(id) => {
                 self.answers
                     .push(IdFingerprint::of(&id), PreviousAnswer::Succeeded)?;
@@ -369,6 +370,11 @@ impl ResumeScan {
     }
 }
 
+/// Whether a line of `kind` stays in the file (with `retry_failed`, failed answers go).
+fn kind_kept(kind: &LineKind, retry_failed: bool) -> bool {
+    !(retry_failed && matches!(kind, LineKind::Failed(_)))
+}
+
 /// The directory `path` is in (`.` for a bare file name): where the output's temporary files go.
 pub(crate) fn directory_of(path: &Path) -> &Path {
     match path.parent() {
@@ -381,8 +387,9 @@ pub(crate) fn directory_of(path: &Path) -> &Path {
 ///
 /// A missing file gives an empty scan. With `retry_failed`, the file is replaced atomically by
 /// one without the failed answers (a temporary file in the same directory, then a rename). A
-/// line longer than `max_line_bytes` is never held in memory: it is kept as it is (copied
-/// through in chunks when the file is rewritten) and counted as unrecognised.
+/// line longer than `max_line_bytes` is never held in memory: its head tells what it is
+/// ([`classify_head`]), and it is kept as it is (copied through in chunks when the file is
+/// rewritten) unless it is a failed answer that `retry_failed` drops.
 pub(crate) fn prepare_output(
     path: &Path,
     retry_failed: bool,
@@ -424,17 +431,25 @@ pub(crate) fn prepare_output(
             LineRead::Line(read) => {
                 complete_end += read as u64;
                 number += 1;
-                let keep = scan.record(&buffer[..read - 1], number, retry_failed)?;
+                let kind = classify_line(&buffer[..read - 1]);
+                let keep = scan.record(kind, number, retry_failed)?;
                 if keep && let Some((_, writer)) = rewrite.as_mut() {
                     writer.write_all(&buffer)?;
                     rewritten += read as u64;
                 }
             }
             LineRead::TooLong => {
-                // Copied through to the rewrite as it is read, never held whole.
+                // Told apart by its head, then copied through to the rewrite as it is read,
+                // never held whole.
                 let held = buffer.len() as u64;
-                let (rest, newline) = match rewrite.as_mut() {
-                    Some((_, writer)) => {
+                let kind = classify_head(&buffer);
+                let copy = match rewrite.as_mut() {
+                    Some((_, writer)) if kind_kept(&kind, retry_failed) => Some(writer),
+                    _ => None,
+                };
+                let copied = copy.is_some();
+                let (rest, newline) = match copy {
+                    Some(writer) => {
                         writer.write_all(&buffer)?;
                         copy_rest(&mut reader, &mut buffer, into_writer(writer))?
                     }
@@ -445,12 +460,14 @@ pub(crate) fn prepare_output(
                     break;
                 }
                 complete_end += held + rest;
-                if rewrite.is_some() {
+                if copied {
                     rewritten += held + rest;
                 }
                 number += 1;
-                scan.too_long_lines += 1;
-                scan.unrecognised_lines.push(number);
+                if kind == LineKind::Unrecognised {
+                    scan.too_long_lines += 1;
+                }
+                scan.record(kind, number, retry_failed)?;
             }
         }
     }
@@ -799,6 +816,51 @@ mod tests {
                 "the long line is kept whole"
             );
             assert!(text.ends_with('\n'));
+        }
+    }
+
+    #[test]
+    fn answers_too_long_to_hold_count_by_their_head() {
+        for retry_failed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("out.jsonl");
+            let big = json!({"data": [{"embedding": vec![0.5; 4000]}]});
+            let long = |custom_id: &str, status: u16| {
+                OutputLine::answer(
+                    format!("batch_req_{custom_id}"),
+                    custom_id.to_owned(),
+                    status,
+                    None,
+                    raw_json(&big),
+                    Vec::new(),
+                )
+            };
+            write_lines(
+                &path,
+                &[
+                    long("a", 200),
+                    answer("b", 200),
+                    long("c", 429),
+                    failure("d"),
+                ],
+            );
+            let scan = prepare_output(&path, retry_failed, 1000).unwrap();
+            assert_eq!(scan.succeeded, 2, "{retry_failed}");
+            assert_eq!(answer_of(&scan, "a"), Some(PreviousAnswer::Succeeded));
+            assert_eq!(scan.too_long_lines, 0);
+            assert!(scan.unrecognised_lines.is_empty());
+            let ids: Vec<Value> = read_lines(&path)
+                .into_iter()
+                .map(|line| line["custom_id"].clone())
+                .collect();
+            if retry_failed {
+                assert_eq!((scan.failed, scan.dropped_failed), (0, 2));
+                assert_eq!(ids, vec![json!("a"), json!("b")]);
+            } else {
+                assert_eq!((scan.failed, scan.dropped_failed), (2, 0));
+                assert_eq!(answer_of(&scan, "c"), Some(PreviousAnswer::Failed));
+                assert_eq!(ids, vec![json!("a"), json!("b"), json!("c"), json!("d")]);
+            }
         }
     }
 }

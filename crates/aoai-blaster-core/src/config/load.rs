@@ -298,6 +298,14 @@ fn raw_from_value(value: Value, problems: &mut Problems) -> Option<RawConfig> {
             }
             continue;
         }
+        if key == "shared" {
+            if let Some(shared) = top.get_mut("shared")
+                && !super::shared::sanitize(shared, problems)
+            {
+                top.remove("shared");
+            }
+            continue;
+        }
         if !TOP_KEYS.contains(&key.as_str()) {
             let place = problems.place(Scope::Top, &key);
             problems.add_at(
@@ -308,10 +316,8 @@ fn raw_from_value(value: Value, problems: &mut Problems) -> Option<RawConfig> {
             top.remove(&key);
             continue;
         }
-        let mut probe = Map::new();
-        probe.insert(key.clone(), top[&key].clone());
-        if let Err(error) = serde_json::from_value::<RawConfig>(Value::Object(probe)) {
-            problems.add(Scope::Top, &key, describe_serde_error(&error));
+        if let Some(message) = unreadable::<RawConfig>(&key, &top[&key]) {
+            problems.add(Scope::Top, &key, message);
             problems.skip.insert((None, key.clone()));
             top.remove(&key);
         }
@@ -382,10 +388,8 @@ fn sanitize_deployments(deployments: &mut Value, problems: &mut Problems) -> boo
                 fields.remove(&key);
                 continue;
             }
-            let mut probe = Map::new();
-            probe.insert(key.clone(), fields[&key].clone());
-            if let Err(error) = serde_json::from_value::<RawDeployment>(Value::Object(probe)) {
-                problems.add(scope, &key, describe_serde_error(&error));
+            if let Some(message) = unreadable::<RawDeployment>(&key, &fields[&key]) {
+                problems.add(scope, &key, message);
                 problems.skip.insert((Some(index), key.clone()));
                 fields.remove(&key);
             }
@@ -397,7 +401,7 @@ fn sanitize_deployments(deployments: &mut Value, problems: &mut Problems) -> boo
 /// What was found where something else belongs, in a config author's words: the value's
 /// [`kind_of`] with the value itself for a scalar (`a string ("east")`, `a number (7)`),
 /// `a map` for an object (YAML and TOML call it so) and `nothing (null)`.
-fn found(value: &Value) -> String {
+pub(super) fn found(value: &Value) -> String {
     match value {
         Value::Null => "nothing (null)".to_owned(),
         Value::Bool(b) => format!("{} ({b})", kind_of(value)),
@@ -406,6 +410,19 @@ fn found(value: &Value) -> String {
         Value::Array(_) => kind_of(value).to_owned(),
         Value::Object(_) => "a map".to_owned(),
     }
+}
+
+/// Why `key: value` alone does not read as a `T` (one section of the file), in a config
+/// author's words; `None` when it does.
+pub(super) fn unreadable<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: &Value,
+) -> Option<String> {
+    let mut probe = Map::new();
+    probe.insert(key.to_owned(), value.clone());
+    serde_json::from_value::<T>(Value::Object(probe))
+        .err()
+        .map(|error| describe_serde_error(&error))
 }
 
 /// Serde's message with Rust type names replaced by words a config author knows.
@@ -439,7 +456,7 @@ fn describe_serde_error(error: &serde_json::Error) -> String {
     message
 }
 
-fn unknown_key_message(key: &str, valid: &[&str], other_level: &[&str]) -> String {
+pub(super) fn unknown_key_message(key: &str, valid: &[&str], other_level: &[&str]) -> String {
     let top_level = valid == TOP_KEYS;
     if other_level.contains(&key) {
         return if top_level {

@@ -52,16 +52,20 @@ use crate::operation::{ApiStyle, Operation, Operations};
 use crate::secret::Secret;
 
 mod duration;
+mod gateway;
 mod guard;
 mod knobs;
 mod load;
 mod raw;
+mod shared;
 mod validate;
 
 pub use duration::parse_duration;
+pub use gateway::{GatewayConfig, RawGateway};
 pub use knobs::RawKnobs;
 pub use load::{ConfigError, ConfigFormat};
 pub use raw::{RawConfig, RawDeployment};
+pub use shared::{DEFAULT_KEY_PREFIX, RawShared, RedisUrl, SharedConfig, SharedFallback};
 pub use validate::{ConfigErrors, ConfigProblem};
 
 /// `api_version` used when a deployment gives none (the Python package's default).
@@ -138,6 +142,11 @@ pub struct BlasterConfig {
     /// Dispatcher's thread, which costs least per job when one thread keeps up (it does to
     /// well over 10,000 jobs/s; see the README's benchmarks).
     pub endpoint_threads: usize,
+    /// Several processes share the deployments' quotas through Redis (`shared:`); `None`: this
+    /// process paces alone.
+    pub shared: Option<SharedConfig>,
+    /// The `gateway:` section (`aoai-blaster serve`).
+    pub gateway: GatewayConfig,
     /// Things that are accepted but deserve attention (deprecated keys and the like), each
     /// naming its place. Log them at start-up.
     pub warnings: Vec<String>,

@@ -6,12 +6,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::duration::optional_duration;
+use super::gateway::RawGateway;
 use super::knobs::{KNOB_KEYS, RawKnobs};
+use super::shared::RawShared;
 use crate::secret::Secret;
 
 /// Keys accepted at the top level of the file, in the order error messages list them (kept in
 /// step with [`RawConfig`] by a test).
-pub(super) const TOP_KEYS: &[&str] = &with_knobs::<20>(
+pub(super) const TOP_KEYS: &[&str] = &with_knobs::<22>(
     &[
         "strategy",
         "deployments",
@@ -25,6 +27,8 @@ pub(super) const TOP_KEYS: &[&str] = &with_knobs::<20>(
         "max_wait",
         "rpm_window",
         "endpoint_threads",
+        "shared",
+        "gateway",
     ],
 );
 
@@ -119,6 +123,11 @@ pub struct RawConfig {
     /// Threads of their own for the endpoint actors (shared round robin). Default 0: they run
     /// on the Dispatcher's thread.
     pub endpoint_threads: Option<usize>,
+    /// Several processes sharing the deployments' quotas through Redis (`shared:`). Default:
+    /// none, each process paces alone.
+    pub shared: Option<RawShared>,
+    /// What `aoai-blaster serve` needs: inbound keys, model aliases.
+    pub gateway: Option<RawGateway>,
 }
 
 /// One `deployments[i]` entry as written. `name`, `endpoint`, `api_key` and `model` are
@@ -200,7 +209,13 @@ mod tests {
             (DEPLOYMENT_KEYS, &entry),
         ] {
             for key in keys {
-                let error = parse(json!({*key: {"zzz": 1}})).unwrap_err().to_string();
+                // A section (`shared`, `gateway`) is a map: a number is the wrong type for it.
+                let wrong = if *key == "shared" || *key == "gateway" {
+                    json!(7)
+                } else {
+                    json!({"zzz": 1})
+                };
+                let error = parse(json!({*key: wrong})).unwrap_err().to_string();
                 assert!(!error.contains("unknown field"), "{key}: {error}");
             }
             let error = parse(json!({"zzz": 1})).unwrap_err().to_string();

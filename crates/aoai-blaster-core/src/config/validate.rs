@@ -224,6 +224,10 @@ impl RawConfig {
             );
         }
         let deployments = check_deployments(self.deployments, &inherited, env, problems);
+        let gateway = self
+            .gateway
+            .unwrap_or_default()
+            .check(&deployments, env, problems);
         Some(BlasterConfig {
             strategy: top.strategy,
             deployments,
@@ -234,6 +238,11 @@ impl RawConfig {
             max_wait: self.max_wait.unwrap_or(DEFAULT_MAX_WAIT),
             rpm_window: top.rpm_window,
             endpoint_threads: self.endpoint_threads.unwrap_or(0),
+            shared: self
+                .shared
+                .as_ref()
+                .and_then(|shared| shared.check(env, problems)),
+            gateway,
             warnings: Vec::new(),
         })
     }
@@ -664,23 +673,32 @@ fn check_auth(raw: &Secret, env: &dyn Fn(&str) -> Option<String>) -> Result<Auth
         _ => {}
     }
     if let Some(variable) = value.strip_prefix("env:") {
-        let variable = variable.trim();
-        if variable.is_empty() {
-            return Err(
-                "\"env:\" needs a variable name, e.g. \"env:AZURE_OPENAI_API_KEY\"".to_owned(),
-            );
-        }
-        return match env(variable) {
-            None => Err(format!(
-                "environment variable {variable} is not set; export it, or put the key here"
-            )),
-            Some(key) if key.trim().is_empty() => Err(format!(
-                "environment variable {variable} is set but empty; export the key in it"
-            )),
-            Some(key) => Ok(AuthConfig::ApiKey(Secret::new(key.trim()))),
-        };
+        return read_env_secret(variable, "the key", env)
+            .map(|key| AuthConfig::ApiKey(Secret::new(key)));
     }
     Ok(AuthConfig::ApiKey(Secret::new(value)))
+}
+
+/// The value of `env:VAR` (`variable` is what follows `env:`), trimmed; the error names the
+/// variable and says how to fix it (`what`: "the key", "the URL").
+pub(super) fn read_env_secret(
+    variable: &str,
+    what: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let variable = variable.trim();
+    if variable.is_empty() {
+        return Err("\"env:\" needs a variable name, e.g. \"env:AZURE_OPENAI_API_KEY\"".to_owned());
+    }
+    match env(variable) {
+        None => Err(format!(
+            "environment variable {variable} is not set; export it, or put {what} here"
+        )),
+        Some(value) if value.trim().is_empty() => Err(format!(
+            "environment variable {variable} is set but empty; export {what} in it"
+        )),
+        Some(value) => Ok(value.trim().to_owned()),
+    }
 }
 
 #[cfg(test)]

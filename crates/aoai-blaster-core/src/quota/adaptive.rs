@@ -4,7 +4,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::window::{Counts, Limits, MINUTE, clamp_window, requests_per_window, span_of};
+use super::calibrate::Calibration;
+use super::window::{
+    Counts, Limits, MINUTE, clamp_window, own_charge, requests_per_window, span_of,
+};
 use super::{BudgetSnapshot, Cost, QuotaBudget, QuotaFeedback, Refusal, Reservation};
 
 /// The factor an [`AdaptiveBudget`] multiplies a limit by after a 429 that came without
@@ -82,6 +85,11 @@ struct LearnedLimit {
     /// Below the lowest count that met a 429 (forgotten after [`CEILING_MEMORY`]): the limit
     /// never exceeds it, and the additive increase stops short of it.
     ceiling: Option<(u64, Instant)>,
+    /// The highest count a success found, and when (see [`LearnedLimit::proven`]).
+    proven: Option<(u64, Instant)>,
+    /// What the next increase may go back to at once: the proven count when a decrease came
+    /// from a count no higher.
+    recover_to: Option<u64>,
 }
 
 impl LearnedLimit {
@@ -93,6 +101,8 @@ impl LearnedLimit {
             binding: false,
             from_headers: false,
             ceiling: None,
+            proven: None,
+            recover_to: None,
         }
     }
 
@@ -135,7 +145,10 @@ impl LearnedLimit {
             && now.saturating_duration_since(changed) >= span_of(MINUTE)
         {
             let step = ((limit as f64) * INCREASE_SHARE).ceil() as u64;
-            let mut raised = limit.saturating_add(step.max(1));
+            // Back to what succeeded before the decrease at once, if that is more: a decrease
+            // from a count that had succeeded was a guess about which limit refused.
+            let recover = self.recover_to.take().unwrap_or(0);
+            let mut raised = limit.saturating_add(step.max(1)).max(recover);
             if let Some(ceiling) = self.ceiling(now) {
                 raised = raised.min(ceiling.max(limit));
             }
@@ -150,13 +163,41 @@ impl LearnedLimit {
         self.observed.push(now, upper_bound);
     }
 
+    /// A request that found `counted` in its span (itself included) succeeded.
+    fn succeeded(&mut self, now: Instant, counted: u64) {
+        if self.proven(now).is_none_or(|proven| counted >= proven) {
+            self.proven = Some((counted, now));
+        }
+    }
+
+    /// The highest count a success found in the last minute (roughly: a higher one that aged
+    /// out may hide a lower one still within the minute, which then counts from its next
+    /// success on).
+    fn proven(&self, now: Instant) -> Option<u64> {
+        let (counted, at) = self.proven?;
+        (now.saturating_duration_since(at) < span_of(MINUTE)).then_some(counted)
+    }
+
+    /// The header stopped following our charges: what it taught no longer counts.
+    fn forget_headers(&mut self) {
+        if self.from_headers {
+            self.from_headers = false;
+            self.observed = SlidingMin::new(span_of(MINUTE));
+        }
+    }
+
     /// A 429 met a request sent at `sent_at` that found `counted` in its span. Requests sent
     /// before the last decrease do not lower the limit again (one decrease per round trip).
     fn decrease(&mut self, now: Instant, sent_at: Instant, counted: u64) {
         if self.changed_at.is_some_and(|changed| sent_at < changed) {
             return;
         }
-        self.met_429(now, counted);
+        // A count that succeeded in the last minute is no ceiling.
+        let proven = self.proven(now);
+        if proven.is_none_or(|proven| counted > proven) {
+            self.met_429(now, counted);
+        }
+        self.recover_to = proven.filter(|proven| *proven >= counted);
         let base = self.aimd.map_or(counted, |limit| limit.min(counted));
         let lowered = ((base as f64) * DECREASE_FACTOR).floor() as u64;
         self.aimd = Some(lowered.max(1));
@@ -171,10 +212,15 @@ impl LearnedLimit {
 /// Azure allows less (a smaller quota than configured, other clients on the same deployment).
 ///
 /// - `x-ratelimit-remaining-tokens` R on the reply to a request that found our minute count at
-///   C (itself included) says the limit is at most C + R (exactly that when this client is the
-///   deployment's only one; less when others share it). The TPM in force is the smallest such
-///   bound seen in the last minute, so it follows the limit up and down within a minute.
+///   C (itself included) says the limit is at most f × C + R in the server's units, where f is
+///   what the server charges per token of our estimate (learned from the same header, 1.0 until
+///   known; see the `calibrate` module): exactly that when this client is the deployment's only
+///   one, less when others share it. The TPM in force is the smallest such bound seen in the
+///   last minute, divided by f, so it follows the limit up and down within a minute.
 ///   `x-ratelimit-remaining-requests` teaches the short window's allowance the same way.
+/// - A remaining count is believed once it has been seen to fall as our count rose (two
+///   replies), or on a 429; one that does not follow our charges (a stand-in's value that
+///   never moves) is treated as missing, and what it taught is forgotten.
 /// - Without headers, 429s teach: the limit drops to [`DECREASE_FACTOR`] × the count that met
 ///   the 429 (the retry wait tells which limit: one no longer than the request window is the
 ///   request limit's), and grows by [`INCREASE_SHARE`] per minute without a 429 while it held
@@ -182,7 +228,8 @@ impl LearnedLimit {
 ///   out instead of recurring every few minutes.
 /// - Before anything is known, everything is admitted: the first replies (or 429s) teach the
 ///   limits, so a first burst above them meets 429s once, not again.
-/// - A 429's wait blocks the budget, as in [`WindowBudget`](super::WindowBudget).
+/// - A 429's wait blocks the budget, as in [`WindowBudget`](super::WindowBudget); a 429 for
+///   tokens also makes f be learned again from the replies that follow.
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -190,14 +237,17 @@ impl LearnedLimit {
 ///
 /// let t0 = Instant::now();
 /// let mut budget = AdaptiveBudget::new(None, None, Duration::from_secs(1));
-/// let probe = budget.try_reserve(t0, Cost { requests: 1, tokens: 100 }).unwrap();
-/// // Azure: 900 tokens and 9 requests left after it: the limits are 1,000 TPM, 10 per second.
-/// let feedback = QuotaFeedback {
-///     remaining_tokens: Some(900),
-///     remaining_requests: Some(9),
+/// let cost = Cost { requests: 1, tokens: 100 };
+/// let (first, second) = (budget.try_reserve(t0, cost).unwrap(), budget.try_reserve(t0, cost).unwrap());
+/// let left = |tokens, requests| QuotaFeedback {
+///     remaining_tokens: Some(tokens),
+///     remaining_requests: Some(requests),
 ///     ..QuotaFeedback::default()
 /// };
-/// budget.settle(t0, probe, &feedback);
+/// // Azure: 900 tokens and 9 requests left after the first, 800 and 8 after the second: the
+/// // counts follow our requests, and the limits are 1,000 TPM, 10 per second.
+/// budget.settle(t0, first, &left(900, 9));
+/// budget.settle(t0, second, &left(800, 8));
 /// let snapshot = budget.snapshot(t0);
 /// assert_eq!((snapshot.tpm_limit, snapshot.requests_per_window), (Some(1_000), Some(10)));
 /// ```
@@ -206,9 +256,12 @@ pub struct AdaptiveBudget {
     rpm_window: Duration,
     /// Configured limits: caps that learning never exceeds.
     caps: Limits,
+    /// The TPM, in the server's units (see [`Calibration`]).
     tokens: LearnedLimit,
     requests: LearnedLimit,
     counts: Counts,
+    token_header: Calibration,
+    request_header: Calibration,
 }
 
 impl AdaptiveBudget {
@@ -226,6 +279,8 @@ impl AdaptiveBudget {
             tokens: LearnedLimit::new(None),
             requests: LearnedLimit::new(None),
             counts: Counts::new(rpm_window),
+            token_header: Calibration::new(true),
+            request_header: Calibration::new(false),
         }
     }
 
@@ -233,7 +288,10 @@ impl AdaptiveBudget {
     /// A learned TPM below the job's tokens is raised to them (Azure may well take the job in
     /// an empty minute); only a configured TPM makes a job "never fits".
     fn limits(&self, now: Instant, tokens: u64) -> Limits {
-        let learned_tpm = self.tokens.value(now).map(|tpm| tpm.max(tokens));
+        let learned_tpm = self
+            .tokens
+            .value(now)
+            .map(|tpm| self.token_header.to_ours(tpm).max(tokens));
         let learned_per_window = self
             .requests
             .value(now)
@@ -249,6 +307,12 @@ impl AdaptiveBudget {
     pub fn rpm_window(&self) -> Duration {
         self.rpm_window
     }
+
+    /// What the server charges per token of our estimate, as its remaining counts taught
+    /// (1.0 until they have).
+    pub fn charge_factor(&self) -> f64 {
+        self.token_header.factor()
+    }
 }
 
 impl QuotaBudget for AdaptiveBudget {
@@ -257,35 +321,56 @@ impl QuotaBudget for AdaptiveBudget {
         self.requests.tick(now);
         let limits = self.limits(now, cost.tokens);
         let result = self.counts.try_charge(now, cost, limits);
-        if result.is_err() {
-            self.tokens.binding = true;
-            self.requests.binding = true;
+        match &result {
+            Ok(reservation) => self
+                .token_header
+                .charged(reservation.id, self.counts.churn()),
+            Err(_) => {
+                self.tokens.binding = true;
+                self.requests.binding = true;
+            }
         }
         result
     }
 
     fn settle(&mut self, now: Instant, reservation: Reservation, feedback: &QuotaFeedback) {
         self.counts.prune(now);
-        let rate_limited = feedback.rate_limited_for.is_some();
         // A 429 was not counted by Azure: our count at arrival, without this request, is
         // what Azure's remaining value is relative to.
-        let (own_tokens, own_requests) = if rate_limited {
-            (
-                reservation.cost.tokens,
-                u64::from(reservation.cost.requests),
-            )
-        } else {
-            (0, 0)
-        };
+        let (own_tokens, own_requests) = own_charge(&reservation, feedback);
         let counted_tokens = reservation.tokens_in_minute.saturating_sub(own_tokens);
         let counted_requests =
             u64::from(reservation.requests_in_window).saturating_sub(own_requests);
-        let token_bound = feedback
+        if let Some(remaining) = feedback.remaining_tokens {
+            self.token_header
+                .observe(reservation.id, counted_tokens, remaining);
+        }
+        if let Some(remaining) = feedback.remaining_requests {
+            self.request_header
+                .observe(reservation.id, counted_requests, remaining);
+        }
+        // A header that does not follow our charges is no header (see `calibrate`); one not
+        // yet seen to follow them is believed only on a 429 (the refusal confirms a limit).
+        let rate_limited = feedback.rate_limited_for.is_some();
+        let believed =
+            |header: &Calibration| header.trusted() || (rate_limited && !header.distrusted());
+        let remaining_tokens = feedback
             .remaining_tokens
-            .map(|remaining| counted_tokens.saturating_add(remaining));
-        let request_bound = feedback
+            .filter(|_| believed(&self.token_header));
+        let remaining_requests = feedback
             .remaining_requests
-            .map(|remaining| counted_requests.saturating_add(remaining).max(1));
+            .filter(|_| believed(&self.request_header));
+        if self.token_header.distrusted() {
+            self.tokens.forget_headers();
+        }
+        if self.request_header.distrusted() {
+            self.requests.forget_headers();
+        }
+        // In the server's units: its remaining count plus our count as it charges it.
+        let token_bound = remaining_tokens
+            .map(|remaining| remaining.saturating_add(self.token_header.to_server(counted_tokens)));
+        let request_bound =
+            remaining_requests.map(|remaining| counted_requests.saturating_add(remaining).max(1));
         // Azure also answers 429 for "high demand" below a deployment's quota. A 429 whose
         // headers claim less than half the room that replies of the last minute proved is that
         // kind: it cools the endpoint (its health does) and blocks this budget for its wait, but
@@ -306,32 +391,42 @@ impl QuotaBudget for AdaptiveBudget {
             self.counts.block_for(now, wait);
             // Without headers, the wait tells which limit refused: a request window ends
             // within its length, a token minute usually later.
-            let headerless =
-                feedback.remaining_tokens.is_none() && feedback.remaining_requests.is_none();
+            let headerless = remaining_tokens.is_none() && remaining_requests.is_none();
             // With headers, they tell which limit refused; the count that met the 429 is a
             // ceiling even where the remaining values overestimate (Azure's windows are not
             // ours, so our count can include charges Azure no longer counts).
-            if !high_demand
-                && feedback
-                    .remaining_tokens
-                    .is_some_and(|r| r < reservation.cost.tokens)
-            {
-                self.tokens.met_429(now, reservation.tokens_in_minute);
+            let charged = self.token_header.to_server(reservation.cost.tokens);
+            if !high_demand && remaining_tokens.is_some_and(|r| r < charged) {
+                let counted = self.token_header.to_server(reservation.tokens_in_minute);
+                self.tokens.met_429(now, counted);
+                // The factor in force may be too low: learned again from the replies to come
+                // (the ceiling above holds meanwhile).
+                self.token_header.relearn(0.0);
             }
-            if !high_demand && feedback.remaining_requests == Some(0) {
+            if !high_demand && remaining_requests == Some(0) {
                 self.requests
                     .met_429(now, u64::from(reservation.requests_in_window));
             }
-            if headerless && wait <= self.rpm_window {
-                self.requests.decrease(
-                    now,
-                    reservation.at,
-                    u64::from(reservation.requests_in_window),
-                );
+            // A wait within the request window can also be a token minute's last second: a
+            // request count no more than half of one that succeeded in the last minute (our
+            // span can straddle two of Azure's windows) did not meet the request limit.
+            let requests_in_window = u64::from(reservation.requests_in_window);
+            let by_requests = wait <= self.rpm_window
+                && self
+                    .requests
+                    .proven(now)
+                    .is_none_or(|proven| requests_in_window.saturating_mul(2) > proven);
+            if headerless && by_requests {
+                self.requests
+                    .decrease(now, reservation.at, requests_in_window);
             } else if headerless {
                 self.tokens
                     .decrease(now, reservation.at, reservation.tokens_in_minute);
             }
+        } else {
+            self.requests
+                .succeeded(now, u64::from(reservation.requests_in_window));
+            self.tokens.succeeded(now, reservation.tokens_in_minute);
         }
         if let Some(used) = feedback.used_tokens {
             self.counts.reported_usage = self.counts.reported_usage.saturating_add(used);
@@ -358,7 +453,7 @@ fn smaller<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quota::test_support::{M, MS, S, W, cost, not_until};
+    use crate::quota::test_support::{FixedMinute, M, MS, Run, S, W, cost, drive, not_until};
     use proptest::prelude::*;
 
     #[test]
@@ -411,18 +506,20 @@ mod tests {
     fn a_429_far_below_the_proven_quota_cools_but_teaches_no_limit() {
         let t0 = Instant::now();
         let mut b = AdaptiveBudget::new(None, None, S);
-        // A success proves room for 100,000 tokens a minute.
-        let first = b.try_reserve(t0, cost(1_000)).unwrap();
-        b.settle(
-            t0 + 10 * MS,
-            first,
-            &QuotaFeedback {
-                remaining_tokens: Some(99_000),
-                ..QuotaFeedback::default()
-            },
-        );
+        // Two successes prove room for 100,000 tokens a minute.
+        for left in [99_000, 98_000] {
+            let r = b.try_reserve(t0, cost(1_000)).unwrap();
+            b.settle(
+                t0 + 10 * MS,
+                r,
+                &QuotaFeedback {
+                    remaining_tokens: Some(left),
+                    ..QuotaFeedback::default()
+                },
+            );
+        }
         assert_eq!(b.snapshot(t0 + 10 * MS).tpm_limit, Some(100_000));
-        // "High demand": a 429 saying 0 left when 2,000 are counted. It blocks for its wait...
+        // "High demand": a 429 saying 0 left when 3,000 are counted. It blocks for its wait...
         let second = b.try_reserve(t0 + 20 * MS, cost(1_000)).unwrap();
         b.settle(
             t0 + 30 * MS,
@@ -439,7 +536,7 @@ mod tests {
         );
         // ...but the quota learned stays: after the wait, room as before.
         assert_eq!(b.snapshot(t0 + 2 * S).tpm_limit, Some(100_000));
-        for k in 0..50u32 {
+        for k in 0..49u32 {
             b.try_reserve(t0 + 2 * S + k * MS, cost(1_000)).unwrap();
         }
         // A 429 near the proven room is the quota: it is learned.
@@ -477,20 +574,21 @@ mod tests {
         let t0 = Instant::now();
         let mut b = AdaptiveBudget::new(None, None, S);
         let probe = b.try_reserve(t0, cost(100)).unwrap();
-        b.settle(
-            t0 + 10 * MS,
-            probe,
-            &QuotaFeedback {
-                remaining_tokens: Some(900),
-                remaining_requests: Some(2),
-                ..QuotaFeedback::default()
-            },
-        );
+        let second = b.try_reserve(t0, cost(100)).unwrap();
+        let left = |tokens, requests| QuotaFeedback {
+            remaining_tokens: Some(tokens),
+            remaining_requests: Some(requests),
+            ..QuotaFeedback::default()
+        };
+        b.settle(t0 + 10 * MS, probe, &left(900, 2));
+        // One reply does not yet show that the counts follow our requests.
+        assert_eq!(b.snapshot(t0 + 10 * MS).tpm_limit, None);
+        b.settle(t0 + 10 * MS, second, &left(800, 1));
         let snapshot = b.snapshot(t0 + 10 * MS);
         assert_eq!(snapshot.tpm_limit, Some(1_000));
         assert_eq!(snapshot.requests_per_window, Some(3));
-        // Two more fit the window (3 per window), the next waits for the probe to age out.
-        b.try_reserve(t0 + 10 * MS, cost(100)).unwrap();
+        assert_eq!(b.charge_factor(), 1.0);
+        // One more fits the window (3 per window), the next waits for the probes to age out.
         let r = b.try_reserve(t0 + 20 * MS, cost(100)).unwrap();
         assert_eq!(not_until(b.try_reserve(t0 + 30 * MS, cost(100))), t0 + W);
         // Another client takes tokens: 300 left after our 300 means a smaller bound, 600.
@@ -581,6 +679,156 @@ mod tests {
             Err(Refusal::NotUntil(_))
         ));
     }
+    #[test]
+    fn remaining_counts_that_never_move_do_not_slow_adaptive_pacing() {
+        // A stand-in that takes everything but always says 3 requests and 1,000,000 tokens are
+        // left: read as Azure's, they taught a limit of 4 requests a window (~4 lines/s, the
+        // crawl seen in a 20,000-line run).
+        let mut b = AdaptiveBudget::new(None, None, S);
+        let stuck = QuotaFeedback {
+            remaining_tokens: Some(1_000_000),
+            remaining_requests: Some(3),
+            ..QuotaFeedback::default()
+        };
+        let run = drive(&mut b, 1, 300, |_, _| stuck);
+        // Nothing holds the backlog back: 5 jobs every 10 ms for a minute.
+        assert_eq!(run.admitted, vec![30_000]);
+        let snapshot = b.snapshot(Instant::now());
+        assert_eq!(
+            (snapshot.tpm_limit, snapshot.requests_per_window),
+            (None, None)
+        );
+        // Stuck low, the token count would have paced to a crawl the same way.
+        let mut b = AdaptiveBudget::new(None, None, S);
+        let stuck = QuotaFeedback {
+            remaining_tokens: Some(5_000),
+            ..QuotaFeedback::default()
+        };
+        assert_eq!(drive(&mut b, 1, 300, |_, _| stuck).admitted, vec![30_000]);
+    }
+
+    #[test]
+    fn adaptive_learns_the_limit_in_the_servers_units() {
+        // The server charges half our estimate: the learned limit, in our tokens, is twice its
+        // TPM, and it is learned within the first minute's replies.
+        let mut b = AdaptiveBudget::new(None, None, S);
+        let mut server = FixedMinute::new(100_000);
+        let run = drive(&mut b, 2, 1_000, |elapsed, _| server.arrive(elapsed, 500));
+        assert_eq!(b.charge_factor(), 0.5);
+        assert_eq!(
+            run,
+            Run {
+                admitted: vec![200, 200],
+                refused: vec![0, 0]
+            }
+        );
+    }
+
+    /// What [`fixed_window_run`] saw.
+    #[derive(Debug)]
+    struct FixedWindowRun {
+        /// Requests sent and refused in each third of the run.
+        sent: [u64; 3],
+        refused: [u64; 3],
+        admitted_tokens: u64,
+        /// What the limits allow in the run, at best.
+        ideal: u64,
+        per_second: u64,
+    }
+
+    /// Six minutes of a backlog of `job_tokens` jobs (up to 5 every 10 ms) against a fake
+    /// Azure with fixed windows anchored `anchor_ms` before our start: `tpm` tokens a minute,
+    /// `rpm_per_1000` requests a minute per 1,000 TPM counted per second; replies come 20 ms
+    /// after the request, with remaining counts when `headers`.
+    fn fixed_window_run(
+        tpm: u64,
+        rpm_per_1000: u64,
+        anchor_ms: u64,
+        job_tokens: u64,
+        headers: bool,
+    ) -> FixedWindowRun {
+        let t0 = Instant::now();
+        let rpm = (tpm * rpm_per_1000 / 1000).max(1);
+        let per_second = (rpm / 60).max(1);
+        let anchor = Duration::from_millis(anchor_ms);
+        let mut minute_used: (u64, u64) = (u64::MAX, 0);
+        let mut second_used: (u64, u64) = (u64::MAX, 0);
+        let mut budget = AdaptiveBudget::new(None, None, S);
+        let mut in_flight: VecDeque<(Instant, Reservation, QuotaFeedback)> = VecDeque::new();
+        let steps = 36_000u32; // 6 minutes of 10 ms
+        let (mut sent, mut refused) = ([0u64; 3], [0u64; 3]);
+        let mut admitted_tokens = 0u64;
+        for k in 0..steps {
+            let now = t0 + k * 10 * MS;
+            while in_flight.front().is_some_and(|(at, _, _)| *at <= now) {
+                if let Some((at, r, feedback)) = in_flight.pop_front() {
+                    budget.settle(at, r, &feedback);
+                }
+            }
+            let third = (k * 3 / steps) as usize;
+            for _ in 0..5 {
+                let Ok(r) = budget.try_reserve(now, cost(job_tokens)) else {
+                    break;
+                };
+                let azure_time = now - t0 + anchor;
+                let minute = azure_time.as_secs() / 60;
+                let second = azure_time.as_secs();
+                if minute_used.0 != minute {
+                    minute_used = (minute, 0);
+                }
+                if second_used.0 != second {
+                    second_used = (second, 0);
+                }
+                let fits = minute_used.1 + job_tokens <= tpm && second_used.1 < per_second;
+                sent[third] += 1;
+                let mut feedback = QuotaFeedback::default();
+                if fits {
+                    minute_used.1 += job_tokens;
+                    second_used.1 += 1;
+                    admitted_tokens += job_tokens;
+                } else {
+                    refused[third] += 1;
+                    let minute_end = Duration::from_secs((minute + 1) * 60) - azure_time;
+                    let second_end = Duration::from_secs(second + 1) - azure_time;
+                    feedback.rate_limited_for = Some(if minute_used.1 + job_tokens > tpm {
+                        minute_end
+                    } else {
+                        second_end
+                    });
+                }
+                if headers {
+                    feedback.remaining_tokens = Some(tpm - minute_used.1);
+                    feedback.remaining_requests = Some(per_second - second_used.1);
+                }
+                in_flight.push_back((now + 20 * MS, r, feedback));
+            }
+        }
+        FixedWindowRun {
+            sent,
+            refused,
+            admitted_tokens,
+            ideal: (6 * tpm).min(6 * 60 * per_second * job_tokens),
+            per_second,
+        }
+    }
+
+    #[test]
+    fn the_case_that_reached_42_percent_of_the_ideal_rate_reaches_most_of_it() {
+        // tpm 48,020, 6 RPM per 1,000 TPM (4 a second), Azure's windows 9,010 ms before ours,
+        // jobs of 243 tokens, no headers: carried 42 % of what the limits allow. Azure's minute
+        // ended 1 s after it filled, so its 429s asked for 1 s and were read as the request
+        // window's: the request limit fell to 1 a window, and the ceiling set by the count that
+        // met the 429 kept it there for 10 minutes. A request count no more than half of one
+        // that succeeded now points at the tokens, a count that succeeded is no ceiling, and
+        // the next increase goes back to what succeeded. (With headers: 99 %.)
+        for (headers, at_least) in [(true, 95), (false, 85)] {
+            let run = fixed_window_run(48_020, 6, 9_010, 243, headers);
+            let share = run.admitted_tokens * 100 / run.ideal;
+            assert!(share >= at_least, "headers {headers}: {share} % ({run:?})");
+            assert!(run.refused.iter().sum::<u64>() <= 10, "{run:?}");
+        }
+    }
+
     proptest! {
         // A fixed seed: the same cases on every run, so a red CI always means a real change.
         #![proptest_config(ProptestConfig {
@@ -595,63 +843,10 @@ mod tests {
             job_tokens in 50u64..400,
             headers in any::<bool>(),
         ) {
-            // A fake Azure: fixed windows anchored `anchor_ms` before our start; tokens per
-            // minute, requests per second. Replies arrive 20 ms after the request.
-            let t0 = Instant::now();
-            let rpm = (tpm * rpm_per_1000 / 1000).max(1);
-            let per_second = (rpm / 60).max(1);
-            let anchor = Duration::from_millis(anchor_ms);
-            let mut minute_used: (u64, u64) = (u64::MAX, 0);
-            let mut second_used: (u64, u64) = (u64::MAX, 0);
-            let mut budget = AdaptiveBudget::new(None, None, S);
-            let mut in_flight: VecDeque<(Instant, Reservation, QuotaFeedback)> = VecDeque::new();
-            let steps = 36_000u32; // 6 minutes of 10 ms
-            let (mut sent, mut refused) = ([0u64; 3], [0u64; 3]);
-            let mut admitted_tokens = 0u64;
-            for k in 0..steps {
-                let now = t0 + k * 10 * MS;
-                while in_flight.front().is_some_and(|(at, _, _)| *at <= now) {
-                    if let Some((at, r, feedback)) = in_flight.pop_front() {
-                        budget.settle(at, r, &feedback);
-                    }
-                }
-                let third = (k * 3 / steps) as usize;
-                // Up to 5 jobs try each step (a backlog).
-                for _ in 0..5 {
-                    let Ok(r) = budget.try_reserve(now, cost(job_tokens)) else { break };
-                    let azure_time = now - t0 + anchor;
-                    let minute = azure_time.as_secs() / 60;
-                    let second = azure_time.as_secs();
-                    if minute_used.0 != minute { minute_used = (minute, 0); }
-                    if second_used.0 != second { second_used = (second, 0); }
-                    let fits = minute_used.1 + job_tokens <= tpm && second_used.1 < per_second;
-                    sent[third] += 1;
-                    let mut feedback = QuotaFeedback::default();
-                    if fits {
-                        minute_used.1 += job_tokens;
-                        second_used.1 += 1;
-                        admitted_tokens += job_tokens;
-                    } else {
-                        refused[third] += 1;
-                        let minute_end = Duration::from_secs((minute + 1) * 60) - azure_time;
-                        let second_end = Duration::from_secs(second + 1) - azure_time;
-                        feedback.rate_limited_for = Some(if minute_used.1 + job_tokens > tpm {
-                            minute_end
-                        } else {
-                            second_end
-                        });
-                    }
-                    if headers {
-                        feedback.remaining_tokens = Some(tpm - minute_used.1);
-                        feedback.remaining_requests = Some(per_second - second_used.1);
-                    }
-                    in_flight.push_back((now + 20 * MS, r, feedback));
-                }
-            }
+            let FixedWindowRun { sent, refused, admitted_tokens, ideal, per_second } =
+                fixed_window_run(tpm, rpm_per_1000, anchor_ms, job_tokens, headers);
             let total_sent: u64 = sent.iter().sum();
             let total_refused: u64 = refused.iter().sum();
-            // What the limits allow in 6 minutes, at best.
-            let ideal = (6 * tpm).min(6 * 60 * per_second * job_tokens);
             if headers {
                 // The first burst (10 jobs before the first reply) may meet 429s; from the first
                 // reply on the limits are known, and where Azure's windows straddle ours the

@@ -39,6 +39,10 @@ pub(super) struct SlidingLog {
     entries: VecDeque<Charge>,
     pub(super) tokens: u64,
     pub(super) requests: u64,
+    /// Tokens that entered or left the log other than by a reservation's charge (aged out,
+    /// released, corrections), since it began: two charges with the same churn saw the log
+    /// change only by the charges between them.
+    pub(super) churn: u64,
 }
 
 impl SlidingLog {
@@ -49,6 +53,7 @@ impl SlidingLog {
             entries: VecDeque::new(),
             tokens: 0,
             requests: 0,
+            churn: 0,
         }
     }
 
@@ -66,6 +71,7 @@ impl SlidingLog {
             }
             self.tokens = self.tokens.saturating_sub(front.tokens);
             self.requests = self.requests.saturating_sub(front.requests);
+            self.churn = self.churn.wrapping_add(front.tokens);
             self.entries.pop_front();
         }
     }
@@ -75,6 +81,9 @@ impl SlidingLog {
     pub(super) fn insert(&mut self, at: Instant, tokens: u64, requests: u64, id: Option<u64>) {
         self.tokens = self.tokens.saturating_add(tokens);
         self.requests = self.requests.saturating_add(requests);
+        if id.is_none() {
+            self.churn = self.churn.wrapping_add(tokens);
+        }
         let merge_into_newest = self.entries.len() > EXACT_ENTRIES
             && self.entries.back().is_some_and(|newest| {
                 at >= newest.first && at.saturating_duration_since(newest.first) < self.merge_within
@@ -133,9 +142,23 @@ impl SlidingLog {
         }
         self.tokens = self.tokens.saturating_sub(tokens);
         self.requests = self.requests.saturating_sub(requests);
+        self.churn = self.churn.wrapping_add(tokens);
         if entry.tokens == 0 && entry.requests == 0 {
             self.entries.remove(index);
         }
+    }
+
+    /// The requests of each entry still counted at `now` in a span of `span`: (the entry's
+    /// latest charge, its requests).
+    pub(super) fn requests_within(
+        &self,
+        now: Instant,
+        span: Duration,
+    ) -> impl Iterator<Item = (Instant, u64)> + '_ {
+        self.entries
+            .iter()
+            .filter(move |c| c.requests > 0 && c.last.checked_add(span).is_none_or(|end| end > now))
+            .map(|c| (c.last, c.requests))
     }
 
     /// The earliest instant at which at least `excess` units (of `units`) have aged out.

@@ -51,7 +51,8 @@
 //! The module has one file per role: the [`QuotaBudget`] trait and its vocabulary here,
 //! `log` (the sliding log of charges both budgets count in), `window` ([`WindowBudget`], for
 //! configured limits), `adaptive` ([`AdaptiveBudget`], for limits learned from replies) and
-//! `cost` (what a request is charged: [`options_cost`], [`prompt_charge`]).
+//! `cost` (what a request is charged: [`options_cost`], [`prompt_charge`]) and `calibrate`
+//! (what the server's remaining counts say about its own charges, and whether to believe them).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -59,11 +60,13 @@ use std::time::{Duration, Instant};
 use crate::classify::{AttemptOutcome, RateLimitHeaders};
 
 mod adaptive;
+mod calibrate;
 mod cost;
 mod log;
 mod window;
 
 pub use adaptive::{AdaptiveBudget, CEILING_MEMORY, DECREASE_FACTOR, INCREASE_SHARE};
+pub use calibrate::{MAX_FACTOR, MIN_FACTOR, MIN_PAIRS};
 pub use cost::{
     TOKENS_PER_IMAGE, TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, embeddings_charge,
     estimate_prompt_tokens_chars, input_charge_memo, job_cost, operation_cost, options_cost,
@@ -160,7 +163,9 @@ impl QuotaFeedback {
 pub struct BudgetSnapshot {
     /// The RPM limit in force (configured, or learned by an adaptive budget).
     pub rpm_limit: Option<u32>,
-    /// The TPM limit in force (configured, or learned by an adaptive budget).
+    /// The TPM limit in force (configured, or learned by an adaptive budget), in our estimated
+    /// tokens: the server's limit divided by what it charges per token of our estimate (twice
+    /// a configured `tpm_limit` where the server charges half our estimate).
     pub tpm_limit: Option<u64>,
     /// Tokens charged in the minute span ending now.
     pub tokens_this_minute: u64,
@@ -254,7 +259,7 @@ impl QuotaBudget for UnlimitedBudget {
 /// Values and helpers the budgets' tests share.
 #[cfg(test)]
 mod test_support {
-    use super::{Cost, Refusal, Reservation};
+    use super::{Cost, QuotaBudget, QuotaFeedback, Refusal, Reservation};
     use std::time::{Duration, Instant};
 
     pub(super) const S: Duration = Duration::from_secs(1);
@@ -275,6 +280,87 @@ mod test_support {
         match result {
             Err(Refusal::NotUntil(at)) => at,
             other => panic!("expected NotUntil, got {other:?}"),
+        }
+    }
+
+    /// Requests admitted and refused (429) in each minute of a [`drive`].
+    #[derive(Debug, Default, PartialEq, Eq)]
+    pub(super) struct Run {
+        pub(super) admitted: Vec<u64>,
+        pub(super) refused: Vec<u64>,
+    }
+
+    /// A backlog of jobs of `job` tokens for `minutes`: every 10 ms up to 5 try the budget;
+    /// the server answers each admitted one at its arrival (`reply(elapsed, reservation)`,
+    /// elapsed since the start) and the reply is settled 20 ms later.
+    pub(super) fn drive(
+        budget: &mut dyn QuotaBudget,
+        minutes: u32,
+        job: u64,
+        mut reply: impl FnMut(Duration, &Reservation) -> QuotaFeedback,
+    ) -> Run {
+        let t0 = Instant::now();
+        let mut run = Run {
+            admitted: vec![0; minutes as usize],
+            refused: vec![0; minutes as usize],
+        };
+        let mut in_flight = std::collections::VecDeque::new();
+        for k in 0..minutes * 6_000 {
+            let now = t0 + k * 10 * MS;
+            while let Some((at, r, feedback)) = in_flight.pop_front() {
+                if at > now {
+                    in_flight.push_front((at, r, feedback));
+                    break;
+                }
+                budget.settle(at, r, &feedback);
+            }
+            let minute = (k / 6_000) as usize;
+            for _ in 0..5 {
+                let Ok(r) = budget.try_reserve(now, cost(job)) else {
+                    break;
+                };
+                let feedback = reply(now - t0, &r);
+                run.admitted[minute] += 1;
+                run.refused[minute] += u64::from(feedback.rate_limited_for.is_some());
+                in_flight.push_back((now + 20 * MS, r, feedback));
+            }
+        }
+        run
+    }
+
+    /// A server with fixed minute windows from the start of a [`drive`], `tpm` tokens a
+    /// minute in its own units, that says what is left on every reply.
+    pub(super) struct FixedMinute {
+        tpm: u64,
+        minute: u64,
+        used: u64,
+    }
+
+    impl FixedMinute {
+        pub(super) fn new(tpm: u64) -> Self {
+            FixedMinute {
+                tpm,
+                minute: 0,
+                used: 0,
+            }
+        }
+
+        /// A request it charges `tokens` arrives at `elapsed`.
+        pub(super) fn arrive(&mut self, elapsed: Duration, tokens: u64) -> QuotaFeedback {
+            let minute = elapsed.as_secs() / 60;
+            if minute != self.minute {
+                (self.minute, self.used) = (minute, 0);
+            }
+            let fits = self.used + tokens <= self.tpm;
+            if fits {
+                self.used += tokens;
+            }
+            QuotaFeedback {
+                remaining_tokens: Some(self.tpm - self.used),
+                rate_limited_for: (!fits)
+                    .then(|| Duration::from_secs((minute + 1) * 60).saturating_sub(elapsed)),
+                ..QuotaFeedback::default()
+            }
         }
     }
 }

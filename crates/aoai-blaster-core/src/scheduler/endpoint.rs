@@ -23,6 +23,9 @@ pub(crate) struct Endpoint {
     pub(crate) model: String,
     /// The operations it takes.
     pub(crate) operations: Operations,
+    /// The index of the first endpoint with the same `model`: a job pinned to a model may use
+    /// every endpoint of its group.
+    pub(crate) model_group: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) in_flight: usize,
     pub(crate) budget: Box<dyn QuotaBudget>,
@@ -65,6 +68,7 @@ impl Endpoint {
             name: deployment.name.clone(),
             model: deployment.model.clone(),
             operations: deployment.operations,
+            model_group: 0,
             max_in_flight: deployment.max_in_flight.max(1),
             in_flight: 0,
             budget,

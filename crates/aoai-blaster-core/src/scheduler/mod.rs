@@ -137,7 +137,8 @@ pub enum Effect<P> {
 /// What a caller may choose per job, beside its request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobOptions {
-    /// Run only on the deployment with this `name` (or, failing that, of this `model`).
+    /// Run only on the deployment with this `name` or, failing that, on any deployment of this
+    /// `model`.
     pub pin: Option<String>,
     /// This job's `max_wait`, instead of the configured one.
     pub max_wait: Option<Duration>,
@@ -155,7 +156,7 @@ struct Submission<P> {
 struct Job<P> {
     payload: P,
     request: Arc<JobRequest>,
-    pin: Option<usize>,
+    pin: Option<Pin>,
     /// Estimated input tokens per tokenizer (indexed like `Scheduler::tokenizers`).
     prompt_tokens: Vec<u64>,
     history: JobHistory,
@@ -230,7 +231,13 @@ impl<P: Payload> Scheduler<P> {
                     .iter()
                     .position(|t| *t == deployment.tokenizer)
                     .unwrap_or(0);
-                Endpoint::new(deployment, config.rpm_window, tokenizer)
+                let mut endpoint = Endpoint::new(deployment, config.rpm_window, tokenizer);
+                endpoint.model_group = config
+                    .deployments
+                    .iter()
+                    .position(|d| d.model == deployment.model)
+                    .unwrap_or(0);
+                endpoint
             })
             .collect();
         let weights: Vec<u32> = config.deployments.iter().map(|d| d.weight).collect();
@@ -384,9 +391,14 @@ impl<P: Payload> Scheduler<P> {
         self.jobs.is_empty() && self.waiting.is_empty()
     }
 
-    fn resolve_pin(&self, pin: &str) -> Option<usize> {
-        self.endpoint_index(pin)
-            .or_else(|| self.endpoints.iter().position(|e| e.model == pin))
+    /// A deployment's `name` pins to it; otherwise a `model` pins to every deployment of it.
+    fn resolve_pin(&self, pin: &str) -> Option<Pin> {
+        self.endpoint_index(pin).map(Pin::Endpoint).or_else(|| {
+            self.endpoints
+                .iter()
+                .find(|e| e.model == pin)
+                .map(|e| Pin::Model(e.model_group))
+        })
     }
 
     /// Takes a job into the queue, or fails it at once (unknown pin, never fits).
@@ -652,7 +664,7 @@ impl<P: Payload> Scheduler<P> {
 
     /// `Some((tokens, largest capacity))` when the job is larger than the whole minute quota of
     /// every endpoint it may run on: it would wait forever, so it fails at once.
-    fn never_fits(&self, id: JobId, pin: Option<usize>) -> Option<(u64, u64)> {
+    fn never_fits(&self, id: JobId, pin: Option<Pin>) -> Option<(u64, u64)> {
         let scope = Scope {
             pin,
             operation: self.jobs.get(&id).map(|job| job.request.operation()),
@@ -844,6 +856,25 @@ impl<P: Payload> Scheduler<P> {
             total_time: now.saturating_duration_since(job.history.started),
             error: job.history.into_error(kind),
         });
+    }
+}
+
+/// The endpoints a pinned job may use: one deployment (pinned by its `name`), or every
+/// deployment of one `model` (they share [`Endpoint::model_group`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pin {
+    /// The endpoint at this index.
+    Endpoint(usize),
+    /// Every endpoint of this model group.
+    Model(usize),
+}
+
+/// True when a job pinned by `pin` (or unpinned) may use `endpoint`, at `index`.
+pub(crate) fn allowed(pin: Option<Pin>, endpoint: &Endpoint, index: usize) -> bool {
+    match pin {
+        None => true,
+        Some(Pin::Endpoint(pinned)) => pinned == index,
+        Some(Pin::Model(group)) => endpoint.model_group == group,
     }
 }
 

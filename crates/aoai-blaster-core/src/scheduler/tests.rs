@@ -352,6 +352,34 @@ fn a_pin_by_model_name_picks_that_deployment() {
 }
 
 #[test]
+fn a_pin_by_a_shared_model_spreads_over_its_deployments_only() {
+    let t0 = Instant::now();
+    let mut s = scheduler(
+        &[
+            "{name: east, model: o3}",
+            "{name: mid}",
+            "{name: west, model: o3}",
+        ],
+        "",
+    );
+    let mut fx = Vec::new();
+    for _ in 0..4 {
+        s.submit(t0, job("o3"), small(), pinned("o3"), &mut fx);
+    }
+    let mut endpoints: Vec<usize> = sends(&mut fx).iter().map(|s| s.1).collect();
+    endpoints.sort_unstable();
+    endpoints.dedup();
+    assert_eq!(
+        endpoints,
+        vec![0, 2],
+        "both o3 deployments serve, never `mid`"
+    );
+    // A deployment's name still pins to that one deployment.
+    s.submit(t0, job("west"), small(), pinned("west"), &mut fx);
+    assert_eq!(sends(&mut fx), vec![(4, 2, 1)]);
+}
+
+#[test]
 fn intake_holds_capacity_jobs_and_the_rest_wait_in_order() {
     let t0 = Instant::now();
     // Capacity: queue_capacity 1 + num_workers 1 = 2 jobs held.

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::endpoint::Endpoint;
-use super::{AttemptEnd, Effect, InFlight, JobId, Payload, Scheduler};
+use super::{AttemptEnd, Effect, InFlight, JobId, Payload, Pin, Scheduler, allowed};
 use crate::health::{Availability, HealthState};
 use crate::operation::Operation;
 use crate::retry::JobErrorKind;
@@ -12,7 +12,7 @@ use crate::retry::JobErrorKind;
 /// The endpoints a job may run on: its pin, if any, among those that take its operation.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Scope {
-    pub(super) pin: Option<usize>,
+    pub(super) pin: Option<Pin>,
     pub(super) operation: Option<Operation>,
 }
 
@@ -25,7 +25,7 @@ impl Scope {
 
     /// Whether the endpoint at `index` may take the job.
     pub(super) fn allows(self, index: usize, endpoint: &Endpoint) -> bool {
-        self.pin.is_none_or(|p| p == index)
+        allowed(self.pin, endpoint, index)
             && self
                 .operation
                 .is_none_or(|op| endpoint.operations.contains(op))
@@ -96,7 +96,7 @@ impl<P: Payload> Scheduler<P> {
     pub(super) fn unsupported(
         &self,
         operation: Operation,
-        pin: Option<usize>,
+        pin: Option<Pin>,
     ) -> Option<JobErrorKind> {
         let scope = Scope {
             pin,
@@ -109,7 +109,7 @@ impl<P: Payload> Scheduler<P> {
             .endpoints
             .iter()
             .enumerate()
-            .filter(|(index, _)| pin.is_none_or(|p| p == *index))
+            .filter(|(index, endpoint)| allowed(pin, endpoint, *index))
             .map(|(_, endpoint)| {
                 let ops: Vec<&str> = endpoint.operations.iter().map(Operation::name).collect();
                 format!("'{}' takes {}", endpoint.name, ops.join(", "))

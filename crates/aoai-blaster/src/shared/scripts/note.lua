@@ -1,0 +1,13 @@
+-- Write what one process learned for the others. KEYS: 1 cooling, 2 disabled.
+-- ARGV: 1 kind (cool, disable, recover), 2 ms, 3 reason.
+-- A cooling key is only ever lengthened (a shorter 429 wait does not cut a longer one).
+if ARGV[1] == 'cool' then
+  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+    redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+  end
+elseif ARGV[1] == 'disable' then
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+elseif ARGV[1] == 'recover' then
+  redis.call('DEL', KEYS[2])
+end
+return 1

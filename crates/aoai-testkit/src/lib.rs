@@ -1,0 +1,11 @@
+//! Test support for aoai-blaster: real servers that a test starts itself, on a socket no other
+//! test shares, and stops when it is dropped.
+//!
+//! Tests use real servers, never mocked clients: [`RedisServer`] runs Debian's `redis-server`
+//! (or any binary named by `AOAI_REDIS_SERVER`) on a unix socket in a temp dir, so parallel
+//! tests never collide on a port, and it can be killed and restarted mid-test to exercise
+//! what happens when Redis goes away and comes back.
+
+mod redis_server;
+
+pub use redis_server::{REDIS_SERVER_ENV, RedisServer, RedisServerError};
