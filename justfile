@@ -31,13 +31,14 @@ ci:
 
 # Benchmarks (release builds), printing their figures: simulator throughput; aoai-blaster's
 # overhead (200,000 jobs: jobs/s, CPU per job, added latency at 5,000 and 10,000 req/s); CLI
-# peak RSS with 1,000,000 JSONL lines; side by side with the Python azure-openai-blaster 0.1.0
+# peak RSS with 1,000,000 JSONL lines; 1,000,000 embeddings beside as many chat jobs; side by side with the Python azure-openai-blaster 0.1.0
 # (installed from PyPI into target/aoai-bench-venv; needs python3 with venv).
 bench:
     cargo bench -p aoai-sim --bench sim_throughput
     cargo run --release -p aoai-bench --bin overhead
     cargo bench -p aoai-blaster-cli --bench rss_stream
     cargo bench -p aoai-blaster-cli --bench soak
+    cargo bench -p aoai-blaster-cli --bench embed_throughput
     cargo run --release -p aoai-bench --bin compare-python
 
 # The simulator, standalone, with the example config.

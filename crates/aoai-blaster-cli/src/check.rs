@@ -1,20 +1,19 @@
 //! `aoai-blaster check`: validate the config, resolve each deployment's credentials, send one
-//! tiny request to each deployment, and print what came back.
+//! tiny request for each operation each deployment takes (its `operations`: a chat completion,
+//! an embedding of `ping`, a response), and print what came back.
 //!
-//! The table has one row per deployment: whether it answered at all, whether the credentials
-//! were accepted, the status, the latency and the `x-ratelimit-remaining-*` headers. The exit
-//! status is 0 when every deployment answered 2xx (or 429: reachable and authorised, just busy),
-//! 1 otherwise, 2 for a config that does not load.
+//! The table has one row per deployment and operation: whether it answered at all, whether the
+//! credentials were accepted, the status, the latency and the `x-ratelimit-remaining-*`
+//! headers. The exit status is 0 when every row answered 2xx (or 429: reachable and
+//! authorised, just busy), 1 otherwise, 2 for a config that does not load.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use aoai_blaster::ChatRequest;
-use aoai_blaster::auth::{Auth, AuthError, CredentialRegistry};
-use aoai_blaster::core::chat::build_request_body;
+use aoai_blaster::auth::{Auth, AuthError, AuthHeader, CredentialRegistry};
 use aoai_blaster::core::classify::{ApiError, parse_rate_limit_headers};
 use aoai_blaster::core::config::DeploymentConfig;
-use serde_json::json;
+use aoai_blaster::{ChatRequest, EmbeddingsRequest, JobRequest, Operation, ResponsesRequest};
 
 use crate::cli::CheckArgs;
 use crate::summary::{EXIT_OK, EXIT_SOME_FAILED};
@@ -27,6 +26,8 @@ const MAX_BODY: usize = 1 << 20;
 pub(crate) struct CheckRow {
     /// The deployment's `name`.
     pub(crate) name: String,
+    /// The operation tried.
+    pub(crate) operation: Option<Operation>,
     /// How it authenticates (`api key`, `azure cli`, ...; never the key).
     pub(crate) auth: &'static str,
     /// The credential could not produce a header (the reason).
@@ -79,8 +80,9 @@ pub(crate) fn render(rows: &[CheckRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<20} {:<18} {:<9} {:<7} {:>6} {:>10} {:>12} {:>14}  note",
+        "{:<20} {:<10} {:<18} {:<9} {:<7} {:>6} {:>10} {:>12} {:>14}  note",
         "deployment",
+        "operation",
         "auth",
         "reachable",
         "auth ok",
@@ -93,8 +95,9 @@ pub(crate) fn render(rows: &[CheckRow]) -> String {
     for row in rows {
         let _ = writeln!(
             out,
-            "{:<20} {:<18} {:<9} {:<7} {:>6} {:>10} {:>12} {:>14}  {}",
+            "{:<20} {:<10} {:<18} {:<9} {:<7} {:>6} {:>10} {:>12} {:>14}  {}",
             row.name,
+            row.operation.map_or("-", Operation::name),
             row.auth,
             if row.credential_error.is_some() {
                 "?"
@@ -130,19 +133,37 @@ pub(crate) fn advice(deployment: &DeploymentConfig, error: &ApiError) -> String 
             deployment.model
         ),
         429 => "reachable and authorised; the quota is busy right now".to_owned(),
-        400 => "the deployment refused the test request; check `api_version`".to_owned(),
+        400 => "the deployment refused the test request; check `api_version` and that the \
+                deployment's model takes this operation (`operations`)"
+            .to_owned(),
         _ => "the service answered with an error".to_owned(),
     };
     format!("{error}; {hint}")
 }
 
-/// Sends the test request to one deployment.
+/// The smallest request of `operation`.
+fn test_request(operation: Operation) -> JobRequest {
+    match operation {
+        Operation::Chat => ChatRequest::empty()
+            .user("ping")
+            .max_completion_tokens(5)
+            .into(),
+        Operation::Embeddings => EmbeddingsRequest::new("ping").into(),
+        // 16 is the least `max_output_tokens` the Responses API takes.
+        Operation::Responses => ResponsesRequest::new("ping")
+            .option("max_output_tokens", 16)
+            .into(),
+    }
+}
+
+/// Sends the test request of each operation the deployment takes: one row each.
 pub(crate) async fn check_deployment(
     deployment: &DeploymentConfig,
     auth: Result<Auth, AuthError>,
-) -> CheckRow {
-    let mut row = CheckRow {
+) -> Vec<CheckRow> {
+    let row = |operation| CheckRow {
         name: deployment.name.clone(),
+        operation,
         auth: deployment.auth.describe(),
         ..CheckRow::default()
     };
@@ -153,23 +174,44 @@ pub(crate) async fn check_deployment(
     let header = match header {
         Ok(header) => header,
         Err(error) => {
+            let mut row = row(None);
             row.credential_error = Some(error.to_string());
-            return row;
+            return vec![row];
         }
     };
-    let request =
-        ChatRequest::new(vec![json!({"role": "user", "content": "ping"})]).max_completion_tokens(5);
-    let body = build_request_body(&deployment.request_defaults(), &request, false);
     let client = awc::Client::builder()
         .connector(awc::Connector::new().timeout(deployment.timeouts.connect))
         .timeout(deployment.timeouts.request)
         .disable_redirects()
         .finish();
+    let mut rows = Vec::new();
+    for operation in deployment.operations.iter() {
+        let mut row = row(Some(operation));
+        try_operation(deployment, &client, &header, operation, &mut row).await;
+        rows.push(row);
+    }
+    rows
+}
+
+/// Sends the test request of `operation` and notes what came back in `row`.
+async fn try_operation(
+    deployment: &DeploymentConfig,
+    client: &awc::Client,
+    header: &AuthHeader,
+    operation: Operation,
+    row: &mut CheckRow,
+) {
+    let body = test_request(operation).body_bytes(
+        &deployment.request_defaults(),
+        false,
+        deployment.body_model(),
+    );
     let started = Instant::now();
     let sent = client
-        .post(deployment.chat_completions_url())
+        .post(deployment.url(operation))
         .insert_header((header.name, header.value.expose()))
-        .send_json(&body)
+        .content_type("application/json")
+        .send_body(body)
         .await;
     let mut response = match sent {
         Ok(response) => response,
@@ -178,7 +220,7 @@ pub(crate) async fn check_deployment(
                 "no reply: {error}; check `endpoint` ({}) and the network",
                 deployment.endpoint
             ));
-            return row;
+            return;
         }
     };
     let status = response.status().as_u16();
@@ -198,7 +240,6 @@ pub(crate) async fn check_deployment(
     if !(200..300).contains(&status) {
         row.note = Some(advice(deployment, &ApiError::from_body(status, &body)));
     }
-    row
 }
 
 /// `aoai-blaster check`.
@@ -213,7 +254,11 @@ pub(crate) async fn check_command(args: CheckArgs) -> u8 {
         check_deployment(deployment, auth)
     });
     let checks: Vec<_> = checks.collect();
-    let rows = futures_util::future::join_all(checks).await;
+    let rows: Vec<CheckRow> = futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     crate::console::print(&render(&rows));
     if rows.iter().all(CheckRow::ok) {
         crate::console::print_line(&format!(
@@ -224,7 +269,7 @@ pub(crate) async fn check_command(args: CheckArgs) -> u8 {
     } else {
         let failed = rows.iter().filter(|row| !row.ok()).count();
         crate::console::print_line(&format!(
-            "config {}: {failed} of {} deployments failed the check",
+            "config {}: {failed} of {} checks (deployment and operation) failed",
             args.config.display(),
             rows.len()
         ));
@@ -239,6 +284,7 @@ mod tests {
     fn row(status: Option<u16>) -> CheckRow {
         CheckRow {
             name: "east".into(),
+            operation: Some(Operation::Chat),
             auth: "api key",
             status,
             latency: status.map(|_| Duration::from_millis(12)),

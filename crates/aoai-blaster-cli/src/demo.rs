@@ -120,6 +120,7 @@ pub(crate) fn demo_request(i: u64) -> BatchRequest {
     );
     body.insert("max_tokens".into(), json!(30 + (i % 4) * 15));
     BatchRequest {
+        operation: aoai_blaster::Operation::Chat,
         line: i + 1,
         custom_id: format!("demo-{i}"),
         body,

@@ -16,9 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use aoai_blaster::core::embeddings::EmbeddingsRequest;
+use aoai_blaster::core::responses::ResponsesRequest;
 use aoai_blaster::{
-    Blaster, BlasterConfig, ChatJob, ChatRequest, ChatResult, EndpointReport, JobError,
-    JobErrorKind,
+    Blaster, BlasterConfig, ChatRequest, EndpointReport, Job, JobError, JobErrorKind, JobRequest,
+    JobResult, Operation,
 };
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -115,16 +117,28 @@ fn run_id() -> u64 {
 }
 
 /// The job for a validated request line.
-fn job_for(request: BatchRequest) -> Result<ChatJob, String> {
+fn job_for(request: BatchRequest) -> Result<Job<JobRequest>, String> {
     let BatchRequest {
         custom_id,
+        operation,
         body,
         pin,
         stream,
         ..
     } = request;
-    let chat = ChatRequest::from_body(Value::Object(body)).map_err(|error| error.to_string())?;
-    let mut job = ChatJob::new(chat).labelled(custom_id);
+    let body = Value::Object(body);
+    let request: JobRequest = match operation {
+        Operation::Chat => ChatRequest::from_body(body)
+            .map_err(|error| error.to_string())?
+            .into(),
+        Operation::Embeddings => EmbeddingsRequest::from_body(body)
+            .map_err(|error| error.to_string())?
+            .into(),
+        Operation::Responses => ResponsesRequest::from_body(body)
+            .map_err(|error| error.to_string())?
+            .into(),
+    };
+    let mut job = Job::new(request).labelled(custom_id);
     if stream {
         job = job.streamed();
     }
@@ -137,11 +151,11 @@ fn job_for(request: BatchRequest) -> Result<ChatJob, String> {
 /// A submitted job's result, with what the loop needs to write its line.
 struct PendingJob {
     meta: JobMeta,
-    handle: aoai_blaster::JobHandle,
+    handle: aoai_blaster::JobHandle<JobResult>,
 }
 
 impl Future for PendingJob {
-    type Output = (JobMeta, Result<ChatResult, JobError>);
+    type Output = (JobMeta, Result<JobResult, JobError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match Pin::new(&mut self.handle).poll(cx) {
@@ -294,7 +308,7 @@ impl RunLoop<'_> {
     fn write_answer(
         &mut self,
         meta: JobMeta,
-        result: &Result<ChatResult, JobError>,
+        result: &Result<JobResult, JobError>,
         summary: &mut Summary,
     ) -> Result<(), String> {
         if let Err(error) = result
@@ -340,7 +354,7 @@ impl RunLoop<'_> {
                         state.summary.submitted += 1;
                         state.inflight.push(PendingJob {
                             meta,
-                            handle: self.blaster.submit(job),
+                            handle: self.blaster.submit_job(job),
                         });
                         Ok(())
                     }

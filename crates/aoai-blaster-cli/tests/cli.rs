@@ -297,7 +297,7 @@ async fn malformed_lines_get_error_lines_and_the_run_goes_on() {
         json!({"method": "POST", "url": "/chat/completions", "body": {"messages": []}}).to_string(),
         request_line("a"),
         json!({"custom_id": "m", "method": "GET", "url": "/chat/completions", "body": {"messages": []}}).to_string(),
-        json!({"custom_id": "u", "method": "POST", "url": "/embeddings", "body": {"messages": []}}).to_string(),
+        json!({"custom_id": "u", "method": "POST", "url": "/completions", "body": {"messages": []}}).to_string(),
         json!({"custom_id": "b", "method": "POST", "url": "/chat/completions", "body": [1]}).to_string(),
         request_line("c"),
     ];
@@ -811,12 +811,13 @@ async fn metrics_addr_serves_prometheus_text_while_the_run_lasts() {
                     .and_then(|rest| rest.split('/').next())
                     .map(str::to_owned);
             }
-            // A progress line where east has sent requests: its actor is up and has set its
-            // gauges (a line printed before the first attempt may come first under load).
+            // A progress line where east has answered a request: its actor is up and has
+            // registered its metrics (attempts counted as sent may still wait in the mailbox
+            // of an actor that has not started yet, under load).
             let progress = line.contains("in flight")
                 && line.contains("east")
-                && line.contains("requests ")
-                && !line.contains("requests 0 ");
+                && line.contains("| ok ")
+                && !line.contains("| ok 0 |");
             seen.push(line);
             if let (Some(address), true) = (&address, progress) {
                 scraped = Some(scrape(address));

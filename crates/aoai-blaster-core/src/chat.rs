@@ -543,8 +543,21 @@ pub fn request_body_bytes(
     request: &ChatRequest,
     stream: bool,
 ) -> Vec<u8> {
+    request_body_bytes_for(defaults, request, stream, None)
+}
+
+/// [`request_body_bytes`] with `model` set (the v1 API names the deployment there), replacing
+/// any `model` option.
+pub fn request_body_bytes_for(
+    defaults: &RequestDefaults,
+    request: &ChatRequest,
+    stream: bool,
+    model: Option<&str>,
+) -> Vec<u8> {
+    let mut body = RequestBody::new(defaults, request, stream);
+    body.model = model;
     // Writing a map with string keys and JSON values into a Vec cannot fail.
-    serde_json::to_vec(&RequestBody::new(defaults, request, stream)).unwrap_or_default()
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// A request body as a borrowed view: serialises to the body [`build_request_body`] describes,
@@ -553,6 +566,8 @@ struct RequestBody<'a> {
     defaults: &'a RequestDefaults,
     request: &'a ChatRequest,
     stream: bool,
+    /// The deployment, for the v1 API.
+    model: Option<&'a str>,
 }
 
 impl<'a> RequestBody<'a> {
@@ -561,6 +576,7 @@ impl<'a> RequestBody<'a> {
             defaults,
             request,
             stream,
+            model: None,
         }
     }
 }
@@ -584,11 +600,15 @@ impl Serialize for RequestBody<'_> {
             map.serialize_entry("max_completion_tokens", &tokens)?;
         }
         for (key, value) in options {
-            if !value.is_null() && !OWN_KEYS.contains(&key.as_str()) {
+            let replaced = key == "model" && self.model.is_some();
+            if !value.is_null() && !OWN_KEYS.contains(&key.as_str()) && !replaced {
                 map.serialize_entry(key, value)?;
             }
         }
         map.serialize_entry("messages", &self.request.messages)?;
+        if let Some(model) = self.model {
+            map.serialize_entry("model", model)?;
+        }
         if self.stream {
             map.serialize_entry("stream", &true)?;
             match options.get("stream_options") {

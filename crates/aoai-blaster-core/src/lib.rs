@@ -6,11 +6,14 @@
 pub mod chat;
 pub mod classify;
 pub mod config;
+pub mod embeddings;
 pub mod error_body;
 pub mod extra;
 pub mod gateway;
 pub mod health;
+pub mod operation;
 pub mod quota;
+pub mod responses;
 pub mod retry;
 pub mod ring;
 pub mod scheduler;

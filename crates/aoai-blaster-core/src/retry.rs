@@ -399,6 +399,14 @@ pub enum JobErrorKind {
         /// The configured names, comma-separated.
         known: String,
     },
+    /// No deployment the job may run on takes its operation (see each deployment's
+    /// `operations`).
+    UnsupportedOperation {
+        /// The job's operation.
+        operation: crate::operation::Operation,
+        /// What the deployments it may run on take, e.g. `'east': chat; 'west': chat, embeddings`.
+        offered: String,
+    },
     /// The caller cancelled the job.
     Cancelled,
     /// The blaster stopped taking jobs (it is closing).
@@ -409,7 +417,8 @@ impl JobErrorKind {
     /// A stable machine code, for a batch line's `error.code` and for metrics:
     /// `rejected`, `reply_too_large`, `retries_exhausted`, `all_endpoints_disabled`,
     /// `no_endpoint_available`, `rate_limited`, `deadline_exceeded`,
-    /// `never_fits`, `stream_interrupted`, `unknown_deployment`, `cancelled`, `queue_closed`.
+    /// `never_fits`, `stream_interrupted`, `unknown_deployment`, `unsupported_operation`,
+    /// `cancelled`, `queue_closed`.
     pub fn code(&self) -> &'static str {
         match self {
             JobErrorKind::Rejected(_) => "rejected",
@@ -423,6 +432,7 @@ impl JobErrorKind {
             JobErrorKind::NeverFits { .. } => "never_fits",
             JobErrorKind::StreamInterrupted { .. } => "stream_interrupted",
             JobErrorKind::UnknownDeployment { .. } => "unknown_deployment",
+            JobErrorKind::UnsupportedOperation { .. } => "unsupported_operation",
             JobErrorKind::Cancelled => "cancelled",
             JobErrorKind::QueueClosed => "queue_closed",
         }
@@ -476,6 +486,16 @@ impl fmt::Display for JobErrorKind {
             ),
             JobErrorKind::UnknownDeployment { name, known } => {
                 write!(f, "no deployment named '{name}' (known: {known})")
+            }
+            JobErrorKind::UnsupportedOperation { operation, offered } => {
+                write!(
+                    f,
+                    "no deployment this job may run on takes {operation} jobs ({offered}); add {operation} to a deployment's `operations`"
+                )?;
+                if *operation == crate::operation::Operation::Responses {
+                    f.write_str(" (with api_version: v1: the Responses API exists only there)")?;
+                }
+                Ok(())
             }
             JobErrorKind::Cancelled => f.write_str("cancelled"),
             JobErrorKind::QueueClosed => f.write_str("the blaster is closing and takes no jobs"),

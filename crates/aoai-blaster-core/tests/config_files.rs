@@ -7,6 +7,7 @@ use std::time::Duration;
 use aoai_blaster_core::config::{
     AuthConfig, BlasterConfig, ConfigError, ConfigFormat, StrategyKind,
 };
+use aoai_blaster_core::operation::{Operation, Operations};
 use aoai_blaster_core::secret::Secret;
 
 fn fixture(name: &str) -> PathBuf {
@@ -313,4 +314,53 @@ fn hostile_files_fail_fast_and_never_quote_a_key() {
             .contains("check that the path names the config file"),
         "{error}"
     );
+}
+
+#[test]
+fn operations_and_the_v1_api_are_validated_with_every_other_problem() {
+    let ok = BlasterConfig::from_yaml_str(concat!(
+        "deployments:\n",
+        "  - {name: chat, endpoint: 'https://r.openai.azure.com', api_key: k, model: gpt-4o}\n",
+        "  - {name: v1, endpoint: 'https://r.openai.azure.com', api_key: k, model: gpt-5,\n",
+        "     api_version: v1, operations: [responses, chat]}\n",
+        "  - {name: emb, endpoint: 'https://r.openai.azure.com', api_key: k, model: embed-3,\n",
+        "     operations: [embeddings]}\n",
+    ))
+    .unwrap();
+    let [chat, v1, emb] = &ok.deployments[..] else {
+        panic!("three deployments");
+    };
+    assert_eq!(chat.operations, Operations::default());
+    assert_eq!(
+        v1.operations,
+        Operations::of([Operation::Chat, Operation::Responses])
+    );
+    assert_eq!(
+        v1.url(Operation::Chat),
+        "https://r.openai.azure.com/openai/v1/chat/completions"
+    );
+    assert_eq!(v1.body_model(), Some("gpt-5"));
+    assert_eq!(
+        emb.url(Operation::Embeddings),
+        "https://r.openai.azure.com/openai/deployments/embed-3/embeddings?api-version=2025-01-01-preview"
+    );
+    assert_eq!(emb.body_model(), None);
+
+    let error = BlasterConfig::from_yaml_str(concat!(
+        "deployments:\n",
+        "  - {name: a, endpoint: 'https://r.openai.azure.com', api_key: k, model: m,\n",
+        "     operations: [chat, completions, responses]}\n",
+        "  - {name: b, endpoint: 'https://r.openai.azure.com', api_key: k, model: m, operations: []}\n",
+        "  - {name: c, endpoint: 'https://r.openai.azure.com', api_key: k, model: m, operations: chat}\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        r#"deployments[0] ("a").operations: unknown operation "completions"; use any of chat, embeddings, responses"#,
+        r#"deployments[0] ("a").operations: responses needs the v1 API (the Responses API exists only there), but api_version is "2025-01-01-preview"; set api_version: v1 or remove responses"#,
+        r#"deployments[1] ("b").operations: is empty"#,
+        "deployments[2]",
+    ] {
+        assert!(error.contains(expected), "{expected}\nin:\n{error}");
+    }
 }

@@ -13,6 +13,7 @@ use aoai_blaster::{DispatcherSeed, EndpointState, GetReport};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::ops::{self, Op};
 use crate::state::State;
 use crate::{chat, disconnect, metrics, reply};
 
@@ -52,14 +53,17 @@ pub(crate) fn serve(
                 "/openai/deployments/{name}/chat/completions",
                 web::post().to(chat_path_model),
             )
-            .route("/v1/embeddings", web::post().to(not_yet))
-            .route("/openai/v1/embeddings", web::post().to(not_yet))
+            .route("/v1/embeddings", web::post().to(embeddings_body_model))
+            .route(
+                "/openai/v1/embeddings",
+                web::post().to(embeddings_body_model),
+            )
             .route(
                 "/openai/deployments/{name}/embeddings",
-                web::post().to(not_yet),
+                web::post().to(embeddings_path_model),
             )
-            .route("/v1/responses", web::post().to(not_yet))
-            .route("/openai/v1/responses", web::post().to(not_yet))
+            .route("/v1/responses", web::post().to(responses))
+            .route("/openai/v1/responses", web::post().to(responses))
             .route("/v1/models", web::get().to(models))
             .route("/openai/v1/models", web::get().to(models))
             .route("/v1/models/{id}", web::get().to(model))
@@ -135,24 +139,31 @@ async fn chat_path_model(
     chat::handle(request, body, state, Some(name.into_inner())).await
 }
 
-/// Embeddings and responses: routed and authenticated like chat, answered 501 until the
-/// library runs those operations.
-async fn not_yet(request: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    let started = Instant::now();
-    if let Err(error) = authorize(&request, &state) {
-        return refuse("other", &error, started);
-    }
-    let error = GatewayError::new(
-        501,
-        "invalid_request_error",
-        "not_implemented",
-        format!(
-            "{} is not served yet: this gateway runs chat completions \
-             (POST /v1/chat/completions)",
-            request.path()
-        ),
-    );
-    refuse("other", &error, started)
+async fn embeddings_body_model(
+    request: HttpRequest,
+    body: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
+    ops::handle(Op::Embeddings, request, body, state, None).await
+}
+
+async fn embeddings_path_model(
+    request: HttpRequest,
+    name: web::Path<String>,
+    body: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
+    let name = Some(name.into_inner());
+    ops::handle(Op::Embeddings, request, body, state, name).await
+}
+
+/// The Responses API exists only in the v1 form (`model` in the body).
+async fn responses(
+    request: HttpRequest,
+    body: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
+    ops::handle(Op::Responses, request, body, state, None).await
 }
 
 fn model_object(id: &str, deployments: &[String]) -> serde_json::Value {
@@ -253,8 +264,8 @@ async fn unknown_path(request: HttpRequest) -> HttpResponse {
         "invalid_request_error",
         "not_found",
         format!(
-            "no route {} {}; the gateway serves POST /v1/chat/completions, GET /v1/models, \
-             GET /healthz and GET /metrics",
+            "no route {} {}; the gateway serves POST /v1/chat/completions, /v1/embeddings, \
+             /v1/responses, GET /v1/models, GET /healthz and GET /metrics",
             request.method(),
             request.path()
         ),

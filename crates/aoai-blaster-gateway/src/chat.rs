@@ -7,6 +7,7 @@ use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use aoai_blaster::core::gateway::{GatewayError, Route};
 use aoai_blaster::{ChatJob, ChatRequest, ChatResult, JobError, JobErrorKind};
+use bytes::Bytes;
 use serde_json::Value;
 
 use crate::app::{authorize, refuse};
@@ -44,21 +45,9 @@ pub(crate) async fn handle(
     if let Err(error) = authorize(&request, &state) {
         return refuse(ROUTE, &error, started);
     }
-    let bytes = match body.to_bytes_limited(MAX_BODY_BYTES).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(error)) => {
-            let error = GatewayError::invalid_body(format!("cannot read the body: {error}"));
-            return refuse(ROUTE, &error, started);
-        }
-        Err(_) => {
-            let error = GatewayError::new(
-                413,
-                "invalid_request_error",
-                "body_too_large",
-                format!("the body is larger than {} MiB", MAX_BODY_BYTES >> 20),
-            );
-            return refuse(ROUTE, &error, started);
-        }
+    let bytes = match read_body(body).await {
+        Ok(bytes) => bytes,
+        Err(error) => return refuse(ROUTE, &error, started),
     };
     let parsed = match parse(&bytes, path_model) {
         Ok(parsed) => parsed,
@@ -95,29 +84,47 @@ pub(crate) async fn handle(
     drop(permit);
     match answer {
         // Nobody reads this reply; the job was dropped (unsent) or runs on unheard.
-        None => client_gone(started),
+        None => client_gone(ROUTE, started),
         Some(Err(_)) => refuse(ROUTE, &closing(), started),
         Some(Ok(Ok(result))) => completion(&result, started),
         Some(Ok(Err(error))) => {
             let answer = job_failed(&state, &route, &error).await;
-            refuse_after(&answer, &error, started)
+            refuse_after(ROUTE, &answer, &error, started)
         }
     }
 }
 
-/// Splits the body: `model` and `stream` are for the gateway, the rest goes upstream.
-fn parse(bytes: &[u8], path_model: Option<String>) -> Result<Parsed, GatewayError> {
+/// The body, at most [`MAX_BODY_BYTES`] of it.
+pub(crate) async fn read_body(body: web::Payload) -> Result<Bytes, GatewayError> {
+    match body.to_bytes_limited(MAX_BODY_BYTES).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(error)) => Err(GatewayError::invalid_body(format!(
+            "cannot read the body: {error}"
+        ))),
+        Err(_) => Err(GatewayError::new(
+            413,
+            "invalid_request_error",
+            "body_too_large",
+            format!("the body is larger than {} MiB", MAX_BODY_BYTES >> 20),
+        )),
+    }
+}
+
+/// The body as a JSON object without its `model` (for the gateway's routing), and that model;
+/// `what` names the object expected.
+pub(crate) fn body_model(
+    bytes: &[u8],
+    what: &str,
+) -> Result<(Option<String>, Value), GatewayError> {
     let mut body: Value = serde_json::from_slice(bytes).map_err(|error| {
-        GatewayError::invalid_body(format!(
-            "the body is not JSON ({error}); send a chat completion request object"
-        ))
+        GatewayError::invalid_body(format!("the body is not JSON ({error}); send {what}"))
     })?;
     let Some(fields) = body.as_object_mut() else {
-        return Err(GatewayError::invalid_body(
-            "the body must be a JSON object with a \"messages\" list",
-        ));
+        return Err(GatewayError::invalid_body(format!(
+            "the body must be a JSON object: send {what}"
+        )));
     };
-    let body_model = match fields.remove("model") {
+    let model = match fields.remove("model") {
         None | Some(Value::Null) => None,
         Some(Value::String(model)) => Some(model),
         Some(other) => {
@@ -125,6 +132,16 @@ fn parse(bytes: &[u8], path_model: Option<String>) -> Result<Parsed, GatewayErro
                 "\"model\" must be a string naming a model or deployment, got {other}"
             )));
         }
+    };
+    Ok((model, body))
+}
+
+/// Splits the body: `model` and `stream` are for the gateway, the rest goes upstream.
+fn parse(bytes: &[u8], path_model: Option<String>) -> Result<Parsed, GatewayError> {
+    let what = "a chat completion request object with a \"messages\" list";
+    let (body_model, mut body) = body_model(bytes, what)?;
+    let Some(fields) = body.as_object_mut() else {
+        return Err(GatewayError::invalid_body(what));
     };
     let stream = match fields.remove("stream") {
         None | Some(Value::Null) | Some(Value::Bool(false)) => false,
@@ -164,7 +181,7 @@ fn completion(result: &ChatResult, started: Instant) -> HttpResponse {
     let mut answer = HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
         .body(body);
-    described(&mut answer, result);
+    described(&mut answer, &result.endpoint, result.request_id.as_deref());
     let overhead = started.elapsed().saturating_sub(upstream_time(result));
     reply::overhead(&mut answer, overhead);
     metrics::answered(ROUTE, 200, overhead);
@@ -172,16 +189,12 @@ fn completion(result: &ChatResult, started: Instant) -> HttpResponse {
 }
 
 /// Names the answering deployment and the upstream request id on a reply.
-pub(crate) fn described(answer: &mut HttpResponse, result: &ChatResult) {
+pub(crate) fn described(answer: &mut HttpResponse, endpoint: &str, request_id: Option<&str>) {
     let headers = answer.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&result.endpoint) {
+    if let Ok(value) = HeaderValue::from_str(endpoint) {
         headers.insert(HeaderName::from_static(DEPLOYMENT_HEADER), value);
     }
-    if let Some(value) = result
-        .request_id
-        .as_deref()
-        .and_then(|id| HeaderValue::from_str(id).ok())
-    {
+    if let Some(value) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         headers.insert(HeaderName::from_static("x-request-id"), value);
     }
 }
@@ -201,18 +214,23 @@ pub(crate) async fn job_failed(state: &State, route: &Route, error: &JobError) -
 }
 
 /// A failed job's reply: its upstream attempts are not the gateway's overhead.
-fn refuse_after(answer: &GatewayError, error: &JobError, started: Instant) -> HttpResponse {
+pub(crate) fn refuse_after(
+    route: &'static str,
+    answer: &GatewayError,
+    error: &JobError,
+    started: Instant,
+) -> HttpResponse {
     let upstream: Duration = error.attempts.iter().map(|attempt| attempt.elapsed).sum();
     let mut reply = reply::error(answer);
     let overhead = started.elapsed().saturating_sub(upstream);
     reply::overhead(&mut reply, overhead);
-    metrics::answered(ROUTE, answer.status, overhead);
+    metrics::answered(route, answer.status, overhead);
     reply
 }
 
 /// The reply to a client that left (no one reads it; counted as 499).
-pub(crate) fn client_gone(started: Instant) -> HttpResponse {
-    metrics::answered(ROUTE, 499, started.elapsed());
+pub(crate) fn client_gone(route: &'static str, started: Instant) -> HttpResponse {
+    metrics::answered(route, 499, started.elapsed());
     reply::error(&GatewayError::from_job(
         &JobError::new(JobErrorKind::Cancelled, Vec::new()),
         None,

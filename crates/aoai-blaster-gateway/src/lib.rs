@@ -8,7 +8,8 @@
 //! - `POST /v1/chat/completions`, `/openai/v1/chat/completions` (`model` in the body) and
 //!   `/openai/deployments/{name}/chat/completions` (Azure's form, `{name}` routes);
 //! - `GET /v1/models` (and `/v1/models/{id}`), `GET /healthz`, `GET /metrics`;
-//! - `POST /v1/embeddings` and `/v1/responses` answer 501 until the library runs them.
+//! - `POST /v1/embeddings`, `/openai/v1/embeddings`, `/openai/deployments/{name}/embeddings`
+//!   and `POST /v1/responses`, `/openai/v1/responses` (not streamed yet).
 //!
 //! The decisions (routing by `model`, keys, error shape, retry hints) are plain values in
 //! [`aoai_blaster::core::gateway`]; this crate is the actix-web shell that performs them.
@@ -46,6 +47,7 @@ mod app;
 mod chat;
 mod disconnect;
 mod metrics;
+mod ops;
 mod reply;
 mod state;
 mod stream;

@@ -128,7 +128,7 @@ pub(crate) async fn respond(call: StreamCall, job: ChatJob) -> HttpResponse {
     let answer = match first {
         None => {
             body.relay.do_send(Finish);
-            return client_gone(call.started);
+            return client_gone(ROUTE, call.started);
         }
         Some(First::Chunk(chunk)) => {
             if let Some(chunk) = chunk {
@@ -156,7 +156,7 @@ pub(crate) async fn respond(call: StreamCall, job: ChatJob) -> HttpResponse {
             body.answer = None;
             body.relay.do_send(Finish);
             let mut reply = sse_reply();
-            described(&mut reply, &result);
+            described(&mut reply, &result.endpoint, result.request_id.as_deref());
             let overhead = call
                 .started
                 .elapsed()

@@ -100,13 +100,6 @@ async fn routes_by_model_and_answers_the_upstream_completion() {
         (health.status, &health.json()["status"]),
         (200, &json!("ok"))
     );
-    let embeddings = post(&gw, "/v1/embeddings", &json!({"input": "x"})).await;
-    assert_eq!(
-        (embeddings.status, embeddings.error_code()),
-        (501, "not_implemented".into())
-    );
-    let responses = post(&gw, "/v1/responses", &json!({"input": "x"})).await;
-    assert_eq!(responses.status, 501);
     let nowhere = get(&gw, "/v2/whatever").await;
     assert_eq!(
         (nowhere.status, nowhere.error_code()),
@@ -193,6 +186,101 @@ async fn with_several_workers_the_dispatcher_runs_on_its_own_thread_and_serves_t
         assert!(content.starts_with(&digest_of(body)), "{content}");
     }
     assert_eq!(gw.requests_held(), 0);
+    gw.stop().await;
+}
+
+#[actix_rt::test]
+async fn embeddings_and_responses_go_to_the_deployments_that_serve_them() {
+    let sim = sim(vec![
+        DeploymentSpec::new("gpt-4o"),
+        DeploymentSpec::new("embed").embedding_dimensions(4),
+    ])
+    .await;
+    let mut embed = deployment(&sim, "embed-east", "embed");
+    embed["operations"] = json!(["embeddings"]);
+    let mut embed_v1 = deployment(&sim, "embed-v1", "embed");
+    embed_v1["operations"] = json!(["embeddings"]);
+    embed_v1["api_version"] = json!("v1");
+    let mut gpt_v1 = deployment(&sim, "gpt-v1", "gpt-4o");
+    gpt_v1["operations"] = json!(["responses", "chat"]);
+    gpt_v1["api_version"] = json!("v1");
+    let gw = gateway(config(vec![embed, embed_v1, gpt_v1], json!({}))).await;
+
+    // Embeddings by model (either deployment), by name, and in Azure's two forms.
+    let cases = [
+        ("/v1/embeddings", Some("embed"), None),
+        ("/v1/embeddings", Some("embed-v1"), Some("embed-v1")),
+        (
+            "/openai/v1/embeddings",
+            Some("embed-east"),
+            Some("embed-east"),
+        ),
+        (
+            "/openai/deployments/embed-east/embeddings?api-version=2024-10-21",
+            None,
+            Some("embed-east"),
+        ),
+    ];
+    for (i, (path, model, served_by)) in cases.into_iter().enumerate() {
+        let input = json!([format!("text {i}"), "and more"]);
+        let mut body = json!({"input": input});
+        if let Some(model) = model {
+            body["model"] = json!(model);
+        }
+        let reply = post(&gw, path, &body).await;
+        assert_eq!(reply.status, 200, "{path}: {:?}", reply.body);
+        let answer = reply.json();
+        for (index, text) in input.as_array().unwrap().iter().enumerate() {
+            let got: Vec<f32> =
+                serde_json::from_value(answer["data"][index]["embedding"].clone()).unwrap();
+            assert_eq!(
+                got,
+                aoai_sim::embedding_vector(text, 4),
+                "{path} input {index}"
+            );
+        }
+        let deployment = reply.header("x-aoai-blaster-deployment").unwrap();
+        assert!(deployment.starts_with("embed"), "{deployment}");
+        if let Some(expected) = served_by {
+            assert_eq!(deployment, expected, "{path}");
+        }
+        assert!(reply.overhead_ms() >= 0.0);
+    }
+
+    // Responses: only the v1 deployment serves them.
+    for path in ["/v1/responses", "/openai/v1/responses"] {
+        let input = json!(format!("respond via {path}"));
+        let body = json!({"model": "gpt-4o", "input": input, "max_output_tokens": 50});
+        let reply = post(&gw, path, &body).await;
+        assert_eq!(reply.status, 200, "{path}: {:?}", reply.body);
+        let answer = reply.json();
+        assert_eq!(answer["object"], "response");
+        let text = answer["output"][0]["content"][0]["text"].as_str().unwrap();
+        let digest = aoai_sim::messages_digest(&input);
+        assert!(text.starts_with(&format!("digest={digest} ")), "{text}");
+        assert_eq!(reply.header("x-aoai-blaster-deployment"), Some("gpt-v1"));
+    }
+
+    // Errors keep OpenAI's shape.
+    let unknown = post(
+        &gw,
+        "/v1/embeddings",
+        &json!({"model": "nope", "input": "x"}),
+    )
+    .await;
+    assert_eq!(
+        (unknown.status, unknown.error_code()),
+        (404, "model_not_found".into())
+    );
+    let no_input = post(&gw, "/v1/embeddings", &json!({"model": "embed"})).await;
+    assert_eq!(no_input.status, 400);
+    let message = no_input.json()["error"]["message"].to_string();
+    assert!(message.contains("input"), "{message}");
+    let streamed = json!({"model": "gpt-4o", "input": "x", "stream": true});
+    let refused = post(&gw, "/v1/responses", &streamed).await;
+    assert_eq!(refused.status, 400);
+    let message = refused.json()["error"]["message"].to_string();
+    assert!(message.contains("without it"), "{message}");
     gw.stop().await;
 }
 

@@ -181,6 +181,27 @@ async fn the_official_client_chats_plain_and_streamed_and_lists_models() {
 }
 
 #[actix_rt::test]
+async fn the_official_client_gets_embeddings_as_base64_and_as_floats() {
+    python();
+    let sim = sim(vec![roomy("embed").embedding_dimensions(6)]).await;
+    let mut embed = deployment(&sim, "embed-east", "embed");
+    embed["operations"] = json!(["embeddings"]);
+    let top = json!({"gateway": {"api_keys": [KEY]}});
+    let gw = gateway(config(vec![embed], top)).await;
+    let report = report(&finish(script("embeddings.py", &gw)).await);
+    let expected: Vec<Vec<f32>> = ["alpha", "beta gamma"]
+        .iter()
+        .map(|text| aoai_sim::embedding_vector(&json!(text), 6))
+        .collect();
+    for format in ["base64", "floats"] {
+        let got: Vec<Vec<f32>> = serde_json::from_value(report[format].clone()).unwrap();
+        assert_eq!(got, expected, "{format}");
+    }
+    assert_eq!(sim.stats().deployment("embed").requests, 2);
+    gw.stop().await;
+}
+
+#[actix_rt::test]
 async fn the_official_client_raises_not_found_and_authentication_errors() {
     python();
     let sim = sim(vec![roomy("gpt-4o")]).await;

@@ -3,9 +3,11 @@
 //! It starts an actix System with the [`Dispatcher`] on a thread of its own, and offers the
 //! Python package's surface: [`Blaster::chat_completion`] (async, any executor),
 //! [`Blaster::blocking_chat_completion`], [`Blaster::submit_chat_completion`] (a future that
-//! runs whether or not it is polled), [`Blaster::report`] and [`Blaster::close`].
+//! runs whether or not it is polled), [`Blaster::report`] and [`Blaster::close`]; jobs of any
+//! operation (embeddings, responses) through [`Blaster::run_job`] and [`Blaster::submit_job`].
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,13 +16,15 @@ use std::thread::JoinHandle;
 use actix::prelude::*;
 use aoai_blaster_core::chat::ChatRequest;
 use aoai_blaster_core::config::{BlasterConfig, ConfigError};
+use aoai_blaster_core::operation::JobRequest;
 use aoai_blaster_core::retry::{JobError, JobErrorKind};
+use aoai_blaster_core::scheduler::{JobOutput, JobResult};
 use tokio::sync::oneshot;
 
 use crate::auth::CredentialRegistry;
 use crate::dispatcher::{Dispatcher, StartError};
 use crate::messages::{
-    ChatJob, ChatResult, Close, GetReport, HealthReport, SendGate, Subscribe, TrackedJob,
+    ChatJob, ChatResult, Close, GetReport, HealthReport, Job, SendGate, Subscribe, TrackedJob,
 };
 use crate::report::EndpointReport;
 
@@ -123,6 +127,26 @@ impl Blaster {
         }
     }
 
+    /// Runs one job of any operation (chat, embeddings, responses) and waits for its result.
+    ///
+    /// ```no_run
+    /// use aoai_blaster::{Blaster, Job};
+    /// use aoai_blaster::core::embeddings::EmbeddingsRequest;
+    ///
+    /// # async fn demo(blaster: &Blaster) -> Result<(), aoai_blaster::JobError> {
+    /// let job = Job::from_request(EmbeddingsRequest::new(vec!["first", "second"]));
+    /// let result = blaster.run_job(job).await?;
+    /// println!("{} tokens", result.usage().map_or(0, |u| u.prompt_tokens));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn run_job(&self, job: Job<JobRequest>) -> Result<JobResult, JobError> {
+        match self.dispatcher.send(job).await {
+            Ok(result) => result,
+            Err(_) => Err(closed()),
+        }
+    }
+
     /// Runs one chat completion and waits for it.
     pub async fn chat_completion(&self, request: ChatRequest) -> Result<ChatResult, JobError> {
         self.run(ChatJob::new(request)).await
@@ -136,6 +160,15 @@ impl Blaster {
     /// Submits a job now and returns a handle to its result; the job runs whether or not the
     /// handle is awaited (dropping the handle cancels the job if it has not started).
     pub fn submit(&self, job: ChatJob) -> JobHandle {
+        self.submit_any(job.into_job())
+    }
+
+    /// Submits a job of any operation now; see [`Blaster::submit`].
+    pub fn submit_job(&self, job: Job<JobRequest>) -> JobHandle<JobResult> {
+        self.submit_any(job)
+    }
+
+    fn submit_any<T>(&self, job: Job<JobRequest>) -> JobHandle<T> {
         let (sender, receiver) = oneshot::channel();
         let gate = SendGate::default();
         // `send` puts the job in the Dispatcher's mailbox now (in submission order, before any
@@ -155,7 +188,11 @@ impl Blaster {
                 () = sender.closed() => {}
             }
         });
-        JobHandle { receiver, gate }
+        JobHandle {
+            receiver,
+            gate,
+            output: PhantomData,
+        }
     }
 
     /// Submits a chat completion now; see [`Blaster::submit`].
@@ -210,24 +247,29 @@ fn closed() -> JobError {
     }
 }
 
-/// The pending result of a submitted job. Dropping it (or [`cancel`](JobHandle::cancel)) before
-/// the job has been sent cancels the job: no request goes out. A job in flight may finish.
-pub struct JobHandle {
-    receiver: oneshot::Receiver<Result<ChatResult, JobError>>,
+/// The pending result of a submitted job: a [`ChatResult`] for a chat job
+/// ([`Blaster::submit`]), a [`JobResult`] for a job of any operation ([`Blaster::submit_job`]).
+/// Dropping it (or [`cancel`](JobHandle::cancel)) before the job has been sent cancels the job:
+/// no request goes out. A job in flight may finish.
+pub struct JobHandle<T = ChatResult> {
+    receiver: oneshot::Receiver<Result<JobResult, JobError>>,
     gate: SendGate,
+    output: PhantomData<fn() -> T>,
 }
 
-impl Future for JobHandle {
-    type Output = Result<ChatResult, JobError>;
+impl<T: JobOutput> Future for JobHandle<T> {
+    type Output = Result<T, JobError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.receiver)
-            .poll(cx)
-            .map(|result| result.unwrap_or_else(|_| Err(closed())))
+        Pin::new(&mut self.receiver).poll(cx).map(|result| {
+            result
+                .unwrap_or_else(|_| Err(closed()))
+                .and_then(T::from_result)
+        })
     }
 }
 
-impl JobHandle {
+impl<T: JobOutput> JobHandle<T> {
     /// Cancels the job: no request is sent if none has been yet (one in flight may finish,
     /// its answer is dropped).
     pub fn cancel(self) {}
@@ -250,7 +292,7 @@ impl JobHandle {
     }
 
     /// Blocks until the result is there.
-    pub fn wait(self) -> Result<ChatResult, JobError> {
+    pub fn wait(self) -> Result<T, JobError> {
         futures_executor::block_on(self)
     }
 }

@@ -26,14 +26,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use aoai_blaster_core::chat::{ChatCompletion, RequestDefaults, request_body_bytes};
+use aoai_blaster_core::chat::RequestDefaults;
 use aoai_blaster_core::classify::{
     ApiError, AttemptOutcome, RateLimitHeaders, TransientKind, classify, parse_rate_limit_headers,
 };
 use aoai_blaster_core::config::{DeploymentConfig, Timeouts};
 use aoai_blaster_core::health::{Availability, EndpointHealth, HealthPolicy, HealthState};
+use aoai_blaster_core::operation::{Operation, Reply};
 use aoai_blaster_core::scheduler::{AttemptEnd, AttemptReport};
-use aoai_blaster_core::sse::{SseDecoder, StreamAssembler, StreamItem, parse_stream_data};
+use aoai_blaster_core::sse::{SseDecoder, StreamAssembler};
 use awc::error::{ConnectError, PayloadError, SendRequestError};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
@@ -46,6 +47,8 @@ use crate::messages::{
 };
 use crate::metrics::{EndpointMetrics, FinishedAttempt, server_time_from_headers};
 
+mod events;
+
 /// Largest error reply body read.
 const MAX_ERROR_BYTES: usize = 1024 * 1024;
 
@@ -56,10 +59,10 @@ pub(crate) struct EndpointSettings {
     pub(crate) index: usize,
     /// The deployment's `name` (label in logs and reports).
     pub(crate) name: String,
-    /// Full chat-completions URL including `api-version`.
-    pub(crate) url: String,
-    /// `url`, parsed once (`None` if it does not parse: each request then reports why).
-    pub(crate) uri: Option<awc::http::Uri>,
+    /// Where each operation's requests go, indexed like [`Operation::ALL`].
+    pub(crate) targets: [Target; 3],
+    /// The `model` every body names (the deployment, for the v1 API).
+    pub(crate) model: Option<String>,
     /// Deployment defaults merged into each request body.
     pub(crate) defaults: RequestDefaults,
     /// Request, connect and stream-idle timeouts, and `max_reply_bytes`.
@@ -72,16 +75,31 @@ pub(crate) struct EndpointSettings {
     pub(crate) max_connections: usize,
 }
 
+/// One operation's URL.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The full URL (with `api-version` for the dated API).
+    pub(crate) url: String,
+    /// `url`, parsed once (`None` if it does not parse: each request then reports why).
+    pub(crate) uri: Option<awc::http::Uri>,
+}
+
 impl EndpointSettings {
     /// Settings for the deployment at `index`.
     pub(crate) fn from_config(index: usize, config: &DeploymentConfig) -> Self {
         let resilience = &config.resilience;
-        let url = config.chat_completions_url();
+        let targets = Operation::ALL.map(|operation| {
+            let url = config.url(operation);
+            Target {
+                uri: url.parse().ok(),
+                url,
+            }
+        });
         Self {
             index,
             name: config.name.clone(),
-            uri: url.parse().ok(),
-            url,
+            targets,
+            model: config.body_model().map(str::to_owned),
             defaults: config.request_defaults(),
             timeouts: config.timeouts,
             health_policy: HealthPolicy {
@@ -271,7 +289,7 @@ impl EndpointActor {
         span: &tracing::Span,
         ctx: &mut Context<Self>,
     ) -> AttemptReport {
-        let usage = call.completion.as_ref().and_then(|c| c.usage.as_ref());
+        let usage = call.reply.as_ref().and_then(Reply::usage);
         self.metrics.attempt_finished(&FinishedAttempt {
             status: call.status,
             outcome: &call.outcome,
@@ -288,7 +306,7 @@ impl EndpointActor {
         }
         AttemptReport {
             outcome: call.outcome,
-            completion: call.completion,
+            reply: call.reply,
             status: call.status,
             request_id: call.request_id,
             rate_limits: call.rate_limits,
@@ -404,11 +422,16 @@ impl EndpointActor {
             prompt_tokens = tracing::field::Empty,
             completion_tokens = tracing::field::Empty,
         );
-        let body = request_body_bytes(&self.settings.defaults, &attempt.request, attempt.stream);
+        let body = attempt.request.body_bytes(
+            &self.settings.defaults,
+            attempt.stream,
+            self.settings.model.as_deref(),
+        );
         let http = HttpCall {
             client: self.client.clone(),
             settings: self.settings.clone(),
             auth: self.auth.clone(),
+            operation: attempt.request.operation(),
             body: Bytes::from(body),
             stream: attempt.stream,
             deltas: attempt.deltas,
@@ -489,59 +512,12 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// Test-only hooks (feature `test-hooks`): make an endpoint misbehave on purpose.
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
-pub mod test_hooks {
-    use std::sync::Mutex;
-
-    /// Where a planned panic happens.
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    pub(crate) enum Where {
-        /// In the actor's handler of the next attempt.
-        Handler,
-        /// In the HTTP call task of the next attempt.
-        Call,
-    }
-
-    static PLANNED: Mutex<Vec<(Where, String)>> = Mutex::new(Vec::new());
-
-    fn plan(place: Where, name: &str) {
-        PLANNED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push((place, name.to_owned()));
-    }
-
-    /// The EndpointActor of deployment `name` panics while handling its next attempt (once).
-    pub fn panic_on_next_attempt(name: &str) {
-        plan(Where::Handler, name);
-    }
-
-    /// The HTTP call task of the next attempt on deployment `name` panics (once).
-    pub fn panic_in_next_call(name: &str) {
-        plan(Where::Call, name);
-    }
-
-    /// True (once per plan) when `name` is to panic at `place` now.
-    pub(crate) fn take(place: Where, name: &str) -> bool {
-        let mut planned = PLANNED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match planned
-            .iter()
-            .position(|(at, who)| *at == place && who == name)
-        {
-            Some(index) => {
-                planned.swap_remove(index);
-                true
-            }
-            None => false,
-        }
-    }
-}
+pub mod test_hooks;
 
 /// The result of one HTTP call, before the actor folds it into its health.
 struct CallResult {
     outcome: AttemptOutcome,
-    completion: Option<ChatCompletion>,
+    reply: Option<Reply>,
     status: Option<u16>,
     request_id: Option<String>,
     rate_limits: RateLimitHeaders,
@@ -569,7 +545,7 @@ fn record_on_span(span: &tracing::Span, call: &CallResult) {
             u64::try_from(server.as_micros()).unwrap_or(u64::MAX),
         );
     }
-    if let Some(usage) = call.completion.as_ref().and_then(|c| c.usage.as_ref()) {
+    if let Some(usage) = call.reply.as_ref().and_then(Reply::usage) {
         span.record("prompt_tokens", usage.prompt_tokens);
         span.record("completion_tokens", usage.completion_tokens);
     }
@@ -580,6 +556,7 @@ struct HttpCall {
     client: awc::Client,
     settings: Arc<EndpointSettings>,
     auth: Auth,
+    operation: Operation,
     body: Bytes,
     stream: bool,
     deltas: Option<Recipient<StreamDelta>>,
@@ -591,7 +568,7 @@ impl CallResult {
     fn new() -> Self {
         CallResult {
             outcome: AttemptOutcome::Success,
-            completion: None,
+            reply: None,
             status: None,
             request_id: None,
             rate_limits: RateLimitHeaders::default(),
@@ -681,9 +658,10 @@ impl HttpCall {
                 },
             })?;
         let timeouts = &self.settings.timeouts;
-        let request = match &self.settings.uri {
+        let target = &self.settings.targets[self.operation as usize];
+        let request = match &target.uri {
             Some(uri) => self.client.post(uri.clone()),
-            None => self.client.post(&self.settings.url),
+            None => self.client.post(&target.url),
         };
         request
             .insert_header((
@@ -724,8 +702,8 @@ impl HttpCall {
         )
     }
 
-    /// Reads a plain 2xx reply (at most `max_reply_bytes`, within the deadline) as a chat
-    /// completion.
+    /// Reads a plain 2xx reply (at most `max_reply_bytes`, within the deadline) as the reply
+    /// of the call's operation.
     async fn read_plain_reply<S>(
         &self,
         status: u16,
@@ -749,13 +727,14 @@ impl HttpCall {
                 return AttemptOutcome::Transient(body_error(&error, &self.settings.timeouts));
             }
         };
-        match serde_json::from_slice::<ChatCompletion>(&body) {
-            Ok(completion) => {
-                result.completion = Some(completion);
+        match Reply::parse(self.operation, &body) {
+            Ok(reply) => {
+                result.reply = Some(reply);
                 AttemptOutcome::Success
             }
             Err(error) => AttemptOutcome::Transient(TransientKind::InvalidReply(format!(
-                "HTTP {status} reply is not a chat completion ({error}); body starts {:?}",
+                "HTTP {status} reply is not a {} reply ({error}); body starts {:?}",
+                self.operation,
                 excerpt(&body)
             ))),
         }
@@ -793,7 +772,12 @@ impl HttpCall {
                         timeouts.stream_idle.as_secs_f64()
                     ));
                 }
-                Ok(None) => return stream_cut("stream ended before `data: [DONE]`".into()),
+                Ok(None) => {
+                    return stream_cut(match self.operation {
+                        Operation::Responses => "stream ended before `response.completed`".into(),
+                        _ => "stream ended before `data: [DONE]`".into(),
+                    });
+                }
                 Ok(Some(Err(error))) => return stream_cut(format!("stream broken: {error}")),
                 Ok(Some(Ok(bytes))) => bytes,
             };
@@ -810,53 +794,16 @@ impl HttpCall {
                 }
             };
             for event in events {
-                if let Some(end) = self.take_event(&event.data, &mut assembler, result) {
+                let end = match self.operation {
+                    Operation::Responses => {
+                        self.take_responses_event(event.event.as_deref(), &event.data, result)
+                    }
+                    _ => self.take_event(&event.data, &mut assembler, result),
+                };
+                if let Some(end) = end {
                     return end;
                 }
             }
-        }
-    }
-
-    /// Folds one stream event in: a chunk (its deltas forwarded), `[DONE]` (the completion
-    /// assembled) or an error event. `Some` when the stream is over.
-    fn take_event(
-        &self,
-        data: &str,
-        assembler: &mut StreamAssembler,
-        result: &mut CallResult,
-    ) -> Option<AttemptOutcome> {
-        match parse_stream_data(data) {
-            Ok(StreamItem::Chunk(chunk)) => {
-                let chunk = Arc::new(chunk);
-                assembler.push(&chunk);
-                if let Some(recipient) = &self.deltas {
-                    for choice in &chunk.choices {
-                        let content = choice.delta.content.clone().unwrap_or_default();
-                        if content.is_empty() && choice.delta.tool_calls.is_none() {
-                            continue;
-                        }
-                        result.deltas_delivered += 1;
-                        recipient.do_send(StreamDelta {
-                            label: self.label.clone(),
-                            choice: choice.index,
-                            content,
-                            chunk: chunk.clone(),
-                        });
-                    }
-                }
-                None
-            }
-            Ok(StreamItem::Done) => Some(match std::mem::take(assembler).finish() {
-                Ok(completion) => {
-                    result.completion = Some(completion);
-                    AttemptOutcome::Success
-                }
-                Err(error) => stream_cut(error.to_string()),
-            }),
-            Ok(StreamItem::Error(error)) => {
-                Some(stream_cut(format!("error event in stream: {error}")))
-            }
-            Err(error) => Some(stream_cut(format!("unreadable stream event: {error}"))),
         }
     }
 }

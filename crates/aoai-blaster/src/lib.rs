@@ -41,13 +41,16 @@ pub mod shared;
 pub use aoai_blaster_core as core;
 pub use aoai_blaster_core::chat::{ChatCompletion, ChatRequest, Usage};
 pub use aoai_blaster_core::config::{BlasterConfig, ConfigError};
+pub use aoai_blaster_core::embeddings::EmbeddingsRequest;
+pub use aoai_blaster_core::operation::{JobRequest, Operation, Reply};
+pub use aoai_blaster_core::responses::ResponsesRequest;
 pub use aoai_blaster_core::retry::{AttemptRecord, JobError, JobErrorKind};
 pub use aoai_blaster_core::scheduler::EndpointCounters;
 pub use blaster::{Blaster, BlasterError, JobHandle};
 pub use dispatcher::{Dispatcher, DispatcherSeed, JobAnswer, StartError};
 pub use messages::{
-    ChatJob, ChatResult, Close, GetReport, HealthEvent, HealthReport, HealthSnapshot,
-    RestartEndpoint, StreamDelta, Subscribe,
+    ChatJob, ChatResult, Close, GetReport, HealthEvent, HealthReport, HealthSnapshot, Job,
+    JobResult, RestartEndpoint, StreamDelta, Subscribe,
 };
 pub use report::{EndpointReport, EndpointState, clock_time};
 

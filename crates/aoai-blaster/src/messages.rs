@@ -1,6 +1,6 @@
 //! Every message the actors exchange, as plain documented types.
 //!
-//! Callers talk to the [`Dispatcher`](crate::Dispatcher) with [`ChatJob`], [`Subscribe`],
+//! Callers talk to the [`Dispatcher`](crate::Dispatcher) with [`Job`] or [`ChatJob`], [`Subscribe`],
 //! [`GetReport`], [`Close`] and [`RestartEndpoint`]. The Dispatcher talks to each
 //! endpoint actors with `Attempt`; each answers with one `AttemptDone` (how the attempt ended:
 //! finished with a report, declined, or lost to a restart). Endpoints announce health changes
@@ -16,26 +16,32 @@ use actix::prelude::*;
 use aoai_blaster_core::chat::{ChatCompletionChunk, ChatRequest};
 pub use aoai_blaster_core::health::HealthSnapshot;
 use aoai_blaster_core::health::HealthState;
+use aoai_blaster_core::operation::JobRequest;
 use aoai_blaster_core::retry::JobError;
 use aoai_blaster_core::scheduler::AttemptEnd;
-pub use aoai_blaster_core::scheduler::ChatResult;
+pub use aoai_blaster_core::scheduler::{ChatResult, JobResult};
 
 use crate::report::EndpointReport;
 
-/// One chat completion to run: the caller's unit of work.
+/// One job to run, the caller's unit of work: a request and how to run it.
+///
+/// `Job` (a [`JobRequest`] of any operation: chat, embeddings, responses) answers with a
+/// [`JobResult`]; [`ChatJob`] (a `Job<ChatRequest>`) answers with a [`ChatResult`]. Both go
+/// through the same queue, pacing and retries.
 ///
 /// Send it to the Dispatcher and await the result:
-/// `dispatcher.send(ChatJob::new(request)).await??` gives a [`ChatResult`].
+/// `dispatcher.send(ChatJob::new(request)).await??` gives a [`ChatResult`],
+/// `dispatcher.send(Job::from_request(EmbeddingsRequest::new("text"))).await??` a [`JobResult`].
 ///
 /// Dropping the future of `send` (or a [`JobHandle`](crate::JobHandle)) before the job has
 /// been sent cancels it: no request goes out. A job in flight may still finish.
-#[derive(Message, Clone)]
-#[rtype(result = "Result<ChatResult, JobError>")]
-pub struct ChatJob {
-    /// The messages and per-job options (they override the deployment's defaults).
-    pub request: ChatRequest,
-    /// Ask for a streamed reply. Without [`ChatJob::deltas`] the stream is assembled into the same
-    /// [`ChatResult`] a non-streamed call gives.
+#[derive(Clone)]
+pub struct Job<R = JobRequest> {
+    /// The request: the messages or input, and per-job options (they override the deployment's
+    /// defaults).
+    pub request: R,
+    /// Ask for a streamed reply (chat and responses; embeddings are never streamed). Without
+    /// [`Job::deltas`] the stream is assembled into the same result a non-streamed call gives.
     pub stream: bool,
     /// Receives each delta as it arrives (implies `stream`). An attempt is retried only if it
     /// failed before its first delta was delivered here.
@@ -50,22 +56,32 @@ pub struct ChatJob {
     pub max_wait: Option<std::time::Duration>,
 }
 
-impl fmt::Debug for ChatJob {
+/// One chat completion to run (see [`Job`]): answers with a [`ChatResult`].
+pub type ChatJob = Job<ChatRequest>;
+
+impl Message for Job<ChatRequest> {
+    type Result = Result<ChatResult, JobError>;
+}
+
+impl Message for Job<JobRequest> {
+    type Result = Result<JobResult, JobError>;
+}
+
+impl<R> fmt::Debug for Job<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChatJob")
-            .field("messages", &self.request.messages.len())
+        f.debug_struct("Job")
             .field("stream", &self.stream)
             .field("incremental", &self.deltas.is_some())
             .field("pin", &self.pin)
             .field("label", &self.label)
             .field("max_wait", &self.max_wait)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-impl ChatJob {
+impl<R> Job<R> {
     /// A non-streamed job for `request`.
-    pub fn new(request: ChatRequest) -> Self {
+    pub fn new(request: R) -> Self {
         Self {
             request,
             stream: false,
@@ -108,12 +124,34 @@ impl ChatJob {
     }
 }
 
-/// A [`ChatJob`] submitted through [`Blaster::submit`](crate::Blaster::submit), with the gate
+impl Job<JobRequest> {
+    /// A non-streamed job for a request of any operation (`ChatRequest`, `EmbeddingsRequest`,
+    /// `ResponsesRequest`).
+    pub fn from_request(request: impl Into<JobRequest>) -> Self {
+        Job::new(request.into())
+    }
+}
+
+impl<R: Into<JobRequest>> Job<R> {
+    /// The same job with its request as a [`JobRequest`].
+    pub fn into_job(self) -> Job<JobRequest> {
+        Job {
+            request: self.request.into(),
+            stream: self.stream,
+            deltas: self.deltas,
+            pin: self.pin,
+            label: self.label,
+            max_wait: self.max_wait,
+        }
+    }
+}
+
+/// A [`Job`] submitted through [`Blaster::submit`](crate::Blaster::submit), with the gate
 /// its [`JobHandle`](crate::JobHandle) shares with the Dispatcher.
 #[derive(Message)]
-#[rtype(result = "Result<ChatResult, JobError>")]
+#[rtype(result = "Result<JobResult, JobError>")]
 pub(crate) struct TrackedJob {
-    pub(crate) job: ChatJob,
+    pub(crate) job: Job<JobRequest>,
     pub(crate) gate: SendGate,
 }
 
@@ -158,7 +196,9 @@ impl SendGate {
     }
 }
 
-/// One streamed delta, delivered to the job's [`ChatJob::deltas`] recipient.
+/// One streamed delta, delivered to the job's [`Job::deltas`] recipient. A Responses stream's
+/// `response.output_text.delta` arrives as a chunk with one choice (index: the output item's)
+/// whose delta holds the text, and `"type": "response.output_text.delta"` among its fields.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct StreamDelta {
@@ -182,7 +222,7 @@ pub(crate) struct Attempt {
     /// 1 for the first attempt, then 2, 3, ...
     pub(crate) number: u32,
     /// The request, shared between attempts.
-    pub(crate) request: Arc<ChatRequest>,
+    pub(crate) request: Arc<JobRequest>,
     /// Ask for a stream.
     pub(crate) stream: bool,
     /// Where deltas go, for incremental streams.

@@ -56,9 +56,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use aoai_blaster_core::chat::Usage;
 use aoai_blaster_core::classify::{AttemptOutcome, TransientKind};
 use aoai_blaster_core::health::HealthState;
+use aoai_blaster_core::operation::TokenCounts;
 use aoai_blaster_core::retry::JobErrorKind;
 use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -485,7 +485,7 @@ pub struct FinishedAttempt<'a> {
     /// The server's own processing time, when the reply stated it.
     pub server_time: Option<Duration>,
     /// Token usage of a successful reply.
-    pub usage: Option<&'a Usage>,
+    pub usage: Option<TokenCounts>,
 }
 
 /// The Dispatcher's metric handles, registered once (a label lookup per job would cost more

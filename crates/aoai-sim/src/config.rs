@@ -41,6 +41,8 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 pub const DEFAULT_RPM_PER_1000_TPM: u64 = 6;
 /// Completion length (in tokens, one word each) when `max_tokens` does not cut it short.
 pub const DEFAULT_REPLY_TOKENS: u64 = 40;
+/// Floats per embedding vector when a request gives no `dimensions` (text-embedding-3-small's).
+pub const DEFAULT_EMBEDDING_DIMENSIONS: u64 = 1536;
 /// Tokens per minute of a deployment that does not say.
 pub const DEFAULT_TPM: u64 = 60_000;
 /// How long a "hang" fault holds a request before answering 408.
@@ -382,6 +384,8 @@ pub struct DeploymentSpec {
     /// Completion length when `max_tokens` allows it (finish `stop`), else cut to `max_tokens`
     /// (finish `length`).
     pub reply_tokens: u64,
+    /// Floats per embedding vector when a request gives no `dimensions`.
+    pub embedding_dimensions: u64,
     /// Which listener serves it.
     pub listener: Listener,
     /// Latency model.
@@ -416,6 +420,7 @@ impl Default for DeploymentSpec {
             window: QuotaWindow::default(),
             remaining_headers: RemainingHeaders::default(),
             reply_tokens: DEFAULT_REPLY_TOKENS,
+            embedding_dimensions: DEFAULT_EMBEDDING_DIMENSIONS,
             listener: Listener::Shared,
             latency: LatencySpec::default(),
             faults: FaultSpec::default(),
@@ -493,6 +498,12 @@ impl DeploymentSpec {
     /// Set the natural completion length.
     pub fn reply_tokens(mut self, tokens: u64) -> Self {
         self.reply_tokens = tokens;
+        self
+    }
+
+    /// Set the floats per embedding vector when a request gives no `dimensions`.
+    pub fn embedding_dimensions(mut self, dimensions: u64) -> Self {
+        self.embedding_dimensions = dimensions;
         self
     }
 
@@ -622,6 +633,11 @@ impl DeploymentSpec {
         if self.reply_tokens == 0 {
             return invalid(format!(
                 "{at}.reply_tokens: must be at least 1 (the reply carries the request digest)"
+            ));
+        }
+        if self.embedding_dimensions == 0 {
+            return invalid(format!(
+                "{at}.embedding_dimensions: must be at least 1 (1536 is text-embedding-3-small's)"
             ));
         }
         self.faults.validate(&at)?;

@@ -21,7 +21,7 @@ use crate::content::{PADDING_MAX, ReplyText, completion_length, messages_digest,
 use crate::faults::{Fault, outage_at, pick_fault};
 use crate::quota::{self, Admitted, DeploymentLimiter, LimitKind, Rejected};
 use crate::reply::{ChoiceText, Delta, ReplyMeta, Usage, completion_body, delta_event};
-use crate::request::{ChatRequest, parse_chat_request};
+use crate::request::{Api, ApiRequest, ChatRequest, InvalidRequest, parse_request};
 use crate::retry_after::{RetryWait, retry_headers};
 use crate::stats::{Counters, FaultCounter, SimStats};
 use crate::stream::{Extra, Pacing, StreamEnd, StreamPlan, padded_body, plan_stream, trickle_body};
@@ -70,15 +70,15 @@ impl Drop for InFlight {
     }
 }
 
-/// Which chat route a request came in on.
+/// Which route style a request came in on.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Route<'a> {
-    /// `/openai/deployments/{name}/chat/completions?api-version=...`
+    /// `/openai/deployments/{name}/{api}?api-version=...`
     Deployment {
         name: &'a str,
         api_version: Option<&'a str>,
     },
-    /// `/openai/v1/chat/completions` (deployment in `model`).
+    /// `/openai/v1/{api}` (deployment in `model`).
     V1 { api_version: Option<&'a str> },
 }
 
@@ -89,10 +89,11 @@ pub(crate) struct Credentials<'a> {
     pub(crate) bearer: Option<&'a str>,
 }
 
-/// A chat request as the server received it.
+/// A request as the server received it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ChatCall<'a> {
+pub(crate) struct ApiCall<'a> {
     pub(crate) listener: &'a str,
+    pub(crate) api: Api,
     pub(crate) route: Route<'a>,
     pub(crate) credentials: Credentials<'a>,
     pub(crate) body: &'a [u8],
@@ -238,8 +239,8 @@ impl Engine {
         }
     }
 
-    /// Decide the answer to a chat request.
-    pub(crate) fn chat(&self, call: ChatCall<'_>) -> Decision {
+    /// Decide the answer to a request (chat, embeddings or responses).
+    pub(crate) fn call(&self, call: ApiCall<'_>) -> Decision {
         let (number, request_id) = self.request_id();
         let served_here = |name: &str| {
             self.deployments
@@ -249,11 +250,11 @@ impl Engine {
         let (deployment, parsed, api_version) = match call.route {
             Route::Deployment { name, api_version } => (served_here(name), None, api_version),
             Route::V1 { api_version } => {
-                let parsed = parse_chat_request(call.body);
+                let parsed = parse_request(call.api, call.body);
                 let deployment = parsed
                     .as_ref()
                     .ok()
-                    .and_then(|request| request.model.as_deref())
+                    .and_then(ApiRequest::model)
                     .and_then(served_here);
                 (deployment, Some(parsed), Some(api_version.unwrap_or("v1")))
             }
@@ -270,7 +271,9 @@ impl Engine {
             if let Some(Err(invalid)) = &parsed {
                 return Err(azure_error::bad_request(invalid));
             }
-            if let Some(Ok(ChatRequest { model: None, .. })) = &parsed {
+            if let Some(Ok(request)) = &parsed
+                && request.model().is_none()
+            {
                 return Err(azure_error::missing_model());
             }
             let deployment = deployment.ok_or_else(azure_error::deployment_not_found)?;
@@ -284,7 +287,7 @@ impl Engine {
             Ok((deployment, api_version)) => {
                 let request = match parsed {
                     Some(Ok(request)) => Ok(request),
-                    _ => parse_chat_request(call.body),
+                    _ => parse_request(call.api, call.body),
                 };
                 self.serve(deployment, api_version, request, number, &request_id)
             }
@@ -297,7 +300,7 @@ impl Engine {
         &self,
         deployment: &DeploymentState,
         api_version: &str,
-        request: Result<ChatRequest, crate::request::InvalidRequest>,
+        request: Result<ApiRequest, InvalidRequest>,
         number: u64,
         request_id: &str,
     ) -> Decision {
@@ -315,13 +318,21 @@ impl Engine {
             Ok(request) => request,
             Err(invalid) => return fail(azure_error::bad_request(&invalid)),
         };
-        let prompt_tokens = quota::estimate_prompt_tokens(request.message_list());
-        let cost = spec.charge(
-            request.message_list(),
-            request.max_tokens,
-            request.n,
-            request.best_of,
-        );
+        let (prompt_tokens, cost) = match &request {
+            ApiRequest::Chat(chat) => (
+                quota::estimate_prompt_tokens(chat.message_list()),
+                spec.charge(chat.message_list(), chat.max_tokens, chat.n, chat.best_of),
+            ),
+            // Azure charges embeddings by their input tokens alone.
+            ApiRequest::Embeddings(embeddings) => {
+                let tokens = embeddings.input_tokens();
+                (tokens, tokens)
+            }
+            ApiRequest::Responses(responses) => (
+                quota::estimate_prompt_tokens(&responses.messages),
+                spec.charge(&responses.messages, responses.max_output_tokens, 1, None),
+            ),
+        };
         let (admitted, draw, jitter) = match admit(deployment, elapsed, cost) {
             Ok(admitted) => admitted,
             Err(rejected) => {
@@ -337,10 +348,16 @@ impl Engine {
             admitted,
             jitter,
         };
-        let fault = pick_fault(&spec.faults, request.stream, draw);
-        match fault_reply(&admission, fault, api_version) {
-            Some(decision) => decision,
-            None => success(&admission, &request, prompt_tokens, fault),
+        let fault = pick_fault(&spec.faults, request.stream(), draw);
+        match (fault_reply(&admission, fault, api_version), request) {
+            (Some(decision), _) => decision,
+            (None, ApiRequest::Chat(chat)) => success(&admission, &chat, prompt_tokens, fault),
+            (None, ApiRequest::Embeddings(embeddings)) => {
+                operations::embeddings_success(&admission, &embeddings, prompt_tokens, fault)
+            }
+            (None, ApiRequest::Responses(responses)) => {
+                operations::responses_success(&admission, &responses, prompt_tokens, fault)
+            }
         }
     }
 
@@ -719,5 +736,6 @@ fn rate_limited(
     decision
 }
 
+mod operations;
 #[cfg(test)]
 mod tests;

@@ -52,11 +52,13 @@ pub mod stats;
 mod azure_error;
 mod clock;
 mod content;
+mod embeddings;
 mod engine;
 mod error;
 mod faults;
 mod reply;
 mod request;
+mod responses;
 mod retry_after;
 mod server;
 mod stream;
@@ -69,6 +71,7 @@ pub use config::{
     TrickleEvent, TrickleSpec,
 };
 pub use content::messages_digest;
+pub use embeddings::{MAX_INPUTS as MAX_EMBEDDING_INPUTS, embedding_base64, embedding_vector};
 pub use error::SimError;
 pub use minimum::{MinimumJob, minimum_makespan};
 pub use reply::Usage;

@@ -1,6 +1,58 @@
-//! Parsing a chat-completions request body into what the simulator needs (no actix).
+//! Parsing a request body into what the simulator needs (no actix): chat completions here,
+//! embeddings and responses in their own modules, [`ApiRequest`] for any of them.
 
 use serde_json::{Map, Value};
+
+use crate::embeddings::{EmbeddingsRequest, parse_embeddings_request};
+use crate::responses::{ResponsesRequest, parse_responses_request};
+
+/// The API a request calls (its URL's last part).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// `chat/completions`.
+    Chat,
+    /// `embeddings`.
+    Embeddings,
+    /// `responses`.
+    Responses,
+}
+
+/// A parsed request of any API.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ApiRequest {
+    Chat(ChatRequest),
+    Embeddings(EmbeddingsRequest),
+    Responses(ResponsesRequest),
+}
+
+impl ApiRequest {
+    /// `model` (the deployment on the v1 route).
+    pub(crate) fn model(&self) -> Option<&str> {
+        match self {
+            ApiRequest::Chat(request) => request.model.as_deref(),
+            ApiRequest::Embeddings(request) => request.model.as_deref(),
+            ApiRequest::Responses(request) => request.model.as_deref(),
+        }
+    }
+
+    /// Whether the reply is streamed.
+    pub(crate) fn stream(&self) -> bool {
+        match self {
+            ApiRequest::Chat(request) => request.stream,
+            ApiRequest::Embeddings(_) => false,
+            ApiRequest::Responses(request) => request.stream,
+        }
+    }
+}
+
+/// Parse and check a request body of `api`.
+pub(crate) fn parse_request(api: Api, body: &[u8]) -> Result<ApiRequest, InvalidRequest> {
+    Ok(match api {
+        Api::Chat => ApiRequest::Chat(parse_chat_request(body)?),
+        Api::Embeddings => ApiRequest::Embeddings(parse_embeddings_request(body)?),
+        Api::Responses => ApiRequest::Responses(parse_responses_request(body)?),
+    })
+}
 
 /// The parts of a chat-completions request the simulator acts on.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +87,7 @@ pub(crate) struct InvalidRequest {
 }
 
 impl InvalidRequest {
-    fn new(message: impl Into<String>, param: Option<&'static str>) -> Self {
+    pub(crate) fn new(message: impl Into<String>, param: Option<&'static str>) -> Self {
         InvalidRequest {
             message: message.into(),
             param,
@@ -46,8 +98,8 @@ impl InvalidRequest {
 /// The most choices Azure returns for one request.
 const MAX_N: u64 = 128;
 
-/// Parse and check a request body.
-pub(crate) fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, InvalidRequest> {
+/// A body as a JSON object, or the 400 Azure answers to anything else.
+pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, InvalidRequest> {
     let value: Value = serde_json::from_slice(body).map_err(|err| {
         InvalidRequest::new(
             format!(
@@ -56,12 +108,18 @@ pub(crate) fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, InvalidRequ
             None,
         )
     })?;
-    let Value::Object(mut body) = value else {
-        return Err(InvalidRequest::new(
+    match value {
+        Value::Object(body) => Ok(body),
+        _ => Err(InvalidRequest::new(
             "The request body must be a JSON object.",
             None,
-        ));
-    };
+        )),
+    }
+}
+
+/// Parse and check a chat-completions request body.
+pub(crate) fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, InvalidRequest> {
+    let mut body = json_object(body)?;
     let messages = take_messages(&mut body)?;
     let model = optional_string(&body, "model")?;
     let max_completion_tokens = positive_integer(&body, "max_completion_tokens", 1)?;
@@ -121,7 +179,7 @@ fn take_messages(body: &mut Map<String, Value>) -> Result<Value, InvalidRequest>
     Ok(messages)
 }
 
-fn optional_string(
+pub(crate) fn optional_string(
     body: &Map<String, Value>,
     key: &'static str,
 ) -> Result<Option<String>, InvalidRequest> {
@@ -135,18 +193,21 @@ fn optional_string(
     }
 }
 
+/// `stream`: a boolean, false when absent.
+pub(crate) fn stream_flag(body: &Map<String, Value>) -> Result<bool, InvalidRequest> {
+    match body.get("stream") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(stream)) => Ok(*stream),
+        Some(other) => Err(InvalidRequest::new(
+            format!("{other} is not of type 'boolean' - 'stream'"),
+            Some("stream"),
+        )),
+    }
+}
+
 /// `stream` and `stream_options.include_usage` (options are refused without streaming).
 fn stream_flags(body: &Map<String, Value>) -> Result<(bool, bool), InvalidRequest> {
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(stream)) => *stream,
-        Some(other) => {
-            return Err(InvalidRequest::new(
-                format!("{other} is not of type 'boolean' - 'stream'"),
-                Some("stream"),
-            ));
-        }
-    };
+    let stream = stream_flag(body)?;
     let include_usage = match body.get("stream_options") {
         None | Some(Value::Null) => false,
         Some(_) if !stream => {
@@ -169,7 +230,7 @@ fn stream_flags(body: &Map<String, Value>) -> Result<(bool, bool), InvalidReques
     Ok((stream, include_usage))
 }
 
-fn positive_integer(
+pub(crate) fn positive_integer(
     body: &Map<String, Value>,
     key: &'static str,
     minimum: u64,

@@ -19,9 +19,10 @@ use futures_util::Stream;
 use crate::clock::SimClock;
 use crate::config::{ClockMode, OutageMode, SimConfig};
 use crate::engine::{
-    Body, ChatCall, Credentials, Decision, Engine, InFlight, Route, SHARED_LISTENER,
+    ApiCall, Body, Credentials, Decision, Engine, InFlight, Route, SHARED_LISTENER,
 };
 use crate::error::SimError;
+use crate::request::Api;
 use crate::stats::SimStats;
 use crate::stream::{StreamEnd, StreamEvent, StreamPlan};
 
@@ -130,9 +131,28 @@ fn routes(config: &mut web::ServiceConfig) {
     config
         .route(
             "/openai/deployments/{deployment}/chat/completions",
-            web::post().to(chat_deployment),
+            web::post().to(|req, body, ctx| on_deployment(Api::Chat, req, body, ctx)),
         )
-        .route("/openai/v1/chat/completions", web::post().to(chat_v1))
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            web::post().to(|req, body, ctx| on_deployment(Api::Embeddings, req, body, ctx)),
+        )
+        .route(
+            "/openai/deployments/{deployment}/responses",
+            web::post().to(|req, body, ctx| on_deployment(Api::Responses, req, body, ctx)),
+        )
+        .route(
+            "/openai/v1/chat/completions",
+            web::post().to(|req, body, ctx| on_v1(Api::Chat, req, body, ctx)),
+        )
+        .route(
+            "/openai/v1/embeddings",
+            web::post().to(|req, body, ctx| on_v1(Api::Embeddings, req, body, ctx)),
+        )
+        .route(
+            "/openai/v1/responses",
+            web::post().to(|req, body, ctx| on_v1(Api::Responses, req, body, ctx)),
+        )
         .route("/healthz", web::get().to(healthz))
         .route("/stats", web::get().to(stats))
         .route("/msi/token", web::get().to(msi_token))
@@ -160,7 +180,9 @@ fn credentials(req: &HttpRequest) -> Credentials<'_> {
     Credentials { api_key, bearer }
 }
 
-async fn chat_deployment(
+/// `/openai/deployments/{deployment}/{api}?api-version=...`
+async fn on_deployment(
+    api: Api,
     req: HttpRequest,
     body: web::Bytes,
     ctx: web::Data<ListenerCtx>,
@@ -171,8 +193,9 @@ async fn chat_deployment(
         name,
         api_version: query_param(req.query_string(), "api-version"),
     };
-    let decision = ctx.engine.chat(ChatCall {
+    let decision = ctx.engine.call(ApiCall {
         listener: &ctx.key,
+        api,
         route,
         credentials: credentials(&req),
         body: &body,
@@ -180,13 +203,20 @@ async fn chat_deployment(
     respond(decision, started).await
 }
 
-async fn chat_v1(req: HttpRequest, body: web::Bytes, ctx: web::Data<ListenerCtx>) -> HttpResponse {
+/// `/openai/v1/{api}` (the deployment in `body.model`).
+async fn on_v1(
+    api: Api,
+    req: HttpRequest,
+    body: web::Bytes,
+    ctx: web::Data<ListenerCtx>,
+) -> HttpResponse {
     let started = Instant::now();
     let route = Route::V1 {
         api_version: query_param(req.query_string(), "api-version"),
     };
-    let decision = ctx.engine.chat(ChatCall {
+    let decision = ctx.engine.call(ApiCall {
         listener: &ctx.key,
+        api,
         route,
         credentials: credentials(&req),
         body: &body,

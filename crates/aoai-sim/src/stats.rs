@@ -39,7 +39,7 @@ impl SimStats {
 /// Counters of one deployment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentStats {
-    /// Chat requests received.
+    /// Requests received (chat, embeddings, responses).
     pub requests: u64,
     /// Replies with a 2xx status (including faulty 200s).
     pub ok: u64,

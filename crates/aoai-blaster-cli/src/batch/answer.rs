@@ -1,11 +1,11 @@
-//! A finished job as an output line: a completion, Azure's final error reply, or an error with
-//! no reply, each with what every attempt met.
+//! A finished job as an output line: its reply (a completion, embeddings, a response), Azure's
+//! final error reply, or an error with no reply, each with what every attempt met.
 
 use aoai_blaster::core::retry::{AttemptKind, AttemptRecord};
-use aoai_blaster::{ChatResult, JobError, JobErrorKind};
+use aoai_blaster::{JobError, JobErrorKind, JobResult};
 use serde_json::{Value, json};
 
-use super::output::OutputLine;
+use super::output::{OutputLine, raw_json};
 use crate::summary::JobTally;
 
 /// What a job's result turns into.
@@ -62,7 +62,7 @@ fn tally_attempts(attempts: &[AttemptRecord]) -> (u32, u32) {
 pub(crate) fn answer_for(
     line_id: String,
     custom_id: String,
-    result: &Result<ChatResult, JobError>,
+    result: &Result<JobResult, JobError>,
 ) -> Answer {
     match result {
         Ok(result) => {
@@ -76,9 +76,12 @@ pub(crate) fn answer_for(
                 prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
                 completion_tokens: usage.map_or(0, |u| u.completion_tokens),
             };
-            let body = serde_json::to_value(&result.completion).unwrap_or_else(
-                |error| json!({"error": {"code": "unserializable", "message": error.to_string()}}),
-            );
+            // The reply's own JSON text: embedding vectors pass through untouched.
+            let body = result.reply.to_json().unwrap_or_else(|error| {
+                raw_json(
+                    &json!({"error": {"code": "unserializable", "message": error.to_string()}}),
+                )
+            });
             let line = OutputLine::answer(
                 line_id,
                 custom_id,
@@ -120,7 +123,7 @@ pub(crate) fn answer_for(
                         custom_id,
                         reply.status,
                         request_id,
-                        json!({"error": inner}),
+                        raw_json(&json!({"error": inner})),
                         attempts,
                     )
                 }
@@ -196,8 +199,8 @@ mod tests {
 
     #[test]
     fn a_completion_becomes_a_200_answer_with_its_attempts() {
-        let result = ChatResult {
-            completion: completion(),
+        let result = aoai_blaster::JobResult {
+            reply: completion().into(),
             endpoint: "west".into(),
             attempts: vec![
                 rate_limited("east"),

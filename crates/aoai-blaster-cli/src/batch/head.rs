@@ -180,7 +180,7 @@ impl<'de> Visitor<'de> for ErrorSeed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::output::{OutputLine, classify_line};
+    use crate::batch::output::{OutputLine, classify_line, raw_json};
     use serde_json::json;
 
     fn line_of(output: &OutputLine) -> Vec<u8> {
@@ -193,7 +193,7 @@ mod tests {
             custom_id.to_owned(),
             status,
             Some("req-1".into()),
-            json!({"data": [{"embedding": vec![0.125; 5000]}]}),
+            raw_json(&json!({"data": [{"embedding": vec![0.125; 5000]}]})),
             Vec::new(),
         ))
     }
@@ -254,7 +254,7 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use super::*;
-    use crate::batch::output::{OutputLine, classify_line};
+    use crate::batch::output::{OutputLine, classify_line, raw_json};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -281,7 +281,7 @@ mod fuzz {
                 custom_id,
                 status,
                 None,
-                json!({"text": "x".repeat(filler)}),
+                raw_json(&json!({"text": "x".repeat(filler)})),
                 Vec::new(),
             ))
             .unwrap();

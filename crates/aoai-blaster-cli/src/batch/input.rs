@@ -1,7 +1,9 @@
 //! Input lines in the OpenAI / Azure Batch format, parsed and validated one at a time.
 //!
-//! A line is `{"custom_id": "...", "method": "POST", "url": "/chat/completions", "body": {...}}`
-//! (`"/v1/chat/completions"` is accepted too). A line that breaks a rule becomes an
+//! A line is `{"custom_id": "...", "method": "POST", "url": "/chat/completions", "body": {...}}`.
+//! The `url` names the operation, as in Azure's Batch API: `/chat/completions`, `/embeddings`
+//! or `/responses`, each also with a `/v1` prefix; one file may mix them. A line that breaks a
+//! rule becomes an
 //! [`InputError`] that names the line number and the fix; the run goes on with the next line.
 //! The checks run in this order, and the first that fails names the error:
 //!
@@ -12,8 +14,8 @@
 //! | `missing_custom_id` | `custom_id` is missing, empty or not a string |
 //! | `duplicate_custom_id` | an earlier valid line of this input has the same `custom_id` |
 //! | `invalid_method` | `method` is not `"POST"` |
-//! | `invalid_url` | `url` is not `/chat/completions` or `/v1/chat/completions` |
-//! | `invalid_body` | `body` is not an object with a `messages` list |
+//! | `invalid_url` | `url` is none of `/chat/completions`, `/embeddings`, `/responses` (each with or without `/v1`) |
+//! | `invalid_body` | `body` is not an object with a `messages` list (chat), or an `input` string or list (embeddings, responses) |
 //!
 //! Only a valid line claims its `custom_id`: an invalid line does not make a later valid line
 //! with the same id a duplicate. Blank lines are skipped.
@@ -21,10 +23,12 @@
 //! **Pinning.** Azure puts the deployment in the URL, not in the body. When `body.model` names a
 //! deployment of the config (its `name`, or else its `model`), the request is pinned to that
 //! deployment; any other value is ignored. Either way `model` is removed from the body before
-//! sending. `"stream": true` asks for a streamed reply, assembled into the same answer.
+//! sending (a v1 deployment puts its own name there). `"stream": true` asks for a streamed
+//! reply (chat and responses), assembled into the same answer.
 
 use std::fmt;
 
+use aoai_blaster::Operation;
 use aoai_blaster::core::extra::kind_of;
 use serde_json::{Map, Value};
 
@@ -32,8 +36,15 @@ use super::duplicates::{LineVerdicts, Verdict};
 use super::ids::{IdFingerprint, IdIndex, IdTag};
 use super::output::PreviousAnswer;
 
-/// The URLs a line may name.
-pub(crate) const ACCEPTED_URLS: [&str; 2] = ["/chat/completions", "/v1/chat/completions"];
+/// The URLs a line may name, and the operation each calls.
+pub(crate) const ACCEPTED_URLS: [(&str, Operation); 6] = [
+    ("/chat/completions", Operation::Chat),
+    ("/v1/chat/completions", Operation::Chat),
+    ("/embeddings", Operation::Embeddings),
+    ("/v1/embeddings", Operation::Embeddings),
+    ("/responses", Operation::Responses),
+    ("/v1/responses", Operation::Responses),
+];
 
 /// Why an input line was rejected: the `error.code` of its output line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,9 +57,9 @@ pub(crate) enum InputErrorCode {
     DuplicateCustomId,
     /// `method` is not `POST`.
     InvalidMethod,
-    /// `url` is not a chat-completions URL.
+    /// `url` names no operation we run.
     InvalidUrl,
-    /// `body` is not an object with a `messages` list.
+    /// `body` is not the operation's request body.
     InvalidBody,
     /// The line is longer than `--max-line-bytes` (it was skipped unread).
     LineTooLong,
@@ -113,7 +124,10 @@ pub(crate) struct BatchRequest {
     pub(crate) line: u64,
     /// The caller's id, echoed in the output line.
     pub(crate) custom_id: String,
-    /// The request body without `model` and `stream` (`messages` is there and is a list).
+    /// The operation the line's `url` names.
+    pub(crate) operation: Operation,
+    /// The request body without `model` and `stream` (`messages` is there and is a list for
+    /// chat; `input` a string or a list for the others).
     pub(crate) body: Map<String, Value>,
     /// The deployment `body.model` pinned the request to (a `name` of the config).
     pub(crate) pin: Option<String>,
@@ -269,8 +283,8 @@ impl LineParser {
             )));
         }
         check_method(&object).map_err(with_id)?;
-        check_url(&object).map_err(with_id)?;
-        let mut body = body(&mut object).map_err(with_id)?;
+        let operation = operation(&object).map_err(with_id)?;
+        let mut body = body(&mut object, operation).map_err(with_id)?;
         let pin = match body.remove("model") {
             Some(Value::String(model)) => self.deployments.resolve(&model).map(str::to_owned),
             _ => None,
@@ -284,6 +298,7 @@ impl LineParser {
         Ok(BatchRequest {
             line,
             custom_id,
+            operation,
             body,
             pin,
             stream,
@@ -368,48 +383,81 @@ fn check_method(object: &Map<String, Value>) -> Result<(), Rejection> {
     Err((InputErrorCode::InvalidMethod, message))
 }
 
-/// `url` is one of [`ACCEPTED_URLS`].
-fn check_url(object: &Map<String, Value>) -> Result<(), Rejection> {
+/// The operation `url` names (one of [`ACCEPTED_URLS`]).
+fn operation(object: &Map<String, Value>) -> Result<Operation, Rejection> {
     let message = match object.get("url") {
-        Some(Value::String(url)) if ACCEPTED_URLS.contains(&url.as_str()) => return Ok(()),
-        Some(other) => format!(
-            "\"url\" must be \"/chat/completions\" or \"/v1/chat/completions\", got {}",
-            short(other)
-        ),
-        None => "no \"url\"; add \"url\": \"/chat/completions\"".into(),
+        Some(url) => match ACCEPTED_URLS
+            .iter()
+            .find(|(known, _)| Some(*known) == url.as_str())
+        {
+            Some((_, operation)) => return Ok(*operation),
+            None => format!(
+                "\"url\" must be \"/chat/completions\", \"/embeddings\" or \"/responses\" (each \
+                 may start with \"/v1\"), got {}",
+                short(url)
+            ),
+        },
+        None => "no \"url\"; add \"url\": \"/chat/completions\" (or \"/embeddings\", \
+                 \"/responses\")"
+            .into(),
     };
     Err((InputErrorCode::InvalidUrl, message))
 }
 
-/// The line's `body`, taken out of it: an object with a `messages` list.
-fn body(object: &mut Map<String, Value>) -> Result<Map<String, Value>, Rejection> {
+/// What the body of `operation` must hold, for messages.
+fn body_shape(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Chat => "a JSON object with a \"messages\" list",
+        Operation::Embeddings | Operation::Responses => {
+            "a JSON object with an \"input\" string or list"
+        }
+    }
+}
+
+/// The line's `body`, taken out of it: for chat an object with a `messages` list; for
+/// embeddings and responses an object with an `input` string or list.
+fn body(
+    object: &mut Map<String, Value>,
+    operation: Operation,
+) -> Result<Map<String, Value>, Rejection> {
+    let invalid = |message: String| Err((InputErrorCode::InvalidBody, message));
     let body = match object.remove("body") {
         Some(Value::Object(body)) => body,
         Some(other) => {
-            return Err((
-                InputErrorCode::InvalidBody,
-                format!(
-                    "\"body\" must be a JSON object with a \"messages\" list, got {}",
-                    kind_of(&other)
-                ),
+            return invalid(format!(
+                "\"body\" must be {}, got {}",
+                body_shape(operation),
+                kind_of(&other)
             ));
         }
         None => {
-            return Err((
-                InputErrorCode::InvalidBody,
-                "no \"body\"; add the chat-completion request body {\"messages\": [...]}".into(),
+            return invalid(format!(
+                "no \"body\"; add the {operation} request body, {}",
+                body_shape(operation)
             ));
         }
     };
-    let message = match body.get("messages") {
-        Some(Value::Array(_)) => return Ok(body),
-        Some(other) => format!(
-            "\"body.messages\" must be a list of message objects, got {}",
-            kind_of(other)
+    let (key, valid) = match operation {
+        Operation::Chat => (
+            "messages",
+            body.get("messages").is_some_and(Value::is_array),
         ),
-        None => "\"body\" has no \"messages\" list".into(),
+        Operation::Embeddings | Operation::Responses => (
+            "input",
+            matches!(body.get("input"), Some(Value::String(_) | Value::Array(_))),
+        ),
     };
-    Err((InputErrorCode::InvalidBody, message))
+    if valid {
+        return Ok(body);
+    }
+    let expected = match operation {
+        Operation::Chat => "a list of message objects",
+        _ => "a string or a list",
+    };
+    invalid(match body.get(key) {
+        Some(other) => format!("\"body.{key}\" must be {expected}, got {}", kind_of(other)),
+        None => format!("\"body\" has no \"{key}\" ({operation} needs {expected})"),
+    })
 }
 
 /// A value for an error message: strings and scalars in full (up to 60 characters), containers by

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::duplicates::AnswerLog;
 use super::head::classify_head;
@@ -49,14 +50,31 @@ pub(crate) struct OutputLine {
 }
 
 /// The `response` of an answer line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ResponsePart {
     /// HTTP status of the final reply.
     pub(crate) status_code: u16,
     /// Azure's request id of the final reply, when it sent one.
     pub(crate) request_id: Option<String>,
-    /// The completion (2xx) or Azure's error body (`{"error": {...}}`).
-    pub(crate) body: Value,
+    /// The reply (2xx: completion, embeddings, response) or Azure's error body
+    /// (`{"error": {...}}`), as JSON text: embedding vectors are written as the service sent
+    /// them, never parsed into a tree.
+    pub(crate) body: Box<RawValue>,
+}
+
+/// Equal when the same fields hold the same JSON text.
+impl PartialEq for ResponsePart {
+    fn eq(&self, other: &Self) -> bool {
+        self.status_code == other.status_code
+            && self.request_id == other.request_id
+            && self.body.get() == other.body.get()
+    }
+}
+
+/// `value` as JSON text, for [`ResponsePart::body`].
+pub(crate) fn raw_json(value: &Value) -> Box<RawValue> {
+    // A `Value` always serialises (the default, `null`, is never reached).
+    serde_json::value::to_raw_value(value).unwrap_or_default()
 }
 
 /// The `error` of a line without a reply.
@@ -78,7 +96,7 @@ impl OutputLine {
         custom_id: String,
         status_code: u16,
         request_id: Option<String>,
-        body: Value,
+        body: Box<RawValue>,
         attempts: Vec<Value>,
     ) -> OutputLine {
         OutputLine {
@@ -485,7 +503,7 @@ mod tests {
             custom_id.to_owned(),
             status,
             Some("req-1".into()),
-            json!({"choices": []}),
+            raw_json(&json!({"choices": []})),
             Vec::new(),
         )
     }
@@ -813,7 +831,7 @@ mod tests {
                     custom_id.to_owned(),
                     status,
                     None,
-                    big.clone(),
+                    raw_json(&big),
                     Vec::new(),
                 )
             };

@@ -513,7 +513,7 @@ mod tests {
                 "a".into(),
                 200,
                 None,
-                json!({}),
+                crate::batch::output::raw_json(&json!({})),
                 vec![],
             ))
             .unwrap();

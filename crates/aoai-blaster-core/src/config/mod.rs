@@ -48,6 +48,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::operation::{ApiStyle, Operation, Operations};
 use crate::secret::Secret;
 
 mod duration;
@@ -237,6 +238,8 @@ pub struct DeploymentConfig {
     pub priority: i32,
     /// Token encoding for estimates, one of [`TOKENIZERS`].
     pub tokenizer: String,
+    /// The operations it takes (`operations`; chat alone by default).
+    pub operations: Operations,
     /// Whether the quota budget learns the limits from replies (see `quota::AdaptiveBudget`),
     /// with `rpm_limit`/`tpm_limit` as caps; true by default when neither is configured.
     pub adaptive: bool,
@@ -262,10 +265,39 @@ impl DeploymentConfig {
     /// # Ok::<(), aoai_blaster_core::config::ConfigError>(())
     /// ```
     pub fn chat_completions_url(&self) -> String {
-        format!(
-            "{}openai/deployments/{}/chat/completions?api-version={}",
-            self.endpoint, self.model, self.api_version
-        )
+        self.url(Operation::Chat)
+    }
+
+    /// How its URLs are formed: `api_version: v1` selects the v1 API.
+    pub fn api_style(&self) -> ApiStyle {
+        ApiStyle::of(&self.api_version)
+    }
+
+    /// The URL of `operation` here: `{endpoint}openai/deployments/{model}/{op}?api-version=...`,
+    /// or with `api_version: v1`, `{endpoint}openai/v1/{op}` (the deployment goes in
+    /// `body.model`, see [`body_model`](Self::body_model)).
+    ///
+    /// ```
+    /// # use aoai_blaster_core::config::BlasterConfig;
+    /// # use aoai_blaster_core::operation::Operation;
+    /// let config = BlasterConfig::from_value(serde_json::json!({"deployments": [
+    ///     {"name": "a", "endpoint": "http://127.0.0.1:8080", "api_key": "k", "model": "m",
+    ///      "api_version": "v1", "operations": ["embeddings", "responses"]}
+    /// ]}))?;
+    /// let deployment = &config.deployments[0];
+    /// assert_eq!(deployment.url(Operation::Responses), "http://127.0.0.1:8080/openai/v1/responses");
+    /// assert_eq!(deployment.body_model(), Some("m"));
+    /// # Ok::<(), aoai_blaster_core::config::ConfigError>(())
+    /// ```
+    pub fn url(&self, operation: Operation) -> String {
+        self.api_style()
+            .url_with_version(&self.endpoint, &self.model, operation, &self.api_version)
+    }
+
+    /// The `model` every request body names: the deployment, for the v1 API; none otherwise
+    /// (the URL names it).
+    pub fn body_model(&self) -> Option<&str> {
+        (self.api_style() == ApiStyle::V1).then_some(self.model.as_str())
     }
 
     /// The defaults this deployment puts in every request body.

@@ -33,7 +33,7 @@ pub(super) const TOP_KEYS: &[&str] = &with_knobs::<22>(
 );
 
 /// Keys accepted in each `deployments[i]` entry (kept in step with [`RawDeployment`] by a test).
-pub(super) const DEPLOYMENT_KEYS: &[&str] = &with_knobs::<24>(
+pub(super) const DEPLOYMENT_KEYS: &[&str] = &with_knobs::<25>(
     &[
         "name",
         "endpoint",
@@ -49,6 +49,7 @@ pub(super) const DEPLOYMENT_KEYS: &[&str] = &with_knobs::<24>(
         "priority",
         "tokenizer",
         "adaptive",
+        "operations",
     ],
     &[],
 );
@@ -144,7 +145,8 @@ pub struct RawDeployment {
     pub api_key: Secret,
     /// The Azure deployment name (it goes in the URL).
     pub model: String,
-    /// Default `2025-01-01-preview`.
+    /// Default `2025-01-01-preview`; `v1` selects the v1 API (`openai/v1/...`, the
+    /// deployment in `body.model`).
     pub api_version: Option<String>,
     /// Share in the weighted ring. Default 1.
     pub weight: Option<u32>,
@@ -165,6 +167,9 @@ pub struct RawDeployment {
     /// Learn the limits from replies (`x-ratelimit-remaining-*`, 429s), never above
     /// `rpm_limit`/`tpm_limit` if given. Default: true when neither limit is configured.
     pub adaptive: Option<bool>,
+    /// The operations this deployment takes: `chat`, `embeddings`, `responses` (the last only
+    /// with `api_version: v1`). Default `[chat]`.
+    pub operations: Option<Vec<String>>,
     /// The keys that override the top level's (`request_timeout`, `backoff_base`, ...).
     #[serde(flatten)]
     pub knobs: RawKnobs,

@@ -102,6 +102,9 @@ impl GatewayError {
             JobErrorKind::UnknownDeployment { .. } => {
                 GatewayError::new(404, "invalid_request_error", "model_not_found", message)
             }
+            JobErrorKind::UnsupportedOperation { .. } => {
+                GatewayError::new(400, "invalid_request_error", code, message)
+            }
             JobErrorKind::NeverFits { .. } => {
                 GatewayError::new(400, "invalid_request_error", code, message)
             }

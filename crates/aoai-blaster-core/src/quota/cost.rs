@@ -1,10 +1,11 @@
 //! What a request is charged on arrival: its prompt's tokens (the larger of a tokenizer's count
 //! and a character estimate, [`prompt_charge`]) plus its completion allowance times its choices
-//! ([`options_cost`], the one formula).
+//! ([`options_cost`], the one formula); for embeddings and responses, [`operation_cost`].
 
 use serde_json::{Map, Value};
 
 use super::Cost;
+use crate::operation::JobRequest;
 use crate::tokens::{Encoding, TokenMemo, count_chat_prompt, count_chat_prompt_memo};
 
 /// Tokens charged per message on top of its text (role, separators), as OpenAI's chat format
@@ -172,6 +173,121 @@ pub fn char_charge(messages: &[Value], tools: Option<&Value>) -> u64 {
             .map(|t| (t.to_string().chars().count() as u64).div_ceil(4))
             .unwrap_or(0),
     )
+}
+
+/// The input tokens a budget charges for any operation's request, counted with `tokenizer`:
+/// a chat prompt ([`prompt_charge_memo`]); a Responses input (its `instructions` and input read
+/// as chat messages, [`ResponsesRequest::as_messages`](crate::responses::ResponsesRequest::as_messages),
+/// with its `tools`); an embeddings input ([`embeddings_charge`]).
+pub fn input_charge_memo(memo: &mut TokenMemo, tokenizer: &str, request: &JobRequest) -> u64 {
+    match request {
+        JobRequest::Chat(chat) => prompt_charge_memo(
+            memo,
+            tokenizer,
+            &chat.messages,
+            tool_definitions(&chat.options),
+        ),
+        JobRequest::Responses(responses) => prompt_charge_memo(
+            memo,
+            tokenizer,
+            &responses.as_messages(),
+            responses.options.get("tools"),
+        ),
+        JobRequest::Embeddings(embeddings) => embeddings_charge(tokenizer, &embeddings.input),
+    }
+}
+
+/// The tokens an embeddings `input` is charged (Azure charges embeddings by input tokens,
+/// nothing for output): each text the larger of the tokenizer's count and a quarter of its
+/// characters (as for chat prompts: neither way Azure's estimate leans is undercharged); a list
+/// of token ids its length. Inputs of other kinds count nothing (Azure refuses them).
+///
+/// ```
+/// use aoai_blaster_core::quota::embeddings_charge;
+/// use serde_json::json;
+///
+/// assert_eq!(embeddings_charge("o200k_base", &json!("Please summarise this")), 6); // 21 chars
+/// assert_eq!(embeddings_charge("o200k_base", &json!(["abcd", "abcdefgh"])), 1 + 2);
+/// assert_eq!(embeddings_charge("o200k_base", &json!([[1, 2, 3], [4]])), 4);
+/// assert_eq!(embeddings_charge("o200k_base", &json!([10, 11])), 2);
+/// ```
+pub fn embeddings_charge(tokenizer: &str, input: &Value) -> u64 {
+    embeddings_charge_with(Encoding::from_name(tokenizer), input)
+}
+
+/// [`input_charge_memo`] without a tokenizer: the character estimate alone, for deployments
+/// whose pacing no token count decides (no tables loaded).
+pub fn input_char_charge(request: &JobRequest) -> u64 {
+    match request {
+        JobRequest::Chat(chat) => char_charge(&chat.messages, tool_definitions(&chat.options)),
+        JobRequest::Responses(responses) => {
+            char_charge(&responses.as_messages(), responses.options.get("tools"))
+        }
+        JobRequest::Embeddings(embeddings) => embeddings_charge_with(None, &embeddings.input),
+    }
+}
+
+/// [`embeddings_charge`] with `encoding` (none: characters alone).
+fn embeddings_charge_with(encoding: Option<Encoding>, input: &Value) -> u64 {
+    let text = |text: &str| {
+        let chars = (text.chars().count() as u64).div_ceil(4);
+        chars.max(encoding.and_then(|e| e.count(text)).unwrap_or(0))
+    };
+    let ids = |items: &[Value]| items.len() as u64;
+    match input {
+        Value::String(input) => text(input),
+        Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_number) => {
+            ids(items)
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(input) => text(input),
+                Value::Array(tokens) => ids(tokens),
+                _ => 0,
+            })
+            .fold(0, u64::saturating_add),
+        _ => 0,
+    }
+}
+
+/// What a request of any operation is charged on arrival, given its input tokens
+/// ([`input_charge_memo`]): a chat request by [`options_cost`]; an embeddings request its input
+/// tokens alone; a Responses request its input plus `max_output_tokens` (else
+/// `default_max_tokens`, as for chat). One request each.
+///
+/// ```
+/// use aoai_blaster_core::embeddings::EmbeddingsRequest;
+/// use aoai_blaster_core::operation::JobRequest;
+/// use aoai_blaster_core::quota::{operation_cost, Cost};
+/// use aoai_blaster_core::responses::ResponsesRequest;
+///
+/// let embeddings = JobRequest::from(EmbeddingsRequest::new(vec!["a", "b"]));
+/// assert_eq!(operation_cost(&embeddings, 2, 4096), Cost { requests: 1, tokens: 2 });
+/// let responses = JobRequest::from(ResponsesRequest::new("hi").option("max_output_tokens", 50));
+/// assert_eq!(operation_cost(&responses, 9, 4096), Cost { requests: 1, tokens: 59 });
+/// let open = JobRequest::from(ResponsesRequest::new("hi"));
+/// assert_eq!(operation_cost(&open, 9, 4096), Cost { requests: 1, tokens: 4105 });
+/// ```
+pub fn operation_cost(request: &JobRequest, input_tokens: u64, default_max_tokens: u64) -> Cost {
+    match request {
+        JobRequest::Chat(chat) => options_cost(&chat.options, input_tokens, default_max_tokens),
+        JobRequest::Embeddings(_) => Cost {
+            requests: 1,
+            tokens: input_tokens,
+        },
+        JobRequest::Responses(responses) => {
+            let output = responses
+                .options
+                .get("max_output_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(default_max_tokens);
+            Cost {
+                requests: 1,
+                tokens: input_tokens.saturating_add(output),
+            }
+        }
+    }
 }
 
 /// The request's tool definitions (`tools`, else the older `functions`), if any.

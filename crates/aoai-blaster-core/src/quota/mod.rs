@@ -68,9 +68,9 @@ mod window;
 pub use adaptive::{AdaptiveBudget, CEILING_MEMORY, DECREASE_FACTOR, INCREASE_SHARE};
 pub use calibrate::{MAX_FACTOR, MIN_FACTOR, MIN_PAIRS};
 pub use cost::{
-    TOKENS_PER_IMAGE, TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, char_charge,
-    estimate_prompt_tokens_chars, job_cost, options_cost, prompt_charge, prompt_charge_memo,
-    tool_definitions,
+    TOKENS_PER_IMAGE, TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, char_charge, embeddings_charge,
+    estimate_prompt_tokens_chars, input_char_charge, input_charge_memo, job_cost, operation_cost,
+    options_cost, prompt_charge, prompt_charge_memo, tool_definitions,
 };
 pub use window::{WindowBudget, requests_per_window, span_of};
 

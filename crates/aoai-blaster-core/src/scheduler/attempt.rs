@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::chat::{ChatCompletion, Usage};
 use crate::classify::{AttemptOutcome, RateLimitHeaders, TransientKind};
 use crate::health::HealthSnapshot;
-use crate::retry::{AttemptRecord, Ending};
+use crate::operation::{Reply, TokenCounts};
+use crate::retry::{AttemptRecord, Ending, JobError, JobErrorKind};
 
 /// How one attempt ended: exactly one per attempt sent.
 #[derive(Debug, Clone)]
@@ -27,8 +28,8 @@ pub enum AttemptEnd {
 pub struct AttemptReport {
     /// What happened, classified.
     pub outcome: AttemptOutcome,
-    /// The completion, on success.
-    pub completion: Option<ChatCompletion>,
+    /// The reply (a completion, embeddings, a response), on success.
+    pub reply: Option<Reply>,
     /// HTTP status, when a reply arrived.
     pub status: Option<u16>,
     /// Azure's request id, when a reply arrived.
@@ -48,8 +49,8 @@ pub struct AttemptReport {
 
 impl AttemptReport {
     /// The usage the reply reported, on success.
-    pub fn usage(&self) -> Option<&Usage> {
-        self.completion.as_ref().and_then(|c| c.usage.as_ref())
+    pub fn usage(&self) -> Option<TokenCounts> {
+        self.reply.as_ref().and_then(Reply::usage)
     }
 
     pub(crate) fn ending(&self) -> Ending<'_> {
@@ -60,7 +61,104 @@ impl AttemptReport {
     }
 }
 
-/// A finished job: the whole completion plus where and how it was obtained.
+/// A finished job of any operation: its reply plus where and how it was obtained.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    /// The reply as Azure returned it (assembled, for streams).
+    pub reply: Reply,
+    /// Name of the deployment that answered.
+    pub endpoint: String,
+    /// Every attempt the job made, the last one being the success.
+    pub attempts: Vec<AttemptRecord>,
+    /// Azure's request id of the answering call (`apim-request-id` / `x-request-id`).
+    pub request_id: Option<String>,
+    /// Time spent waiting in the queue and between attempts.
+    pub queued_for: Duration,
+    /// Duration of the successful HTTP call.
+    pub upstream_time: Duration,
+    /// The answering server's own processing time, when its reply stated it.
+    pub server_time: Option<Duration>,
+    /// From submission to result.
+    pub total_time: Duration,
+}
+
+impl JobResult {
+    /// The generated text (a chat completion's first choice, a response's output text).
+    pub fn text(&self) -> Option<&str> {
+        self.reply.text()
+    }
+
+    /// Token usage as reported by the service.
+    pub fn usage(&self) -> Option<TokenCounts> {
+        self.reply.usage()
+    }
+
+    /// The result of a chat job as a [`ChatResult`]; a result of another operation is given
+    /// back unchanged.
+    pub fn into_chat(self) -> Result<ChatResult, Box<JobResult>> {
+        let JobResult {
+            reply,
+            endpoint,
+            attempts,
+            request_id,
+            queued_for,
+            upstream_time,
+            server_time,
+            total_time,
+        } = self;
+        match reply {
+            Reply::Chat(completion) => Ok(ChatResult {
+                completion,
+                endpoint,
+                attempts,
+                request_id,
+                queued_for,
+                upstream_time,
+                server_time,
+                total_time,
+            }),
+            reply => Err(Box::new(JobResult {
+                reply,
+                endpoint,
+                attempts,
+                request_id,
+                queued_for,
+                upstream_time,
+                server_time,
+                total_time,
+            })),
+        }
+    }
+}
+
+/// What a job's caller receives: the [`JobResult`] itself, or for a chat job its
+/// [`ChatResult`].
+pub trait JobOutput: Sized {
+    /// The caller's form of `result`.
+    fn from_result(result: JobResult) -> Result<Self, JobError>;
+}
+
+impl JobOutput for JobResult {
+    fn from_result(result: JobResult) -> Result<Self, JobError> {
+        Ok(result)
+    }
+}
+
+impl JobOutput for ChatResult {
+    /// A chat job always gets a chat reply (the endpoint reads the reply of the job's own
+    /// operation); anything else fails the job rather than panic.
+    fn from_result(result: JobResult) -> Result<Self, JobError> {
+        result.into_chat().map_err(|other| {
+            let kind = JobErrorKind::UnsupportedOperation {
+                operation: other.reply.operation(),
+                offered: "a chat job cannot take this reply".to_owned(),
+            };
+            JobError::new(kind, other.attempts)
+        })
+    }
+}
+
+/// A finished chat job: the whole completion plus where and how it was obtained.
 #[derive(Debug, Clone)]
 pub struct ChatResult {
     /// The completion as Azure returned it (assembled, for streams), unknown fields kept.

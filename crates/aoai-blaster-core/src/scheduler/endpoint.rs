@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::classify::AttemptOutcome;
 use crate::config::DeploymentConfig;
 use crate::health::{Availability, HealthSnapshot};
+use crate::operation::Operations;
 use crate::quota::{
     AdaptiveBudget, QuotaBudget, QuotaFeedback, Reservation, UnlimitedBudget, WindowBudget,
 };
@@ -20,6 +21,8 @@ pub const DEFAULT_CHARGED_COMPLETION_TOKENS: u64 = 4096;
 pub(crate) struct Endpoint {
     pub(crate) name: String,
     pub(crate) model: String,
+    /// The operations it takes.
+    pub(crate) operations: Operations,
     /// The index of the first endpoint with the same `model`: a job pinned to a model may use
     /// every endpoint of its group.
     pub(crate) model_group: usize,
@@ -64,6 +67,7 @@ impl Endpoint {
         Endpoint {
             name: deployment.name.clone(),
             model: deployment.model.clone(),
+            operations: deployment.operations,
             model_group: 0,
             max_in_flight: deployment.max_in_flight.max(1),
             in_flight: 0,

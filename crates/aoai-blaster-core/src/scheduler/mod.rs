@@ -9,9 +9,12 @@
 //! What it decides:
 //! - **intake**: at most `queue_capacity + num_workers` jobs are held; more wait in submission
 //!   order, costing nothing until room frees up (the shell's callers wait, never an OOM);
-//! - **cost**: each job's prompt is counted once per tokenizer in use (long texts that jobs
+//! - **operations**: a job names its operation ([`JobRequest`]: chat, embeddings, responses);
+//!   only endpoints whose `operations` hold it may take it, and a job no endpoint it may run on
+//!   takes fails at once (`unsupported_operation`);
+//! - **cost**: each job's input is counted once per tokenizer in use (long texts that jobs
 //!   repeat are counted once, [`TokenMemo`]); its charge on an endpoint is
-//!   [`crate::quota::options_cost`]; a job larger than every eligible endpoint's
+//!   [`crate::quota::operation_cost`]; a job larger than every eligible endpoint's
 //!   whole TPM fails at once (never fits);
 //! - **placement**: the [`Router`] picks among endpoints that can take the job now (health, in-
 //!   flight room, not yet refused by their budget for this job); the job's cost is reserved in
@@ -55,19 +58,22 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 
-pub use attempt::{AttemptEnd, AttemptReport, ChatResult, EndpointCounters};
+pub use attempt::{AttemptEnd, AttemptReport, ChatResult, EndpointCounters, JobOutput, JobResult};
 pub use endpoint::{DEFAULT_CHARGED_COMPLETION_TOKENS, EndpointView};
 
-use crate::chat::ChatRequest;
 use crate::classify::AttemptOutcome;
 use crate::config::BlasterConfig;
 use crate::health::{Availability, HealthSnapshot};
-use crate::quota::{Cost, Refusal, Reservation, char_charge, options_cost};
+use crate::operation::JobRequest;
+use crate::quota::{
+    Cost, Refusal, Reservation, input_char_charge, input_charge_memo, operation_cost,
+};
 use crate::retry::RetryPolicy;
 use crate::retry::{AttemptRecord, Decision, Ending, JobError, JobErrorKind, JobHistory};
 use crate::strategy::Router;
-use crate::tokens::{TokenMemo, prompt_charge_memo, tool_definitions};
+use crate::tokens::TokenMemo;
 use endpoint::Endpoint;
+use waits::Scope;
 
 /// Long texts whose token counts the scheduler remembers ([`TokenMemo`]).
 pub const TOKEN_MEMO_TEXTS: usize = 4096;
@@ -108,7 +114,7 @@ pub enum Effect<P> {
         /// 1 for the first attempt, then 2, 3, ...
         number: u32,
         /// The request.
-        request: Arc<ChatRequest>,
+        request: Arc<JobRequest>,
         /// Tokens charged to the endpoint's budget for it.
         tokens: u64,
     },
@@ -117,7 +123,7 @@ pub enum Effect<P> {
         /// The job's payload.
         payload: P,
         /// The result.
-        result: Box<ChatResult>,
+        result: Box<JobResult>,
     },
     /// The job failed.
     Fail {
@@ -144,16 +150,16 @@ pub struct JobOptions {
 struct Submission<P> {
     id: JobId,
     payload: P,
-    request: ChatRequest,
+    request: JobRequest,
     options: JobOptions,
 }
 
 /// A job the scheduler holds until its outcome is known.
 struct Job<P> {
     payload: P,
-    request: Arc<ChatRequest>,
+    request: Arc<JobRequest>,
     pin: Option<Pin>,
-    /// Estimated prompt tokens per tokenizer (indexed like `Scheduler::tokenizers`).
+    /// Estimated input tokens per tokenizer (indexed like `Scheduler::tokenizers`).
     prompt_tokens: Vec<u64>,
     history: JobHistory,
     /// The endpoint to avoid on the next attempt, if another can take it.
@@ -281,13 +287,13 @@ impl<P: Payload> Scheduler<P> {
             .map(|(tokenizer, _)| tokenizer.as_str())
     }
 
-    /// Takes a job (with its per-job `options`).
+    /// Takes a job (a request of any operation, with its per-job `options`).
     /// Returns when to wake the scheduler ([`wake`](Self::wake)), if it waits for a time.
     pub fn submit(
         &mut self,
         now: Instant,
         payload: P,
-        request: ChatRequest,
+        request: impl Into<JobRequest>,
         options: JobOptions,
         effects: &mut Vec<Effect<P>>,
     ) -> Option<Instant> {
@@ -296,7 +302,7 @@ impl<P: Payload> Scheduler<P> {
         let submission = Submission {
             id,
             payload,
-            request,
+            request: request.into(),
             options,
         };
         if self.waiting.is_empty() && self.jobs.len() < self.capacity {
@@ -440,16 +446,22 @@ impl<P: Payload> Scheduler<P> {
                 }
             },
         };
-        let tools = tool_definitions(&request.options);
+        let operation = request.operation();
+        if let Some(kind) = self.unsupported(operation, pin) {
+            effects.push(Effect::Fail {
+                payload,
+                error: JobError::new(kind, Vec::new()),
+                total_time: Duration::ZERO,
+            });
+            return;
+        }
         let prompt_tokens = self
             .tokenizers
             .iter()
             .zip(&self.counted)
             .map(|(tokenizer, counted)| match counted {
-                true => {
-                    prompt_charge_memo(&mut self.token_memo, tokenizer, &request.messages, tools)
-                }
-                false => char_charge(&request.messages, tools),
+                true => input_charge_memo(&mut self.token_memo, tokenizer, &request),
+                false => input_char_charge(&request),
             })
             .collect();
         self.jobs.insert(
@@ -513,7 +525,7 @@ impl<P: Payload> Scheduler<P> {
         if self.queue.is_empty() {
             return None;
         }
-        let all_rejected = self.rejections(None);
+        let all_rejected = self.rejections(Scope::ALL);
         let all_never = || {
             self.endpoints
                 .iter()
@@ -582,6 +594,10 @@ impl<P: Payload> Scheduler<P> {
             return Placement::Finished;
         }
         let (pin, avoid) = (job.pin, job.avoid);
+        let scope = Scope {
+            pin,
+            operation: Some(job.request.operation()),
+        };
         // The wake-up must also come for the job's deadline, not only for quota.
         let deadline_at = self.deadline_of(id);
         let mut excluded = vec![false; self.endpoints.len()];
@@ -589,7 +605,7 @@ impl<P: Payload> Scheduler<P> {
         loop {
             let endpoints = &self.endpoints;
             let eligible = |i: usize, excluded: &[bool]| {
-                !excluded[i] && allowed(pin, &endpoints[i], i) && endpoints[i].has_room(now)
+                !excluded[i] && scope.allows(i, &endpoints[i]) && endpoints[i].has_room(now)
             };
             let headroom = |i: usize| endpoints[i].budget.snapshot(now).headroom(now);
             let choice = self
@@ -617,7 +633,7 @@ impl<P: Payload> Scheduler<P> {
         let mut available_now = false;
         let mut health_at: Option<Instant> = None;
         for (index, endpoint) in self.endpoints.iter().enumerate() {
-            if !allowed(pin, endpoint, index) {
+            if !scope.allows(index, endpoint) {
                 continue;
             }
             match endpoint.availability(now) {
@@ -645,16 +661,16 @@ impl<P: Payload> Scheduler<P> {
             // Every endpoint the job may use rejects it (while others serve: a pinned job):
             // no wait cures that either.
             let met_unnamed_429s = job.history.rate_limited_since.is_some();
-            let rejected = self.rejections(pin).is_some();
+            let rejected = self.rejections(scope).is_some();
             if rejected || at.saturating_duration_since(since) > max_wait {
                 // Cooling only because of 429s that named no wait, which this job met too:
                 // that is the server refusing (`rate_limited`), not a missing endpoint.
-                let kind = if met_unnamed_429s && !rejected && self.only_rate_limited(pin) {
+                let kind = if met_unnamed_429s && !rejected && self.only_rate_limited(scope) {
                     JobErrorKind::RateLimited { max_wait }
                 } else {
                     JobErrorKind::NoEndpointAvailable {
                         max_wait,
-                        endpoints: self.describe_unavailable(pin, now),
+                        endpoints: self.describe_unavailable(scope, now),
                     }
                 };
                 self.fail(now, id, kind, effects);
@@ -671,10 +687,14 @@ impl<P: Payload> Scheduler<P> {
     /// `Some((tokens, largest capacity))` when the job is larger than the whole minute quota of
     /// every endpoint it may run on: it would wait forever, so it fails at once.
     fn never_fits(&self, id: JobId, pin: Option<Pin>) -> Option<(u64, u64)> {
+        let scope = Scope {
+            pin,
+            operation: self.jobs.get(&id).map(|job| job.request.operation()),
+        };
         let mut tokens = 0;
         let mut largest_capacity = 0;
         for (index, endpoint) in self.endpoints.iter().enumerate() {
-            if !allowed(pin, endpoint, index) {
+            if !scope.allows(index, endpoint) {
                 continue;
             }
             let cost = self.cost_on(id, index);
@@ -703,8 +723,8 @@ impl<P: Payload> Scheduler<P> {
             .get(endpoint.tokenizer)
             .copied()
             .unwrap_or(0);
-        options_cost(
-            &job.request.options,
+        operation_cost(
+            &job.request,
             prompt_tokens,
             endpoint.default_completion_tokens,
         )
@@ -816,8 +836,8 @@ impl<P: Payload> Scheduler<P> {
         report: AttemptReport,
         effects: &mut Vec<Effect<P>>,
     ) {
-        let Some(completion) = report.completion else {
-            // A success without a completion cannot happen; fail rather than lose the job.
+        let Some(reply) = report.reply else {
+            // A success without a reply cannot happen; fail rather than lose the job.
             self.fail(now, id, JobErrorKind::RetriesExhausted, effects);
             return;
         };
@@ -829,8 +849,8 @@ impl<P: Payload> Scheduler<P> {
             self.deadlines.remove(&(at, id));
         }
         let total_time = now.saturating_duration_since(job.history.started);
-        let result = ChatResult {
-            completion,
+        let result = JobResult {
+            reply,
             endpoint: self.endpoints[index].name.clone(),
             attempts: job.history.attempts,
             request_id: report.request_id,

@@ -98,7 +98,7 @@ fn health(generation: u64, state: HealthState) -> HealthSnapshot {
 }
 
 fn report(outcome: AttemptOutcome, elapsed: Duration) -> AttemptEnd {
-    let completion = matches!(outcome, AttemptOutcome::Success).then(|| {
+    let reply = matches!(outcome, AttemptOutcome::Success).then(|| {
         serde_json::from_value::<ChatCompletion>(json!({
             "id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
             "choices": [{"index": 0, "finish_reason": "stop",
@@ -106,10 +106,11 @@ fn report(outcome: AttemptOutcome, elapsed: Duration) -> AttemptEnd {
             "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
         }))
         .expect("completion parses")
+        .into()
     });
     AttemptEnd::Finished(Box::new(AttemptReport {
         outcome,
-        completion,
+        reply,
         status: Some(200),
         request_id: Some("req-1".into()),
         rate_limits: RateLimitHeaders::default(),
@@ -135,7 +136,7 @@ fn unavailable() -> AttemptEnd {
     )
 }
 
-fn delivered(effects: &[Effect<Job>]) -> Vec<(&'static str, &ChatResult)> {
+fn delivered(effects: &[Effect<Job>]) -> Vec<(&'static str, &JobResult)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -810,3 +811,6 @@ fn an_endpoint_refused_by_its_quota_says_until_when_and_forgets_once_it_sends() 
         Some(None)
     );
 }
+
+#[cfg(test)]
+mod operations;

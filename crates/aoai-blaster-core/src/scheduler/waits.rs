@@ -3,15 +3,40 @@
 
 use std::time::{Duration, Instant};
 
+use super::endpoint::Endpoint;
 use super::{AttemptEnd, Effect, InFlight, JobId, Payload, Pin, Scheduler, allowed};
 use crate::health::{Availability, HealthState};
+use crate::operation::Operation;
 use crate::retry::JobErrorKind;
 
+/// The endpoints a job may run on: its pin, if any, among those that take its operation.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Scope {
+    pub(super) pin: Option<Pin>,
+    pub(super) operation: Option<Operation>,
+}
+
+impl Scope {
+    /// Every endpoint.
+    pub(super) const ALL: Scope = Scope {
+        pin: None,
+        operation: None,
+    };
+
+    /// Whether the endpoint at `index` may take the job.
+    pub(super) fn allows(self, index: usize, endpoint: &Endpoint) -> bool {
+        allowed(self.pin, endpoint, index)
+            && self
+                .operation
+                .is_none_or(|op| endpoint.operations.contains(op))
+    }
+}
+
 impl<P: Payload> Scheduler<P> {
-    /// True when every endpoint a job of `pin` may use is cooling after a 429.
-    pub(super) fn only_rate_limited(&self, pin: Option<Pin>) -> bool {
+    /// True when every endpoint a job of `scope` may use is cooling after a 429.
+    pub(super) fn only_rate_limited(&self, scope: Scope) -> bool {
         self.endpoints.iter().enumerate().all(|(index, endpoint)| {
-            !allowed(pin, endpoint, index)
+            !scope.allows(index, endpoint)
                 || matches!(
                     endpoint.health.state,
                     HealthState::Cooling {
@@ -22,12 +47,12 @@ impl<P: Payload> Scheduler<P> {
         })
     }
 
-    /// `Some(reasons)` when every endpoint a job of `pin` may use is disabled for a reason no
+    /// `Some(reasons)` when every endpoint a job of `scope` may use is disabled for a reason no
     /// wait can cure (credentials, deployment not found).
-    pub(super) fn rejections(&self, pin: Option<Pin>) -> Option<String> {
+    pub(super) fn rejections(&self, scope: Scope) -> Option<String> {
         let mut reasons = Vec::new();
         for (index, endpoint) in self.endpoints.iter().enumerate() {
-            if !allowed(pin, endpoint, index) {
+            if !scope.allows(index, endpoint) {
                 continue;
             }
             match &endpoint.health.state {
@@ -40,11 +65,11 @@ impl<P: Payload> Scheduler<P> {
         (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
-    /// Each endpoint job of `pin` may use, with its state and for how long, for an error.
-    pub(super) fn describe_unavailable(&self, pin: Option<Pin>, now: Instant) -> String {
+    /// Each endpoint a job of `scope` may use, with its state and for how long, for an error.
+    pub(super) fn describe_unavailable(&self, scope: Scope, now: Instant) -> String {
         let mut parts = Vec::new();
         for (index, endpoint) in self.endpoints.iter().enumerate() {
-            if !allowed(pin, endpoint, index) {
+            if !scope.allows(index, endpoint) {
                 continue;
             }
             let state = &endpoint.health.state;
@@ -64,6 +89,36 @@ impl<P: Payload> Scheduler<P> {
             parts.push(part);
         }
         parts.join("; ")
+    }
+
+    /// Why a job of `operation` (pinned to `pin`, if set) cannot run: no endpoint it may use
+    /// takes its operation. `None` when one does.
+    pub(super) fn unsupported(
+        &self,
+        operation: Operation,
+        pin: Option<Pin>,
+    ) -> Option<JobErrorKind> {
+        let scope = Scope {
+            pin,
+            operation: Some(operation),
+        };
+        if (0..self.endpoints.len()).any(|i| scope.allows(i, &self.endpoints[i])) {
+            return None;
+        }
+        let offered: Vec<String> = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(index, endpoint)| allowed(pin, endpoint, *index))
+            .map(|(_, endpoint)| {
+                let ops: Vec<&str> = endpoint.operations.iter().map(Operation::name).collect();
+                format!("'{}' takes {}", endpoint.name, ops.join(", "))
+            })
+            .collect();
+        Some(JobErrorKind::UnsupportedOperation {
+            operation,
+            offered: offered.join("; "),
+        })
     }
 
     /// Settles the charge of an attempt whose job already ended, and counts what it met.

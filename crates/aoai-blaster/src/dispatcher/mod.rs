@@ -8,18 +8,21 @@
 //! actors answer each attempt with an [`AttemptDone`] and announce health changes with a
 //! [`HealthReport`], which is forwarded to every subscriber.
 
+use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use aoai_blaster_core::chat::ChatRequest;
+use aoai_blaster_core::operation::JobRequest;
 use aoai_blaster_core::retry::{JobError, JobErrorKind};
 use aoai_blaster_core::scheduler::{
-    AttemptEnd, ChatResult, Effect, JobId, JobOptions, Payload, Scheduler,
+    AttemptEnd, ChatResult, Effect, JobId, JobOptions, JobOutput, JobResult, Payload, Scheduler,
 };
 use tokio::sync::oneshot;
 
 use crate::clock;
 use crate::messages::{
-    Attempt, AttemptDone, ChatJob, Close, GetReport, HealthEvent, HealthReport, RestartEndpoint,
+    Attempt, AttemptDone, Close, GetReport, HealthEvent, HealthReport, Job, RestartEndpoint,
     SendGate, StopForRestart, StreamDelta, Subscribe, TrackedJob,
 };
 use crate::metrics::DispatcherMetrics;
@@ -32,7 +35,7 @@ pub(crate) use start::EndpointLink;
 pub use start::{DispatcherSeed, StartError};
 
 /// Where a job's result goes.
-type JobReply = oneshot::Sender<Result<ChatResult, JobError>>;
+type JobReply = oneshot::Sender<Result<JobResult, JobError>>;
 
 /// What the Dispatcher attaches to each job in the scheduler.
 struct JobPayload {
@@ -235,19 +238,27 @@ impl Actor for Dispatcher {
     type Context = Context<Self>;
 }
 
-impl Handler<ChatJob> for Dispatcher {
-    type Result = JobAnswer;
+impl Handler<Job<ChatRequest>> for Dispatcher {
+    type Result = JobAnswer<ChatResult>;
 
-    fn handle(&mut self, job: ChatJob, ctx: &mut Self::Context) -> Self::Result {
-        self.accept(job, None, ctx)
+    fn handle(&mut self, job: Job<ChatRequest>, ctx: &mut Self::Context) -> Self::Result {
+        JobAnswer::new(self.accept(job.into_job(), None, ctx))
+    }
+}
+
+impl Handler<Job<JobRequest>> for Dispatcher {
+    type Result = JobAnswer<JobResult>;
+
+    fn handle(&mut self, job: Job<JobRequest>, ctx: &mut Self::Context) -> Self::Result {
+        JobAnswer::new(self.accept(job, None, ctx))
     }
 }
 
 impl Handler<TrackedJob> for Dispatcher {
-    type Result = JobAnswer;
+    type Result = JobAnswer<JobResult>;
 
     fn handle(&mut self, tracked: TrackedJob, ctx: &mut Self::Context) -> Self::Result {
-        self.accept(tracked.job, Some(tracked.gate), ctx)
+        JobAnswer::new(self.accept(tracked.job, Some(tracked.gate), ctx))
     }
 }
 
@@ -255,15 +266,15 @@ impl Dispatcher {
     /// Hands a job to the scheduler; `gate` is shared with its handle, if it has one.
     fn accept(
         &mut self,
-        job: ChatJob,
+        job: Job<JobRequest>,
         gate: Option<SendGate>,
         ctx: &mut Context<Self>,
-    ) -> JobAnswer {
+    ) -> JobReceiver {
         if self.closing {
             let error = JobError::new(JobErrorKind::QueueClosed, Vec::new());
             let (reply, receiver) = oneshot::channel();
             let _ = reply.send(Err(error));
-            return JobAnswer(receiver);
+            return receiver;
         }
         let (reply, receiver) = oneshot::channel();
         let id = self.scheduler.next_job_id();
@@ -277,7 +288,7 @@ impl Dispatcher {
         );
         let payload = JobPayload {
             reply,
-            stream: job.stream || job.deltas.is_some(),
+            stream: (job.stream || job.deltas.is_some()) && job.request.operation().streams(),
             deltas: job.deltas,
             label: job.label,
             span,
@@ -291,25 +302,36 @@ impl Dispatcher {
         self.step(ctx, |s, now, fx| {
             s.submit(now, payload, request, options, fx)
         });
-        JobAnswer(receiver)
+        receiver
     }
 }
 
-/// The answer to a [`ChatJob`]: relays the scheduler's result to the caller, and notices when
-/// the caller stops waiting (drops the `send` future), so that a job not yet sent is dropped
-/// without a request (its reply channel closes: [`Payload::abandoned`]).
-pub struct JobAnswer(oneshot::Receiver<Result<ChatResult, JobError>>);
+/// Where the Dispatcher's answer to one job arrives.
+type JobReceiver = oneshot::Receiver<Result<JobResult, JobError>>;
 
-impl<M> actix::dev::MessageResponse<Dispatcher, M> for JobAnswer
+/// The answer to a [`Job`]: relays the scheduler's result to the caller (as a [`ChatResult`]
+/// for a [`ChatJob`](crate::ChatJob)), and notices when the caller stops waiting (drops the
+/// `send` future), so that a job not yet sent is dropped without a request (its reply channel
+/// closes: [`Payload::abandoned`]).
+pub struct JobAnswer<T = ChatResult>(JobReceiver, PhantomData<fn() -> T>);
+
+impl<T> JobAnswer<T> {
+    fn new(receiver: JobReceiver) -> Self {
+        JobAnswer(receiver, PhantomData)
+    }
+}
+
+impl<M, T> actix::dev::MessageResponse<Dispatcher, M> for JobAnswer<T>
 where
-    M: Message<Result = Result<ChatResult, JobError>>,
+    M: Message<Result = Result<T, JobError>>,
+    T: JobOutput + Send + 'static,
 {
     fn handle(
         self,
         _ctx: &mut Context<Dispatcher>,
-        tx: Option<actix::dev::OneshotSender<Result<ChatResult, JobError>>>,
+        tx: Option<actix::dev::OneshotSender<Result<T, JobError>>>,
     ) {
-        let JobAnswer(mut receiver) = self;
+        let JobAnswer(mut receiver, _) = self;
         let cancelled = || Err(JobError::new(JobErrorKind::Cancelled, Vec::new()));
         // A task of its own: a waiting job costs the Dispatcher nothing until it is answered.
         actix_rt::spawn(async move {
@@ -320,7 +342,8 @@ where
             };
             tokio::select! {
                 result = &mut receiver => {
-                    let _ = tx.send(result.unwrap_or_else(|_| cancelled()));
+                    let result = result.unwrap_or_else(|_| cancelled());
+                    let _ = tx.send(result.and_then(T::from_result));
                 }
                 () = tx.closed() => {}
             }

@@ -14,6 +14,7 @@ use aoai_blaster_core::scheduler::AttemptReport;
 use serde_json::json;
 
 use super::*;
+use crate::messages::ChatJob;
 
 const S: Duration = Duration::from_secs(1);
 
@@ -93,16 +94,17 @@ impl Scripted {
                 return AttemptEnd::Declined { health };
             }
         };
-        let completion = matches!(outcome, AttemptOutcome::Success).then(|| {
+        let reply = matches!(outcome, AttemptOutcome::Success).then(|| {
             serde_json::from_value::<ChatCompletion>(json!({
                 "id": "c", "object": "chat.completion", "created": 1, "model": "m",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]
             }))
             .expect("completion parses")
+            .into()
         });
         AttemptEnd::Finished(Box::new(AttemptReport {
             outcome,
-            completion,
+            reply,
             status: Some(200),
             request_id: None,
             rate_limits: RateLimitHeaders::default(),
@@ -319,7 +321,7 @@ async fn a_tracked_job_says_when_it_is_sent_and_is_cancelled_exactly_while_unsen
     let (dispatcher, arrivals) = dispatcher_with("num_workers: 1\n", &[(10 * S, Answer::Success)]);
     let (first_gate, second_gate) = (SendGate::default(), SendGate::default());
     let tracked = |gate: &SendGate| TrackedJob {
-        job: ChatJob::new(request()),
+        job: ChatJob::new(request()).into_job(),
         gate: gate.clone(),
     };
     let first = dispatcher.send(tracked(&first_gate));

@@ -12,8 +12,9 @@ const KEY: Credentials<'static> = Credentials {
     bearer: None,
 };
 
-fn call<'a>(name: &'a str, body: &'a str) -> ChatCall<'a> {
-    ChatCall {
+fn call<'a>(name: &'a str, body: &'a str) -> ApiCall<'a> {
+    ApiCall {
+        api: crate::request::Api::Chat,
         listener: SHARED_LISTENER,
         route: Route::Deployment {
             name,
@@ -38,7 +39,7 @@ const BODY: &str = r#"{"messages":[{"role":"user","content":"12345678"}],"max_to
 fn charges_the_estimate_and_reports_remaining() {
     // 60,000 TPM: 360 RPM, 6 per 1 s window.
     let engine = engine(DeploymentSpec::new("d").tpm(60_000));
-    let decision = engine.chat(call("d", BODY));
+    let decision = engine.call(call("d", BODY));
     assert_eq!(decision.status, 200);
     // prompt 3 + 2 + 3 = 8, max_tokens 10: charge 18.
     assert_eq!(
@@ -62,9 +63,9 @@ fn charges_the_estimate_and_reports_remaining() {
 fn rate_limited_with_retry_headers() {
     let engine = engine(DeploymentSpec::new("d").tpm(1_000).rpm(1_000_000));
     let big = r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":992}"#;
-    assert_eq!(engine.chat(call("d", big)).status, 200);
+    assert_eq!(engine.call(call("d", big)).status, 200);
     engine.clock().advance(Duration::from_micros(12_345_500));
-    let decision = engine.chat(call("d", big));
+    let decision = engine.call(call("d", big));
     assert_eq!(decision.status, 429);
     // 60 s - 12.3455 s = 47.6545 s: 47655 ms, 48 s.
     assert_eq!(header(&decision, "retry-after-ms"), Some("47655"));
@@ -79,25 +80,25 @@ fn rate_limited_with_retry_headers() {
 #[test]
 fn routing_and_auth_errors() {
     let engine = engine(DeploymentSpec::new("d"));
-    assert_eq!(engine.chat(call("nope", BODY)).status, 404);
+    assert_eq!(engine.call(call("nope", BODY)).status, 404);
     let mut no_version = call("d", BODY);
     no_version.route = Route::Deployment {
         name: "d",
         api_version: None,
     };
-    assert_eq!(engine.chat(no_version).status, 400);
+    assert_eq!(engine.call(no_version).status, 400);
     let mut wrong_key = call("d", BODY);
     wrong_key.credentials.api_key = Some("wrong");
-    assert_eq!(engine.chat(wrong_key).status, 401);
+    assert_eq!(engine.call(wrong_key).status, 401);
     let mut bearer = call("d", BODY);
     bearer.credentials = Credentials {
         api_key: None,
         bearer: Some("sim-token"),
     };
-    assert_eq!(engine.chat(bearer).status, 200);
+    assert_eq!(engine.call(bearer).status, 200);
     let mut other_listener = call("d", BODY);
     other_listener.listener = "own:d";
-    assert_eq!(engine.chat(other_listener).status, 404);
+    assert_eq!(engine.call(other_listener).status, 404);
     let stats = engine.stats();
     assert_eq!(stats.deployment("d").requests, 3);
     assert_eq!(stats.deployment("d").client_errors, 2);
@@ -107,7 +108,8 @@ fn routing_and_auth_errors() {
 #[test]
 fn v1_route_takes_the_deployment_from_model() {
     let engine = engine(DeploymentSpec::new("d"));
-    let v1 = |body: &'static str| ChatCall {
+    let v1 = |body: &'static str| ApiCall {
+        api: crate::request::Api::Chat,
         listener: SHARED_LISTENER,
         route: Route::V1 { api_version: None },
         credentials: KEY,
@@ -115,17 +117,17 @@ fn v1_route_takes_the_deployment_from_model() {
     };
     assert_eq!(
         engine
-            .chat(v1(r#"{"model":"d","messages":[{"role":"user"}]}"#))
+            .call(v1(r#"{"model":"d","messages":[{"role":"user"}]}"#))
             .status,
         200
     );
     assert_eq!(
-        engine.chat(v1(r#"{"messages":[{"role":"user"}]}"#)).status,
+        engine.call(v1(r#"{"messages":[{"role":"user"}]}"#)).status,
         400
     );
     assert_eq!(
         engine
-            .chat(v1(r#"{"model":"x","messages":[{"role":"user"}]}"#))
+            .call(v1(r#"{"model":"x","messages":[{"role":"user"}]}"#))
             .status,
         404
     );
@@ -134,11 +136,11 @@ fn v1_route_takes_the_deployment_from_model() {
 #[test]
 fn outage_answers_503_inside_the_schedule_only() {
     let engine = engine(DeploymentSpec::new("d").outage(OutageSpec::status_503(5, 10)));
-    assert_eq!(engine.chat(call("d", BODY)).status, 200);
+    assert_eq!(engine.call(call("d", BODY)).status, 200);
     engine.clock().advance(Duration::from_secs(5));
-    assert_eq!(engine.chat(call("d", BODY)).status, 503);
+    assert_eq!(engine.call(call("d", BODY)).status, 503);
     engine.clock().advance(Duration::from_secs(5));
-    assert_eq!(engine.chat(call("d", BODY)).status, 200);
+    assert_eq!(engine.call(call("d", BODY)).status, 200);
 }
 
 #[test]
@@ -149,7 +151,7 @@ fn latency_model_sets_the_delay() {
         jitter_ms: 0,
     };
     let engine = engine(DeploymentSpec::new("d").reply_tokens(5).latency(latency));
-    let decision = engine.chat(call("d", BODY));
+    let decision = engine.call(call("d", BODY));
     assert_eq!(decision.delay, Duration::from_millis(150));
     let jittery = LatencySpec {
         jitter_ms: 20,
@@ -161,7 +163,7 @@ fn latency_model_sets_the_delay() {
         .latency(jittery);
     let engine = self::engine(jittery_spec.clone());
     let delays: Vec<Duration> = (0..20)
-        .map(|_| engine.chat(call("d", BODY)).delay)
+        .map(|_| engine.call(call("d", BODY)).delay)
         .collect();
     assert!(
         delays
@@ -171,7 +173,7 @@ fn latency_model_sets_the_delay() {
     assert!(delays.iter().any(|d| *d != delays[0]), "jitter varies");
     // Same seed, same draws.
     let again = self::engine(jittery_spec);
-    let replay: Vec<Duration> = (0..20).map(|_| again.chat(call("d", BODY)).delay).collect();
+    let replay: Vec<Duration> = (0..20).map(|_| again.call(call("d", BODY)).delay).collect();
     assert_eq!(delays, replay);
 }
 
@@ -193,7 +195,7 @@ fn faults_follow_the_seeded_draw() {
         };
         let engine = Engine::new(&config, SimClock::manual());
         (0..64)
-            .map(|_| engine.chat(call("d", BODY)).status)
+            .map(|_| engine.call(call("d", BODY)).status)
             .collect()
     };
     let first = statuses(7);
@@ -237,5 +239,5 @@ fn msi_token_checks_header_and_query() {
         api_key: None,
         bearer: Some("sim-mi-token"),
     };
-    assert_eq!(engine.chat(bearer).status, 200);
+    assert_eq!(engine.call(bearer).status, 200);
 }

@@ -7,5 +7,6 @@ mod common;
 mod config_files;
 mod edges;
 mod faults;
+mod operations;
 mod quota;
 mod streaming;

@@ -34,6 +34,12 @@ fn body() -> impl Strategy<Value = Option<Value>> {
         1 => Just(json!("Hi")),
         1 => Just(Value::Null),
     ];
+    let input = prop_oneof![
+        Just(json!("Hi")),
+        Just(json!(["a", "b"])),
+        Just(json!(3)),
+        Just(Value::Null),
+    ];
     let model = prop_oneof![
         Just(json!("east")),
         Just(json!("gpt-4o-mini")),
@@ -43,10 +49,10 @@ fn body() -> impl Strategy<Value = Option<Value>> {
     prop::option::weighted(
         0.9,
         prop_oneof![
-            4 => (prop::option::of(messages), prop::option::of(model), prop::option::of(any::<bool>()))
-                .prop_map(|(messages, model, stream)| {
+            4 => (prop::option::of(messages), prop::option::of(input), prop::option::of(model), prop::option::of(any::<bool>()))
+                .prop_map(|(messages, input, model, stream)| {
                     let mut body = Map::new();
-                    for (key, value) in [("messages", messages), ("model", model), ("stream", stream.map(Value::from))] {
+                    for (key, value) in [("messages", messages), ("input", input), ("model", model), ("stream", stream.map(Value::from))] {
                         if let Some(value) = value {
                             body.insert(key.to_owned(), value);
                         }
@@ -64,7 +70,13 @@ fn line_object() -> impl Strategy<Value = Map<String, Value>> {
     (
         field(&["a", "b", "c", ""]),
         field(&["POST", "post", "GET"]),
-        field(&["/chat/completions", "/v1/chat/completions", "/embeddings"]),
+        field(&[
+            "/chat/completions",
+            "/v1/chat/completions",
+            "/embeddings",
+            "/v1/responses",
+            "/completions",
+        ]),
         body(),
     )
         .prop_map(|(id, method, url, body)| {
@@ -97,14 +109,20 @@ fn expected_code(object: &Map<String, Value>, claimed: &[String]) -> Option<Inpu
         Some(Value::String(m)) if m.eq_ignore_ascii_case("POST") => {}
         _ => return Some(InputErrorCode::InvalidMethod),
     }
-    match object.get("url").and_then(Value::as_str) {
-        Some(url) if ACCEPTED_URLS.contains(&url) => {}
-        _ => return Some(InputErrorCode::InvalidUrl),
-    }
-    match object.get("body").and_then(|b| b.get("messages")) {
-        Some(Value::Array(_)) if object["body"].is_object() => None,
-        _ => Some(InputErrorCode::InvalidBody),
-    }
+    let url = object.get("url").and_then(Value::as_str);
+    let Some((_, operation)) = ACCEPTED_URLS.iter().find(|(known, _)| Some(*known) == url) else {
+        return Some(InputErrorCode::InvalidUrl);
+    };
+    let body = object.get("body").filter(|b| b.is_object());
+    let valid = match operation {
+        Operation::Chat => body
+            .and_then(|b| b.get("messages"))
+            .is_some_and(Value::is_array),
+        _ => body
+            .and_then(|b| b.get("input"))
+            .is_some_and(|input| input.is_string() || input.is_array()),
+    };
+    (!valid).then_some(InputErrorCode::InvalidBody)
 }
 
 proptest! {
@@ -121,7 +139,11 @@ proptest! {
             ParsedLine::Request(request) => {
                 prop_assert_eq!(request.line, line);
                 prop_assert!(!request.custom_id.is_empty());
-                prop_assert!(request.body.get("messages").is_some_and(Value::is_array));
+                let key = match request.operation {
+                    Operation::Chat => "messages",
+                    _ => "input",
+                };
+                prop_assert!(request.body.get(key).is_some_and(|v| v.is_array() || (key == "input" && v.is_string())));
             }
             ParsedLine::Invalid(error) => {
                 prop_assert_eq!(error.line, line);

@@ -168,9 +168,9 @@ fn method_url_and_body_are_checked_in_order() {
             "no \"method\"",
         ),
         (
-            line(json!("a"), json!("POST"), json!("/embeddings"), json!(1)),
+            line(json!("a"), json!("POST"), json!("/completions"), json!(1)),
             InputErrorCode::InvalidUrl,
-            "got \"/embeddings\"",
+            "got \"/completions\"",
         ),
         (
             json!({"custom_id": "a", "method": "POST", "body": messages}).to_string(),
@@ -341,4 +341,58 @@ fn codes_round_trip() {
         assert_eq!(code.to_string(), code.as_str());
     }
     assert_eq!(InputErrorCode::parse("server_error"), None);
+}
+
+#[test]
+fn each_url_names_its_operation_and_the_body_it_needs() {
+    let mut parser = parser();
+    let cases = [
+        ("/chat/completions", Operation::Chat),
+        ("/v1/chat/completions", Operation::Chat),
+        ("/embeddings", Operation::Embeddings),
+        ("/v1/embeddings", Operation::Embeddings),
+        ("/responses", Operation::Responses),
+        ("/v1/responses", Operation::Responses),
+    ];
+    for (number, (url, operation)) in (1u64..).zip(cases) {
+        let body = match operation {
+            Operation::Chat => json!({"messages": [], "model": "east"}),
+            _ => json!({"input": ["a", "b"], "model": "east", "stream": true}),
+        };
+        let request =
+            request_of(parser.parse(number, &line(json!(url), json!("POST"), json!(url), body)));
+        assert_eq!(request.operation, operation, "{url}");
+        assert_eq!(
+            request.pin.as_deref(),
+            Some("east"),
+            "pinned by body.model: {url}"
+        );
+        assert!(request.body.get("model").is_none());
+    }
+    for (url, body, expect) in [
+        (
+            "/embeddings",
+            json!({"messages": []}),
+            "has no \"input\" (embeddings needs a string or a list)",
+        ),
+        (
+            "/v1/responses",
+            json!({"input": 3}),
+            "\"body.input\" must be a string or a list, got a number",
+        ),
+        (
+            "/responses",
+            json!("hi"),
+            "must be a JSON object with an \"input\" string or list",
+        ),
+        (
+            "/chat/completions",
+            json!({"input": "x"}),
+            "has no \"messages\"",
+        ),
+    ] {
+        let error = error_of(parser.parse(99, &line(json!("z"), json!("POST"), json!(url), body)));
+        assert_eq!(error.code, InputErrorCode::InvalidBody, "{url}");
+        assert!(error.message.contains(expect), "{url}: {}", error.message);
+    }
 }

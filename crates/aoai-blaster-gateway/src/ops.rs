@@ -1,0 +1,136 @@
+//! `POST .../embeddings` and `POST .../responses`: thin routes over the library's operations.
+//! Key, body, route and room in the queue as for chat ([`crate::chat`]); the reply is the
+//! upstream body. A Responses stream is not relayed yet: `stream: true` there is refused.
+
+use std::time::Instant;
+
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use aoai_blaster::core::embeddings::EmbeddingsRequest;
+use aoai_blaster::core::gateway::{GatewayError, Route};
+use aoai_blaster::core::operation::JobRequest;
+use aoai_blaster::core::responses::ResponsesRequest;
+use aoai_blaster::{Job, JobResult};
+use serde_json::Value;
+
+use crate::app::{authorize, refuse};
+use crate::chat::{body_model, client_gone, closing, job_failed, read_body, refuse_after};
+use crate::disconnect::{peer, unless_gone};
+use crate::state::State;
+use crate::{metrics, reply};
+
+/// The operations these routes serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Embeddings,
+    Responses,
+}
+
+impl Op {
+    /// The label of its requests in metrics.
+    fn route(self) -> &'static str {
+        match self {
+            Op::Embeddings => "embeddings",
+            Op::Responses => "responses",
+        }
+    }
+
+    /// The job's request from the body (`model` already taken out).
+    fn request(self, body: Value) -> Result<JobRequest, GatewayError> {
+        let invalid = |error: &dyn std::fmt::Display| GatewayError::invalid_body(error.to_string());
+        Ok(match self {
+            Op::Embeddings => EmbeddingsRequest::from_body(body)
+                .map_err(|e| invalid(&e))?
+                .into(),
+            Op::Responses => ResponsesRequest::from_body(body)
+                .map_err(|e| invalid(&e))?
+                .into(),
+        })
+    }
+}
+
+/// Handles one embeddings or responses request; `path_model` is the `{name}` of Azure's form.
+pub(crate) async fn handle(
+    op: Op,
+    request: HttpRequest,
+    body: web::Payload,
+    state: web::Data<State>,
+    path_model: Option<String>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let route_label = op.route();
+    if let Err(error) = authorize(&request, &state) {
+        return refuse(route_label, &error, started);
+    }
+    let parsed = match read_body(body).await.and_then(|bytes| parse(op, &bytes)) {
+        Ok(parsed) => parsed,
+        Err(error) => return refuse(route_label, &error, started),
+    };
+    let (body_model, job_request) = parsed;
+    let model = path_model.or(body_model);
+    let route = match state.routes.route(model.as_deref()) {
+        Ok(route) => route,
+        Err(known) => {
+            let model = model.as_deref().unwrap_or_default();
+            let error = GatewayError::unknown_model(model, &known);
+            return refuse(route_label, &error, started);
+        }
+    };
+    let Some(permit) = state.admit() else {
+        let error = state.queue_full(&route).await;
+        return refuse(route_label, &error, started);
+    };
+    let mut job = Job::new(job_request);
+    if let Route::Pin(pin) = &route {
+        job = job.pinned_to(pin.clone());
+    }
+    let peer = peer(&request);
+    let answer = unless_gone(peer.as_ref(), state.dispatcher.send(job)).await;
+    drop(permit);
+    match answer {
+        None => client_gone(route_label, started),
+        Some(Err(_)) => refuse(route_label, &closing(), started),
+        Some(Ok(Ok(result))) => answered(route_label, &result, started),
+        Some(Ok(Err(error))) => {
+            let answer = job_failed(&state, &route, &error).await;
+            refuse_after(route_label, &answer, &error, started)
+        }
+    }
+}
+
+/// The body's `model` (for routing) and the job's request; `stream: true` is refused on
+/// Responses until the gateway relays its events.
+fn parse(op: Op, bytes: &[u8]) -> Result<(Option<String>, JobRequest), GatewayError> {
+    let (model, mut body) = body_model(bytes, "an embeddings or responses request object")?;
+    if let Some(fields) = body.as_object_mut() {
+        match fields.remove("stream") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(_) => {
+                return Err(GatewayError::invalid_body(format!(
+                    "\"stream\" is not served on {} by this gateway yet; send the request \
+                     without it",
+                    op.route()
+                )));
+            }
+        }
+    }
+    Ok((model, op.request(body)?))
+}
+
+/// The upstream body as the reply, with the deployment, the upstream request id and the
+/// overhead.
+fn answered(route: &'static str, result: &JobResult, started: Instant) -> HttpResponse {
+    let Ok(body) = result.reply.to_json() else {
+        let error = GatewayError::new(500, "server_error", "internal", "cannot write the reply");
+        return refuse(route, &error, started);
+    };
+    let mut answer = HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .body(body.get().to_owned());
+    crate::chat::described(&mut answer, &result.endpoint, result.request_id.as_deref());
+    let upstream = result.total_time.saturating_sub(result.queued_for);
+    let overhead = started.elapsed().saturating_sub(upstream);
+    reply::overhead(&mut answer, overhead);
+    metrics::answered(route, 200, overhead);
+    answer
+}
