@@ -180,6 +180,9 @@ impl Dispatcher {
                 tracing::debug!(label, %error, "job failed");
                 let _ = payload.reply.send(Err(error));
             }
+            // Only produced after `Scheduler::share_quotas`, which this Dispatcher does not
+            // call yet: its quotas are in-process.
+            Effect::Shared(_) => {}
         }
     }
 
