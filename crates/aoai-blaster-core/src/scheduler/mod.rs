@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 
 pub use attempt::{AttemptEnd, AttemptReport, ChatResult, EndpointCounters, JobOutput, JobResult};
-pub use endpoint::{DEFAULT_CHARGED_COMPLETION_TOKENS, EndpointView};
+pub use endpoint::{DEFAULT_CHARGED_COMPLETION_TOKENS, EndpointView, QuotaSharing};
 pub use shared::SharedEffect;
 
 use crate::classify::AttemptOutcome;
@@ -374,13 +374,19 @@ impl<P: Payload> Scheduler<P> {
 
     /// Every endpoint, in config order.
     pub fn endpoints(&self) -> impl Iterator<Item = EndpointView<'_>> {
-        self.endpoints.iter().map(|e| EndpointView {
+        let sharing = match self.is_shared() {
+            Some(true) => Some(QuotaSharing::Shared),
+            Some(false) => Some(QuotaSharing::Local),
+            None => None,
+        };
+        self.endpoints.iter().map(move |e| EndpointView {
             name: &e.name,
             health: &e.health,
             in_flight: e.in_flight,
             max_in_flight: e.max_in_flight,
             quota_refused_until: e.quota_refused_until,
             counters: &e.counters,
+            shared_quota: sharing.filter(|_| e.shares_quota),
         })
     }
 

@@ -71,6 +71,7 @@ impl<P: Payload> Scheduler<P> {
                 Box::new(crate::quota::UnlimitedBudget),
             );
             endpoint.budget = Box::new(SharedBudget::new(local, quota));
+            endpoint.shares_quota = true;
         }
         self.shared = Some(SharedState {
             link,
