@@ -10,7 +10,9 @@ use super::*;
 use crate::config::SharedFallback;
 use crate::embeddings::EmbeddingsRequest;
 use crate::quota::span_of;
-use crate::shared::{LEASE_TTL, LeaseLedger, LeaseLimits, LeaseSpans, LinkChange, RedisLink};
+use crate::shared::{
+    ASK_TIMEOUT, LEASE_TTL, LeaseLedger, LeaseLimits, LeaseSpans, LinkChange, RedisLink,
+};
 
 /// Tokens a minute the deployment allows.
 const TPM: u64 = 10_000;
@@ -21,6 +23,8 @@ const JOB: u64 = 1_000;
 struct Redis {
     ledger: LeaseLedger,
     up: bool,
+    /// Takes calls and never answers.
+    hung: bool,
     calls: u32,
 }
 
@@ -30,6 +34,7 @@ impl Redis {
         Redis {
             ledger: LeaseLedger::new(limits, LeaseSpans::new(LEASE_TTL, S)),
             up: true,
+            hung: false,
             calls: 0,
         }
     }
@@ -129,6 +134,9 @@ impl Process {
         next: &mut Vec<Effect<Job>>,
     ) {
         let s = &mut self.scheduler;
+        if redis.hung && !matches!(effect, SharedEffect::Link(_)) {
+            return;
+        }
         if !redis.up && !matches!(effect, SharedEffect::Link(_)) {
             s.redis_failed(now, "connection refused", next);
             return;
@@ -245,4 +253,26 @@ fn a_lost_link_paces_at_one_nth_and_the_link_back_carries_the_use() {
     assert!(live > 0);
     assert_eq!(p.carried, live);
     assert!(p.sent.iter().any(|(at, _)| *at >= *restored));
+}
+
+#[test]
+fn an_ask_with_no_answer_is_redis_lost_and_the_jobs_go_on_alone() {
+    let t0 = Instant::now();
+    let mut redis = Redis::new();
+    redis.hung = true;
+    let mut p = Process::new(t0, 2, 10, true, &mut redis);
+    assert!(p.sent.is_empty());
+    let mut now = t0;
+    while p.links.is_empty() && now < t0 + 10 * S {
+        now += 10 * MS;
+        p.step(now, &mut redis);
+    }
+    let [(lost, LinkChange::Lost { error })] = &p.links[..] else {
+        panic!("expected one loss, got {:?}", p.links);
+    };
+    assert_eq!(*lost, t0 + ASK_TIMEOUT);
+    assert_eq!(error, "no answer from Redis within the ask timeout");
+    // At once, on half the quota: five jobs of 1,000 tokens.
+    assert_eq!(p.sent, vec![(*lost, JOB); 5]);
+    assert_eq!(p.scheduler.is_shared(), Some(false));
 }
