@@ -111,3 +111,22 @@ where
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Every job succeeded at its first attempt: none met a 429.
+pub fn assert_first_tries(
+    results: Vec<
+        Result<Result<aoai_blaster::ChatResult, aoai_blaster::JobError>, actix::MailboxError>,
+    >,
+) {
+    for result in results {
+        let result = result.expect("dispatcher alive").expect("job succeeds");
+        assert_eq!(result.attempts.len(), 1, "no attempt met a 429");
+    }
+}
+
+/// The simulator answered `deployment` `ok` times with success and never with a 429.
+pub async fn assert_no_429(sim: &SimHandle, deployment: &str, ok: u64) {
+    let stats = http_stats(sim).await;
+    assert_eq!(stats.deployment(deployment).rate_limited, 0);
+    assert_eq!(stats.deployment(deployment).ok, ok);
+}

@@ -264,8 +264,11 @@ pub(crate) fn endpoint_line(endpoint: &EndpointReport, now: SystemTime) -> Strin
     } else {
         endpoint.in_flight.to_string()
     };
+    let sharing = endpoint
+        .shared_quota
+        .map_or(String::new(), |s| format!(" | quota {}", s.as_str()));
     format!(
-        "{:<16} {state} | in flight {in_flight} | requests {} | ok {} | 429s {}",
+        "{:<16} {state} | in flight {in_flight} | requests {} | ok {} | 429s {}{sharing}",
         endpoint.name,
         endpoint.counts.requests,
         endpoint.counts.successes,
@@ -503,7 +506,7 @@ impl<'a> MakeWriter<'a> for ProgressWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aoai_blaster::EndpointCounters;
+    use aoai_blaster::{EndpointCounters, QuotaSharing};
 
     #[test]
     fn the_module_example_holds() {
@@ -629,6 +632,14 @@ mod tests {
             ..base.clone()
         };
         assert!(endpoint_line(&cooling, now).contains("cooling for 1.5s"));
+        let local = EndpointReport {
+            shared_quota: Some(QuotaSharing::Local),
+            ..base.clone()
+        };
+        assert_eq!(
+            endpoint_line(&local, now),
+            "east             healthy | in flight 2 | requests 10 | ok 9 | 429s 1 | quota local"
+        );
         let disabled = EndpointReport {
             state: EndpointState::Disabled,
             disabled_reason: Some("HTTP 401: bad key".into()),

@@ -45,7 +45,7 @@ pub use aoai_blaster_core::embeddings::EmbeddingsRequest;
 pub use aoai_blaster_core::operation::{JobRequest, Operation, Reply};
 pub use aoai_blaster_core::responses::ResponsesRequest;
 pub use aoai_blaster_core::retry::{AttemptRecord, JobError, JobErrorKind};
-pub use aoai_blaster_core::scheduler::EndpointCounters;
+pub use aoai_blaster_core::scheduler::{EndpointCounters, QuotaSharing};
 pub use blaster::{Blaster, BlasterError, JobHandle};
 pub use dispatcher::{Dispatcher, DispatcherSeed, JobAnswer, StartError};
 pub use messages::{

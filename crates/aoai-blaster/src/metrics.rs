@@ -46,6 +46,7 @@
 //! [`DispatcherMetrics::tokens_charged`], [`DispatcherMetrics::job_succeeded`]) and
 //! [`job_failed`]: `aoai_blaster_queue_depth`, `aoai_blaster_in_flight`,
 //! `aoai_blaster_tokens_charged_total{endpoint}`, `aoai_blaster_jobs_total{outcome}`,
+//! `aoai_blaster_shared_redis` (with `shared:`: 1 through Redis, 0 on `1/N` local budgets),
 //! `aoai_blaster_job_seconds`, `aoai_blaster_queue_wait_seconds` and
 //! `aoai_blaster_job_overhead_seconds` (a job's whole time minus the server's processing: what
 //! the blaster adds).
@@ -226,6 +227,11 @@ fn describe_all() {
         "aoai_blaster_queue_depth",
         Unit::Count,
         "Jobs waiting in the Dispatcher's queue"
+    );
+    describe_gauge!(
+        "aoai_blaster_shared_redis",
+        Unit::Count,
+        "With shared: 1 while quotas are paced through Redis, 0 while on 1/N local budgets"
     );
     describe_gauge!(
         "aoai_blaster_in_flight",
@@ -527,6 +533,12 @@ impl DispatcherMetrics {
     pub fn queue(&self, queued: usize, in_flight: usize) {
         self.queue_depth.set(queued as f64);
         self.in_flight.set(in_flight as f64);
+    }
+
+    /// With `shared:`, whether quotas are paced through Redis (`true`) or alone on `1/N` of
+    /// each (`false`): `aoai_blaster_shared_redis`.
+    pub fn shared_link(&self, shared: bool) {
+        metrics::gauge!("aoai_blaster_shared_redis").set(if shared { 1.0 } else { 0.0 });
     }
 
     /// `tokens` were reserved against the quota of the endpoint at `endpoint` (config order)

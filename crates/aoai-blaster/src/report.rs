@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use aoai_blaster_core::health::HealthState;
-use aoai_blaster_core::scheduler::{EndpointCounters, EndpointView};
+use aoai_blaster_core::scheduler::{EndpointCounters, EndpointView, QuotaSharing};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
@@ -63,6 +63,10 @@ pub struct EndpointReport {
     /// When its quota budget has room again, while it waits for quota: the budget refused the
     /// latest attempt the scheduler tried to reserve on it, and that room lies ahead.
     pub waiting_for_quota_until: Option<SystemTime>,
+    /// With `shared:`, how its quota is paced now: `shared` (through Redis) or `local` (alone
+    /// on `1/expected_processes` of it, Redis away). Absent when the quota is not shared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_quota: Option<QuotaSharing>,
     /// The scheduler's counts: attempts, outcomes, tokens and latency.
     #[serde(flatten, serialize_with = "counts_fields")]
     pub counts: EndpointCounters,
@@ -103,6 +107,7 @@ impl EndpointReport {
             in_flight,
             max_in_flight: view.max_in_flight,
             waiting_for_quota_until: view.waiting_for_quota_until(now).map(to_wall),
+            shared_quota: view.shared_quota,
             counts: counters.clone(),
         }
     }
@@ -213,6 +218,9 @@ impl fmt::Display for EndpointReport {
         }
         if let Some(waiting) = self.waiting_for(SystemTime::now()) {
             write!(f, " | {waiting}")?;
+        }
+        if let Some(sharing) = self.shared_quota {
+            write!(f, " | quota {}", sharing.as_str())?;
         }
         Ok(())
     }

@@ -104,6 +104,9 @@ pub enum Refusal {
     /// Not now; try again at this instant (which is always later than the `now` asked about;
     /// another refusal may follow if others got there first).
     NotUntil(Instant),
+    /// Not before an answer from elsewhere: a shared quota's lease is being renewed
+    /// ([`crate::shared::SharedBudget`]); the scheduler tries again when it arrives.
+    Pending,
     /// Never: the cost is larger than the whole per-minute capacity.
     NeverFits {
         /// The cost's tokens.
@@ -117,6 +120,7 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::NotUntil(_) => f.write_str("quota full for now"),
+            Refusal::Pending => f.write_str("waiting for a lease of the shared quota"),
             Refusal::NeverFits { tokens, capacity } => write!(
                 f,
                 "never fits: {tokens} estimated tokens exceed the per-minute capacity {capacity}"
@@ -229,6 +233,11 @@ pub trait QuotaBudget: Send + fmt::Debug {
 
     /// The budget's state at `now`.
     fn snapshot(&self, now: Instant) -> BudgetSnapshot;
+
+    /// The shared side of the quota, when several processes share it through Redis.
+    fn shared_quota(&mut self) -> Option<&mut crate::shared::SharedQuota> {
+        None
+    }
 }
 
 /// The budget of an endpoint that is neither limited nor learning: admits everything (the

@@ -867,6 +867,8 @@ mod tests {
                             admitted.push(r);
                         }
                         Err(Refusal::NotUntil(at)) => prop_assert!(at > now),
+                        // Only a shared budget waits for a lease.
+                        Err(Refusal::Pending) => prop_assert!(false, "pending"),
                         Err(Refusal::NeverFits { tokens: need, capacity }) => {
                             prop_assert!(need > capacity);
                             prop_assert_eq!(capacity, tpm);

@@ -40,6 +40,8 @@ pub(crate) struct Endpoint {
     /// When the budget said it would next have room, as its latest refusal said (cleared when
     /// a reservation succeeds): what the endpoint waits for, in reports.
     pub(crate) quota_refused_until: Option<Instant>,
+    /// True when its quota is shared through Redis ([`super::Scheduler::share_quotas`]).
+    pub(crate) shares_quota: bool,
 }
 
 impl Endpoint {
@@ -81,6 +83,7 @@ impl Endpoint {
             health: HealthSnapshot::initial(),
             counters: EndpointCounters::default(),
             quota_refused_until: None,
+            shares_quota: false,
         }
     }
 
@@ -148,6 +151,29 @@ pub struct EndpointView<'a> {
     pub quota_refused_until: Option<Instant>,
     /// Its counts.
     pub counters: &'a EndpointCounters,
+    /// Whether its quota is shared with other processes, and how it is paced now (`None`:
+    /// not shared).
+    pub shared_quota: Option<QuotaSharing>,
+}
+
+/// How an endpoint whose quota is shared (`shared:`) is paced now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaSharing {
+    /// Through Redis, with the other processes.
+    Shared,
+    /// Alone, on `1/expected_processes` of the quota: Redis cannot be reached.
+    Local,
+}
+
+impl QuotaSharing {
+    /// `shared` or `local`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaSharing::Shared => "shared",
+            QuotaSharing::Local => "local",
+        }
+    }
 }
 
 impl EndpointView<'_> {

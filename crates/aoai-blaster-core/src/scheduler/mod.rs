@@ -48,6 +48,7 @@
 
 mod attempt;
 mod endpoint;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod waits;
@@ -59,7 +60,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 
 pub use attempt::{AttemptEnd, AttemptReport, ChatResult, EndpointCounters, JobOutput, JobResult};
-pub use endpoint::{DEFAULT_CHARGED_COMPLETION_TOKENS, EndpointView};
+pub use endpoint::{DEFAULT_CHARGED_COMPLETION_TOKENS, EndpointView, QuotaSharing};
+pub use shared::SharedEffect;
 
 use crate::classify::AttemptOutcome;
 use crate::config::BlasterConfig;
@@ -134,6 +136,9 @@ pub enum Effect<P> {
         /// From submission to failure.
         total_time: Duration,
     },
+    /// Something for the quotas shared through Redis (only after
+    /// [`Scheduler::share_quotas`]).
+    Shared(SharedEffect),
 }
 
 /// What a caller may choose per job, beside its request.
@@ -218,6 +223,8 @@ pub struct Scheduler<P> {
     /// Attempts still in flight of jobs that already ended (at their deadline): their ends
     /// are still accounted (in-flight counts, budget), but decide nothing.
     orphans: HashMap<(JobId, u32), InFlight>,
+    /// The link to Redis, when quotas are shared ([`Scheduler::share_quotas`]).
+    shared: Option<shared::SharedState>,
 }
 
 impl<P: Payload> Scheduler<P> {
@@ -274,6 +281,7 @@ impl<P: Payload> Scheduler<P> {
             in_flight: 0,
             deadlines: BTreeSet::new(),
             orphans: HashMap::new(),
+            shared: None,
         }
     }
 
@@ -384,13 +392,19 @@ impl<P: Payload> Scheduler<P> {
 
     /// Every endpoint, in config order.
     pub fn endpoints(&self) -> impl Iterator<Item = EndpointView<'_>> {
-        self.endpoints.iter().map(|e| EndpointView {
+        let sharing = match self.is_shared() {
+            Some(true) => Some(QuotaSharing::Shared),
+            Some(false) => Some(QuotaSharing::Local),
+            None => None,
+        };
+        self.endpoints.iter().map(move |e| EndpointView {
             name: &e.name,
             health: &e.health,
             in_flight: e.in_flight,
             max_in_flight: e.max_in_flight,
             quota_refused_until: e.quota_refused_until,
             counters: &e.counters,
+            shared_quota: sharing.filter(|_| e.shares_quota),
         })
     }
 
@@ -497,8 +511,24 @@ impl<P: Payload> Scheduler<P> {
         self.queue.push_back(id);
     }
 
-    /// Moves waiting submissions in while there is room, then places what can be placed.
+    /// Places what can be placed, then does what the shared quotas need (nothing without them).
     fn pump(&mut self, now: Instant, effects: &mut Vec<Effect<P>>) -> Option<Instant> {
+        let mut wake = self.pump_jobs(now, effects);
+        if self.shared.is_none() {
+            return wake;
+        }
+        let (at, lost) = self.shared_upkeep(now, effects);
+        if lost {
+            // The jobs waiting for a lease may go on the local ledger now.
+            wake = self.pump_jobs(now, effects);
+            let (again, _) = self.shared_upkeep(now, effects);
+            return earliest(wake, again);
+        }
+        earliest(wake, at)
+    }
+
+    /// Moves waiting submissions in while there is room, then places what can be placed.
+    fn pump_jobs(&mut self, now: Instant, effects: &mut Vec<Effect<P>>) -> Option<Instant> {
         let mut wake: Option<Instant> = self.expire(now, effects);
         loop {
             while !self.waiting.is_empty() && self.jobs.len() < self.capacity {
@@ -625,6 +655,8 @@ impl<P: Payload> Scheduler<P> {
                     earliest = Some(earliest.map_or(at, |e| e.min(at)));
                     excluded[index] = true;
                 }
+                // A lease is on its way: the answer's event places the job again.
+                Err(Refusal::Pending) => excluded[index] = true,
                 // `admit` rejected jobs that fit nowhere; this endpoint just is not one.
                 Err(Refusal::NeverFits { .. }) => excluded[index] = true,
             }
@@ -878,6 +910,14 @@ impl<P: Payload> Scheduler<P> {
             total_time: now.saturating_duration_since(job.history.started),
             error: job.history.into_error(kind),
         });
+    }
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

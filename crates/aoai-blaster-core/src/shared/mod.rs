@@ -23,7 +23,8 @@
 //! answers again the process writes what it charged meanwhile ([`Carry`]) before its next ask,
 //! in case Redis lost its data, and shares again.
 //!
-//! One file per role: `ledger` (the accounting rule, as the Lua scripts run it), `quota`
+//! One file per role: `budget` ([`SharedBudget`], the lease beside the local budget's
+//! rules), `ledger` (the accounting rule, as the Lua scripts run it), `quota`
 //! ([`SharedQuota`], one process's side of one deployment), `link` ([`RedisLink`], shared or
 //! local, when to try again), `health` ([`HealthNote`], what the others must know), `keys`
 //! ([`SharedKeys`], the key names).
@@ -48,12 +49,14 @@
 //! assert_eq!(quota.try_charge(t0 + Duration::from_millis(1), job).unwrap().lease, 7);
 //! ```
 
+mod budget;
 mod health;
 mod keys;
 mod ledger;
 mod link;
 mod quota;
 
+pub use budget::SharedBudget;
 pub use health::{DISABLE_TTL_MAX, HEALTH_POLL, HealthNote, SharedHealth};
 pub use keys::SharedKeys;
 pub use ledger::{Grant, LeaseAsk, LeaseLedger, LeaseLimits, LeaseSpans, LedgerTotals};

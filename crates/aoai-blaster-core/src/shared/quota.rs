@@ -136,7 +136,8 @@ impl Rate {
 /// - [`SharedQuota::try_charge`] charges a job to the lease held; without room it answers
 ///   [`LeaseWait::Renewal`] and remembers the cost.
 /// - [`SharedQuota::next_renewal`] says what to send Redis now: give back a lease that is spent
-///   (cannot take the job waiting) or past its ttl, and ask for the next one, sized to what the
+///   (cannot take the job waiting), past its ttl or idle (nothing waits and it was not
+///   charged for a horizon: its room is the others' again), and ask for the next one, sized to what the
 ///   recent rate uses in [`LEASE_HORIZON`] (an eighth of the RPM window when requests are
 ///   limited; at least the job waiting, at most a fair share of
 ///   each limit, `1/N`). One call per lease, so Redis calls per job are `1 / jobs per lease`.
@@ -252,7 +253,7 @@ impl SharedQuota {
     }
 
     /// What to send Redis at `now`, if anything: the lease to give back (spent for the job
-    /// waiting, or past its ttl) and the room to ask for (a job waits and Redis has not said
+    /// waiting, past its ttl, or idle) and the room to ask for (a job waits and Redis has not said
     /// to wait longer). `None` while an ask is on its way.
     pub fn next_renewal(&mut self, now: Instant) -> Option<Renewal> {
         if self.asking.is_some() {
@@ -264,8 +265,9 @@ impl SharedQuota {
             self.wanted
                 .is_some_and(|cost| !lease.fits(cost, self.limits))
         };
+        let idle = |lease: &HeldLease| self.idle_at(lease).is_some_and(|at| now >= at);
         if let Some(lease) = self.held
-            && (expired(&lease) || spent(&lease))
+            && (expired(&lease) || spent(&lease) || idle(&lease))
         {
             self.held = None;
             let back = lease.give_back();
@@ -287,15 +289,30 @@ impl SharedQuota {
         (renewal != Renewal::default()).then_some(renewal)
     }
 
+    /// How far ahead a lease is sized: [`LEASE_HORIZON`], or the [`SHORT_WINDOW_PARTS`]th of
+    /// the RPM window.
+    fn horizon(&self) -> Duration {
+        match self.limits.requests_per_window {
+            Some(_) => LEASE_HORIZON.min(self.spans.window / SHORT_WINDOW_PARTS),
+            None => LEASE_HORIZON,
+        }
+    }
+
+    /// When a held lease with room left counts as idle and is given back early: nothing waits
+    /// and it has not been charged for a horizon. Its unused room would otherwise count
+    /// against the others until its ttl ends, while this process sends nothing.
+    fn idle_at(&self, lease: &HeldLease) -> Option<Instant> {
+        if self.wanted.is_some() || self.local.is_some() {
+            return None;
+        }
+        Some(lease.last_use.unwrap_or(lease.asked_at) + self.horizon())
+    }
+
     /// The room to ask for when `at_least` waits: the recent rate over [`LEASE_HORIZON`] (or
     /// the [`SHORT_WINDOW_PARTS`]th of the RPM window),
     /// between `at_least` and a fair share of each limit (`1/N`; never less than `at_least`).
     fn size(&self, at_least: Cost) -> LeaseAsk {
-        let horizon = match self.limits.requests_per_window {
-            Some(_) => LEASE_HORIZON.min(self.spans.window / SHORT_WINDOW_PARTS),
-            None => LEASE_HORIZON,
-        }
-        .as_secs_f64();
+        let horizon = self.horizon().as_secs_f64();
         let share = self.limits.share(self.processes);
         let tokens = match share.tokens_per_minute {
             None => 0,
@@ -351,12 +368,15 @@ impl SharedQuota {
     }
 
     /// When to call [`SharedQuota::next_renewal`] again with no other event: the held lease's
-    /// end, the end of Redis' wait while a job waits, or the ask's timeout.
+    /// end (or the moment it falls idle), the end of Redis' wait while a job waits, or the ask's timeout.
     pub fn wake_at(&self) -> Option<Instant> {
         if let Some(asked) = self.asking {
             return Some(asked + ASK_TIMEOUT);
         }
-        let lease_end = self.held.map(|l| l.asked_at + self.spans.ttl);
+        let lease_end = self.held.map(|l| {
+            let end = l.asked_at + self.spans.ttl;
+            self.idle_at(&l).map_or(end, |idle| idle.min(end))
+        });
         let wait_end = self.wanted.and(self.not_before);
         match (lease_end, wait_end) {
             (Some(a), Some(b)) => Some(a.min(b)),

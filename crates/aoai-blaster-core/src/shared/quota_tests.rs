@@ -169,14 +169,16 @@ fn with_an_rpm_limit_a_lease_is_sized_for_an_eighth_of_the_window() {
 }
 
 #[test]
-fn an_idle_lease_is_given_back_at_its_ttl_without_asking_again() {
+fn an_idle_lease_is_given_back_a_horizon_after_its_last_use_without_asking_again() {
     let t0 = Instant::now();
     let mut q = quota();
     hold(&mut q, t0, job(10), 5, job(500));
     q.try_charge(t0 + MS, job(10)).unwrap();
-    assert_eq!(q.next_renewal(t0 + S), None);
-    assert_eq!(q.wake_at(), Some(t0 + LEASE_TTL));
-    let renewal = q.next_renewal(t0 + LEASE_TTL).unwrap();
+    // 600 RPM over 1 s: the horizon is an eighth of the 1.02 s window span.
+    let idle_at = t0 + MS + Duration::from_micros(127_500);
+    assert_eq!(q.next_renewal(t0 + 100 * MS), None);
+    assert_eq!(q.wake_at(), Some(idle_at));
+    let renewal = q.next_renewal(idle_at).unwrap();
     assert_eq!(
         renewal,
         Renewal {
@@ -189,6 +191,35 @@ fn an_idle_lease_is_given_back_at_its_ttl_without_asking_again() {
         }
     );
     assert_eq!(q.wake_at(), None);
+    // Given back, it takes no charge even though it had room left.
+    assert_eq!(q.try_charge(idle_at, job(10)), Err(LeaseWait::Renewal));
+}
+
+#[test]
+fn a_lease_in_use_is_given_back_at_its_ttl() {
+    let t0 = Instant::now();
+    let mut q = quota();
+    let room = Cost {
+        tokens: 500,
+        requests: 50,
+    };
+    hold(&mut q, t0, job(10), 5, room);
+    for k in 1..=19 {
+        q.try_charge(t0 + k * 100 * MS, job(10)).unwrap();
+        assert_eq!(q.next_renewal(t0 + k * 100 * MS), None);
+    }
+    assert_eq!(q.wake_at(), Some(t0 + LEASE_TTL));
+    let back = q.next_renewal(t0 + LEASE_TTL).unwrap().give_back.unwrap();
+    assert_eq!(
+        (back.id, back.used),
+        (
+            5,
+            Cost {
+                tokens: 190,
+                requests: 19
+            }
+        )
+    );
     // Past its ttl a lease takes no charge even with room left.
     assert_eq!(
         q.try_charge(t0 + LEASE_TTL, job(10)),

@@ -28,6 +28,7 @@ use crate::messages::{
 use crate::metrics::DispatcherMetrics;
 use crate::report::EndpointReport;
 
+mod shared;
 mod start;
 #[cfg(test)]
 mod tests;
@@ -68,6 +69,8 @@ pub struct Dispatcher {
     closing: bool,
     close_waiters: Vec<oneshot::Sender<()>>,
     metrics: DispatcherMetrics,
+    /// Where the shared quotas' calls to Redis go (with `shared:` only).
+    shared: Option<shared::SharedCalls>,
     _arbiters: Vec<Arbiter>,
 }
 
@@ -180,6 +183,7 @@ impl Dispatcher {
                 tracing::debug!(label, %error, "job failed");
                 let _ = payload.reply.send(Err(error));
             }
+            Effect::Shared(effect) => self.perform_shared(effect),
         }
     }
 

@@ -7,6 +7,7 @@ use aoai_blaster_core::scheduler::Scheduler;
 use rand::SeedableRng;
 
 use super::Dispatcher;
+use super::shared::{SharedCalls, SharedStart};
 use crate::auth::{AuthError, CredentialRegistry};
 use crate::endpoint::{EndpointActor, EndpointSettings};
 use crate::messages::{Attempt, AttemptDone, HealthReport, StopForRestart};
@@ -26,6 +27,9 @@ pub enum StartError {
     /// The actor system could not be started.
     #[error("cannot start the actor system: {0}")]
     System(String),
+    /// `shared:` is configured, Redis cannot be reached and `shared.fallback` is `error`.
+    #[error(transparent)]
+    Shared(#[from] aoai_blaster_core::shared::RedisUnreachable),
     /// `Dispatcher::start` was called outside a running actix system.
     #[error(
         "no actix system is running: call Dispatcher::start inside #[actix::main] or \
@@ -92,6 +96,7 @@ impl Dispatcher {
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
+        let shared = SharedStart::connect(&config)?;
         // Endpoint actors on threads of their own only when asked: one thread for everything
         // costs least per job (no wake-ups across threads) and keeps up at well over 10,000
         // jobs/s.
@@ -99,7 +104,7 @@ impl Dispatcher {
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let deployments = config.deployments.clone();
         let handles: Vec<ArbiterHandle> = arbiters.iter().map(Arbiter::handle).collect();
-        let build = Self::builder(&config, move |reports, done| {
+        let build = Self::builder(&config, shared, move |reports, done| {
             let links = deployments
                 .iter()
                 .zip(auths)
@@ -135,18 +140,20 @@ impl Dispatcher {
     #[cfg(test)]
     pub(crate) fn launch(
         config: &BlasterConfig,
+        shared: Option<SharedStart>,
         endpoints: impl FnOnce(
             Recipient<HealthReport>,
             Recipient<AttemptDone>,
         ) -> (Vec<EndpointLink>, Vec<Arbiter>),
     ) -> Addr<Dispatcher> {
-        Dispatcher::create(Self::builder(config, endpoints))
+        Dispatcher::create(Self::builder(config, shared, endpoints))
     }
 
     /// What builds the Dispatcher for `config` in its context (on the thread that runs it);
     /// `Send` when `endpoints` is.
     fn builder<E>(
         config: &BlasterConfig,
+        shared: Option<SharedStart>,
         endpoints: E,
     ) -> impl FnOnce(&mut Context<Dispatcher>) -> Dispatcher + use<E>
     where
@@ -155,7 +162,7 @@ impl Dispatcher {
             Recipient<AttemptDone>,
         ) -> (Vec<EndpointLink>, Vec<Arbiter>),
     {
-        let scheduler = Scheduler::new(config, rand::rngs::StdRng::from_rng(&mut rand::rng()));
+        let mut scheduler = Scheduler::new(config, rand::rngs::StdRng::from_rng(&mut rand::rng()));
         // Building a tokenizer's encoder takes about half a second and some 20 MiB: start it
         // now, off the actor's thread, so the first jobs do not wait for it; only those
         // pacing counts with (the scheduler never loads the others).
@@ -170,11 +177,19 @@ impl Dispatcher {
                 });
         }
         let metrics = DispatcherMetrics::new(config.deployments.iter().map(|d| d.name.as_str()));
+        // The shared-quota calls start with the actor (they need its address).
+        let shared = shared.map(|start| (start, config.clone()));
         move |ctx| {
             ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
             let reports = ctx.address().recipient();
             let done = ctx.address().recipient();
             let (endpoints, arbiters) = endpoints(reports, done);
+            let shared = shared.and_then(|(start, config)| {
+                SharedCalls::start(&config, start, &mut scheduler, ctx.address().recipient())
+            });
+            if shared.is_some() {
+                metrics.shared_link(scheduler.is_shared() == Some(true));
+            }
             Dispatcher {
                 scheduler,
                 endpoints,
@@ -184,6 +199,7 @@ impl Dispatcher {
                 closing: false,
                 close_waiters: Vec::new(),
                 metrics,
+                shared,
                 _arbiters: arbiters,
             }
         }

@@ -166,7 +166,7 @@ fn dispatcher_with(
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     let seen = arrivals.clone();
     let script: VecDeque<_> = script.iter().copied().collect();
-    let addr = Dispatcher::launch(&config, move |reports, done| {
+    let addr = Dispatcher::launch(&config, None, move |reports, done| {
         let endpoint = Scripted {
             index: 0,
             script,

@@ -91,6 +91,24 @@ impl SharedRedis {
         self.operations
     }
 
+    /// Checks that Redis answers, on a connection of its own that blocks the calling thread
+    /// for at most [`CALL_TIMEOUT`] twice (connect, reply): the one check at start, which must
+    /// answer before the Dispatcher exists.
+    pub fn ping_blocking(&mut self) -> Result<(), SharedError> {
+        self.operations += 1;
+        let reply = self
+            .client
+            .get_connection_with_timeout(CALL_TIMEOUT)
+            .and_then(|mut conn| {
+                conn.set_read_timeout(Some(CALL_TIMEOUT))?;
+                conn.set_write_timeout(Some(CALL_TIMEOUT))?;
+                redis::cmd("PING").query::<String>(&mut conn)
+            });
+        reply
+            .map(drop)
+            .map_err(|e| self.error("ping", e.to_string()))
+    }
+
     /// Checks that Redis answers (connecting first if need be): the probe of a lost link.
     pub async fn ping(&mut self) -> Result<(), SharedError> {
         let mut conn = self.connection().await?;

@@ -1,0 +1,181 @@
+//! The Dispatcher's link to the shared quotas in Redis: one task owns the [`SharedRedis`]
+//! connection and performs the scheduler's [`SharedEffect`]s in order (a carry before the next
+//! ask), off the Dispatcher's mailbox; each answer comes back as a [`SharedAnswer`], which
+//! becomes one scheduler event.
+
+use actix::prelude::*;
+use aoai_blaster_core::config::BlasterConfig;
+use aoai_blaster_core::scheduler::SharedEffect;
+use aoai_blaster_core::shared::{
+    Grant, LEASE_TTL, LeaseLimits, LeaseSpans, LinkChange, RedisLink, SharedKeys,
+};
+use tokio::sync::mpsc;
+
+use super::{Dispatcher, StartError};
+use crate::clock;
+use crate::shared::SharedRedis;
+
+/// What Redis answered to one call.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(crate) enum SharedAnswer {
+    /// An endpoint's lease (or wait).
+    Granted {
+        /// The endpoint's index.
+        endpoint: usize,
+        /// Redis' answer.
+        grant: Grant,
+    },
+    /// A probe reached Redis.
+    Back,
+    /// A call failed (the error is redacted).
+    Failed(String),
+}
+
+/// Redis as the Dispatcher starts with it: the client, and whether it answered.
+pub(crate) struct SharedStart {
+    redis: SharedRedis,
+    link: RedisLink,
+}
+
+impl SharedStart {
+    /// Pings Redis for `config.shared` (nothing without it): an error with `fallback: error`,
+    /// a warning and local pacing with `fallback: local`.
+    pub(crate) fn connect(config: &BlasterConfig) -> Result<Option<SharedStart>, StartError> {
+        let Some(shared) = &config.shared else {
+            return Ok(None);
+        };
+        let url = shared.redis_url.redacted();
+        let mut redis = SharedRedis::new(&shared.redis_url).map_err(|e| {
+            StartError::Shared(aoai_blaster_core::shared::RedisUnreachable {
+                url: url.to_owned(),
+                error: e.message,
+            })
+        })?;
+        let reached = redis.ping_blocking().map_err(|e| e.message);
+        let (link, change) = RedisLink::at_start(clock::now(), reached, shared.fallback, url)
+            .map_err(StartError::Shared)?;
+        if let Some(change) = change {
+            log_change(&change, shared.expected_processes);
+        }
+        Ok(Some(SharedStart { redis, link }))
+    }
+}
+
+/// Logs a change of the link (the scheduler has already switched the quotas).
+pub(crate) fn log_change(change: &LinkChange, processes: u32) {
+    match change {
+        LinkChange::Lost { error } => tracing::warn!(
+            "shared quotas: Redis unreachable ({error}); pacing each shared deployment on \
+             1/{processes} of its quota until Redis answers again"
+        ),
+        LinkChange::Restored { after } => tracing::warn!(
+            "shared quotas: Redis answers again after {:.1} s; pacing through Redis",
+            after.as_secs_f64()
+        ),
+    }
+}
+
+/// Where the Dispatcher sends the shared effects.
+pub(crate) struct SharedCalls {
+    calls: mpsc::UnboundedSender<SharedEffect>,
+    processes: u32,
+}
+
+impl SharedCalls {
+    /// Shares `config`'s quotas in `scheduler` over `start.link` and starts the task that
+    /// performs the calls, answering to `answers`.
+    pub(crate) fn start<P: aoai_blaster_core::scheduler::Payload>(
+        config: &BlasterConfig,
+        start: SharedStart,
+        scheduler: &mut aoai_blaster_core::scheduler::Scheduler<P>,
+        answers: Recipient<SharedAnswer>,
+    ) -> Option<SharedCalls> {
+        let shared = config.shared.as_ref()?;
+        scheduler.share_quotas(clock::now(), config, start.link);
+        let deployments: Vec<(SharedKeys, LeaseLimits)> = config
+            .deployments
+            .iter()
+            .map(|d| {
+                let keys = SharedKeys::new(&shared.key_prefix, &d.endpoint, &d.model);
+                let limits = LeaseLimits::new(d.rpm_limit, d.tpm_limit, config.rpm_window);
+                (keys, limits)
+            })
+            .collect();
+        let spans = LeaseSpans::new(LEASE_TTL, config.rpm_window);
+        let (calls, receiver) = mpsc::unbounded_channel();
+        actix_rt::spawn(perform(start.redis, deployments, spans, receiver, answers));
+        Some(SharedCalls {
+            calls,
+            processes: shared.expected_processes,
+        })
+    }
+}
+
+/// Performs each call in order; ends when the Dispatcher drops its sender.
+async fn perform(
+    mut redis: SharedRedis,
+    deployments: Vec<(SharedKeys, LeaseLimits)>,
+    spans: LeaseSpans,
+    mut calls: mpsc::UnboundedReceiver<SharedEffect>,
+    answers: Recipient<SharedAnswer>,
+) {
+    while let Some(call) = calls.recv().await {
+        let answer = match call {
+            SharedEffect::Renew { endpoint, renewal } => {
+                let Some((keys, limits)) = deployments.get(endpoint) else {
+                    continue;
+                };
+                match redis.renew(keys, *limits, spans, &renewal).await {
+                    Ok(Some(grant)) => SharedAnswer::Granted { endpoint, grant },
+                    Ok(None) => continue,
+                    Err(e) => SharedAnswer::Failed(e.to_string()),
+                }
+            }
+            SharedEffect::Carry { endpoint, carries } => {
+                let Some((keys, _)) = deployments.get(endpoint) else {
+                    continue;
+                };
+                match redis.carry(keys, spans, &carries).await {
+                    Ok(()) => continue,
+                    Err(e) => SharedAnswer::Failed(e.to_string()),
+                }
+            }
+            SharedEffect::Probe => match redis.ping().await {
+                Ok(()) => SharedAnswer::Back,
+                Err(e) => SharedAnswer::Failed(e.to_string()),
+            },
+            SharedEffect::Link(_) => continue,
+        };
+        answers.do_send(answer);
+    }
+}
+
+impl Dispatcher {
+    /// Performs a shared effect: a change of the link is logged here, calls go to Redis' task.
+    pub(super) fn perform_shared(&mut self, effect: SharedEffect) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        if let SharedEffect::Link(change) = &effect {
+            log_change(change, shared.processes);
+            self.metrics
+                .shared_link(self.scheduler.is_shared() == Some(true));
+            return;
+        }
+        // The task ends only with the Dispatcher, so a send cannot fail while it runs.
+        let _ = shared.calls.send(effect);
+    }
+}
+
+impl Handler<SharedAnswer> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, answer: SharedAnswer, ctx: &mut Self::Context) {
+        self.step(ctx, |s, now, fx| match answer {
+            SharedAnswer::Granted { endpoint, grant } => s.lease_granted(now, endpoint, grant, fx),
+            SharedAnswer::Back => s.redis_back(now, fx),
+            SharedAnswer::Failed(error) => s.redis_failed(now, &error, fx),
+        });
+    }
+}
