@@ -157,6 +157,7 @@ impl Counts {
     }
 
     /// The request window's span in force.
+    #[cfg(test)]
     pub(super) fn request_span(&self) -> Duration {
         self.window.span()
     }
@@ -849,7 +850,8 @@ mod tests {
         // margin: a late one of a span and a prompt one of the next meet in one of the
         // server's windows. Its refusals widen the span, once per span in force.
         let mut b = WindowBudget::new(Some(600), None, S);
-        let mut server = sliding_requests(S, 10, |k| if k % 3 == 0 { 40 * MS } else { 0 * MS });
+        let mut server =
+            sliding_requests(S, 10, |k| if k % 3 == 0 { 40 * MS } else { Duration::ZERO });
         let run = drive(&mut b, 2, 10, |elapsed, r| server(elapsed, r));
         assert_eq!(b.counts.request_span(), 1_040 * MS);
         // Without the widening: 40 and 39 refusals.
