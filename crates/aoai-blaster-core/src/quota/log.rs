@@ -57,6 +57,15 @@ impl SlidingLog {
         }
     }
 
+    pub(super) fn span(&self) -> Duration {
+        self.span
+    }
+
+    /// Counts every charge, those already in the log too, over `span` from now on.
+    pub(super) fn set_span(&mut self, span: Duration) {
+        self.span = span;
+    }
+
     fn expires(&self, charge: &Charge) -> Instant {
         charge
             .last

@@ -36,6 +36,8 @@ pub(super) struct Counts {
     minute: SlidingLog,
     window: SlidingLog,
     blocked_until: Option<Instant>,
+    /// When the request span was last widened ([`Counts::widen_request_span`]).
+    widened_at: Option<Instant>,
     next_id: u64,
     pub(super) reported_usage: u64,
 }
@@ -46,6 +48,7 @@ impl Counts {
             minute: SlidingLog::new(span_of(MINUTE)),
             window: SlidingLog::new(span_of(rpm_window)),
             blocked_until: None,
+            widened_at: None,
             next_id: 0,
             reported_usage: 0,
         }
@@ -133,6 +136,30 @@ impl Counts {
             window.insert(at, 0, requests, None);
         }
         self.window = window;
+    }
+
+    /// The server refused a request charged at `charged` for its request window, though our
+    /// span of `rpm_window` had room: it counted requests later than we did (they waited in the
+    /// client or on the way) by more than the span's margin, so two of our spans' requests met
+    /// in one of its windows; a sliding server does that at every such skew. Doubles the margin,
+    /// up to a tenth of the window. Once per span in force: the refusals of requests charged
+    /// before the last widening say nothing about the wider span.
+    pub(super) fn widen_request_span(&mut self, charged: Instant, rpm_window: Duration) {
+        if self.widened_at.is_some_and(|at| charged <= at) {
+            return;
+        }
+        let span = self.window.span();
+        let widest = rpm_window.saturating_add(rpm_window / 10).max(span);
+        let margin = span.saturating_sub(rpm_window);
+        self.window
+            .set_span(span.saturating_add(margin).min(widest));
+        self.widened_at = Some(self.widened_at.map_or(charged, |at| at.max(charged)));
+    }
+
+    /// The request window's span in force.
+    #[cfg(test)]
+    pub(super) fn request_span(&self) -> Duration {
+        self.window.span()
     }
 
     /// The minute log's churn (see `SlidingLog::churn`), for [`Calibration::charged`].
@@ -239,6 +266,10 @@ pub(super) fn clamp_window(rpm_window: Duration) -> Duration {
 ///   (10 s or 60 s, [`WindowBudget::request_window`]), requests are counted over it (a 10 s
 ///   window's burst is then used); `rpm` still bounds every minute, and a 429 for requests goes
 ///   back to the configured window.
+/// - A 429 for requests in the configured window, whose span had room for the request, means
+///   the server counted requests later than we did (at their arrival, after a wait in the
+///   client or the network) by more than the span's margin: the margin doubles, up to a tenth
+///   of the window (1.02 s, 1.04 s, 1.08 s, 1.1 s), once per span in force.
 #[derive(Clone, Debug)]
 pub struct WindowBudget {
     limits: Limits,
@@ -397,12 +428,16 @@ impl QuotaBudget for WindowBudget {
         }
         if let Some(wait) = feedback.rate_limited_for {
             self.counts.block_for(now, wait);
-            // Refused for requests in a window longer than configured: it was a guess.
-            if feedback.remaining_requests == Some(0)
-                && self.request_window > self.configured_window
-            {
-                self.use_request_window(now, self.configured_window);
-                self.window_votes = (self.configured_window, 0);
+            // Refused for requests in a window longer than configured: it was a guess. In the
+            // configured one: the server counts them later than we do (see `Counts`).
+            if feedback.remaining_requests == Some(0) {
+                if self.request_window > self.configured_window {
+                    self.use_request_window(now, self.configured_window);
+                    self.window_votes = (self.configured_window, 0);
+                } else {
+                    self.counts
+                        .widen_request_span(reservation.at, self.request_window);
+                }
             }
             // Refused for tokens: the server counted at least `tpm - remaining` against our
             // count without this request, a factor the learned one may be below.
@@ -779,6 +814,87 @@ mod tests {
         assert_eq!(run.refused, vec![0]);
         // 10 per 1.02 s span: 59 spans in the minute (the 60th starts at 60.18 s).
         assert_eq!(run.admitted, vec![590]);
+    }
+
+    /// A server counting requests at their arrival, `per_window` in any `window` (sliding),
+    /// the k-th request arriving `delay(k)` after it was sent; it says what is left on every
+    /// reply and, on a refusal, when the oldest arrival in the window slides out.
+    fn sliding_requests(
+        window: Duration,
+        per_window: u64,
+        delay: impl Fn(u64) -> Duration,
+    ) -> impl FnMut(Duration, &Reservation) -> QuotaFeedback {
+        let mut arrivals: Vec<Duration> = Vec::new();
+        let mut sent = 0u64;
+        move |elapsed, _| {
+            let arrival = elapsed + delay(sent);
+            sent += 1;
+            arrivals.retain(|&at| at + window > elapsed);
+            let counted = arrivals.iter().filter(|&&at| at <= arrival).count() as u64;
+            let fits = counted < per_window;
+            if fits {
+                arrivals.push(arrival);
+            }
+            let oldest = arrivals.iter().min().copied().unwrap_or(arrival);
+            QuotaFeedback {
+                remaining_requests: Some(per_window.saturating_sub(counted + u64::from(fits))),
+                rate_limited_for: (!fits).then(|| (oldest + window).saturating_sub(arrival)),
+                ..QuotaFeedback::default()
+            }
+        }
+    }
+
+    #[test]
+    fn requests_that_reach_a_sliding_server_late_widen_the_request_span() {
+        // Every third request arrives 40 ms after it was sent, more than the span's 20 ms
+        // margin: a late one of a span and a prompt one of the next meet in one of the
+        // server's windows. Its refusals widen the span, once per span in force.
+        let mut b = WindowBudget::new(Some(600), None, S);
+        let mut server =
+            sliding_requests(S, 10, |k| if k % 3 == 0 { 40 * MS } else { Duration::ZERO });
+        let run = drive(&mut b, 2, 10, |elapsed, r| server(elapsed, r));
+        assert_eq!(b.counts.request_span(), 1_040 * MS);
+        // Without the widening: 40 and 39 refusals.
+        assert_eq!(run.refused, vec![2, 0]);
+        // 10 per 1.04 s span.
+        assert_eq!(run.admitted, vec![580, 580]);
+        // The same span keeps the configured window; a shorter server window never widens it.
+        assert_eq!(b.request_window(), S);
+    }
+
+    #[test]
+    fn the_request_span_widens_at_most_to_a_tenth_of_the_window_once_per_span() {
+        let t0 = Instant::now();
+        let mut b = WindowBudget::new(Some(600), None, S);
+        let refused = QuotaFeedback {
+            remaining_requests: Some(0),
+            rate_limited_for: Some(10 * MS),
+            ..QuotaFeedback::default()
+        };
+        let first = b.try_reserve(t0, cost(1)).unwrap();
+        let second = b.try_reserve(t0, cost(1)).unwrap();
+        b.settle(t0 + 20 * MS, first, &refused);
+        assert_eq!(b.counts.request_span(), 1_040 * MS);
+        // Charged under the narrower span: no news about the wider one.
+        b.settle(t0 + 20 * MS, second, &refused);
+        assert_eq!(b.counts.request_span(), 1_040 * MS);
+        let mut spans = Vec::new();
+        for k in 1..5 {
+            let now = t0 + k * 2 * S;
+            let r = b.try_reserve(now, cost(1)).unwrap();
+            b.settle(now, r, &refused);
+            spans.push(b.counts.request_span());
+        }
+        assert_eq!(spans, vec![1_080 * MS, 1_100 * MS, 1_100 * MS, 1_100 * MS]);
+        // A refusal for tokens (requests left) does not widen it.
+        let mut tokens = WindowBudget::new(Some(600), Some(1_000), S);
+        let r = tokens.try_reserve(t0, cost(1)).unwrap();
+        let for_tokens = QuotaFeedback {
+            remaining_requests: Some(5),
+            ..refused
+        };
+        tokens.settle(t0, r, &for_tokens);
+        assert_eq!(tokens.counts.request_span(), W);
     }
 
     #[test]
