@@ -8,25 +8,10 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 use aoai_blaster::{
     ChatJob, Dispatcher, EmbeddingsRequest, Job, JobErrorKind, Operation, Reply, ResponsesRequest,
-    StreamDelta,
 };
 use aoai_sim::{embedding_vector, messages_digest};
 use common::*;
 use serde_json::{Value, json};
-
-/// Collects streamed deltas for a test.
-struct Deltas(Arc<Mutex<Vec<StreamDelta>>>);
-
-impl Actor for Deltas {
-    type Context = Context<Self>;
-}
-
-impl Handler<StreamDelta> for Deltas {
-    type Result = ();
-    fn handle(&mut self, delta: StreamDelta, _: &mut Self::Context) {
-        self.0.lock().expect("not poisoned").push(delta);
-    }
-}
 
 fn embeddings_of(reply: &Reply) -> Vec<Vec<f32>> {
     let Reply::Embeddings(reply) = reply else {

@@ -5,25 +5,11 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
-use aoai_blaster::{ChatJob, Dispatcher, JobErrorKind, StreamDelta};
+use aoai_blaster::{ChatJob, Dispatcher, JobErrorKind};
 use aoai_sim::FaultSpec;
 use common::*;
 use futures_util::future::join_all;
 use serde_json::json;
-
-/// Collects streamed deltas for a test.
-struct Deltas(Arc<Mutex<Vec<StreamDelta>>>);
-
-impl Actor for Deltas {
-    type Context = Context<Self>;
-}
-
-impl Handler<StreamDelta> for Deltas {
-    type Result = ();
-    fn handle(&mut self, delta: StreamDelta, _: &mut Self::Context) {
-        self.0.lock().expect("not poisoned").push(delta);
-    }
-}
 
 #[actix_rt::test]
 async fn an_assembled_stream_equals_the_plain_reply() {

@@ -1,9 +1,12 @@
 //! Shared helpers of the end-to-end tests: a simulator on 127.0.0.1 port 0 and configs for it.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aoai_blaster::{BlasterConfig, ChatRequest};
+use actix::prelude::*;
+
+use aoai_blaster::{BlasterConfig, ChatRequest, StreamDelta};
 use aoai_sim::{DeploymentSpec, SimConfig, SimHandle, SimStats};
 use serde_json::{Value, json};
 
@@ -129,4 +132,18 @@ pub async fn assert_no_429(sim: &SimHandle, deployment: &str, ok: u64) {
     let stats = http_stats(sim).await;
     assert_eq!(stats.deployment(deployment).rate_limited, 0);
     assert_eq!(stats.deployment(deployment).ok, ok);
+}
+
+/// Collects streamed deltas for a test.
+pub struct Deltas(pub Arc<Mutex<Vec<StreamDelta>>>);
+
+impl Actor for Deltas {
+    type Context = Context<Self>;
+}
+
+impl Handler<StreamDelta> for Deltas {
+    type Result = ();
+    fn handle(&mut self, delta: StreamDelta, _: &mut Self::Context) {
+        self.0.lock().expect("not poisoned").push(delta);
+    }
 }
