@@ -4,20 +4,18 @@
 
 use std::time::Instant;
 
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
+use aoai_blaster::Job;
 use aoai_blaster::core::embeddings::EmbeddingsRequest;
 use aoai_blaster::core::gateway::{GatewayError, Route};
 use aoai_blaster::core::operation::JobRequest;
 use aoai_blaster::core::responses::ResponsesRequest;
-use aoai_blaster::{Job, JobResult};
 use serde_json::Value;
 
 use crate::app::{authorize, refuse};
-use crate::chat::{body_model, client_gone, closing, job_failed, read_body, refuse_after};
+use crate::chat::{body_model, client_gone, closing, job_failed, read_body, refuse_after, relayed};
 use crate::disconnect::{peer, unless_gone};
 use crate::state::State;
-use crate::{metrics, reply};
 
 /// The operations these routes serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +78,7 @@ pub(crate) async fn handle(
         let error = state.queue_full(&route).await;
         return refuse(route_label, &error, started);
     };
-    let mut job = Job::new(job_request);
+    let mut job = Job::new(job_request).with_raw_reply();
     if let Route::Pin(pin) = &route {
         job = job.pinned_to(pin.clone());
     }
@@ -90,7 +88,7 @@ pub(crate) async fn handle(
     match answer {
         None => client_gone(route_label, started),
         Some(Err(_)) => refuse(route_label, &closing(), started),
-        Some(Ok(Ok(result))) => answered(route_label, &result, started),
+        Some(Ok(Ok(result))) => relayed(route_label, &result, started),
         Some(Ok(Err(error))) => {
             let answer = job_failed(&state, &route, &error).await;
             refuse_after(route_label, &answer, &error, started)
@@ -115,22 +113,4 @@ fn parse(op: Op, bytes: &[u8]) -> Result<(Option<String>, JobRequest), GatewayEr
         }
     }
     Ok((model, op.request(body)?))
-}
-
-/// The upstream body as the reply, with the deployment, the upstream request id and the
-/// overhead.
-fn answered(route: &'static str, result: &JobResult, started: Instant) -> HttpResponse {
-    let Ok(body) = result.reply.to_json() else {
-        let error = GatewayError::new(500, "server_error", "internal", "cannot write the reply");
-        return refuse(route, &error, started);
-    };
-    let mut answer = HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-        .body(body.get().to_owned());
-    crate::chat::described(&mut answer, &result.endpoint, result.request_id.as_deref());
-    let upstream = result.total_time.saturating_sub(result.queued_for);
-    let overhead = started.elapsed().saturating_sub(upstream);
-    reply::overhead(&mut answer, overhead);
-    metrics::answered(route, 200, overhead);
-    answer
 }

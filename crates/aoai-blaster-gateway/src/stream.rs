@@ -160,7 +160,7 @@ pub(crate) async fn respond(call: StreamCall, job: ChatJob) -> HttpResponse {
             let overhead = call
                 .started
                 .elapsed()
-                .saturating_sub(upstream_time(&result));
+                .saturating_sub(upstream_time(result.total_time, result.queued_for));
             reply::overhead(&mut reply, overhead);
             body.phase = Phase::Draining(Some(Ok(Box::new(result))));
             return with_body(reply, body);
@@ -270,7 +270,10 @@ impl SseBody {
         }
         self.queued
             .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
-        let overhead = self.started.elapsed().saturating_sub(upstream_time(result));
+        let overhead = self
+            .started
+            .elapsed()
+            .saturating_sub(upstream_time(result.total_time, result.queued_for));
         metrics::answered(ROUTE, 200, overhead);
     }
 

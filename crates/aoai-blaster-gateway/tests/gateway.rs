@@ -125,6 +125,14 @@ async fn routes_by_model_and_answers_the_upstream_completion() {
 /// What the recording upstream saw: each request's headers and body.
 type Seen = Arc<Mutex<Vec<(Vec<(String, String)>, Value)>>>;
 
+/// The recording upstream's completion, spaced and escaped as no serialiser of ours would
+/// write it: a gateway reply equal to it byte for byte was passed on, not rewritten.
+const UPSTREAM_REPLY: &str = r#"{ "id": "chatcmpl-fixed", "object": "chat.completion", "created": 7,
+  "model": "gpt-4o", "system_fingerprint": "fp_kept", "note": "caf\u00e9", "score": 1.50,
+  "choices": [ {"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "fixed"}} ],
+  "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4} }"#;
+
 /// An upstream this test starts: records each request, answers one fixed completion.
 async fn recording_upstream() -> (String, Seen, actix_web::dev::ServerHandle) {
     let seen: Seen = Arc::default();
@@ -141,13 +149,9 @@ async fn recording_upstream() -> (String, Seen, actix_web::dev::ServerHandle) {
                     .collect();
                 let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 record.lock().unwrap().push((headers, body));
-                HttpResponse::Ok().json(json!({
-                    "id": "chatcmpl-fixed", "object": "chat.completion", "created": 7,
-                    "model": "gpt-4o", "system_fingerprint": "fp_kept",
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "fixed"}}],
-                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
-                }))
+                HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(UPSTREAM_REPLY)
             }
         }))
     })
@@ -326,6 +330,11 @@ async fn the_body_goes_upstream_without_routing_keys_and_keys_are_checked_not_fo
     )
     .await;
     assert_eq!(bearer.status, 200, "{:?}", bearer.body);
+    assert_eq!(
+        bearer.body,
+        UPSTREAM_REPLY.as_bytes(),
+        "the upstream's bytes"
+    );
     let reply = bearer.json();
     assert_eq!(reply["id"], "chatcmpl-fixed");
     assert_eq!(reply["system_fingerprint"], "fp_kept");

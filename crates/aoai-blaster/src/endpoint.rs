@@ -33,6 +33,7 @@ use aoai_blaster_core::classify::{
 use aoai_blaster_core::config::{DeploymentConfig, Timeouts};
 use aoai_blaster_core::health::{Availability, EndpointHealth, HealthPolicy, HealthState};
 use aoai_blaster_core::operation::{Operation, Reply};
+use aoai_blaster_core::raw_reply::RawReply;
 use aoai_blaster_core::scheduler::{AttemptEnd, AttemptReport};
 use aoai_blaster_core::sse::{SseDecoder, StreamAssembler};
 use awc::error::{ConnectError, PayloadError, SendRequestError};
@@ -435,6 +436,7 @@ impl EndpointActor {
             body: Bytes::from(body),
             stream: attempt.stream,
             deltas: attempt.deltas,
+            raw_reply: attempt.raw_reply,
             label: attempt.label,
         };
         let call = self.next_call;
@@ -560,6 +562,7 @@ struct HttpCall {
     body: Bytes,
     stream: bool,
     deltas: Option<Recipient<StreamDelta>>,
+    raw_reply: bool,
     label: Option<String>,
 }
 
@@ -727,7 +730,12 @@ impl HttpCall {
                 return AttemptOutcome::Transient(body_error(&error, &self.settings.timeouts));
             }
         };
-        match Reply::parse(self.operation, &body) {
+        let parsed = if self.raw_reply {
+            RawReply::parse(self.operation, body.clone()).map(Reply::Raw)
+        } else {
+            Reply::parse(self.operation, &body)
+        };
+        match parsed {
             Ok(reply) => {
                 result.reply = Some(reply);
                 AttemptOutcome::Success

@@ -54,6 +54,11 @@ pub struct Job<R = JobRequest> {
     /// This job's `max_wait` (how long it may wait with no endpoint able to take it), instead
     /// of the configured one.
     pub max_wait: Option<std::time::Duration>,
+    /// Keep a plain reply as the server's bytes ([`Reply::Raw`](aoai_blaster_core::operation::Reply::Raw)),
+    /// reading only its usage: for callers that pass the reply on unchanged. Not for
+    /// streams, which are assembled, nor for a [`ChatJob`], whose answer is a typed
+    /// [`ChatResult`].
+    pub raw_reply: bool,
 }
 
 /// One chat completion to run (see [`Job`]): answers with a [`ChatResult`].
@@ -75,6 +80,7 @@ impl<R> fmt::Debug for Job<R> {
             .field("pin", &self.pin)
             .field("label", &self.label)
             .field("max_wait", &self.max_wait)
+            .field("raw_reply", &self.raw_reply)
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +95,7 @@ impl<R> Job<R> {
             pin: None,
             label: None,
             max_wait: None,
+            raw_reply: false,
         }
     }
 
@@ -130,6 +137,12 @@ impl Job<JobRequest> {
     pub fn from_request(request: impl Into<JobRequest>) -> Self {
         Job::new(request.into())
     }
+
+    /// Keep the plain reply as the server's bytes (see [`Job::raw_reply`]).
+    pub fn with_raw_reply(mut self) -> Self {
+        self.raw_reply = true;
+        self
+    }
 }
 
 impl<R: Into<JobRequest>> Job<R> {
@@ -142,6 +155,7 @@ impl<R: Into<JobRequest>> Job<R> {
             pin: self.pin,
             label: self.label,
             max_wait: self.max_wait,
+            raw_reply: self.raw_reply,
         }
     }
 }
@@ -227,6 +241,8 @@ pub(crate) struct Attempt {
     pub(crate) stream: bool,
     /// Where deltas go, for incremental streams.
     pub(crate) deltas: Option<Recipient<StreamDelta>>,
+    /// Keep a plain reply's bytes ([`Job::raw_reply`]).
+    pub(crate) raw_reply: bool,
     /// The job's label for logs.
     pub(crate) label: Option<String>,
     /// The job's tracing span: the attempt's span is its child.

@@ -43,6 +43,7 @@ struct JobPayload {
     reply: JobReply,
     stream: bool,
     deltas: Option<Recipient<StreamDelta>>,
+    raw_reply: bool,
     label: Option<String>,
     /// `job` span: outcome, attempts and total time are recorded on it when the job ends.
     span: tracing::Span,
@@ -140,6 +141,7 @@ impl Dispatcher {
                     request,
                     stream: payload.stream,
                     deltas: payload.deltas.clone(),
+                    raw_reply: payload.raw_reply,
                     label: payload.label.clone(),
                     job_span: payload.span.clone(),
                 };
@@ -294,6 +296,7 @@ impl Dispatcher {
             reply,
             stream: (job.stream || job.deltas.is_some()) && job.request.operation().streams(),
             deltas: job.deltas,
+            raw_reply: job.raw_reply,
             label: job.label,
             span,
             gate,
