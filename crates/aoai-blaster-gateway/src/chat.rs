@@ -72,14 +72,16 @@ pub(crate) async fn handle(
     let peer = peer(&request);
     if parsed.stream {
         let call = stream::StreamCall {
+            kind: stream::StreamKind::Chat {
+                include_usage: parsed.include_usage,
+            },
             state,
             route,
             peer,
             permit,
-            include_usage: parsed.include_usage,
             started,
         };
-        return stream::respond(call, job).await;
+        return stream::respond(call, job.into_job()).await;
     }
     // The completion goes back as the upstream's bytes: nothing here reads it.
     let job = job.into_job().with_raw_reply();

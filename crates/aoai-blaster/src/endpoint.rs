@@ -803,9 +803,7 @@ impl HttpCall {
             };
             for event in events {
                 let end = match self.operation {
-                    Operation::Responses => {
-                        self.take_responses_event(event.event.as_deref(), &event.data, result)
-                    }
+                    Operation::Responses => self.take_responses_event(event, result),
                     _ => self.take_event(&event.data, &mut assembler, result),
                 };
                 if let Some(end) = end {

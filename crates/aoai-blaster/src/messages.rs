@@ -20,6 +20,7 @@ use aoai_blaster_core::operation::JobRequest;
 use aoai_blaster_core::retry::JobError;
 use aoai_blaster_core::scheduler::AttemptEnd;
 pub use aoai_blaster_core::scheduler::{ChatResult, JobResult};
+use aoai_blaster_core::sse::SseEvent;
 
 use crate::report::EndpointReport;
 
@@ -55,9 +56,10 @@ pub struct Job<R = JobRequest> {
     /// of the configured one.
     pub max_wait: Option<std::time::Duration>,
     /// Keep a plain reply as the server's bytes ([`Reply::Raw`](aoai_blaster_core::operation::Reply::Raw)),
-    /// reading only its usage: for callers that pass the reply on unchanged. Not for
-    /// streams, which are assembled, nor for a [`ChatJob`], whose answer is a typed
-    /// [`ChatResult`].
+    /// reading only its usage: for callers that pass the reply on unchanged. Not for a
+    /// [`ChatJob`], whose answer is a typed [`ChatResult`]. A stream is still assembled; on a
+    /// Responses stream with [`Job::deltas`] every upstream event is delivered as it came
+    /// ([`StreamDelta::event`]).
     pub raw_reply: bool,
 }
 
@@ -224,6 +226,10 @@ pub struct StreamDelta {
     pub content: String,
     /// The whole chunk, for tool calls and other fields.
     pub chunk: Arc<ChatCompletionChunk>,
+    /// With [`Job::raw_reply`] on a Responses stream: the upstream event as it came (its
+    /// `event:` name and `data:` text). Every event but a failure's is delivered then, text or
+    /// not (a chunk with empty text for the others), so a caller can pass the stream on.
+    pub event: Option<Arc<SseEvent>>,
 }
 
 /// Dispatcher → EndpointActor: send this job's request once. The endpoint answers with one

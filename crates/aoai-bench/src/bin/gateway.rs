@@ -365,16 +365,24 @@ impl Added {
     /// Median round and spread, `median (min..max)`.
     fn spread(&self, pick: impl Fn(&Load) -> f64) -> (f64, f64, f64) {
         let added = self.added(pick);
-        let median = added.get(added.len() / 2).copied().unwrap_or(f64::NAN);
         let min = added.first().copied().unwrap_or(f64::NAN);
         let max = added.last().copied().unwrap_or(f64::NAN);
-        (median, min, max)
+        (median_of_sorted(&added), min, max)
     }
 
     fn median(loads: &[Load], pick: impl Fn(&Load) -> f64) -> f64 {
         let mut values: Vec<f64> = loads.iter().map(pick).collect();
         values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+        median_of_sorted(&values)
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median_of_sorted(values: &[f64]) -> f64 {
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 
@@ -634,6 +642,9 @@ mod tests {
         );
         assert_eq!(duration_us("2.00s"), Some(2_000_000.0));
         assert_eq!(duration_us("fast"), None);
+        assert_eq!(median_of_sorted(&[1.0, 3.0]), 2.0);
+        assert_eq!(median_of_sorted(&[1.0, 2.0, 9.0]), 2.0);
+        assert!(median_of_sorted(&[]).is_nan());
         assert_eq!(
             callgrind_total("events: Ir\nsummary: 0\nfn=main\n1 5\ntotals: 123456\n"),
             Some(123_456)
