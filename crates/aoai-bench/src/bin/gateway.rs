@@ -231,6 +231,8 @@ struct Load {
     rps: f64,
     requests: u64,
     errors: u64,
+    /// wrk's `Socket errors:` (connect, read, write, timeout), summed.
+    socket_errors: u64,
 }
 
 /// Runs wrk against `url` with a POST of `body` (and `headers`), at `connections`.
@@ -305,12 +307,22 @@ fn parse_wrk(text: &str) -> Option<Load> {
         .trim()
         .parse()
         .ok()?;
+    let socket_errors = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+        .map(|v| {
+            v.split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
     Some(Load {
-        p50_us: percentile("50%")?,
-        p99_us: percentile("99%")?,
+        p50_us: percentile("50%").unwrap_or(0.0),
+        p99_us: percentile("99%").unwrap_or(0.0),
         rps,
         requests,
         errors,
+        socket_errors,
     })
 }
 
@@ -456,7 +468,7 @@ fn run(args: &Args) -> Result<(), String> {
                     cpu_c1.1 += through.requests;
                 }
                 say(format!(
-                    "  c={c:<4} round {round} pacing {:3} direct p50 {:>7.0} µs p99 {:>7.0} µs {:>7.0} req/s | gateway p50 {:>7.0} µs p99 {:>7.0} µs {:>7.0} req/s ({} non-2xx)",
+                    "  c={c:<4} round {round} pacing {:3} direct p50 {:>7.0} µs p99 {:>7.0} µs {:>7.0} req/s | gateway p50 {:>7.0} µs p99 {:>7.0} µs {:>7.0} req/s ({} non-2xx, {} socket errors)",
                     if added.pacing { "on" } else { "off" },
                     direct.p50_us,
                     direct.p99_us,
@@ -464,7 +476,8 @@ fn run(args: &Args) -> Result<(), String> {
                     through.p50_us,
                     through.p99_us,
                     through.rps,
-                    through.errors
+                    through.errors,
+                    through.socket_errors
                 ));
                 added.direct.push(direct);
                 added.through.push(through);
