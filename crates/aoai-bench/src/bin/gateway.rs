@@ -63,6 +63,9 @@ struct Args {
     /// (needs valgrind: `apt-get install valgrind`).
     #[arg(long)]
     callgrind: bool,
+    /// With `--callgrind`: measure the pacing-on gateway instead of the pacing-off one.
+    #[arg(long)]
+    pacing: bool,
     /// With `--callgrind`: keep callgrind's output file here (for `callgrind_annotate`).
     #[arg(long)]
     callgrind_out: Option<PathBuf>,
@@ -576,7 +579,8 @@ fn report(args: &Args, rows: &[Added], cores: usize, cpu_c1: (Duration, u64)) {
     ));
 }
 
-/// Instructions per request of the pacing-off gateway at concurrency 1, under callgrind.
+/// Instructions per request of a gateway (pacing off, or on with `--pacing`) at concurrency 1,
+/// under callgrind.
 fn callgrind(args: &Args, exe: &Path) -> Result<(), String> {
     let sim = start_sim()?;
     let body = request_body();
@@ -591,12 +595,13 @@ fn callgrind(args: &Args, exe: &Path) -> Result<(), String> {
         callgrind_out: Some(&out),
     };
     say(format!(
-        "gateway bench: instructions per request under callgrind, {} ({} HTTP worker), wrk c=1 for {}s after a 2 s warm-up",
+        "gateway bench: instructions per request under callgrind, {} ({} HTTP worker, pacing {}), wrk c=1 for {}s after a 2 s warm-up",
         exe.display(),
         args.workers,
+        if args.pacing { "on" } else { "off" },
         args.seconds
     ));
-    let gateway = GatewayProcess::start(&gateway_config(&sim, false), &launch)?;
+    let gateway = GatewayProcess::start(&gateway_config(&sim, args.pacing), &launch)?;
     wrk(&gateway.url(), &body, &[], 1, 2)?;
     let control = |switch: &str| {
         Command::new("callgrind_control")
