@@ -4,7 +4,9 @@
 //! package) directly and through the gateway (in another child process: the same code as
 //! `serve`), side by side in one run, at several concurrencies: p50/p99 latency added by the
 //! gateway and the most requests/s each way; then the same with pacing on (limits configured
-//! far above the load, so they never bind). Also the idle RSS of the gateway process.
+//! far above the load, so they never bind). Also the idle RSS of the gateway process. The
+//! same table follows with nginx as the upstream (Debian's, started by the bench on a free
+//! loopback port, answering one fixed completion), when it is installed.
 //!
 //! Each concurrency runs `--repeat` rounds of direct, pacing off and pacing on back to back;
 //! the added latency is taken within each round (gateway minus direct, so a change in the
@@ -24,6 +26,9 @@ use std::time::Duration;
 use aoai_bench::cpu::pid_cpu;
 use aoai_bench::say;
 use aoai_bench::sim::SimProcess;
+
+#[path = "gateway/nginx.rs"]
+mod nginx;
 use aoai_blaster::BlasterConfig;
 use aoai_blaster_gateway::{Gateway, GatewayOptions};
 use aoai_sim::{DeploymentSpec, SimConfig};
@@ -343,9 +348,9 @@ fn duration_us(text: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|n| n * scale)
 }
 
-fn gateway_config(sim: &SimProcess, pacing: bool) -> serde_json::Value {
+fn gateway_config(endpoint: &str, pacing: bool) -> serde_json::Value {
     let mut deployment = json!({
-        "name": "east", "endpoint": sim.endpoint_for("gpt-4o"), "api_key": aoai_sim::DEFAULT_API_KEY,
+        "name": "east", "endpoint": endpoint, "api_key": aoai_sim::DEFAULT_API_KEY,
         "model": "gpt-4o", "api_version": "2024-10-21", "adaptive": false,
     });
     if pacing {
@@ -421,25 +426,54 @@ fn run(args: &Args) -> Result<(), String> {
     if args.callgrind {
         return callgrind(args, &exe);
     }
-    let sim = start_sim()?;
-    let body = request_body();
-    let direct_url = format!(
-        "{}openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
-        sim.endpoint_for("gpt-4o")
-    );
-    let key = [("api-key", aoai_sim::DEFAULT_API_KEY)];
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     say(format!(
-        "gateway bench: wrk {}s per run, {} rounds per concurrency {:?}, {cores} cores shared by wrk, the simulator and the gateway ({} HTTP worker)",
+        "gateway bench: wrk {}s per run, {} rounds per concurrency {:?}, {cores} cores shared by wrk, the upstream and the gateway ({} HTTP worker)",
         args.seconds, args.repeat, args.concurrency, args.workers
     ));
+    let sim = start_sim()?;
+    say("upstream: the simulator, latency 0");
+    measure(args, &exe, &sim.endpoint_for("gpt-4o"), cores)?;
+    drop(sim);
+    match nginx::Nginx::start(&request_body_reply()) {
+        Ok(nginx) => {
+            say("");
+            say(format!(
+                "upstream: nginx ({}) answering one fixed completion",
+                nginx.version
+            ));
+            measure(args, &exe, &nginx.endpoint(), cores)?;
+        }
+        Err(why) => say(format!("no nginx upstream: {why}")),
+    }
+    Ok(())
+}
+
+/// The fixed completion nginx answers.
+fn request_body_reply() -> String {
+    json!({
+        "id": "chatcmpl-fixed", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "Hi"}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}
+    })
+    .to_string()
+}
+
+/// The table for one zero-latency upstream at `endpoint`: direct, then through a pacing-off
+/// and a pacing-on gateway, round after round; the gateways' RSS.
+fn measure(args: &Args, exe: &Path, endpoint: &str, cores: usize) -> Result<(), String> {
+    let body = request_body();
+    let direct_url =
+        format!("{endpoint}openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21");
+    let key = [("api-key", aoai_sim::DEFAULT_API_KEY)];
     let launch = Launch {
-        exe: &exe,
+        exe,
         workers: args.workers,
         callgrind_out: None,
     };
-    let plain = GatewayProcess::start(&gateway_config(&sim, false), &launch)?;
-    let paced = GatewayProcess::start(&gateway_config(&sim, true), &launch)?;
+    let plain = GatewayProcess::start(&gateway_config(endpoint, false), &launch)?;
+    let paced = GatewayProcess::start(&gateway_config(endpoint, true), &launch)?;
     let gateways = [&plain, &paced];
     // Fresh: started, no request yet (a tokenizer pacing counts with is loaded at start).
     std::thread::sleep(Duration::from_millis(1_500));
@@ -601,7 +635,10 @@ fn callgrind(args: &Args, exe: &Path) -> Result<(), String> {
         if args.pacing { "on" } else { "off" },
         args.seconds
     ));
-    let gateway = GatewayProcess::start(&gateway_config(&sim, args.pacing), &launch)?;
+    let gateway = GatewayProcess::start(
+        &gateway_config(&sim.endpoint_for("gpt-4o"), args.pacing),
+        &launch,
+    )?;
     wrk(&gateway.url(), &body, &[], 1, 2)?;
     let control = |switch: &str| {
         Command::new("callgrind_control")
