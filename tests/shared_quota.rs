@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use aoai_blaster::{ChatJob, Dispatcher, GetReport, QuotaSharing, StartError};
-use aoai_sim::DeploymentSpec;
+use aoai_blaster::{ChatJob, Dispatcher, EndpointState, GetReport, QuotaSharing, StartError};
+use aoai_sim::{DeploymentSpec, OutageMode, OutageSpec};
 use aoai_testkit::RedisServer;
 use common::*;
 use futures_util::future::join_all;
@@ -124,5 +124,93 @@ async fn unreachable_redis_at_start_is_an_error_or_with_fallback_local_a_local_s
         .await
         .expect("dispatcher alive");
     assert!(result.is_ok(), "{result:?}");
+    sim.stop().await;
+}
+
+async fn state(dispatcher: &Addr<Dispatcher>, endpoint: &str) -> EndpointState {
+    let report = dispatcher.send(GetReport).await.expect("report");
+    report
+        .iter()
+        .find(|r| r.name == endpoint)
+        .expect("endpoint reported")
+        .state
+}
+
+#[actix_rt::test]
+async fn a_429_one_process_meets_keeps_the_other_off_the_deployment_until_its_wait_ends() {
+    let redis = RedisServer::start().expect("redis-server starts");
+    // `hot` answers 429 for its first 4 s, naming the time left (Azure's headers).
+    let sim = start_sim(vec![
+        spec("hot").outage(OutageSpec::new(OutageMode::Status429, 0, 4)),
+        spec("spare"),
+    ])
+    .await;
+    let shared = json!({"redis_url": redis.url(), "expected_processes": 2});
+    // A knows only `hot`; B prefers `hot` and spills to `spare` only while `hot` cannot take.
+    // No pacing: the cooldown alone must keep B off `hot` (an adaptive budget would also
+    // learn a spent minute from the 429's `remaining-tokens: 0`).
+    let unpaced = |priority: i32| json!({"adaptive": false, "priority": priority});
+    let a = Dispatcher::start(config(
+        json!({"shared": shared.clone()}),
+        vec![deployment(&sim, "hot", unpaced(0))],
+    ))
+    .expect("a starts");
+    let b = Dispatcher::start(config(
+        json!({"shared": shared, "strategy": "priority"}),
+        vec![
+            deployment(&sim, "hot", unpaced(0)),
+            deployment(&sim, "spare", unpaced(1)),
+        ],
+    ))
+    .expect("b starts");
+
+    let a_job = actix_rt::spawn(a.send(ChatJob::new(prompt(0))));
+    let s = &sim;
+    wait_until(Duration::from_secs(5), || async move {
+        http_stats(s).await.deployment("hot").rate_limited == 1
+    })
+    .await;
+    let met = Instant::now();
+    let b_ref = &b;
+    wait_until(Duration::from_secs(2), || async move {
+        state(b_ref, "hot").await == EndpointState::Cooling
+    })
+    .await;
+    let reached = met.elapsed();
+    assert!(reached < Duration::from_secs(1), "{reached:?}");
+
+    // While `hot` cools, every job of B goes to `spare`, at its first try.
+    let cooling = join_all((0..8).map(|i| b.send(ChatJob::new(prompt(i)))));
+    for result in cooling.await {
+        let result = result.expect("b alive").expect("job succeeds");
+        assert_eq!(
+            (result.endpoint.as_str(), result.attempts.len()),
+            ("spare", 1)
+        );
+    }
+    let stats = http_stats(&sim).await;
+    assert_eq!(stats.deployment("hot").requests, 1, "only A's 429");
+    assert_eq!(stats.deployment("spare").ok, 8);
+
+    // A's job goes out again when the wait ends, and succeeds: nobody met another 429.
+    let a_result = a_job
+        .await
+        .expect("joined")
+        .expect("a alive")
+        .expect("a's job");
+    assert_eq!(a_result.endpoint, "hot");
+    wait_until(Duration::from_secs(2), || async move {
+        state(b_ref, "hot").await == EndpointState::Healthy
+    })
+    .await;
+    let after = join_all((0..8).map(|i| b.send(ChatJob::new(prompt(i)))));
+    for result in after.await {
+        let result = result.expect("b alive").expect("job succeeds");
+        assert_eq!(result.endpoint, "hot");
+    }
+    let stats = http_stats(&sim).await;
+    assert_eq!(stats.deployment("hot").rate_limited, 1);
+    assert_eq!(stats.deployment("hot").ok, 1 + 8);
+    assert_eq!(stats.deployment("spare").requests, 8);
     sim.stop().await;
 }

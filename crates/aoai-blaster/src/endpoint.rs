@@ -43,7 +43,8 @@ use rand::SeedableRng;
 use crate::auth::Auth;
 use crate::clock;
 use crate::messages::{
-    Attempt, AttemptDone, HealthEvent, HealthReport, HealthSnapshot, StopForRestart, StreamDelta,
+    Attempt, AttemptDone, HealthEvent, HealthReport, HealthSnapshot, MirrorHealth, StopForRestart,
+    StreamDelta,
 };
 use crate::metrics::{EndpointMetrics, FinishedAttempt, server_time_from_headers};
 
@@ -213,7 +214,7 @@ impl EndpointActor {
         self.metrics.health(
             &report.health.state,
             report.health.failure_streak,
-            report.event == HealthEvent::Changed,
+            report.event != HealthEvent::Restarted,
         );
         match &report.health.state {
             HealthState::Disabled { reason, .. } => {
@@ -363,6 +364,19 @@ impl Handler<StopForRestart> for EndpointActor {
 
     fn handle(&mut self, _: StopForRestart, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+impl Handler<MirrorHealth> for EndpointActor {
+    type Result = ();
+
+    fn handle(&mut self, MirrorHealth(mirror): MirrorHealth, ctx: &mut Self::Context) {
+        let now = clock::now();
+        let previous = self.health.state().clone();
+        if self.health.mirror(now, &mirror).is_some() {
+            self.announce(HealthEvent::Mirrored, Some(previous));
+            self.arm_timer(ctx, now);
+        }
     }
 }
 

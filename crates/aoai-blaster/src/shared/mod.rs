@@ -25,7 +25,8 @@ use aoai_blaster_core::config::RedisUrl;
 use aoai_blaster_core::quota::Cost;
 use aoai_blaster_core::secret::redact;
 use aoai_blaster_core::shared::{
-    Carry, Grant, HealthNote, LeaseLimits, LeaseSpans, Renewal, SharedHealth, SharedKeys,
+    Carry, Grant, HealthNote, LeaseLimits, LeaseSpans, RECOVERED_TTL, Renewal, SharedHealth,
+    SharedKeys,
 };
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script};
@@ -212,12 +213,13 @@ impl SharedRedis {
             HealthNote::Disabled { reason, ttl } => {
                 ("disable", millis(*ttl).max(1), reason.as_str())
             }
-            HealthNote::Recovered => ("recover", 0, ""),
+            HealthNote::Recovered => ("recover", millis(RECOVERED_TTL), ""),
         };
         let mut invocation = NOTE.prepare_invoke();
         invocation
             .key(keys.cooling())
             .key(keys.disabled())
+            .key(keys.recovered())
             .arg(kind)
             .arg(ms)
             .arg(reason);
@@ -235,9 +237,10 @@ impl SharedRedis {
             pipe.cmd("PTTL").arg(k.cooling());
             pipe.cmd("GET").arg(k.disabled());
             pipe.cmd("PTTL").arg(k.disabled());
+            pipe.cmd("EXISTS").arg(k.recovered());
         }
         let mut conn = self.connection().await?;
-        let replies: Vec<(i64, Option<String>, i64)> =
+        let replies: Vec<(i64, Option<String>, i64, bool)> =
             self.bounded("health", pipe.query_async(&mut conn)).await?;
         let left = |ms: i64| {
             u64::try_from(ms)
@@ -247,9 +250,10 @@ impl SharedRedis {
         };
         Ok(replies
             .into_iter()
-            .map(|(cooling, reason, disabled)| SharedHealth {
+            .map(|(cooling, reason, disabled, recovered)| SharedHealth {
                 cooling_for: left(cooling),
                 disabled: reason.zip(left(disabled)),
+                recovered,
             })
             .collect())
     }
