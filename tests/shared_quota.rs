@@ -80,18 +80,28 @@ async fn redis_lost_mid_run_paces_at_one_nth_and_shares_again_when_back() {
     };
     wait_until(Duration::from_secs(10), ok(10)).await;
     redis.kill().expect("redis killed");
+    let killed = Instant::now();
     let d = &dispatcher;
     wait_until(Duration::from_secs(10), || async move {
         sharing(d).await == Some(QuotaSharing::Local)
     })
     .await;
+    let seen_local = Instant::now();
     wait_until(Duration::from_secs(20), ok(30)).await;
     assert_eq!(sharing(&dispatcher).await, Some(QuotaSharing::Local));
+    let restarting = Instant::now();
     redis.restart().expect("redis restarts");
     wait_until(Duration::from_secs(10), || async move {
         sharing(d).await == Some(QuotaSharing::Shared)
     })
     .await;
+    // The report (and the CLI's summary) says how long the quota was paced locally: at least
+    // from when the report first said so until Redis was started again, at most since the kill.
+    let local = dispatcher.send(GetReport).await.expect("report")[0]
+        .quota_local_for
+        .expect("shared quota");
+    assert!(local >= restarting - seen_local, "{local:?}");
+    assert!(local <= killed.elapsed(), "{local:?}");
     let results = run.await.expect("jobs run");
     assert_eq!(results.len(), 60);
     for result in results {

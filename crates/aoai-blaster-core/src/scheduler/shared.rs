@@ -187,6 +187,12 @@ impl<P: Payload> Scheduler<P> {
         self.shared.as_ref().map(|s| s.link.is_shared())
     }
 
+    /// How long quotas were paced locally (Redis away) up to `now`; `None` without shared
+    /// quotas.
+    pub fn time_local(&self, now: Instant) -> Option<std::time::Duration> {
+        self.shared.as_ref().map(|s| s.link.time_local(now))
+    }
+
     /// Redis answered `endpoint`'s renewal with `grant`.
     pub fn lease_granted(
         &mut self,

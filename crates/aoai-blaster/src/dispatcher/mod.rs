@@ -215,7 +215,7 @@ impl Dispatcher {
         let now = clock::now();
         self.scheduler
             .endpoints()
-            .map(|view| EndpointReport::new(&view, now))
+            .map(|view| EndpointReport::new(&view, now, self.scheduler.time_local(now)))
             .collect()
     }
 }
