@@ -320,11 +320,8 @@ impl EndpointActor {
 }
 
 fn build_client(settings: &EndpointSettings) -> awc::Client {
-    // awc builds a rustls config for every client, even a plain-http one, and rustls needs one
-    // process-wide crypto provider; when another crate also enabled `ring`, rustls cannot pick
-    // one by itself and panics. Installing ours first makes the choice (a second install by
-    // anyone is refused harmlessly).
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // awc builds a rustls config for every client, even a plain-http one.
+    crate::tls::install_crypto_provider();
     let connector = awc::Connector::new()
         .timeout(settings.timeouts.connect)
         .limit(settings.max_connections);

@@ -12,7 +12,9 @@
 //!   [`HEALTH_POLL`](aoai_blaster_core::shared::HEALTH_POLL) sees another's 429 within a
 //!   second.
 //!
-//! Redis 5 or newer (the scripts read `TIME` before they write), or Valkey.
+//! Redis 5 or newer (the scripts read `TIME` before they write), or Valkey; over TLS with
+//! `rediss://`, verified against the system's trusted certificates (`SSL_CERT_FILE` names
+//! others, e.g. a private CA).
 //!
 //! Every call is bounded ([`CALL_TIMEOUT`]); a failure drops the connection, and the next call
 //! connects again, so a Redis that comes back is used again without a restart. Errors never
@@ -72,6 +74,8 @@ impl SharedRedis {
     /// A client for `url`; nothing is sent until the first call ([`SharedRedis::ping`] checks
     /// that Redis answers).
     pub fn new(url: &RedisUrl) -> Result<SharedRedis, SharedError> {
+        // `rediss://` builds a rustls config on connecting.
+        crate::tls::install_crypto_provider();
         let shown = url.redacted().to_owned();
         let client = redis::Client::open(url.expose()).map_err(|e| SharedError {
             action: "open",
