@@ -100,21 +100,7 @@ impl RedisServer {
     /// the server's log). Installs `redis-server` first when it is missing and this process
     /// may (see [`RedisServerError::Missing`]).
     pub fn start() -> Result<RedisServer, RedisServerError> {
-        let binary = find_or_install()?;
-        let dir = tempfile::Builder::new()
-            .prefix("aoai-redis")
-            .tempdir()
-            .map_err(io_error("creating its temp dir"))?;
-        let socket = dir.path().join("redis.sock");
-        let mut server = RedisServer {
-            binary,
-            dir,
-            socket,
-            child: None,
-            tls: None,
-        };
-        server.spawn()?;
-        Ok(server)
+        Self::launch(false)
     }
 
     /// Starts a server that also serves TLS on a loopback port ([`tls_url`](Self::tls_url)),
@@ -123,19 +109,27 @@ impl RedisServer {
     /// this process may). Redis takes no port 0 for TLS: the port is one the system just
     /// handed out and took back.
     pub fn start_tls() -> Result<RedisServer, RedisServerError> {
+        Self::launch(true)
+    }
+
+    fn launch(tls: bool) -> Result<RedisServer, RedisServerError> {
         let binary = find_or_install()?;
         let dir = tempfile::Builder::new()
             .prefix("aoai-redis")
             .tempdir()
             .map_err(io_error("creating its temp dir"))?;
-        let tls = make_certificates(dir.path())?;
+        let tls = if tls {
+            Some(make_certificates(dir.path())?)
+        } else {
+            None
+        };
         let socket = dir.path().join("redis.sock");
         let mut server = RedisServer {
             binary,
             dir,
             socket,
             child: None,
-            tls: Some(tls),
+            tls,
         };
         server.spawn()?;
         Ok(server)
