@@ -224,3 +224,93 @@ async fn a_429_one_process_meets_keeps_the_other_off_the_deployment_until_its_wa
     assert_eq!(stats.deployment("spare").requests, 8);
     sim.stop().await;
 }
+
+async fn disabled_reason(dispatcher: &Addr<Dispatcher>, endpoint: &str) -> Option<String> {
+    let report = dispatcher.send(GetReport).await.expect("report");
+    report
+        .into_iter()
+        .find(|r| r.name == endpoint)
+        .and_then(|r| r.disabled_reason)
+}
+
+#[actix_rt::test]
+async fn a_rejection_reaches_the_others_and_the_first_probe_that_succeeds_lifts_it() {
+    let redis = RedisServer::start().expect("redis-server starts");
+    // `gone` refuses every key for its first 2 s (a key fixed meanwhile); `spare` serves.
+    let sim = start_sim(vec![
+        spec("gone").outage(OutageSpec::new(OutageMode::Status401, 0, 2)),
+        spec("spare"),
+    ])
+    .await;
+    let shared = json!({"redis_url": redis.url(), "expected_processes": 3});
+    // Each prefers `gone` and spills to `spare` only while `gone` cannot take a job.
+    let process = |reenable_after: &str| {
+        let entry = |name: &str, priority: i32| {
+            deployment(&sim, name, json!({"adaptive": false, "priority": priority}))
+        };
+        Dispatcher::start(config(
+            json!({"shared": shared.clone(), "strategy": "priority",
+                   "reenable_after": reenable_after}),
+            vec![entry("gone", 0), entry("spare", 1)],
+        ))
+        .expect("starts")
+    };
+    // A probes 2-4 s after its disable; B would wait 30-60 s; C sends nothing at first.
+    let (a, b, c) = (process("4s"), process("60s"), process("60s"));
+
+    // A and B meet the 401 on their own and disable `gone`; their jobs go on to `spare`.
+    let first = join_all([&a, &b].map(|d| d.send(ChatJob::new(prompt(0))))).await;
+    for result in first {
+        let result = result.expect("alive").expect("job succeeds");
+        let endpoints: Vec<&str> = result
+            .attempts
+            .iter()
+            .map(|a| a.endpoint.as_str())
+            .collect();
+        assert_eq!(endpoints, ["gone", "spare"]);
+    }
+    let refused = Instant::now();
+    // C, healthy, takes the disable with the others' reason within a second.
+    let c_ref = &c;
+    wait_until(Duration::from_secs(2), || async move {
+        disabled_reason(c_ref, "gone")
+            .await
+            .is_some_and(|r| r.starts_with("disabled by another process: "))
+    })
+    .await;
+    assert!(
+        refused.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        refused.elapsed()
+    );
+    let c_job = c.send(ChatJob::new(prompt(1))).await.expect("alive");
+    assert_eq!(c_job.expect("job succeeds").endpoint, "spare");
+
+    // A's own disable ends first: it probes (the outage is over) and recovers.
+    let a_ref = &a;
+    wait_until(Duration::from_secs(6), || async move {
+        state(a_ref, "gone").await == EndpointState::Probing
+    })
+    .await;
+    let probe = a.send(ChatJob::new(prompt(2))).await.expect("alive");
+    assert_eq!(probe.expect("the probe succeeds").endpoint, "gone");
+    let recovered = Instant::now();
+    // B, disabled on its own evidence for 30 s or more, is lifted within a second.
+    let b_ref = &b;
+    wait_until(Duration::from_secs(2), || async move {
+        state(b_ref, "gone").await == EndpointState::Healthy
+    })
+    .await;
+    assert!(
+        recovered.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        recovered.elapsed()
+    );
+    let b_job = b.send(ChatJob::new(prompt(3))).await.expect("alive");
+    assert_eq!(b_job.expect("job succeeds").endpoint, "gone");
+
+    let gone = http_stats(&sim).await.deployment("gone");
+    assert_eq!((gone.client_errors, gone.ok), (2, 2), "{gone:?}");
+    assert_eq!(http_stats(&sim).await.deployment("spare").ok, 3);
+    sim.stop().await;
+}
