@@ -7,7 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use aoai_blaster::{ChatJob, Dispatcher, EndpointState, GetReport, QuotaSharing, StartError};
+use aoai_blaster::{
+    ChatJob, Dispatcher, EndpointReport, EndpointState, GetReport, QuotaSharing, StartError,
+};
 use aoai_sim::{DeploymentSpec, OutageMode, OutageSpec};
 use aoai_testkit::RedisServer;
 use common::*;
@@ -138,24 +140,39 @@ async fn unreachable_redis_at_start_is_an_error_or_with_fallback_local_a_local_s
 }
 
 async fn state(dispatcher: &Addr<Dispatcher>, endpoint: &str) -> EndpointState {
+    endpoint_report(dispatcher, endpoint).await.state
+}
+
+async fn endpoint_report(dispatcher: &Addr<Dispatcher>, endpoint: &str) -> EndpointReport {
     let report = dispatcher.send(GetReport).await.expect("report");
     report
-        .iter()
+        .into_iter()
         .find(|r| r.name == endpoint)
         .expect("endpoint reported")
-        .state
+}
+
+/// A redis-server, a simulator where `troubled` meets `mode` for its first `secs` seconds
+/// beside a healthy `spare`, and the `shared:` section for `processes` processes.
+async fn troubled_and_spare(
+    troubled: &str,
+    mode: OutageMode,
+    secs: u64,
+    processes: u32,
+) -> (RedisServer, aoai_sim::SimHandle, Value) {
+    let redis = RedisServer::start().expect("redis-server starts");
+    let sim = start_sim(vec![
+        spec(troubled).outage(OutageSpec::new(mode, 0, secs)),
+        spec("spare"),
+    ])
+    .await;
+    let shared = json!({"redis_url": redis.url(), "expected_processes": processes});
+    (redis, sim, shared)
 }
 
 #[actix_rt::test]
 async fn a_429_one_process_meets_keeps_the_other_off_the_deployment_until_its_wait_ends() {
-    let redis = RedisServer::start().expect("redis-server starts");
     // `hot` answers 429 for its first 4 s, naming the time left (Azure's headers).
-    let sim = start_sim(vec![
-        spec("hot").outage(OutageSpec::new(OutageMode::Status429, 0, 4)),
-        spec("spare"),
-    ])
-    .await;
-    let shared = json!({"redis_url": redis.url(), "expected_processes": 2});
+    let (_redis, sim, shared) = troubled_and_spare("hot", OutageMode::Status429, 4, 2).await;
     // A knows only `hot`; B prefers `hot` and spills to `spare` only while `hot` cannot take.
     // No pacing: the cooldown alone must keep B off `hot` (an adaptive budget would also
     // learn a spent minute from the 429's `remaining-tokens: 0`).
@@ -225,24 +242,10 @@ async fn a_429_one_process_meets_keeps_the_other_off_the_deployment_until_its_wa
     sim.stop().await;
 }
 
-async fn disabled_reason(dispatcher: &Addr<Dispatcher>, endpoint: &str) -> Option<String> {
-    let report = dispatcher.send(GetReport).await.expect("report");
-    report
-        .into_iter()
-        .find(|r| r.name == endpoint)
-        .and_then(|r| r.disabled_reason)
-}
-
 #[actix_rt::test]
 async fn a_rejection_reaches_the_others_and_the_first_probe_that_succeeds_lifts_it() {
-    let redis = RedisServer::start().expect("redis-server starts");
     // `gone` refuses every key for its first 2 s (a key fixed meanwhile); `spare` serves.
-    let sim = start_sim(vec![
-        spec("gone").outage(OutageSpec::new(OutageMode::Status401, 0, 2)),
-        spec("spare"),
-    ])
-    .await;
-    let shared = json!({"redis_url": redis.url(), "expected_processes": 3});
+    let (_redis, sim, shared) = troubled_and_spare("gone", OutageMode::Status401, 2, 3).await;
     // Each prefers `gone` and spills to `spare` only while `gone` cannot take a job.
     let process = |reenable_after: &str| {
         let entry = |name: &str, priority: i32| {
@@ -273,8 +276,9 @@ async fn a_rejection_reaches_the_others_and_the_first_probe_that_succeeds_lifts_
     // C, healthy, takes the disable with the others' reason within a second.
     let c_ref = &c;
     wait_until(Duration::from_secs(2), || async move {
-        disabled_reason(c_ref, "gone")
+        endpoint_report(c_ref, "gone")
             .await
+            .disabled_reason
             .is_some_and(|r| r.starts_with("disabled by another process: "))
     })
     .await;
