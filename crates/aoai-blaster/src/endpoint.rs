@@ -44,7 +44,8 @@ use rand::SeedableRng;
 use crate::auth::Auth;
 use crate::clock;
 use crate::messages::{
-    Attempt, AttemptDone, HealthEvent, HealthReport, HealthSnapshot, StopForRestart, StreamDelta,
+    Attempt, AttemptDone, HealthEvent, HealthReport, HealthSnapshot, MirrorHealth, StopForRestart,
+    StreamDelta,
 };
 use crate::metrics::{EndpointMetrics, FinishedAttempt, server_time_from_headers};
 
@@ -214,7 +215,7 @@ impl EndpointActor {
         self.metrics.health(
             &report.health.state,
             report.health.failure_streak,
-            report.event == HealthEvent::Changed,
+            report.event != HealthEvent::Restarted,
         );
         match &report.health.state {
             HealthState::Disabled { reason, .. } => {
@@ -320,11 +321,8 @@ impl EndpointActor {
 }
 
 fn build_client(settings: &EndpointSettings) -> awc::Client {
-    // awc builds a rustls config for every client, even a plain-http one, and rustls needs one
-    // process-wide crypto provider; when another crate also enabled `ring`, rustls cannot pick
-    // one by itself and panics. Installing ours first makes the choice (a second install by
-    // anyone is refused harmlessly).
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // awc builds a rustls config for every client, even a plain-http one.
+    crate::tls::install_crypto_provider();
     let connector = awc::Connector::new()
         .timeout(settings.timeouts.connect)
         .limit(settings.max_connections);
@@ -364,6 +362,19 @@ impl Handler<StopForRestart> for EndpointActor {
 
     fn handle(&mut self, _: StopForRestart, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+impl Handler<MirrorHealth> for EndpointActor {
+    type Result = ();
+
+    fn handle(&mut self, MirrorHealth(mirror): MirrorHealth, ctx: &mut Self::Context) {
+        let now = clock::now();
+        let previous = self.health.state().clone();
+        if self.health.mirror(now, &mirror).is_some() {
+            self.announce(HealthEvent::Mirrored, Some(previous));
+            self.arm_timer(ctx, now);
+        }
     }
 }
 

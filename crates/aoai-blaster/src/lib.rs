@@ -37,6 +37,7 @@ mod messages;
 pub mod metrics;
 mod report;
 pub mod shared;
+mod tls;
 
 pub use aoai_blaster_core as core;
 pub use aoai_blaster_core::chat::{ChatCompletion, ChatRequest, Usage};

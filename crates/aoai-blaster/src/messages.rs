@@ -278,7 +278,15 @@ pub enum HealthEvent {
     Changed,
     /// The actor was restarted by its supervisor; its in-flight attempts were requeued.
     Restarted,
+    /// The state moved to mirror what another process noted in Redis (`shared:`): a cooldown,
+    /// a disable or a recovery it learned. Not written back for the others.
+    Mirrored,
 }
+
+/// Dispatcher → endpoint actor: mirror what another process noted about the deployment.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub(crate) struct MirrorHealth(pub(crate) aoai_blaster_core::shared::HealthMirror);
 
 /// A change in one endpoint's health, sent to the Dispatcher and to every subscriber.
 #[derive(Message, Debug, Clone)]

@@ -387,8 +387,16 @@ async fn health_written_by_one_process_is_read_by_the_other() {
     assert_eq!(reason, "404 deployment not found");
     assert!(left > 29 * S && left <= 30 * S, "{left:?}");
 
+    assert!(!seen[0].recovered);
+
+    // A recovery lifts the disable and leaves its mark; a later disable supersedes it.
     a.note(&k, &HealthNote::Recovered).await.unwrap();
-    assert_eq!(b.health(&[k]).await.unwrap()[0].disabled, None);
+    let seen = b.health(std::slice::from_ref(&k)).await.unwrap();
+    assert_eq!((seen[0].disabled.clone(), seen[0].recovered), (None, true));
+    a.note(&k, &disable).await.unwrap();
+    let seen = b.health(&[k]).await.unwrap();
+    assert!(!seen[0].recovered);
+    assert!(seen[0].disabled.is_some());
 }
 
 /// Sums what the records in the sets hold, the way the scripts' running totals should.

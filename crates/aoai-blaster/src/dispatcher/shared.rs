@@ -1,18 +1,20 @@
-//! The Dispatcher's link to the shared quotas in Redis: one task owns the [`SharedRedis`]
-//! connection and performs the scheduler's [`SharedEffect`]s in order (a carry before the next
-//! ask), off the Dispatcher's mailbox; each answer comes back as a [`SharedAnswer`], which
-//! becomes one scheduler event.
+//! The Dispatcher's link to the shared quotas and health in Redis: one task owns the
+//! [`SharedRedis`] connection and performs the scheduler's [`SharedEffect`]s in order (a carry
+//! before the next ask, a health note before the next read), off the Dispatcher's mailbox; each
+//! answer comes back as a [`SharedAnswer`], which becomes one scheduler event. The others'
+//! notes the scheduler mirrors go to the endpoint actors ([`MirrorHealth`]).
 
 use actix::prelude::*;
 use aoai_blaster_core::config::BlasterConfig;
 use aoai_blaster_core::scheduler::SharedEffect;
 use aoai_blaster_core::shared::{
-    Grant, LEASE_TTL, LeaseLimits, LeaseSpans, LinkChange, RedisLink, SharedKeys,
+    Grant, LEASE_TTL, LeaseLimits, LeaseSpans, LinkChange, RedisLink, SharedHealth, SharedKeys,
 };
 use tokio::sync::mpsc;
 
 use super::{Dispatcher, StartError};
 use crate::clock;
+use crate::messages::MirrorHealth;
 use crate::shared::SharedRedis;
 
 /// What Redis answered to one call.
@@ -25,6 +27,13 @@ pub(crate) enum SharedAnswer {
         endpoint: usize,
         /// Redis' answer.
         grant: Grant,
+    },
+    /// Every deployment's shared health (in config order), for read `read`.
+    Health {
+        /// The read's number.
+        read: u64,
+        /// What the keys say.
+        healths: Vec<SharedHealth>,
     },
     /// A probe reached Redis.
     Back,
@@ -120,6 +129,7 @@ async fn perform(
     mut calls: mpsc::UnboundedReceiver<SharedEffect>,
     answers: Recipient<SharedAnswer>,
 ) {
+    let health_keys: Vec<SharedKeys> = deployments.iter().map(|(k, _)| k.clone()).collect();
     while let Some(call) = calls.recv().await {
         let answer = match call {
             SharedEffect::Renew { endpoint, renewal } => {
@@ -141,27 +151,50 @@ async fn perform(
                     Err(e) => SharedAnswer::Failed(e.to_string()),
                 }
             }
+            SharedEffect::Note { endpoint, note } => {
+                let Some((keys, _)) = deployments.get(endpoint) else {
+                    continue;
+                };
+                match redis.note(keys, &note).await {
+                    Ok(()) => continue,
+                    Err(e) => SharedAnswer::Failed(e.to_string()),
+                }
+            }
+            SharedEffect::ReadHealth { read } => match redis.health(&health_keys).await {
+                Ok(healths) => SharedAnswer::Health { read, healths },
+                Err(e) => SharedAnswer::Failed(e.to_string()),
+            },
             SharedEffect::Probe => match redis.ping().await {
                 Ok(()) => SharedAnswer::Back,
                 Err(e) => SharedAnswer::Failed(e.to_string()),
             },
-            SharedEffect::Link(_) => continue,
+            SharedEffect::Link(_) | SharedEffect::Mirror { .. } => continue,
         };
         answers.do_send(answer);
     }
 }
 
 impl Dispatcher {
-    /// Performs a shared effect: a change of the link is logged here, calls go to Redis' task.
+    /// Performs a shared effect: a change of the link is logged here, a mirror goes to its
+    /// endpoint actor, calls go to Redis' task.
     pub(super) fn perform_shared(&mut self, effect: SharedEffect) {
         let Some(shared) = &self.shared else {
             return;
         };
-        if let SharedEffect::Link(change) = &effect {
-            log_change(change, shared.processes);
-            self.metrics
-                .shared_link(self.scheduler.is_shared() == Some(true));
-            return;
+        match effect {
+            SharedEffect::Link(change) => {
+                log_change(&change, shared.processes);
+                self.metrics
+                    .shared_link(self.scheduler.is_shared() == Some(true));
+                return;
+            }
+            SharedEffect::Mirror { endpoint, mirror } => {
+                if let Some(link) = self.endpoints.get(endpoint) {
+                    link.mirror.do_send(MirrorHealth(mirror));
+                }
+                return;
+            }
+            _ => {}
         }
         // The task ends only with the Dispatcher, so a send cannot fail while it runs.
         let _ = shared.calls.send(effect);
@@ -174,6 +207,7 @@ impl Handler<SharedAnswer> for Dispatcher {
     fn handle(&mut self, answer: SharedAnswer, ctx: &mut Self::Context) {
         self.step(ctx, |s, now, fx| match answer {
             SharedAnswer::Granted { endpoint, grant } => s.lease_granted(now, endpoint, grant, fx),
+            SharedAnswer::Health { read, healths } => s.health_read(now, read, &healths, fx),
             SharedAnswer::Back => s.redis_back(now, fx),
             SharedAnswer::Failed(error) => s.redis_failed(now, &error, fx),
         });

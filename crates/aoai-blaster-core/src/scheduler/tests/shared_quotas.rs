@@ -166,6 +166,10 @@ impl Process {
                 s.redis_back(now, next);
             }
             SharedEffect::Link(change) => self.links.push((now, change)),
+            // Shared health has its own tests (`shared_health.rs`); unanswered reads stop.
+            SharedEffect::Note { .. }
+            | SharedEffect::ReadHealth { .. }
+            | SharedEffect::Mirror { .. } => {}
         }
     }
 }
