@@ -1,7 +1,11 @@
 //! The Dispatcher's link to the shared quotas in Redis: one task owns the [`SharedRedis`]
 //! connection and performs the scheduler's [`SharedEffect`]s in order (a carry before the next
 //! ask), off the Dispatcher's mailbox; each answer comes back as a [`SharedAnswer`], which
-//! becomes one scheduler event.
+//! becomes one scheduler event. The task also keeps the [`RedisUse`] (calls, ask round trips
+//! from the moment the Dispatcher handed the ask over) that [`GetRedisUse`] reads.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use actix::prelude::*;
 use aoai_blaster_core::config::BlasterConfig;
@@ -13,7 +17,8 @@ use tokio::sync::mpsc;
 
 use super::{Dispatcher, StartError};
 use crate::clock;
-use crate::shared::SharedRedis;
+use crate::messages::GetRedisUse;
+use crate::shared::{RedisUse, SharedRedis};
 
 /// What Redis answered to one call.
 #[derive(Message, Debug)]
@@ -78,8 +83,10 @@ pub(crate) fn log_change(change: &LinkChange, processes: u32) {
 
 /// Where the Dispatcher sends the shared effects.
 pub(crate) struct SharedCalls {
-    calls: mpsc::UnboundedSender<SharedEffect>,
+    /// Each effect with the instant it was handed over.
+    calls: mpsc::UnboundedSender<(Instant, SharedEffect)>,
     processes: u32,
+    usage: Arc<Mutex<RedisUse>>,
 }
 
 impl SharedCalls {
@@ -104,11 +111,40 @@ impl SharedCalls {
             .collect();
         let spans = LeaseSpans::new(LEASE_TTL, config.rpm_window);
         let (calls, receiver) = mpsc::unbounded_channel();
-        actix_rt::spawn(perform(start.redis, deployments, spans, receiver, answers));
+        let mut usage = RedisUse::default();
+        // The ping at start is a call too.
+        usage.set_calls(start.redis.operations());
+        let usage = Arc::new(Mutex::new(usage));
+        let link = TaskLink {
+            calls: receiver,
+            answers,
+            usage: Arc::clone(&usage),
+        };
+        actix_rt::spawn(perform(start.redis, deployments, spans, link));
         Some(SharedCalls {
             calls,
             processes: shared.expected_processes,
+            usage,
         })
+    }
+}
+
+/// The Redis task's ends: the calls it takes, where it answers, what it counts.
+struct TaskLink {
+    calls: mpsc::UnboundedReceiver<(Instant, SharedEffect)>,
+    answers: Recipient<SharedAnswer>,
+    usage: Arc<Mutex<RedisUse>>,
+}
+
+impl TaskLink {
+    /// Notes the calls made so far and, for an answered ask, its round trip since `handed`.
+    fn count(&self, redis: &SharedRedis, ask: Option<Instant>) {
+        if let Ok(mut usage) = self.usage.lock() {
+            usage.set_calls(redis.operations());
+            if let Some(handed) = ask {
+                usage.record_ask(clock::now().saturating_duration_since(handed));
+            }
+        }
     }
 }
 
@@ -117,16 +153,18 @@ async fn perform(
     mut redis: SharedRedis,
     deployments: Vec<(SharedKeys, LeaseLimits)>,
     spans: LeaseSpans,
-    mut calls: mpsc::UnboundedReceiver<SharedEffect>,
-    answers: Recipient<SharedAnswer>,
+    mut link: TaskLink,
 ) {
-    while let Some(call) = calls.recv().await {
+    while let Some((handed, call)) = link.calls.recv().await {
         let answer = match call {
             SharedEffect::Renew { endpoint, renewal } => {
                 let Some((keys, limits)) = deployments.get(endpoint) else {
                     continue;
                 };
-                match redis.renew(keys, *limits, spans, &renewal).await {
+                let reply = redis.renew(keys, *limits, spans, &renewal).await;
+                let asked = renewal.ask.is_some() && reply.is_ok();
+                link.count(&redis, asked.then_some(handed));
+                match reply {
                     Ok(Some(grant)) => SharedAnswer::Granted { endpoint, grant },
                     Ok(None) => continue,
                     Err(e) => SharedAnswer::Failed(e.to_string()),
@@ -136,18 +174,24 @@ async fn perform(
                 let Some((keys, _)) = deployments.get(endpoint) else {
                     continue;
                 };
-                match redis.carry(keys, spans, &carries).await {
+                let reply = redis.carry(keys, spans, &carries).await;
+                link.count(&redis, None);
+                match reply {
                     Ok(()) => continue,
                     Err(e) => SharedAnswer::Failed(e.to_string()),
                 }
             }
-            SharedEffect::Probe => match redis.ping().await {
-                Ok(()) => SharedAnswer::Back,
-                Err(e) => SharedAnswer::Failed(e.to_string()),
-            },
+            SharedEffect::Probe => {
+                let reply = redis.ping().await;
+                link.count(&redis, None);
+                match reply {
+                    Ok(()) => SharedAnswer::Back,
+                    Err(e) => SharedAnswer::Failed(e.to_string()),
+                }
+            }
             SharedEffect::Link(_) => continue,
         };
-        answers.do_send(answer);
+        link.answers.do_send(answer);
     }
 }
 
@@ -164,7 +208,16 @@ impl Dispatcher {
             return;
         }
         // The task ends only with the Dispatcher, so a send cannot fail while it runs.
-        let _ = shared.calls.send(effect);
+        let _ = shared.calls.send((clock::now(), effect));
+    }
+}
+
+impl Handler<GetRedisUse> for Dispatcher {
+    type Result = MessageResult<GetRedisUse>;
+
+    fn handle(&mut self, _: GetRedisUse, _ctx: &mut Self::Context) -> Self::Result {
+        let usage = self.shared.as_ref().and_then(|s| s.usage.lock().ok());
+        MessageResult(usage.map(|u| u.clone()))
     }
 }
 
