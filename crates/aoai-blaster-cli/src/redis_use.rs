@@ -20,6 +20,9 @@ pub(crate) struct RedisFigures {
     pub(crate) ask_p50_us: u64,
     pub(crate) ask_p99_us: u64,
     pub(crate) ask_max_us: u64,
+    /// Of an ask, the script call alone (sent → reply), p99 (µs): the rest of the round trip
+    /// is this process's own queueing.
+    pub(crate) ask_call_p99_us: u64,
     /// The time a job spent waiting on Redis, p99 (µs): an ask's round trip for a job that
     /// waited for a lease, nothing for one charged to a lease already held.
     pub(crate) job_p99_us: u64,
@@ -39,6 +42,7 @@ impl RedisFigures {
             ask_p50_us: micros(usage.ask_quantile(0.5)),
             ask_p99_us: micros(usage.ask_quantile(0.99)),
             ask_max_us: micros(usage.ask_quantile(1.0)),
+            ask_call_p99_us: micros(usage.ask_call_quantile(0.99)),
             job_p99_us: micros(usage.per_job_quantile(jobs, 0.99)),
         }
     }
@@ -55,6 +59,7 @@ impl RedisFigures {
                 "{} asks, round trip p50 {} / p99 {} / max {} µs",
                 self.asks, self.ask_p50_us, self.ask_p99_us, self.ask_max_us
             ),
+            format!("the Redis call alone p99 {} µs", self.ask_call_p99_us),
         ]
     }
 }
@@ -78,12 +83,13 @@ mod tests {
             ask_p50_us: 120,
             ask_p99_us: 290,
             ask_max_us: 410,
+            ask_call_p99_us: 200,
             job_p99_us: 280,
         };
         assert_eq!(
             figures.clauses().join(", "),
             "Redis (shared quotas): 30 calls (0.750 per job), time per job p99 280 µs, \
-             28 asks, round trip p50 120 / p99 290 / max 410 µs"
+             28 asks, round trip p50 120 / p99 290 / max 410 µs, the Redis call alone p99 200 µs"
         );
         let json = serde_json::to_value(&figures).unwrap_or_default();
         assert_eq!(json["calls"], 30);

@@ -531,7 +531,7 @@ fn print_setup(
         options.seed,
         charged_tokens(Accounting::Default, jobs),
         cores,
-        if options.sequential {
+        if options.sequential || !options.processes.is_empty() {
             "one after another"
         } else {
             "side by side"

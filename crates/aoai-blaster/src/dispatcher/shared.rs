@@ -137,12 +137,17 @@ struct TaskLink {
 }
 
 impl TaskLink {
-    /// Notes the calls made so far and, for an answered ask, its round trip since `handed`.
-    fn count(&self, redis: &SharedRedis, ask: Option<Instant>) {
+    /// Notes the calls made so far and, for an answered ask, its round trip since it was
+    /// handed over and its script call alone (`sent` → now).
+    fn count(&self, redis: &SharedRedis, ask: Option<(Instant, Instant)>) {
         if let Ok(mut usage) = self.usage.lock() {
             usage.set_calls(redis.operations());
-            if let Some(handed) = ask {
-                usage.record_ask(clock::now().saturating_duration_since(handed));
+            if let Some((handed, sent)) = ask {
+                let now = clock::now();
+                usage.record_ask(
+                    now.saturating_duration_since(handed),
+                    now.saturating_duration_since(sent),
+                );
             }
         }
     }
@@ -161,9 +166,10 @@ async fn perform(
                 let Some((keys, limits)) = deployments.get(endpoint) else {
                     continue;
                 };
+                let sent = clock::now();
                 let reply = redis.renew(keys, *limits, spans, &renewal).await;
                 let asked = renewal.ask.is_some() && reply.is_ok();
-                link.count(&redis, asked.then_some(handed));
+                link.count(&redis, asked.then_some((handed, sent)));
                 match reply {
                     Ok(Some(grant)) => SharedAnswer::Granted { endpoint, grant },
                     Ok(None) => continue,

@@ -20,15 +20,36 @@ pub struct RedisUse {
     calls: u64,
     /// Round trips of the asks answered, in µs (two significant digits: about 20 KiB).
     asks: Histogram<u64>,
+    /// Of each, the script call alone (sent to Redis → reply), in µs: the rest of a round
+    /// trip is this process's own queueing (behind other calls, or a busy Dispatcher thread).
+    ask_calls: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // Valid bounds (1 ≤ low, high ≥ 2·low, 2 digits): cannot fail.
+    Histogram::new_with_bounds(1, MAX_MICROS, 2)
+        .unwrap_or_else(|_| unreachable!("valid histogram bounds"))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros())
+        .unwrap_or(MAX_MICROS)
+        .clamp(1, MAX_MICROS)
+}
+
+fn quantile(h: &Histogram<u64>, q: f64) -> Duration {
+    if h.is_empty() {
+        return Duration::ZERO;
+    }
+    Duration::from_micros(h.value_at_quantile(q.clamp(0.0, 1.0)))
 }
 
 impl Default for RedisUse {
     fn default() -> Self {
         RedisUse {
             calls: 0,
-            // Valid bounds (1 ≤ low, high ≥ 2·low, 2 digits): cannot fail.
-            asks: Histogram::new_with_bounds(1, MAX_MICROS, 2)
-                .unwrap_or_else(|_| unreachable!("valid histogram bounds")),
+            asks: histogram(),
+            ask_calls: histogram(),
         }
     }
 }
@@ -48,10 +69,13 @@ impl RedisUse {
     /// The `q` quantile (0 to 1) of the asks' round trips (rounded up, by at most 1 %); zero
     /// without asks.
     pub fn ask_quantile(&self, q: f64) -> Duration {
-        if self.asks.is_empty() {
-            return Duration::ZERO;
-        }
-        Duration::from_micros(self.asks.value_at_quantile(q.clamp(0.0, 1.0)))
+        quantile(&self.asks, q)
+    }
+
+    /// The `q` quantile (0 to 1) of the asks' script calls alone (sent → reply; rounded up by
+    /// at most 1 %): what Redis and the socket took of the round trips.
+    pub fn ask_call_quantile(&self, q: f64) -> Duration {
+        quantile(&self.ask_calls, q)
     }
 
     /// The `q` quantile (0 to 1) of the time each of `jobs` jobs spent on Redis: one ask's round
@@ -76,9 +100,10 @@ impl RedisUse {
         self.calls = calls;
     }
 
-    pub(crate) fn record_ask(&mut self, took: Duration) {
-        let micros = u64::try_from(took.as_micros()).unwrap_or(MAX_MICROS);
-        self.asks.saturating_record(micros.clamp(1, MAX_MICROS));
+    /// An ask answered: its round trip from the hand-over, and the script call alone.
+    pub(crate) fn record_ask(&mut self, round_trip: Duration, call: Duration) {
+        self.asks.saturating_record(micros(round_trip));
+        self.ask_calls.saturating_record(micros(call));
     }
 }
 
@@ -93,7 +118,7 @@ mod tests {
     fn with_asks(asks: &[u64]) -> RedisUse {
         let mut usage = RedisUse::default();
         for &us in asks {
-            usage.record_ask(micros(us));
+            usage.record_ask(Duration::from_micros(us), Duration::from_micros(us / 2));
         }
         usage
     }
@@ -125,6 +150,7 @@ mod tests {
         // Fewer jobs than asks (a job that waited twice): the asks alone.
         assert_eq!(usage.per_job_quantile(2, 0.75), micros(180));
         assert_eq!(usage.ask_quantile(1.0), micros(240));
+        assert_eq!(usage.ask_call_quantile(1.0), micros(120));
     }
 
     #[test]
