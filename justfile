@@ -65,6 +65,12 @@ bench-gateway *args:
 bench-quota *args:
     cargo run --release -p aoai-bench --bin bench-quota -- {{args}}
 
+# Shared quotas end to end: the quota batch split between 1, 2 and 4 `aoai-blaster run`
+# processes, with and without `shared:` (one simulator, one redis-server).
+bench-processes *args:
+    cargo build --release -p aoai-blaster-cli
+    cargo run --release -p aoai-bench --bin bench-quota -- --processes 1,2,4 {{args}}
+
 # Shared quotas, the Redis side: Redis calls and time per job at 10,000 jobs/s for 1, 2 and 4
 # processes, against a redis-server the bench starts on a unix socket.
 bench-shared *args:

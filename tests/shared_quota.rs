@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use aoai_blaster::{
-    ChatJob, Dispatcher, EndpointReport, EndpointState, GetReport, QuotaSharing, StartError,
+    ChatJob, Dispatcher, EndpointReport, EndpointState, GetRedisUse, GetReport, QuotaSharing,
+    StartError,
 };
 use aoai_sim::{DeploymentSpec, OutageMode, OutageSpec};
 use aoai_testkit::RedisServer;
@@ -60,6 +61,17 @@ async fn two_processes_sharing_a_quota_meet_no_429_at_the_pace_of_one() {
     assert_first_tries(join_all(jobs).await);
     let elapsed = started.elapsed();
     assert_no_429(&sim, "paced", 40).await;
+    // What sharing cost each process: the ping at start and one call per lease at least; each
+    // job that waited for a lease spent one ask's round trip, the others none.
+    for dispatcher in [&a, &b] {
+        let usage = dispatcher.send(GetRedisUse).await.expect("alive");
+        let usage = usage.expect("shared: its Redis use is kept");
+        assert!(usage.asks() >= 1, "{usage:?}");
+        assert!(usage.calls() > usage.asks(), "{usage:?}");
+        let slowest = usage.ask_quantile(1.0);
+        assert!(slowest > Duration::ZERO && slowest < Duration::from_secs(1));
+        assert_eq!(usage.per_job_quantile(20, 1.0), slowest);
+    }
     // One process at the whole quota: four windows of ten, 3.06 s at least.
     assert!(elapsed >= Duration::from_millis(3_060), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
@@ -136,6 +148,11 @@ async fn unreachable_redis_at_start_is_an_error_or_with_fallback_local_a_local_s
         .await
         .expect("dispatcher alive");
     assert!(result.is_ok(), "{result:?}");
+    // Local from the start: no ask reached Redis; without `shared:` nothing is kept.
+    let usage = dispatcher.send(GetRedisUse).await.expect("alive");
+    assert_eq!(usage.map(|u| u.asks()), Some(0));
+    let alone = Dispatcher::start(config(json!({}), vec![paced(&sim, "c")])).expect("starts");
+    assert!(alone.send(GetRedisUse).await.expect("alive").is_none());
     sim.stop().await;
 }
 

@@ -8,6 +8,8 @@ use aoai_blaster::{EndpointReport, EndpointState, QuotaSharing};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
+use crate::redis_use::RedisFigures;
+
 /// Exit status: every job succeeded.
 pub(crate) const EXIT_OK: u8 = 0;
 /// Exit status: some jobs failed or some input lines were invalid.
@@ -132,6 +134,9 @@ pub(crate) struct Summary {
     pub(crate) first_invalid_lines: Vec<InvalidLine>,
     /// The output file, when there is one.
     pub(crate) output: Option<String>,
+    /// With `shared:`, what the shared quotas cost in Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) redis: Option<RedisFigures>,
 }
 
 /// How many rejected lines the summary names.
@@ -230,6 +235,9 @@ impl Summary {
         if !self.endpoints.is_empty() {
             self.render_endpoints(&mut out);
             self.render_sharing(&mut out);
+        }
+        if let Some(redis) = &self.redis {
+            wrap_clauses(&mut out, &redis.clauses());
         }
         out
     }
@@ -594,6 +602,25 @@ mod tests {
         assert_eq!(json["succeeded"], 1);
         assert_eq!(json["endpoints"][0]["name"], "east");
         assert_eq!(json["endpoints"][0]["tpm_limit"], 1000);
+    }
+
+    #[test]
+    fn redis_figures_appear_only_with_shared_quotas() {
+        let mut summary = Summary::default();
+        let json = serde_json::to_value(&summary).unwrap();
+        assert!(json.get("redis").is_none(), "{json}");
+        assert!(!summary.render().contains("Redis"));
+        summary.redis = Some(RedisFigures {
+            calls: 12,
+            job_p99_us: 250,
+            ..Default::default()
+        });
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["redis"]["calls"], 12);
+        assert_eq!(json["redis"]["job_p99_us"], 250);
+        let text = summary.render();
+        assert!(text.contains("Redis (shared quotas): 12 calls"), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
     }
 
     #[test]

@@ -50,8 +50,8 @@ pub use aoai_blaster_core::scheduler::{EndpointCounters, QuotaSharing};
 pub use blaster::{Blaster, BlasterError, JobHandle};
 pub use dispatcher::{Dispatcher, DispatcherSeed, JobAnswer, StartError};
 pub use messages::{
-    ChatJob, ChatResult, Close, GetReport, HealthEvent, HealthReport, HealthSnapshot, Job,
-    JobResult, RestartEndpoint, StreamDelta, Subscribe,
+    ChatJob, ChatResult, Close, GetRedisUse, GetReport, HealthEvent, HealthReport, HealthSnapshot,
+    Job, JobResult, RestartEndpoint, StreamDelta, Subscribe,
 };
 pub use report::{EndpointReport, EndpointState, clock_time};
 

@@ -1,7 +1,7 @@
 //! Every message the actors exchange, as plain documented types.
 //!
 //! Callers talk to the [`Dispatcher`](crate::Dispatcher) with [`Job`] or [`ChatJob`], [`Subscribe`],
-//! [`GetReport`], [`Close`] and [`RestartEndpoint`]. The Dispatcher talks to each
+//! [`GetReport`], [`GetRedisUse`], [`Close`] and [`RestartEndpoint`]. The Dispatcher talks to each
 //! endpoint actors with `Attempt`; each answers with one `AttemptDone` (how the attempt ended:
 //! finished with a report, declined, or lost to a restart). Endpoints announce health changes
 //! with [`HealthReport`], which the Dispatcher folds into its admission state and forwards to
@@ -315,6 +315,11 @@ pub struct Subscribe(pub Recipient<HealthReport>);
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Vec<EndpointReport>")]
 pub struct GetReport;
+
+/// Ask the Dispatcher what its shared quotas cost in Redis so far (`None` without `shared:`).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Option<crate::shared::RedisUse>")]
+pub struct GetRedisUse;
 
 /// Stop taking jobs, finish the ones queued and in flight, then answer.
 #[derive(Message, Debug, Clone, Copy)]

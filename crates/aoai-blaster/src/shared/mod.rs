@@ -12,6 +12,9 @@
 //!   [`HEALTH_POLL`](aoai_blaster_core::shared::HEALTH_POLL) sees another's 429 within a
 //!   second.
 //!
+//! - [`RedisUse`] is what it cost: calls made and each ask's round trip, as the Dispatcher
+//!   measured them.
+//!
 //! Redis 5 or newer (the scripts read `TIME` before they write), or Valkey; over TLS with
 //! `rediss://`, verified against the system's trusted certificates (`SSL_CERT_FILE` names
 //! others, e.g. a private CA).
@@ -32,6 +35,9 @@ use aoai_blaster_core::shared::{
 };
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script};
+
+mod usage;
+pub use usage::RedisUse;
 
 /// The longest a connection attempt or a call may take before Redis counts as gone.
 pub const CALL_TIMEOUT: Duration = aoai_blaster_core::shared::ASK_TIMEOUT;
