@@ -65,6 +65,6 @@ pub use keys::SharedKeys;
 pub use ledger::{Grant, LeaseAsk, LeaseLedger, LeaseLimits, LeaseSpans, LedgerTotals};
 pub use link::{LinkChange, PROBE_FIRST, PROBE_MAX, RedisLink, RedisUnreachable};
 pub use quota::{
-    ASK_TIMEOUT, Carry, LEASE_HORIZON, LEASE_TTL, LeaseCharge, LeaseReturn, LeaseWait, Renewal,
-    SHORT_WINDOW_PARTS, SharedQuota,
+    ASK_TIMEOUT, Carry, LEASE_HORIZON, LEASE_TTL, LeaseCharge, LeaseReturn, LeaseWait,
+    PREFETCH_ROUND_TRIPS, Renewal, SHORT_WINDOW_PARTS, SharedQuota,
 };

@@ -1,7 +1,8 @@
 //! [`SharedQuota`]: one process's side of a deployment's shared quota, as a state machine with
-//! explicit instants. It charges jobs to the lease it holds, says when to renew it (give back
-//! the rest and ask for the next in one round trip), sizes the next lease to the recent rate,
-//! and runs on a `1/N` ledger of its own while Redis is away.
+//! explicit instants. It charges jobs to the lease it holds, asks for the next one before the
+//! held one runs out (so a job at a steady rate never waits on a round trip), gives spent
+//! leases back with that ask, sizes leases to the recent rate, and runs on a `1/N` ledger of
+//! its own while Redis is away.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -22,6 +23,11 @@ pub const SHORT_WINDOW_PARTS: u32 = 8;
 pub const LEASE_TTL: Duration = Duration::from_secs(2);
 /// An ask with no answer after this long is taken as Redis gone.
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// A lease is renewed ahead (prefetched) when what is left of it would last less than this
+/// many round trips at the recent rate: one to hide the ask, one for the round trip's jitter.
+pub const PREFETCH_ROUND_TRIPS: u32 = 2;
+/// The least lead a prefetch gets, for a round trip too short to measure.
+const MIN_LEAD: Duration = Duration::from_millis(1);
 /// The shortest time a rate sample is measured over (a lease spent at once is not infinitely
 /// fast).
 const MIN_SAMPLE: Duration = Duration::from_millis(10);
@@ -104,6 +110,31 @@ impl HeldLease {
         tokens_ok && requests_ok
     }
 
+    /// Within its ttl at `now` and with room for `cost`.
+    fn takes(&self, now: Instant, cost: Cost, limits: LeaseLimits, ttl: Duration) -> bool {
+        now < self.asked_at + ttl && self.fits(cost, limits)
+    }
+
+    /// How long what is left of it lasts at `rate` (`None`: no limited side is charged).
+    fn lasts(&self, rate: Rate, limits: LeaseLimits) -> Option<Duration> {
+        let mut lasts: Option<f64> = None;
+        let mut side = |left: f64, per_sec: f64| {
+            if per_sec > 0.0 {
+                let secs = left / per_sec;
+                lasts = Some(lasts.map_or(secs, |l| l.min(secs)));
+            }
+        };
+        if limits.tokens_per_minute.is_some() {
+            let left = self.room.tokens.saturating_sub(self.used.tokens);
+            side(left as f64, rate.tokens_per_sec);
+        }
+        if limits.requests_per_minute.is_some() {
+            let left = self.room.requests.saturating_sub(self.used.requests);
+            side(f64::from(left), rate.requests_per_sec);
+        }
+        lasts.map(Duration::from_secs_f64)
+    }
+
     fn give_back(&self) -> LeaseReturn {
         LeaseReturn {
             id: self.id,
@@ -129,18 +160,37 @@ impl Rate {
         self.tokens_per_sec = blend(self.tokens_per_sec, used.tokens as f64 / secs);
         self.requests_per_sec = blend(self.requests_per_sec, f64::from(used.requests) / secs);
     }
+
+    /// The rate `used` over `over` stands for.
+    fn of(used: Cost, over: Duration) -> Rate {
+        let mut rate = Rate::default();
+        rate.sample(used, over);
+        rate
+    }
+
+    /// The higher of the two on each side.
+    fn max(self, other: Rate) -> Rate {
+        Rate {
+            tokens_per_sec: self.tokens_per_sec.max(other.tokens_per_sec),
+            requests_per_sec: self.requests_per_sec.max(other.requests_per_sec),
+        }
+    }
 }
 
 /// One process's side of one deployment's shared quota.
 ///
-/// - [`SharedQuota::try_charge`] charges a job to the lease held; without room it answers
-///   [`LeaseWait::Renewal`] and remembers the cost.
-/// - [`SharedQuota::next_renewal`] says what to send Redis now: give back a lease that is spent
-///   (cannot take the job waiting), past its ttl or idle (nothing waits and it was not
-///   charged for a horizon: its room is the others' again), and ask for the next one, sized to what the
-///   recent rate uses in [`LEASE_HORIZON`] (an eighth of the RPM window when requests are
-///   limited; at least the job waiting, at most a fair share of
-///   each limit, `1/N`). One call per lease, so Redis calls per job are `1 / jobs per lease`.
+/// - [`SharedQuota::try_charge`] charges a job to the lease held (or to the lease fetched ahead,
+///   once the held one cannot take it); without room it answers [`LeaseWait::Renewal`] and
+///   remembers the cost.
+/// - [`SharedQuota::next_renewal`] says what to send Redis now. It asks for the next lease
+///   *before* the held one runs out: when what is left of it would last less than
+///   [`PREFETCH_ROUND_TRIPS`] round trips at the recent rate (or its ttl ends within them), so
+///   at a steady rate the next lease is there when a job needs it; and at once when a job
+///   waits. A lease is sized to what the recent rate uses in [`LEASE_HORIZON`] (an eighth of
+///   the RPM window when requests are limited; at least a job, at most a fair share of each
+///   limit, `1/N`). Leases done with (spent, past their ttl, or idle: nothing waits and not
+///   charged for a horizon) go back with the next ask, or alone once idle for a horizon. One
+///   call per lease, so Redis calls per job are `1 / jobs per lease`.
 /// - [`SharedQuota::granted`] folds in Redis' answer; [`SharedQuota::wake_at`] is when to call
 ///   `next_renewal` again without a new event.
 /// - [`SharedQuota::redis_lost`] switches to a ledger of its own at `1/N` of each limit (seeded
@@ -151,11 +201,23 @@ pub struct SharedQuota {
     limits: LeaseLimits,
     processes: u32,
     spans: LeaseSpans,
+    /// The lease charged to.
     held: Option<HeldLease>,
+    /// The next lease, fetched ahead: charged to once `held` cannot take a job.
+    spare: Option<HeldLease>,
+    /// Leases done with, to give back (oldest first).
+    retired: VecDeque<HeldLease>,
     asking: Option<Instant>,
     not_before: Option<Instant>,
     wanted: Option<Cost>,
+    /// The last cost charged: the least a lease fetched ahead must hold.
+    last_cost: Option<Cost>,
     rate: Rate,
+    /// Recent ask round trips (a running average), from the ask to its answer.
+    round_trip: Option<Duration>,
+    /// The last charge, and the recent time between charges (a running average).
+    last_charge: Option<Instant>,
+    charge_gap: Option<Duration>,
     /// Leases given back or dropped within the last minute span: (last use, cost used).
     recent: VecDeque<(Instant, Cost)>,
     /// While Redis is away: this process's own ledger at `1/N`.
@@ -171,10 +233,16 @@ impl SharedQuota {
             processes: processes.max(1),
             spans,
             held: None,
+            spare: None,
+            retired: VecDeque::new(),
             asking: None,
             not_before: None,
             wanted: None,
+            last_cost: None,
             rate: Rate::default(),
+            round_trip: None,
+            last_charge: None,
+            charge_gap: None,
             recent: VecDeque::new(),
             local: None,
         }
@@ -200,9 +268,12 @@ impl SharedQuota {
         }
         self.wanted = Some(cost);
         if self.local.is_some() {
-            // No round trip: renew from the local ledger at once.
-            let renewal = self.next_renewal(now);
-            if let (Some(ledger), Some(renewal)) = (self.local.as_mut(), renewal) {
+            // No round trip: renew from the local ledger at once, giving back every lease done
+            // with.
+            while let Some(renewal) = self.next_renewal(now) {
+                let Some(ledger) = self.local.as_mut() else {
+                    break;
+                };
                 if let Some(back) = renewal.give_back {
                     ledger.give_back(back.id, back.used, back.last_use);
                 }
@@ -218,21 +289,42 @@ impl SharedQuota {
         Err(self.wait_until(now))
     }
 
-    /// Charges the lease held, if it is within its ttl and has room.
+    /// Charges the lease held if it is within its ttl and has room; else, when the lease
+    /// fetched ahead can take it, that one becomes the lease held (the other is retired).
     fn charge_held(&mut self, now: Instant, cost: Cost) -> Option<LeaseCharge> {
-        let lease = self.held.as_mut()?;
-        if now >= lease.asked_at + self.spans.ttl || !lease.fits(cost, self.limits) {
-            return None;
+        let (limits, ttl) = (self.limits, self.spans.ttl);
+        let held_takes = self.held?.takes(now, cost, limits, ttl);
+        if !held_takes {
+            if !self.spare?.takes(now, cost, limits, ttl) {
+                return None;
+            }
+            self.retire(now);
         }
+        let lease = self.held.as_mut()?;
         lease.used.tokens += cost.tokens;
         lease.used.requests += cost.requests;
         lease.last_use = Some(now);
         self.wanted = None;
+        self.last_cost = Some(cost);
+        if let Some(last) = self.last_charge.replace(now) {
+            let gap = now - last;
+            self.charge_gap = Some(self.charge_gap.map_or(gap, |old| (old + gap) / 2));
+        }
         Some(LeaseCharge {
             lease: lease.id,
             cost,
             at: now,
         })
+    }
+
+    /// The lease held is done with: it goes to be given back (its use is a rate sample) and
+    /// the lease fetched ahead, if any, takes its place.
+    fn retire(&mut self, now: Instant) {
+        if let Some(lease) = self.held.take() {
+            self.rate.sample(lease.used, now - lease.asked_at);
+            self.retired.push_back(lease);
+        }
+        self.held = self.spare.take();
     }
 
     fn wait_until(&self, now: Instant) -> LeaseWait {
@@ -242,51 +334,101 @@ impl SharedQuota {
         }
     }
 
-    /// A charge that never reached Azure is refunded to its lease while the lease is held.
+    /// A charge that never reached Azure is refunded to its lease while the lease is held (or
+    /// not yet given back).
     pub fn refund(&mut self, charge: LeaseCharge) {
-        if let Some(lease) = self.held.as_mut()
-            && lease.id == charge.lease
-        {
+        let lease = self
+            .held
+            .iter_mut()
+            .chain(self.spare.iter_mut())
+            .chain(self.retired.iter_mut())
+            .find(|l| l.id == charge.lease);
+        if let Some(lease) = lease {
             lease.used.tokens = lease.used.tokens.saturating_sub(charge.cost.tokens);
             lease.used.requests = lease.used.requests.saturating_sub(charge.cost.requests);
         }
     }
 
-    /// What to send Redis at `now`, if anything: the lease to give back (spent for the job
-    /// waiting, past its ttl, or idle) and the room to ask for (a job waits and Redis has not said
-    /// to wait longer). `None` while an ask is on its way.
+    /// What to send Redis at `now`, if anything: the room to ask for (a job waits, or the lease
+    /// held runs low, and Redis has not said to wait longer) and the oldest lease done with
+    /// (with the ask, or alone once idle for a horizon). `None` while an ask is on its way.
     pub fn next_renewal(&mut self, now: Instant) -> Option<Renewal> {
         if self.asking.is_some() {
             return None;
         }
-        let mut renewal = Renewal::default();
-        let expired = |lease: &HeldLease| now >= lease.asked_at + self.spans.ttl;
-        let spent = |lease: &HeldLease| {
-            self.wanted
-                .is_some_and(|cost| !lease.fits(cost, self.limits))
-        };
-        let idle = |lease: &HeldLease| self.idle_at(lease).is_some_and(|at| now >= at);
-        if let Some(lease) = self.held
-            && (expired(&lease) || spent(&lease) || idle(&lease))
+        while let Some(lease) = self.held
+            && self.is_over(now, &lease)
         {
-            self.held = None;
-            let back = lease.give_back();
-            self.rate.sample(back.used, now - lease.asked_at);
-            if let Some(last) = lease.last_use {
-                self.recent.push_back((last, back.used));
-            }
-            renewal.give_back = Some(back);
+            self.retire(now);
         }
+        let mut renewal = Renewal::default();
         let may_ask = self.not_before.is_none_or(|at| at <= now);
-        if self.held.is_none()
-            && may_ask
-            && let Some(cost) = self.wanted
+        let needed = self.wanted.is_some() && self.held.is_none();
+        let prefetch = self.prefetch_at().is_some_and(|at| now >= at);
+        if may_ask
+            && (needed || prefetch)
+            && let Some(cost) = self.wanted.or(self.last_cost)
         {
             renewal.ask = Some(self.size(cost));
             self.asking = Some(now);
         }
+        if let Some(lease) = self.retired.front()
+            && (renewal.ask.is_some() || now >= self.retired_due(lease))
+        {
+            let back = lease.give_back();
+            if let Some(last) = lease.last_use {
+                self.recent.push_back((last, back.used));
+            }
+            self.retired.pop_front();
+            renewal.give_back = Some(back);
+        }
         self.prune_recent(now);
         (renewal != Renewal::default()).then_some(renewal)
+    }
+
+    /// A held lease is over when past its ttl, spent for the job waiting, or idle.
+    fn is_over(&self, now: Instant, lease: &HeldLease) -> bool {
+        now >= lease.asked_at + self.spans.ttl
+            || self
+                .wanted
+                .is_some_and(|cost| !lease.fits(cost, self.limits))
+            || self.idle_at(lease).is_some_and(|at| now >= at)
+    }
+
+    /// When a lease done with goes back by itself if no ask takes it first: a horizon after
+    /// its last use (an ask usually comes sooner, the leases being sized to a horizon), or at
+    /// its ttl's end.
+    fn retired_due(&self, lease: &HeldLease) -> Instant {
+        let idle = lease.last_use.unwrap_or(lease.asked_at) + self.horizon();
+        idle.min(lease.asked_at + self.spans.ttl)
+    }
+
+    /// When to fetch the next lease ahead: the held lease is in use, none is fetched yet, and what is left of it lasts less than [`PREFETCH_ROUND_TRIPS`]
+    /// round trips at the recent rate, or its ttl ends within them. Not on the local ledger,
+    /// which answers at once.
+    fn prefetch_at(&self) -> Option<Instant> {
+        if self.local.is_some() || self.spare.is_some() {
+            return None;
+        }
+        let lease = self.held?;
+        // A lease never charged is not in use (an idle one is retired before this is asked).
+        let last_use = lease.last_use?;
+        let lead = self
+            .round_trip
+            .map_or(MIN_LEAD, |rtt| rtt * PREFETCH_ROUND_TRIPS)
+            .max(MIN_LEAD);
+        let in_lease = Rate::of(lease.used, last_use - lease.asked_at);
+        let runs_low = lease
+            .lasts(self.rate.max(in_lease), self.limits)
+            .is_some_and(|lasts| lasts < lead);
+        let ttl_end = (lease.asked_at + self.spans.ttl)
+            .checked_sub(lead)
+            .unwrap_or(lease.asked_at);
+        Some(if runs_low {
+            last_use
+        } else {
+            ttl_end.max(last_use)
+        })
     }
 
     /// How far ahead a lease is sized: [`LEASE_HORIZON`], or the [`SHORT_WINDOW_PARTS`]th of
@@ -299,13 +441,16 @@ impl SharedQuota {
     }
 
     /// When a held lease with room left counts as idle and is given back early: nothing waits
-    /// and it has not been charged for a horizon. Its unused room would otherwise count
-    /// against the others until its ttl ends, while this process sends nothing.
+    /// and it has not been charged for a horizon, or for two of the recent gaps between
+    /// charges if longer (jobs coming every 250 ms would otherwise find each lease fetched
+    /// ahead given back just before they come). Its unused room would otherwise count against
+    /// the others until its ttl ends, while this process sends nothing.
     fn idle_at(&self, lease: &HeldLease) -> Option<Instant> {
         if self.wanted.is_some() || self.local.is_some() {
             return None;
         }
-        Some(lease.last_use.unwrap_or(lease.asked_at) + self.horizon())
+        let gaps = self.charge_gap.map_or(Duration::ZERO, |gap| gap * 2);
+        Some(lease.last_use.unwrap_or(lease.asked_at) + self.horizon().max(gaps))
     }
 
     /// The room to ask for when `at_least` waits: the recent rate over [`LEASE_HORIZON`] (or
@@ -347,22 +492,34 @@ impl SharedQuota {
         }
     }
 
-    /// Redis' answer to the ask made by the last [`SharedQuota::next_renewal`], at `now`. A wait
-    /// longer than a lease's ttl is cut to the ttl: every lease counted is given back by then.
+    /// Redis' answer to the ask made by the last [`SharedQuota::next_renewal`], at `now`. A
+    /// lease granted while the held one can still take jobs waits beside it (fetched ahead);
+    /// else it replaces it. A wait longer than a lease's ttl is cut to the ttl: every lease
+    /// counted is given back by then.
     pub fn granted(&mut self, now: Instant, grant: Grant) {
         let Some(asked_at) = self.asking.take() else {
             return;
         };
+        let rtt = now - asked_at;
+        self.round_trip = Some(self.round_trip.map_or(rtt, |old| (old + rtt) / 2));
         match grant {
             Grant::Granted { id, cost } => {
                 self.not_before = None;
-                self.held = Some(HeldLease {
+                let lease = HeldLease {
                     id,
                     asked_at,
                     room: cost,
                     used: Cost::default(),
                     last_use: None,
-                });
+                };
+                let next = self.wanted.or(self.last_cost).unwrap_or_default();
+                let (limits, ttl) = (self.limits, self.spans.ttl);
+                if self.held.is_some_and(|h| h.takes(now, next, limits, ttl)) {
+                    self.spare = Some(lease);
+                } else {
+                    self.retire(now);
+                    self.held = Some(lease);
+                }
             }
             // Redis' wait counts every lease as held to its end, but the others give theirs
             // back (shrunk to their use) within a ttl: by then the room may be free, so ask
@@ -377,7 +534,8 @@ impl SharedQuota {
     }
 
     /// When to call [`SharedQuota::next_renewal`] again with no other event: the held lease's
-    /// end (or the moment it falls idle), the end of Redis' wait while a job waits, or the ask's timeout.
+    /// end (or the moment it falls idle, or is to be renewed ahead), a lease done with falling
+    /// due, the end of Redis' wait while a job waits, or the ask's timeout.
     pub fn wake_at(&self) -> Option<Instant> {
         if let Some(asked) = self.asking {
             return Some(asked + ASK_TIMEOUT);
@@ -386,11 +544,13 @@ impl SharedQuota {
             let end = l.asked_at + self.spans.ttl;
             self.idle_at(&l).map_or(end, |idle| idle.min(end))
         });
+        // Not before Redis' wait ends.
+        let ahead = self
+            .prefetch_at()
+            .map(|at| self.not_before.map_or(at, |not_before| at.max(not_before)));
+        let back = self.retired.front().map(|l| self.retired_due(l));
         let wait_end = self.wanted.and(self.not_before);
-        match (lease_end, wait_end) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [lease_end, ahead, back, wait_end].into_iter().flatten().min()
     }
 
     /// True when the ask on its way has had no answer for [`ASK_TIMEOUT`]: take Redis as gone.
@@ -398,19 +558,27 @@ impl SharedQuota {
         self.asking.is_some_and(|at| now >= at + ASK_TIMEOUT)
     }
 
+    /// Every lease this process holds from the ledger in use: held, fetched ahead, done with.
+    fn take_leases(&mut self) -> Vec<HeldLease> {
+        let mut leases: Vec<HeldLease> = self.retired.drain(..).collect();
+        leases.extend(self.held.take());
+        leases.extend(self.spare.take());
+        leases
+    }
+
     /// Redis cannot be reached: from now on leases come from a ledger of this process's own at
     /// `1/N` of each limit, which starts with what this process charged in the last minute
-    /// span (the lease held included: it is no longer charged to).
+    /// span (the leases held included: they are no longer charged to).
     pub fn redis_lost(&mut self, now: Instant) {
         if self.local.is_some() {
             return;
         }
         self.asking = None;
         self.not_before = None;
-        if let Some(lease) = self.held.take()
-            && let Some(last) = lease.last_use
-        {
-            self.recent.push_back((last, lease.used));
+        for lease in self.take_leases() {
+            if let Some(last) = lease.last_use {
+                self.recent.push_back((last, lease.used));
+            }
         }
         self.prune_recent(now);
         let mut ledger = LeaseLedger::new(self.limits.share(self.processes), self.spans);
@@ -427,7 +595,7 @@ impl SharedQuota {
         let Some(mut ledger) = self.local.take() else {
             return Vec::new();
         };
-        if let Some(lease) = self.held.take() {
+        for lease in self.take_leases() {
             let back = lease.give_back();
             ledger.give_back(back.id, back.used, back.last_use);
         }
@@ -466,3 +634,7 @@ impl SharedQuota {
 #[cfg(test)]
 #[path = "quota_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "quota_prefetch_tests.rs"]
+mod prefetch_tests;
