@@ -335,3 +335,46 @@ async fn a_rejection_reaches_the_others_and_the_first_probe_that_succeeds_lifts_
     assert_eq!(http_stats(&sim).await.deployment("spare").ok, 3);
     sim.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_closing_process_gives_its_leases_back_before_it_answers() {
+    use aoai_blaster::core::quota::Cost;
+    use aoai_blaster::core::shared::{Grant, LEASE_TTL, LeaseAsk, LeaseLimits, LeaseSpans};
+    use aoai_blaster::core::shared::{Renewal, SharedKeys};
+    let redis = RedisServer::start().expect("redis-server starts");
+    let sim = start_sim(vec![DeploymentSpec::new("paced").tpm(1_000_000).rpm(600)]).await;
+    let cfg = shared_config(
+        &sim,
+        "a",
+        json!({"redis_url": redis.url(), "expected_processes": 1}),
+    );
+    let a = Dispatcher::start(cfg.clone()).expect("a starts");
+    let jobs = (0..3).map(|i| a.send(ChatJob::new(prompt(i).option("max_tokens", 20))));
+    assert_first_tries(join_all(jobs).await);
+    a.send(aoai_blaster::Close).await.expect("closes");
+    // Every lease went back with its use: all but the few hundred tokens the three jobs were
+    // charged is free at once, not after the leases' 2 s plus the minute.
+    let shared = cfg.shared.as_ref().expect("shared");
+    let d = &cfg.deployments[0];
+    let keys = SharedKeys::new(&shared.key_prefix, &d.endpoint, &d.model);
+    let limits = LeaseLimits::new(d.rpm_limit, d.tpm_limit, cfg.rpm_window);
+    let mut other = aoai_blaster::shared::SharedRedis::new(&shared.redis_url).expect("client");
+    let most = Cost {
+        tokens: 999_000,
+        requests: 1,
+    };
+    let renewal = Renewal {
+        give_back: None,
+        ask: Some(LeaseAsk {
+            want: most,
+            at_least: most,
+        }),
+    };
+    let spans = LeaseSpans::new(LEASE_TTL, cfg.rpm_window);
+    let grant = other.renew(&keys, limits, spans, &renewal).await;
+    assert!(
+        matches!(grant, Ok(Some(Grant::Granted { cost, .. })) if cost == most),
+        "{grant:?}"
+    );
+    sim.stop().await;
+}

@@ -193,6 +193,29 @@ impl<P: Payload> Scheduler<P> {
         self.shared.as_ref().map(|s| s.link.time_local(now))
     }
 
+    /// The process is done: give every lease held from Redis back (one call per lease), so
+    /// the others need not wait out their ttl plus the minute for room it will never use.
+    pub fn release_shared(&mut self, effects: &mut Vec<Effect<P>>) {
+        if !self.shared.as_ref().is_some_and(|s| s.link.is_shared()) {
+            return;
+        }
+        for (index, endpoint) in self.endpoints.iter_mut().enumerate() {
+            let Some(quota) = endpoint.budget.shared_quota() else {
+                continue;
+            };
+            for back in quota.release() {
+                let renewal = Renewal {
+                    give_back: Some(back),
+                    ask: None,
+                };
+                effects.push(Effect::Shared(SharedEffect::Renew {
+                    endpoint: index,
+                    renewal,
+                }));
+            }
+        }
+    }
+
     /// Redis answered `endpoint`'s renewal with `grant`.
     pub fn lease_granted(
         &mut self,

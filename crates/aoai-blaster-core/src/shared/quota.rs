@@ -208,7 +208,11 @@ pub struct SharedQuota {
     /// Leases done with, to give back (oldest first).
     retired: VecDeque<HeldLease>,
     asking: Option<Instant>,
+    /// The ask on its way is a lease fetched ahead (no job waits for it).
+    asking_ahead: bool,
     not_before: Option<Instant>,
+    /// No lease is fetched ahead before then: Redis had no room for the last one.
+    ahead_not_before: Option<Instant>,
     wanted: Option<Cost>,
     /// The last cost charged: the least a lease fetched ahead must hold.
     last_cost: Option<Cost>,
@@ -236,7 +240,9 @@ impl SharedQuota {
             spare: None,
             retired: VecDeque::new(),
             asking: None,
+            asking_ahead: false,
             not_before: None,
+            ahead_not_before: None,
             wanted: None,
             last_cost: None,
             rate: Rate::default(),
@@ -371,6 +377,7 @@ impl SharedQuota {
         {
             renewal.ask = Some(self.size(cost));
             self.asking = Some(now);
+            self.asking_ahead = !needed;
         }
         if let Some(lease) = self.retired.front()
             && (renewal.ask.is_some() || now >= self.retired_due(lease))
@@ -411,6 +418,7 @@ impl SharedQuota {
             return None;
         }
         let lease = self.held?;
+        let not_before = self.ahead_not_before.unwrap_or(lease.asked_at);
         // A lease never charged is not in use (an idle one is retired before this is asked).
         let last_use = lease.last_use?;
         let lead = self
@@ -424,11 +432,12 @@ impl SharedQuota {
         let ttl_end = (lease.asked_at + self.spans.ttl)
             .checked_sub(lead)
             .unwrap_or(lease.asked_at);
-        Some(if runs_low {
+        let at = if runs_low {
             last_use
         } else {
             ttl_end.max(last_use)
-        })
+        };
+        Some(at.max(not_before))
     }
 
     /// How far ahead a lease is sized: [`LEASE_HORIZON`], or the [`SHORT_WINDOW_PARTS`]th of
@@ -500,11 +509,13 @@ impl SharedQuota {
         let Some(asked_at) = self.asking.take() else {
             return;
         };
+        let ahead = std::mem::take(&mut self.asking_ahead);
         let rtt = now - asked_at;
         self.round_trip = Some(self.round_trip.map_or(rtt, |old| (old + rtt) / 2));
         match grant {
             Grant::Granted { id, cost } => {
                 self.not_before = None;
+                self.ahead_not_before = None;
                 let lease = HeldLease {
                     id,
                     asked_at,
@@ -526,6 +537,12 @@ impl SharedQuota {
             // again no later than that. Near a full minute, waiting out the minute instead
             // stalled a process for up to a minute with room free (bench-quota --processes 4).
             // The local ledger holds only this process's leases: its wait is exact.
+            // A lease fetched ahead with no room only stops fetching ahead until then: Redis
+            // counted the held lease at its full size, and the ask a job makes gives it back
+            // in the same call, so it must not wait.
+            Grant::Wait(wait) if ahead => {
+                self.ahead_not_before = Some(now + wait.min(self.spans.ttl));
+            }
             Grant::Wait(wait) if self.local.is_none() => {
                 self.not_before = Some(now + wait.min(self.spans.ttl));
             }
@@ -550,7 +567,10 @@ impl SharedQuota {
             .map(|at| self.not_before.map_or(at, |not_before| at.max(not_before)));
         let back = self.retired.front().map(|l| self.retired_due(l));
         let wait_end = self.wanted.and(self.not_before);
-        [lease_end, ahead, back, wait_end].into_iter().flatten().min()
+        [lease_end, ahead, back, wait_end]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// True when the ask on its way has had no answer for [`ASK_TIMEOUT`]: take Redis as gone.
@@ -566,6 +586,19 @@ impl SharedQuota {
         leases
     }
 
+    /// The process is done: every lease it holds from Redis, to give back now, so their
+    /// unused room is the others' at once rather than counted to its ttl plus the minute.
+    /// Nothing on the local ledger (Redis never saw those leases).
+    pub fn release(&mut self) -> Vec<LeaseReturn> {
+        self.asking = None;
+        self.asking_ahead = false;
+        let leases = self.take_leases();
+        if self.local.is_some() {
+            return Vec::new();
+        }
+        leases.iter().map(HeldLease::give_back).collect()
+    }
+
     /// Redis cannot be reached: from now on leases come from a ledger of this process's own at
     /// `1/N` of each limit, which starts with what this process charged in the last minute
     /// span (the leases held included: they are no longer charged to).
@@ -574,7 +607,9 @@ impl SharedQuota {
             return;
         }
         self.asking = None;
+        self.asking_ahead = false;
         self.not_before = None;
+        self.ahead_not_before = None;
         for lease in self.take_leases() {
             if let Some(last) = lease.last_use {
                 self.recent.push_back((last, lease.used));
@@ -600,7 +635,9 @@ impl SharedQuota {
             ledger.give_back(back.id, back.used, back.last_use);
         }
         self.asking = None;
+        self.asking_ahead = false;
         self.not_before = None;
+        self.ahead_not_before = None;
         ledger
             .live(now)
             .into_iter()

@@ -145,9 +145,13 @@ fn at_a_steady_rate_jobs_never_wait_on_an_ask_while_the_quota_has_room() {
     // after the first fell idle before it came (no gap between jobs known yet). From then on
     // every job is charged the moment it arrives.
     assert_eq!(p.waited, 2);
-    assert!(p.charges.iter().skip(2).enumerate().all(|(i, (at, _))| {
-        *at == t0 + 250 * MS * (i as u32 + 2)
-    }));
+    assert!(
+        p.charges
+            .iter()
+            .skip(2)
+            .enumerate()
+            .all(|(i, (at, _))| { *at == t0 + 250 * MS * (i as u32 + 2) })
+    );
     // About one ask per job (the leases, sized to the rate, hold one request or two), never
     // more than one per job and the two idle leases.
     assert!(p.asks <= 242, "{} asks", p.asks);
@@ -227,4 +231,63 @@ proptest! {
         let in_minute = busiest(&all, spans.minute, requests);
         prop_assert!(in_minute <= 600, "{in_minute} requests in a minute span");
     }
+}
+
+#[test]
+fn no_room_for_a_lease_fetched_ahead_does_not_hold_up_a_job() {
+    let t0 = Instant::now();
+    let mut q = SharedQuota::new(limits(), 4, spans());
+    let job = Cost {
+        tokens: 500,
+        requests: 1,
+    };
+    q.try_charge(t0, job).unwrap_err();
+    q.next_renewal(t0).unwrap();
+    q.granted(t0 + MS, Grant::Granted { id: 1, cost: job });
+    q.try_charge(t0 + MS, job).unwrap();
+    // Spent: fetched ahead, and Redis has no room (it counts lease 1 at its full size).
+    assert!(q.next_renewal(t0 + MS).unwrap().ask.is_some());
+    q.granted(t0 + 2 * MS, Grant::Wait(S));
+    // No more fetching ahead until the wait ends...
+    assert_eq!(q.next_renewal(t0 + 100 * MS), None);
+    // ...but a job that comes asks at once, giving lease 1 back in the same call.
+    assert_eq!(q.try_charge(t0 + 100 * MS, job), Err(LeaseWait::Renewal));
+    let renewal = q.next_renewal(t0 + 100 * MS).unwrap();
+    assert_eq!(renewal.give_back.map(|b| b.id), Some(1));
+    assert_eq!(renewal.ask.map(|a| a.at_least), Some(job));
+}
+
+#[test]
+fn a_process_done_gives_back_the_lease_held_and_the_one_fetched_ahead() {
+    let t0 = Instant::now();
+    let mut q = SharedQuota::new(limits(), 4, spans());
+    let job = Cost {
+        tokens: 500,
+        requests: 1,
+    };
+    q.try_charge(t0, job).unwrap_err();
+    q.next_renewal(t0).unwrap();
+    q.granted(t0 + MS, Grant::Granted { id: 1, cost: job });
+    q.try_charge(t0 + MS, job).unwrap();
+    assert!(q.next_renewal(t0 + MS).unwrap().ask.is_some());
+    q.granted(t0 + 2 * MS, Grant::Granted { id: 2, cost: job });
+    let back = q.release();
+    assert_eq!(
+        back,
+        [
+            LeaseReturn {
+                id: 1,
+                used: job,
+                last_use: MS
+            },
+            LeaseReturn {
+                id: 2,
+                used: Cost::default(),
+                last_use: Duration::ZERO
+            }
+        ]
+    );
+    // Nothing is left to give back, and a job after it asks again.
+    assert!(q.release().is_empty());
+    assert_eq!(q.try_charge(t0 + 3 * MS, job), Err(LeaseWait::Renewal));
 }

@@ -205,11 +205,18 @@ impl Dispatcher {
         self.wake = Some((at, handle));
     }
 
+    /// Closing and nothing left: the leases held from Redis go back first (so the other
+    /// processes have their room at once), then the waiters are answered.
     fn check_closed(&mut self) {
-        if self.closing && self.scheduler.is_idle() {
-            for waiter in self.close_waiters.drain(..) {
-                let _ = waiter.send(());
-            }
+        if self.closing && self.scheduler.is_idle() && !self.close_waiters.is_empty() {
+            let waiters: Vec<_> = self.close_waiters.drain(..).collect();
+            let released = self.release_shared();
+            actix_rt::spawn(async move {
+                released.await;
+                for waiter in waiters {
+                    let _ = waiter.send(());
+                }
+            });
         }
     }
 

@@ -13,9 +13,10 @@ use actix::prelude::*;
 use aoai_blaster_core::config::BlasterConfig;
 use aoai_blaster_core::scheduler::SharedEffect;
 use aoai_blaster_core::shared::{
-    Grant, LEASE_TTL, LeaseLimits, LeaseSpans, LinkChange, RedisLink, SharedHealth, SharedKeys,
+    ASK_TIMEOUT, Grant, LEASE_TTL, LeaseLimits, LeaseSpans, LinkChange, RedisLink, SharedHealth,
+    SharedKeys,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Dispatcher, StartError};
 use crate::clock;
@@ -90,10 +91,17 @@ pub(crate) fn log_change(change: &LinkChange, processes: u32) {
     }
 }
 
+/// What the Redis task takes, in order.
+enum Call {
+    /// An effect, with the instant it was handed over.
+    Effect(Instant, SharedEffect),
+    /// Answer once every call before it is done.
+    Flush(oneshot::Sender<()>),
+}
+
 /// Where the Dispatcher sends the shared effects.
 pub(crate) struct SharedCalls {
-    /// Each effect with the instant it was handed over.
-    calls: mpsc::UnboundedSender<(Instant, SharedEffect)>,
+    calls: mpsc::UnboundedSender<Call>,
     processes: u32,
     usage: Arc<Mutex<RedisUse>>,
 }
@@ -140,7 +148,7 @@ impl SharedCalls {
 
 /// The Redis task's ends: the calls it takes, where it answers, what it counts.
 struct TaskLink {
-    calls: mpsc::UnboundedReceiver<(Instant, SharedEffect)>,
+    calls: mpsc::UnboundedReceiver<Call>,
     answers: Recipient<SharedAnswer>,
     usage: Arc<Mutex<RedisUse>>,
 }
@@ -170,7 +178,14 @@ async fn perform(
     mut link: TaskLink,
 ) {
     let health_keys: Vec<SharedKeys> = deployments.iter().map(|(k, _)| k.clone()).collect();
-    while let Some((handed, call)) = link.calls.recv().await {
+    while let Some(call) = link.calls.recv().await {
+        let (handed, call) = match call {
+            Call::Effect(handed, call) => (handed, call),
+            Call::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         let answer = match call {
             SharedEffect::Renew { endpoint, renewal } => {
                 let Some((keys, limits)) = deployments.get(endpoint) else {
@@ -253,7 +268,29 @@ impl Dispatcher {
             _ => {}
         }
         // The task ends only with the Dispatcher, so a send cannot fail while it runs.
-        let _ = shared.calls.send((clock::now(), effect));
+        let _ = shared.calls.send(Call::Effect(clock::now(), effect));
+    }
+
+    /// The Dispatcher is done: gives every lease held back to Redis, and resolves when Redis'
+    /// task has sent those calls (at most [`ASK_TIMEOUT`] later). Without `shared:`, at once.
+    pub(super) fn release_shared(&mut self) -> impl Future<Output = ()> + use<> {
+        let mut effects = Vec::new();
+        self.scheduler.release_shared(&mut effects);
+        for effect in effects {
+            if let aoai_blaster_core::scheduler::Effect::Shared(effect) = effect {
+                self.perform_shared(effect);
+            }
+        }
+        let (done, flushed) = oneshot::channel();
+        match &self.shared {
+            Some(shared) => {
+                let _ = shared.calls.send(Call::Flush(done));
+            }
+            None => drop(done),
+        }
+        async move {
+            let _ = tokio::time::timeout(ASK_TIMEOUT, flushed).await;
+        }
     }
 }
 
