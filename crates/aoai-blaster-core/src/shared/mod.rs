@@ -9,6 +9,12 @@
 //! call). Redis calls per job are `1 / jobs per lease`: at a rate the quota allows they stay far
 //! below 1, and when few jobs come the calls are few too.
 //!
+//! Why the next lease is fetched ahead: a lease of one or two requests (a small share of a
+//! short RPM window) would put a round trip before every other job. The next lease is asked for
+//! while the held one can still take jobs ([`PREFETCH_ROUND_TRIPS`]), so at a steady rate
+//! below the quota no job waits on Redis. A process that closes gives its leases back at once:
+//! Redis cannot tell an unused lease from a used one and counts it to its end.
+//!
 //! Why it keeps Azure's windows: Azure counts tokens per minute and requests per short window
 //! wherever those windows start. A lease counts against the limits from its grant until its
 //! ttl plus the span has passed (see [`LeaseLedger`]), which covers every span any charge to it
