@@ -4,6 +4,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::phase::Turns;
+
 /// Entries a [`SlidingLog`] keeps exact; beyond this many, charges close in time share one.
 const EXACT_ENTRIES: usize = 1024;
 
@@ -43,6 +45,10 @@ pub(super) struct SlidingLog {
     /// released, corrections), since it began: two charges with the same churn saw the log
     /// change only by the charges between them.
     pub(super) churn: u64,
+    /// Where the server's fixed window (of the length the span covers) turns, once learned: a
+    /// charge is then forgotten at the turn after it (see [`Turns::forgotten`]) if that comes
+    /// before its span ends.
+    turns: Option<Turns>,
 }
 
 impl SlidingLog {
@@ -54,7 +60,14 @@ impl SlidingLog {
             tokens: 0,
             requests: 0,
             churn: 0,
+            turns: None,
         }
+    }
+
+    /// Forgets charges at the turns of the server's fixed window from now on (`None`: at the
+    /// end of their span only).
+    pub(super) fn set_turns(&mut self, turns: Option<Turns>) {
+        self.turns = turns;
     }
 
     pub(super) fn span(&self) -> Duration {
@@ -67,10 +80,16 @@ impl SlidingLog {
     }
 
     fn expires(&self, charge: &Charge) -> Instant {
-        charge
-            .last
-            .checked_add(self.span)
-            .unwrap_or_else(|| far_future(charge.last))
+        self.expiry_of(charge.last)
+    }
+
+    /// When a charge made at `at` stops counting: the end of its span, or the server's turn
+    /// after it when that is known to come first. Never decreases as `at` grows.
+    fn expiry_of(&self, at: Instant) -> Instant {
+        let end = at.checked_add(self.span).unwrap_or_else(|| far_future(at));
+        self.turns
+            .and_then(|turns| turns.forgotten(at, self.span.saturating_sub(turns.window())))
+            .map_or(end, |turn| turn.min(end))
     }
 
     pub(super) fn prune(&mut self, now: Instant) {
@@ -194,10 +213,10 @@ impl SlidingLog {
 
     /// Totals of the charges that still count at `now` (without pruning).
     pub(super) fn totals_at(&self, now: Instant) -> (u64, u64) {
-        // Only entries whose first charge is a span old can have aged out.
+        // Only entries whose first charge has aged out can have aged out.
         let old = self
             .entries
-            .partition_point(|c| c.first.checked_add(self.span).is_some_and(|end| end <= now));
+            .partition_point(|c| self.expiry_of(c.first) <= now);
         let (mut tokens, mut requests) = (self.tokens, self.requests);
         for charge in self.entries.range(..old) {
             if self.expires(charge) <= now {
@@ -217,7 +236,7 @@ impl SlidingLog {
             .range(..end)
             .rev()
             .take_while(|c| start.is_none_or(|s| c.first > s))
-            .filter(|c| c.last <= at)
+            .filter(|c| c.last <= at && self.expires(c) > at)
             .fold((0u64, 0u64), |(t, r), c| {
                 (t.saturating_add(c.tokens), r.saturating_add(c.requests))
             })
