@@ -335,6 +335,7 @@ impl QuotaBudget for AdaptiveBudget {
 
     fn settle(&mut self, now: Instant, reservation: Reservation, feedback: &QuotaFeedback) {
         self.counts.prune(now);
+        let reservation = self.counts.settled(now, reservation, feedback.call_time);
         // A 429 was not counted by Azure: our count at arrival, without this request, is
         // what Azure's remaining value is relative to.
         let (own_tokens, own_requests) = own_charge(&reservation, feedback);

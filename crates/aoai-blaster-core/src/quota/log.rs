@@ -139,9 +139,9 @@ impl SlidingLog {
     }
 
     /// Takes back the `tokens` and `requests` that reservation `id` charged at `at`, if they
-    /// still count. Release each reservation once: an entry that holds several charges cannot
-    /// tell a second release of the same one.
-    pub(super) fn remove(&mut self, id: u64, at: Instant, tokens: u64, requests: u64) {
+    /// still count; says whether they did. Release each reservation once: an entry that holds
+    /// several charges cannot tell a second release of the same one.
+    pub(super) fn remove(&mut self, id: u64, at: Instant, tokens: u64, requests: u64) -> bool {
         // The entry holding the charge starts at or before `at`, and less than the merge
         // distance before it.
         let position = self.entries.partition_point(|c| c.first <= at);
@@ -156,10 +156,10 @@ impl SlidingLog {
                     .is_some_and(|(low, high)| (low..=high).contains(&id))
             });
         let Some(index) = holding else {
-            return;
+            return false;
         };
         let Some(entry) = self.entries.get_mut(index) else {
-            return;
+            return false;
         };
         let tokens = tokens.min(entry.tokens);
         let requests = requests.min(entry.requests);
@@ -174,6 +174,26 @@ impl SlidingLog {
         if entry.tokens == 0 && entry.requests == 0 {
             self.entries.remove(index);
         }
+        true
+    }
+
+    /// Moves the charge reservation `id` made at `at` to `later` (it left then); says whether
+    /// it was still counted. The totals do not change, so neither does the churn.
+    pub(super) fn redate(
+        &mut self,
+        id: u64,
+        at: Instant,
+        later: Instant,
+        tokens: u64,
+        requests: u64,
+    ) -> bool {
+        let churn = self.churn;
+        let counted = self.remove(id, at, tokens, requests);
+        if counted {
+            self.insert(later, tokens, requests, Some(id));
+        }
+        self.churn = churn;
+        counted
     }
 
     /// The requests of each entry still counted at `now` in a span of `span`: (the entry's
@@ -345,9 +365,9 @@ mod tests {
         log.insert(t0, 100, 1, Some(1));
         log.insert(t0, 50, 1, Some(2));
         log.insert(t0, 7, 1, Some(3));
-        log.remove(1, t0, 100, 1);
+        assert!(log.remove(1, t0, 100, 1));
         // A second release of the same reservation changes nothing.
-        log.remove(1, t0, 100, 1);
+        assert!(!log.remove(1, t0, 100, 1));
         assert_eq!((log.tokens, log.requests), (57, 2));
         assert_eq!(log.entries.len(), 2);
         log.remove(2, t0, 50, 1);

@@ -144,6 +144,10 @@ pub struct QuotaFeedback {
     pub rate_limited_for: Option<Duration>,
     /// Tokens the reply's `usage` reports (not refunded: Azure does not; kept for statistics).
     pub used_tokens: Option<u64>,
+    /// How long the HTTP call took, from when the endpoint started it: the request left no
+    /// earlier than that long before the reply was settled. A request that left much later
+    /// than it was charged (it waited in the client) is counted from when it left.
+    pub call_time: Option<Duration>,
 }
 
 impl QuotaFeedback {
@@ -162,6 +166,7 @@ impl QuotaFeedback {
                 _ => None,
             },
             used_tokens,
+            call_time: None,
         }
     }
 }

@@ -55,6 +55,43 @@ impl Counts {
         }
     }
 
+    /// The reply to `reservation` came at `now`, `call_time` after its endpoint started the
+    /// call. A request that left much later than it was charged (it waited in the client: a
+    /// flood of submissions at the start of a batch, a busy thread) reached the server later
+    /// too, and a server counting at arrival over a sliding window counts it longer than our
+    /// span from its charge: the next burst is refused. Its charge is moved to when it left
+    /// (at most the reply's instant less the call), in both logs; the reservation says so.
+    pub(super) fn settled(
+        &mut self,
+        now: Instant,
+        reservation: Reservation,
+        call_time: Option<Duration>,
+    ) -> Reservation {
+        let Some(left) = call_time.and_then(|call| now.checked_sub(call)) else {
+            return reservation;
+        };
+        if left <= reservation.at {
+            return reservation;
+        }
+        let (id, at) = (reservation.id, reservation.at);
+        let (tokens, requests) = (
+            reservation.cost.tokens,
+            u64::from(reservation.cost.requests),
+        );
+        for log in [&mut self.minute, &mut self.window] {
+            let span = log.span();
+            // Aged out of our span already, but not of the server's: count it again.
+            if !log.redate(id, at, left, tokens, requests) && at + span <= now && left + span > now
+            {
+                log.insert(left, tokens, requests, Some(id));
+            }
+        }
+        Reservation {
+            at: left,
+            ..reservation
+        }
+    }
+
     pub(super) fn prune(&mut self, now: Instant) {
         self.minute.prune(now);
         self.window.prune(now);
@@ -452,6 +489,7 @@ impl QuotaBudget for WindowBudget {
 
     fn settle(&mut self, now: Instant, reservation: Reservation, feedback: &QuotaFeedback) {
         self.counts.prune(now);
+        let reservation = self.counts.settled(now, reservation, feedback.call_time);
         let (own_tokens, own_requests) = own_charge(&reservation, feedback);
         if let Some(remaining) = feedback.remaining_tokens {
             self.token_header.observe(
@@ -908,6 +946,42 @@ mod tests {
         assert_eq!(run.admitted, vec![580, 580]);
         // The same span keeps the configured window; a shorter server window never widens it.
         assert_eq!(b.request_window(), S);
+    }
+
+    #[test]
+    fn a_request_that_left_late_counts_from_when_it_left() {
+        // A flood of submissions held the first burst in the client for 600 ms: a sliding
+        // server counts it until 1.6 s (and its tokens until 60.6 s). Dated at their charge,
+        // the next burst would go at 1.02 s and be refused whole.
+        let t0 = Instant::now();
+        let mut b = WindowBudget::new(Some(600), Some(100_000), S);
+        let first: Vec<Reservation> = (0..10)
+            .map(|_| b.try_reserve(t0, cost(1_000)).unwrap())
+            .collect();
+        let replied = QuotaFeedback {
+            call_time: Some(100 * MS),
+            ..QuotaFeedback::default()
+        };
+        for r in first {
+            b.settle(t0 + 700 * MS, r, &replied);
+        }
+        assert_eq!(not_until(b.try_reserve(t0 + W, cost(1))), t0 + 600 * MS + W);
+        let full = b.try_reserve(t0 + 2 * S, cost(90_000)).unwrap();
+        assert_eq!(
+            not_until(b.try_reserve(t0 + 2 * S, cost(1_000))),
+            t0 + 600 * MS + M
+        );
+        // A call that started at once changes nothing.
+        b.settle(
+            t0 + 2 * S + 100 * MS,
+            full,
+            &QuotaFeedback {
+                call_time: Some(100 * MS),
+                ..QuotaFeedback::default()
+            },
+        );
+        assert_eq!(b.snapshot(t0 + 2 * S + W - MS).requests_this_window, 1);
+        assert_eq!(b.snapshot(t0 + 2 * S + W).requests_this_window, 0);
     }
 
     #[test]
