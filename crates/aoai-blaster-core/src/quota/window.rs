@@ -176,6 +176,15 @@ impl Counts {
         self.window = window;
     }
 
+    /// Requests charged within `span` up to `at` (at `at` included), from the minute's log.
+    pub(super) fn requests_over(&self, at: Instant, span: Duration) -> u64 {
+        self.minute
+            .requests_within(at, span)
+            .filter(|(last, _)| *last <= at)
+            .map(|(_, requests)| requests)
+            .sum()
+    }
+
     /// The server refused a request charged at `charged` for its request window, though our
     /// span of `rpm_window` had room: it counted requests later than we did (they waited in the
     /// client or on the way) by more than the span's margin, so two of our spans' requests met
@@ -334,7 +343,7 @@ pub struct WindowBudget {
 }
 
 /// The request windows Azure is known to use, shortest first.
-const REQUEST_WINDOWS: [Duration; 3] = [
+pub(super) const REQUEST_WINDOWS: [Duration; 3] = [
     Duration::from_secs(1),
     Duration::from_secs(10),
     Duration::from_secs(60),
