@@ -50,14 +50,26 @@ examples:
     cargo run --release --example quickstart
     cargo run --release --example actix_app
 
-# The gateway (`aoai-blaster serve`) against a zero-latency simulator, side by side with
-# direct requests, with wrk (Debian: apt-get install wrk): added p50/p99, max req/s, idle RSS.
+# The gateway (`aoai-blaster serve`) against two zero-latency upstreams (the simulator, then
+# nginx answering a fixed completion), side by side with direct requests, with wrk: added
+# p50/p99, max req/s, idle RSS. Installs Debian's wrk and nginx-light when missing.
 bench-gateway *args:
+    #!/usr/bin/env sh
+    set -e
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    if ! command -v wrk >/dev/null; then $sudo apt-get update -q && $sudo apt-get install -y -q wrk; fi
+    if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null; then $sudo apt-get install -y -q nginx-light; fi
     cargo run --release -p aoai-bench --bin gateway -- {{args}}
 
 # Quota pacing benchmark (release): makespan vs the theoretical minimum and 429s, per strategy.
 bench-quota *args:
     cargo run --release -p aoai-bench --bin bench-quota -- {{args}}
+
+# Shared quotas end to end: the quota batch split between 1, 2 and 4 `aoai-blaster run`
+# processes, with and without `shared:` (one simulator, one redis-server).
+bench-processes *args:
+    cargo build --release -p aoai-blaster-cli
+    cargo run --release -p aoai-bench --bin bench-quota -- --processes 1,2,4 {{args}}
 
 # Shared quotas, the Redis side: Redis calls and time per job at 10,000 jobs/s for 1, 2 and 4
 # processes, against a redis-server the bench starts on a unix socket.

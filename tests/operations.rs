@@ -198,3 +198,52 @@ async fn a_job_whose_operation_no_deployment_takes_never_reaches_the_service() {
     assert_eq!(http_stats(&sim).await.deployment("gpt").requests, 0);
     sim.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_raw_reply_job_gets_the_servers_bytes_and_the_same_usage() {
+    let sim = start_sim(vec![
+        spec("embed").embedding_dimensions(3),
+        spec("gpt").reply_tokens(5),
+    ])
+    .await;
+    let config = config(
+        json!({}),
+        vec![
+            deployment(
+                &sim,
+                "embed",
+                json!({"name": "emb", "operations": ["embeddings"]}),
+            ),
+            deployment(&sim, "gpt", json!({"name": "chat"})),
+        ],
+    );
+    let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
+    let requests: [(&str, Job); 2] = [
+        ("emb", Job::from_request(EmbeddingsRequest::new("raw text"))),
+        ("chat", Job::from_request(prompt(2))),
+    ];
+    for (name, job) in requests {
+        let typed = dispatcher
+            .send(job.clone().pinned_to(name))
+            .await
+            .expect("alive")
+            .expect("typed reply");
+        let raw = dispatcher
+            .send(job.pinned_to(name).with_raw_reply())
+            .await
+            .expect("alive")
+            .expect("raw reply");
+        let Reply::Raw(body) = &raw.reply else {
+            panic!("{name}: a raw reply expected, got {:?}", raw.reply);
+        };
+        assert_eq!(body.operation(), typed.reply.operation());
+        assert!(raw.usage().is_some(), "{name}: usage read from the bytes");
+        assert_eq!(raw.usage(), typed.usage(), "{name}");
+        // The bytes are the server's reply: the same document the typed parse read.
+        let bytes: Value = serde_json::from_slice(body.body()).expect("JSON");
+        let typed_json: Value = serde_json::from_str(typed.reply.to_json().unwrap().get()).unwrap();
+        assert_eq!(bytes["object"], typed_json["object"], "{name}");
+        assert_eq!(raw.text(), None);
+    }
+    sim.stop().await;
+}

@@ -24,6 +24,7 @@ mod demo;
 mod fuzzing;
 mod logging;
 mod progress;
+mod redis_use;
 mod run;
 mod run_loop;
 mod serve;

@@ -35,6 +35,7 @@ use crate::batch::output::{LineIds, OutputLine, ResultWriter};
 use crate::batch::source::{Source, SourceCounters, SourceEvent};
 use crate::cli::RunOptions;
 use crate::progress::{ProgressDisplay, ProgressMode, ProgressSnapshot};
+use crate::redis_use::RedisFigures;
 use crate::summary::{EXIT_INTERRUPTED, EXIT_USAGE, EndpointSummary, Summary};
 
 /// Runs the jobs of `source` through a blaster built from `config`, writing each answer to
@@ -526,6 +527,11 @@ async fn conclude(
         .max(reports.iter().map(|r| r.counts.rate_limited).sum());
     summary.endpoints = endpoint_summaries(reports, config);
     summary.configured_tpm = configured_tpm(config);
+    let submitted = summary.submitted;
+    summary.redis = blaster
+        .redis_use()
+        .await
+        .map(|usage| RedisFigures::of(&usage, submitted));
     if summary.unfinished == 0 {
         blaster.close();
     } else {

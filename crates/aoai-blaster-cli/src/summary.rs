@@ -4,9 +4,11 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use aoai_blaster::{EndpointReport, EndpointState};
+use aoai_blaster::{EndpointReport, EndpointState, QuotaSharing};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
+
+use crate::redis_use::RedisFigures;
 
 /// Exit status: every job succeeded.
 pub(crate) const EXIT_OK: u8 = 0;
@@ -38,8 +40,10 @@ pub(crate) struct JobTally {
 /// gives the deployment.
 ///
 /// Its JSON (in `--summary-json`) keeps the report's name, state, reason and counts, the mean
-/// latency in milliseconds (`mean_latency_ms`) and `tpm_limit`; in-flight and cooldown figures
-/// mean nothing once the run is over and are left out.
+/// latency in milliseconds (`mean_latency_ms`), `tpm_limit`, and with `shared:` how the quota
+/// was paced at the end (`shared_quota`: `shared` or `local`, else null) and for how long it
+/// was paced locally because Redis was away (`quota_local_secs`); in-flight and cooldown
+/// figures mean nothing once the run is over and are left out.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct EndpointSummary {
     /// The endpoint's state and counts when the run ended.
@@ -51,7 +55,7 @@ pub(crate) struct EndpointSummary {
 impl Serialize for EndpointSummary {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let (report, counts) = (&self.report, &self.report.counts);
-        let mut json = serializer.serialize_struct("EndpointSummary", 12)?;
+        let mut json = serializer.serialize_struct("EndpointSummary", 14)?;
         json.serialize_field("name", &report.name)?;
         json.serialize_field("state", &report.state)?;
         json.serialize_field("disabled_reason", &report.disabled_reason)?;
@@ -64,6 +68,9 @@ impl Serialize for EndpointSummary {
         json.serialize_field("completion_tokens", &counts.completion_tokens)?;
         json.serialize_field("mean_latency_ms", &self.mean_latency_ms())?;
         json.serialize_field("tpm_limit", &self.tpm_limit)?;
+        json.serialize_field("shared_quota", &report.shared_quota)?;
+        let local = report.quota_local_for.map(|d| d.as_secs_f64());
+        json.serialize_field("quota_local_secs", &local)?;
         json.end()
     }
 }
@@ -127,6 +134,9 @@ pub(crate) struct Summary {
     pub(crate) first_invalid_lines: Vec<InvalidLine>,
     /// The output file, when there is one.
     pub(crate) output: Option<String>,
+    /// With `shared:`, what the shared quotas cost in Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) redis: Option<RedisFigures>,
 }
 
 /// How many rejected lines the summary names.
@@ -224,8 +234,46 @@ impl Summary {
         self.render_invalid(&mut out);
         if !self.endpoints.is_empty() {
             self.render_endpoints(&mut out);
+            self.render_sharing(&mut out);
+        }
+        if let Some(redis) = &self.redis {
+            wrap_clauses(&mut out, &redis.clauses());
         }
         out
+    }
+
+    /// With `shared:`, which quotas were shared through Redis, and how long they were paced
+    /// locally (1/N) because Redis was away.
+    fn render_sharing(&self, out: &mut String) {
+        let shared: Vec<&EndpointReport> = self
+            .endpoints
+            .iter()
+            .map(|e| &e.report)
+            .filter(|r| r.shared_quota.is_some())
+            .collect();
+        if shared.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = shared.iter().map(|r| r.name.as_str()).collect();
+        let mut text = format!("quotas shared through Redis: {}", names.join(", "));
+        let local = shared.iter().filter_map(|r| r.quota_local_for).max();
+        match local {
+            Some(local) if !local.is_zero() => {
+                let _ = write!(
+                    text,
+                    "; paced locally (1/N of each quota) for {:.1}s while Redis was away",
+                    local.as_secs_f64()
+                );
+            }
+            _ => text.push_str("; Redis answered throughout"),
+        }
+        if shared
+            .iter()
+            .any(|r| r.shared_quota == Some(QuotaSharing::Local))
+        {
+            text.push_str(", and still away at the end");
+        }
+        wrap_words(out, &text, "");
     }
 
     /// The totals: outcomes, unfinished jobs, retries, 429s, tokens and the quota used.
@@ -557,6 +605,25 @@ mod tests {
     }
 
     #[test]
+    fn redis_figures_appear_only_with_shared_quotas() {
+        let mut summary = Summary::default();
+        let json = serde_json::to_value(&summary).unwrap();
+        assert!(json.get("redis").is_none(), "{json}");
+        assert!(!summary.render().contains("Redis"));
+        summary.redis = Some(RedisFigures {
+            calls: 12,
+            job_p99_us: 250,
+            ..Default::default()
+        });
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["redis"]["calls"], 12);
+        assert_eq!(json["redis"]["job_p99_us"], 250);
+        let text = summary.render();
+        assert!(text.contains("Redis (shared quotas): 12 calls"), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+    }
+
+    #[test]
     fn endpoint_json_keeps_its_field_names() {
         let json = serde_json::to_value(endpoint("east", 4, Some(12.5))).unwrap();
         let keys: Vec<&str> = json
@@ -574,8 +641,10 @@ mod tests {
                 "mean_latency_ms",
                 "name",
                 "prompt_tokens",
+                "quota_local_secs",
                 "rate_limited",
                 "requests",
+                "shared_quota",
                 "state",
                 "successes",
                 "timeouts",
@@ -584,6 +653,47 @@ mod tests {
         );
         assert_eq!(json["state"], "healthy");
         assert_eq!(json["mean_latency_ms"], 12.5);
+        assert_eq!(json["shared_quota"], serde_json::Value::Null);
+        let mut shared = endpoint("east", 4, None);
+        shared.report.shared_quota = Some(QuotaSharing::Shared);
+        shared.report.quota_local_for = Some(Duration::from_millis(2_500));
+        let json = serde_json::to_value(shared).unwrap();
+        assert_eq!(json["shared_quota"], "shared");
+        assert_eq!(json["quota_local_secs"], 2.5);
+    }
+
+    #[test]
+    fn render_says_which_quotas_were_shared_and_how_long_they_were_local() {
+        let shared = |name: &str, sharing: QuotaSharing, local_ms: u64| {
+            let mut e = endpoint(name, 1, None);
+            e.report.shared_quota = Some(sharing);
+            e.report.quota_local_for = Some(Duration::from_millis(local_ms));
+            e
+        };
+        let mut summary = Summary {
+            endpoints: vec![endpoint("alone", 1, None)],
+            ..Default::default()
+        };
+        assert!(!summary.render().contains("Redis"));
+        summary.endpoints = vec![
+            shared("east", QuotaSharing::Shared, 0),
+            endpoint("alone", 1, None),
+            shared("west", QuotaSharing::Shared, 0),
+        ];
+        let text = summary.render();
+        assert!(
+            text.contains("quotas shared through Redis: east, west; Redis answered throughout\n"),
+            "{text}"
+        );
+        summary.endpoints = vec![shared("east", QuotaSharing::Local, 12_340)];
+        let text = summary.render();
+        assert!(
+            text.contains(
+                "quotas shared through Redis: east; paced locally (1/N of each quota) for 12.3s\n  \
+                 while Redis was away, and still away at the end\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

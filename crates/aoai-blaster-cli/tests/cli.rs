@@ -1374,3 +1374,69 @@ async fn serve_prints_its_address_answers_and_stops_on_ctrl_c() {
         describe(&exposed)
     );
 }
+
+#[actix_rt::test]
+async fn a_run_shares_its_quota_through_redis_over_tls_and_its_summary_says_so() {
+    let redis = aoai_testkit::RedisServer::start_tls().expect("redis-server starts with TLS");
+    let url = redis.tls_url().expect("a TLS url");
+    let ca = redis.tls_ca().expect("its CA").display().to_string();
+    let sim = start_sim(vec![roomy("east")]).await;
+    let ws = Workspace::new();
+    let config = ws.path("blaster.yaml");
+    let text_config = format!(
+        "shared: {{redis_url: '{url}', expected_processes: 1}}\ndeployments:\n  - {{name: east, \
+         endpoint: '{}', api_key: sim-key, model: east, rpm_limit: 600, tpm_limit: 1000000}}\n",
+        endpoint(&sim, "east")
+    );
+    std::fs::write(&config, text_config).expect("config written");
+    // 600 RPM over 1 s windows: 40 lines take four windows, time for calls to Redis.
+    let input = ws.input(&request_lines(40));
+    let output = ws.path("results.jsonl");
+    let summary_json = ws.path("summary.json");
+
+    // Our CA is not among the system's: the certificate is refused, and nothing is sent.
+    let mut refused = command(&run_args(&config, &input, &output));
+    refused
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
+    let refused = actix_rt::task::spawn_blocking(move || refused.output().expect("runs"))
+        .await
+        .expect("joined");
+    assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach Redis at {url}")),
+        "{}",
+        describe(&refused)
+    );
+    assert_eq!(sim.stats().total().requests, 0);
+
+    // Trusting it (`SSL_CERT_FILE`, the OpenSSL convention rustls follows), the run shares.
+    let mut args = run_args(&config, &input, &output);
+    args.extend(["--summary-json".into(), summary_json.display().to_string()]);
+    let mut trusted = command(&args);
+    trusted.env("SSL_CERT_FILE", &ca);
+    let trusted = actix_rt::task::spawn_blocking(move || trusted.output().expect("runs"))
+        .await
+        .expect("joined");
+    assert_eq!(trusted.status.code(), Some(0), "{}", describe(&trusted));
+    assert_eq!(output_lines(&output).len(), 40);
+    assert!(
+        text(&trusted.stdout).contains("quotas shared through Redis: east;"),
+        "{}",
+        describe(&trusted)
+    );
+    // Shared at the end: the leases went over TLS. (On a loaded machine a first ask may take
+    // longer than its 1 s timeout; the process then paces alone until a probe answers.)
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary_json).unwrap()).unwrap();
+    let east = &summary["endpoints"][0];
+    assert_eq!(east["shared_quota"], "shared", "{}", describe(&trusted));
+    let local = east["quota_local_secs"].as_f64().expect("a number");
+    assert!(
+        local < summary["makespan_secs"].as_f64().unwrap(),
+        "{summary}"
+    );
+    assert_eq!(sim.stats().total().ok, 40);
+    assert_eq!(sim.stats().total().rate_limited, 0);
+    sim.stop().await;
+}

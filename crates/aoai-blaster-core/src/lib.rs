@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod health;
 pub mod operation;
 pub mod quota;
+pub mod raw_reply;
 pub mod responses;
 pub mod retry;
 pub mod ring;

@@ -31,6 +31,7 @@ use serde_json::{Map, Value};
 
 use crate::chat::{ChatCompletion, ChatRequest, RequestDefaults, Usage};
 use crate::embeddings::{EmbeddingsReply, EmbeddingsRequest};
+use crate::raw_reply::RawReply;
 use crate::responses::{ResponsesReply, ResponsesRequest};
 
 /// The API a job calls.
@@ -319,6 +320,9 @@ pub enum Reply {
     Embeddings(EmbeddingsReply),
     /// A Responses API response (assembled from `response.completed`, for streams).
     Responses(ResponsesReply),
+    /// Any operation's plain reply kept as the server's bytes, for a job that asked for it
+    /// (`Job::raw_reply`): only its usage is read.
+    Raw(RawReply),
 }
 
 impl From<ChatCompletion> for Reply {
@@ -364,6 +368,7 @@ impl Reply {
             Reply::Chat(_) => Operation::Chat,
             Reply::Embeddings(_) => Operation::Embeddings,
             Reply::Responses(_) => Operation::Responses,
+            Reply::Raw(raw) => raw.operation(),
         }
     }
 
@@ -381,15 +386,16 @@ impl Reply {
                 completion_tokens: usage.output_tokens,
                 total_tokens: usage.total_tokens,
             }),
+            Reply::Raw(raw) => raw.usage(),
         }
     }
 
     /// The generated text: the first choice's, or the Responses output text (`None` for
-    /// embeddings).
+    /// embeddings and raw replies, which are not read).
     pub fn text(&self) -> Option<&str> {
         match self {
             Reply::Chat(completion) => completion.text(),
-            Reply::Embeddings(_) => None,
+            Reply::Embeddings(_) | Reply::Raw(_) => None,
             Reply::Responses(reply) => Some(reply.output_text()),
         }
     }
@@ -401,6 +407,7 @@ impl Reply {
             Reply::Chat(completion) => serde_json::value::to_raw_value(completion),
             Reply::Embeddings(reply) => serde_json::value::to_raw_value(reply),
             Reply::Responses(reply) => Ok(reply.body().to_owned()),
+            Reply::Raw(raw) => serde_json::from_slice(raw.body()),
         }
     }
 }

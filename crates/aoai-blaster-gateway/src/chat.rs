@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use aoai_blaster::core::gateway::{GatewayError, Route};
-use aoai_blaster::{ChatJob, ChatRequest, ChatResult, JobError, JobErrorKind};
+use aoai_blaster::core::operation::Reply;
+use aoai_blaster::{ChatJob, ChatRequest, JobError, JobErrorKind, JobResult};
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -71,22 +72,26 @@ pub(crate) async fn handle(
     let peer = peer(&request);
     if parsed.stream {
         let call = stream::StreamCall {
+            kind: stream::StreamKind::Chat {
+                include_usage: parsed.include_usage,
+            },
             state,
             route,
             peer,
             permit,
-            include_usage: parsed.include_usage,
             started,
         };
-        return stream::respond(call, job).await;
+        return stream::respond(call, job.into_job()).await;
     }
+    // The completion goes back as the upstream's bytes: nothing here reads it.
+    let job = job.into_job().with_raw_reply();
     let answer = unless_gone(peer.as_ref(), state.dispatcher.send(job)).await;
     drop(permit);
     match answer {
         // Nobody reads this reply; the job was dropped (unsent) or runs on unheard.
         None => client_gone(ROUTE, started),
         Some(Err(_)) => refuse(ROUTE, &closing(), started),
-        Some(Ok(Ok(result))) => completion(&result, started),
+        Some(Ok(Ok(result))) => relayed(ROUTE, &result, started),
         Some(Ok(Err(error))) => {
             let answer = job_failed(&state, &route, &error).await;
             refuse_after(ROUTE, &answer, &error, started)
@@ -168,23 +173,32 @@ fn parse(bytes: &[u8], path_model: Option<String>) -> Result<Parsed, GatewayErro
 }
 
 /// Upstream time of a delivered job: every attempt's HTTP call.
-pub(crate) fn upstream_time(result: &ChatResult) -> Duration {
-    result.total_time.saturating_sub(result.queued_for)
+pub(crate) fn upstream_time(total_time: Duration, queued_for: Duration) -> Duration {
+    total_time.saturating_sub(queued_for)
 }
 
-/// The completion as the reply, with the deployment, the upstream request id and the overhead.
-fn completion(result: &ChatResult, started: Instant) -> HttpResponse {
-    let Ok(body) = serde_json::to_vec(&result.completion) else {
-        let error = GatewayError::new(500, "server_error", "internal", "cannot write the reply");
-        return refuse(ROUTE, &error, started);
+/// The upstream body as the reply (byte for byte when the job kept it raw), with the
+/// deployment, the upstream request id and the overhead.
+pub(crate) fn relayed(route: &'static str, result: &JobResult, started: Instant) -> HttpResponse {
+    let body = match &result.reply {
+        Reply::Raw(raw) => raw.body().clone(),
+        typed => match typed.to_json() {
+            Ok(json) => Bytes::from(String::from(Box::<str>::from(json))),
+            Err(_) => {
+                let error =
+                    GatewayError::new(500, "server_error", "internal", "cannot write the reply");
+                return refuse(route, &error, started);
+            }
+        },
     };
     let mut answer = HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
         .body(body);
     described(&mut answer, &result.endpoint, result.request_id.as_deref());
-    let overhead = started.elapsed().saturating_sub(upstream_time(result));
+    let upstream = upstream_time(result.total_time, result.queued_for);
+    let overhead = started.elapsed().saturating_sub(upstream);
     reply::overhead(&mut answer, overhead);
-    metrics::answered(ROUTE, 200, overhead);
+    metrics::answered(route, 200, overhead);
     answer
 }
 

@@ -9,7 +9,7 @@
 //!   `/openai/deployments/{name}/chat/completions` (Azure's form, `{name}` routes);
 //! - `GET /v1/models` (and `/v1/models/{id}`), `GET /healthz`, `GET /metrics`;
 //! - `POST /v1/embeddings`, `/openai/v1/embeddings`, `/openai/deployments/{name}/embeddings`
-//!   and `POST /v1/responses`, `/openai/v1/responses` (not streamed yet).
+//!   and `POST /v1/responses`, `/openai/v1/responses` (streamed: each upstream event as it came).
 //!
 //! The decisions (routing by `model`, keys, error shape, retry hints) are plain values in
 //! [`aoai_blaster::core::gateway`]; this crate is the actix-web shell that performs them.

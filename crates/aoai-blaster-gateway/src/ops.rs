@@ -1,23 +1,23 @@
 //! `POST .../embeddings` and `POST .../responses`: thin routes over the library's operations.
 //! Key, body, route and room in the queue as for chat ([`crate::chat`]); the reply is the
-//! upstream body. A Responses stream is not relayed yet: `stream: true` there is refused.
+//! upstream body, byte for byte; a Responses stream's events are passed on as they come
+//! ([`crate::stream`]).
 
 use std::time::Instant;
 
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
+use aoai_blaster::Job;
 use aoai_blaster::core::embeddings::EmbeddingsRequest;
 use aoai_blaster::core::gateway::{GatewayError, Route};
 use aoai_blaster::core::operation::JobRequest;
 use aoai_blaster::core::responses::ResponsesRequest;
-use aoai_blaster::{Job, JobResult};
 use serde_json::Value;
 
 use crate::app::{authorize, refuse};
-use crate::chat::{body_model, client_gone, closing, job_failed, read_body, refuse_after};
+use crate::chat::{body_model, client_gone, closing, job_failed, read_body, refuse_after, relayed};
 use crate::disconnect::{peer, unless_gone};
 use crate::state::State;
-use crate::{metrics, reply};
+use crate::stream::{self, StreamCall, StreamKind};
 
 /// The operations these routes serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub(crate) async fn handle(
         Ok(parsed) => parsed,
         Err(error) => return refuse(route_label, &error, started),
     };
-    let (body_model, job_request) = parsed;
+    let (body_model, job_request, stream) = parsed;
     let model = path_model.or(body_model);
     let route = match state.routes.route(model.as_deref()) {
         Ok(route) => route,
@@ -80,17 +80,29 @@ pub(crate) async fn handle(
         let error = state.queue_full(&route).await;
         return refuse(route_label, &error, started);
     };
-    let mut job = Job::new(job_request);
+    // The reply (or, streamed, each event) goes back as the upstream's bytes.
+    let mut job = Job::new(job_request).with_raw_reply();
     if let Route::Pin(pin) = &route {
         job = job.pinned_to(pin.clone());
     }
     let peer = peer(&request);
+    if stream {
+        let call = StreamCall {
+            kind: StreamKind::Responses,
+            state,
+            route,
+            peer,
+            permit,
+            started,
+        };
+        return stream::respond(call, job).await;
+    }
     let answer = unless_gone(peer.as_ref(), state.dispatcher.send(job)).await;
     drop(permit);
     match answer {
         None => client_gone(route_label, started),
         Some(Err(_)) => refuse(route_label, &closing(), started),
-        Some(Ok(Ok(result))) => answered(route_label, &result, started),
+        Some(Ok(Ok(result))) => relayed(route_label, &result, started),
         Some(Ok(Err(error))) => {
             let answer = job_failed(&state, &route, &error).await;
             refuse_after(route_label, &answer, &error, started)
@@ -98,39 +110,53 @@ pub(crate) async fn handle(
     }
 }
 
-/// The body's `model` (for routing) and the job's request; `stream: true` is refused on
-/// Responses until the gateway relays its events.
-fn parse(op: Op, bytes: &[u8]) -> Result<(Option<String>, JobRequest), GatewayError> {
+/// The body's `model` (for routing), the job's request and whether it asks for a stream
+/// (Responses only: embeddings are never streamed).
+fn parse(op: Op, bytes: &[u8]) -> Result<(Option<String>, JobRequest, bool), GatewayError> {
     let (model, mut body) = body_model(bytes, "an embeddings or responses request object")?;
+    let mut stream = false;
     if let Some(fields) = body.as_object_mut() {
         match fields.remove("stream") {
             None | Some(Value::Null) | Some(Value::Bool(false)) => {}
-            Some(_) => {
+            Some(Value::Bool(true)) if op == Op::Responses => stream = true,
+            Some(Value::Bool(true)) => {
+                return Err(GatewayError::invalid_body(
+                    "embeddings are never streamed; send the request without \"stream\"",
+                ));
+            }
+            Some(other) => {
                 return Err(GatewayError::invalid_body(format!(
-                    "\"stream\" is not served on {} by this gateway yet; send the request \
-                     without it",
-                    op.route()
+                    "\"stream\" must be true or false, got {other}"
                 )));
             }
         }
     }
-    Ok((model, op.request(body)?))
+    Ok((model, op.request(body)?, stream))
 }
 
-/// The upstream body as the reply, with the deployment, the upstream request id and the
-/// overhead.
-fn answered(route: &'static str, result: &JobResult, started: Instant) -> HttpResponse {
-    let Ok(body) = result.reply.to_json() else {
-        let error = GatewayError::new(500, "server_error", "internal", "cannot write the reply");
-        return refuse(route, &error, started);
-    };
-    let mut answer = HttpResponse::Ok()
-        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
-        .body(body.get().to_owned());
-    crate::chat::described(&mut answer, &result.endpoint, result.request_id.as_deref());
-    let upstream = result.total_time.saturating_sub(result.queued_for);
-    let overhead = started.elapsed().saturating_sub(upstream);
-    reply::overhead(&mut answer, overhead);
-    metrics::answered(route, 200, overhead);
-    answer
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_may_stream_and_embeddings_may_not() {
+        let (model, request, stream) = parse(
+            Op::Responses,
+            br#"{"model": "gpt", "input": "hi", "stream": true}"#,
+        )
+        .unwrap();
+        assert_eq!((model.as_deref(), stream), (Some("gpt"), true));
+        assert_eq!(request.operation(), aoai_blaster::Operation::Responses);
+        let (_, _, plain) = parse(Op::Responses, br#"{"input": "hi", "stream": false}"#).unwrap();
+        assert!(!plain);
+        let refused = parse(Op::Embeddings, br#"{"input": "hi", "stream": true}"#).unwrap_err();
+        assert_eq!(refused.status, 400);
+        assert!(
+            refused.message.contains("never streamed"),
+            "{}",
+            refused.message
+        );
+        let wrong = parse(Op::Responses, br#"{"input": "hi", "stream": "yes"}"#).unwrap_err();
+        assert!(wrong.message.contains("true or false"), "{}", wrong.message);
+    }
 }

@@ -25,13 +25,34 @@ pub(crate) fn error(error: &GatewayError) -> HttpResponse {
         .body(error.body().to_string())
 }
 
-/// Sets the overhead header on `reply`.
+/// Sets the overhead header on `reply` (milliseconds with three decimals, written from the
+/// integer microseconds: float formatting was a visible share of a request).
 pub(crate) fn overhead(reply: &mut HttpResponse, overhead: Duration) {
-    let millis = format!("{:.3}", overhead.as_secs_f64() * 1000.0);
-    if let Ok(value) = HeaderValue::from_str(&millis) {
+    let micros = overhead.as_micros();
+    let millis = format!("{}.{:03}", micros / 1000, micros % 1000);
+    if let Ok(value) = HeaderValue::try_from(millis) {
         reply.headers_mut().insert(
             actix_web::http::header::HeaderName::from_static(OVERHEAD_HEADER),
             value,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overhead_is_written_in_milliseconds_with_three_decimals() {
+        for (overhead, text) in [
+            (Duration::from_nanos(1_234_567), "1.234"),
+            (Duration::ZERO, "0.000"),
+            (Duration::from_micros(45), "0.045"),
+            (Duration::from_secs(12), "12000.000"),
+        ] {
+            let mut reply = HttpResponse::Ok().finish();
+            super::overhead(&mut reply, overhead);
+            assert_eq!(reply.headers().get(OVERHEAD_HEADER).unwrap(), text);
+        }
     }
 }

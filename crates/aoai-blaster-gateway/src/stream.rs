@@ -1,6 +1,10 @@
 //! `stream: true`: the upstream deltas as server-sent events, as they arrive.
 //!
-//! The job's deltas go to a [`DeltaRelay`] actor, which hands each chunk to the reply's body.
+//! Chat: each chunk with a delta, then the end. Responses: every upstream event as it came
+//! (`event:` and `data:`, the job asks for them with `raw_reply`), `response.completed` last;
+//! a failure after the first event is an `event: error` with OpenAI's error fields.
+//!
+//! The job's deltas go to a [`DeltaRelay`] actor, which hands each one to the reply's body.
 //! The reply's head waits for the first chunk (or the job's end): a job that fails before any
 //! delta gets a plain error reply with its status (a 429 with its retry hint), one that fails
 //! after gets a `data: {"error": ...}` event, never a silent cut. The library retries an attempt
@@ -17,37 +21,56 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpResponse, web};
-use aoai_blaster::core::chat::ChatCompletionChunk;
 use aoai_blaster::core::gateway::{GatewayError, Route};
-use aoai_blaster::{ChatJob, ChatResult, JobError, StreamDelta};
+use aoai_blaster::core::operation::Reply;
+use aoai_blaster::{Job, JobError, JobResult, StreamDelta};
 use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::app::refuse;
-use crate::chat::{ROUTE, client_gone, closing, described, job_failed, upstream_time};
+use crate::chat::{client_gone, closing, described, job_failed, upstream_time};
 use crate::disconnect::{PeerSocket, unless_gone};
 use crate::state::{Permit, State};
 use crate::{metrics, reply};
 
+/// Which stream is relayed, and how it is written.
+#[derive(Clone, Copy)]
+pub(crate) enum StreamKind {
+    /// Chat chunks; `include_usage`: the client asked for the usage chunk.
+    Chat { include_usage: bool },
+    /// Responses events, passed on as they came.
+    Responses,
+}
+
+impl StreamKind {
+    /// The label of its requests in metrics.
+    fn route(self) -> &'static str {
+        match self {
+            StreamKind::Chat { .. } => crate::chat::ROUTE,
+            StreamKind::Responses => "responses",
+        }
+    }
+}
+
 /// What a streamed request carries into its reply.
 pub(crate) struct StreamCall {
+    pub(crate) kind: StreamKind,
     pub(crate) state: web::Data<State>,
     pub(crate) route: Route,
     pub(crate) peer: Option<PeerSocket>,
     pub(crate) permit: Permit,
-    pub(crate) include_usage: bool,
     pub(crate) started: Instant,
 }
 
 /// The job's answer, as `Addr::send` gives it.
-type Answer = Result<Result<ChatResult, JobError>, MailboxError>;
+type Answer = Result<Result<JobResult, JobError>, MailboxError>;
 
-/// Receives the job's deltas and passes each chunk on once (a chunk with deltas for several
+/// Receives the job's deltas and passes each on once (a chat chunk with deltas for several
 /// choices comes once per choice).
 struct DeltaRelay {
-    chunks: Option<mpsc::UnboundedSender<Arc<ChatCompletionChunk>>>,
-    last: Option<Arc<ChatCompletionChunk>>,
+    chunks: Option<mpsc::UnboundedSender<StreamDelta>>,
+    last: Option<StreamDelta>,
 }
 
 impl Actor for DeltaRelay {
@@ -61,15 +84,15 @@ impl Handler<StreamDelta> for DeltaRelay {
         if self
             .last
             .as_ref()
-            .is_some_and(|last| Arc::ptr_eq(last, &delta.chunk))
+            .is_some_and(|last| Arc::ptr_eq(&last.chunk, &delta.chunk))
         {
             return;
         }
-        self.last = Some(delta.chunk.clone());
+        self.last = Some(delta.clone());
         let sent = self
             .chunks
             .as_ref()
-            .is_some_and(|chunks| chunks.send(delta.chunk).is_ok());
+            .is_some_and(|chunks| chunks.send(delta).is_ok());
         if !sent {
             // The reply is gone (the client left).
             ctx.stop();
@@ -94,7 +117,8 @@ impl Handler<Finish> for DeltaRelay {
 }
 
 /// Runs the job and answers with its stream (or, if it fails before a delta, its error).
-pub(crate) async fn respond(call: StreamCall, job: ChatJob) -> HttpResponse {
+pub(crate) async fn respond(call: StreamCall, job: Job) -> HttpResponse {
+    let route = call.kind.route();
     let (sender, mut chunks) = mpsc::unbounded_channel();
     let relay = DeltaRelay {
         chunks: Some(sender),
@@ -121,14 +145,14 @@ pub(crate) async fn respond(call: StreamCall, job: ChatJob) -> HttpResponse {
         phase: Phase::Forwarding,
         queued: VecDeque::new(),
         forwarded: BTreeSet::new(),
-        include_usage: call.include_usage,
+        kind: call.kind,
         started: call.started,
         _permit: call.permit,
     };
     let answer = match first {
         None => {
             body.relay.do_send(Finish);
-            return client_gone(ROUTE, call.started);
+            return client_gone(route, call.started);
         }
         Some(First::Chunk(chunk)) => {
             if let Some(chunk) = chunk {
@@ -140,7 +164,7 @@ pub(crate) async fn respond(call: StreamCall, job: ChatJob) -> HttpResponse {
     };
     match answer {
         None => {}
-        Some(Err(_)) => return refuse(ROUTE, &closing(), call.started),
+        Some(Err(_)) => return refuse(route, &closing(), call.started),
         Some(Ok(Err(error))) => {
             body.relay.do_send(Finish);
             let answer = job_failed(&call.state, &call.route, &error).await;
@@ -148,7 +172,7 @@ pub(crate) async fn respond(call: StreamCall, job: ChatJob) -> HttpResponse {
             let upstream: Duration = error.attempts.iter().map(|a| a.elapsed).sum();
             let overhead = call.started.elapsed().saturating_sub(upstream);
             reply::overhead(&mut reply, overhead);
-            metrics::answered(ROUTE, answer.status, overhead);
+            metrics::answered(route, answer.status, overhead);
             return reply;
         }
         Some(Ok(Ok(result))) => {
@@ -160,7 +184,7 @@ pub(crate) async fn respond(call: StreamCall, job: ChatJob) -> HttpResponse {
             let overhead = call
                 .started
                 .elapsed()
-                .saturating_sub(upstream_time(&result));
+                .saturating_sub(upstream_time(result.total_time, result.queued_for));
             reply::overhead(&mut reply, overhead);
             body.phase = Phase::Draining(Some(Ok(Box::new(result))));
             return with_body(reply, body);
@@ -186,9 +210,9 @@ fn sse_reply() -> HttpResponse {
         .finish()
 }
 
-/// What came first: a chunk (`None`: the relay stopped) or the job's answer.
+/// What came first: a delta (`None`: the relay stopped) or the job's answer.
 enum First {
-    Chunk(Option<Arc<ChatCompletionChunk>>),
+    Chunk(Option<StreamDelta>),
     Answer(Box<Answer>),
 }
 
@@ -197,21 +221,21 @@ enum Phase {
     /// Passing chunks on while the job runs.
     Forwarding,
     /// The job answered: passing on the chunks still in the channel, then the end.
-    Draining(Option<Result<Box<ChatResult>, GatewayError>>),
+    Draining(Option<Result<Box<JobResult>, GatewayError>>),
     /// Everything is queued.
     Ended,
 }
 
 /// The reply's body: chunks as they come, then the end (or an error event).
 struct SseBody {
-    chunks: mpsc::UnboundedReceiver<Arc<ChatCompletionChunk>>,
+    chunks: mpsc::UnboundedReceiver<StreamDelta>,
     relay: Addr<DeltaRelay>,
     answer: Option<Pin<Box<dyn Future<Output = Answer>>>>,
     phase: Phase,
     queued: VecDeque<Bytes>,
-    /// Choices that had a delta passed on.
+    /// Choices that had a delta passed on (chat).
     forwarded: BTreeSet<u32>,
-    include_usage: bool,
+    kind: StreamKind,
     started: Instant,
     /// Held until the stream ends: the request counts against the queue bound until then.
     _permit: Permit,
@@ -225,63 +249,103 @@ fn event(data: &[u8]) -> Bytes {
     Bytes::from(event)
 }
 
+/// A named event (`event: NAME`, then the data), as the Responses API writes its stream.
+fn named_event(name: Option<&str>, data: &[u8]) -> Bytes {
+    let Some(name) = name else {
+        return event(data);
+    };
+    let mut event = Vec::with_capacity(name.len() + data.len() + 16);
+    event.extend_from_slice(b"event: ");
+    event.extend_from_slice(name.as_bytes());
+    event.push(b'\n');
+    event.extend_from_slice(b"data: ");
+    event.extend_from_slice(data);
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
 impl SseBody {
-    fn queue(&mut self, chunk: &ChatCompletionChunk) {
-        for choice in &chunk.choices {
-            self.forwarded.insert(choice.index);
-        }
-        if let Ok(data) = serde_json::to_vec(chunk) {
-            self.queued.push_back(event(&data));
+    fn queue(&mut self, delta: &StreamDelta) {
+        match self.kind {
+            StreamKind::Chat { .. } => {
+                for choice in &delta.chunk.choices {
+                    self.forwarded.insert(choice.index);
+                }
+                if let Ok(data) = serde_json::to_vec(&*delta.chunk) {
+                    self.queued.push_back(event(&data));
+                }
+            }
+            StreamKind::Responses => {
+                if let Some(upstream) = &delta.event {
+                    let name = upstream.event.as_deref();
+                    self.queued
+                        .push_back(named_event(name, upstream.data.as_bytes()));
+                }
+            }
         }
     }
 
-    /// The end of a delivered job: each choice's `finish_reason` (with its content when no
-    /// delta of it was passed on), the usage chunk if asked for, `[DONE]`.
-    fn finish(&mut self, result: &ChatResult) {
-        let completion = &result.completion;
-        let head = |choices: serde_json::Value| {
-            json!({
-                "id": completion.id,
-                "object": "chat.completion.chunk",
-                "created": completion.created,
-                "model": completion.model,
-                "choices": choices,
-            })
-        };
-        for choice in &completion.choices {
-            let delta = if self.forwarded.contains(&choice.index) {
-                json!({})
-            } else {
-                json!({"role": choice.message.role, "content": choice.message.content})
-            };
-            let chunk = head(json!([{
-                "index": choice.index,
-                "delta": delta,
-                "finish_reason": choice.finish_reason,
-            }]));
-            self.queued.push_back(event(chunk.to_string().as_bytes()));
-        }
-        if self.include_usage
-            && let Some(usage) = &completion.usage
+    /// The end of a delivered job. Chat: each choice's `finish_reason` (with its content when
+    /// no delta of it was passed on), the usage chunk if asked for, `[DONE]`. Responses: the
+    /// upstream's `response.completed` was the last event passed on.
+    fn finish(&mut self, result: &JobResult) {
+        if let (StreamKind::Chat { include_usage }, Reply::Chat(completion)) =
+            (self.kind, &result.reply)
         {
-            let mut chunk = head(json!([]));
-            chunk["usage"] = json!(usage);
-            self.queued.push_back(event(chunk.to_string().as_bytes()));
+            let head = |choices: serde_json::Value| {
+                json!({
+                    "id": completion.id,
+                    "object": "chat.completion.chunk",
+                    "created": completion.created,
+                    "model": completion.model,
+                    "choices": choices,
+                })
+            };
+            for choice in &completion.choices {
+                let delta = if self.forwarded.contains(&choice.index) {
+                    json!({})
+                } else {
+                    json!({"role": choice.message.role, "content": choice.message.content})
+                };
+                let chunk = head(json!([{
+                    "index": choice.index,
+                    "delta": delta,
+                    "finish_reason": choice.finish_reason,
+                }]));
+                self.queued.push_back(event(chunk.to_string().as_bytes()));
+            }
+            if include_usage && let Some(usage) = &completion.usage {
+                let mut chunk = head(json!([]));
+                chunk["usage"] = json!(usage);
+                self.queued.push_back(event(chunk.to_string().as_bytes()));
+            }
+            self.queued
+                .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
         }
-        self.queued
-            .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
-        let overhead = self.started.elapsed().saturating_sub(upstream_time(result));
-        metrics::answered(ROUTE, 200, overhead);
+        let overhead = self
+            .started
+            .elapsed()
+            .saturating_sub(upstream_time(result.total_time, result.queued_for));
+        metrics::answered(self.kind.route(), 200, overhead);
     }
 
-    /// The end of a job that failed after its first delta: an error event, no `[DONE]`.
+    /// The end of a job that failed after its first delta: an error event (chat: `data:` with
+    /// OpenAI's error object, no `[DONE]`; Responses: `event: error` with its fields).
     fn fail(&mut self, error: &GatewayError) {
-        self.queued
-            .push_back(event(error.body().to_string().as_bytes()));
-        metrics::answered(ROUTE, error.status, self.started.elapsed());
+        let body = error.body();
+        let bytes = match self.kind {
+            StreamKind::Chat { .. } => event(body.to_string().as_bytes()),
+            StreamKind::Responses => {
+                let mut fields = body["error"].clone();
+                fields["type"] = json!("error");
+                named_event(Some("error"), fields.to_string().as_bytes())
+            }
+        };
+        self.queued.push_back(bytes);
+        metrics::answered(self.kind.route(), error.status, self.started.elapsed());
     }
 
-    fn answered(&mut self, answer: Answer) -> Result<Box<ChatResult>, GatewayError> {
+    fn answered(&mut self, answer: Answer) -> Result<Box<JobResult>, GatewayError> {
         match answer {
             Ok(Ok(result)) => Ok(Box::new(result)),
             Ok(Err(error)) => Err(GatewayError::from_job(&error, None)),

@@ -125,6 +125,14 @@ async fn routes_by_model_and_answers_the_upstream_completion() {
 /// What the recording upstream saw: each request's headers and body.
 type Seen = Arc<Mutex<Vec<(Vec<(String, String)>, Value)>>>;
 
+/// The recording upstream's completion, spaced and escaped as no serialiser of ours would
+/// write it: a gateway reply equal to it byte for byte was passed on, not rewritten.
+const UPSTREAM_REPLY: &str = r#"{ "id": "chatcmpl-fixed", "object": "chat.completion", "created": 7,
+  "model": "gpt-4o", "system_fingerprint": "fp_kept", "note": "caf\u00e9", "score": 1.50,
+  "choices": [ {"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "fixed"}} ],
+  "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4} }"#;
+
 /// An upstream this test starts: records each request, answers one fixed completion.
 async fn recording_upstream() -> (String, Seen, actix_web::dev::ServerHandle) {
     let seen: Seen = Arc::default();
@@ -141,13 +149,9 @@ async fn recording_upstream() -> (String, Seen, actix_web::dev::ServerHandle) {
                     .collect();
                 let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 record.lock().unwrap().push((headers, body));
-                HttpResponse::Ok().json(json!({
-                    "id": "chatcmpl-fixed", "object": "chat.completion", "created": 7,
-                    "model": "gpt-4o", "system_fingerprint": "fp_kept",
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "fixed"}}],
-                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
-                }))
+                HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(UPSTREAM_REPLY)
             }
         }))
     })
@@ -276,11 +280,107 @@ async fn embeddings_and_responses_go_to_the_deployments_that_serve_them() {
     assert_eq!(no_input.status, 400);
     let message = no_input.json()["error"]["message"].to_string();
     assert!(message.contains("input"), "{message}");
-    let streamed = json!({"model": "gpt-4o", "input": "x", "stream": true});
-    let refused = post(&gw, "/v1/responses", &streamed).await;
+    let streamed = json!({"model": "embed", "input": "x", "stream": true});
+    let refused = post(&gw, "/v1/embeddings", &streamed).await;
     assert_eq!(refused.status, 400);
     let message = refused.json()["error"]["message"].to_string();
-    assert!(message.contains("without it"), "{message}");
+    assert!(message.contains("never streamed"), "{message}");
+    gw.stop().await;
+}
+
+/// The `(event, data)` pairs of a Responses event stream, in order.
+fn named_events(reply: &Reply) -> Vec<(String, Value)> {
+    String::from_utf8_lossy(&reply.body)
+        .split("\n\n")
+        .filter(|event| !event.trim().is_empty())
+        .map(|event| {
+            let field = |name: &str| {
+                event
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("no {name} in {event:?}"))
+            };
+            let data = serde_json::from_str(field("data: ")).expect("data is JSON");
+            (field("event: ").to_owned(), data)
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn a_responses_stream_passes_each_event_on_and_a_failure_ends_with_an_error_event() {
+    let failing = FaultSpec {
+        p_stream_error: 1.0,
+        ..FaultSpec::default()
+    };
+    let sim = sim(vec![
+        DeploymentSpec::new("gpt-4o").reply_tokens(8),
+        DeploymentSpec::new("o3").reply_tokens(12).faults(failing),
+    ])
+    .await;
+    let v1 = |name: &str, model: &str| {
+        let mut deployment = deployment(&sim, name, model);
+        deployment["operations"] = json!(["responses"]);
+        deployment["api_version"] = json!("v1");
+        deployment
+    };
+    let gw = gateway(config(
+        vec![v1("gpt-v1", "gpt-4o"), v1("o3-v1", "o3")],
+        json!({"max_job_retry": 1, "backoff_base": "1ms", "backoff_max": "2ms"}),
+    ))
+    .await;
+    let input = json!("stream this response");
+    let body = json!({"model": "gpt-4o", "input": input, "stream": true});
+    let reply = post(&gw, "/v1/responses", &body).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+    let events = named_events(&reply);
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names.first(), Some(&"response.created"), "{names:?}");
+    assert_eq!(names.last(), Some(&"response.completed"), "{names:?}");
+    let deltas = names
+        .iter()
+        .filter(|name| **name == "response.output_text.delta")
+        .count();
+    assert!(deltas >= 4, "text deltas one by one: {names:?}");
+    // Each event as the upstream wrote it: its own type, numbered in order.
+    for (index, (name, data)) in events.iter().enumerate() {
+        assert_eq!(data["type"], name.as_str());
+        assert_eq!(data["sequence_number"], index, "{names:?}");
+    }
+    let text: String = events
+        .iter()
+        .filter_map(|(_, data)| data["delta"].as_str())
+        .collect();
+    let completed = &events.last().unwrap().1["response"];
+    assert_eq!(
+        completed["output"][0]["content"][0]["text"].as_str(),
+        Some(text.as_str())
+    );
+    let digest = aoai_sim::messages_digest(&input);
+    assert!(text.starts_with(&format!("digest={digest} ")), "{text}");
+
+    // Failing after its first events: an error event ends the stream, and no retry.
+    let failing = json!({"model": "o3", "input": "fail midway", "stream": true});
+    let cut = post(&gw, "/v1/responses", &failing).await;
+    assert_eq!(cut.status, 200);
+    let events = named_events(&cut);
+    let (name, error) = events.last().unwrap();
+    assert_eq!(name, "error", "{events:?}");
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["code"], "stream_interrupted", "{error}");
+    assert!(
+        !events.iter().any(|(name, _)| name == "response.completed"),
+        "{events:?}"
+    );
+    assert!(
+        events.len() >= 3,
+        "events came before the error: {events:?}"
+    );
+    assert_eq!(
+        sim.stats().deployment("o3").requests,
+        1,
+        "no retry after an event"
+    );
     gw.stop().await;
 }
 
@@ -326,6 +426,11 @@ async fn the_body_goes_upstream_without_routing_keys_and_keys_are_checked_not_fo
     )
     .await;
     assert_eq!(bearer.status, 200, "{:?}", bearer.body);
+    assert_eq!(
+        bearer.body,
+        UPSTREAM_REPLY.as_bytes(),
+        "the upstream's bytes"
+    );
     let reply = bearer.json();
     assert_eq!(reply["id"], "chatcmpl-fixed");
     assert_eq!(reply["system_fingerprint"], "fp_kept");

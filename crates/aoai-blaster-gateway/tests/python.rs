@@ -202,6 +202,33 @@ async fn the_official_client_gets_embeddings_as_base64_and_as_floats() {
 }
 
 #[actix_rt::test]
+async fn the_official_client_gets_responses_plain_and_streamed_event_by_event() {
+    python();
+    let sim = sim(vec![roomy("gpt-4o").reply_tokens(9)]).await;
+    let mut v1 = deployment(&sim, "east", "gpt-4o");
+    v1["operations"] = json!(["responses"]);
+    v1["api_version"] = json!("v1");
+    let top = json!({"gateway": {"api_keys": [KEY]}});
+    let gw = gateway(config(vec![v1], top)).await;
+    let report = report(&finish(script("responses.py", &gw)).await);
+    for (field, input) in [("plain", "Say hi"), ("streamed", "Stream please")] {
+        let text = report[field].as_str().unwrap();
+        let digest = aoai_sim::messages_digest(&json!(input));
+        assert!(
+            text.starts_with(&format!("digest={digest} ")),
+            "{field}: {text}"
+        );
+    }
+    assert!(report["deltas"].as_u64().unwrap() > 1, "{report}");
+    assert!(
+        report["events"].as_u64().unwrap() > report["deltas"].as_u64().unwrap() + 1,
+        "the events around the deltas came too: {report}"
+    );
+    assert_eq!(sim.stats().deployment("gpt-4o").requests, 2);
+    gw.stop().await;
+}
+
+#[actix_rt::test]
 async fn the_official_client_raises_not_found_and_authentication_errors() {
     python();
     let sim = sim(vec![roomy("gpt-4o")]).await;

@@ -24,7 +24,8 @@ use tokio::sync::oneshot;
 use crate::auth::CredentialRegistry;
 use crate::dispatcher::{Dispatcher, StartError};
 use crate::messages::{
-    ChatJob, ChatResult, Close, GetReport, HealthReport, Job, SendGate, Subscribe, TrackedJob,
+    ChatJob, ChatResult, Close, GetRedisUse, GetReport, HealthReport, Job, SendGate, Subscribe,
+    TrackedJob,
 };
 use crate::report::EndpointReport;
 
@@ -203,6 +204,12 @@ impl Blaster {
     /// Every endpoint's state and counts.
     pub async fn report(&self) -> Vec<EndpointReport> {
         self.dispatcher.send(GetReport).await.unwrap_or_default()
+    }
+
+    /// What the shared quotas cost in Redis so far: calls, and each ask's round trip (`None`
+    /// without `shared:`).
+    pub async fn redis_use(&self) -> Option<crate::shared::RedisUse> {
+        self.dispatcher.send(GetRedisUse).await.ok().flatten()
     }
 
     /// [`Blaster::report`], blocking.

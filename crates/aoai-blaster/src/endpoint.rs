@@ -33,6 +33,7 @@ use aoai_blaster_core::classify::{
 use aoai_blaster_core::config::{DeploymentConfig, Timeouts};
 use aoai_blaster_core::health::{Availability, EndpointHealth, HealthPolicy, HealthState};
 use aoai_blaster_core::operation::{Operation, Reply};
+use aoai_blaster_core::raw_reply::RawReply;
 use aoai_blaster_core::scheduler::{AttemptEnd, AttemptReport};
 use aoai_blaster_core::sse::{SseDecoder, StreamAssembler};
 use awc::error::{ConnectError, PayloadError, SendRequestError};
@@ -43,7 +44,8 @@ use rand::SeedableRng;
 use crate::auth::Auth;
 use crate::clock;
 use crate::messages::{
-    Attempt, AttemptDone, HealthEvent, HealthReport, HealthSnapshot, StopForRestart, StreamDelta,
+    Attempt, AttemptDone, HealthEvent, HealthReport, HealthSnapshot, MirrorHealth, StopForRestart,
+    StreamDelta,
 };
 use crate::metrics::{EndpointMetrics, FinishedAttempt, server_time_from_headers};
 
@@ -213,7 +215,7 @@ impl EndpointActor {
         self.metrics.health(
             &report.health.state,
             report.health.failure_streak,
-            report.event == HealthEvent::Changed,
+            report.event != HealthEvent::Restarted,
         );
         match &report.health.state {
             HealthState::Disabled { reason, .. } => {
@@ -319,11 +321,8 @@ impl EndpointActor {
 }
 
 fn build_client(settings: &EndpointSettings) -> awc::Client {
-    // awc builds a rustls config for every client, even a plain-http one, and rustls needs one
-    // process-wide crypto provider; when another crate also enabled `ring`, rustls cannot pick
-    // one by itself and panics. Installing ours first makes the choice (a second install by
-    // anyone is refused harmlessly).
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // awc builds a rustls config for every client, even a plain-http one.
+    crate::tls::install_crypto_provider();
     let connector = awc::Connector::new()
         .timeout(settings.timeouts.connect)
         .limit(settings.max_connections);
@@ -363,6 +362,19 @@ impl Handler<StopForRestart> for EndpointActor {
 
     fn handle(&mut self, _: StopForRestart, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+impl Handler<MirrorHealth> for EndpointActor {
+    type Result = ();
+
+    fn handle(&mut self, MirrorHealth(mirror): MirrorHealth, ctx: &mut Self::Context) {
+        let now = clock::now();
+        let previous = self.health.state().clone();
+        if self.health.mirror(now, &mirror).is_some() {
+            self.announce(HealthEvent::Mirrored, Some(previous));
+            self.arm_timer(ctx, now);
+        }
     }
 }
 
@@ -435,6 +447,7 @@ impl EndpointActor {
             body: Bytes::from(body),
             stream: attempt.stream,
             deltas: attempt.deltas,
+            raw_reply: attempt.raw_reply,
             label: attempt.label,
         };
         let call = self.next_call;
@@ -560,6 +573,7 @@ struct HttpCall {
     body: Bytes,
     stream: bool,
     deltas: Option<Recipient<StreamDelta>>,
+    raw_reply: bool,
     label: Option<String>,
 }
 
@@ -727,7 +741,12 @@ impl HttpCall {
                 return AttemptOutcome::Transient(body_error(&error, &self.settings.timeouts));
             }
         };
-        match Reply::parse(self.operation, &body) {
+        let parsed = if self.raw_reply {
+            RawReply::parse(self.operation, body.clone()).map(Reply::Raw)
+        } else {
+            Reply::parse(self.operation, &body)
+        };
+        match parsed {
             Ok(reply) => {
                 result.reply = Some(reply);
                 AttemptOutcome::Success
@@ -795,9 +814,7 @@ impl HttpCall {
             };
             for event in events {
                 let end = match self.operation {
-                    Operation::Responses => {
-                        self.take_responses_event(event.event.as_deref(), &event.data, result)
-                    }
+                    Operation::Responses => self.take_responses_event(event, result),
                     _ => self.take_event(&event.data, &mut assembler, result),
                 };
                 if let Some(end) = end {

@@ -37,6 +37,7 @@ mod messages;
 pub mod metrics;
 mod report;
 pub mod shared;
+mod tls;
 
 pub use aoai_blaster_core as core;
 pub use aoai_blaster_core::chat::{ChatCompletion, ChatRequest, Usage};
@@ -49,8 +50,8 @@ pub use aoai_blaster_core::scheduler::{EndpointCounters, QuotaSharing};
 pub use blaster::{Blaster, BlasterError, JobHandle};
 pub use dispatcher::{Dispatcher, DispatcherSeed, JobAnswer, StartError};
 pub use messages::{
-    ChatJob, ChatResult, Close, GetReport, HealthEvent, HealthReport, HealthSnapshot, Job,
-    JobResult, RestartEndpoint, StreamDelta, Subscribe,
+    ChatJob, ChatResult, Close, GetRedisUse, GetReport, HealthEvent, HealthReport, HealthSnapshot,
+    Job, JobResult, RestartEndpoint, StreamDelta, Subscribe,
 };
 pub use report::{EndpointReport, EndpointState, clock_time};
 

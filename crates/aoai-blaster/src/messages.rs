@@ -1,7 +1,7 @@
 //! Every message the actors exchange, as plain documented types.
 //!
 //! Callers talk to the [`Dispatcher`](crate::Dispatcher) with [`Job`] or [`ChatJob`], [`Subscribe`],
-//! [`GetReport`], [`Close`] and [`RestartEndpoint`]. The Dispatcher talks to each
+//! [`GetReport`], [`GetRedisUse`], [`Close`] and [`RestartEndpoint`]. The Dispatcher talks to each
 //! endpoint actors with `Attempt`; each answers with one `AttemptDone` (how the attempt ended:
 //! finished with a report, declined, or lost to a restart). Endpoints announce health changes
 //! with [`HealthReport`], which the Dispatcher folds into its admission state and forwards to
@@ -20,6 +20,7 @@ use aoai_blaster_core::operation::JobRequest;
 use aoai_blaster_core::retry::JobError;
 use aoai_blaster_core::scheduler::AttemptEnd;
 pub use aoai_blaster_core::scheduler::{ChatResult, JobResult};
+use aoai_blaster_core::sse::SseEvent;
 
 use crate::report::EndpointReport;
 
@@ -54,6 +55,12 @@ pub struct Job<R = JobRequest> {
     /// This job's `max_wait` (how long it may wait with no endpoint able to take it), instead
     /// of the configured one.
     pub max_wait: Option<std::time::Duration>,
+    /// Keep a plain reply as the server's bytes ([`Reply::Raw`](aoai_blaster_core::operation::Reply::Raw)),
+    /// reading only its usage: for callers that pass the reply on unchanged. Not for a
+    /// [`ChatJob`], whose answer is a typed [`ChatResult`]. A stream is still assembled; on a
+    /// Responses stream with [`Job::deltas`] every upstream event is delivered as it came
+    /// ([`StreamDelta::event`]).
+    pub raw_reply: bool,
 }
 
 /// One chat completion to run (see [`Job`]): answers with a [`ChatResult`].
@@ -75,6 +82,7 @@ impl<R> fmt::Debug for Job<R> {
             .field("pin", &self.pin)
             .field("label", &self.label)
             .field("max_wait", &self.max_wait)
+            .field("raw_reply", &self.raw_reply)
             .finish_non_exhaustive()
     }
 }
@@ -89,6 +97,7 @@ impl<R> Job<R> {
             pin: None,
             label: None,
             max_wait: None,
+            raw_reply: false,
         }
     }
 
@@ -130,6 +139,12 @@ impl Job<JobRequest> {
     pub fn from_request(request: impl Into<JobRequest>) -> Self {
         Job::new(request.into())
     }
+
+    /// Keep the plain reply as the server's bytes (see [`Job::raw_reply`]).
+    pub fn with_raw_reply(mut self) -> Self {
+        self.raw_reply = true;
+        self
+    }
 }
 
 impl<R: Into<JobRequest>> Job<R> {
@@ -142,6 +157,7 @@ impl<R: Into<JobRequest>> Job<R> {
             pin: self.pin,
             label: self.label,
             max_wait: self.max_wait,
+            raw_reply: self.raw_reply,
         }
     }
 }
@@ -210,6 +226,10 @@ pub struct StreamDelta {
     pub content: String,
     /// The whole chunk, for tool calls and other fields.
     pub chunk: Arc<ChatCompletionChunk>,
+    /// With [`Job::raw_reply`] on a Responses stream: the upstream event as it came (its
+    /// `event:` name and `data:` text). Every event but a failure's is delivered then, text or
+    /// not (a chunk with empty text for the others), so a caller can pass the stream on.
+    pub event: Option<Arc<SseEvent>>,
 }
 
 /// Dispatcher → EndpointActor: send this job's request once. The endpoint answers with one
@@ -227,6 +247,8 @@ pub(crate) struct Attempt {
     pub(crate) stream: bool,
     /// Where deltas go, for incremental streams.
     pub(crate) deltas: Option<Recipient<StreamDelta>>,
+    /// Keep a plain reply's bytes ([`Job::raw_reply`]).
+    pub(crate) raw_reply: bool,
     /// The job's label for logs.
     pub(crate) label: Option<String>,
     /// The job's tracing span: the attempt's span is its child.
@@ -256,7 +278,15 @@ pub enum HealthEvent {
     Changed,
     /// The actor was restarted by its supervisor; its in-flight attempts were requeued.
     Restarted,
+    /// The state moved to mirror what another process noted in Redis (`shared:`): a cooldown,
+    /// a disable or a recovery it learned. Not written back for the others.
+    Mirrored,
 }
+
+/// Dispatcher → endpoint actor: mirror what another process noted about the deployment.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub(crate) struct MirrorHealth(pub(crate) aoai_blaster_core::shared::HealthMirror);
 
 /// A change in one endpoint's health, sent to the Dispatcher and to every subscriber.
 #[derive(Message, Debug, Clone)]
@@ -285,6 +315,11 @@ pub struct Subscribe(pub Recipient<HealthReport>);
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Vec<EndpointReport>")]
 pub struct GetReport;
+
+/// Ask the Dispatcher what its shared quotas cost in Redis so far (`None` without `shared:`).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Option<crate::shared::RedisUse>")]
+pub struct GetRedisUse;
 
 /// Stop taking jobs, finish the ones queued and in flight, then answer.
 #[derive(Message, Debug, Clone, Copy)]

@@ -67,14 +67,23 @@ pub struct EndpointReport {
     /// on `1/expected_processes` of it, Redis away). Absent when the quota is not shared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_quota: Option<QuotaSharing>,
+    /// With a shared quota, how long this process has paced it locally because Redis was away
+    /// (every spell, up to the report), in seconds in JSON (`quota_local_secs`).
+    #[serde(
+        rename = "quota_local_secs",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "seconds"
+    )]
+    pub quota_local_for: Option<Duration>,
     /// The scheduler's counts: attempts, outcomes, tokens and latency.
     #[serde(flatten, serialize_with = "counts_fields")]
     pub counts: EndpointCounters,
 }
 
 impl EndpointReport {
-    /// Builds a report from the scheduler's view of one endpoint.
-    pub(crate) fn new(view: &EndpointView<'_>, now: Instant) -> Self {
+    /// Builds a report from the scheduler's view of one endpoint, and the time quotas were
+    /// paced locally ([`Scheduler::time_local`](aoai_blaster_core::scheduler::Scheduler::time_local)).
+    pub(crate) fn new(view: &EndpointView<'_>, now: Instant, time_local: Option<Duration>) -> Self {
         let (name, health, in_flight, counters) =
             (view.name, view.health, view.in_flight, view.counters);
         let to_wall = |at: Instant| SystemTime::now() + at.saturating_duration_since(now);
@@ -108,6 +117,7 @@ impl EndpointReport {
             max_in_flight: view.max_in_flight,
             waiting_for_quota_until: view.waiting_for_quota_until(now).map(to_wall),
             shared_quota: view.shared_quota,
+            quota_local_for: view.shared_quota.and(time_local),
             counts: counters.clone(),
         }
     }
@@ -180,6 +190,13 @@ fn seconds_up(wait: Duration) -> String {
 
 /// The counts as the report's JSON fields: the nine counts and `mean_latency`, not the latency
 /// sums (`EndpointCounters` is the scheduler's type and not `Serialize`).
+fn seconds<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(duration) => serializer.serialize_some(&duration.as_secs_f64()),
+        None => serializer.serialize_none(),
+    }
+}
+
 fn counts_fields<S: Serializer>(
     counts: &EndpointCounters,
     serializer: S,

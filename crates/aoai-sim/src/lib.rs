@@ -73,7 +73,7 @@ pub use config::{
 pub use content::messages_digest;
 pub use embeddings::{MAX_INPUTS as MAX_EMBEDDING_INPUTS, embedding_base64, embedding_vector};
 pub use error::SimError;
-pub use minimum::{MinimumJob, minimum_makespan};
+pub use minimum::{MinimumJob, minimum_makespan, minimum_makespan_from};
 pub use reply::Usage;
 pub use server::{ListenerInfo, SimHandle};
 pub use stats::{DeploymentStats, SimStats};

@@ -73,6 +73,32 @@ pub fn reply_latency(spec: &DeploymentSpec, job: &MinimumJob) -> Duration {
 /// assert_eq!(minimum_makespan(&config, &vec![job; 11]), Some(Duration::from_millis(60_100)));
 /// ```
 pub fn minimum_makespan(config: &SimConfig, jobs: &[MinimumJob]) -> Option<Duration> {
+    minimum_makespan_from(config, jobs, Duration::ZERO)
+}
+
+/// [`minimum_makespan`] for an ideal client that starts `start` after the simulator did (its
+/// windows are counted from the simulator's start, so a client that starts later meets them
+/// part-way), measured from `start`: what a benchmark compares a client against when the client
+/// could only start once the simulator's address was known.
+///
+/// ```
+/// use std::time::Duration;
+/// use aoai_sim::{DeploymentSpec, LatencySpec, MinimumJob, SimConfig, minimum_makespan_from};
+///
+/// // 60 RPM in 1 s windows, 100 ms per reply.
+/// let latency = LatencySpec { ttft_ms: 100, per_token_ms: 0, jitter_ms: 0 };
+/// let config = SimConfig::default()
+///     .deployment(DeploymentSpec::new("d").tpm(100_000).rpm(60).latency(latency));
+/// let job = MinimumJob::new(vec![serde_json::json!({"role": "user", "content": "hi"})], Some(1));
+/// // Started 0.4 s into a window, the second job waits 0.6 s for the next one.
+/// let from = minimum_makespan_from(&config, &vec![job; 2], Duration::from_millis(400));
+/// assert_eq!(from, Some(Duration::from_millis(600 + 100)));
+/// ```
+pub fn minimum_makespan_from(
+    config: &SimConfig,
+    jobs: &[MinimumJob],
+    start: Duration,
+) -> Option<Duration> {
     let mut order: Vec<&DeploymentSpec> = config.deployments.iter().collect();
     order.sort_by_key(|spec| std::cmp::Reverse(spec.tpm));
     let mut limiters: Vec<DeploymentLimiter> = order
@@ -88,8 +114,8 @@ pub fn minimum_makespan(config: &SimConfig, jobs: &[MinimumJob]) -> Option<Durat
         })
         .collect();
     let mut waiting: Vec<usize> = (0..jobs.len()).collect();
-    let mut end = Duration::ZERO;
-    let mut now = Duration::ZERO;
+    let mut end = start;
+    let mut now = start;
     while !waiting.is_empty() {
         for (d, spec) in order.iter().enumerate() {
             let limiter = &mut limiters[d];
@@ -114,7 +140,7 @@ pub fn minimum_makespan(config: &SimConfig, jobs: &[MinimumJob]) -> Option<Durat
             .filter_map(|limiter| limiter.next_release(now))
             .min()?;
     }
-    Some(end)
+    Some(end - start)
 }
 
 #[cfg(test)]
@@ -177,6 +203,25 @@ mod tests {
         assert_eq!(
             minimum_makespan(&config, &vec![job(8, 10); 5]),
             Some(ms(2_050))
+        );
+    }
+
+    #[test]
+    fn a_later_start_meets_the_windows_part_way() {
+        // 120 RPM, 2 a second, windows from the simulator's start. From 2.5 s: 2 jobs at 2.5 s,
+        // 2 at 3 s, 1 at 4 s; measured from 2.5 s.
+        let config = one(DeploymentSpec::new("d")
+            .tpm(1_000_000)
+            .rpm(120)
+            .latency(latency(50)));
+        let jobs = vec![job(8, 10); 5];
+        assert_eq!(
+            minimum_makespan_from(&config, &jobs, ms(2_500)),
+            Some(ms(1_550))
+        );
+        assert_eq!(
+            minimum_makespan_from(&config, &jobs, Duration::ZERO),
+            minimum_makespan(&config, &jobs)
         );
     }
 

@@ -4,7 +4,8 @@
 //! Tests use real servers, never mocked clients: [`RedisServer`] runs Debian's `redis-server`
 //! (or any binary named by `AOAI_REDIS_SERVER`) on a unix socket in a temp dir, so parallel
 //! tests never collide on a port, and it can be killed and restarted mid-test to exercise
-//! what happens when Redis goes away and comes back.
+//! what happens when Redis goes away and comes back; [`RedisServer::start_tls`] also serves
+//! TLS on a loopback port, with certificates `openssl` makes for it.
 
 mod redis_server;
 

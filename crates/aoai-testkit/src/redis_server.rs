@@ -32,6 +32,23 @@ pub enum RedisServerError {
         /// Why it could not be installed here.
         why: String,
     },
+    /// No `openssl` to make a TLS server's certificates, and this process may not install it.
+    #[error(
+        "openssl is not installed and {why}; install it with `sudo apt-get install -y openssl` \
+         (Debian/Ubuntu)"
+    )]
+    OpensslMissing {
+        /// Why it could not be installed here.
+        why: String,
+    },
+    /// `openssl` failed to make the certificates.
+    #[error("openssl could not make the test certificates ({step}): {output}")]
+    Certificates {
+        /// Which step failed.
+        step: &'static str,
+        /// What it printed.
+        output: String,
+    },
     /// The temp dir, the process or the socket failed.
     #[error("redis-server ({context}): {source}")]
     Io {
@@ -58,13 +75,24 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RedisS
 }
 
 /// A `redis-server` started for one test: a unix socket in a temp dir (no port to collide on),
-/// no persistence (`--save ''`, `--appendonly no`), killed and its dir removed on drop.
+/// no persistence (`--save ''`, `--appendonly no`), killed and its dir removed on drop. Started
+/// with [`RedisServer::start_tls`] it also serves TLS on a loopback port.
 #[derive(Debug)]
 pub struct RedisServer {
     binary: PathBuf,
     dir: TempDir,
     socket: PathBuf,
     child: Option<Child>,
+    tls: Option<Tls>,
+}
+
+/// TLS beside the unix socket: the port, and the CA that signed the server's certificate.
+#[derive(Debug)]
+struct Tls {
+    port: u16,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 impl RedisServer {
@@ -72,20 +100,51 @@ impl RedisServer {
     /// the server's log). Installs `redis-server` first when it is missing and this process
     /// may (see [`RedisServerError::Missing`]).
     pub fn start() -> Result<RedisServer, RedisServerError> {
+        Self::launch(false)
+    }
+
+    /// Starts a server that also serves TLS on a loopback port ([`tls_url`](Self::tls_url)),
+    /// with a certificate for `localhost` and `127.0.0.1` signed by a CA of its own
+    /// ([`tls_ca`](Self::tls_ca)), both made with `openssl` (installed first when missing and
+    /// this process may). Redis takes no port 0 for TLS: the port is one the system just
+    /// handed out and took back.
+    pub fn start_tls() -> Result<RedisServer, RedisServerError> {
+        Self::launch(true)
+    }
+
+    fn launch(tls: bool) -> Result<RedisServer, RedisServerError> {
         let binary = find_or_install()?;
         let dir = tempfile::Builder::new()
             .prefix("aoai-redis")
             .tempdir()
             .map_err(io_error("creating its temp dir"))?;
+        let tls = if tls {
+            Some(make_certificates(dir.path())?)
+        } else {
+            None
+        };
         let socket = dir.path().join("redis.sock");
         let mut server = RedisServer {
             binary,
             dir,
             socket,
             child: None,
+            tls,
         };
         server.spawn()?;
         Ok(server)
+    }
+
+    /// `rediss://localhost:PORT` with [`start_tls`](Self::start_tls), else `None`.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|tls| format!("rediss://localhost:{}", tls.port))
+    }
+
+    /// The PEM file of the CA that signed the TLS certificate (for `SSL_CERT_FILE`).
+    pub fn tls_ca(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|tls| tls.ca.as_path())
     }
 
     /// The unix socket it listens on.
@@ -132,7 +191,20 @@ impl RedisServer {
             Err(e) => return Err(io_error("removing its old socket")(e)),
         }
         let log = self.log_path();
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--tls-port")
+                .arg(tls.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .args(["--tls-auth-clients", "no"]);
+        }
+        let child = command
             .args(["--port", "0", "--unixsocket"])
             .arg(&self.socket)
             .args([
@@ -240,9 +312,126 @@ fn find_or_install() -> Result<PathBuf, RedisServerError> {
     if let Some(path) = on_path("redis-server") {
         return Ok(path);
     }
-    install()?;
+    install("redis-server").map_err(|why| RedisServerError::Missing { why })?;
     on_path("redis-server").ok_or_else(|| RedisServerError::Missing {
         why: format!("`{INSTALL_COMMAND}` ran but put no redis-server on PATH"),
+    })
+}
+
+/// `openssl` on `PATH`, installed first when missing and this process may.
+fn openssl() -> Result<PathBuf, RedisServerError> {
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    if let Some(path) = on_path("openssl") {
+        return Ok(path);
+    }
+    let _one_at_a_time = INSTALLING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if on_path("openssl").is_none() {
+        install("openssl").map_err(|why| RedisServerError::OpensslMissing { why })?;
+    }
+    on_path("openssl").ok_or_else(|| RedisServerError::OpensslMissing {
+        why: "`apt-get install -y openssl` ran but put no openssl on PATH".to_owned(),
+    })
+}
+
+/// A CA and a server certificate for `localhost` and `127.0.0.1` (P-256 keys, valid two
+/// days) in `dir`, and a free loopback port to serve TLS on.
+fn make_certificates(dir: &Path) -> Result<Tls, RedisServerError> {
+    let openssl = openssl()?;
+    let path = |name: &str| dir.join(name);
+    let (ca, ca_key) = (path("ca.crt"), path("ca.key"));
+    let (cert, key, csr, ext) = (
+        path("server.crt"),
+        path("server.key"),
+        path("server.csr"),
+        path("server.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .map_err(io_error("writing the certificate extensions"))?;
+    let run = |step: &'static str, args: &[&std::ffi::OsStr]| {
+        let output = Command::new(&openssl)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io_error("running openssl"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(RedisServerError::Certificates {
+                step,
+                output: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
+        }
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let mut ca_args: Vec<&std::ffi::OsStr> = vec![os("req"), os("-x509")];
+    ca_args.extend(ec.map(os));
+    ca_args.extend(
+        [
+            "-days",
+            "2",
+            "-subj",
+            "/CN=aoai-testkit-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ]
+        .map(os),
+    );
+    ca_args.extend([
+        os("-keyout"),
+        ca_key.as_os_str(),
+        os("-out"),
+        ca.as_os_str(),
+    ]);
+    run("the CA", &ca_args)?;
+    let mut req_args: Vec<&std::ffi::OsStr> = vec![os("req")];
+    req_args.extend(ec.map(os));
+    req_args.extend([os("-subj"), os("/CN=localhost")]);
+    req_args.extend([os("-keyout"), key.as_os_str(), os("-out"), csr.as_os_str()]);
+    run("the server's request", &req_args)?;
+    run(
+        "the server's certificate",
+        &[
+            os("x509"),
+            os("-req"),
+            os("-in"),
+            csr.as_os_str(),
+            os("-CA"),
+            ca.as_os_str(),
+            os("-CAkey"),
+            ca_key.as_os_str(),
+            os("-CAcreateserial"),
+            os("-days"),
+            os("2"),
+            os("-extfile"),
+            ext.as_os_str(),
+            os("-out"),
+            cert.as_os_str(),
+        ],
+    )?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_err(io_error("picking a loopback port"))?
+        .port();
+    Ok(Tls {
+        port,
+        ca,
+        cert,
+        key,
     })
 }
 
@@ -253,21 +442,18 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// Installs Debian's `redis-server` with apt-get, as root or through password-less sudo.
-fn install() -> Result<(), RedisServerError> {
+/// Installs Debian's `package` with apt-get, as root or through password-less sudo; `Err`
+/// says why it could not.
+fn install(package: &str) -> Result<(), String> {
     if on_path("apt-get").is_none() {
-        return Err(RedisServerError::Missing {
-            why: "there is no apt-get here to install it".to_owned(),
-        });
+        return Err("there is no apt-get here to install it".to_owned());
     }
     let sudo = if is_root() {
         false
     } else if on_path("sudo").is_some() && succeeds(Command::new("sudo").args(["-n", "true"])) {
         true
     } else {
-        return Err(RedisServerError::Missing {
-            why: "this process is not root and has no password-less sudo".to_owned(),
-        });
+        return Err("this process is not root and has no password-less sudo".to_owned());
     };
     let apt = |args: &[&str]| {
         let mut command = if sudo {
@@ -284,14 +470,12 @@ fn install() -> Result<(), RedisServerError> {
         succeeds(&mut command)
     };
     // The package lists may be missing or stale on a fresh machine: update once on failure.
-    if apt(&["install", "-y", "-q", "redis-server"])
-        || (apt(&["update", "-q"]) && apt(&["install", "-y", "-q", "redis-server"]))
+    if apt(&["install", "-y", "-q", package])
+        || (apt(&["update", "-q"]) && apt(&["install", "-y", "-q", package]))
     {
         Ok(())
     } else {
-        Err(RedisServerError::Missing {
-            why: format!("`{INSTALL_COMMAND}` failed here"),
-        })
+        Err(format!("`apt-get install -y {package}` failed here"))
     }
 }
 
@@ -343,6 +527,25 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_server_listens_on_its_port_with_a_certificate_of_its_ca() {
+        let mut redis = RedisServer::start_tls().unwrap();
+        let url = redis.tls_url().unwrap();
+        let port: u16 = url
+            .strip_prefix("rediss://localhost:")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let ca = std::fs::read_to_string(redis.tls_ca().unwrap()).unwrap();
+        assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+        // A restart serves TLS on the same port again.
+        redis.restart().unwrap();
+        assert_eq!(redis.tls_url().unwrap(), url);
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert_eq!(RedisServer::start().unwrap().tls_url(), None);
+    }
+
+    #[test]
     fn a_server_that_cannot_start_is_a_clear_error() {
         // `false` exits at once: the readiness poll must notice instead of waiting out its
         // timeout.
@@ -352,6 +555,7 @@ mod tests {
             socket: dir.path().join("redis.sock"),
             dir,
             child: None,
+            tls: None,
         };
         let error = server.spawn().unwrap_err().to_string();
         assert!(error.contains("did not become ready"), "{error}");

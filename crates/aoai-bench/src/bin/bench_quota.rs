@@ -1,64 +1,25 @@
 //! `bench-quota`: a batch through three simulated deployments with different quotas, for each
 //! routing strategy, with configured limits and with learned (adaptive) limits. Prints the
 //! makespan, the theoretical minimum by the simulator's window rule, their ratio, 429s as a
-//! share of requests, and the TPM each endpoint achieved. See the crate README.
+//! share of requests, and the TPM each endpoint achieved. `--processes 1,2,4` splits the batch
+//! between that many `aoai-blaster run` processes, with and without `shared:` (issue 17; see
+//! `aoai_bench::processes`). See the crate README.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use aoai_bench::processes;
+use aoai_bench::scenario::{Job, QUOTAS, batch};
 use aoai_blaster::GetReport;
 use aoai_blaster::core::config::StrategyKind;
 use aoai_blaster::{BlasterConfig, ChatJob, ChatRequest, Dispatcher};
 use aoai_sim::{
-    DeploymentSpec, LatencySpec, MinimumJob, QuotaWindow, RemainingHeaders, RpmWindow, SimConfig,
-    TokenCharge,
+    DeploymentSpec, MinimumJob, QuotaWindow, RemainingHeaders, RpmWindow, SimConfig, TokenCharge,
 };
 use futures_util::future::join_all;
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
-
-/// One simulated deployment of the scenario.
-#[derive(Clone, Copy)]
-struct Quota {
-    name: &'static str,
-    tpm: u64,
-    weight: u32,
-    priority: i32,
-}
-
-/// Three deployments with different TPM limits; RPM is the gpt-4o ratio, 6 per 1,000 TPM.
-const QUOTAS: [Quota; 3] = [
-    Quota {
-        name: "large",
-        tpm: 300_000,
-        weight: 4,
-        priority: 1,
-    },
-    Quota {
-        name: "medium",
-        tpm: 150_000,
-        weight: 2,
-        priority: 0,
-    },
-    Quota {
-        name: "small",
-        tpm: 75_000,
-        weight: 1,
-        priority: 2,
-    },
-];
-
-const RPM_PER_1000_TPM: u64 = 6;
-const TTFT_MS: u64 = 40;
-const PER_TOKEN_MS: u64 = 1;
-const REPLY_TOKENS: u64 = 40;
-
-fn rpm(quota: &Quota) -> u64 {
-    quota.tpm * RPM_PER_1000_TPM / 1000
-}
 
 /// How the simulator counts (issue 14): one accounting mode applied to every deployment, the
 /// other keys at their defaults.
@@ -122,19 +83,7 @@ impl Accounting {
 /// The simulator of the scenario, counting by `accounting`.
 fn sim_config(accounting: Accounting) -> SimConfig {
     QUOTAS.iter().fold(SimConfig::default(), |config, quota| {
-        config.deployment(
-            accounting.apply(
-                DeploymentSpec::new(quota.name)
-                    .tpm(quota.tpm)
-                    .rpm(rpm(quota))
-                    .reply_tokens(REPLY_TOKENS)
-                    .latency(LatencySpec {
-                        ttft_ms: TTFT_MS,
-                        per_token_ms: PER_TOKEN_MS,
-                        jitter_ms: 0,
-                    }),
-            ),
-        )
+        config.deployment(accounting.apply(quota.spec()))
     })
 }
 
@@ -153,66 +102,6 @@ fn charged_tokens(accounting: Accounting, jobs: &[Job]) -> u64 {
     jobs.iter()
         .map(|job| spec.charge(&job.messages, Some(job.max_tokens), 1, None))
         .sum()
-}
-
-/// One job of the batch: its prompt and `max_tokens`.
-#[derive(Clone)]
-struct Job {
-    messages: Vec<Value>,
-    max_tokens: u64,
-}
-
-impl Job {
-    fn to_minimum(&self) -> MinimumJob {
-        MinimumJob::new(self.messages.clone(), Some(self.max_tokens))
-    }
-}
-
-const WORDS: [&str; 16] = [
-    "quota",
-    "window",
-    "token",
-    "request",
-    "deployment",
-    "latency",
-    "batch",
-    "minute",
-    "azure",
-    "model",
-    "prompt",
-    "answer",
-    "limit",
-    "pacing",
-    "router",
-    "endpoint",
-];
-
-/// A batch of mixed prompt sizes (70 % short, 25 % medium, 5 % long) and `max_tokens`.
-fn batch(jobs: usize, seed: u64) -> Vec<Job> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    (0..jobs)
-        .map(|i| {
-            let size = rng.random_range(0..100u32);
-            let words = match size {
-                0..70 => rng.random_range(15..60),
-                70..95 => rng.random_range(120..300),
-                _ => rng.random_range(600..1200),
-            };
-            let mut text = format!("Job {i}:");
-            for _ in 0..words {
-                text.push(' ');
-                text.push_str(WORDS[rng.random_range(0..WORDS.len())]);
-            }
-            let max_tokens = [16, 64, 128, 256, 512][rng.random_range(0..5)];
-            Job {
-                messages: vec![
-                    json!({"role": "system", "content": "Answer briefly."}),
-                    json!({"role": "user", "content": text}),
-                ],
-                max_tokens,
-            }
-        })
-        .collect()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -266,21 +155,7 @@ impl Outcome {
 fn config(sim: &aoai_sim::SimHandle, strategy: StrategyKind, mode: Mode) -> BlasterConfig {
     let deployments: Vec<Value> = QUOTAS
         .iter()
-        .map(|quota| {
-            let mut entry = json!({
-                "name": quota.name,
-                "endpoint": sim.base_url(),
-                "api_key": aoai_sim::DEFAULT_API_KEY,
-                "model": quota.name,
-                "weight": quota.weight,
-                "priority": quota.priority,
-            });
-            if mode == Mode::Configured {
-                entry["tpm_limit"] = json!(quota.tpm);
-                entry["rpm_limit"] = json!(rpm(quota));
-            }
-            entry
-        })
+        .map(|quota| quota.deployment(&sim.base_url(), mode == Mode::Configured))
         .collect();
     let value = json!({
         "strategy": strategy.as_str(),
@@ -372,12 +247,20 @@ struct Options {
     minimum_only: bool,
     /// Each run stops after this long; jobs not answered by then count as failed.
     timeout: Duration,
+    /// `--processes 1,2,4`: the batch split between that many CLI processes, with and without
+    /// `shared:` (empty: not run).
+    processes: Vec<u32>,
+    /// `--cli PATH`: the `aoai-blaster` binary the processes run.
+    cli: Option<std::path::PathBuf>,
+    /// `--shared-only`: with `--processes`, skip the runs without `shared:`.
+    shared_only: bool,
 }
 
 const USAGE: &str = "use --jobs N, --seed S, --sequential, --mode configured|adaptive|both, \
      --matrix, --strategy weighted|capacity|priority|latency (with --matrix), --accounting \
      default|max_only|chars_plus_max|sliding|10s|unknown (with --matrix, repeatable), \
-     --minimum-only, --timeout-secs T";
+     --minimum-only, --timeout-secs T, --processes 1,2,4 (default 1,000 jobs), --cli PATH, \
+     --shared-only";
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
@@ -390,12 +273,17 @@ fn parse_args() -> Result<Options, String> {
         strategy: StrategyKind::Weighted,
         minimum_only: false,
         timeout: Duration::from_secs(480),
+        processes: Vec::new(),
+        cli: None,
+        shared_only: false,
     };
+    let mut jobs_given = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--jobs" => {
+                jobs_given = true;
                 options.jobs = value("--jobs")?
                     .parse()
                     .map_err(|e| format!("--jobs: {e}"))?
@@ -443,8 +331,23 @@ fn parse_args() -> Result<Options, String> {
                     }
                 }
             }
+            "--processes" => {
+                options.processes = value("--processes")?
+                    .split(',')
+                    .map(|n| match n.trim().parse::<u32>() {
+                        Ok(n) if n > 0 => Ok(n),
+                        _ => Err(format!("--processes: {n:?} is not a count; e.g. 1,2,4")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--cli" => options.cli = Some(value("--cli")?.into()),
+            "--shared-only" => options.shared_only = true,
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }
+    }
+    if !options.processes.is_empty() && !jobs_given {
+        // Within the first minute's tokens: the runs are paced by the 1 s request windows.
+        options.jobs = 1_000;
     }
     Ok(options)
 }
@@ -483,7 +386,26 @@ fn main() -> ExitCode {
     if options.minimum_only {
         return ExitCode::SUCCESS;
     }
-    let ok = if options.matrix {
+    let ok = if !options.processes.is_empty() {
+        let cli = match options
+            .cli
+            .clone()
+            .map_or_else(processes::cli_beside_this_binary, Ok)
+        {
+            Ok(cli) => cli,
+            Err(error) => {
+                eprintln!("bench-quota: {error}");
+                return ExitCode::from(2);
+            }
+        };
+        processes::bench(
+            &cli,
+            &options.processes,
+            &jobs,
+            options.timeout,
+            options.shared_only,
+        )
+    } else if options.matrix {
         run_matrix(&options, &jobs, &minimums)
     } else {
         run_modes(&options, &jobs, minimums[0].1)
@@ -650,7 +572,7 @@ fn print_setup(
         options.seed,
         charged_tokens(Accounting::Default, jobs),
         cores,
-        if options.sequential {
+        if options.sequential || !options.processes.is_empty() {
             "one after another"
         } else {
             "side by side"
@@ -661,7 +583,7 @@ fn print_setup(
             "  {:<7} {:>7} TPM {:>5} RPM (weight {}, priority {})",
             quota.name,
             quota.tpm,
-            rpm(quota),
+            quota.rpm(),
             quota.weight,
             quota.priority
         );
@@ -751,6 +673,7 @@ fn print_outcome(outcome: &Outcome, minimum: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aoai_bench::scenario::{PER_TOKEN_MS, REPLY_TOKENS, TTFT_MS};
 
     fn job(words: usize, max_tokens: u64) -> Job {
         Job {

@@ -100,8 +100,8 @@ impl RedisUrl {
         let text = text.trim();
         let url = url::Url::parse(text).map_err(|e| {
             format!(
-                "not a URL ({e}); use redis://[:password@]host[:port][/db] or \
-                 redis+unix:///path/to/redis.sock"
+                "not a URL ({e}); use redis://[:password@]host[:port][/db] (rediss:// for \
+                 TLS) or redis+unix:///path/to/redis.sock"
             )
         })?;
         let secret = Secret::new(text);
@@ -125,14 +125,13 @@ impl RedisUrl {
             "***@"
         };
         let shown = match url.scheme() {
-            "redis" => {
-                let host = url
-                    .host_str()
-                    .filter(|h| !h.is_empty())
-                    .ok_or("names no host; use redis://[:password@]host[:port][/db]".to_owned())?;
+            scheme @ ("redis" | "rediss") => {
+                let host = url.host_str().filter(|h| !h.is_empty()).ok_or(format!(
+                    "names no host; use {scheme}://[:password@]host[:port][/db]"
+                ))?;
                 let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
                 let path = url.path().trim_end_matches('/');
-                format!("redis://{userinfo}{host}{port}{path}")
+                format!("{scheme}://{userinfo}{host}{port}{path}")
             }
             "redis+unix" | "unix" => {
                 if url.path().is_empty() || url.path() == "/" {
@@ -140,16 +139,9 @@ impl RedisUrl {
                 }
                 format!("{}://{}", url.scheme(), url.path())
             }
-            "rediss" => {
-                return Err(
-                    "TLS (rediss://) is not supported yet; reach Redis through a TLS \
-                            tunnel on this host and use redis://"
-                        .to_owned(),
-                );
-            }
             other => {
                 return Err(format!(
-                    "unsupported scheme {other:?}; use redis:// or redis+unix://"
+                    "unsupported scheme {other:?}; use redis://, rediss:// (TLS) or redis+unix://"
                 ));
             }
         };

@@ -61,6 +61,16 @@ fn defaults_and_unix_sockets() {
         shared.redis_url.redacted(),
         "redis+unix:///run/redis/redis.sock"
     );
+    // TLS (Azure Cache for Redis listens on 6380), shown without its password.
+    let config = load(with_shared(json!({
+        "redis_url": "rediss://:s3cr3t-s3cr3t@cache.redis.cache.windows.net:6380",
+        "expected_processes": 2,
+    })))
+    .unwrap();
+    assert_eq!(
+        config.shared.unwrap().redis_url.redacted(),
+        "rediss://***@cache.redis.cache.windows.net:6380"
+    );
 }
 
 #[test]
@@ -119,22 +129,25 @@ fn bad_urls_are_explained_without_quoting_them() {
         problems[0].clone()
     };
     assert_eq!(
-        problem("rediss://:s3cr3t-s3cr3t@cache:6380"),
-        "shared.redis_url: TLS (rediss://) is not supported yet; reach Redis through a TLS \
-         tunnel on this host and use redis://"
+        problem("rediss://:s3cr3t-s3cr3t@/0"),
+        "shared.redis_url: not a URL (empty host); use redis://[:password@]host[:port][/db] \
+         (rediss:// for TLS) or redis+unix:///path/to/redis.sock"
     );
     assert_eq!(
         problem("http://:s3cr3t-s3cr3t@cache:6379"),
-        "shared.redis_url: unsupported scheme \"http\"; use redis:// or redis+unix://"
+        "shared.redis_url: unsupported scheme \"http\"; use redis://, rediss:// (TLS) or \
+         redis+unix://"
     );
     assert_eq!(
         problem("cache:s3cr3t-s3cr3t"),
-        "shared.redis_url: unsupported scheme \"cache\"; use redis:// or redis+unix://"
+        "shared.redis_url: unsupported scheme \"cache\"; use redis://, rediss:// (TLS) or \
+         redis+unix://"
     );
     assert_eq!(
         problem("s3cr3t-s3cr3t"),
         "shared.redis_url: not a URL (relative URL without a base); use \
-         redis://[:password@]host[:port][/db] or redis+unix:///path/to/redis.sock"
+         redis://[:password@]host[:port][/db] (rediss:// for TLS) or \
+         redis+unix:///path/to/redis.sock"
     );
     assert_eq!(
         problem("redis+unix://"),

@@ -49,6 +49,7 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 
 use crate::classify::{AttemptOutcome, format_duration};
+use crate::shared::HealthMirror;
 
 /// How an endpoint reacts to failures. The defaults are the documented config defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -518,6 +519,37 @@ impl EndpointHealth {
     pub fn refresh(&mut self, now: Instant) -> Option<HealthChange> {
         let before = self.state.clone();
         self.expire(now);
+        self.change_from(before)
+    }
+
+    /// Takes what another process noted about the deployment ([`HealthMirror`], read from
+    /// Redis) at `now`, if it [changes](HealthMirror::changes) anything: a cooldown is
+    /// lengthened, a disable with the other's reason taken by an endpoint that takes jobs
+    /// ([`DisableCause::Rejected`]: probed after it, like one of our own), a rejection lifted.
+    /// Returns the transition; the caller must not note it back for the others.
+    pub fn mirror(&mut self, now: Instant, mirror: &HealthMirror) -> Option<HealthChange> {
+        let before = self.state.clone();
+        self.expire(now);
+        if mirror.changes(&self.state, now) {
+            match mirror {
+                HealthMirror::Cooling { until } => {
+                    self.cool_at_least(*until, CoolingCause::RateLimited);
+                }
+                HealthMirror::Disabled { reason, until } => {
+                    self.state = HealthState::Disabled {
+                        reason: reason.clone(),
+                        until: Some(*until),
+                        cause: DisableCause::Rejected,
+                    };
+                    self.probing_since = None;
+                }
+                HealthMirror::Recovered => {
+                    self.state = HealthState::Healthy;
+                    self.failed_probes = 0;
+                    self.probing_since = None;
+                }
+            }
+        }
         self.change_from(before)
     }
 

@@ -662,3 +662,53 @@ fn states_display_for_reports() {
     );
     assert_eq!(HealthState::Probing.name(), "probing");
 }
+
+#[test]
+fn mirrored_notes_cool_disable_and_recover_without_touching_own_disables() {
+    let t0 = Instant::now();
+    let mut h = health(policy());
+    // Another process's 429: cooling until its wait ends, then healthy with no probe.
+    let cool = HealthMirror::Cooling { until: t0 + 5 * S };
+    let change = h.mirror(t0, &cool).expect("a healthy endpoint cools");
+    assert_eq!(change.to, cooling(t0 + 5 * S, CoolingCause::RateLimited));
+    assert_eq!(
+        h.mirror(t0 + S, &cool),
+        None,
+        "the same wait again changes nothing"
+    );
+    assert_eq!(h.availability(t0 + 4 * S), Availability::At(t0 + 5 * S));
+    assert_eq!(h.availability(t0 + 5 * S), Availability::Now);
+
+    // Another process's rejection: disabled with its reason, probed after the key's end.
+    let disable = HealthMirror::Disabled {
+        reason: "disabled by another process: 401".into(),
+        until: t0 + 20 * S,
+    };
+    let change = h.mirror(t0 + 6 * S, &disable).expect("disabled");
+    assert_eq!(change.to.disable_cause(), Some(DisableCause::Rejected));
+    assert_eq!(
+        h.refresh(t0 + 20 * S).map(|c| c.to),
+        Some(HealthState::Probing)
+    );
+    // A probing endpoint keeps its own schedule.
+    assert_eq!(h.mirror(t0 + 21 * S, &disable), None);
+
+    // Our own rejection is not replaced by another's, and a recovery lifts it.
+    h.on_outcome(t0 + 22 * S, t0 + 22 * S, &unauthorized());
+    let own = h.state().clone();
+    assert_eq!(h.mirror(t0 + 22 * S, &disable), None);
+    assert_eq!(h.mirror(t0 + 22 * S, &cool), None);
+    assert_eq!(h.state(), &own);
+    let change = h
+        .mirror(t0 + 23 * S, &HealthMirror::Recovered)
+        .expect("lifted");
+    assert!(change.is_recovery());
+    assert_eq!(h.availability(t0 + 23 * S), Availability::Now);
+
+    // A disable for failures is not lifted by another's recovery.
+    for _ in 0..3 {
+        h.on_outcome(t0 + 24 * S, t0 + 24 * S, &timeout());
+    }
+    assert_eq!(h.state().disable_cause(), Some(DisableCause::Failures));
+    assert_eq!(h.mirror(t0 + 24 * S, &HealthMirror::Recovered), None);
+}

@@ -247,8 +247,12 @@ impl SlidingLog {
         (tokens, requests)
     }
 
-    /// Totals of the charges in the span ending at `at` (charged at or before `at`; an entry
-    /// that also holds later charges is left out, which can only make a correction larger).
+    /// Totals of the charges in the span ending at `at`: every entry begun by then. An entry
+    /// that also holds later charges counts whole, which can only make a correction smaller, by
+    /// at most one merge interval's charges (0.1 % of the span). Leaving it out instead hid the
+    /// corrections merged into it from the next reply's: at a high rate each reply then charged
+    /// its whole correction again, and the count grew until the budget waited a span for
+    /// nothing.
     pub(super) fn totals_ending(&self, at: Instant) -> (u64, u64) {
         let start = at.checked_sub(self.span);
         let end = self.entries.partition_point(|c| c.first <= at);
@@ -256,7 +260,8 @@ impl SlidingLog {
             .range(..end)
             .rev()
             .take_while(|c| start.is_none_or(|s| c.first > s))
-            .filter(|c| c.last <= at && self.expires(c) > at)
+            // A learned fixed window may have forgotten an entry before its span ends.
+            .filter(|c| self.expires(c) > at)
             .fold((0u64, 0u64), |(t, r), c| {
                 (t.saturating_add(c.tokens), r.saturating_add(c.requests))
             })
@@ -276,6 +281,49 @@ mod tests {
     use crate::quota::WindowBudget;
     use crate::quota::test_support::{M, MS, S, cost};
     use crate::quota::window::MINUTE;
+
+    /// As the window budget corrects its count from a reply: the server had seen `seen` in the
+    /// span ending at `at`; whatever our log lacks of it is charged at `at`.
+    fn correct(log: &mut SlidingLog, at: Instant, seen: u64) {
+        let (_, counted) = log.totals_ending(at);
+        if seen > counted {
+            log.insert(at, 0, seen - counted, None);
+        }
+    }
+
+    #[test]
+    fn corrections_merged_with_later_charges_count_for_the_next_reply() {
+        // At 20,000 charges a second the log merges them (beyond its exact entries), and a
+        // reply's correction lands in the newest entry, which later charges keep extending.
+        // Every later reply must see that correction, or each adds its own: the count then
+        // grows without bound and the budget waits a whole span for nothing.
+        let t0 = Instant::now();
+        let step = Duration::from_micros(50);
+        let mut log = SlidingLog::new(10 * S);
+        let mut at = t0;
+        let mut id = 0u64;
+        for _ in 0..2 * EXACT_ENTRIES {
+            log.insert(at, 1, 1, Some(id));
+            id += 1;
+            at += step;
+        }
+        let seen = 1_000_000;
+        for _ in 0..100 {
+            let reserved_at = at;
+            log.insert(at, 1, 1, Some(id));
+            log.insert(at + step, 1, 1, Some(id + 1));
+            id += 2;
+            at += 2 * step;
+            correct(&mut log, reserved_at, seen);
+        }
+        let charged = id;
+        assert!(
+            log.requests <= seen + charged,
+            "{} requests counted: corrections piled up",
+            log.requests
+        );
+        assert!(log.requests >= seen, "the server's count is kept");
+    }
 
     #[test]
     fn a_log_stays_small_at_any_rate_and_never_ages_charges_out_early() {

@@ -815,4 +815,6 @@ fn an_endpoint_refused_by_its_quota_says_until_when_and_forgets_once_it_sends() 
 #[cfg(test)]
 mod operations;
 #[cfg(test)]
+mod shared_health;
+#[cfg(test)]
 mod shared_quotas;

@@ -85,6 +85,11 @@ impl SharedKeys {
     pub fn disabled(&self) -> String {
         format!("{}:disabled", self.base)
     }
+
+    /// String with expiry: a process's probe succeeded lately (a disable was lifted).
+    pub fn recovered(&self) -> String {
+        format!("{}:recovered", self.base)
+    }
 }
 
 /// `host[:port][/path]` of a resource URL: the host in lower case, the port only when it is

@@ -48,6 +48,8 @@ pub struct RedisLink {
     lost_since: Option<Instant>,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// Time spent local in the spells that ended.
+    local_before: Duration,
 }
 
 impl RedisLink {
@@ -64,6 +66,7 @@ impl RedisLink {
             lost_since: None,
             retry_at: None,
             backoff: PROBE_FIRST,
+            local_before: Duration::ZERO,
         };
         match (reached, fallback) {
             (Ok(()), _) => Ok((link, None)),
@@ -100,6 +103,14 @@ impl RedisLink {
         None
     }
 
+    /// How long this process has paced locally (Redis away) up to `now`, over every spell.
+    pub fn time_local(&self, now: Instant) -> Duration {
+        let current = self
+            .lost_since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        self.local_before + current
+    }
+
     /// When to try Redis again (`None` while shared).
     pub fn retry_at(&self) -> Option<Instant> {
         self.retry_at
@@ -111,7 +122,9 @@ impl RedisLink {
         let since = self.lost_since.take()?;
         self.retry_at = None;
         self.backoff = PROBE_FIRST;
-        Some(LinkChange::Restored { after: now - since })
+        let after = now.saturating_duration_since(since);
+        self.local_before += after;
+        Some(LinkChange::Restored { after })
     }
 }
 
@@ -184,9 +197,14 @@ mod tests {
         );
         assert!(link.is_shared());
         assert_eq!(link.retry_at(), None);
-        // A later loss starts again from the first wait.
+        assert_eq!(link.time_local(now + 9 * MS), Duration::from_millis(17_755));
+        // A later loss starts again from the first wait, and its time adds up.
         link.failed(now, "reset");
         assert_eq!(link.retry_at(), Some(now + PROBE_FIRST));
+        assert_eq!(
+            link.time_local(now + 245 * MS),
+            Duration::from_millis(18_000)
+        );
     }
 
     #[test]

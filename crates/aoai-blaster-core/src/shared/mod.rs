@@ -57,7 +57,10 @@ mod link;
 mod quota;
 
 pub use budget::SharedBudget;
-pub use health::{DISABLE_TTL_MAX, HEALTH_POLL, HealthNote, SharedHealth};
+pub use health::{
+    DISABLE_TTL_MAX, HEALTH_POLL, HealthMirror, HealthNote, MIRROR_SLACK, RECOVERED_TTL,
+    SharedHealth,
+};
 pub use keys::SharedKeys;
 pub use ledger::{Grant, LeaseAsk, LeaseLedger, LeaseLimits, LeaseSpans, LedgerTotals};
 pub use link::{LinkChange, PROBE_FIRST, PROBE_MAX, RedisLink, RedisUnreachable};

@@ -233,14 +233,15 @@ fn a_full_quota_makes_jobs_wait_until_redis_says() {
     let mut q = quota();
     q.try_charge(t0, job(10)).unwrap_err();
     q.next_renewal(t0);
-    q.granted(t0 + MS, Grant::Wait(3 * S));
+    let wait = 1_500 * MS;
+    q.granted(t0 + MS, Grant::Wait(wait));
     assert_eq!(
         q.try_charge(t0 + S, job(10)),
-        Err(LeaseWait::NotUntil(t0 + MS + 3 * S))
+        Err(LeaseWait::NotUntil(t0 + MS + wait))
     );
     assert_eq!(q.next_renewal(t0 + S), None);
-    assert_eq!(q.wake_at(), Some(t0 + MS + 3 * S));
-    assert_eq!(ask_of(q.next_renewal(t0 + MS + 3 * S)).at_least, job(10));
+    assert_eq!(q.wake_at(), Some(t0 + MS + wait));
+    assert_eq!(ask_of(q.next_renewal(t0 + MS + wait)).at_least, job(10));
     // Larger than the whole minute: never.
     assert_eq!(
         q.try_charge(t0, job(100_001)),
@@ -249,6 +250,25 @@ fn a_full_quota_makes_jobs_wait_until_redis_says() {
             capacity: 100_000
         })
     );
+}
+
+#[test]
+fn a_wait_beyond_a_lease_ttl_asks_again_after_the_ttl() {
+    // Redis counts the others' leases to their end (a minute away), but they are given back
+    // within a ttl: the job asks again then, not a minute later.
+    let t0 = Instant::now();
+    let mut q = quota();
+    q.try_charge(t0, job(10)).unwrap_err();
+    q.next_renewal(t0);
+    q.granted(t0 + MS, Grant::Wait(M));
+    let again = t0 + MS + LEASE_TTL;
+    assert_eq!(
+        q.try_charge(t0 + S, job(10)),
+        Err(LeaseWait::NotUntil(again))
+    );
+    assert_eq!(q.wake_at(), Some(again));
+    assert_eq!(q.next_renewal(again - MS), None);
+    assert_eq!(ask_of(q.next_renewal(again)).at_least, job(10));
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use aoai_blaster_core::chat::ChatRequest;
+use aoai_blaster_core::health::HealthChange;
 use aoai_blaster_core::operation::JobRequest;
 use aoai_blaster_core::retry::{JobError, JobErrorKind};
 use aoai_blaster_core::scheduler::{
@@ -43,6 +44,7 @@ struct JobPayload {
     reply: JobReply,
     stream: bool,
     deltas: Option<Recipient<StreamDelta>>,
+    raw_reply: bool,
     label: Option<String>,
     /// `job` span: outcome, attempts and total time are recorded on it when the job ends.
     span: tracing::Span,
@@ -140,6 +142,7 @@ impl Dispatcher {
                     request,
                     stream: payload.stream,
                     deltas: payload.deltas.clone(),
+                    raw_reply: payload.raw_reply,
                     label: payload.label.clone(),
                     job_span: payload.span.clone(),
                 };
@@ -214,7 +217,7 @@ impl Dispatcher {
         let now = clock::now();
         self.scheduler
             .endpoints()
-            .map(|view| EndpointReport::new(&view, now))
+            .map(|view| EndpointReport::new(&view, now, self.scheduler.time_local(now)))
             .collect()
     }
 }
@@ -240,6 +243,14 @@ fn record_job_end(span: &tracing::Span, outcome: &str, attempts: usize, total: D
 
 impl Actor for Dispatcher {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // With shared health, the first read of the others' notes goes out now, not with the
+        // first job: a job must not be the first to learn that a deployment cools.
+        if self.shared.is_some() {
+            self.step(ctx, |s, now, fx| s.wake(now, fx));
+        }
+    }
 }
 
 impl Handler<Job<ChatRequest>> for Dispatcher {
@@ -294,6 +305,7 @@ impl Dispatcher {
             reply,
             stream: (job.stream || job.deltas.is_some()) && job.request.operation().streams(),
             deltas: job.deltas,
+            raw_reply: job.raw_reply,
             label: job.label,
             span,
             gate,
@@ -376,7 +388,19 @@ impl Handler<HealthReport> for Dispatcher {
 
     fn handle(&mut self, report: HealthReport, ctx: &mut Self::Context) {
         let restarted = report.event == HealthEvent::Restarted;
+        // Only what the endpoint learned itself is noted for the others; a mirrored change
+        // came from their note (no echo).
+        let learned = match (&report.event, &report.previous) {
+            (HealthEvent::Changed, Some(from)) => Some(HealthChange {
+                from: from.clone(),
+                to: report.health.state.clone(),
+            }),
+            _ => None,
+        };
         self.step(ctx, |s, now, fx| {
+            if let Some(change) = &learned {
+                s.share_health(now, report.index, change, fx);
+            }
             s.health_changed(now, report.index, &report.health, restarted, fx)
         });
         self.subscribers.retain(|s| s.connected());

@@ -1,19 +1,26 @@
-//! The Dispatcher's link to the shared quotas in Redis: one task owns the [`SharedRedis`]
-//! connection and performs the scheduler's [`SharedEffect`]s in order (a carry before the next
-//! ask), off the Dispatcher's mailbox; each answer comes back as a [`SharedAnswer`], which
-//! becomes one scheduler event.
+//! The Dispatcher's link to the shared quotas and health in Redis: one task owns the
+//! [`SharedRedis`] connection and performs the scheduler's [`SharedEffect`]s in order (a carry
+//! before the next ask, a health note before the next read), off the Dispatcher's mailbox; each
+//! answer comes back as a [`SharedAnswer`], which becomes one scheduler event. The others'
+//! notes the scheduler mirrors go to the endpoint actors ([`MirrorHealth`]). The task also
+//! keeps the [`RedisUse`] (calls, ask round trips from the moment the Dispatcher handed the ask
+//! over) that [`GetRedisUse`] reads.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use actix::prelude::*;
 use aoai_blaster_core::config::BlasterConfig;
 use aoai_blaster_core::scheduler::SharedEffect;
 use aoai_blaster_core::shared::{
-    Grant, LEASE_TTL, LeaseLimits, LeaseSpans, LinkChange, RedisLink, SharedKeys,
+    Grant, LEASE_TTL, LeaseLimits, LeaseSpans, LinkChange, RedisLink, SharedHealth, SharedKeys,
 };
 use tokio::sync::mpsc;
 
 use super::{Dispatcher, StartError};
 use crate::clock;
-use crate::shared::SharedRedis;
+use crate::messages::{GetRedisUse, MirrorHealth};
+use crate::shared::{RedisUse, SharedRedis};
 
 /// What Redis answered to one call.
 #[derive(Message, Debug)]
@@ -25,6 +32,13 @@ pub(crate) enum SharedAnswer {
         endpoint: usize,
         /// Redis' answer.
         grant: Grant,
+    },
+    /// Every deployment's shared health (in config order), for read `read`.
+    Health {
+        /// The read's number.
+        read: u64,
+        /// What the keys say.
+        healths: Vec<SharedHealth>,
     },
     /// A probe reached Redis.
     Back,
@@ -78,8 +92,10 @@ pub(crate) fn log_change(change: &LinkChange, processes: u32) {
 
 /// Where the Dispatcher sends the shared effects.
 pub(crate) struct SharedCalls {
-    calls: mpsc::UnboundedSender<SharedEffect>,
+    /// Each effect with the instant it was handed over.
+    calls: mpsc::UnboundedSender<(Instant, SharedEffect)>,
     processes: u32,
+    usage: Arc<Mutex<RedisUse>>,
 }
 
 impl SharedCalls {
@@ -104,11 +120,45 @@ impl SharedCalls {
             .collect();
         let spans = LeaseSpans::new(LEASE_TTL, config.rpm_window);
         let (calls, receiver) = mpsc::unbounded_channel();
-        actix_rt::spawn(perform(start.redis, deployments, spans, receiver, answers));
+        let mut usage = RedisUse::default();
+        // The ping at start is a call too.
+        usage.set_calls(start.redis.operations());
+        let usage = Arc::new(Mutex::new(usage));
+        let link = TaskLink {
+            calls: receiver,
+            answers,
+            usage: Arc::clone(&usage),
+        };
+        actix_rt::spawn(perform(start.redis, deployments, spans, link));
         Some(SharedCalls {
             calls,
             processes: shared.expected_processes,
+            usage,
         })
+    }
+}
+
+/// The Redis task's ends: the calls it takes, where it answers, what it counts.
+struct TaskLink {
+    calls: mpsc::UnboundedReceiver<(Instant, SharedEffect)>,
+    answers: Recipient<SharedAnswer>,
+    usage: Arc<Mutex<RedisUse>>,
+}
+
+impl TaskLink {
+    /// Notes the calls made so far and, for an answered ask, its round trip since it was
+    /// handed over and its script call alone (`sent` → now).
+    fn count(&self, redis: &SharedRedis, ask: Option<(Instant, Instant)>) {
+        if let Ok(mut usage) = self.usage.lock() {
+            usage.set_calls(redis.operations());
+            if let Some((handed, sent)) = ask {
+                let now = clock::now();
+                usage.record_ask(
+                    now.saturating_duration_since(handed),
+                    now.saturating_duration_since(sent),
+                );
+            }
+        }
     }
 }
 
@@ -117,16 +167,20 @@ async fn perform(
     mut redis: SharedRedis,
     deployments: Vec<(SharedKeys, LeaseLimits)>,
     spans: LeaseSpans,
-    mut calls: mpsc::UnboundedReceiver<SharedEffect>,
-    answers: Recipient<SharedAnswer>,
+    mut link: TaskLink,
 ) {
-    while let Some(call) = calls.recv().await {
+    let health_keys: Vec<SharedKeys> = deployments.iter().map(|(k, _)| k.clone()).collect();
+    while let Some((handed, call)) = link.calls.recv().await {
         let answer = match call {
             SharedEffect::Renew { endpoint, renewal } => {
                 let Some((keys, limits)) = deployments.get(endpoint) else {
                     continue;
                 };
-                match redis.renew(keys, *limits, spans, &renewal).await {
+                let sent = clock::now();
+                let reply = redis.renew(keys, *limits, spans, &renewal).await;
+                let asked = renewal.ask.is_some() && reply.is_ok();
+                link.count(&redis, asked.then_some((handed, sent)));
+                match reply {
                     Ok(Some(grant)) => SharedAnswer::Granted { endpoint, grant },
                     Ok(None) => continue,
                     Err(e) => SharedAnswer::Failed(e.to_string()),
@@ -136,35 +190,79 @@ async fn perform(
                 let Some((keys, _)) = deployments.get(endpoint) else {
                     continue;
                 };
-                match redis.carry(keys, spans, &carries).await {
+                let reply = redis.carry(keys, spans, &carries).await;
+                link.count(&redis, None);
+                match reply {
                     Ok(()) => continue,
                     Err(e) => SharedAnswer::Failed(e.to_string()),
                 }
             }
-            SharedEffect::Probe => match redis.ping().await {
-                Ok(()) => SharedAnswer::Back,
-                Err(e) => SharedAnswer::Failed(e.to_string()),
-            },
-            SharedEffect::Link(_) => continue,
+            SharedEffect::Note { endpoint, note } => {
+                let Some((keys, _)) = deployments.get(endpoint) else {
+                    continue;
+                };
+                let reply = redis.note(keys, &note).await;
+                link.count(&redis, None);
+                match reply {
+                    Ok(()) => continue,
+                    Err(e) => SharedAnswer::Failed(e.to_string()),
+                }
+            }
+            SharedEffect::ReadHealth { read } => {
+                let reply = redis.health(&health_keys).await;
+                link.count(&redis, None);
+                match reply {
+                    Ok(healths) => SharedAnswer::Health { read, healths },
+                    Err(e) => SharedAnswer::Failed(e.to_string()),
+                }
+            }
+            SharedEffect::Probe => {
+                let reply = redis.ping().await;
+                link.count(&redis, None);
+                match reply {
+                    Ok(()) => SharedAnswer::Back,
+                    Err(e) => SharedAnswer::Failed(e.to_string()),
+                }
+            }
+            SharedEffect::Link(_) | SharedEffect::Mirror { .. } => continue,
         };
-        answers.do_send(answer);
+        link.answers.do_send(answer);
     }
 }
 
 impl Dispatcher {
-    /// Performs a shared effect: a change of the link is logged here, calls go to Redis' task.
+    /// Performs a shared effect: a change of the link is logged here, a mirror goes to its
+    /// endpoint actor, calls go to Redis' task.
     pub(super) fn perform_shared(&mut self, effect: SharedEffect) {
         let Some(shared) = &self.shared else {
             return;
         };
-        if let SharedEffect::Link(change) = &effect {
-            log_change(change, shared.processes);
-            self.metrics
-                .shared_link(self.scheduler.is_shared() == Some(true));
-            return;
+        match effect {
+            SharedEffect::Link(change) => {
+                log_change(&change, shared.processes);
+                self.metrics
+                    .shared_link(self.scheduler.is_shared() == Some(true));
+                return;
+            }
+            SharedEffect::Mirror { endpoint, mirror } => {
+                if let Some(link) = self.endpoints.get(endpoint) {
+                    link.mirror.do_send(MirrorHealth(mirror));
+                }
+                return;
+            }
+            _ => {}
         }
         // The task ends only with the Dispatcher, so a send cannot fail while it runs.
-        let _ = shared.calls.send(effect);
+        let _ = shared.calls.send((clock::now(), effect));
+    }
+}
+
+impl Handler<GetRedisUse> for Dispatcher {
+    type Result = MessageResult<GetRedisUse>;
+
+    fn handle(&mut self, _: GetRedisUse, _ctx: &mut Self::Context) -> Self::Result {
+        let usage = self.shared.as_ref().and_then(|s| s.usage.lock().ok());
+        MessageResult(usage.map(|u| u.clone()))
     }
 }
 
@@ -174,6 +272,7 @@ impl Handler<SharedAnswer> for Dispatcher {
     fn handle(&mut self, answer: SharedAnswer, ctx: &mut Self::Context) {
         self.step(ctx, |s, now, fx| match answer {
             SharedAnswer::Granted { endpoint, grant } => s.lease_granted(now, endpoint, grant, fx),
+            SharedAnswer::Health { read, healths } => s.health_read(now, read, &healths, fx),
             SharedAnswer::Back => s.redis_back(now, fx),
             SharedAnswer::Failed(error) => s.redis_failed(now, &error, fx),
         });

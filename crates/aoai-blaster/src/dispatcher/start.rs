@@ -10,7 +10,7 @@ use super::Dispatcher;
 use super::shared::{SharedCalls, SharedStart};
 use crate::auth::{AuthError, CredentialRegistry};
 use crate::endpoint::{EndpointActor, EndpointSettings};
-use crate::messages::{Attempt, AttemptDone, HealthReport, StopForRestart};
+use crate::messages::{Attempt, AttemptDone, HealthReport, MirrorHealth, StopForRestart};
 use crate::metrics::DispatcherMetrics;
 
 /// Why the Dispatcher could not start.
@@ -42,13 +42,16 @@ pub enum StartError {
 pub(crate) struct EndpointLink {
     pub(crate) attempts: Recipient<Attempt>,
     pub(crate) restart: Recipient<StopForRestart>,
+    /// Where the others' health notes go (`shared:`).
+    pub(crate) mirror: Recipient<MirrorHealth>,
 }
 
 impl EndpointLink {
     fn of(addr: Addr<EndpointActor>) -> Self {
         EndpointLink {
             attempts: addr.clone().recipient(),
-            restart: addr.recipient(),
+            restart: addr.clone().recipient(),
+            mirror: addr.recipient(),
         }
     }
 }

@@ -147,6 +147,13 @@ impl Handler<StopForRestart> for Scripted {
     fn handle(&mut self, _: StopForRestart, _ctx: &mut Self::Context) {}
 }
 
+// No test here shares health (`shared:`), so no mirror is ever sent.
+impl Handler<crate::messages::MirrorHealth> for Scripted {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::messages::MirrorHealth, _ctx: &mut Self::Context) {}
+}
+
 /// A Dispatcher over one scripted endpoint; returns it and the attempts' arrival instants.
 fn dispatcher(script: &[(Duration, Answer)]) -> (Addr<Dispatcher>, Arc<Mutex<Vec<Instant>>>) {
     dispatcher_with("", script)
@@ -178,7 +185,8 @@ fn dispatcher_with(
         .start();
         let link = EndpointLink {
             attempts: endpoint.clone().recipient(),
-            restart: endpoint.recipient(),
+            restart: endpoint.clone().recipient(),
+            mirror: endpoint.recipient(),
         };
         (vec![link], Vec::new())
     });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aoai_blaster_core::classify::AttemptOutcome;
 use aoai_blaster_core::operation::Reply;
 use aoai_blaster_core::responses::{ResponsesEvent, delta_chunk, parse_responses_event};
-use aoai_blaster_core::sse::{StreamAssembler, StreamItem, parse_stream_data};
+use aoai_blaster_core::sse::{SseEvent, StreamAssembler, StreamItem, parse_stream_data};
 
 use super::{CallResult, HttpCall, stream_cut};
 use crate::messages::StreamDelta;
@@ -36,6 +36,7 @@ impl HttpCall {
                             choice: choice.index,
                             content,
                             chunk: chunk.clone(),
+                            event: None,
                         });
                     }
                 }
@@ -57,21 +58,22 @@ impl HttpCall {
 
     /// Folds one Responses stream event in: a text delta (forwarded to the caller's recipient
     /// as a one-choice chunk), the completed response, or a failure. `Some` when the stream is
-    /// over.
+    /// over. With [`Job::raw_reply`](crate::Job::raw_reply) every event but a failure's also
+    /// goes to the recipient as it came ([`StreamDelta::event`]), for a caller that passes the
+    /// stream on.
     pub(super) fn take_responses_event(
         &self,
-        name: Option<&str>,
-        data: &str,
+        event: SseEvent,
         result: &mut CallResult,
     ) -> Option<AttemptOutcome> {
-        match parse_responses_event(name, data) {
+        match parse_responses_event(event.event.as_deref(), &event.data) {
             Ok(ResponsesEvent::TextDelta {
                 output_index,
                 item_id,
                 delta,
             }) => {
                 if let Some(recipient) = &self.deltas
-                    && !delta.is_empty()
+                    && (!delta.is_empty() || self.raw_reply)
                 {
                     result.deltas_delivered += 1;
                     let chunk = Arc::new(delta_chunk(output_index, item_id, &delta));
@@ -80,19 +82,41 @@ impl HttpCall {
                         choice: output_index,
                         content: delta,
                         chunk,
+                        event: self.raw_reply.then(|| Arc::new(event)),
                     });
                 }
                 None
             }
             Ok(ResponsesEvent::Completed(reply)) => {
+                self.forward_raw(event, result);
                 result.reply = Some(Reply::Responses(reply));
                 Some(AttemptOutcome::Success)
             }
             Ok(ResponsesEvent::Failed(error)) => {
                 Some(stream_cut(format!("error event in stream: {error}")))
             }
-            Ok(ResponsesEvent::Other) => None,
+            Ok(ResponsesEvent::Other) => {
+                self.forward_raw(event, result);
+                None
+            }
             Err(error) => Some(stream_cut(format!("unreadable stream event: {error}"))),
+        }
+    }
+
+    /// Passes an event without text on as it came, when the job asked for raw events.
+    fn forward_raw(&self, event: SseEvent, result: &mut CallResult) {
+        if !self.raw_reply {
+            return;
+        }
+        if let Some(recipient) = &self.deltas {
+            result.deltas_delivered += 1;
+            recipient.do_send(StreamDelta {
+                label: self.label.clone(),
+                choice: 0,
+                content: String::new(),
+                chunk: Arc::new(delta_chunk(0, String::new(), "")),
+                event: Some(Arc::new(event)),
+            });
         }
     }
 }

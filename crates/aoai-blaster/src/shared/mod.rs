@@ -12,7 +12,12 @@
 //!   [`HEALTH_POLL`](aoai_blaster_core::shared::HEALTH_POLL) sees another's 429 within a
 //!   second.
 //!
-//! Redis 5 or newer (the scripts read `TIME` before they write), or Valkey.
+//! - [`RedisUse`] is what it cost: calls made and each ask's round trip, as the Dispatcher
+//!   measured them.
+//!
+//! Redis 5 or newer (the scripts read `TIME` before they write), or Valkey; over TLS with
+//! `rediss://`, verified against the system's trusted certificates (`SSL_CERT_FILE` names
+//! others, e.g. a private CA).
 //!
 //! Every call is bounded ([`CALL_TIMEOUT`]); a failure drops the connection, and the next call
 //! connects again, so a Redis that comes back is used again without a restart. Errors never
@@ -25,10 +30,14 @@ use aoai_blaster_core::config::RedisUrl;
 use aoai_blaster_core::quota::Cost;
 use aoai_blaster_core::secret::redact;
 use aoai_blaster_core::shared::{
-    Carry, Grant, HealthNote, LeaseLimits, LeaseSpans, Renewal, SharedHealth, SharedKeys,
+    Carry, Grant, HealthNote, LeaseLimits, LeaseSpans, RECOVERED_TTL, Renewal, SharedHealth,
+    SharedKeys,
 };
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script};
+
+mod usage;
+pub use usage::RedisUse;
 
 /// The longest a connection attempt or a call may take before Redis counts as gone.
 pub const CALL_TIMEOUT: Duration = aoai_blaster_core::shared::ASK_TIMEOUT;
@@ -71,6 +80,8 @@ impl SharedRedis {
     /// A client for `url`; nothing is sent until the first call ([`SharedRedis::ping`] checks
     /// that Redis answers).
     pub fn new(url: &RedisUrl) -> Result<SharedRedis, SharedError> {
+        // `rediss://` builds a rustls config on connecting.
+        crate::tls::install_crypto_provider();
         let shown = url.redacted().to_owned();
         let client = redis::Client::open(url.expose()).map_err(|e| SharedError {
             action: "open",
@@ -212,12 +223,13 @@ impl SharedRedis {
             HealthNote::Disabled { reason, ttl } => {
                 ("disable", millis(*ttl).max(1), reason.as_str())
             }
-            HealthNote::Recovered => ("recover", 0, ""),
+            HealthNote::Recovered => ("recover", millis(RECOVERED_TTL), ""),
         };
         let mut invocation = NOTE.prepare_invoke();
         invocation
             .key(keys.cooling())
             .key(keys.disabled())
+            .key(keys.recovered())
             .arg(kind)
             .arg(ms)
             .arg(reason);
@@ -235,9 +247,10 @@ impl SharedRedis {
             pipe.cmd("PTTL").arg(k.cooling());
             pipe.cmd("GET").arg(k.disabled());
             pipe.cmd("PTTL").arg(k.disabled());
+            pipe.cmd("EXISTS").arg(k.recovered());
         }
         let mut conn = self.connection().await?;
-        let replies: Vec<(i64, Option<String>, i64)> =
+        let replies: Vec<(i64, Option<String>, i64, bool)> =
             self.bounded("health", pipe.query_async(&mut conn)).await?;
         let left = |ms: i64| {
             u64::try_from(ms)
@@ -247,9 +260,10 @@ impl SharedRedis {
         };
         Ok(replies
             .into_iter()
-            .map(|(cooling, reason, disabled)| SharedHealth {
+            .map(|(cooling, reason, disabled, recovered)| SharedHealth {
                 cooling_for: left(cooling),
                 disabled: reason.zip(left(disabled)),
+                recovered,
             })
             .collect())
     }
