@@ -1,4 +1,4 @@
-//! Prompt token estimates with a real tokenizer (tiktoken's BPE tables, compiled in: works
+//! Prompt token estimates with a real tokenizer (tiktoken's vocabularies, compiled in: works
 //! offline), counted the way OpenAI counts a chat prompt.
 //!
 //! Why a tokenizer when Azure's rate limiter estimates partly from characters: a quarter of the
@@ -17,8 +17,10 @@
 //! [`TOKENS_PER_REPLY`]. Tool definitions sent in the request (`tools`, `functions`) are counted
 //! as the tokens of their JSON text, which errs high.
 //!
-//! Building an encoder's BPE takes a noticeable fraction of a second, so each [`Encoding`] is
-//! built once per process, on first use, and shared.
+//! Counts equal tiktoken's `encode_ordinary(text).len()` (tested against tiktoken-rs); the
+//! counter (`tokens/bpe.rs`) keeps each vocabulary as static tables plus one hash table of
+//! ranks, about 2 MiB for o200k where tiktoken-rs's `CoreBPE` holds some 40 MiB. Each is built
+//! once per process, on first use (a few milliseconds), and shared.
 //!
 //! ```
 //! use aoai_blaster_core::tokens::{Encoding, count_chat_prompt};
@@ -32,7 +34,9 @@
 use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
-use tiktoken_rs::CoreBPE;
+
+mod bpe;
+use bpe::Counter;
 
 pub use crate::quota::{TOKENS_PER_MESSAGE, TOKENS_PER_REPLY};
 // What a request is charged lives with the budgets (`quota::cost`); these names stay here too.
@@ -97,31 +101,30 @@ impl Encoding {
         Encoding::ALL.into_iter().find(|e| e.name() == name)
     }
 
-    /// The shared encoder, built on first use; `None` if it could not be built (then callers
-    /// fall back to the character estimate).
-    fn encoder(self) -> Option<&'static CoreBPE> {
-        static ENCODERS: [OnceLock<Option<CoreBPE>>; 6] = [const { OnceLock::new() }; 6];
-        let (slot, build): (usize, fn() -> Option<CoreBPE>) = match self {
-            Encoding::O200kBase => (0, || tiktoken_rs::o200k_base().ok()),
-            Encoding::O200kHarmony => (1, || tiktoken_rs::o200k_harmony().ok()),
-            Encoding::Cl100kBase => (2, || tiktoken_rs::cl100k_base().ok()),
-            Encoding::P50kBase => (3, || tiktoken_rs::p50k_base().ok()),
-            Encoding::P50kEdit => (4, || tiktoken_rs::p50k_edit().ok()),
-            Encoding::R50kBase => (5, || tiktoken_rs::r50k_base().ok()),
+    /// The shared counter, built on first use; `None` if it could not be built (then callers
+    /// fall back to the character estimate). Encodings that differ only in special tokens
+    /// (which count as ordinary text here) share one.
+    fn encoder(self) -> Option<&'static Counter> {
+        static COUNTERS: [OnceLock<Option<Counter>>; 4] = [const { OnceLock::new() }; 4];
+        let (slot, tables) = match self {
+            Encoding::O200kBase | Encoding::O200kHarmony => (0, bpe::O200K_BASE),
+            Encoding::Cl100kBase => (1, bpe::CL100K_BASE),
+            Encoding::P50kBase | Encoding::P50kEdit => (2, bpe::P50K_BASE),
+            Encoding::R50kBase => (3, bpe::R50K_BASE),
         };
-        ENCODERS[slot].get_or_init(build).as_ref()
+        COUNTERS[slot].get_or_init(|| Counter::new(tables)).as_ref()
     }
 
     /// Tokens of `text` in this encoding (special-token text counts as ordinary text), or
     /// `None` if the encoder is unavailable.
     pub fn count(self, text: &str) -> Option<u64> {
         let encoder = self.encoder()?;
-        Some(encoder.count_ordinary(text) as u64)
+        Some(encoder.count(text) as u64)
     }
 }
 
-/// Builds the encoder `tokenizer` names now (it takes about half a second in a release build),
-/// so that the first job does not wait for it. Returns whether the encoder is available; an
+/// Builds the encoder `tokenizer` names now (its hash table of ranks), so that the first job
+/// does not wait for it. Returns whether the encoder is available; an
 /// unknown name builds nothing. Safe to call from several threads: the encoder is built once.
 ///
 /// ```
@@ -141,7 +144,7 @@ pub fn count_chat_prompt(
     tools: Option<&Value>,
 ) -> Option<u64> {
     let encoder = encoding.encoder()?;
-    let count = |text: &str| encoder.count_ordinary(text) as u64;
+    let count = |text: &str| encoder.count(text) as u64;
     Some(count_chat_prompt_by(&count, messages, tools))
 }
 
@@ -247,9 +250,9 @@ impl TokenMemo {
         self.counts.is_empty()
     }
 
-    fn count(&mut self, encoding: Encoding, encoder: &CoreBPE, text: &str) -> u64 {
+    fn count(&mut self, encoding: Encoding, encoder: &Counter, text: &str) -> u64 {
         if text.len() < Self::MIN_BYTES {
-            return encoder.count_ordinary(text) as u64;
+            return encoder.count(text) as u64;
         }
         let mut hasher = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(text, &mut hasher);
@@ -258,7 +261,7 @@ impl TokenMemo {
             self.hits += 1;
             return tokens;
         }
-        let tokens = encoder.count_ordinary(text) as u64;
+        let tokens = encoder.count(text) as u64;
         if self.counts.len() >= self.capacity {
             self.counts.clear();
         }

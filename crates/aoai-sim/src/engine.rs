@@ -336,6 +336,7 @@ impl Engine {
         let (admitted, draw, jitter) = match admit(deployment, elapsed, cost) {
             Ok(admitted) => admitted,
             Err(rejected) => {
+                counters.refused(rejected.kind);
                 let wait = RetryWait::Exact(rejected.retry_after);
                 return rate_limited(deployment, request_id, api_version, rejected, wait);
             }

@@ -45,6 +45,12 @@ pub struct DeploymentStats {
     pub ok: u64,
     /// 429 replies.
     pub rate_limited: u64,
+    /// 429 replies of the quota for the minute's tokens (also in `rate_limited`).
+    #[serde(default)]
+    pub refused_for_tokens: u64,
+    /// 429 replies of the quota for the short window's requests (also in `rate_limited`).
+    #[serde(default)]
+    pub refused_for_requests: u64,
     /// Other 4xx replies.
     pub client_errors: u64,
     /// 5xx replies.
@@ -78,6 +84,8 @@ impl DeploymentStats {
         self.requests += other.requests;
         self.ok += other.ok;
         self.rate_limited += other.rate_limited;
+        self.refused_for_tokens += other.refused_for_tokens;
+        self.refused_for_requests += other.refused_for_requests;
         self.client_errors += other.client_errors;
         self.server_errors += other.server_errors;
         self.charged_tokens += other.charged_tokens;
@@ -112,6 +120,8 @@ pub(crate) struct Counters {
     requests: AtomicU64,
     ok: AtomicU64,
     rate_limited: AtomicU64,
+    refused_for_tokens: AtomicU64,
+    refused_for_requests: AtomicU64,
     client_errors: AtomicU64,
     server_errors: AtomicU64,
     charged_tokens: AtomicU64,
@@ -159,6 +169,15 @@ impl Counters {
         bump(counter, 1);
     }
 
+    /// The quota refused a request (a 429 also counted by [`Counters::status`]).
+    pub(crate) fn refused(&self, kind: crate::quota::LimitKind) {
+        let counter = match kind {
+            crate::quota::LimitKind::Tokens => &self.refused_for_tokens,
+            crate::quota::LimitKind::Requests => &self.refused_for_requests,
+        };
+        bump(counter, 1);
+    }
+
     pub(crate) fn charged(&self, tokens: u64) {
         bump(&self.charged_tokens, tokens);
     }
@@ -182,6 +201,8 @@ impl Counters {
             requests: get(&self.requests),
             ok: get(&self.ok),
             rate_limited: get(&self.rate_limited),
+            refused_for_tokens: get(&self.refused_for_tokens),
+            refused_for_requests: get(&self.refused_for_requests),
             client_errors: get(&self.client_errors),
             server_errors: get(&self.server_errors),
             charged_tokens: get(&self.charged_tokens),
@@ -210,7 +231,14 @@ mod tests {
             counters.request();
             counters.status(status);
         }
+        counters.refused(crate::quota::LimitKind::Tokens);
+        counters.refused(crate::quota::LimitKind::Requests);
+        counters.refused(crate::quota::LimitKind::Requests);
         let stats = counters.snapshot();
+        assert_eq!(
+            (stats.refused_for_tokens, stats.refused_for_requests),
+            (1, 2)
+        );
         assert_eq!(
             (
                 stats.requests,

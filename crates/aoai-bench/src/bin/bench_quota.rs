@@ -56,6 +56,18 @@ impl Accounting {
         }
     }
 
+    /// The short name `--accounting` takes.
+    fn key(self) -> &'static str {
+        match self {
+            Accounting::Default => "default",
+            Accounting::MaxOnly => "max_only",
+            Accounting::CharsPlusMax => "chars_plus_max",
+            Accounting::Sliding => "sliding",
+            Accounting::TenSecondRequests => "10s",
+            Accounting::UnknownRemaining => "unknown",
+        }
+    }
+
     fn apply(self, spec: DeploymentSpec) -> DeploymentSpec {
         match self {
             Accounting::Default => spec,
@@ -118,6 +130,9 @@ struct Outcome {
     timed_out: bool,
     requests: u64,
     rate_limited: u64,
+    /// 429s the simulator's quota gave for the minute's tokens and for the short window's
+    /// requests (the rest of `rate_limited`, if any, are not the quota's).
+    refused_for: (u64, u64),
     failed: usize,
     charged: Vec<u64>,
     /// 429 replies per endpoint (in `QUOTAS` order).
@@ -202,6 +217,7 @@ fn run(
             timed_out,
             requests: total.requests,
             rate_limited: total.rate_limited,
+            refused_for: (total.refused_for_tokens, total.refused_for_requests),
             failed,
             charged: QUOTAS
                 .iter()
@@ -223,6 +239,8 @@ struct Options {
     modes: Vec<Mode>,
     /// `--matrix`: every accounting mode x both limit modes, one strategy.
     matrix: bool,
+    /// `--accounting NAME` (repeatable): only these rows of the matrix (all when empty).
+    accountings: Vec<Accounting>,
     /// The strategy of `--matrix`.
     strategy: StrategyKind,
     /// `--minimum-only`: print each accounting mode's minimum and exit.
@@ -239,8 +257,10 @@ struct Options {
 }
 
 const USAGE: &str = "use --jobs N, --seed S, --sequential, --mode configured|adaptive|both, \
-     --matrix, --strategy weighted|capacity|priority|latency (with --matrix), --minimum-only, \
-     --timeout-secs T, --processes 1,2,4 (default 1,000 jobs), --cli PATH, --shared-only";
+     --matrix, --strategy weighted|capacity|priority|latency (with --matrix), --accounting \
+     default|max_only|chars_plus_max|sliding|10s|unknown (with --matrix, repeatable), \
+     --minimum-only, --timeout-secs T, --processes 1,2,4 (default 1,000 jobs), --cli PATH, \
+     --shared-only";
 
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
@@ -249,6 +269,7 @@ fn parse_args() -> Result<Options, String> {
         sequential: false,
         modes: vec![Mode::Configured, Mode::Adaptive],
         matrix: false,
+        accountings: Vec::new(),
         strategy: StrategyKind::Weighted,
         minimum_only: false,
         timeout: Duration::from_secs(480),
@@ -274,6 +295,14 @@ fn parse_args() -> Result<Options, String> {
             }
             "--sequential" => options.sequential = true,
             "--matrix" => options.matrix = true,
+            "--accounting" => {
+                let name = value("--accounting")?;
+                let accounting = Accounting::ALL
+                    .into_iter()
+                    .find(|a| a.name() == name || a.key() == name)
+                    .ok_or_else(|| format!("--accounting: unknown {name:?}; {USAGE}"))?;
+                options.accountings.push(accounting);
+            }
             "--minimum-only" => options.minimum_only = true,
             "--timeout-secs" => {
                 options.timeout = Duration::from_secs(
@@ -336,7 +365,9 @@ fn main() -> ExitCode {
     aoai_blaster::core::tokens::warm_up(aoai_blaster::core::config::DEFAULT_TOKENIZER);
     let built = built.elapsed();
     let jobs = batch(options.jobs, options.seed);
-    let accountings: &[Accounting] = if options.matrix || options.minimum_only {
+    let accountings: &[Accounting] = if !options.accountings.is_empty() {
+        &options.accountings
+    } else if options.matrix || options.minimum_only {
         &Accounting::ALL
     } else {
         &[Accounting::Default]
@@ -426,7 +457,7 @@ fn target(mode: Mode) -> (f64, f64) {
 fn run_matrix(options: &Options, jobs: &[Job], minimums: &[(Accounting, Duration)]) -> bool {
     let mut cells = Vec::new();
     for &(accounting, _) in minimums {
-        for mode in [Mode::Configured, Mode::Adaptive] {
+        for &mode in &options.modes {
             cells.push((options.strategy, mode, accounting));
         }
     }
@@ -444,8 +475,16 @@ fn run_matrix(options: &Options, jobs: &[Job], minimums: &[(Accounting, Duration
         started.elapsed().as_secs_f64()
     );
     println!(
-        "  {:<28} {:<10} {:>9} {:>9} {:>6} {:>8} {:>7} {:>6}  target",
-        "accounting", "limits", "minimum", "makespan", "ratio", "requests", "429s", "failed"
+        "  {:<28} {:<10} {:>9} {:>9} {:>6} {:>8} {:>7} {:>9} {:>6}  target",
+        "accounting",
+        "limits",
+        "minimum",
+        "makespan",
+        "ratio",
+        "requests",
+        "429s",
+        "tok / req",
+        "failed"
     );
     let mut ok = true;
     let mut met = 0;
@@ -494,8 +533,9 @@ fn run_matrix(options: &Options, jobs: &[Job], minimums: &[(Accounting, Duration
         if verdict == "met" {
             met += 1;
         }
+        let (for_tokens, for_requests) = outcome.refused_for;
         println!(
-            "  {:<28} {:<10} {:>8.2}s {:>8.2}s {:>6.3} {:>8} {:>6.2}% {:>6}  {}",
+            "  {:<28} {:<10} {:>8.2}s {:>8.2}s {:>6.3} {:>8} {:>6.2}% {:>9} {:>6}  {}",
             accounting.name(),
             limits,
             minimum.as_secs_f64(),
@@ -503,6 +543,7 @@ fn run_matrix(options: &Options, jobs: &[Job], minimums: &[(Accounting, Duration
             ratio,
             outcome.requests,
             share * 100.0,
+            format!("{for_tokens} / {for_requests}"),
             outcome.failed,
             verdict
         );

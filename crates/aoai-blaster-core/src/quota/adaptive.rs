@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::calibrate::Calibration;
 use super::window::{
-    Counts, Limits, MINUTE, clamp_window, own_charge, requests_per_window, span_of,
+    Counts, Limits, MINUTE, REQUEST_WINDOWS, clamp_window, own_charge, requests_per_window, span_of,
 };
 use super::{BudgetSnapshot, Cost, QuotaBudget, QuotaFeedback, Refusal, Reservation};
 
@@ -230,6 +230,12 @@ impl LearnedLimit {
 ///   limits, so a first burst above them meets 429s once, not again.
 /// - A 429's wait blocks the budget, as in [`WindowBudget`](super::WindowBudget); a 429 for
 ///   tokens also makes f be learned again from the replies that follow.
+/// - The request window is learned too, but only lengthened: a 429 for requests (none left,
+///   tokens to spare) whose wait is longer than the window in force shows the server counts
+///   over a longer one (its window turns, or its oldest request slides out, within its
+///   length), so requests are counted over the shortest of 10 s and 60 s that covers the wait,
+///   and its allowance is learned afresh (a 10 s window's allowance read as a second's would
+///   send ten times too many).
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -262,6 +268,9 @@ pub struct AdaptiveBudget {
     counts: Counts,
     token_header: Calibration,
     request_header: Calibration,
+    /// When the request window was last lengthened: replies to requests charged before it
+    /// counted them over the old window and teach nothing about the new one's allowance.
+    window_since: Option<Instant>,
 }
 
 impl AdaptiveBudget {
@@ -281,6 +290,7 @@ impl AdaptiveBudget {
             counts: Counts::new(rpm_window),
             token_header: Calibration::new(true),
             request_header: Calibration::new(false),
+            window_since: None,
         }
     }
 
@@ -313,6 +323,37 @@ impl AdaptiveBudget {
     pub fn charge_factor(&self) -> f64 {
         self.token_header.factor()
     }
+
+    /// A 429 for requests (none left) asked to wait `wait`, longer than the request window in
+    /// force: the server's window is at least that long (a fixed window turns, or the oldest
+    /// request slides out, within its length). Requests are then counted over the shortest
+    /// known window that long (10 s, 60 s), and the allowance per window is learned afresh,
+    /// from what the server had counted when it refused and then from the replies to
+    /// requests charged from now on (the requests of the last such span already count in
+    /// it). Says whether it changed the window.
+    fn lengthen_window(&mut self, now: Instant, reservation: &Reservation, wait: Duration) -> bool {
+        if wait <= span_of(self.rpm_window) {
+            return false;
+        }
+        let Some(window) = REQUEST_WINDOWS
+            .into_iter()
+            .find(|w| *w > self.rpm_window && span_of(*w) >= wait)
+        else {
+            return false;
+        };
+        // What the server had counted: our requests over the new span charged before this one
+        // (later ones may have been refused too; those before it were not, or their 429 would
+        // have come first).
+        let before = reservation.at.checked_sub(Duration::from_nanos(1));
+        let counted = before.map_or(0, |at| self.counts.requests_over(at, span_of(window)));
+        self.rpm_window = window;
+        self.caps.per_window = self.caps.rpm.map(|rpm| requests_per_window(rpm, window));
+        self.counts.set_request_window(now, window);
+        self.requests = LearnedLimit::new(None);
+        self.requests.observe(now, counted.max(1));
+        self.window_since = Some(now);
+        true
+    }
 }
 
 impl QuotaBudget for AdaptiveBudget {
@@ -335,6 +376,7 @@ impl QuotaBudget for AdaptiveBudget {
 
     fn settle(&mut self, now: Instant, reservation: Reservation, feedback: &QuotaFeedback) {
         self.counts.prune(now);
+        let reservation = self.counts.settled(now, reservation, feedback.call_time);
         // A 429 was not counted by Azure: our count at arrival, without this request, is
         // what Azure's remaining value is relative to.
         let (own_tokens, own_requests) = own_charge(&reservation, feedback);
@@ -369,8 +411,12 @@ impl QuotaBudget for AdaptiveBudget {
         // In the server's units: its remaining count plus our count as it charges it.
         let token_bound = remaining_tokens
             .map(|remaining| remaining.saturating_add(self.token_header.to_server(counted_tokens)));
-        let request_bound =
-            remaining_requests.map(|remaining| counted_requests.saturating_add(remaining).max(1));
+        let counted_over_window = self
+            .window_since
+            .is_none_or(|since| reservation.at >= since);
+        let request_bound = remaining_requests
+            .filter(|_| counted_over_window)
+            .map(|remaining| counted_requests.saturating_add(remaining).max(1));
         // Azure also answers 429 for "high demand" below a deployment's quota. A 429 whose
         // headers claim less than half the room that replies of the last minute proved is that
         // kind: it cools the endpoint (its health does) and blocks this budget for its wait, but
@@ -403,7 +449,10 @@ impl QuotaBudget for AdaptiveBudget {
                 // (the ceiling above holds meanwhile).
                 self.token_header.relearn(0.0);
             }
-            if !high_demand && remaining_requests == Some(0) {
+            let for_requests =
+                remaining_requests == Some(0) && remaining_tokens.is_none_or(|r| r >= charged);
+            let lengthened = for_requests && self.lengthen_window(now, &reservation, wait);
+            if !high_demand && remaining_requests == Some(0) && !lengthened && counted_over_window {
                 self.requests
                     .met_429(now, u64::from(reservation.requests_in_window));
             }
@@ -705,6 +754,39 @@ mod tests {
             ..QuotaFeedback::default()
         };
         assert_eq!(drive(&mut b, 1, 300, |_, _| stuck).admitted, vec![30_000]);
+    }
+
+    #[test]
+    fn a_429_waiting_past_the_request_window_teaches_a_longer_one() {
+        // The server allows 100 requests per fixed 10 s window; we count per 1 s. The first
+        // second's replies teach 100 a second; the 101st request meets a 429 that waits for
+        // the window's end, longer than a second: from then on requests are counted per 10 s.
+        let mut b = AdaptiveBudget::new(None, None, S);
+        let mut used = (u128::MAX, 0u64);
+        let run = drive(&mut b, 2, 10, |elapsed, _| {
+            let window = elapsed.as_nanos() / (10 * S).as_nanos();
+            if used.0 != window {
+                used = (window, 0);
+            }
+            let fits = used.1 < 100;
+            used.1 += u64::from(fits);
+            let end = Duration::from_nanos(((window + 1) * (10 * S).as_nanos()) as u64);
+            QuotaFeedback {
+                remaining_requests: Some(100 - used.1),
+                rate_limited_for: (!fits).then(|| end - elapsed),
+                ..QuotaFeedback::default()
+            }
+        });
+        assert_eq!(b.rpm_window(), 10 * S);
+        // Only the ten on their way when the first 429 came back are refused, and never again;
+        // the server's 100 a window are all used (600 a minute).
+        assert_eq!(
+            run,
+            Run {
+                admitted: vec![610, 600],
+                refused: vec![10, 0]
+            }
+        );
     }
 
     #[test]

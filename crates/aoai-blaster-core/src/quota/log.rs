@@ -4,6 +4,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::phase::Turns;
+
 /// Entries a [`SlidingLog`] keeps exact; beyond this many, charges close in time share one.
 const EXACT_ENTRIES: usize = 1024;
 
@@ -43,6 +45,10 @@ pub(super) struct SlidingLog {
     /// released, corrections), since it began: two charges with the same churn saw the log
     /// change only by the charges between them.
     pub(super) churn: u64,
+    /// Where the server's fixed window (of the length the span covers) turns, once learned: a
+    /// charge is then forgotten at the turn after it (see [`Turns::forgotten`]) if that comes
+    /// before its span ends.
+    turns: Option<Turns>,
 }
 
 impl SlidingLog {
@@ -54,7 +60,14 @@ impl SlidingLog {
             tokens: 0,
             requests: 0,
             churn: 0,
+            turns: None,
         }
+    }
+
+    /// Forgets charges at the turns of the server's fixed window from now on (`None`: at the
+    /// end of their span only).
+    pub(super) fn set_turns(&mut self, turns: Option<Turns>) {
+        self.turns = turns;
     }
 
     pub(super) fn span(&self) -> Duration {
@@ -67,10 +80,16 @@ impl SlidingLog {
     }
 
     fn expires(&self, charge: &Charge) -> Instant {
-        charge
-            .last
-            .checked_add(self.span)
-            .unwrap_or_else(|| far_future(charge.last))
+        self.expiry_of(charge.last)
+    }
+
+    /// When a charge made at `at` stops counting: the end of its span, or the server's turn
+    /// after it when that is known to come first. Never decreases as `at` grows.
+    fn expiry_of(&self, at: Instant) -> Instant {
+        let end = at.checked_add(self.span).unwrap_or_else(|| far_future(at));
+        self.turns
+            .and_then(|turns| turns.forgotten(at, self.span.saturating_sub(turns.window())))
+            .map_or(end, |turn| turn.min(end))
     }
 
     pub(super) fn prune(&mut self, now: Instant) {
@@ -120,9 +139,9 @@ impl SlidingLog {
     }
 
     /// Takes back the `tokens` and `requests` that reservation `id` charged at `at`, if they
-    /// still count. Release each reservation once: an entry that holds several charges cannot
-    /// tell a second release of the same one.
-    pub(super) fn remove(&mut self, id: u64, at: Instant, tokens: u64, requests: u64) {
+    /// still count; says whether they did. Release each reservation once: an entry that holds
+    /// several charges cannot tell a second release of the same one.
+    pub(super) fn remove(&mut self, id: u64, at: Instant, tokens: u64, requests: u64) -> bool {
         // The entry holding the charge starts at or before `at`, and less than the merge
         // distance before it.
         let position = self.entries.partition_point(|c| c.first <= at);
@@ -137,10 +156,10 @@ impl SlidingLog {
                     .is_some_and(|(low, high)| (low..=high).contains(&id))
             });
         let Some(index) = holding else {
-            return;
+            return false;
         };
         let Some(entry) = self.entries.get_mut(index) else {
-            return;
+            return false;
         };
         let tokens = tokens.min(entry.tokens);
         let requests = requests.min(entry.requests);
@@ -155,6 +174,26 @@ impl SlidingLog {
         if entry.tokens == 0 && entry.requests == 0 {
             self.entries.remove(index);
         }
+        true
+    }
+
+    /// Moves the charge reservation `id` made at `at` to `later` (it left then); says whether
+    /// it was still counted. The totals do not change, so neither does the churn.
+    pub(super) fn redate(
+        &mut self,
+        id: u64,
+        at: Instant,
+        later: Instant,
+        tokens: u64,
+        requests: u64,
+    ) -> bool {
+        let churn = self.churn;
+        let counted = self.remove(id, at, tokens, requests);
+        if counted {
+            self.insert(later, tokens, requests, Some(id));
+        }
+        self.churn = churn;
+        counted
     }
 
     /// The requests of each entry still counted at `now` in a span of `span`: (the entry's
@@ -194,10 +233,10 @@ impl SlidingLog {
 
     /// Totals of the charges that still count at `now` (without pruning).
     pub(super) fn totals_at(&self, now: Instant) -> (u64, u64) {
-        // Only entries whose first charge is a span old can have aged out.
+        // Only entries whose first charge has aged out can have aged out.
         let old = self
             .entries
-            .partition_point(|c| c.first.checked_add(self.span).is_some_and(|end| end <= now));
+            .partition_point(|c| self.expiry_of(c.first) <= now);
         let (mut tokens, mut requests) = (self.tokens, self.requests);
         for charge in self.entries.range(..old) {
             if self.expires(charge) <= now {
@@ -221,6 +260,8 @@ impl SlidingLog {
             .range(..end)
             .rev()
             .take_while(|c| start.is_none_or(|s| c.first > s))
+            // A learned fixed window may have forgotten an entry before its span ends.
+            .filter(|c| self.expires(c) > at)
             .fold((0u64, 0u64), |(t, r), c| {
                 (t.saturating_add(c.tokens), r.saturating_add(c.requests))
             })
@@ -372,9 +413,9 @@ mod tests {
         log.insert(t0, 100, 1, Some(1));
         log.insert(t0, 50, 1, Some(2));
         log.insert(t0, 7, 1, Some(3));
-        log.remove(1, t0, 100, 1);
+        assert!(log.remove(1, t0, 100, 1));
         // A second release of the same reservation changes nothing.
-        log.remove(1, t0, 100, 1);
+        assert!(!log.remove(1, t0, 100, 1));
         assert_eq!((log.tokens, log.requests), (57, 2));
         assert_eq!(log.entries.len(), 2);
         log.remove(2, t0, 50, 1);

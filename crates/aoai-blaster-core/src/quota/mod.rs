@@ -51,8 +51,10 @@
 //! The module has one file per role: the [`QuotaBudget`] trait and its vocabulary here,
 //! `log` (the sliding log of charges both budgets count in), `window` ([`WindowBudget`], for
 //! configured limits), `adaptive` ([`AdaptiveBudget`], for limits learned from replies) and
-//! `cost` (what a request is charged: [`options_cost`], [`prompt_charge`]) and `calibrate`
-//! (what the server's remaining counts say about its own charges, and whether to believe them).
+//! `cost` (what a request is charged: [`options_cost`], [`prompt_charge`]), `calibrate`
+//! (what the server's remaining counts say about its own charges, and whether to believe them)
+//! and `phase` (where a server's fixed windows turn, so their charges can be forgotten at the
+//! turn).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -63,6 +65,7 @@ mod adaptive;
 mod calibrate;
 mod cost;
 mod log;
+mod phase;
 mod window;
 
 pub use adaptive::{AdaptiveBudget, CEILING_MEMORY, DECREASE_FACTOR, INCREASE_SHARE};
@@ -72,6 +75,7 @@ pub use cost::{
     estimate_prompt_tokens_chars, input_char_charge, input_charge_memo, job_cost, operation_cost,
     options_cost, prompt_charge, prompt_charge_memo, tool_definitions,
 };
+pub use phase::TURNS_TO_TRUST;
 pub use window::{WindowBudget, requests_per_window, span_of};
 
 /// What a job is charged on arrival: requests (1 per attempt) and estimated tokens.
@@ -140,6 +144,10 @@ pub struct QuotaFeedback {
     pub rate_limited_for: Option<Duration>,
     /// Tokens the reply's `usage` reports (not refunded: Azure does not; kept for statistics).
     pub used_tokens: Option<u64>,
+    /// How long the HTTP call took, from when the endpoint started it: the request left no
+    /// earlier than that long before the reply was settled. A request that left much later
+    /// than it was charged (it waited in the client) is counted from when it left.
+    pub call_time: Option<Duration>,
 }
 
 impl QuotaFeedback {
@@ -158,6 +166,7 @@ impl QuotaFeedback {
                 _ => None,
             },
             used_tokens,
+            call_time: None,
         }
     }
 }

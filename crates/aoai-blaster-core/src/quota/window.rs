@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::calibrate::Calibration;
 use super::log::{SlidingLog, far_future};
+use super::phase::{FixedPhase, Turns};
 use super::{BudgetSnapshot, Cost, QuotaBudget, QuotaFeedback, Refusal, Reservation};
 
 pub(super) const MINUTE: Duration = Duration::from_secs(60);
@@ -51,6 +52,43 @@ impl Counts {
             widened_at: None,
             next_id: 0,
             reported_usage: 0,
+        }
+    }
+
+    /// The reply to `reservation` came at `now`, `call_time` after its endpoint started the
+    /// call. A request that left much later than it was charged (it waited in the client: a
+    /// flood of submissions at the start of a batch, a busy thread) reached the server later
+    /// too, and a server counting at arrival over a sliding window counts it longer than our
+    /// span from its charge: the next burst is refused. Its charge is moved to when it left
+    /// (at most the reply's instant less the call), in both logs; the reservation says so.
+    pub(super) fn settled(
+        &mut self,
+        now: Instant,
+        reservation: Reservation,
+        call_time: Option<Duration>,
+    ) -> Reservation {
+        let Some(left) = call_time.and_then(|call| now.checked_sub(call)) else {
+            return reservation;
+        };
+        if left <= reservation.at {
+            return reservation;
+        }
+        let (id, at) = (reservation.id, reservation.at);
+        let (tokens, requests) = (
+            reservation.cost.tokens,
+            u64::from(reservation.cost.requests),
+        );
+        for log in [&mut self.minute, &mut self.window] {
+            let span = log.span();
+            // Aged out of our span already, but not of the server's: count it again.
+            if !log.redate(id, at, left, tokens, requests) && at + span <= now && left + span > now
+            {
+                log.insert(left, tokens, requests, Some(id));
+            }
+        }
+        Reservation {
+            at: left,
+            ..reservation
         }
     }
 
@@ -138,6 +176,15 @@ impl Counts {
         self.window = window;
     }
 
+    /// Requests charged within `span` up to `at` (at `at` included), from the minute's log.
+    pub(super) fn requests_over(&self, at: Instant, span: Duration) -> u64 {
+        self.minute
+            .requests_within(at, span)
+            .filter(|(last, _)| *last <= at)
+            .map(|(_, requests)| requests)
+            .sum()
+    }
+
     /// The server refused a request charged at `charged` for its request window, though our
     /// span of `rpm_window` had room: it counted requests later than we did (they waited in the
     /// client or on the way) by more than the span's margin, so two of our spans' requests met
@@ -154,6 +201,13 @@ impl Counts {
         self.window
             .set_span(span.saturating_add(margin).min(widest));
         self.widened_at = Some(self.widened_at.map_or(charged, |at| at.max(charged)));
+    }
+
+    /// Forgets charges at the learned turns of the server's fixed minute and request window
+    /// (`None`: at the end of their spans).
+    pub(super) fn set_turns(&mut self, minute: Option<Turns>, window: Option<Turns>) {
+        self.minute.set_turns(minute);
+        self.window.set_turns(window);
     }
 
     /// The request window's span in force.
@@ -283,10 +337,13 @@ pub struct WindowBudget {
     request_window: Duration,
     /// The window the latest replies point at, and how many in a row did.
     window_votes: (Duration, u32),
+    /// Where the server's fixed minute and request window turn, as the remaining counts show.
+    minute_phase: FixedPhase,
+    window_phase: FixedPhase,
 }
 
 /// The request windows Azure is known to use, shortest first.
-const REQUEST_WINDOWS: [Duration; 3] = [
+pub(super) const REQUEST_WINDOWS: [Duration; 3] = [
     Duration::from_secs(1),
     Duration::from_secs(10),
     Duration::from_secs(60),
@@ -326,6 +383,8 @@ impl WindowBudget {
             configured_window: rpm_window,
             request_window: rpm_window,
             window_votes: (rpm_window, 0),
+            minute_phase: FixedPhase::new(MINUTE),
+            window_phase: FixedPhase::new(rpm_window),
         }
     }
 
@@ -345,6 +404,9 @@ impl WindowBudget {
             .rpm
             .map(|rpm| requests_per_window(rpm, rpm_window));
         self.counts.set_request_window(now, rpm_window);
+        self.window_phase = FixedPhase::new(rpm_window);
+        self.counts
+            .set_turns(self.minute_phase.turns(), self.window_phase.turns());
     }
 
     /// A reply's `x-ratelimit-remaining-requests` of `remaining` when our count in the request
@@ -370,6 +432,30 @@ impl WindowBudget {
         if votes >= WINDOW_VOTES {
             self.use_request_window(now, window);
         }
+    }
+
+    /// A reply's remaining counts, where the headers are believed, in the phase learners; the
+    /// turns they trust go to the logs.
+    fn learn_phase(&mut self, now: Instant, reservation: &Reservation, feedback: &QuotaFeedback) {
+        let counted = feedback.rate_limited_for.is_none();
+        let tokens = match (self.limits.tpm, feedback.remaining_tokens) {
+            (Some(tpm), Some(remaining)) if counted && self.token_header.trusted() => Some((
+                self.token_header.to_ours(tpm.saturating_sub(remaining)),
+                self.token_header.to_ours(tpm),
+            )),
+            _ => None,
+        };
+        self.minute_phase.observe(reservation.id, now, tokens);
+        let requests = match (self.limits.per_window, feedback.remaining_requests) {
+            (Some(per_window), Some(remaining)) if counted && self.request_header.trusted() => {
+                let per_window = u64::from(per_window);
+                Some((per_window.saturating_sub(remaining), per_window))
+            }
+            _ => None,
+        };
+        self.window_phase.observe(reservation.id, now, requests);
+        self.counts
+            .set_turns(self.minute_phase.turns(), self.window_phase.turns());
     }
 
     /// What the server charges per token of our estimate, as its remaining counts taught
@@ -404,11 +490,15 @@ impl QuotaBudget for WindowBudget {
         let reservation = self.counts.try_charge(now, cost, limits)?;
         self.token_header
             .charged(reservation.id, self.counts.churn());
+        self.minute_phase.charge(reservation.id, now, cost.tokens);
+        self.window_phase
+            .charge(reservation.id, now, u64::from(cost.requests));
         Ok(reservation)
     }
 
     fn settle(&mut self, now: Instant, reservation: Reservation, feedback: &QuotaFeedback) {
         self.counts.prune(now);
+        let reservation = self.counts.settled(now, reservation, feedback.call_time);
         let (own_tokens, own_requests) = own_charge(&reservation, feedback);
         if let Some(remaining) = feedback.remaining_tokens {
             self.token_header.observe(
@@ -429,9 +519,12 @@ impl QuotaBudget for WindowBudget {
         if let Some(wait) = feedback.rate_limited_for {
             self.counts.block_for(now, wait);
             // Refused for requests in a window longer than configured: it was a guess. In the
-            // configured one: the server counts them later than we do (see `Counts`).
+            // configured one: the server counts them later than we do (see `Counts`), or its
+            // windows do not turn where we learned they do.
             if feedback.remaining_requests == Some(0) {
-                if self.request_window > self.configured_window {
+                if self.window_phase.turns().is_some() {
+                    self.window_phase.refute();
+                } else if self.request_window > self.configured_window {
                     self.use_request_window(now, self.configured_window);
                     self.window_votes = (self.configured_window, 0);
                 } else {
@@ -448,8 +541,10 @@ impl QuotaBudget for WindowBudget {
             {
                 let proved = tpm.saturating_sub(remaining) as f64 / counted as f64;
                 self.token_header.relearn(proved);
+                self.minute_phase.refute();
             }
         }
+        self.learn_phase(now, &reservation, feedback);
         if let (Some(tpm), Some(remaining), true) = (
             self.limits.tpm,
             feedback.remaining_tokens,
@@ -863,6 +958,42 @@ mod tests {
     }
 
     #[test]
+    fn a_request_that_left_late_counts_from_when_it_left() {
+        // A flood of submissions held the first burst in the client for 600 ms: a sliding
+        // server counts it until 1.6 s (and its tokens until 60.6 s). Dated at their charge,
+        // the next burst would go at 1.02 s and be refused whole.
+        let t0 = Instant::now();
+        let mut b = WindowBudget::new(Some(600), Some(100_000), S);
+        let first: Vec<Reservation> = (0..10)
+            .map(|_| b.try_reserve(t0, cost(1_000)).unwrap())
+            .collect();
+        let replied = QuotaFeedback {
+            call_time: Some(100 * MS),
+            ..QuotaFeedback::default()
+        };
+        for r in first {
+            b.settle(t0 + 700 * MS, r, &replied);
+        }
+        assert_eq!(not_until(b.try_reserve(t0 + W, cost(1))), t0 + 600 * MS + W);
+        let full = b.try_reserve(t0 + 2 * S, cost(90_000)).unwrap();
+        assert_eq!(
+            not_until(b.try_reserve(t0 + 2 * S, cost(1_000))),
+            t0 + 600 * MS + M
+        );
+        // A call that started at once changes nothing.
+        b.settle(
+            t0 + 2 * S + 100 * MS,
+            full,
+            &QuotaFeedback {
+                call_time: Some(100 * MS),
+                ..QuotaFeedback::default()
+            },
+        );
+        assert_eq!(b.snapshot(t0 + 2 * S + W - MS).requests_this_window, 1);
+        assert_eq!(b.snapshot(t0 + 2 * S + W).requests_this_window, 0);
+    }
+
+    #[test]
     fn the_request_span_widens_at_most_to_a_tenth_of_the_window_once_per_span() {
         let t0 = Instant::now();
         let mut b = WindowBudget::new(Some(600), None, S);
@@ -895,6 +1026,101 @@ mod tests {
         };
         tokens.settle(t0, r, &for_tokens);
         assert_eq!(tokens.counts.request_span(), W);
+    }
+
+    /// Jobs of 1,000 tokens arriving every 50 ms, queued, offered to `budget` every 10 ms
+    /// for `seconds`; the server answers each admitted one (`reply(elapsed)`) and the reply
+    /// is settled 20 ms later. Returns when each admitted job was sent, and the refusals.
+    fn stream(
+        budget: &mut WindowBudget,
+        seconds: u32,
+        mut reply: impl FnMut(Duration) -> QuotaFeedback,
+    ) -> (Vec<Duration>, u32) {
+        let t0 = Instant::now();
+        let (mut queued, mut sent, mut refused) = (0u32, Vec::new(), 0);
+        let mut in_flight = std::collections::VecDeque::new();
+        for k in 0..seconds * 100 {
+            let now = t0 + k * 10 * MS;
+            while in_flight.front().is_some_and(|(at, _, _)| *at <= now) {
+                if let Some((at, r, feedback)) = in_flight.pop_front() {
+                    budget.settle(at, r, &feedback);
+                }
+            }
+            queued += u32::from(k % 5 == 0);
+            while queued > 0 {
+                let Ok(r) = budget.try_reserve(now, cost(1_000)) else {
+                    break;
+                };
+                queued -= 1;
+                let feedback = reply(now - t0);
+                refused += u32::from(feedback.rate_limited_for.is_some());
+                sent.push(now - t0);
+                in_flight.push_back((now + 20 * MS, r, feedback));
+            }
+        }
+        (sent, refused)
+    }
+
+    #[test]
+    fn the_turn_of_a_fixed_minute_is_learned_and_its_charges_freed_at_the_next() {
+        // 100,000 TPM: the first 100 jobs go within 5 s, then the minute is full. The server's
+        // minute turns 60 s after our start; the first reply after it shows the count fell to
+        // what was sent since, which brackets the turn between 4.95 s and 60.32 s: the first
+        // minute's charges (but the last 0.3 s of them) are forgotten at 60.62 s, not 60.3 s
+        // after each was made.
+        let mut b = WindowBudget::new(None, Some(100_000), S);
+        let mut server = FixedMinute::new(100_000);
+        let (sent, refused) = stream(&mut b, 65, |elapsed| server.arrive(elapsed, 1_000));
+        assert_eq!(refused, 0);
+        assert!(b.minute_phase.turns().is_some());
+        let by = |seconds: f64| sent.iter().filter(|at| at.as_secs_f64() < seconds).count();
+        assert_eq!(by(60.0), 100);
+        // 60.30-60.61 s: the jobs of 0-0.31 s age out (7); at 60.62 s those of 0.35-4.60 s
+        // (86). The last 0.3 s before the bracket (7 jobs of 4.65-4.95 s) may have reached
+        // the server after its turn: they keep their span.
+        assert_eq!(by(60.62), 107);
+        assert_eq!(by(60.63), 193);
+        // Then they age out one by one, as the server (which refused nothing) allowed.
+        assert_eq!(by(64.9), 193);
+        assert_eq!(sent.len(), 194);
+        // A 429 for tokens refutes the phase for good: back to sliding spans.
+        let later = Instant::now() + 10 * M;
+        b.try_reserve(later, cost(1_000)).unwrap();
+        let r = b.try_reserve(later, cost(1_000)).unwrap();
+        let refusal = QuotaFeedback {
+            remaining_tokens: Some(500),
+            rate_limited_for: Some(S),
+            ..QuotaFeedback::default()
+        };
+        b.settle(later, r, &refusal);
+        assert_eq!(b.minute_phase.turns(), None);
+    }
+
+    #[test]
+    fn a_sliding_minute_teaches_no_turn_and_keeps_the_spans() {
+        // The same traffic to a server whose minute slides: the count after the first reply of
+        // the second minute still holds the whole first minute but its first 0.3 s.
+        let mut b = WindowBudget::new(None, Some(100_000), S);
+        let mut log: Vec<(Duration, u64)> = Vec::new();
+        let (sent, refused) = stream(&mut b, 62, |elapsed| {
+            log.retain(|(at, _)| *at + 60 * S > elapsed);
+            let used: u64 = log.iter().map(|(_, tokens)| tokens).sum();
+            let fits = used + 1_000 <= 100_000;
+            if fits {
+                log.push((elapsed, 1_000));
+            }
+            QuotaFeedback {
+                remaining_tokens: Some(100_000 - used - if fits { 1_000 } else { 0 }),
+                rate_limited_for: (!fits).then_some(S),
+                ..QuotaFeedback::default()
+            }
+        });
+        assert_eq!(refused, 0);
+        assert_eq!(b.minute_phase.turns(), None);
+        let by = |seconds: f64| sent.iter().filter(|at| at.as_secs_f64() < seconds).count();
+        assert_eq!(by(60.0), 100);
+        // Only what aged out of the 60.3 s span: the jobs of 0-1.69 s.
+        assert_eq!(by(62.0), 134);
     }
 
     #[test]
@@ -974,6 +1200,9 @@ mod tests {
             let mut admitted: Vec<Reservation> = Vec::new();
             let mut released: Vec<u64> = Vec::new();
             let mut longest_window = rpm_window;
+            // Replies that showed fixed windows (a fall to what was charged since) turn the
+            // spans into the server's windows: the invariant is then per window of the server.
+            let (mut fixed_minute, mut fixed_window) = (false, false);
             for op in ops {
                 match op {
                     Op::Advance(ms) => now += Duration::from_millis(ms),
@@ -1004,6 +1233,8 @@ mod tests {
                                 ..QuotaFeedback::default()
                             });
                             longest_window = longest_window.max(budget.request_window());
+                            fixed_minute |= budget.minute_phase.turns().is_some();
+                            fixed_window |= budget.window_phase.turns().is_some();
                         }
                     }
                 }
@@ -1014,8 +1245,13 @@ mod tests {
                 admitted.iter().filter(|r| !released.contains(&r.id)).collect();
             let tokens: Vec<(Instant, u64)> = kept.iter().map(|r| (r.at, r.cost.tokens)).collect();
             let requests: Vec<(Instant, u64)> = kept.iter().map(|r| (r.at, 1)).collect();
-            prop_assert!(max_in_any_window(&tokens, MINUTE) <= tpm);
-            prop_assert!(max_in_any_window(&requests, MINUTE) <= u64::from(rpm));
+            if !fixed_minute {
+                prop_assert!(max_in_any_window(&tokens, MINUTE) <= tpm);
+                prop_assert!(max_in_any_window(&requests, MINUTE) <= u64::from(rpm));
+            }
+            if fixed_window {
+                return Ok(());
+            }
             if longest_window <= rpm_window {
                 prop_assert!(max_in_any_window(&requests, rpm_window) <= u64::from(per_window));
             }

@@ -194,5 +194,6 @@ fn feedback_of(report: &AttemptReport) -> QuotaFeedback {
             _ => None,
         },
         used_tokens: report.usage().map(|u| u.total_tokens),
+        call_time: Some(report.elapsed),
     }
 }

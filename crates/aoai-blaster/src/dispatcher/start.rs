@@ -166,9 +166,9 @@ impl Dispatcher {
         ) -> (Vec<EndpointLink>, Vec<Arbiter>),
     {
         let mut scheduler = Scheduler::new(config, rand::rngs::StdRng::from_rng(&mut rand::rng()));
-        // Building a tokenizer's encoder takes about half a second and some 20 MiB: start it
-        // now, off the actor's thread, so the first jobs do not wait for it; only those
-        // pacing counts with (the scheduler never loads the others).
+        // Building a tokenizer's counter (a hash table of its ranks, ~2 MiB for o200k) takes a
+        // few milliseconds: start it now, off the actor's thread, so the first jobs do not wait
+        // for it; only those pacing counts with (the scheduler never loads the others).
         let to_build: Vec<String> = scheduler.counted_tokenizers().map(str::to_owned).collect();
         if !to_build.is_empty() {
             let _ = std::thread::Builder::new()

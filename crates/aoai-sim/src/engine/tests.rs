@@ -74,7 +74,13 @@ fn rate_limited_with_retry_headers() {
         panic!("429 has a full body");
     };
     assert!(String::from_utf8_lossy(body).contains("Please retry after 48 seconds."));
-    assert_eq!(engine.stats().deployment("d").rate_limited, 1);
+    let stats = engine.stats().deployment("d");
+    assert_eq!(stats.rate_limited, 1);
+    // The quota's tokens refused it, not its requests.
+    assert_eq!(
+        (stats.refused_for_tokens, stats.refused_for_requests),
+        (1, 0)
+    );
 }
 
 #[test]

@@ -94,9 +94,16 @@ impl Process {
     /// Answers what was sent, wakes the scheduler, performs its effects against `redis`.
     fn step(&mut self, now: Instant, redis: &mut Redis) {
         let mut effects = Vec::new();
+        // Each was sent at the step before (10 ms ago) and left at once.
         for (job, number, endpoint) in std::mem::take(&mut self.in_flight) {
-            self.scheduler
-                .attempt_ended(now, job, number, endpoint, success(MS), &mut effects);
+            self.scheduler.attempt_ended(
+                now,
+                job,
+                number,
+                endpoint,
+                success(10 * MS),
+                &mut effects,
+            );
         }
         self.scheduler.wake(now, &mut effects);
         self.perform(now, effects, redis);

@@ -1,0 +1,374 @@
+//! [`FixedPhase`]: where a server's fixed windows turn, learned from its remaining counts.
+//!
+//! Why learn it: a server that counts in fixed windows (a minute from some instant it does not
+//! announce, a second, ten seconds) forgets a whole window's charges at once when it turns. A
+//! budget that counts over sliding spans keeps each charge a span after it was made, so after
+//! a burst it waits a full span where the server's window turns earlier, and in a backlog
+//! bound by requests it sends a window's allowance per span (1.02 s), not per window (1 s).
+//! Knowing where the windows turn, the budget can forget a window's charges at the turn.
+//!
+//! How: between two replies in charging order, a remaining count that went *up* says the
+//! server forgot charges between the two requests' arrivals. On a fixed server it forgot all
+//! of them: the count after the jump holds no more than what we charged since the first of the
+//! two (plus a slack for replies that overtook each other). On a sliding server it forgets only
+//! what slid out, and the count after the jump still holds the rest of the span, so the test
+//! fails unless we were idle for most of a span. A jump that passes brackets a turn: after the
+//! first request was sent (it arrived before the turn) and no later than the second's reply
+//! (it arrived after). The turns of a fixed window repeat every window, so brackets of several
+//! turns intersect (modulo the window) to where the turn lies. One is enough to act on: the
+//! first turn of a minute is the one a batch gains most from, and the test above is strict.
+//! The fall must be larger than the slack, so two requests sent just after a turn that arrive
+//! in the other order (the second sees one request fewer) do not look like a turn.
+//!
+//! Never over-admit on a sliding server: a bracket that contradicts the learned one, or a 429
+//! for the limit while the phase is in force, refutes it for good, and the budget goes back to
+//! sliding spans. Charges made so close to a turn that they may have arrived on either side of
+//! it (within the span's margin for late arrival, or within the bracket's uncertainty) keep
+//! their sliding span; the others are forgotten at the latest instant the turn can be, plus the
+//! margin.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Consistent turns seen before the budget forgets charges at the turn.
+pub const TURNS_TO_TRUST: u32 = 1;
+
+/// Charges remembered until their reply (more in flight than this are not paired).
+const MAX_CHARGES: usize = 4_096;
+
+/// Recent replies kept to pair later ones with (replies come back out of order).
+const MAX_SAMPLES: usize = 64;
+
+/// Where a fixed window's turns lie: each turn `k` is in `(start + k × window, start + k ×
+/// window + width]`, in our clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Turns {
+    start: Instant,
+    width: Duration,
+    window: Duration,
+}
+
+impl Turns {
+    /// The window's length.
+    pub(super) fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// When a charge made at `at` is certainly forgotten by the server: the latest instant the
+    /// turn after it can be, plus `margin`; `None` when the charge may have arrived on either
+    /// side of a turn (within `margin` before it, or within the bracket's uncertainty).
+    pub(super) fn forgotten(&self, at: Instant, margin: Duration) -> Option<Instant> {
+        let window = self.window.as_nanos() as i128;
+        let width = self.width.as_nanos() as i128;
+        let since = signed_nanos(at, self.start);
+        let offset = since.rem_euclid(window);
+        if offset <= width || offset + margin.as_nanos() as i128 >= window {
+            return None;
+        }
+        let end = since - offset + window + width + margin.as_nanos() as i128;
+        add_nanos(self.start, end)
+    }
+}
+
+/// `a - b` in nanoseconds, signed.
+fn signed_nanos(a: Instant, b: Instant) -> i128 {
+    match a.checked_duration_since(b) {
+        Some(after) => after.as_nanos() as i128,
+        None => -(b.duration_since(a).as_nanos() as i128),
+    }
+}
+
+fn add_nanos(base: Instant, nanos: i128) -> Option<Instant> {
+    let magnitude = Duration::from_nanos(u64::try_from(nanos.unsigned_abs()).ok()?);
+    if nanos >= 0 {
+        base.checked_add(magnitude)
+    } else {
+        base.checked_sub(magnitude)
+    }
+}
+
+/// One charge until its reply: when, and our units charged before it and with it.
+#[derive(Clone, Copy, Debug)]
+struct Charge {
+    id: u64,
+    at: Instant,
+    through: u64,
+}
+
+/// One reply: its request's charge, the server's count after it (our units), when it came.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    at: Instant,
+    through: u64,
+    count: u64,
+    replied: Instant,
+}
+
+/// What one remaining-count header says about where a fixed window turns. See the module docs.
+#[derive(Clone, Debug)]
+pub(super) struct FixedPhase {
+    window: Duration,
+    /// Units charged so far (our units), for "charged since".
+    charged: u64,
+    charges: VecDeque<Charge>,
+    samples: BTreeMap<u64, Sample>,
+    turns: Option<Turns>,
+    /// Consistent brackets in a row behind `turns`.
+    seen: u32,
+    /// The server was seen not to count in fixed windows of this length: never learn again.
+    refuted: bool,
+}
+
+impl FixedPhase {
+    pub(super) fn new(window: Duration) -> Self {
+        FixedPhase {
+            window,
+            charged: 0,
+            charges: VecDeque::new(),
+            samples: BTreeMap::new(),
+            turns: None,
+            seen: 0,
+            refuted: false,
+        }
+    }
+
+    /// The request charged as `id` at `at` was charged `units`.
+    pub(super) fn charge(&mut self, id: u64, at: Instant, units: u64) {
+        self.charged = self.charged.saturating_add(units);
+        self.charges.push_back(Charge {
+            id,
+            at,
+            through: self.charged,
+        });
+        if self.charges.len() > MAX_CHARGES {
+            self.charges.pop_front();
+        }
+    }
+
+    /// The reply to the request charged as `id` came at `replied`: the server had counted
+    /// `count` in its window (our units, that request included) of `limit`; `None` when the
+    /// reply says nothing believable about it (a 429, no header, one not trusted).
+    pub(super) fn observe(&mut self, id: u64, replied: Instant, count_of: Option<(u64, u64)>) {
+        let Ok(index) = self.charges.binary_search_by_key(&id, |c| c.id) else {
+            return;
+        };
+        let Some(charge) = self.charges.remove(index) else {
+            return;
+        };
+        let Some((count, limit)) = count_of.filter(|_| !self.refuted) else {
+            return;
+        };
+        let sample = Sample {
+            at: charge.at,
+            through: charge.through,
+            count,
+            replied,
+        };
+        let before = self.samples.range(..id).next_back().map(|(_, s)| *s);
+        let after = self.samples.range(id + 1..).next().map(|(_, s)| *s);
+        self.samples.insert(id, sample);
+        while self.samples.len() > MAX_SAMPLES {
+            self.samples.pop_first();
+        }
+        let slack = limit / 20 + 1;
+        for (first, second) in [(before, Some(sample)), (Some(sample), after)] {
+            if let (Some(first), Some(second)) = (first, second) {
+                self.pair(first, second, slack);
+            }
+        }
+    }
+
+    /// Two replies in charging order: a fall (by more than `slack`) in the server's count to
+    /// what we charged since the first brackets a turn.
+    fn pair(&mut self, first: Sample, second: Sample, slack: u64) {
+        let since = second.through.saturating_sub(first.through);
+        if second.count.saturating_add(slack) >= first.count
+            || second.count > since.saturating_add(slack)
+        {
+            return;
+        }
+        let Some(width) = second.replied.checked_duration_since(first.at) else {
+            return;
+        };
+        if width >= self.window {
+            return;
+        }
+        self.bracket(Turns {
+            start: first.at,
+            width,
+            window: self.window,
+        });
+    }
+
+    /// Narrows the learned turns with one more bracket (modulo the window).
+    fn bracket(&mut self, new: Turns) {
+        if self.refuted {
+            return;
+        }
+        let Some(old) = self.turns else {
+            (self.turns, self.seen) = (Some(new), 1);
+            return;
+        };
+        let window = self.window.as_nanos() as i128;
+        let (old_width, new_width) = (old.width.as_nanos() as i128, new.width.as_nanos() as i128);
+        let offset = signed_nanos(new.start, old.start).rem_euclid(window);
+        // The new bracket is [offset, offset + new_width] or one window earlier; keep the
+        // pieces that overlap [0, old_width].
+        let pieces: Vec<(i128, i128)> = [offset, offset - window]
+            .into_iter()
+            .map(|low| (low.max(0), (low + new_width).min(old_width)))
+            .filter(|(low, high)| low < high)
+            .collect();
+        match pieces.as_slice() {
+            [] => {
+                // Inconsistent: a fixed server never does this. Once trusted, refuted.
+                if self.seen >= TURNS_TO_TRUST {
+                    self.refute();
+                } else {
+                    (self.turns, self.seen) = (Some(new), 1);
+                }
+            }
+            [(low, high)] => {
+                self.turns = add_nanos(old.start, *low).map(|start| Turns {
+                    start,
+                    width: Duration::from_nanos(u64::try_from(high - low).unwrap_or(u64::MAX)),
+                    window: self.window,
+                });
+                self.seen += 1;
+            }
+            // Two pieces (both brackets wide): the old one holds both, keep it.
+            _ => self.seen += 1,
+        }
+    }
+
+    /// The server refused a request for this limit while the phase was in force (or replies
+    /// contradicted it): it does not count in fixed windows we can see; never learn again.
+    pub(super) fn refute(&mut self) {
+        self.refuted = true;
+        self.turns = None;
+        self.samples.clear();
+    }
+
+    /// The turns to forget charges at, once learned with confidence.
+    pub(super) fn turns(&self) -> Option<Turns> {
+        self.turns.filter(|_| self.seen >= TURNS_TO_TRUST)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Requests every `every` for `count` steps against a server with fixed windows of
+    /// `window` from `t0 + phase`, allowing `limit` a window (refused ones are not counted),
+    /// replies `latency` after sending; returns the learner.
+    fn fixed_server(phase: Duration, every: Duration, count: u32, limit: u64) -> FixedPhase {
+        let t0 = Instant::now();
+        let mut learner = FixedPhase::new(S);
+        let mut used = (i128::MIN, 0u64);
+        for k in 0..count {
+            let at = t0 + every * k;
+            learner.charge(u64::from(k), at, 1);
+            let index = signed_nanos(at, t0 + phase).div_euclid(S.as_nanos() as i128);
+            if used.0 != index {
+                used = (index, 0);
+            }
+            used.1 = (used.1 + 1).min(limit);
+            learner.observe(u64::from(k), at + 80 * MS, Some((used.1, limit)));
+        }
+        learner
+    }
+
+    #[test]
+    fn turns_of_a_fixed_window_are_bracketed_and_narrowed() {
+        // Ten a second, every 100 ms; the server's second turns 250 ms after our start.
+        let learner = fixed_server(250 * MS, 100 * MS, 40, 10);
+        let turns = learner.turns().expect("learned");
+        // Each turn lies after the last request before it (at .2) and no later than the reply
+        // to the first after it (at .3 + 80 ms).
+        assert_eq!(turns.width, 180 * MS);
+        let t0 = learner.samples[&0].at;
+        let offset = signed_nanos(turns.start, t0).rem_euclid(S.as_nanos() as i128);
+        assert_eq!(offset, (200 * MS).as_nanos() as i128);
+    }
+
+    #[test]
+    fn a_sliding_server_teaches_no_turn() {
+        // Ten in any second: a request every 100 ms keeps the count at ten; bursts of ten
+        // (3 ms apart) every 1.02 s see it fall to one, but from a request a burst's span
+        // earlier, longer than a window.
+        let t0 = Instant::now();
+        let mut steady = FixedPhase::new(S);
+        let mut bursts = FixedPhase::new(S);
+        let mut sent: Vec<Instant> = Vec::new();
+        for k in 0..100u32 {
+            let at = t0 + 100 * MS * k;
+            steady.charge(u64::from(k), at, 1);
+            steady.observe(
+                u64::from(k),
+                at + 5 * MS,
+                Some((u64::from(k + 1).min(10), 10)),
+            );
+            let at = t0 + 1_020 * MS * (k / 10) + 3 * MS * (k % 10);
+            bursts.charge(u64::from(k), at, 1);
+            sent.retain(|&s| s + S > at);
+            sent.push(at);
+            bursts.observe(u64::from(k), at + 5 * MS, Some((sent.len() as u64, 10)));
+        }
+        assert_eq!(steady.turns, None);
+        assert_eq!(bursts.turns, None);
+    }
+
+    #[test]
+    fn charges_near_a_turn_keep_their_span_and_the_others_go_at_the_turn() {
+        let t0 = Instant::now();
+        // Turns in (t0 + k s, t0 + k s + 100 ms].
+        let turns = Turns {
+            start: t0,
+            width: 100 * MS,
+            window: S,
+        };
+        let margin = 20 * MS;
+        assert_eq!(
+            turns.forgotten(t0 + 500 * MS, margin),
+            Some(t0 + 1_120 * MS)
+        );
+        assert_eq!(
+            turns.forgotten(t0 + 101 * MS, margin),
+            Some(t0 + 1_120 * MS)
+        );
+        // Within the bracket, or within the margin before the next one: either side.
+        assert_eq!(turns.forgotten(t0 + 50 * MS, margin), None);
+        assert_eq!(turns.forgotten(t0 + 985 * MS, margin), None);
+        // Before the bracket's start, a window earlier.
+        assert_eq!(turns.forgotten(t0 - 500 * MS, margin), Some(t0 + 120 * MS));
+    }
+
+    #[test]
+    fn a_contradicting_bracket_refutes_a_trusted_phase_for_good() {
+        let mut learner = fixed_server(250 * MS, 100 * MS, 40, 10);
+        assert!(learner.turns().is_some());
+        let t0 = learner
+            .samples
+            .values()
+            .next()
+            .map(|s| s.at)
+            .unwrap_or_else(Instant::now);
+        learner.bracket(Turns {
+            start: t0 + 10_700 * MS,
+            width: 50 * MS,
+            window: S,
+        });
+        assert!(learner.refuted);
+        // Even brackets that agree with the old phase teach nothing any more.
+        learner.bracket(Turns {
+            start: t0 + 10_200 * MS,
+            width: 50 * MS,
+            window: S,
+        });
+        assert_eq!(learner.turns, None);
+    }
+}
