@@ -4,8 +4,8 @@
 //! socket. Prints Redis calls per job, the time a job spent waiting on Redis (p50/p99/p99.9/max:
 //! most jobs are charged to a lease and spend none), and the latency of one renewal call.
 //!
-//! It measures the Redis side alone (no HTTP, no scheduler): the scheduler does not use shared
-//! quotas yet (issue 17).
+//! It measures the Redis side alone (no HTTP, no scheduler); `bench-quota --processes` runs
+//! real CLI processes end to end.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
