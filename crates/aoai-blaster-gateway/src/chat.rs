@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use aoai_blaster::core::gateway::{GatewayError, Route};
+use aoai_blaster::core::operation::JobRequest;
 use aoai_blaster::core::operation::Reply;
-use aoai_blaster::{ChatJob, ChatRequest, JobError, JobErrorKind, JobResult};
+use aoai_blaster::{ChatJob, ChatRequest, Job, JobError, JobErrorKind, JobResult};
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::app::{authorize, refuse};
 use crate::disconnect::{peer, unless_gone};
-use crate::state::State;
+use crate::state::{Permit, State};
 use crate::{metrics, reply, stream};
 
 /// The label of these requests in metrics.
@@ -65,36 +66,77 @@ pub(crate) async fn handle(
         let error = state.queue_full(&route).await;
         return refuse(ROUTE, &error, started);
     };
-    let mut job = ChatJob::new(parsed.request);
+    let stream = parsed.stream.then_some(stream::StreamKind::Chat {
+        include_usage: parsed.include_usage,
+    });
+    let job = ChatJob::new(parsed.request).into_job();
+    // A completion goes back as the upstream's bytes (nothing here reads it); a stream's
+    // deltas are relayed chunk by chunk.
+    let job = if stream.is_some() {
+        job
+    } else {
+        job.with_raw_reply()
+    };
+    let admitted = Admitted {
+        state,
+        route,
+        permit,
+        label: ROUTE,
+        started,
+    };
+    answer(&request, admitted, job, stream).await
+}
+
+/// A request past its key, body, route and the queue's bound.
+pub(crate) struct Admitted {
+    pub(crate) state: web::Data<State>,
+    pub(crate) route: Route,
+    pub(crate) permit: Permit,
+    /// The route's label in metrics.
+    pub(crate) label: &'static str,
+    pub(crate) started: Instant,
+}
+
+/// Sends an admitted request's job (pinned where the route pins it) and answers with its
+/// result: relayed as a stream of `stream`'s kind, or as the upstream's reply.
+pub(crate) async fn answer(
+    request: &HttpRequest,
+    admitted: Admitted,
+    mut job: Job<JobRequest>,
+    stream: Option<stream::StreamKind>,
+) -> HttpResponse {
+    let Admitted {
+        state,
+        route,
+        permit,
+        label,
+        started,
+    } = admitted;
     if let Route::Pin(pin) = &route {
         job = job.pinned_to(pin.clone());
     }
-    let peer = peer(&request);
-    if parsed.stream {
+    let peer = peer(request);
+    if let Some(kind) = stream {
         let call = stream::StreamCall {
-            kind: stream::StreamKind::Chat {
-                include_usage: parsed.include_usage,
-            },
+            kind,
             state,
             route,
             peer,
             permit,
             started,
         };
-        return stream::respond(call, job.into_job()).await;
+        return stream::respond(call, job).await;
     }
-    // The completion goes back as the upstream's bytes: nothing here reads it.
-    let job = job.into_job().with_raw_reply();
     let answer = unless_gone(peer.as_ref(), state.dispatcher.send(job)).await;
     drop(permit);
     match answer {
         // Nobody reads this reply; the job was dropped (unsent) or runs on unheard.
-        None => client_gone(ROUTE, started),
-        Some(Err(_)) => refuse(ROUTE, &closing(), started),
-        Some(Ok(Ok(result))) => relayed(ROUTE, &result, started),
+        None => client_gone(label, started),
+        Some(Err(_)) => refuse(label, &closing(), started),
+        Some(Ok(Ok(result))) => relayed(label, &result, started),
         Some(Ok(Err(error))) => {
             let answer = job_failed(&state, &route, &error).await;
-            refuse_after(ROUTE, &answer, &error, started)
+            refuse_after(label, &answer, &error, started)
         }
     }
 }

@@ -8,16 +8,15 @@ use std::time::Instant;
 use actix_web::{HttpRequest, HttpResponse, web};
 use aoai_blaster::Job;
 use aoai_blaster::core::embeddings::EmbeddingsRequest;
-use aoai_blaster::core::gateway::{GatewayError, Route};
+use aoai_blaster::core::gateway::GatewayError;
 use aoai_blaster::core::operation::JobRequest;
 use aoai_blaster::core::responses::ResponsesRequest;
 use serde_json::Value;
 
 use crate::app::{authorize, refuse};
-use crate::chat::{body_model, client_gone, closing, job_failed, read_body, refuse_after, relayed};
-use crate::disconnect::{peer, unless_gone};
+use crate::chat::{Admitted, answer, body_model, read_body};
 use crate::state::State;
-use crate::stream::{self, StreamCall, StreamKind};
+use crate::stream::StreamKind;
 
 /// The operations these routes serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,33 +80,21 @@ pub(crate) async fn handle(
         return refuse(route_label, &error, started);
     };
     // The reply (or, streamed, each event) goes back as the upstream's bytes.
-    let mut job = Job::new(job_request).with_raw_reply();
-    if let Route::Pin(pin) = &route {
-        job = job.pinned_to(pin.clone());
-    }
-    let peer = peer(&request);
-    if stream {
-        let call = StreamCall {
-            kind: StreamKind::Responses,
-            state,
-            route,
-            peer,
-            permit,
-            started,
-        };
-        return stream::respond(call, job).await;
-    }
-    let answer = unless_gone(peer.as_ref(), state.dispatcher.send(job)).await;
-    drop(permit);
-    match answer {
-        None => client_gone(route_label, started),
-        Some(Err(_)) => refuse(route_label, &closing(), started),
-        Some(Ok(Ok(result))) => relayed(route_label, &result, started),
-        Some(Ok(Err(error))) => {
-            let answer = job_failed(&state, &route, &error).await;
-            refuse_after(route_label, &answer, &error, started)
-        }
-    }
+    let job = Job::new(job_request).with_raw_reply();
+    let admitted = Admitted {
+        state,
+        route,
+        permit,
+        label: route_label,
+        started,
+    };
+    answer(
+        &request,
+        admitted,
+        job,
+        stream.then_some(StreamKind::Responses),
+    )
+    .await
 }
 
 /// The body's `model` (for routing), the job's request and whether it asks for a stream
