@@ -61,11 +61,12 @@ impl AttemptReport {
     }
 }
 
-/// A finished job of any operation: its reply plus where and how it was obtained.
+/// A finished job: its reply plus where and how it was obtained. A job of any operation
+/// answers a `JobResult` (its [`Reply`]); a chat job a [`ChatResult`] (its completion).
 #[derive(Debug, Clone)]
-pub struct JobResult {
-    /// The reply as Azure returned it (assembled, for streams).
-    pub reply: Reply,
+pub struct JobResult<R = Reply> {
+    /// The reply as Azure returned it (assembled, for streams), unknown fields kept.
+    pub reply: R,
     /// Name of the deployment that answered.
     pub endpoint: String,
     /// Every attempt the job made, the last one being the success.
@@ -76,11 +77,15 @@ pub struct JobResult {
     pub queued_for: Duration,
     /// Duration of the successful HTTP call.
     pub upstream_time: Duration,
-    /// The answering server's own processing time, when its reply stated it.
+    /// The answering server's own processing time, when its reply stated it
+    /// (`openai-processing-ms`, or the simulator's `x-sim-processing-us`).
     pub server_time: Option<Duration>,
     /// From submission to result.
     pub total_time: Duration,
 }
+
+/// A finished chat job: the whole completion (`reply`) plus where and how it was obtained.
+pub type ChatResult = JobResult<ChatCompletion>;
 
 impl JobResult {
     /// The generated text (a chat completion's first choice, a response's output text).
@@ -96,38 +101,31 @@ impl JobResult {
     /// The result of a chat job as a [`ChatResult`]; a result of another operation is given
     /// back unchanged.
     pub fn into_chat(self) -> Result<ChatResult, Box<JobResult>> {
-        let JobResult {
-            reply,
-            endpoint,
-            attempts,
-            request_id,
-            queued_for,
-            upstream_time,
-            server_time,
-            total_time,
-        } = self;
-        match reply {
-            Reply::Chat(completion) => Ok(ChatResult {
-                completion,
-                endpoint,
-                attempts,
-                request_id,
-                queued_for,
-                upstream_time,
-                server_time,
-                total_time,
+        match self.reply {
+            Reply::Chat(completion) => Ok(JobResult {
+                reply: completion,
+                endpoint: self.endpoint,
+                attempts: self.attempts,
+                request_id: self.request_id,
+                queued_for: self.queued_for,
+                upstream_time: self.upstream_time,
+                server_time: self.server_time,
+                total_time: self.total_time,
             }),
-            reply => Err(Box::new(JobResult {
-                reply,
-                endpoint,
-                attempts,
-                request_id,
-                queued_for,
-                upstream_time,
-                server_time,
-                total_time,
-            })),
+            reply => Err(Box::new(JobResult { reply, ..self })),
         }
+    }
+}
+
+impl ChatResult {
+    /// The first choice's text, if any.
+    pub fn text(&self) -> Option<&str> {
+        self.reply.text()
+    }
+
+    /// Token usage as reported by the service.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.reply.usage.as_ref()
     }
 }
 
@@ -155,40 +153,6 @@ impl JobOutput for ChatResult {
             };
             JobError::new(kind, other.attempts)
         })
-    }
-}
-
-/// A finished chat job: the whole completion plus where and how it was obtained.
-#[derive(Debug, Clone)]
-pub struct ChatResult {
-    /// The completion as Azure returned it (assembled, for streams), unknown fields kept.
-    pub completion: ChatCompletion,
-    /// Name of the deployment that answered.
-    pub endpoint: String,
-    /// Every attempt the job made, the last one being the success.
-    pub attempts: Vec<AttemptRecord>,
-    /// Azure's request id of the answering call (`apim-request-id` / `x-request-id`).
-    pub request_id: Option<String>,
-    /// Time spent waiting in the queue and between attempts.
-    pub queued_for: Duration,
-    /// Duration of the successful HTTP call.
-    pub upstream_time: Duration,
-    /// The answering server's own processing time, when its reply stated it
-    /// (`openai-processing-ms`, or the simulator's `x-sim-processing-us`).
-    pub server_time: Option<Duration>,
-    /// From submission to result.
-    pub total_time: Duration,
-}
-
-impl ChatResult {
-    /// The first choice's text, if any.
-    pub fn text(&self) -> Option<&str> {
-        self.completion.text()
-    }
-
-    /// Token usage as reported by the service.
-    pub fn usage(&self) -> Option<&Usage> {
-        self.completion.usage.as_ref()
     }
 }
 
