@@ -9,7 +9,7 @@
 //!
 //! For the benchmarks that run the `aoai-blaster` binary: [`blaster_run`] builds its `run`
 //! command, and [`Proc`] reads a process's CPU time, memory and open files from `/proc`
-//! (Linux) while it runs. With the `proptest` feature, [`fuzz_config`] sets the property tests
+//! (Linux) while it runs. With the `proptest` feature, `fuzz_config` sets the property tests
 //! that feed parsers hostile input.
 
 #[cfg(feature = "proptest")]
