@@ -210,3 +210,63 @@ impl EndpointCounters {
             .then(|| self.latency_total / u32::try_from(self.latency_count).unwrap_or(u32::MAX))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embeddings::EmbeddingsReply;
+
+    fn result(reply: Reply) -> JobResult {
+        JobResult {
+            reply,
+            endpoint: "east".into(),
+            attempts: Vec::new(),
+            request_id: Some("req-7".into()),
+            queued_for: Duration::from_millis(3),
+            upstream_time: Duration::from_millis(20),
+            server_time: Some(Duration::from_millis(15)),
+            total_time: Duration::from_millis(25),
+        }
+    }
+
+    #[test]
+    fn into_chat_keeps_every_field_and_gives_other_replies_back_whole() {
+        let completion: ChatCompletion = serde_json::from_str(
+            r#"{"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "hello"}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}"#,
+        )
+        .unwrap();
+        let chat = result(Reply::Chat(completion)).into_chat().unwrap();
+        assert_eq!(chat.text(), Some("hello"));
+        assert_eq!(chat.usage().map(|u| u.completion_tokens), Some(2));
+        assert_eq!(
+            (chat.endpoint.as_str(), chat.request_id.as_deref()),
+            ("east", Some("req-7"))
+        );
+        assert_eq!(
+            (chat.queued_for, chat.upstream_time, chat.total_time),
+            (
+                Duration::from_millis(3),
+                Duration::from_millis(20),
+                Duration::from_millis(25)
+            )
+        );
+        assert_eq!(chat.server_time, Some(Duration::from_millis(15)));
+
+        let embeddings: EmbeddingsReply = serde_json::from_str(
+            r#"{"object": "list", "data": [], "model": "embed",
+                "usage": {"prompt_tokens": 4, "total_tokens": 4}}"#,
+        )
+        .unwrap();
+        let other = result(Reply::Embeddings(embeddings.clone()))
+            .into_chat()
+            .unwrap_err();
+        assert!(matches!(&other.reply, Reply::Embeddings(e) if *e == embeddings));
+        assert_eq!(
+            (other.endpoint.as_str(), other.total_time),
+            ("east", Duration::from_millis(25))
+        );
+    }
+}
