@@ -160,26 +160,19 @@ mod tests {
 
     #[test]
     fn blaster_run_names_the_files_and_quiets_the_log() {
+        let (config, input, output) = ("blaster.yaml", "requests.jsonl", "results.jsonl");
         let command = blaster_run(
             "/bin/aoai-blaster",
-            Path::new("c.yaml"),
-            Path::new("in.jsonl"),
-            Path::new("out.jsonl"),
+            Path::new(config),
+            Path::new(input),
+            Path::new(output),
         );
         assert_eq!(command.get_program(), "/bin/aoai-blaster");
         let args: Vec<_> = command.get_args().collect();
-        assert_eq!(
-            args,
-            [
-                "run",
-                "--config",
-                "c.yaml",
-                "--input",
-                "in.jsonl",
-                "--output",
-                "out.jsonl"
-            ]
-        );
+        let expected = [
+            "run", "--config", config, "--input", input, "--output", output,
+        ];
+        assert_eq!(args, expected);
         let envs: Vec<_> = command.get_envs().collect();
         assert_eq!(
             envs,
