@@ -200,6 +200,21 @@ impl FixedPhase {
         });
     }
 
+    /// A turn lies in `(earliest, latest]` (a 429's wait for this limit, from when its
+    /// request left and from its reply; see `AdaptiveBudget`): narrows the learned turns as
+    /// a bracket from the remaining counts does.
+    pub(super) fn turn_within(&mut self, earliest: Instant, latest: Instant) {
+        if let Some(width) = latest.checked_duration_since(earliest)
+            && width < self.window
+        {
+            self.bracket(Turns {
+                start: earliest,
+                width,
+                window: self.window,
+            });
+        }
+    }
+
     /// Narrows the learned turns with one more bracket (modulo the window).
     fn bracket(&mut self, new: Turns) {
         if self.refuted {

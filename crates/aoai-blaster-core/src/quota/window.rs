@@ -216,6 +216,12 @@ impl Counts {
         self.window.span()
     }
 
+    /// When the oldest tokens counted in the minute span stop counting (far ahead when none
+    /// are counted).
+    pub(super) fn oldest_tokens_freed(&self, now: Instant) -> Instant {
+        self.minute.freed_by(now, 1, |c| c.tokens)
+    }
+
     /// The minute log's churn (see `SlidingLog::churn`), for [`Calibration::charged`].
     pub(super) fn churn(&self) -> u64 {
         self.minute.churn
