@@ -20,6 +20,11 @@ pub const DECREASE_FACTOR: f64 = 0.8;
 /// lowest count that met a 429.
 pub const INCREASE_SHARE: f64 = 0.05;
 
+/// Requests an [`AdaptiveBudget`] with no limit known lets out before the first reply comes
+/// back (a probe of the deployment, whose replies teach the limits); each success that
+/// teaches none lets two more out (slow start), until a 429 comes.
+pub const FIRST_FLIGHT: u32 = 8;
+
 /// How long an [`AdaptiveBudget`] remembers the count that met a 429 as a ceiling on what it
 /// learns (after that, a raised quota can be learned again).
 pub const CEILING_MEMORY: Duration = Duration::from_secs(600);
@@ -252,8 +257,12 @@ impl LearnedLimit {
 ///   request limit's), and grows by [`INCREASE_SHARE`] per minute without a 429 while it held
 ///   jobs back, up to [`INCREASE_SHARE`] below the lowest count that met a 429, so 429s die
 ///   out instead of recurring every few minutes.
-/// - Before anything is known, everything is admitted: the first replies (or 429s) teach the
-///   limits, so a first burst above them meets 429s once, not again.
+/// - Before anything is known, [`FIRST_FLIGHT`] requests go out, and two more for each
+///   success (the flight doubles each round trip) until the replies or a 429 teach the
+///   limits; after a 429, everything is admitted until they do, so a burst above them meets
+///   429s once, not again. The probe keeps that burst small: priority routing sent the
+///   whole first flight (64 requests) to each deployment in turn, and 3.9 % of a batch's
+///   requests met a 429 there.
 /// - A 429's wait blocks the budget, as in [`WindowBudget`](super::WindowBudget); a 429 for
 ///   tokens also makes f be learned again from the replies that follow.
 /// - The request window is learned too, but only lengthened: a 429 for requests (none left,
@@ -300,6 +309,9 @@ pub struct AdaptiveBudget {
     /// Where the server's fixed minute turns, from falls of the remaining tokens and from
     /// the waits of 429s for tokens.
     minute_phase: FixedPhase,
+    /// While probing (see [`FIRST_FLIGHT`]): requests charged and not yet answered, and how
+    /// many may be; `None` once a 429 came.
+    probing: Option<(u32, u32)>,
 }
 
 impl AdaptiveBudget {
@@ -321,6 +333,7 @@ impl AdaptiveBudget {
             request_header: Calibration::new(false),
             window_since: None,
             minute_phase: FixedPhase::new(MINUTE),
+            probing: Some((0, FIRST_FLIGHT)),
         }
     }
 
@@ -415,7 +428,17 @@ impl QuotaBudget for AdaptiveBudget {
         self.tokens.tick(now);
         self.requests.tick(now);
         let limits = self.limits(now, cost.tokens);
+        let unknown = limits.tpm.is_none() && limits.per_window.is_none();
+        if unknown && self.probing.is_some_and(|(out, allowed)| out >= allowed) {
+            // The first reply wakes the scheduler; this only bounds the wait if none comes.
+            return Err(Refusal::NotUntil(now + self.rpm_window));
+        }
         let result = self.counts.try_charge(now, cost, limits);
+        if result.is_ok()
+            && let Some((out, _)) = &mut self.probing
+        {
+            *out += 1;
+        }
         match &result {
             Ok(reservation) => {
                 self.token_header
@@ -431,6 +454,12 @@ impl QuotaBudget for AdaptiveBudget {
     }
 
     fn settle(&mut self, now: Instant, reservation: Reservation, feedback: &QuotaFeedback) {
+        self.probing = match self.probing {
+            Some((out, allowed)) if feedback.rate_limited_for.is_none() => {
+                Some((out.saturating_sub(1), allowed.saturating_add(2)))
+            }
+            _ => None,
+        };
         self.counts.prune(now);
         let reservation = self.counts.settled(now, reservation, feedback.call_time);
         // A 429 was not counted by Azure: our count at arrival, without this request, is
@@ -570,6 +599,9 @@ impl QuotaBudget for AdaptiveBudget {
     }
 
     fn release(&mut self, reservation: Reservation) {
+        if let Some((out, _)) = &mut self.probing {
+            *out = out.saturating_sub(1);
+        }
         self.counts.release(&reservation);
     }
 
@@ -591,6 +623,12 @@ mod tests {
     use super::*;
     use crate::quota::test_support::{FixedMinute, M, MS, Run, S, W, cost, drive, not_until};
     use proptest::prelude::*;
+
+    /// `budget` past its probe (see [`FIRST_FLIGHT`]), for tests of what it learns later.
+    fn unprobed(mut budget: AdaptiveBudget) -> AdaptiveBudget {
+        budget.probing = None;
+        budget
+    }
 
     #[test]
     fn adaptive_never_learns_above_configured_limits() {
@@ -691,18 +729,39 @@ mod tests {
     }
 
     #[test]
-    fn adaptive_admits_everything_until_it_learns() {
+    fn adaptive_probes_then_admits_everything_until_it_learns() {
         let t0 = Instant::now();
         let mut b = AdaptiveBudget::new(None, None, S);
         let first = b.try_reserve(t0, cost(100)).unwrap();
+        for _ in 1..FIRST_FLIGHT {
+            b.try_reserve(t0, cost(100)).unwrap();
+        }
+        // The probe is out: more wait for its first reply.
+        assert_eq!(not_until(b.try_reserve(t0, cost(100))), t0 + S);
+        // A reply without headers teaches nothing: it lets two more out.
+        let at = t0 + 300 * MS;
+        b.settle(at, first, &QuotaFeedback::default());
+        assert_eq!(b.snapshot(at).tpm_limit, None);
+        let more: Vec<Reservation> = (0..3)
+            .map(|_| b.try_reserve(at, cost(100)).unwrap())
+            .collect();
+        assert!(b.try_reserve(at, cost(100)).is_err());
+        // A 429 ends the probe: the burst above the limits has met it; everything goes until
+        // the replies teach them (this one, with no headers and a wait within the request
+        // window, teaches 7 requests a window: 0.8 x the 9 counted when it was charged).
+        let mut more = more.into_iter();
+        let refused = QuotaFeedback {
+            rate_limited_for: Some(Duration::from_millis(500)),
+            ..QuotaFeedback::default()
+        };
+        b.settle(at, more.next().unwrap(), &refused);
+        assert_eq!(b.snapshot(at).requests_per_window, Some(7));
+        b.try_reserve(at + 2 * S, cost(100)).unwrap();
+        // A limit configured is known from the start: no probe.
+        let mut b = AdaptiveBudget::new(None, Some(100_000), S);
         for _ in 0..100 {
             b.try_reserve(t0, cost(100)).unwrap();
         }
-        // A reply without headers teaches nothing.
-        b.settle(t0 + 300 * MS, first, &QuotaFeedback::default());
-        assert_eq!(b.snapshot(t0 + 300 * MS).tpm_limit, None);
-        b.try_reserve(t0 + 300 * MS, cost(100)).unwrap();
-        assert_eq!(b.snapshot(t0 + 300 * MS).tokens_this_minute, 10_200);
     }
 
     #[test]
@@ -827,8 +886,9 @@ mod tests {
             ..QuotaFeedback::default()
         };
         let run = drive(&mut b, 1, 300, |_, _| stuck);
-        // Nothing holds the backlog back: 5 jobs every 10 ms for a minute.
-        assert_eq!(run.admitted, vec![30_000]);
+        // Nothing holds the backlog back: 5 jobs every 10 ms for a minute (but for 2 at 10 ms,
+        // while the first flight of 8 was out).
+        assert_eq!(run.admitted, vec![29_998]);
         let snapshot = b.snapshot(Instant::now());
         assert_eq!(
             (snapshot.tpm_limit, snapshot.requests_per_window),
@@ -840,7 +900,7 @@ mod tests {
             remaining_tokens: Some(5_000),
             ..QuotaFeedback::default()
         };
-        assert_eq!(drive(&mut b, 1, 300, |_, _| stuck).admitted, vec![30_000]);
+        assert_eq!(drive(&mut b, 1, 300, |_, _| stuck).admitted, vec![29_998]);
     }
 
     #[test]
@@ -865,13 +925,13 @@ mod tests {
             }
         });
         assert_eq!(b.rpm_window(), 10 * S);
-        // Only the ten on their way when the first 429 came back are refused, and never again;
+        // Only the eight on their way when the first 429 came back are refused, and never again;
         // the server's 100 a window are all used (600 a minute).
         assert_eq!(
             run,
             Run {
-                admitted: vec![610, 600],
-                refused: vec![10, 0]
+                admitted: vec![608, 600],
+                refused: vec![8, 0]
             }
         );
     }
@@ -1096,9 +1156,9 @@ mod tests {
         // budget until they slid out, 60.3 s after each was made.
         let run = backlog_run();
         assert!(run.makespan <= Duration::from_millis(76_000), "{run:?}");
-        // The first burst's 34 (64 sent, 30 taken), and 13 of the second's burst that met
-        // the end of the minute's tokens.
-        assert_eq!(run.refused, 47, "{run:?}");
+        // The slow start's flight that passed 30 in a second, and the burst that met the end
+        // of the minute's tokens (47 before the probe: 34 of a first flight of 64).
+        assert_eq!(run.refused, 15, "{run:?}");
         assert_eq!(run.after_turn, 30, "{run:?}");
     }
 
@@ -1108,7 +1168,7 @@ mod tests {
         // first (a 429 is quick) and lower the limit to 24 (0.8 x 31, the count that met the
         // first); then the 30 successes prove 30, below the 31 refused: the limit goes to 30.
         let t0 = Instant::now();
-        let mut b = AdaptiveBudget::new(None, None, S);
+        let mut b = unprobed(AdaptiveBudget::new(None, None, S));
         let mut burst: Vec<Reservation> = (0..64)
             .map(|_| b.try_reserve(t0, cost(100)).unwrap())
             .collect();
@@ -1129,7 +1189,7 @@ mod tests {
     /// A budget that charged 10 requests of 1,000 tokens from 20 s on, 9 answered without
     /// headers, the 10th refused for tokens with the wait to a fixed minute's turn at 60 s.
     fn refused_until_the_turn(t0: Instant) -> AdaptiveBudget {
-        let mut b = AdaptiveBudget::new(None, None, S);
+        let mut b = unprobed(AdaptiveBudget::new(None, None, S));
         let sent: Vec<Reservation> = (0..10u32)
             .map(|k| {
                 b.try_reserve(t0 + 20 * S + k * 10 * MS, cost(1_000))
@@ -1228,7 +1288,7 @@ mod tests {
         // requests of the last 10 s (the burst): 29 per 10 s, a tenth of the limit (the 2.6x
         // run).
         let t0 = Instant::now();
-        let mut b = AdaptiveBudget::new(None, None, S);
+        let mut b = unprobed(AdaptiveBudget::new(None, None, S));
         let left = |tokens, requests| QuotaFeedback {
             remaining_tokens: Some(tokens),
             remaining_requests: Some(requests),
