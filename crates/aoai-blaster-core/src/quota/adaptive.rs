@@ -256,7 +256,19 @@ impl LearnedLimit {
 ///   the 429 (the retry wait tells which limit: one no longer than the request window is the
 ///   request limit's), and grows by [`INCREASE_SHARE`] per minute without a 429 while it held
 ///   jobs back, up to [`INCREASE_SHARE`] below the lowest count that met a 429, so 429s die
-///   out instead of recurring every few minutes.
+///   out instead of recurring every few minutes. A success whose count is below the lowest
+///   one that met a 429 proves that much at once: the limit (and that ceiling) rise to it (a
+///   burst's 429s come back before its successes, and 0.8 × the limit held for minutes).
+/// - Where the server's minute is fixed, the budget learns where it turns (see the `phase`
+///   module): from a fall of the remaining tokens to what was sent since, and from a 429 for
+///   tokens, whose wait ends at the turn (Azure's `retry-after-ms`; a whole-second
+///   `retry-after` may be rounded up). The minute's charges are then forgotten at the turn,
+///   not a minute after each was made. A later 429 whose wait points elsewhere (a sliding
+///   server frees its oldest charges, not a window) refutes the turns for good.
+/// - A 429 saying no tokens are left before any limit is known, whose wait ends before our
+///   charges could slide out of a minute, is a cooldown (an outage, Azure's "high demand"):
+///   it blocks for its wait and teaches no limit (learned, its count of one request or one
+///   burst held the next request a minute where the server asked for seconds).
 /// - Before anything is known, [`FIRST_FLIGHT`] requests go out, and two more for each
 ///   success (the flight doubles each round trip) until the replies or a 429 teach the
 ///   limits; after a 429, everything is admitted until they do, so a burst above them meets
@@ -266,7 +278,7 @@ impl LearnedLimit {
 /// - A 429's wait blocks the budget, as in [`WindowBudget`](super::WindowBudget); a 429 for
 ///   tokens also makes f be learned again from the replies that follow.
 /// - The request window is learned too, but only lengthened: a 429 for requests (none left,
-///   tokens to spare) whose wait is longer than the window in force shows the server counts
+///   tokens to spare: twice this request's charge) whose wait is longer than the window in force shows the server counts
 ///   over a longer one (its window turns, or its oldest request slides out, within its
 ///   length), so requests are counted over the shortest of 10 s and 60 s that covers the wait,
 ///   and its allowance is learned afresh (a 10 s window's allowance read as a second's would

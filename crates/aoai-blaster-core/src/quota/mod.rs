@@ -68,7 +68,7 @@ mod log;
 mod phase;
 mod window;
 
-pub use adaptive::{AdaptiveBudget, CEILING_MEMORY, DECREASE_FACTOR, INCREASE_SHARE};
+pub use adaptive::{AdaptiveBudget, CEILING_MEMORY, DECREASE_FACTOR, FIRST_FLIGHT, INCREASE_SHARE};
 pub use calibrate::{MAX_FACTOR, MIN_FACTOR, MIN_PAIRS};
 pub use cost::{
     TOKENS_PER_IMAGE, TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, char_charge, embeddings_charge,
