@@ -260,8 +260,8 @@ impl LearnedLimit {
 ///   one that met a 429 proves that much at once: the limit (and that ceiling) rise to it (a
 ///   burst's 429s come back before its successes, and 0.8 × the limit held for minutes).
 /// - Where the server's minute is fixed, the budget learns where it turns (see the `phase`
-///   module): from a fall of the remaining tokens to what was sent since, and from a 429 for
-///   tokens, whose wait ends at the turn (Azure's `retry-after-ms`; a whole-second
+///   module): from a fall of the remaining tokens to what was sent since, and, without
+///   remaining counts, from a 429 for tokens, whose wait ends at the turn (Azure's `retry-after-ms`; a whole-second
 ///   `retry-after` may be rounded up). The minute's charges are then forgotten at the turn,
 ///   not a minute after each was made. A later 429 whose wait points elsewhere (a sliding
 ///   server frees its oldest charges, not a window) refutes the turns for good.
@@ -410,9 +410,9 @@ impl AdaptiveBudget {
         true
     }
 
-    /// A 429 for tokens asked the request charged as `reservation` (replied at `now`) to wait
-    /// `wait`: a fixed minute turns that long after the request arrived, after it left and no
-    /// later than its reply (a wait in whole seconds may be `retry-after` rounded up: up to a
+    /// A 429 for tokens (no remaining counts) asked the request charged as `reservation`
+    /// (replied at `now`) to wait `wait`: a fixed minute turns that long after the request
+    /// arrived, after it left and no later than its reply (a wait in whole seconds may be `retry-after` rounded up: up to a
     /// second earlier). On a sliding server the wait is when enough of its oldest charges
     /// slide out; the turns learned from it then meet a 429 whose wait points elsewhere,
     /// which refutes them for good.
@@ -584,7 +584,9 @@ impl QuotaBudget for AdaptiveBudget {
                 self.tokens
                     .decrease(now, reservation.at, reservation.tokens_in_minute);
             }
-            if tokens_ran_out || (headerless && !by_requests) {
+            // Only without remaining counts: with them, their falls show the turn (a strict
+            // test), and a sliding server's 429 at the limit taught a turn that was not there.
+            if headerless && !by_requests {
                 self.minute_turns_within(&reservation, now, wait);
             }
         } else {
@@ -1256,6 +1258,44 @@ mod tests {
         let after_turn = t0 + Duration::from_millis(120_500);
         assert_eq!(b.snapshot(after_turn).tokens_this_minute, 1_000);
         assert_eq!(b.snapshot(turned + M).tokens_this_minute, 0);
+    }
+
+    #[test]
+    fn a_429_for_tokens_with_remaining_counts_teaches_no_turn() {
+        // A sliding server at its limit: the 429's wait is when its oldest charges slide out,
+        // not a turn. Read as one (bench-quota, `window: sliding`), the minute's charges were
+        // forgotten 0.7 s after it and the next requests met 429s. With remaining counts,
+        // only their falls show a turn.
+        let t0 = Instant::now();
+        let mut b = AdaptiveBudget::new(None, None, S);
+        let left = |tokens| QuotaFeedback {
+            remaining_tokens: Some(tokens),
+            ..QuotaFeedback::default()
+        };
+        let probe: Vec<Reservation> = (0..2)
+            .map(|_| b.try_reserve(t0, cost(1_000)).unwrap())
+            .collect();
+        for (r, tokens) in probe.into_iter().zip([9_000, 8_000]) {
+            b.settle(t0 + 80 * MS, r, &left(tokens));
+        }
+        assert_eq!(b.snapshot(t0 + 80 * MS).tpm_limit, Some(10_000));
+        let at = t0 + 30 * S;
+        let sent: Vec<Reservation> = (0..8)
+            .map(|_| b.try_reserve(at, cost(1_000)).unwrap())
+            .collect();
+        for (k, r) in (0u64..).zip(sent) {
+            let feedback = if k < 7 {
+                left(7_000 - 1_000 * k)
+            } else {
+                QuotaFeedback {
+                    rate_limited_for: Some(Duration::from_millis(30_220)),
+                    ..left(500)
+                }
+            };
+            b.settle(at + 80 * MS, r, &feedback);
+        }
+        // Past the wait (60.3 s) the first two have slid out; the eight of 30 s still count.
+        assert_eq!(b.snapshot(t0 + 61 * S).tokens_this_minute, 8_000);
     }
 
     #[test]
