@@ -20,6 +20,16 @@
 //! The fall must be larger than the slack, so two requests sent just after a turn that arrive
 //! in the other order (the second sees one request fewer) do not look like a turn.
 //!
+//! Why requests are spread while a request window's turns are learned: a budget that sends a
+//! window's allowance at once, a span apart, shows a fixed and a sliding server the same
+//! traffic (every burst meets a fresh window), and no two of its replies bracket a turn closer
+//! than a span, which is longer than the window. Spread evenly over the span (one request every
+//! `span / allowance`), the same rate has a request on each side of every turn a gap apart: the
+//! first turn is bracketed within the gap plus a reply's latency. The rate is the same, so
+//! spreading costs nothing on a sliding server, where it goes on; on a fixed one the budget sends
+//! each window's allowance at its turn once the turn is learned (see
+//! `WindowBudget::spread_gap`).
+//!
 //! Never over-admit on a sliding server: a bracket that contradicts the learned one, or a 429
 //! for the limit while the phase is in force, refutes it for good, and the budget goes back to
 //! sliding spans. Charges made so close to a turn that they may have arrived on either side of
@@ -247,6 +257,11 @@ impl FixedPhase {
         self.refuted = true;
         self.turns = None;
         self.samples.clear();
+    }
+
+    /// Whether the turns are still to be learned: neither trusted nor refuted.
+    pub(super) fn learning(&self) -> bool {
+        !self.refuted && self.turns().is_none()
     }
 
     /// The turns to forget charges at, once learned with confidence.
