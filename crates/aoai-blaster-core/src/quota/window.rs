@@ -170,12 +170,15 @@ impl Counts {
         self.minute.totals_within(at, span).1
     }
 
-    /// Tokens and requests a server's window of `window` sliding over our charges surely
-    /// still holds when the request charged at `at` arrives: those charged within the window
-    /// less the span's margin up to it (a charge may arrive that much later than another).
-    pub(super) fn sliding_over(&self, at: Instant, window: Duration) -> (u64, u64) {
-        let margin = span_of(window).saturating_sub(window);
-        self.minute.totals_within(at, window.saturating_sub(margin))
+    /// What a server's minute and request window of `rpm_window`, sliding over our charges,
+    /// surely still hold when the request charged at `at` arrives: the tokens and the requests
+    /// charged within each window less its span's margin up to it (a charge may arrive that
+    /// much later than another).
+    pub(super) fn sliding_at(&self, at: Instant, rpm_window: Duration) -> (u64, u64) {
+        let within = |window: Duration| window.saturating_sub(span_of(window) - window);
+        let (tokens, _) = self.minute.totals_within(at, within(MINUTE));
+        let (_, requests) = self.window.totals_within(at, within(rpm_window));
+        (tokens, requests)
     }
 
     /// The server refused a request charged at `charged` for its request window, though our
@@ -468,7 +471,8 @@ impl WindowBudget {
             )),
             _ => None,
         };
-        let (sliding_tokens, _) = self.counts.sliding_over(reservation.at, MINUTE);
+        let (sliding_tokens, sliding_requests) =
+            self.counts.sliding_at(reservation.at, self.request_window);
         self.minute_phase
             .observe(reservation.id, now, tokens, sliding_tokens);
         let requests = match (self.limits.per_window, feedback.remaining_requests) {
@@ -478,9 +482,6 @@ impl WindowBudget {
             }
             _ => None,
         };
-        let (_, sliding_requests) = self
-            .counts
-            .sliding_over(reservation.at, self.request_window);
         self.window_phase
             .observe(reservation.id, now, requests, sliding_requests);
         self.counts
@@ -1101,6 +1102,18 @@ mod tests {
         assert_eq!(tokens.counts.request_span(), W);
     }
 
+    /// Replies in flight (settled at, reservation, feedback), in order.
+    type InFlight = std::collections::VecDeque<(Instant, Reservation, QuotaFeedback)>;
+
+    /// Settles the replies in flight that are due by `now`.
+    fn settle_due(budget: &mut WindowBudget, in_flight: &mut InFlight, now: Instant) {
+        while in_flight.front().is_some_and(|(at, _, _)| *at <= now) {
+            if let Some((at, r, feedback)) = in_flight.pop_front() {
+                budget.settle(at, r, &feedback);
+            }
+        }
+    }
+
     /// Jobs of 1,000 tokens arriving every 50 ms, queued, offered to `budget` every 10 ms
     /// for `seconds`; the server answers each admitted one (`reply(elapsed)`) and the reply
     /// is settled 20 ms later. Returns when each admitted job was sent, and the refusals.
@@ -1111,14 +1124,10 @@ mod tests {
     ) -> (Vec<Duration>, u32) {
         let t0 = Instant::now();
         let (mut queued, mut sent, mut refused) = (0u32, Vec::new(), 0);
-        let mut in_flight = std::collections::VecDeque::new();
+        let mut in_flight = InFlight::new();
         for k in 0..seconds * 100 {
             let now = t0 + k * 10 * MS;
-            while in_flight.front().is_some_and(|(at, _, _)| *at <= now) {
-                if let Some((at, r, feedback)) = in_flight.pop_front() {
-                    budget.settle(at, r, &feedback);
-                }
-            }
+            settle_due(budget, &mut in_flight, now);
             queued += u32::from(k % 5 == 0);
             while queued > 0 {
                 let Ok(r) = budget.try_reserve(now, cost(1_000)) else {
@@ -1181,14 +1190,10 @@ mod tests {
     ) -> (Vec<Duration>, u32, Option<Duration>) {
         let t0 = Instant::now();
         let (mut sent, mut refused, mut learned) = (Vec::new(), 0, None);
-        let mut in_flight = std::collections::VecDeque::new();
+        let mut in_flight = InFlight::new();
         for k in 0..seconds * 100 {
             let now = t0 + k * 10 * MS;
-            while in_flight.front().is_some_and(|(at, _, _)| *at <= now) {
-                if let Some((at, r, feedback)) = in_flight.pop_front() {
-                    budget.settle(at, r, &feedback);
-                }
-            }
+            settle_due(budget, &mut in_flight, now);
             if learned.is_none() && budget.window_phase.turns().is_some() {
                 learned = Some(now - t0);
             }
