@@ -359,6 +359,8 @@ pub struct WindowBudget {
     /// and how many were charged spread so far.
     spread_due: Option<Instant>,
     spread_count: u32,
+    /// Other processes share the quota ([`QuotaBudget::shared_with_others`]).
+    shared: bool,
 }
 
 /// The request windows Azure is known to use, shortest first.
@@ -411,6 +413,7 @@ impl WindowBudget {
             window_phase: FixedPhase::new(rpm_window),
             spread_due: None,
             spread_count: 0,
+            shared: false,
         }
     }
 
@@ -493,11 +496,13 @@ impl WindowBudget {
     /// by the window's allowance (a burst a span apart brackets no turn; see the `phase`
     /// module). `None` (send at once) when there is nothing to learn: no request limit, an
     /// allowance of one, a header not believed, turns learned or refuted, a longer window
-    /// learned (its burst is worth more than its phase), or [`SPREAD_WINDOWS`] allowances
-    /// sent spread without a turn.
+    /// learned (its burst is worth more than its phase), [`SPREAD_WINDOWS`] allowances sent
+    /// spread without a turn, or a quota shared with other processes (their requests in the
+    /// count hide a fall to ours).
     fn spread_gap(&self, requests: u32) -> Option<Duration> {
         let per_window = self.limits.per_window.filter(|&n| n > 1)?;
-        let learning = self.request_window == self.configured_window
+        let learning = !self.shared
+            && self.request_window == self.configured_window
             && self.request_header.trusted()
             && self.window_phase.learning()
             && self.spread_count < SPREAD_WINDOWS.saturating_mul(per_window);
@@ -648,6 +653,10 @@ impl QuotaBudget for WindowBudget {
             ..self.limits
         };
         self.counts.snapshot(now, limits)
+    }
+
+    fn shared_with_others(&mut self) {
+        self.shared = true;
     }
 }
 
@@ -1248,6 +1257,21 @@ mod tests {
         assert_eq!(per_window[3..30].iter().sum::<u32>(), 269);
         assert!(per_window[3..30].iter().all(|&n| n >= 9), "{per_window:?}");
         assert_eq!(b.spread_gap(1), None);
+    }
+
+    #[test]
+    fn a_budget_shared_with_other_processes_does_not_spread() {
+        // Their requests count in the server's windows too: a count never falls to ours alone,
+        // so spreading would learn nothing. Ten go at once, as without spreading.
+        let mut b = WindowBudget::new(Some(600), None, S);
+        b.shared_with_others();
+        let mut used = 0;
+        let (sent, refused, learned) = backlog(&mut b, 3, |_| {
+            used += 1;
+            Some(used.min(10))
+        });
+        assert_eq!((refused, learned), (0, None));
+        assert_eq!(sent[10..20], [1_020 * MS; 10]);
     }
 
     #[test]
