@@ -51,14 +51,16 @@ examples:
     cargo run --release --example actix_app
 
 # The gateway (`aoai-blaster serve`) against two zero-latency upstreams (the simulator, then
-# nginx answering a fixed completion), side by side with direct requests, with wrk: added
-# p50/p99, max req/s, idle RSS. Installs Debian's wrk and nginx-light when missing.
+# nginx answering a fixed completion), side by side with direct requests: wrk's closed loop
+# (added p50/p99, max req/s), oha's open loop at fixed rates, idle RSS. Installs Debian's wrk and
+# nginx-light, and oha (crates.io) into target/tools, when missing.
 bench-gateway *args:
     #!/usr/bin/env sh
     set -e
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     if ! command -v wrk >/dev/null; then $sudo apt-get update -q && $sudo apt-get install -y -q wrk; fi
     if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null; then $sudo apt-get install -y -q nginx-light; fi
+    if ! [ -x target/tools/bin/oha ]; then cargo install oha --locked --root target/tools; fi
     cargo run --release -p aoai-bench --bin gateway -- {{args}}
 
 # Quota pacing benchmark (release): makespan vs the theoretical minimum and 429s, per strategy.

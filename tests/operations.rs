@@ -9,7 +9,7 @@ use actix::prelude::*;
 use aoai_blaster::{
     ChatJob, Dispatcher, EmbeddingsRequest, Job, JobErrorKind, Operation, Reply, ResponsesRequest,
 };
-use aoai_sim::{embedding_vector, messages_digest};
+use aoai_sim::{SimHandle, embedding_vector, messages_digest};
 use common::*;
 use serde_json::{Value, json};
 
@@ -28,34 +28,46 @@ fn embeddings_of(reply: &Reply) -> Vec<Vec<f32>> {
         .collect()
 }
 
-#[actix_rt::test]
-async fn embeddings_and_responses_on_both_url_styles() {
+/// A simulator serving an embeddings model `embed` and a chat model `gpt`, with
+/// `(vector dimensions, reply tokens)`, and a Dispatcher over `deployments` of them, each a
+/// model and the keys of its entry.
+async fn embed_and_gpt<const N: usize>(
+    (dimensions, reply_tokens): (u64, u64),
+    deployments: [(&str, Value); N],
+) -> (SimHandle, Addr<Dispatcher>) {
     let sim = start_sim(vec![
-        spec("embed").embedding_dimensions(4),
-        spec("gpt").reply_tokens(6),
+        spec("embed").embedding_dimensions(dimensions),
+        spec("gpt").reply_tokens(reply_tokens),
     ])
     .await;
-    let config = config(
-        json!({}),
-        vec![
-            deployment(
-                &sim,
+    let deployments = deployments
+        .into_iter()
+        .map(|(model, keys)| deployment(&sim, model, keys))
+        .collect();
+    let dispatcher = Dispatcher::start(config(json!({}), deployments)).expect("dispatcher starts");
+    (sim, dispatcher)
+}
+
+#[actix_rt::test]
+async fn embeddings_and_responses_on_both_url_styles() {
+    let (sim, dispatcher) = embed_and_gpt(
+        (4, 6),
+        [
+            (
                 "embed",
                 json!({"name": "emb-dated", "operations": ["embeddings"]}),
             ),
-            deployment(
-                &sim,
+            (
                 "embed",
                 json!({"name": "emb-v1", "api_version": "v1", "operations": ["embeddings"]}),
             ),
-            deployment(
-                &sim,
+            (
                 "gpt",
                 json!({"name": "gpt-v1", "api_version": "v1", "operations": ["chat", "responses"]}),
             ),
         ],
-    );
-    let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
+    )
+    .await;
     let inputs = json!(["alpha text", "beta text, longer", [7, 8, 9]]);
     for name in ["emb-dated", "emb-v1"] {
         let job = Job::from_request(EmbeddingsRequest::new(inputs.clone())).pinned_to(name);
@@ -114,16 +126,14 @@ async fn embeddings_and_responses_on_both_url_styles() {
 
 #[actix_rt::test]
 async fn a_streamed_response_is_assembled_and_delivered_delta_by_delta() {
-    let sim = start_sim(vec![spec("gpt").reply_tokens(9)]).await;
-    let config = config(
-        json!({}),
-        vec![deployment(
-            &sim,
+    let (sim, dispatcher) = embed_and_gpt(
+        (1, 9),
+        [(
             "gpt",
             json!({"api_version": "v1", "operations": ["responses"]}),
         )],
-    );
-    let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
+    )
+    .await;
     let request = || ResponsesRequest::new(json!([{"role": "user", "content": "Stream please"}]));
     let plain = dispatcher
         .send(Job::from_request(request()))
@@ -176,9 +186,7 @@ async fn a_streamed_response_is_assembled_and_delivered_delta_by_delta() {
 
 #[actix_rt::test]
 async fn a_job_whose_operation_no_deployment_takes_never_reaches_the_service() {
-    let sim = start_sim(vec![spec("gpt")]).await;
-    let config = config(json!({}), vec![deployment(&sim, "gpt", json!({}))]);
-    let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
+    let (sim, dispatcher) = embed_and_gpt((1, 1), [("gpt", json!({}))]).await;
     let requests: [aoai_blaster::JobRequest; 2] = [
         ResponsesRequest::new("hi").into(),
         EmbeddingsRequest::new("hi").into(),
@@ -201,23 +209,17 @@ async fn a_job_whose_operation_no_deployment_takes_never_reaches_the_service() {
 
 #[actix_rt::test]
 async fn a_raw_reply_job_gets_the_servers_bytes_and_the_same_usage() {
-    let sim = start_sim(vec![
-        spec("embed").embedding_dimensions(3),
-        spec("gpt").reply_tokens(5),
-    ])
-    .await;
-    let config = config(
-        json!({}),
-        vec![
-            deployment(
-                &sim,
+    let (sim, dispatcher) = embed_and_gpt(
+        (3, 5),
+        [
+            (
                 "embed",
                 json!({"name": "emb", "operations": ["embeddings"]}),
             ),
-            deployment(&sim, "gpt", json!({"name": "chat"})),
+            ("gpt", json!({"name": "chat"})),
         ],
-    );
-    let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
+    )
+    .await;
     let requests: [(&str, Job); 2] = [
         ("emb", Job::from_request(EmbeddingsRequest::new("raw text"))),
         ("chat", Job::from_request(prompt(2))),

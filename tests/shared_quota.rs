@@ -74,7 +74,9 @@ async fn two_processes_sharing_a_quota_meet_no_429_at_the_pace_of_one() {
     }
     // One process at the whole quota: four windows of ten, 3.06 s at least.
     assert!(elapsed >= Duration::from_millis(3_060), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    // A stall (a lease held to its ttl, a minute's wait) would show; a loaded machine's
+    // scheduling should not, so the bound is loose (5 s failed once at load 5-7).
+    assert!(elapsed < Duration::from_secs(8), "{elapsed:?}");
     sim.stop().await;
 }
 

@@ -28,8 +28,8 @@ async fn an_assembled_stream_equals_the_plain_reply() {
         .expect("streamed reply");
     assert_eq!(streamed.text(), plain.text());
     assert_eq!(
-        streamed.completion.choices[0].finish_reason,
-        plain.completion.choices[0].finish_reason
+        streamed.reply.choices[0].finish_reason,
+        plain.reply.choices[0].finish_reason
     );
     let usage = streamed.usage().expect("include_usage gives usage");
     assert_eq!(

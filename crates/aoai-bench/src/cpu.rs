@@ -2,34 +2,16 @@
 
 use std::time::Duration;
 
-/// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`: 100 on Linux).
-const TICKS_PER_SECOND: u64 = 100;
-
-/// User + system CPU time of `/proc/<path>/stat` (`self`, `self/task/<tid>`, a pid).
-fn stat_cpu(path: &str) -> Option<(String, Duration)> {
-    let text = std::fs::read_to_string(format!("/proc/{path}/stat")).ok()?;
-    // `pid (comm) state ...`: comm may hold spaces, so split after the last ')'.
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let name = text.get(open + 1..close)?.to_owned();
-    let fields: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
-    // After comm: state is field 3, utime field 14, stime field 15 (1-based).
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    let ticks = utime + stime;
-    Some((name, Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)))
-}
+use aoai_testkit::Proc;
 
 /// CPU time (user + system, every thread, 10 ms resolution) of this process so far.
 pub fn process_cpu() -> Duration {
-    stat_cpu("self").map(|(_, cpu)| cpu).unwrap_or_default()
+    Proc::this().stat().map(|s| s.cpu).unwrap_or_default()
 }
 
 /// CPU time of process `pid` so far.
 pub fn pid_cpu(pid: u32) -> Duration {
-    stat_cpu(&pid.to_string())
-        .map(|(_, cpu)| cpu)
-        .unwrap_or_default()
+    Proc::pid(pid).stat().map(|s| s.cpu).unwrap_or_default()
 }
 
 /// CPU time of each live thread of this process, as `(thread id, name, cpu)`.
@@ -41,8 +23,8 @@ pub fn threads_cpu() -> Vec<(u64, String, Duration)> {
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let tid: u64 = entry.file_name().to_str()?.parse().ok()?;
-            let (name, cpu) = stat_cpu(&format!("self/task/{tid}"))?;
-            Some((tid, name, cpu))
+            let stat = Proc::thread(tid).stat()?;
+            Some((tid, stat.name, stat.cpu))
         })
         .collect();
     threads.sort_by_key(|(tid, _, _)| *tid);

@@ -16,15 +16,13 @@
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aoai_sim::{DeploymentSpec, SimConfig, SimThread};
+use aoai_testkit::{Proc, blaster_run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aoai-blaster");
-
-/// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`).
-const TICKS_PER_SECOND: u64 = 100;
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -32,32 +30,6 @@ fn env_number(name: &str, default: u64) -> u64 {
         .and_then(|v| v.trim().replace('_', "").parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(default)
-}
-
-/// `(state, user + system CPU)` of process `pid` from `/proc/<pid>/stat`.
-fn state_and_cpu(pid: u32) -> Option<(char, Duration)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ...`: comm may hold spaces, so split after the last ')'.
-    let fields: Vec<&str> = text
-        .get(text.rfind(')')? + 2..)?
-        .split_whitespace()
-        .collect();
-    let state = fields.first()?.chars().next()?;
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some((
-        state,
-        Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND),
-    ))
-}
-
-/// `VmHWM` (peak RSS) of a live process, in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|line| line.starts_with("VmHWM:"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|value| value.parse().ok())
 }
 
 fn write_chat(path: &Path, lines: u64) -> std::io::Result<()> {
@@ -101,26 +73,18 @@ struct Measured {
 
 fn measure(config: &Path, input: &Path, output: &Path) -> Measured {
     let started = Instant::now();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(config)
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(output)
+    let mut child = blaster_run(BIN, config, input, output)
         .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("the aoai-blaster binary starts");
-    let pid = child.id();
+    let proc = Proc::pid(child.id());
     let mut peak_kib = 0;
     // Poll without reaping: an exited child stays a zombie, whose stat still holds its CPU.
     let cpu = loop {
-        match state_and_cpu(pid) {
-            Some(('Z', cpu)) => break cpu,
-            Some(_) => peak_kib = peak_kib.max(peak_rss_kib(pid).unwrap_or(0)),
+        match proc.stat() {
+            Some(stat) if stat.state == 'Z' => break stat.cpu,
+            Some(_) => peak_kib = peak_kib.max(proc.status_kib("VmHWM:").unwrap_or(0)),
             None => break Duration::ZERO,
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -13,24 +13,16 @@
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aoai_sim::{DeploymentSpec, SimConfig, SimThread};
+use aoai_testkit::{Proc, blaster_run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aoai-blaster");
 
 /// `VmRSS` and `VmHWM` of a process, in KiB.
-fn memory_of(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .and_then(|value| value.parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+fn memory_of(proc: &Proc) -> Option<(u64, u64)> {
+    Some((proc.status_kib("VmRSS:")?, proc.status_kib("VmHWM:")?))
 }
 
 fn write_input(path: &Path, lines: u64) -> std::io::Result<u64> {
@@ -55,24 +47,14 @@ struct Measured {
 
 fn measure(config: &Path, input: &Path, output: &Path) -> Measured {
     let started = Instant::now();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(config)
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(output)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+    let mut child = blaster_run(BIN, config, input, output)
         .spawn()
         .expect("the aoai-blaster binary starts");
-    let pid = child.id();
+    let proc = Proc::pid(child.id());
     let mut peak = 0;
     let mut samples = Vec::new();
     loop {
-        if let Some((rss, hwm)) = memory_of(pid) {
+        if let Some((rss, hwm)) = memory_of(&proc) {
             peak = peak.max(hwm);
             let lines = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
             samples.push((started.elapsed(), rss, lines));

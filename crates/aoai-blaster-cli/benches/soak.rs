@@ -13,28 +13,15 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aoai_sim::{DeploymentSpec, FaultSpec, OutageSpec, SimConfig, SimThread};
+use aoai_testkit::{Proc, blaster_run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_aoai-blaster");
 
 /// Samples taken in the first seconds are left out of the flatness figures (start-up).
 const WARM_UP: Duration = Duration::from_secs(10);
-
-fn vm_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|value| value.parse().ok())
-}
-
-fn open_fds(pid: u32) -> Option<usize> {
-    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
-}
 
 fn write_input(path: &Path, lines: u64) -> std::io::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
@@ -137,23 +124,14 @@ fn main() {
     let output = dir.path().join("soak-out.jsonl");
 
     let started = Instant::now();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
+    let mut child = blaster_run(BIN, &config, &input, &output)
         .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("the aoai-blaster binary starts");
-    let pid = child.id();
+    let proc = Proc::pid(child.id());
     let mut samples: Vec<(Duration, u64, usize)> = Vec::new();
     while child.try_wait().ok().flatten().is_none() {
-        if let (Some(rss), Some(fds)) = (vm_rss_kib(pid), open_fds(pid)) {
+        if let (Some(rss), Some(fds)) = (proc.status_kib("VmRSS:"), proc.open_fds()) {
             samples.push((started.elapsed(), rss, fds));
         }
         std::thread::sleep(Duration::from_millis(500));

@@ -20,8 +20,6 @@ mod check;
 mod cli;
 mod console;
 mod demo;
-#[cfg(test)]
-mod fuzzing;
 mod logging;
 mod progress;
 mod redis_use;

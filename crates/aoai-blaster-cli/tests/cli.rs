@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use aoai_sim::{DeploymentSpec, LatencySpec, SimConfig, SimHandle};
+use aoai_sim::{DeploymentSpec, LatencySpec, SimHandle};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_aoai-blaster");
+mod common;
+
+use common::*;
 
 /// A deployment with room for everything a test sends.
 fn roomy(name: &str) -> DeploymentSpec {
@@ -22,16 +24,6 @@ fn slow(name: &str, ttft_ms: u64) -> DeploymentSpec {
         per_token_ms: 0,
         jitter_ms: 0,
     })
-}
-
-async fn start_sim(deployments: Vec<DeploymentSpec>) -> SimHandle {
-    aoai_sim::start(SimConfig {
-        deployments,
-        workers: 2,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts")
 }
 
 struct Workspace {
@@ -109,25 +101,6 @@ fn run_args(config: &Path, input: &Path, output: &Path) -> Vec<String> {
     .collect()
 }
 
-fn command(args: &[String]) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .env("RUST_LOG", "warn,aoai_blaster_cli=info")
-        .env_remove("AOAI_BLASTER__NUM_WORKERS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// Runs the binary to its end without blocking the simulator's runtime.
-async fn run_to_end(args: Vec<String>) -> Output {
-    actix_rt::task::spawn_blocking(move || command(&args).output().expect("the binary runs"))
-        .await
-        .expect("the blocking task finishes")
-}
-
 async fn wait_child(mut child: Child) -> Output {
     actix_rt::task::spawn_blocking(move || {
         let status = child.wait().expect("the child is waited for");
@@ -147,19 +120,6 @@ async fn wait_child(mut child: Child) -> Output {
     })
     .await
     .expect("the blocking task finishes")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status.code(),
-        text(&output.stdout),
-        text(&output.stderr)
-    )
 }
 
 fn output_lines(path: &Path) -> Vec<Value> {

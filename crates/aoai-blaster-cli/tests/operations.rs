@@ -3,30 +3,26 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use aoai_sim::{
-    DeploymentSpec, SimConfig, SimHandle, embedding_base64, embedding_vector, messages_digest,
-};
+use aoai_sim::{DeploymentSpec, SimHandle, embedding_base64, embedding_vector, messages_digest};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_aoai-blaster");
+mod common;
+
+use common::*;
+
 const DIMENSIONS: usize = 5;
 
-async fn start_sim() -> SimHandle {
-    let deployments = vec![
+/// Chat on `gpt`, replies of 6 tokens; embeddings of [`DIMENSIONS`] floats on `embed`.
+async fn gpt_and_embed() -> SimHandle {
+    start_sim(vec![
         DeploymentSpec::new("gpt").tpm(50_000_000).reply_tokens(6),
         DeploymentSpec::new("embed")
             .tpm(50_000_000)
             .embedding_dimensions(DIMENSIONS as u64),
-    ];
-    aoai_sim::start(SimConfig {
-        deployments,
-        workers: 2,
-        ..SimConfig::default()
-    })
+    ])
     .await
-    .expect("the simulator starts")
 }
 
 /// Chat on `gpt` (dated API); embeddings on `embed` (dated) and `embed-v1` (v1); responses and
@@ -47,28 +43,7 @@ fn write_config(dir: &Path, sim: &SimHandle) -> std::path::PathBuf {
 }
 
 async fn run(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    actix_rt::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("the binary runs")
-    })
-    .await
-    .expect("the blocking task finishes")
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    run_to_end(args.iter().map(|s| s.to_string()).collect()).await
 }
 
 /// What each line asked for, by `custom_id`, to prove its answer belongs to it.
@@ -178,7 +153,7 @@ fn assert_belongs(id: &str, asked: &Asked, body: &Value) {
 
 #[actix_rt::test]
 async fn a_batch_file_mixing_chat_embeddings_and_responses_runs_end_to_end() {
-    let sim = start_sim().await;
+    let sim = gpt_and_embed().await;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let config = write_config(dir.path(), &sim);
     let (mut lines, asked) = mixed_lines(12);
@@ -252,7 +227,7 @@ async fn a_batch_file_mixing_chat_embeddings_and_responses_runs_end_to_end() {
 
 #[actix_rt::test]
 async fn check_tries_each_operation_each_deployment_takes() {
-    let sim = start_sim().await;
+    let sim = gpt_and_embed().await;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let config = write_config(dir.path(), &sim).display().to_string();
     let result = run(&["check", "--config", &config]).await;

@@ -631,3 +631,6 @@ mod tests;
 
 #[cfg(test)]
 mod fuzz;
+
+#[cfg(test)]
+pub(crate) mod samples;

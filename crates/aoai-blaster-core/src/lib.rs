@@ -24,9 +24,6 @@ pub mod sse;
 pub mod strategy;
 pub mod tokens;
 
-#[cfg(test)]
-mod fuzzing;
-
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

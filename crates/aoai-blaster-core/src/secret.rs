@@ -287,7 +287,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(crate::fuzzing::config())]
+        #![proptest_config(aoai_testkit::fuzz_config())]
 
         /// Whatever surrounds them, and however they overlap each other, no registered secret
         /// survives `redact`, and redacting again changes nothing.

@@ -24,7 +24,11 @@ pub(crate) const ROUTE: &str = "chat";
 pub(crate) const MAX_BODY_BYTES: usize = 64 << 20;
 
 /// The header naming the deployment that answered.
-pub(crate) const DEPLOYMENT_HEADER: &str = "x-aoai-blaster-deployment";
+pub(crate) static DEPLOYMENT_HEADER: HeaderName =
+    HeaderName::from_static("x-aoai-blaster-deployment");
+
+/// The upstream's request id, passed on.
+static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A request body, split into routing and the job's request.
 struct Parsed {
@@ -248,10 +252,10 @@ pub(crate) fn relayed(route: &'static str, result: &JobResult, started: Instant)
 pub(crate) fn described(answer: &mut HttpResponse, endpoint: &str, request_id: Option<&str>) {
     let headers = answer.headers_mut();
     if let Ok(value) = HeaderValue::from_str(endpoint) {
-        headers.insert(HeaderName::from_static(DEPLOYMENT_HEADER), value);
+        headers.insert(DEPLOYMENT_HEADER.clone(), value);
     }
     if let Some(value) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
-        headers.insert(HeaderName::from_static("x-request-id"), value);
+        headers.insert(REQUEST_ID_HEADER.clone(), value);
     }
 }
 

@@ -452,7 +452,8 @@ impl EndpointActor {
         };
         let call = self.next_call;
         self.next_call += 1;
-        let run = tracing::Instrument::instrument(http.run(), span.clone());
+        // Boxed: the call's future is a few KiB, and the task wrappers below would each copy it.
+        let run = Box::pin(tracing::Instrument::instrument(http.run(), span.clone()));
         #[cfg(feature = "test-hooks")]
         let run = async move {
             if panic_in_call {

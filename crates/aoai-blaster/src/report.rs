@@ -188,8 +188,7 @@ fn seconds_up(wait: Duration) -> String {
     }
 }
 
-/// The counts as the report's JSON fields: the nine counts and `mean_latency`, not the latency
-/// sums (`EndpointCounters` is the scheduler's type and not `Serialize`).
+/// A duration as seconds in JSON (`quota_local_secs`), or null.
 fn seconds<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
     match duration {
         Some(duration) => serializer.serialize_some(&duration.as_secs_f64()),
@@ -197,6 +196,8 @@ fn seconds<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<
     }
 }
 
+/// The counts as the report's JSON fields: the nine counts and `mean_latency`, not the latency
+/// sums (`EndpointCounters` is the scheduler's type and not `Serialize`).
 fn counts_fields<S: Serializer>(
     counts: &EndpointCounters,
     serializer: S,

@@ -6,7 +6,18 @@
 //! tests never collide on a port, and it can be killed and restarted mid-test to exercise
 //! what happens when Redis goes away and comes back; [`RedisServer::start_tls`] also serves
 //! TLS on a loopback port, with certificates `openssl` makes for it.
+//!
+//! For the benchmarks that run the `aoai-blaster` binary: [`blaster_run`] builds its `run`
+//! command, and [`Proc`] reads a process's CPU time, memory and open files from `/proc`
+//! (Linux) while it runs. With the `proptest` feature, `fuzz_config` sets the property tests
+//! that feed parsers hostile input.
 
+#[cfg(feature = "proptest")]
+mod fuzzing;
+mod process;
 mod redis_server;
 
+#[cfg(feature = "proptest")]
+pub use fuzzing::fuzz_config;
+pub use process::{Proc, Stat, blaster_run};
 pub use redis_server::{REDIS_SERVER_ENV, RedisServer, RedisServerError};

@@ -259,7 +259,7 @@ mod fuzz {
     use serde_json::json;
 
     proptest! {
-        #![proptest_config(crate::fuzzing::config())]
+        #![proptest_config(aoai_testkit::fuzz_config())]
 
         /// Any bytes: a kind, never a panic.
         #[test]

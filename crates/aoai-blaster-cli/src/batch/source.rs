@@ -622,7 +622,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(crate::fuzzing::config())]
+        #![proptest_config(aoai_testkit::fuzz_config())]
 
         /// Any bytes, any bound, any buffer size: every line comes once, numbered in order,
         /// too long exactly when its bytes (newline not counted) pass the bound, else its

@@ -80,7 +80,7 @@ fn usable_number(value: &str) -> Option<f64> {
 }
 
 proptest! {
-    #![proptest_config(crate::fuzzing::config())]
+    #![proptest_config(aoai_testkit::fuzz_config())]
 
     /// Every reply is classified; a wait is never above the documented cap; the message is
     /// one clean, bounded line.

@@ -700,7 +700,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(crate::fuzzing::config())]
+        #![proptest_config(aoai_testkit::fuzz_config())]
 
         /// Any text in any format: a config or a named error.
         #[test]

@@ -1,7 +1,8 @@
 //! EndpointHealth with explicit instants and a seeded RNG.
 
 use super::*;
-use crate::classify::{ApiError, TransientKind, WaitSource};
+use crate::classify::ApiError;
+use crate::classify::samples::{rate_limited as limited, timeout, unauthorized};
 use rand::SeedableRng;
 
 const S: Duration = Duration::from_secs(1);
@@ -23,33 +24,6 @@ fn rng() -> StdRng {
 
 fn health(policy: HealthPolicy) -> EndpointHealth {
     EndpointHealth::new(policy, rng())
-}
-
-fn timeout() -> AttemptOutcome {
-    AttemptOutcome::Transient(TransientKind::timeout_after(120 * S))
-}
-
-fn limited(wait: Duration) -> AttemptOutcome {
-    AttemptOutcome::RateLimited {
-        wait,
-        source: WaitSource::RetryAfter,
-        error: ApiError {
-            status: 429,
-            code: Some("429".into()),
-            message: "slow down".into(),
-        },
-    }
-}
-
-fn unauthorized() -> AttemptOutcome {
-    AttemptOutcome::EndpointFatal {
-        reason: "credentials rejected (HTTP 401): check api_key for this deployment".into(),
-        error: ApiError {
-            status: 401,
-            code: Some("401".into()),
-            message: "Access denied".into(),
-        },
-    }
 }
 
 fn rejected() -> AttemptOutcome {

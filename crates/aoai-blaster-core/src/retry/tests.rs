@@ -1,6 +1,7 @@
 //! Tests of `retry`.
 
 use super::*;
+use crate::classify::samples::{timeout, unauthorized};
 use crate::classify::{TransientKind, WaitSource};
 
 const S: Duration = Duration::from_secs(1);
@@ -21,10 +22,6 @@ fn unavailable() -> AttemptOutcome {
     }))
 }
 
-fn timeout() -> AttemptOutcome {
-    AttemptOutcome::Transient(TransientKind::timeout_after(120 * S))
-}
-
 fn limited() -> AttemptOutcome {
     AttemptOutcome::RateLimited {
         wait: 7 * S,
@@ -42,17 +39,6 @@ fn filtered() -> ApiError {
         status: 400,
         code: Some("content_filter".into()),
         message: "The response was filtered".into(),
-    }
-}
-
-fn forbidden() -> AttemptOutcome {
-    AttemptOutcome::EndpointFatal {
-        reason: "credentials rejected (HTTP 401): check api_key for this deployment".into(),
-        error: ApiError {
-            status: 401,
-            code: None,
-            message: "Access denied".into(),
-        },
     }
 }
 
@@ -187,11 +173,11 @@ fn endpoint_fatal_retries_elsewhere_and_counts() {
     let p = policy(1);
     let mut h = JobHistory::new(t0);
     assert_eq!(
-        step(&p, &mut h, "east", forbidden(), t0),
+        step(&p, &mut h, "east", unauthorized(), t0),
         retry_avoiding("east")
     );
     assert_eq!(
-        step(&p, &mut h, "west", forbidden(), t0),
+        step(&p, &mut h, "west", unauthorized(), t0),
         Decision::Fail(JobErrorKind::RetriesExhausted)
     );
 }

@@ -61,11 +61,12 @@ impl AttemptReport {
     }
 }
 
-/// A finished job of any operation: its reply plus where and how it was obtained.
+/// A finished job: its reply plus where and how it was obtained. A job of any operation
+/// answers a `JobResult` (its [`Reply`]); a chat job a [`ChatResult`] (its completion).
 #[derive(Debug, Clone)]
-pub struct JobResult {
-    /// The reply as Azure returned it (assembled, for streams).
-    pub reply: Reply,
+pub struct JobResult<R = Reply> {
+    /// The reply as Azure returned it (assembled, for streams), unknown fields kept.
+    pub reply: R,
     /// Name of the deployment that answered.
     pub endpoint: String,
     /// Every attempt the job made, the last one being the success.
@@ -76,11 +77,15 @@ pub struct JobResult {
     pub queued_for: Duration,
     /// Duration of the successful HTTP call.
     pub upstream_time: Duration,
-    /// The answering server's own processing time, when its reply stated it.
+    /// The answering server's own processing time, when its reply stated it
+    /// (`openai-processing-ms`, or the simulator's `x-sim-processing-us`).
     pub server_time: Option<Duration>,
     /// From submission to result.
     pub total_time: Duration,
 }
+
+/// A finished chat job: the whole completion (`reply`) plus where and how it was obtained.
+pub type ChatResult = JobResult<ChatCompletion>;
 
 impl JobResult {
     /// The generated text (a chat completion's first choice, a response's output text).
@@ -96,38 +101,31 @@ impl JobResult {
     /// The result of a chat job as a [`ChatResult`]; a result of another operation is given
     /// back unchanged.
     pub fn into_chat(self) -> Result<ChatResult, Box<JobResult>> {
-        let JobResult {
-            reply,
-            endpoint,
-            attempts,
-            request_id,
-            queued_for,
-            upstream_time,
-            server_time,
-            total_time,
-        } = self;
-        match reply {
-            Reply::Chat(completion) => Ok(ChatResult {
-                completion,
-                endpoint,
-                attempts,
-                request_id,
-                queued_for,
-                upstream_time,
-                server_time,
-                total_time,
+        match self.reply {
+            Reply::Chat(completion) => Ok(JobResult {
+                reply: completion,
+                endpoint: self.endpoint,
+                attempts: self.attempts,
+                request_id: self.request_id,
+                queued_for: self.queued_for,
+                upstream_time: self.upstream_time,
+                server_time: self.server_time,
+                total_time: self.total_time,
             }),
-            reply => Err(Box::new(JobResult {
-                reply,
-                endpoint,
-                attempts,
-                request_id,
-                queued_for,
-                upstream_time,
-                server_time,
-                total_time,
-            })),
+            reply => Err(Box::new(JobResult { reply, ..self })),
         }
+    }
+}
+
+impl ChatResult {
+    /// The first choice's text, if any.
+    pub fn text(&self) -> Option<&str> {
+        self.reply.text()
+    }
+
+    /// Token usage as reported by the service.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.reply.usage.as_ref()
     }
 }
 
@@ -155,40 +153,6 @@ impl JobOutput for ChatResult {
             };
             JobError::new(kind, other.attempts)
         })
-    }
-}
-
-/// A finished chat job: the whole completion plus where and how it was obtained.
-#[derive(Debug, Clone)]
-pub struct ChatResult {
-    /// The completion as Azure returned it (assembled, for streams), unknown fields kept.
-    pub completion: ChatCompletion,
-    /// Name of the deployment that answered.
-    pub endpoint: String,
-    /// Every attempt the job made, the last one being the success.
-    pub attempts: Vec<AttemptRecord>,
-    /// Azure's request id of the answering call (`apim-request-id` / `x-request-id`).
-    pub request_id: Option<String>,
-    /// Time spent waiting in the queue and between attempts.
-    pub queued_for: Duration,
-    /// Duration of the successful HTTP call.
-    pub upstream_time: Duration,
-    /// The answering server's own processing time, when its reply stated it
-    /// (`openai-processing-ms`, or the simulator's `x-sim-processing-us`).
-    pub server_time: Option<Duration>,
-    /// From submission to result.
-    pub total_time: Duration,
-}
-
-impl ChatResult {
-    /// The first choice's text, if any.
-    pub fn text(&self) -> Option<&str> {
-        self.completion.text()
-    }
-
-    /// Token usage as reported by the service.
-    pub fn usage(&self) -> Option<&Usage> {
-        self.completion.usage.as_ref()
     }
 }
 
@@ -244,5 +208,65 @@ impl EndpointCounters {
     pub fn mean_latency(&self) -> Option<Duration> {
         (self.latency_count > 0)
             .then(|| self.latency_total / u32::try_from(self.latency_count).unwrap_or(u32::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embeddings::EmbeddingsReply;
+
+    fn result(reply: Reply) -> JobResult {
+        JobResult {
+            reply,
+            endpoint: "east".into(),
+            attempts: Vec::new(),
+            request_id: Some("req-7".into()),
+            queued_for: Duration::from_millis(3),
+            upstream_time: Duration::from_millis(20),
+            server_time: Some(Duration::from_millis(15)),
+            total_time: Duration::from_millis(25),
+        }
+    }
+
+    #[test]
+    fn into_chat_keeps_every_field_and_gives_other_replies_back_whole() {
+        let completion: ChatCompletion = serde_json::from_str(
+            r#"{"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "hello"}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}"#,
+        )
+        .unwrap();
+        let chat = result(Reply::Chat(completion)).into_chat().unwrap();
+        assert_eq!(chat.text(), Some("hello"));
+        assert_eq!(chat.usage().map(|u| u.completion_tokens), Some(2));
+        assert_eq!(
+            (chat.endpoint.as_str(), chat.request_id.as_deref()),
+            ("east", Some("req-7"))
+        );
+        assert_eq!(
+            (chat.queued_for, chat.upstream_time, chat.total_time),
+            (
+                Duration::from_millis(3),
+                Duration::from_millis(20),
+                Duration::from_millis(25)
+            )
+        );
+        assert_eq!(chat.server_time, Some(Duration::from_millis(15)));
+
+        let embeddings: EmbeddingsReply = serde_json::from_str(
+            r#"{"object": "list", "data": [], "model": "embed",
+                "usage": {"prompt_tokens": 4, "total_tokens": 4}}"#,
+        )
+        .unwrap();
+        let other = result(Reply::Embeddings(embeddings.clone()))
+            .into_chat()
+            .unwrap_err();
+        assert!(matches!(&other.reply, Reply::Embeddings(e) if *e == embeddings));
+        assert_eq!(
+            (other.endpoint.as_str(), other.total_time),
+            ("east", Duration::from_millis(25))
+        );
     }
 }

@@ -156,6 +156,21 @@ fn failed(effects: &[Effect<Job>]) -> Vec<(&'static str, &JobError)> {
         .collect()
 }
 
+/// Hands each of `effects` to `perform`, then the effects it pushed in doing so, until none is
+/// left (as the Dispatcher performs a cascade: a mirror that changes health, say).
+fn drain(
+    mut effects: Vec<Effect<Job>>,
+    mut perform: impl FnMut(Effect<Job>, &mut Vec<Effect<Job>>),
+) {
+    while !effects.is_empty() {
+        let mut next = Vec::new();
+        for effect in effects {
+            perform(effect, &mut next);
+        }
+        effects = next;
+    }
+}
+
 #[test]
 fn a_job_is_sent_and_its_success_delivered_with_its_times() {
     let t0 = Instant::now();

@@ -233,20 +233,27 @@ proptest! {
     }
 }
 
-#[test]
-fn no_room_for_a_lease_fetched_ahead_does_not_hold_up_a_job() {
-    let t0 = Instant::now();
+/// A process of 4 whose first job (`job`) spent lease 1, granted at `t0 + MS` exactly its
+/// size, so that the next lease is fetched ahead at once (its answer not yet in).
+fn spent_with_the_next_lease_asked(t0: Instant, job: Cost) -> SharedQuota {
     let mut q = SharedQuota::new(limits(), 4, spans());
-    let job = Cost {
-        tokens: 500,
-        requests: 1,
-    };
     q.try_charge(t0, job).unwrap_err();
     q.next_renewal(t0).unwrap();
     q.granted(t0 + MS, Grant::Granted { id: 1, cost: job });
     q.try_charge(t0 + MS, job).unwrap();
-    // Spent: fetched ahead, and Redis has no room (it counts lease 1 at its full size).
     assert!(q.next_renewal(t0 + MS).unwrap().ask.is_some());
+    q
+}
+
+#[test]
+fn no_room_for_a_lease_fetched_ahead_does_not_hold_up_a_job() {
+    let t0 = Instant::now();
+    let job = Cost {
+        tokens: 500,
+        requests: 1,
+    };
+    let mut q = spent_with_the_next_lease_asked(t0, job);
+    // Redis has no room for the one fetched ahead (it counts lease 1 at its full size).
     q.granted(t0 + 2 * MS, Grant::Wait(S));
     // No more fetching ahead until the wait ends...
     assert_eq!(q.next_renewal(t0 + 100 * MS), None);
@@ -260,16 +267,11 @@ fn no_room_for_a_lease_fetched_ahead_does_not_hold_up_a_job() {
 #[test]
 fn a_process_done_gives_back_the_lease_held_and_the_one_fetched_ahead() {
     let t0 = Instant::now();
-    let mut q = SharedQuota::new(limits(), 4, spans());
     let job = Cost {
         tokens: 500,
         requests: 1,
     };
-    q.try_charge(t0, job).unwrap_err();
-    q.next_renewal(t0).unwrap();
-    q.granted(t0 + MS, Grant::Granted { id: 1, cost: job });
-    q.try_charge(t0 + MS, job).unwrap();
-    assert!(q.next_renewal(t0 + MS).unwrap().ask.is_some());
+    let mut q = spent_with_the_next_lease_asked(t0, job);
     q.granted(t0 + 2 * MS, Grant::Granted { id: 2, cost: job });
     let back = q.release();
     assert_eq!(

@@ -29,6 +29,18 @@ fn hold(q: &mut SharedQuota, at: Instant, wanted: Cost, id: u64, room: Cost) {
     q.granted(at, Grant::Granted { id, cost: room });
 }
 
+/// [`quota`] holding lease 5 (room for 500 tokens and 50 requests), granted at `t0` to a job
+/// of 10 tokens not yet charged.
+fn holding_lease_5(t0: Instant) -> SharedQuota {
+    let mut q = quota();
+    let room = Cost {
+        tokens: 500,
+        requests: 50,
+    };
+    hold(&mut q, t0, job(10), 5, room);
+    q
+}
+
 fn ask_of(renewal: Option<Renewal>) -> LeaseAsk {
     renewal.and_then(|r| r.ask).expect("expected an ask")
 }
@@ -172,12 +184,7 @@ fn with_an_rpm_limit_a_lease_is_sized_for_an_eighth_of_the_window() {
 #[test]
 fn an_idle_lease_is_given_back_a_horizon_after_its_last_use_without_asking_again() {
     let t0 = Instant::now();
-    let mut q = quota();
-    let room = Cost {
-        tokens: 500,
-        requests: 50,
-    };
-    hold(&mut q, t0, job(10), 5, room);
+    let mut q = holding_lease_5(t0);
     q.try_charge(t0 + MS, job(10)).unwrap();
     // 600 RPM over 1 s: the horizon is an eighth of the 1.02 s window span.
     let idle_at = t0 + MS + Duration::from_micros(127_500);
@@ -203,12 +210,7 @@ fn an_idle_lease_is_given_back_a_horizon_after_its_last_use_without_asking_again
 #[test]
 fn a_lease_in_use_is_given_back_at_its_ttl() {
     let t0 = Instant::now();
-    let mut q = quota();
-    let room = Cost {
-        tokens: 500,
-        requests: 50,
-    };
-    hold(&mut q, t0, job(10), 5, room);
+    let mut q = holding_lease_5(t0);
     for k in 1..=19 {
         q.try_charge(t0 + k * 100 * MS, job(10)).unwrap();
         assert_eq!(q.next_renewal(t0 + k * 100 * MS), None);

@@ -419,7 +419,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(crate::fuzzing::config())]
+        #![proptest_config(aoai_testkit::fuzz_config())]
 
         /// Any bytes, cut anywhere: the decoder gives the same events, or fails with the same
         /// named error, as for the whole; no event holds more data than the bound.

@@ -8,7 +8,9 @@ use aoai_sim::{
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::common::{Auth, KEY, chat_body, chat_url, client, get, post, post_raw, start};
+use crate::common::{
+    Auth, KEY, chat_body, chat_url, client, get, post, post_chat, post_raw, start,
+};
 
 fn one(name: &str) -> SimConfig {
     SimConfig::default().deployment(DeploymentSpec::new(name))
@@ -24,7 +26,7 @@ async fn reply_is_a_chat_completion_carrying_the_digest() {
         {"role": "user", "content": "request 17"}
     ]);
     let body = json!({"messages": messages, "n": 3});
-    let reply = post(&client(), &chat_url(&sim.base_url(), "gpt-4o"), KEY, &body).await;
+    let reply = post_chat(&sim, "gpt-4o", &body).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), Some("application/json"));
     assert!(reply.header("x-request-id").is_some());
@@ -72,13 +74,7 @@ async fn reply_is_a_chat_completion_carrying_the_digest() {
 async fn max_tokens_cuts_the_reply_with_finish_reason_length() {
     let sim =
         start(SimConfig::default().deployment(DeploymentSpec::new("d").reply_tokens(40))).await;
-    let reply = post(
-        &client(),
-        &chat_url(&sim.base_url(), "d"),
-        KEY,
-        &chat_body(5),
-    )
-    .await;
+    let reply = post_chat(&sim, "d", &chat_body(5)).await;
     let completion = reply.json();
     assert_eq!(completion["choices"][0]["finish_reason"], "length");
     assert_eq!(completion["usage"]["completion_tokens"], 5);

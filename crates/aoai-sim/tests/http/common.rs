@@ -34,6 +34,11 @@ pub(crate) fn chat_url(base: &str, deployment: &str) -> String {
     format!("{base}openai/deployments/{deployment}/chat/completions?api-version={API_VERSION}")
 }
 
+/// POSTs `body` to `deployment`'s chat completions, with the default key and a fresh client.
+pub(crate) async fn post_chat(sim: &SimHandle, deployment: &str, body: &Value) -> Reply {
+    post(&client(), &chat_url(&sim.base_url(), deployment), KEY, body).await
+}
+
 /// How a request authenticates.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Auth<'a> {

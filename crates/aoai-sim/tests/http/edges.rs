@@ -9,7 +9,7 @@ use aoai_sim::{
     SimConfig, SimHandle, TrickleSpec,
 };
 
-use crate::common::{KEY, Reply, chat_body, chat_url, client, post, start};
+use crate::common::{KEY, Reply, chat_body, chat_url, client, post, post_chat, start};
 
 const RETRY_HEADERS: [&str; 3] = ["retry-after", "retry-after-ms", "x-ms-retry-after-ms"];
 
@@ -18,13 +18,7 @@ async fn one(spec: DeploymentSpec) -> SimHandle {
 }
 
 async fn ask(sim: &SimHandle) -> Reply {
-    post(
-        &client(),
-        &chat_url(&sim.base_url(), "d"),
-        KEY,
-        &chat_body(5),
-    )
-    .await
+    post_chat(sim, "d", &chat_body(5)).await
 }
 
 fn throttled(retry_after_secs: u64) -> FaultSpec {

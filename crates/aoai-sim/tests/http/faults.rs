@@ -6,7 +6,7 @@ use std::time::Duration;
 use aoai_sim::{DeploymentSpec, FaultSpec, OutageSpec, SimConfig, SimHandle};
 use serde_json::{Value, json};
 
-use crate::common::{KEY, chat_body, chat_url, client, post, raw_exchange, start};
+use crate::common::{KEY, chat_body, chat_url, client, post, post_chat, raw_exchange, start};
 
 async fn with_fault(faults: FaultSpec) -> SimHandle {
     start(SimConfig::default().deployment(DeploymentSpec::new("d").faults(faults))).await
@@ -46,13 +46,7 @@ async fn status_faults_have_azure_bodies() {
     ];
     for (faults, status, code) in cases {
         let sim = with_fault(faults).await;
-        let reply = post(
-            &client(),
-            &chat_url(&sim.base_url(), "d"),
-            KEY,
-            &chat_body(5),
-        )
-        .await;
+        let reply = post_chat(&sim, "d", &chat_body(5)).await;
         assert_eq!(reply.status, status);
         assert_eq!(reply.error_code(), code);
         let stats = sim.stats().deployment("d");
@@ -76,13 +70,7 @@ async fn not_json_fault_sends_200_with_a_body_that_is_not_json() {
         ..Default::default()
     })
     .await;
-    let reply = post(
-        &client(),
-        &chat_url(&sim.base_url(), "d"),
-        KEY,
-        &chat_body(5),
-    )
-    .await;
+    let reply = post_chat(&sim, "d", &chat_body(5)).await;
     assert_eq!(reply.status, 200);
     assert!(serde_json::from_slice::<Value>(&reply.body).is_err());
     assert!(!reply.body.is_empty());
@@ -203,13 +191,7 @@ async fn stream_error_sends_an_error_event() {
         ..Default::default()
     })
     .await;
-    let reply = post(
-        &client(),
-        &chat_url(&sim.base_url(), "d"),
-        KEY,
-        &stream_body(),
-    )
-    .await;
+    let reply = post_chat(&sim, "d", &stream_body()).await;
     assert_eq!(reply.status, 200);
     let events = reply.events();
     let last: Value =
@@ -300,17 +282,7 @@ async fn refuse_outage_closes_the_deployments_own_port() {
     assert_ne!(own, sim.base_url());
     assert_eq!(sim.endpoint_for("shared"), Some(sim.base_url()));
     // The deployment lives on its own port only.
-    assert_eq!(
-        post(
-            &client(),
-            &chat_url(&sim.base_url(), "own"),
-            KEY,
-            &chat_body(5)
-        )
-        .await
-        .status,
-        404
-    );
+    assert_eq!(post_chat(&sim, "own", &chat_body(5)).await.status, 404);
     assert_eq!(
         post(&client(), &chat_url(&own, "own"), KEY, &chat_body(5))
             .await
@@ -327,17 +299,7 @@ async fn refuse_outage_closes_the_deployments_own_port() {
         Some(std::io::ErrorKind::ConnectionRefused)
     );
     // The shared listener is unaffected.
-    assert_eq!(
-        post(
-            &client(),
-            &chat_url(&sim.base_url(), "shared"),
-            KEY,
-            &chat_body(5)
-        )
-        .await
-        .status,
-        200
-    );
+    assert_eq!(post_chat(&sim, "shared", &chat_body(5)).await.status, 200);
 
     sim.advance_clock(Duration::from_secs(5))
         .await
@@ -404,13 +366,7 @@ async fn throttle_fault_answers_429_with_a_long_retry_after() {
         ..Default::default()
     })
     .await;
-    let reply = post(
-        &client(),
-        &chat_url(&sim.base_url(), "d"),
-        KEY,
-        &chat_body(5),
-    )
-    .await;
+    let reply = post_chat(&sim, "d", &chat_body(5)).await;
     assert_eq!(reply.status, 429);
     assert_eq!(reply.header_u64("retry-after"), 86_400);
     assert_eq!(reply.header_u64("retry-after-ms"), 86_400_000);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use aoai_sim::{DeploymentSpec, LatencySpec, SimConfig, messages_digest};
 use serde_json::{Value, json};
 
-use crate::common::{KEY, chat_url, client, post, start};
+use crate::common::{KEY, chat_url, client, post, post_chat, start};
 
 fn parse(event: &str) -> Value {
     serde_json::from_str(event).unwrap_or_else(|err| panic!("event {event:?} is not JSON: {err}"))
@@ -21,7 +21,7 @@ async fn stream_is_framed_like_azure() {
         "stream": true,
         "stream_options": {"include_usage": true},
     });
-    let reply = post(&client(), &chat_url(&sim.base_url(), "d"), KEY, &body).await;
+    let reply = post_chat(&sim, "d", &body).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), Some("text/event-stream"));
     let events = reply.events();
@@ -79,7 +79,7 @@ async fn stream_without_usage_option_has_no_usage_chunk_and_honours_n() {
         "n": 2,
         "max_tokens": 2,
     });
-    let reply = post(&client(), &chat_url(&sim.base_url(), "d"), KEY, &body).await;
+    let reply = post_chat(&sim, "d", &body).await;
     let events = reply.events();
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     assert!(!events.iter().any(|e| e.contains("\"usage\"")));

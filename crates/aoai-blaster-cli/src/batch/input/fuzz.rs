@@ -126,7 +126,7 @@ fn expected_code(object: &Map<String, Value>, claimed: &[String]) -> Option<Inpu
 }
 
 proptest! {
-    #![proptest_config(crate::fuzzing::config())]
+    #![proptest_config(aoai_testkit::fuzz_config())]
 
     /// Any text: blank, a request or an error that names the line; never a panic.
     #[test]

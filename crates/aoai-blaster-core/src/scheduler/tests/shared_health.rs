@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use super::*;
-use crate::classify::WaitSource;
+use crate::classify::samples::{rate_limited, unauthorized};
 use crate::health::{DisableCause, EndpointHealth, HealthChange, HealthPolicy};
 use crate::shared::{HEALTH_POLL, HealthMirror, HealthNote, RECOVERED_TTL, SharedHealth};
 
@@ -176,65 +176,36 @@ impl Process {
         self.health[endpoint].state()
     }
 
-    fn perform(&mut self, now: Instant, mut effects: Vec<Effect<Job>>, redis: &mut Redis) {
-        while !effects.is_empty() {
-            let mut next = Vec::new();
-            for effect in effects {
-                match effect {
-                    Effect::Send {
-                        job,
-                        endpoint,
-                        number,
-                        ..
-                    } => {
-                        self.health[endpoint].on_sent(now);
-                        self.in_flight.push((job, number, endpoint, now));
-                    }
-                    Effect::Deliver { .. } => {}
-                    Effect::Fail { payload, error, .. } => {
-                        self.failed.push((payload.name, error.to_string()));
-                    }
-                    Effect::Shared(SharedEffect::Note { endpoint, note }) => {
-                        redis[endpoint].write(now, note);
-                    }
-                    Effect::Shared(SharedEffect::ReadHealth { read }) => {
-                        let healths = redis.iter().map(|k| k.read(now)).collect();
-                        self.reads.push((read, healths));
-                    }
-                    Effect::Shared(SharedEffect::Mirror { endpoint, mirror }) => {
-                        if self.health[endpoint].mirror(now, &mirror).is_some() {
-                            self.announce(now, endpoint, None, &mut next);
-                        }
-                        self.mirrors.push((endpoint, mirror));
-                    }
-                    Effect::Shared(other) => panic!("no quota is shared here: {other:?}"),
-                }
+    fn perform(&mut self, now: Instant, effects: Vec<Effect<Job>>, redis: &mut Redis) {
+        drain(effects, |effect, next| match effect {
+            Effect::Send {
+                job,
+                endpoint,
+                number,
+                ..
+            } => {
+                self.health[endpoint].on_sent(now);
+                self.in_flight.push((job, number, endpoint, now));
             }
-            effects = next;
-        }
-    }
-}
-
-fn rate_limited(wait: Duration) -> AttemptOutcome {
-    AttemptOutcome::RateLimited {
-        wait,
-        source: WaitSource::RetryAfter,
-        error: ApiError {
-            status: 429,
-            code: Some("429".into()),
-            message: "Please retry after 5 seconds.".into(),
-        },
-    }
-}
-
-fn unauthorized() -> AttemptOutcome {
-    AttemptOutcome::EndpointFatal {
-        reason: "credentials rejected (HTTP 401): check api_key".into(),
-        error: ApiError {
-            status: 401,
-            code: Some("401".into()),
-            message: "Access denied".into(),
-        },
+            Effect::Deliver { .. } => {}
+            Effect::Fail { payload, error, .. } => {
+                self.failed.push((payload.name, error.to_string()));
+            }
+            Effect::Shared(SharedEffect::Note { endpoint, note }) => {
+                redis[endpoint].write(now, note);
+            }
+            Effect::Shared(SharedEffect::ReadHealth { read }) => {
+                let healths = redis.iter().map(|k| k.read(now)).collect();
+                self.reads.push((read, healths));
+            }
+            Effect::Shared(SharedEffect::Mirror { endpoint, mirror }) => {
+                if self.health[endpoint].mirror(now, &mirror).is_some() {
+                    self.announce(now, endpoint, None, next);
+                }
+                self.mirrors.push((endpoint, mirror));
+            }
+            Effect::Shared(other) => panic!("no quota is shared here: {other:?}"),
+        });
     }
 }
 
@@ -319,7 +290,7 @@ fn a_rejection_disables_a_healthy_process_with_its_reason_but_stale_reads_do_not
     };
     assert_eq!(
         reason,
-        "disabled by another process: credentials rejected (HTTP 401): check api_key"
+        "disabled by another process: credentials rejected (HTTP 401): check api_key for this deployment"
     );
     assert_eq!(until, Some(t0 + 10 * MS + 120 * S));
     // Its jobs for that deployment fail fast with the reason, and nothing is sent to it.

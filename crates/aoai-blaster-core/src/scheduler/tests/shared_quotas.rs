@@ -109,28 +109,22 @@ impl Process {
         self.perform(now, effects, redis);
     }
 
-    fn perform(&mut self, now: Instant, mut effects: Vec<Effect<Job>>, redis: &mut Redis) {
-        while !effects.is_empty() {
-            let mut next = Vec::new();
-            for effect in effects {
-                match effect {
-                    Effect::Send {
-                        job,
-                        endpoint,
-                        number,
-                        tokens,
-                        ..
-                    } => {
-                        self.sent.push((now, tokens));
-                        self.in_flight.push((job, number, endpoint));
-                    }
-                    Effect::Deliver { .. } => self.delivered += 1,
-                    Effect::Fail { error, .. } => panic!("no job may fail: {error}"),
-                    Effect::Shared(shared) => self.shared(now, shared, redis, &mut next),
-                }
+    fn perform(&mut self, now: Instant, effects: Vec<Effect<Job>>, redis: &mut Redis) {
+        drain(effects, |effect, next| match effect {
+            Effect::Send {
+                job,
+                endpoint,
+                number,
+                tokens,
+                ..
+            } => {
+                self.sent.push((now, tokens));
+                self.in_flight.push((job, number, endpoint));
             }
-            effects = next;
-        }
+            Effect::Deliver { .. } => self.delivered += 1,
+            Effect::Fail { error, .. } => panic!("no job may fail: {error}"),
+            Effect::Shared(shared) => self.shared(now, shared, redis, next),
+        });
     }
 
     fn shared(
