@@ -605,7 +605,11 @@ impl QuotaBudget for AdaptiveBudget {
             }
             _ => None,
         };
-        self.minute_phase.observe(reservation.id, now, count_of);
+        // A fall brackets a turn only below what a minute sliding over our own charges would
+        // still hold at this request's arrival (see `phase`).
+        let (sliding_tokens, _) = self.counts.sliding_at(reservation.at, MINUTE);
+        self.minute_phase
+            .observe(reservation.id, now, count_of, sliding_tokens);
         self.counts.set_turns(self.minute_phase.turns(), None);
         if let Some(used) = feedback.used_tokens {
             self.counts.reported_usage = self.counts.reported_usage.saturating_add(used);
