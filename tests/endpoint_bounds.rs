@@ -184,9 +184,10 @@ async fn a_deployment_failing_one_request_in_ten_fast_is_never_disabled() {
 /// answered once: lost, then a success.
 async fn a_panic_mid_run_loses_no_job(name: &str, plan: fn(&str)) {
     let sim = start_sim(vec![spec(name).latency(latency(300, 0))]).await;
+    // No pacing: an adaptive budget would probe the unknown deployment with 8 calls first.
     let config = config(
         json!({"num_workers": 32}),
-        vec![deployment(&sim, name, json!({}))],
+        vec![deployment(&sim, name, json!({"adaptive": false}))],
     );
     let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
     let seen = collect_reports(&dispatcher).await;

@@ -295,9 +295,10 @@ async fn a_supervisor_restart_loses_no_in_flight_job() {
         jitter_ms: 0,
     })])
     .await;
+    // No pacing: an adaptive budget would probe the unknown deployment with 8 calls first.
     let config = config(
         json!({"num_workers": 32}),
-        vec![deployment(&sim, "slow", json!({}))],
+        vec![deployment(&sim, "slow", json!({"adaptive": false}))],
     );
     let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

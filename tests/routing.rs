@@ -7,16 +7,18 @@ use common::*;
 use futures_util::future::join_all;
 use serde_json::json;
 
-/// Also runs the endpoint actors on two threads of their own (`endpoint_threads`).
+/// Also runs the endpoint actors on two threads of their own (`endpoint_threads`). Without
+/// pacing (`adaptive: false`): an adaptive budget's probe of an unknown deployment (8 calls
+/// before its first reply) would send the ring's next picks elsewhere at the start.
 #[actix_rt::test]
 async fn each_endpoint_takes_the_share_its_weight_gives() {
     let sim = start_sim(vec![spec("one"), spec("two"), spec("three")]).await;
     let config = config(
         json!({"num_workers": 16, "endpoint_threads": 2}),
         vec![
-            deployment(&sim, "one", json!({"weight": 1})),
-            deployment(&sim, "two", json!({"weight": 2})),
-            deployment(&sim, "three", json!({"weight": 3})),
+            deployment(&sim, "one", json!({"weight": 1, "adaptive": false})),
+            deployment(&sim, "two", json!({"weight": 2, "adaptive": false})),
+            deployment(&sim, "three", json!({"weight": 3, "adaptive": false})),
         ],
     );
     let dispatcher = Dispatcher::start(config).expect("dispatcher starts");

@@ -209,6 +209,17 @@ impl SlidingLog {
             .map(|c| (c.last, c.requests))
     }
 
+    /// Tokens and requests of the entries whose latest charge lies within `span` up to `at`
+    /// (at `at` included).
+    pub(super) fn totals_within(&self, at: Instant, span: Duration) -> (u64, u64) {
+        self.entries
+            .iter()
+            .filter(|c| c.last <= at && c.last.checked_add(span).is_none_or(|end| end > at))
+            .fold((0u64, 0u64), |(t, r), c| {
+                (t.saturating_add(c.tokens), r.saturating_add(c.requests))
+            })
+    }
+
     /// The earliest instant at which at least `excess` units (of `units`) have aged out.
     pub(super) fn freed_by(
         &self,

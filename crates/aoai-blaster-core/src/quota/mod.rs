@@ -68,7 +68,7 @@ mod log;
 mod phase;
 mod window;
 
-pub use adaptive::{AdaptiveBudget, CEILING_MEMORY, DECREASE_FACTOR, INCREASE_SHARE};
+pub use adaptive::{AdaptiveBudget, CEILING_MEMORY, DECREASE_FACTOR, FIRST_FLIGHT, INCREASE_SHARE};
 pub use calibrate::{MAX_FACTOR, MIN_FACTOR, MIN_PAIRS};
 pub use cost::{
     TOKENS_PER_IMAGE, TOKENS_PER_MESSAGE, TOKENS_PER_REPLY, char_charge, embeddings_charge,
@@ -247,6 +247,10 @@ pub trait QuotaBudget: Send + fmt::Debug {
     fn shared_quota(&mut self) -> Option<&mut crate::shared::SharedQuota> {
         None
     }
+
+    /// Other processes now send to the same quota: the server's counts hold their requests
+    /// too. A budget that reads its own charges in those counts stops what only that allows.
+    fn shared_with_others(&mut self) {}
 }
 
 /// The budget of an endpoint that is neither limited nor learning: admits everything (the

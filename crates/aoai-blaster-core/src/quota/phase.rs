@@ -10,15 +10,28 @@
 //! How: between two replies in charging order, a remaining count that went *up* says the
 //! server forgot charges between the two requests' arrivals. On a fixed server it forgot all
 //! of them: the count after the jump holds no more than what we charged since the first of the
-//! two (plus a slack for replies that overtook each other). On a sliding server it forgets only
-//! what slid out, and the count after the jump still holds the rest of the span, so the test
-//! fails unless we were idle for most of a span. A jump that passes brackets a turn: after the
-//! first request was sent (it arrived before the turn) and no later than the second's reply
-//! (it arrived after). The turns of a fixed window repeat every window, so brackets of several
-//! turns intersect (modulo the window) to where the turn lies. One is enough to act on: the
-//! first turn of a minute is the one a batch gains most from, and the test above is strict.
-//! The fall must be larger than the slack, so two requests sent just after a turn that arrive
-//! in the other order (the second sees one request fewer) do not look like a turn.
+//! two (plus a slack for replies that overtook each other), and less than a window sliding
+//! over our own charges would still hold. On a sliding server it forgets only what slid out,
+//! and the count after the jump still holds the rest of the window: the first test fails
+//! unless we were idle for most of a window, and the second always (after such a pause, with
+//! requests spread before it, a sliding count is small, but no smaller than that). A jump that
+//! passes brackets a turn: after the first request was sent (it arrived before the turn) and
+//! no later than the second's reply (it arrived after). The turns of a fixed window repeat
+//! every window, so brackets of several turns intersect (modulo the window) to where the turn
+//! lies. One is enough to act on: the first turn of a minute is the one a batch gains most
+//! from, and the tests above are strict. The fall must be larger than the slack, so two
+//! requests sent just after a turn that arrive in the other order (the second sees one request
+//! fewer) do not look like a turn.
+
+//! Why requests are spread while a request window's turns are learned: a budget that sends a
+//! window's allowance at once, a span apart, shows a fixed and a sliding server the same
+//! traffic (every burst meets a fresh window), and no two of its replies bracket a turn closer
+//! than a span, which is longer than the window. Spread evenly over the span (one request every
+//! `span / allowance`), the same rate has a request on each side of every turn a gap apart: the
+//! first turn is bracketed within the gap plus a reply's latency. The rate is the same, so
+//! spreading costs nothing on a sliding server, where it goes on; on a fixed one the budget sends
+//! each window's allowance at its turn once the turn is learned (see
+//! `WindowBudget::spread_gap`).
 //!
 //! Never over-admit on a sliding server: a bracket that contradicts the learned one, or a 429
 //! for the limit while the phase is in force, refutes it for good, and the budget goes back to
@@ -95,13 +108,15 @@ struct Charge {
     through: u64,
 }
 
-/// One reply: its request's charge, the server's count after it (our units), when it came.
+/// One reply: its request's charge, the server's count after it (our units), when it came,
+/// and what a sliding window would still have held of ours then.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
     at: Instant,
     through: u64,
     count: u64,
     replied: Instant,
+    sliding: u64,
 }
 
 /// What one remaining-count header says about where a fixed window turns. See the module docs.
@@ -147,8 +162,17 @@ impl FixedPhase {
 
     /// The reply to the request charged as `id` came at `replied`: the server had counted
     /// `count` in its window (our units, that request included) of `limit`; `None` when the
-    /// reply says nothing believable about it (a 429, no header, one not trusted).
-    pub(super) fn observe(&mut self, id: u64, replied: Instant, count_of: Option<(u64, u64)>) {
+    /// reply says nothing believable about it (a 429, no header, one not trusted). A window of
+    /// this length sliding over our charges would still hold `sliding` of them at that
+    /// request's arrival (those charged less than the window, less the span's margin, before
+    /// it, itself included).
+    pub(super) fn observe(
+        &mut self,
+        id: u64,
+        replied: Instant,
+        count_of: Option<(u64, u64)>,
+        sliding: u64,
+    ) {
         let Ok(index) = self.charges.binary_search_by_key(&id, |c| c.id) else {
             return;
         };
@@ -163,6 +187,7 @@ impl FixedPhase {
             through: charge.through,
             count,
             replied,
+            sliding,
         };
         let before = self.samples.range(..id).next_back().map(|(_, s)| *s);
         let after = self.samples.range(id + 1..).next().map(|(_, s)| *s);
@@ -179,11 +204,13 @@ impl FixedPhase {
     }
 
     /// Two replies in charging order: a fall (by more than `slack`) in the server's count to
-    /// what we charged since the first brackets a turn.
+    /// what we charged since the first, and below what a sliding window would still hold,
+    /// brackets a turn.
     fn pair(&mut self, first: Sample, second: Sample, slack: u64) {
         let since = second.through.saturating_sub(first.through);
         if second.count.saturating_add(slack) >= first.count
             || second.count > since.saturating_add(slack)
+            || second.count.saturating_add(slack) >= second.sliding
         {
             return;
         }
@@ -198,6 +225,21 @@ impl FixedPhase {
             width,
             window: self.window,
         });
+    }
+
+    /// A turn lies in `(earliest, latest]` (a 429's wait for this limit, from when its
+    /// request left and from its reply; see `AdaptiveBudget`): narrows the learned turns as
+    /// a bracket from the remaining counts does.
+    pub(super) fn turn_within(&mut self, earliest: Instant, latest: Instant) {
+        if let Some(width) = latest.checked_duration_since(earliest)
+            && width < self.window
+        {
+            self.bracket(Turns {
+                start: earliest,
+                width,
+                window: self.window,
+            });
+        }
     }
 
     /// Narrows the learned turns with one more bracket (modulo the window).
@@ -249,6 +291,11 @@ impl FixedPhase {
         self.samples.clear();
     }
 
+    /// Whether the turns are still to be learned: neither trusted nor refuted.
+    pub(super) fn learning(&self) -> bool {
+        !self.refuted && self.turns().is_none()
+    }
+
     /// The turns to forget charges at, once learned with confidence.
     pub(super) fn turns(&self) -> Option<Turns> {
         self.turns.filter(|_| self.seen >= TURNS_TO_TRUST)
@@ -269,6 +316,7 @@ mod tests {
         let t0 = Instant::now();
         let mut learner = FixedPhase::new(S);
         let mut used = (i128::MIN, 0u64);
+        let mut charged = Vec::new();
         for k in 0..count {
             let at = t0 + every * k;
             learner.charge(u64::from(k), at, 1);
@@ -277,9 +325,17 @@ mod tests {
                 used = (index, 0);
             }
             used.1 = (used.1 + 1).min(limit);
-            learner.observe(u64::from(k), at + 80 * MS, Some((used.1, limit)));
+            let sliding = sliding_count(&mut charged, at);
+            learner.observe(u64::from(k), at + 80 * MS, Some((used.1, limit)), sliding);
         }
         learner
+    }
+
+    /// Records a request charged at `at` among the `charged` before it, and says how many of
+    /// them a sliding second surely holds at its arrival (those within 980 ms of it).
+    fn sliding_count(charged: &mut Vec<Instant>, at: Instant) -> u64 {
+        charged.push(at);
+        charged.iter().filter(|&&c| c + 980 * MS > at).count() as u64
     }
 
     #[test]
@@ -304,22 +360,43 @@ mod tests {
         let mut steady = FixedPhase::new(S);
         let mut bursts = FixedPhase::new(S);
         let mut sent: Vec<Instant> = Vec::new();
+        let (mut steady_charged, mut burst_charged) = (Vec::new(), Vec::new());
         for k in 0..100u32 {
             let at = t0 + 100 * MS * k;
             steady.charge(u64::from(k), at, 1);
-            steady.observe(
-                u64::from(k),
-                at + 5 * MS,
-                Some((u64::from(k + 1).min(10), 10)),
-            );
+            let sliding = sliding_count(&mut steady_charged, at);
+            let count = Some((u64::from(k + 1).min(10), 10));
+            steady.observe(u64::from(k), at + 5 * MS, count, sliding);
             let at = t0 + 1_020 * MS * (k / 10) + 3 * MS * (k % 10);
             bursts.charge(u64::from(k), at, 1);
             sent.retain(|&s| s + S > at);
             sent.push(at);
-            bursts.observe(u64::from(k), at + 5 * MS, Some((sent.len() as u64, 10)));
+            let sliding = sliding_count(&mut burst_charged, at);
+            let count = Some((sent.len() as u64, 10));
+            bursts.observe(u64::from(k), at + 5 * MS, count, sliding);
         }
         assert_eq!(steady.turns, None);
         assert_eq!(bursts.turns, None);
+    }
+
+    #[test]
+    fn a_sliding_server_after_a_pause_of_almost_a_window_teaches_no_turn() {
+        // Ten a second, every 100 ms to 2 s, then a pause: the request at 2.9 s finds a
+        // sliding second holding only itself and the one at 2 s. The count fell (10 to 2) to
+        // what was charged since (1) plus the slack, within a window's width (0.98 s), but
+        // not below what a second sliding over our charges holds (2).
+        let t0 = Instant::now();
+        let mut learner = FixedPhase::new(S);
+        let mut charged = Vec::new();
+        let times = (0..=20u32).map(|k| 100 * MS * k).chain([2_900 * MS]);
+        for (k, at) in times.enumerate() {
+            let (id, at) = (k as u64, t0 + at);
+            learner.charge(id, at, 1);
+            let sliding = sliding_count(&mut charged, at);
+            let count = charged.iter().filter(|&&c| c + S > at).count() as u64;
+            learner.observe(id, at + 80 * MS, Some((count, 10)), sliding);
+        }
+        assert_eq!(learner.turns, None);
     }
 
     #[test]

@@ -107,19 +107,8 @@ impl Counts {
         cost: Cost,
         limits: Limits,
     ) -> Result<Reservation, Refusal> {
-        if let Some(tpm) = limits.tpm
-            && cost.tokens > tpm
-        {
-            return Err(Refusal::NeverFits {
-                tokens: cost.tokens,
-                capacity: tpm,
-            });
-        }
-        if limits.rpm == Some(0) && cost.requests > 0 {
-            return Err(Refusal::NeverFits {
-                tokens: cost.tokens,
-                capacity: 0,
-            });
+        if let Some(never) = never_fits(cost, limits) {
+            return Err(never);
         }
         self.prune(now);
         let mut not_until: Option<Instant> = self.blocked_until;
@@ -178,11 +167,18 @@ impl Counts {
 
     /// Requests charged within `span` up to `at` (at `at` included), from the minute's log.
     pub(super) fn requests_over(&self, at: Instant, span: Duration) -> u64 {
-        self.minute
-            .requests_within(at, span)
-            .filter(|(last, _)| *last <= at)
-            .map(|(_, requests)| requests)
-            .sum()
+        self.minute.totals_within(at, span).1
+    }
+
+    /// What a server's minute and request window of `rpm_window`, sliding over our charges,
+    /// surely still hold when the request charged at `at` arrives: the tokens and the requests
+    /// charged within each window less its span's margin up to it (a charge may arrive that
+    /// much later than another).
+    pub(super) fn sliding_at(&self, at: Instant, rpm_window: Duration) -> (u64, u64) {
+        let within = |window: Duration| window.saturating_sub(span_of(window) - window);
+        let (tokens, _) = self.minute.totals_within(at, within(MINUTE));
+        let (_, requests) = self.window.totals_within(at, within(rpm_window));
+        (tokens, requests)
     }
 
     /// The server refused a request charged at `charged` for its request window, though our
@@ -214,6 +210,12 @@ impl Counts {
     #[cfg(test)]
     pub(super) fn request_span(&self) -> Duration {
         self.window.span()
+    }
+
+    /// When the oldest tokens counted in the minute span stop counting (far ahead when none
+    /// are counted).
+    pub(super) fn oldest_tokens_freed(&self, now: Instant) -> Instant {
+        self.minute.freed_by(now, 1, |c| c.tokens)
     }
 
     /// The minute log's churn (see `SlidingLog::churn`), for [`Calibration::charged`].
@@ -273,6 +275,21 @@ impl Counts {
     }
 }
 
+/// [`Refusal::NeverFits`] when `cost` exceeds the whole minute under `limits` (or `rpm` is 0).
+fn never_fits(cost: Cost, limits: Limits) -> Option<Refusal> {
+    match limits.tpm {
+        Some(tpm) if cost.tokens > tpm => Some(Refusal::NeverFits {
+            tokens: cost.tokens,
+            capacity: tpm,
+        }),
+        _ if limits.rpm == Some(0) && cost.requests > 0 => Some(Refusal::NeverFits {
+            tokens: cost.tokens,
+            capacity: 0,
+        }),
+        _ => None,
+    }
+}
+
 /// Requests one window of `rpm_window` admits under `rpm`: `max(1, floor(rpm × window / 60 s))`.
 ///
 /// ```
@@ -320,6 +337,10 @@ pub(super) fn clamp_window(rpm_window: Duration) -> Duration {
 ///   (10 s or 60 s, [`WindowBudget::request_window`]), requests are counted over it (a 10 s
 ///   window's burst is then used); `rpm` still bounds every minute, and a 429 for requests goes
 ///   back to the configured window.
+/// - Where the server's windows are fixed, the remaining counts show where they turn (see the
+///   `phase` module): a window's charges are then forgotten at its turn. While the configured
+///   request window's turns are being learned, requests are spread evenly over its span (the
+///   same rate), so that replies on either side of a turn bracket it closely.
 /// - A 429 for requests in the configured window, whose span had room for the request, means
 ///   the server counted requests later than we did (at their arrival, after a wait in the
 ///   client or the network) by more than the span's margin: the margin doubles, up to a tenth
@@ -340,6 +361,12 @@ pub struct WindowBudget {
     /// Where the server's fixed minute and request window turn, as the remaining counts show.
     minute_phase: FixedPhase,
     window_phase: FixedPhase,
+    /// While requests are spread ([`WindowBudget::spread_gap`]): when the next one is due,
+    /// and how many were charged spread so far.
+    spread_due: Option<Instant>,
+    spread_count: u32,
+    /// Other processes share the quota ([`QuotaBudget::shared_with_others`]).
+    shared: bool,
 }
 
 /// The request windows Azure is known to use, shortest first.
@@ -348,6 +375,11 @@ pub(super) const REQUEST_WINDOWS: [Duration; 3] = [
     Duration::from_secs(10),
     Duration::from_secs(60),
 ];
+
+/// Windows' allowances sent spread without a turn bracketed before spreading stops: a fixed
+/// window's turn falls between two of them within one allowance, so a server that shows none
+/// in five slides (or answers too slowly to bracket one) and loses nothing by bursts.
+const SPREAD_WINDOWS: u32 = 5;
 
 /// Replies in a row that must point at a longer request window before it is used.
 const WINDOW_VOTES: u32 = 3;
@@ -385,6 +417,9 @@ impl WindowBudget {
             window_votes: (rpm_window, 0),
             minute_phase: FixedPhase::new(MINUTE),
             window_phase: FixedPhase::new(rpm_window),
+            spread_due: None,
+            spread_count: 0,
+            shared: false,
         }
     }
 
@@ -445,7 +480,10 @@ impl WindowBudget {
             )),
             _ => None,
         };
-        self.minute_phase.observe(reservation.id, now, tokens);
+        let (sliding_tokens, sliding_requests) =
+            self.counts.sliding_at(reservation.at, self.request_window);
+        self.minute_phase
+            .observe(reservation.id, now, tokens, sliding_tokens);
         let requests = match (self.limits.per_window, feedback.remaining_requests) {
             (Some(per_window), Some(remaining)) if counted && self.request_header.trusted() => {
                 let per_window = u64::from(per_window);
@@ -453,9 +491,47 @@ impl WindowBudget {
             }
             _ => None,
         };
-        self.window_phase.observe(reservation.id, now, requests);
+        self.window_phase
+            .observe(reservation.id, now, requests, sliding_requests);
         self.counts
             .set_turns(self.minute_phase.turns(), self.window_phase.turns());
+    }
+
+    /// The gap left after charging `requests` while the configured request window's turns are
+    /// being learned from a believed `x-ratelimit-remaining-requests`: the span shared evenly
+    /// by the window's allowance (a burst a span apart brackets no turn; see the `phase`
+    /// module). `None` (send at once) when there is nothing to learn: no request limit, an
+    /// allowance of one, a header not believed, turns learned or refuted, a longer window
+    /// learned (its burst is worth more than its phase), [`SPREAD_WINDOWS`] allowances sent
+    /// spread without a turn, or a quota shared with other processes (their requests in the
+    /// count hide a fall to ours).
+    fn spread_gap(&self, requests: u32) -> Option<Duration> {
+        let per_window = self.limits.per_window.filter(|&n| n > 1)?;
+        let learning = !self.shared
+            && self.request_window == self.configured_window
+            && self.request_header.trusted()
+            && self.window_phase.learning()
+            && self.spread_count < SPREAD_WINDOWS.saturating_mul(per_window);
+        learning.then(|| span_of(self.request_window) / per_window * requests)
+    }
+
+    /// While spreading, the instant before which `requests` more are not charged: half a gap
+    /// before the next is due, so that a timer firing late does not slow the rate (the due
+    /// instants advance by whole gaps; the spans still bound every window).
+    fn spread_until(&self, now: Instant, requests: u32) -> Option<Instant> {
+        let gap = self.spread_gap(requests)?;
+        self.spread_due
+            .and_then(|due| due.checked_sub(gap / 2))
+            .filter(|until| *until > now)
+    }
+
+    /// A charge of `requests` at `now`: the next is due a gap after this one was (or after
+    /// now, if later).
+    fn spread_charged(&mut self, now: Instant, requests: u32) {
+        self.spread_due = self.spread_gap(requests).map(|gap| {
+            self.spread_count = self.spread_count.saturating_add(requests);
+            self.spread_due.map_or(now, |due| due.max(now)) + gap
+        });
     }
 
     /// What the server charges per token of our estimate, as its remaining counts taught
@@ -487,7 +563,11 @@ impl QuotaBudget for WindowBudget {
             },
             _ => self.limits,
         };
+        if let Some(until) = self.spread_until(now, cost.requests) {
+            return Err(never_fits(cost, limits).unwrap_or(Refusal::NotUntil(until)));
+        }
         let reservation = self.counts.try_charge(now, cost, limits)?;
+        self.spread_charged(now, cost.requests);
         self.token_header
             .charged(reservation.id, self.counts.churn());
         self.minute_phase.charge(reservation.id, now, cost.tokens);
@@ -579,6 +659,10 @@ impl QuotaBudget for WindowBudget {
             ..self.limits
         };
         self.counts.snapshot(now, limits)
+    }
+
+    fn shared_with_others(&mut self) {
+        self.shared = true;
     }
 }
 
@@ -907,8 +991,10 @@ mod tests {
         let run = drive(&mut b, 1, 10, fixed_requests(S, 10));
         assert_eq!(b.request_window(), S);
         assert_eq!(run.refused, vec![0]);
-        // 10 per 1.02 s span: 59 spans in the minute (the 60th starts at 60.18 s).
-        assert_eq!(run.admitted, vec![590]);
+        // Spread from the second window on, the requests bracket the first turn; then each
+        // of the 60 windows carries its 10 but for one lost while spreading (bursts a 1.02 s
+        // span apart: 590).
+        assert_eq!(run.admitted, vec![599]);
     }
 
     /// A server counting requests at their arrival, `per_window` in any `window` (sliding),
@@ -949,10 +1035,13 @@ mod tests {
             sliding_requests(S, 10, |k| if k % 3 == 0 { 40 * MS } else { Duration::ZERO });
         let run = drive(&mut b, 2, 10, |elapsed, r| server(elapsed, r));
         assert_eq!(b.counts.request_span(), 1_040 * MS);
-        // Without the widening: 40 and 39 refusals.
-        assert_eq!(run.refused, vec![2, 0]);
-        // 10 per 1.04 s span.
-        assert_eq!(run.admitted, vec![580, 580]);
+        // Without the widening: 40 and 39 refusals. (Without the sliding count's test in
+        // `FixedPhase::pair`, a pause while spreading taught a false turn: one refusal more.)
+        assert_eq!(run.refused, vec![1, 0]);
+        // 10 per 1.04 s span: 580 a minute sent as bursts. Spread while the turns were
+        // learned (none: the server slides), each request ages out on its own, and the 10 ms
+        // steps of this drive delay some by a step.
+        assert_eq!(run.admitted, vec![578, 577]);
         // The same span keeps the configured window; a shorter server window never widens it.
         assert_eq!(b.request_window(), S);
     }
@@ -1028,6 +1117,18 @@ mod tests {
         assert_eq!(tokens.counts.request_span(), W);
     }
 
+    /// Replies in flight (settled at, reservation, feedback), in order.
+    type InFlight = std::collections::VecDeque<(Instant, Reservation, QuotaFeedback)>;
+
+    /// Settles the replies in flight that are due by `now`.
+    fn settle_due(budget: &mut WindowBudget, in_flight: &mut InFlight, now: Instant) {
+        while in_flight.front().is_some_and(|(at, _, _)| *at <= now) {
+            if let Some((at, r, feedback)) = in_flight.pop_front() {
+                budget.settle(at, r, &feedback);
+            }
+        }
+    }
+
     /// Jobs of 1,000 tokens arriving every 50 ms, queued, offered to `budget` every 10 ms
     /// for `seconds`; the server answers each admitted one (`reply(elapsed)`) and the reply
     /// is settled 20 ms later. Returns when each admitted job was sent, and the refusals.
@@ -1038,14 +1139,10 @@ mod tests {
     ) -> (Vec<Duration>, u32) {
         let t0 = Instant::now();
         let (mut queued, mut sent, mut refused) = (0u32, Vec::new(), 0);
-        let mut in_flight = std::collections::VecDeque::new();
+        let mut in_flight = InFlight::new();
         for k in 0..seconds * 100 {
             let now = t0 + k * 10 * MS;
-            while in_flight.front().is_some_and(|(at, _, _)| *at <= now) {
-                if let Some((at, r, feedback)) = in_flight.pop_front() {
-                    budget.settle(at, r, &feedback);
-                }
-            }
+            settle_due(budget, &mut in_flight, now);
             queued += u32::from(k % 5 == 0);
             while queued > 0 {
                 let Ok(r) = budget.try_reserve(now, cost(1_000)) else {
@@ -1094,6 +1191,122 @@ mod tests {
         };
         b.settle(later, r, &refusal);
         assert_eq!(b.minute_phase.turns(), None);
+    }
+
+    /// A backlog offered to `budget` every 10 ms (up to 20 tries) for `seconds`, against a
+    /// server allowing 10 requests a second (`arrive(elapsed)` says if it admits one and the
+    /// count it then holds); replies are settled 50 ms after sending. Returns when each
+    /// admitted request was sent, the refusals, and when the request window's turns were
+    /// first trusted.
+    fn backlog(
+        budget: &mut WindowBudget,
+        seconds: u32,
+        mut arrive: impl FnMut(Duration) -> Option<u64>,
+    ) -> (Vec<Duration>, u32, Option<Duration>) {
+        let t0 = Instant::now();
+        let (mut sent, mut refused, mut learned) = (Vec::new(), 0, None);
+        let mut in_flight = InFlight::new();
+        for k in 0..seconds * 100 {
+            let now = t0 + k * 10 * MS;
+            settle_due(budget, &mut in_flight, now);
+            if learned.is_none() && budget.window_phase.turns().is_some() {
+                learned = Some(now - t0);
+            }
+            for _ in 0..20 {
+                let Ok(r) = budget.try_reserve(now, cost(1)) else {
+                    break;
+                };
+                let count = arrive(now - t0);
+                refused += u32::from(count.is_none());
+                sent.push(now - t0);
+                let feedback = QuotaFeedback {
+                    remaining_requests: Some(10 - count.unwrap_or(10)),
+                    rate_limited_for: count.is_none().then_some(100 * MS),
+                    ..QuotaFeedback::default()
+                };
+                in_flight.push_back((now + 50 * MS, r, feedback));
+            }
+        }
+        (sent, refused, learned)
+    }
+
+    #[test]
+    fn spread_requests_learn_a_fixed_second_and_then_fill_each_of_its_windows() {
+        // 600 RPM against fixed one-second windows that turn 370 ms after our start. Bursts of
+        // ten a span (1.02 s) apart would meet a fresh window every time, fixed or sliding, and
+        // first straddle a turn after 18 s. Spread 102 ms apart once the header is believed
+        // (from 1.02 s), the turn at 1.37 s falls between two requests (sent at 1.28 s and
+        // 1.38 s; learned from the second's reply at 1.43 s).
+        let mut b = WindowBudget::new(Some(600), None, S);
+        let phase = 370 * MS;
+        let window_of = |at: Duration| ((at + S - phase).as_millis() / 1_000) as usize;
+        let mut used = (usize::MAX, 0u64);
+        let (sent, refused, learned) = backlog(&mut b, 30, |at| {
+            let window = window_of(at);
+            if used.0 != window {
+                used = (window, 0);
+            }
+            (used.1 < 10).then(|| {
+                used.1 += 1;
+                used.1
+            })
+        });
+        assert_eq!(refused, 0);
+        assert_eq!(learned, Some(1_430 * MS));
+        // Then every window of the server carries its whole allowance, sent at once.
+        let mut per_window = [0u32; 31];
+        for at in &sent {
+            per_window[window_of(*at)] += 1;
+        }
+        // (A request charged within the bracket keeps its span and drifts by 20 ms a window,
+        // so one window in fifty carries one fewer.)
+        assert_eq!(per_window[3..30].iter().sum::<u32>(), 269);
+        assert!(per_window[3..30].iter().all(|&n| n >= 9), "{per_window:?}");
+        assert_eq!(b.spread_gap(1), None);
+    }
+
+    #[test]
+    fn a_budget_shared_with_other_processes_does_not_spread() {
+        // Their requests count in the server's windows too: a count never falls to ours alone,
+        // so spreading would learn nothing. Ten go at once, as without spreading.
+        let mut b = WindowBudget::new(Some(600), None, S);
+        b.shared_with_others();
+        let mut used = 0;
+        let (sent, refused, learned) = backlog(&mut b, 3, |_| {
+            used += 1;
+            Some(used.min(10))
+        });
+        assert_eq!((refused, learned), (0, None));
+        assert_eq!(sent[10..20], [1_020 * MS; 10]);
+    }
+
+    #[test]
+    fn spread_requests_keep_a_sliding_second_within_its_limit() {
+        // The same backlog against one-second windows that slide: no turn, no refusal.
+        let mut b = WindowBudget::new(Some(600), None, S);
+        let mut log: std::collections::VecDeque<Duration> = std::collections::VecDeque::new();
+        let (sent, refused, learned) = backlog(&mut b, 30, |at| {
+            while log.front().is_some_and(|first| *first + S <= at) {
+                log.pop_front();
+            }
+            (log.len() < 10).then(|| {
+                log.push_back(at);
+                log.len() as u64
+            })
+        });
+        assert_eq!((refused, learned), (0, None));
+        // The first burst at once (the header is not believed yet), then from 1.02 s one due
+        // every 102 ms, each sent on the first 10 ms step at most half a gap before it is due.
+        assert_eq!(sent[..10], [Duration::ZERO; 10]);
+        assert_eq!(
+            sent[10..14],
+            [1_020 * MS, 1_080 * MS, 1_180 * MS, 1_280 * MS]
+        );
+        // Five allowances spread without a turn: spreading stops, and the spans keep the rate
+        // of ten a 1.02 s span (98 in the last 10 s).
+        assert_eq!((b.spread_count, b.spread_gap(1)), (50, None));
+        let last = sent.iter().filter(|at| **at >= 20 * S).count();
+        assert_eq!(last, 98);
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub struct SharedBudget {
 
 impl SharedBudget {
     /// `local`'s rules, and room in `quota`'s lease.
-    pub fn new(local: Box<dyn QuotaBudget>, quota: SharedQuota) -> Self {
+    pub fn new(mut local: Box<dyn QuotaBudget>, quota: SharedQuota) -> Self {
+        local.shared_with_others();
         SharedBudget {
             local,
             quota,
