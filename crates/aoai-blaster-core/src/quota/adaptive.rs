@@ -996,27 +996,55 @@ mod tests {
         assert_eq!(drive(&mut b, 1, 300, |_, _| stuck).admitted, vec![29_998]);
     }
 
+    /// A server with fixed windows from the start of a [`drive`]: `per_window` requests per
+    /// `window`, `tpm` tokens a minute (`None`: no token limit, no remaining tokens), remaining
+    /// counts on every reply, 429s with the wait to the end of the window that refused.
+    fn fixed_windows(
+        per_window: u64,
+        window: Duration,
+        tpm: Option<u64>,
+        job: u64,
+    ) -> impl FnMut(Duration, &Reservation) -> QuotaFeedback {
+        let tpm_or_all = tpm.unwrap_or(u64::MAX);
+        let (mut requests, mut tokens) = ((u128::MAX, 0u64), (u64::MAX, 0u64));
+        move |elapsed, _| {
+            let (index, minute) = (
+                elapsed.as_nanos() / window.as_nanos(),
+                elapsed.as_secs() / 60,
+            );
+            if requests.0 != index {
+                requests = (index, 0);
+            }
+            if tokens.0 != minute {
+                tokens = (minute, 0);
+            }
+            let (requests_fit, tokens_fit) =
+                (requests.1 < per_window, tokens.1 + job <= tpm_or_all);
+            let end = if tokens_fit {
+                Duration::from_nanos(((index + 1) * window.as_nanos()) as u64)
+            } else {
+                Duration::from_secs((minute + 1) * 60)
+            };
+            if requests_fit && tokens_fit {
+                requests.1 += 1;
+                tokens.1 += job;
+            }
+            QuotaFeedback {
+                remaining_requests: Some(per_window - requests.1),
+                remaining_tokens: tpm.map(|tpm| tpm - tokens.1),
+                rate_limited_for: (!(requests_fit && tokens_fit)).then(|| end - elapsed),
+                ..QuotaFeedback::default()
+            }
+        }
+    }
+
     #[test]
     fn a_429_waiting_past_the_request_window_teaches_a_longer_one() {
         // The server allows 100 requests per fixed 10 s window; we count per 1 s. The first
         // second's replies teach 100 a second; the 101st request meets a 429 that waits for
         // the window's end, longer than a second: from then on requests are counted per 10 s.
         let mut b = AdaptiveBudget::new(None, None, S);
-        let mut used = (u128::MAX, 0u64);
-        let run = drive(&mut b, 2, 10, |elapsed, _| {
-            let window = elapsed.as_nanos() / (10 * S).as_nanos();
-            if used.0 != window {
-                used = (window, 0);
-            }
-            let fits = used.1 < 100;
-            used.1 += u64::from(fits);
-            let end = Duration::from_nanos(((window + 1) * (10 * S).as_nanos()) as u64);
-            QuotaFeedback {
-                remaining_requests: Some(100 - used.1),
-                rate_limited_for: (!fits).then(|| end - elapsed),
-                ..QuotaFeedback::default()
-            }
-        });
+        let run = drive(&mut b, 2, 10, fixed_windows(100, 10 * S, None, 10));
         assert_eq!(b.rpm_window(), 10 * S);
         // Only the eight on their way when the first 429 came back are refused, and never again;
         // the server's 100 a window are all used (600 a minute).
@@ -1053,46 +1081,6 @@ mod tests {
         assert_eq!(window_for(1, 2_000), S);
     }
 
-    /// A server with fixed windows from the start of a [`drive`]: `per_window` requests per
-    /// `window`, `tpm` tokens a minute, remaining counts on every reply, 429s with the wait to
-    /// the end of the window that refused.
-    fn fixed_windows(
-        per_window: u64,
-        window: Duration,
-        tpm: u64,
-        job: u64,
-    ) -> impl FnMut(Duration, &Reservation) -> QuotaFeedback {
-        let (mut requests, mut tokens) = ((u128::MAX, 0u64), (u64::MAX, 0u64));
-        move |elapsed, _| {
-            let (index, minute) = (
-                elapsed.as_nanos() / window.as_nanos(),
-                elapsed.as_secs() / 60,
-            );
-            if requests.0 != index {
-                requests = (index, 0);
-            }
-            if tokens.0 != minute {
-                tokens = (minute, 0);
-            }
-            let (requests_fit, tokens_fit) = (requests.1 < per_window, tokens.1 + job <= tpm);
-            let end = if tokens_fit {
-                Duration::from_nanos(((index + 1) * window.as_nanos()) as u64)
-            } else {
-                Duration::from_secs((minute + 1) * 60)
-            };
-            if requests_fit && tokens_fit {
-                requests.1 += 1;
-                tokens.1 += job;
-            }
-            QuotaFeedback {
-                remaining_requests: Some(per_window - requests.1),
-                remaining_tokens: Some(tpm - tokens.1),
-                rate_limited_for: (!(requests_fit && tokens_fit)).then(|| end - elapsed),
-                ..QuotaFeedback::default()
-            }
-        }
-    }
-
     #[test]
     fn a_ten_second_windows_allowance_is_read_as_such_from_the_first_replies() {
         // 300 requests per 10 s and 300,000 TPM: read as a second's allowance, the 300 went
@@ -1100,18 +1088,18 @@ mod tests {
         // (8 of them, before the first 429 came back and lengthened the window). Against the
         // quota, 300 can only be a 10 s window's: no 429, and the minute's tokens all used.
         let mut b = AdaptiveBudget::new(None, None, S);
-        let run = drive(&mut b, 2, 400, fixed_windows(300, 10 * S, 300_000, 400));
-        assert_eq!(b.rpm_window(), 10 * S);
-        assert_eq!(
-            run,
-            Run {
-                admitted: vec![750, 750],
-                refused: vec![0, 0]
-            }
+        let run = drive(
+            &mut b,
+            2,
+            400,
+            fixed_windows(300, 10 * S, Some(300_000), 400),
         );
+        assert_eq!(b.rpm_window(), 10 * S);
+        // The minute's tokens allow 750 jobs of 400; all went, none met a 429.
+        assert_eq!((run.admitted, run.refused), (vec![750, 750], vec![0, 0]));
         // The same allowance per second (a quota ten times as large) stays a second's.
         let mut b = AdaptiveBudget::new(None, None, S);
-        let run = drive(&mut b, 1, 400, fixed_windows(300, S, 3_000_000, 400));
+        let run = drive(&mut b, 1, 400, fixed_windows(300, S, Some(3_000_000), 400));
         assert_eq!(b.rpm_window(), S);
         assert_eq!(run.refused, vec![0]);
     }
