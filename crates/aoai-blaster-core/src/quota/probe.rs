@@ -8,8 +8,8 @@
 //! phase known). Only a 429 says where such a minute turns, so a budget with a configured TPM
 //! asks for one, once per run, with at most two 429s:
 //!
-//! 1. When the minute's tokens first refuse a request its request window has room for, the
-//!    budget sends that request anyway. A fixed server's 429 waits until its minute turns: the
+//! 1. When the minute's tokens first refuse a request its request window has room for, for
+//!    at least [`ASK_WHEN_WAITING`], the budget sends that request anyway. A fixed server's 429 waits until its minute turns: the
 //!    turn lies between when the request left plus the wait and its reply plus the wait. A
 //!    sliding server's 429 waits until our oldest charges slide out, which can be the same
 //!    instant (a client that starts with the server's minute), so this only *supposes* a turn.
@@ -31,6 +31,13 @@ use std::time::{Duration, Instant};
 use crate::classify::WaitSource;
 
 use super::phase::Turns;
+
+/// Step 1 asks only when the minute holds the refused request at least this long (the
+/// default `rate_limit_fallback`): a 429 blocks the budget and cools the endpoint until its
+/// wait is over, and a fixed server's wait ends no later than our sliding minute frees room,
+/// but a 429 without a wait (Azure's Responses API has sent `-1` counts and no Retry-After)
+/// waits for the fallback. Asked this early, neither costs a wait we would not have had.
+pub(super) const ASK_WHEN_WAITING: Duration = crate::config::DEFAULT_RATE_LIMIT_FALLBACK;
 
 /// Requests of step 1 a server may admit, in tokens, as a share of the minute's (1 / this),
 /// before the budget stops asking: our count then runs so far above the server's that one

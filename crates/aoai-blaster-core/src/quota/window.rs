@@ -563,17 +563,19 @@ impl WindowBudget {
             && self.minute_phase.learning()
     }
 
-    /// A request the minute's tokens refused at `now`, sent anyway as a probe of where a fixed
-    /// minute turns, if the probe asks for one and the request limits admit it.
+    /// A request the minute's tokens refused at `now` (until `until`), sent anyway as a probe
+    /// of where a fixed minute turns, if the probe asks for one and the request limits admit it.
     fn probe_over_minute(
         &mut self,
         now: Instant,
+        until: Instant,
         cost: Cost,
         limits: Limits,
     ) -> Option<Reservation> {
         let tpm = limits.tpm.filter(|_| self.probing())?;
         match self.probe.ask() {
             Ask::Nothing => return None,
+            Ask::Turn if until < now + probe::ASK_WHEN_WAITING => return None,
             Ask::Turn => {}
             Ask::Confirm(turns) => {
                 // A sliding server surely refuses it (counting only what it surely still holds,
@@ -672,7 +674,7 @@ impl QuotaBudget for WindowBudget {
         }
         let reservation = match self.counts.try_charge(now, cost, limits) {
             Err(Refusal::NotUntil(until)) => self
-                .probe_over_minute(now, cost, limits)
+                .probe_over_minute(now, until, cost, limits)
                 .ok_or(Refusal::NotUntil(until))?,
             result => result?,
         };
@@ -777,7 +779,6 @@ impl QuotaBudget for WindowBudget {
 
     fn shared_with_others(&mut self) {
         self.shared = true;
-        self.probe.stop();
     }
 }
 
@@ -1476,6 +1477,8 @@ mod tests {
     /// `retry-after-ms`; it leaves requests to the budget's window.
     struct Headerless {
         sliding: bool,
+        /// What it charges per 100 tokens of ours.
+        percent: u64,
         admitted: Vec<(Duration, u64)>,
     }
 
@@ -1485,11 +1488,13 @@ mod tests {
         fn new(sliding: bool) -> Self {
             Headerless {
                 sliding,
+                percent: 100,
                 admitted: Vec::new(),
             }
         }
 
-        fn arrive(&mut self, at: Duration, tokens: u64) -> QuotaFeedback {
+        fn arrive(&mut self, at: Duration, ours: u64) -> QuotaFeedback {
+            let tokens = ours * self.percent / 100;
             let minute = 60 * S;
             let fixed_start = minute * (at.as_secs() / 60) as u32;
             let counts = |(when, _): &&(Duration, u64)| {
@@ -1528,18 +1533,28 @@ mod tests {
     }
 
     /// 400 jobs, the first 200 of 500 tokens and the rest of 1,500, offered every 10 ms for
-    /// `seconds` to a budget of 100,000 TPM and 600 RPM (ten a second); `server` answers each
-    /// at once, the reply is settled 20 ms later, and a refused job goes back to the front.
-    /// Returns when each job the server admitted was sent, and the 429s.
+    /// `seconds` to a budget (of 100,000 TPM and 600 RPM, ten a second, in these tests); see
+    /// [`offer`].
     fn headerless_batch(
         budget: &mut WindowBudget,
         server: &mut Headerless,
         seconds: u32,
     ) -> (Vec<Duration>, u32) {
+        let jobs = (0..400).map(|k| if k < 200 { 500 } else { 1_500 });
+        offer(budget, server, seconds, jobs.collect())
+    }
+
+    /// `jobs` (their tokens) offered in order every 10 ms for `seconds` to `budget`; `server`
+    /// answers each at once, the reply is settled 20 ms later, and a refused job goes back to
+    /// the front. Returns when each job the server admitted was sent, and the 429s.
+    fn offer(
+        budget: &mut WindowBudget,
+        server: &mut Headerless,
+        seconds: u32,
+        jobs: Vec<u64>,
+    ) -> (Vec<Duration>, u32) {
         let t0 = Instant::now();
-        let mut pending: std::collections::VecDeque<u64> = (0..400)
-            .map(|k| if k < 200 { 500 } else { 1_500 })
-            .collect();
+        let mut pending: std::collections::VecDeque<u64> = jobs.into();
         let (mut admitted, mut refused) = (Vec::new(), 0);
         let mut in_flight = InFlight::new();
         for k in 0..seconds * 100 {
@@ -1615,14 +1630,33 @@ mod tests {
     }
 
     #[test]
+    fn a_sliding_minute_that_counts_less_than_we_do_is_not_taken_for_a_fixed_one() {
+        // It charges 98 % of our estimate: at 20.4 s it admits the first request sent over our
+        // minute (1,500 of ours, hiding 1,500 more room than our count says) and refuses the
+        // second (a turn supposed at 60 s). At 60.33 s our sliding minute refuses a 1,500-token
+        // job that this server admits (it holds 98 % of 99,500): only a refusal by more than
+        // the 1,500 hidden would show a sliding minute. None comes: nothing more is asked, no
+        // false turn, no 429 beyond the one.
+        let mut b = WindowBudget::new(Some(600), Some(100_000), S);
+        let mut server = Headerless::new(true);
+        server.percent = 98;
+        let (admitted, refused) = headerless_batch(&mut b, &mut server, 250);
+        assert_eq!(refused, 1);
+        assert_eq!(b.probe.admitted(), 1_500);
+        assert_eq!(b.minute_phase.turns(), None);
+        assert_eq!(admitted.len(), 400);
+    }
+
+    #[test]
     fn no_probe_with_remaining_counts_or_a_shared_quota() {
         // Shared with other processes: their charges hide ours, nothing is asked.
         let mut shared = WindowBudget::new(Some(600), Some(100_000), S);
         shared.shared_with_others();
         let (_, refused) = headerless_batch(&mut shared, &mut Headerless::new(false), 62);
         assert_eq!(refused, 0);
-        // Remaining counts (here a constant the budget does not believe): they are what the
-        // phase is learned from; no probe.
+        // Remaining counts from the 11th second on (here a constant the budget does not
+        // believe): they are what the phase is learned from; no probe when the minute's tokens
+        // refuse at 20.4 s.
         let mut counted = WindowBudget::new(Some(600), Some(100_000), S);
         let mut server = Headerless::new(false);
         let t0 = Instant::now();
@@ -1634,12 +1668,34 @@ mod tests {
             if let Ok(r) = counted.try_reserve(now, cost(500)) {
                 let mut feedback = server.arrive(now - t0, 500);
                 refused += u32::from(feedback.rate_limited_for.is_some());
-                feedback.remaining_tokens = Some(7);
+                feedback.remaining_tokens = (k >= 1_000).then_some(7);
                 in_flight.push_back((now + 20 * MS, r, feedback));
             }
         }
         assert_eq!(refused, 0);
         assert_eq!(counted.probe.ask(), Ask::Nothing);
+    }
+
+    #[test]
+    fn no_probe_before_a_reply_or_for_a_short_wait() {
+        // A first flight that fills the minute before any reply came says nothing about the
+        // headers: refused, nothing sent over.
+        let t0 = Instant::now();
+        let mut b = WindowBudget::new(None, Some(100_000), S);
+        let first = b.try_reserve(t0, cost(100_000)).unwrap();
+        assert_eq!(not_until(b.try_reserve(t0, cost(1))), t0 + M);
+        // After a success without counts it would be the probe (the minute holds it 60.3 s).
+        b.settle(t0 + 10 * MS, first, &QuotaFeedback::default());
+        assert!(b.try_reserve(t0 + 20 * MS, cost(1)).is_ok());
+        // Jobs of 200 tokens at ten a second fill the minute only at 50 s: a 429 then would
+        // block for as long as the minute holds them anyway (10 s), or for the fallback's 15 s
+        // without a wait of the server's: not asked. Nor when the sliding minute frees room
+        // every second after.
+        let mut late = WindowBudget::new(Some(600), Some(100_000), S);
+        let mut server = Headerless::new(false);
+        let (admitted, refused) = offer(&mut late, &mut server, 130, vec![200; 1_000]);
+        assert_eq!((admitted.len(), refused), (1_000, 0));
+        assert_eq!(late.probe.ask(), Ask::Turn);
     }
 
     #[test]
