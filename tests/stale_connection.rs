@@ -11,14 +11,14 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 use aoai_blaster::core::health::HealthState;
 use aoai_blaster::metrics::MetricsHandle;
-use aoai_blaster::{ChatJob, Dispatcher, GetReport, HealthReport, JobErrorKind, Subscribe};
-use common::{config, prompt};
+use aoai_blaster::{ChatJob, Dispatcher, GetReport, JobErrorKind};
+use common::{Collector, Seen, collect_reports, config, prompt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -128,33 +128,6 @@ fn reply() -> Vec<u8> {
     .into_bytes()
 }
 
-/// Collects health reports; `Seen` answers those handled so far (in mailbox order, so after
-/// every report sent before it).
-struct Collector(Arc<Mutex<Vec<HealthReport>>>);
-
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-
-impl Handler<HealthReport> for Collector {
-    type Result = ();
-    fn handle(&mut self, report: HealthReport, _: &mut Self::Context) {
-        self.0.lock().expect("not poisoned").push(report);
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "Vec<HealthState>")]
-struct Seen;
-
-impl Handler<Seen> for Collector {
-    type Result = MessageResult<Seen>;
-    fn handle(&mut self, _: Seen, _: &mut Self::Context) -> Self::Result {
-        let reports = self.0.lock().expect("not poisoned");
-        MessageResult(reports.iter().map(|r| r.health.state.clone()).collect())
-    }
-}
-
 /// A Dispatcher on `upstream` with one deployment named `name`, no retries (a job fails at its
 /// first counted failure) and a 30 s backoff (a cooling would outlast the test), and a
 /// collector of its health reports.
@@ -167,67 +140,119 @@ async fn dispatcher(upstream: &Upstream, name: &str) -> (Addr<Dispatcher>, Addr<
     });
     let top = json!({"max_job_retry": 0, "backoff_base": "30s", "backoff_max": "60s"});
     let dispatcher = Dispatcher::start(config(top, vec![deployment])).expect("dispatcher starts");
-    let collector = Collector(Arc::default()).start();
-    dispatcher
-        .send(Subscribe(collector.clone().recipient()))
-        .await
-        .expect("subscribed");
+    let collector = collect_reports(&dispatcher).await;
     (dispatcher, collector)
 }
 
-async fn run_job(
-    dispatcher: &Addr<Dispatcher>,
-    i: usize,
-) -> Result<aoai_blaster::ChatResult, aoai_blaster::JobError> {
-    dispatcher
-        .send(ChatJob::new(prompt(i)))
-        .await
-        .expect("dispatcher alive")
+/// What a test expects to have happened, upstream and in the blaster.
+struct Expected {
+    /// Requests the server read, and connections it accepted.
+    requests: usize,
+    connections: usize,
+    /// The endpoint's report: successes, errors, stale-connection resends, failure streak.
+    successes: u64,
+    errors: u64,
+    stale_retries: u64,
+    failure_streak: u32,
+    /// Whether the endpoint announced one cooldown (else no health change at all).
+    cooled: bool,
 }
 
-/// The value of `aoai_blaster_stale_connection_retries_total` for `endpoint`, as scraped.
-fn stale_metric(metrics: &MetricsHandle, endpoint: &str) -> Option<String> {
-    let series = format!("aoai_blaster_stale_connection_retries_total{{endpoint=\"{endpoint}\"}} ");
-    metrics
-        .render()
-        .lines()
-        .find_map(|line| line.strip_prefix(&series).map(str::to_owned))
+/// A test's end: one endpoint named `name`, checked against `expected` in the server's counts,
+/// the report, the health reports and the metrics.
+struct Run {
+    name: &'static str,
+    metrics: MetricsHandle,
+    upstream: Upstream,
+    dispatcher: Addr<Dispatcher>,
+    collector: Addr<Collector>,
+}
+
+impl Run {
+    async fn start(name: &'static str, script: Vec<Vec<Step>>) -> Run {
+        let metrics = MetricsHandle::install().expect("metrics recorder");
+        let upstream = upstream(script).await;
+        let (dispatcher, collector) = dispatcher(&upstream, name).await;
+        Run {
+            name,
+            metrics,
+            upstream,
+            dispatcher,
+            collector,
+        }
+    }
+
+    async fn job(&self, i: usize) -> Result<aoai_blaster::ChatResult, aoai_blaster::JobError> {
+        self.dispatcher
+            .send(ChatJob::new(prompt(i)))
+            .await
+            .expect("dispatcher alive")
+    }
+
+    async fn check(&self, expected: Expected) {
+        assert_eq!(
+            self.upstream.requests.load(Ordering::SeqCst),
+            expected.requests
+        );
+        assert_eq!(
+            self.upstream.connections.load(Ordering::SeqCst),
+            expected.connections
+        );
+        let report = self.dispatcher.send(GetReport).await.expect("report");
+        let endpoint = &report[0];
+        assert_eq!(endpoint.counts.successes, expected.successes);
+        assert_eq!(endpoint.counts.errors, expected.errors);
+        assert_eq!(endpoint.counts.stale_retries, expected.stale_retries);
+        assert_eq!(endpoint.failure_streak, expected.failure_streak);
+        let reports = self.collector.send(Seen).await.expect("collector alive");
+        let states: Vec<HealthState> = reports.into_iter().map(|r| r.health.state).collect();
+        if expected.cooled {
+            assert!(
+                matches!(states.as_slice(), [HealthState::Cooling { .. }]),
+                "cooled once: {states:?}"
+            );
+        } else {
+            assert!(states.is_empty(), "no health change: {states:?}");
+        }
+        let series = format!(
+            "aoai_blaster_stale_connection_retries_total{{endpoint=\"{}\"}} ",
+            self.name
+        );
+        let rendered = self.metrics.render();
+        let metric = rendered.lines().find_map(|line| line.strip_prefix(&series));
+        assert_eq!(metric, Some(expected.stale_retries.to_string().as_str()));
+    }
 }
 
 #[actix_rt::test]
 async fn a_stale_pooled_connection_is_resent_fresh_without_cooling() {
-    let metrics = MetricsHandle::install().expect("metrics recorder");
-    let upstream = upstream(vec![vec![Step::Answer, Step::Close], vec![Step::Answer]]).await;
-    let (dispatcher, collector) = dispatcher(&upstream, "stale-ok").await;
-
-    let first = run_job(&dispatcher, 0).await.expect("first job succeeds");
+    let run = Run::start(
+        "stale-ok",
+        vec![vec![Step::Answer, Step::Close], vec![Step::Answer]],
+    )
+    .await;
+    let first = run.job(0).await.expect("first job succeeds");
     assert_eq!(first.attempts.len(), 1);
     // The second job takes the pooled connection, which the server closes on reading it.
-    let second = run_job(&dispatcher, 1).await.expect("second job succeeds");
+    let second = run.job(1).await.expect("second job succeeds");
     assert_eq!(second.attempts.len(), 1, "the resend is within the attempt");
     assert_eq!(second.text(), Some("ok"));
-
-    assert_eq!(upstream.requests.load(Ordering::SeqCst), 3);
-    assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
-    let report = dispatcher.send(GetReport).await.expect("report");
-    let endpoint = &report[0];
-    assert_eq!(endpoint.counts.requests, 2);
-    assert_eq!(endpoint.counts.successes, 2);
-    assert_eq!(endpoint.counts.errors, 0);
-    assert_eq!(endpoint.counts.stale_retries, 1);
-    assert_eq!(endpoint.failure_streak, 0);
-    let seen = collector.send(Seen).await.expect("collector alive");
-    assert!(seen.is_empty(), "no health change: {seen:?}");
-    assert_eq!(stale_metric(&metrics, "stale-ok").as_deref(), Some("1"));
+    run.check(Expected {
+        requests: 3,
+        connections: 2,
+        successes: 2,
+        errors: 0,
+        stale_retries: 1,
+        failure_streak: 0,
+        cooled: false,
+    })
+    .await;
 }
 
 #[actix_rt::test]
 async fn a_fresh_connection_closed_before_a_reply_is_an_ordinary_failure() {
-    let metrics = MetricsHandle::install().expect("metrics recorder");
-    let upstream = upstream(vec![vec![Step::Close]]).await;
-    let (dispatcher, collector) = dispatcher(&upstream, "fresh-closed").await;
-
-    let error = run_job(&dispatcher, 0).await.expect_err("the job fails");
+    let run = Run::start("fresh-closed", vec![vec![Step::Close]]).await;
+    let error = run.job(0).await.expect_err("the job fails");
     assert_eq!(error.kind, JobErrorKind::RetriesExhausted);
     assert_eq!(error.attempts.len(), 1);
     assert!(
@@ -235,48 +260,38 @@ async fn a_fresh_connection_closed_before_a_reply_is_an_ordinary_failure() {
         "{}",
         error.attempts[0].outcome
     );
-
-    assert_eq!(upstream.requests.load(Ordering::SeqCst), 1);
-    assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
-    let report = dispatcher.send(GetReport).await.expect("report");
-    let endpoint = &report[0];
-    assert_eq!(endpoint.counts.errors, 1);
-    assert_eq!(endpoint.counts.stale_retries, 0);
-    assert_eq!(endpoint.failure_streak, 1);
-    let seen = collector.send(Seen).await.expect("collector alive");
-    assert!(
-        matches!(seen.as_slice(), [HealthState::Cooling { .. }]),
-        "cooled once: {seen:?}"
-    );
-    assert_eq!(stale_metric(&metrics, "fresh-closed").as_deref(), Some("0"));
+    run.check(Expected {
+        requests: 1,
+        connections: 1,
+        successes: 0,
+        errors: 1,
+        stale_retries: 0,
+        failure_streak: 1,
+        cooled: true,
+    })
+    .await;
 }
 
 #[actix_rt::test]
 async fn a_resend_that_fails_too_is_an_ordinary_failure() {
-    let metrics = MetricsHandle::install().expect("metrics recorder");
-    let upstream = upstream(vec![vec![Step::Answer, Step::Close], vec![Step::Close]]).await;
-    let (dispatcher, collector) = dispatcher(&upstream, "stale-twice").await;
-
-    run_job(&dispatcher, 0).await.expect("first job succeeds");
-    let error = run_job(&dispatcher, 1)
-        .await
-        .expect_err("the second job fails");
+    let run = Run::start(
+        "stale-twice",
+        vec![vec![Step::Answer, Step::Close], vec![Step::Close]],
+    )
+    .await;
+    run.job(0).await.expect("first job succeeds");
+    let error = run.job(1).await.expect_err("the second job fails");
     assert_eq!(error.kind, JobErrorKind::RetriesExhausted);
     assert_eq!(error.attempts.len(), 1);
-
     // The pooled connection, then one fresh resend: nothing more.
-    assert_eq!(upstream.requests.load(Ordering::SeqCst), 3);
-    assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
-    let report = dispatcher.send(GetReport).await.expect("report");
-    let endpoint = &report[0];
-    assert_eq!(endpoint.counts.successes, 1);
-    assert_eq!(endpoint.counts.errors, 1);
-    assert_eq!(endpoint.counts.stale_retries, 1);
-    assert_eq!(endpoint.failure_streak, 1);
-    let seen = collector.send(Seen).await.expect("collector alive");
-    assert!(
-        matches!(seen.as_slice(), [HealthState::Cooling { .. }]),
-        "cooled once: {seen:?}"
-    );
-    assert_eq!(stale_metric(&metrics, "stale-twice").as_deref(), Some("1"));
+    run.check(Expected {
+        requests: 3,
+        connections: 2,
+        successes: 1,
+        errors: 1,
+        stale_retries: 1,
+        failure_streak: 1,
+        cooled: true,
+    })
+    .await;
 }

@@ -1,7 +1,8 @@
-//! `EndpointActor`: one per deployment. It owns the HTTP client, the auth, the cooldown timer
+//! `EndpointActor`: one per deployment. It owns the HTTP clients, the auth, the cooldown timer
 //! and the failure streak; it sends the request of each [`Attempt`] and answers with an
 //! [`AttemptDone`]. Every decision is made by pure code from `aoai-blaster-core`
-//! (`classify`, `EndpointHealth`); this file only performs the effects.
+//! (`classify`, `EndpointHealth`, `StaleRetry` for a stale pooled connection); this file only
+//! performs the effects.
 //!
 //! Each HTTP call runs as a task of its own on the actor's arbiter, not as a future of the
 //! actor's context: actix polls every future of a context whenever the context wakes, which
