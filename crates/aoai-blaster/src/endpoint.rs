@@ -631,7 +631,7 @@ impl HttpCall {
                     {
                         tracing::debug!(
                             endpoint = %self.settings.name,
-                            error = %unsent.outcome,
+                            ?failure,
                             "pooled connection closed by the server; resending on a fresh one"
                         );
                         connection = Connection::Fresh;

@@ -51,7 +51,8 @@ impl Clients {
     }
 
     /// The client that sends on `connection`: the pool's, or the one that dials for each
-    /// request (a pooled connection is never reused: its idle time is always above zero).
+    /// request (the caller asks the server to close each of its connections, and its pool
+    /// reuses none: any idle time is over its zero keep-alive).
     pub(super) fn get(&self, connection: Connection, settings: &EndpointSettings) -> &awc::Client {
         match connection {
             Connection::Pooled => &self.pooled,
