@@ -3,43 +3,16 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use aoai_blaster::core::health::HealthState;
 use aoai_blaster::core::retry::AttemptKind;
-use aoai_blaster::{ChatJob, Dispatcher, GetReport, HealthEvent, HealthReport, JobErrorKind};
-use aoai_blaster::{Subscribe, test_hooks};
+use aoai_blaster::test_hooks;
+use aoai_blaster::{ChatJob, Dispatcher, GetReport, HealthEvent, JobErrorKind};
 use aoai_sim::{FaultSpec, LatencySpec};
 use common::*;
 use futures_util::future::join_all;
 use serde_json::json;
-
-/// Collects health reports for a test.
-struct Collector(Arc<Mutex<Vec<HealthReport>>>);
-
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-
-impl Handler<HealthReport> for Collector {
-    type Result = ();
-    fn handle(&mut self, report: HealthReport, _: &mut Self::Context) {
-        self.0.lock().expect("not poisoned").push(report);
-    }
-}
-
-/// Subscribes a fresh collector to `dispatcher`'s health reports.
-async fn collect_reports(dispatcher: &Addr<Dispatcher>) -> Arc<Mutex<Vec<HealthReport>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let collector = Collector(seen.clone()).start();
-    dispatcher
-        .send(Subscribe(collector.recipient()))
-        .await
-        .expect("subscribed");
-    seen
-}
 
 fn latency(ttft_ms: u64, per_token_ms: u64) -> LatencySpec {
     LatencySpec {
@@ -157,16 +130,17 @@ async fn a_deployment_failing_one_request_in_ten_fast_is_never_disabled() {
         vec![deployment(&sim, "flaky", json!({}))],
     );
     let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
-    let seen = collect_reports(&dispatcher).await;
+    let collector = collect_reports(&dispatcher).await;
     let jobs = (0..300).map(|i| dispatcher.send(ChatJob::new(prompt(i))));
     for result in join_all(jobs).await {
         result
             .expect("dispatcher alive")
             .expect("every job succeeds");
     }
-    let disables: Vec<String> = seen
-        .lock()
-        .expect("not poisoned")
+    let disables: Vec<String> = collector
+        .send(Seen)
+        .await
+        .expect("collector alive")
         .iter()
         .filter(|r| matches!(r.health.state, HealthState::Disabled { .. }))
         .map(|r| r.health.state.to_string())
@@ -190,7 +164,7 @@ async fn a_panic_mid_run_loses_no_job(name: &str, plan: fn(&str)) {
         vec![deployment(&sim, name, json!({"adaptive": false}))],
     );
     let dispatcher = Dispatcher::start(config).expect("dispatcher starts");
-    let seen = collect_reports(&dispatcher).await;
+    let collector = collect_reports(&dispatcher).await;
     let mut jobs: Vec<_> = (0..20)
         .map(|i| actix_rt::spawn(dispatcher.send(ChatJob::new(prompt(i)))))
         .collect();
@@ -215,9 +189,10 @@ async fn a_panic_mid_run_loses_no_job(name: &str, plan: fn(&str)) {
     assert_eq!(report[0].counts.lost, 21);
     assert_eq!(report[0].counts.successes, 21);
     assert_eq!(report[0].state.as_str(), "healthy");
-    let restarts = seen
-        .lock()
-        .expect("not poisoned")
+    let restarts = collector
+        .send(Seen)
+        .await
+        .expect("collector alive")
         .iter()
         .filter(|r| r.event == HealthEvent::Restarted)
         .count();

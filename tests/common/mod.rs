@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use aoai_blaster::{BlasterConfig, ChatRequest, StreamDelta};
+use aoai_blaster::{BlasterConfig, ChatRequest, Dispatcher, HealthReport, StreamDelta, Subscribe};
 use aoai_sim::{DeploymentSpec, SimConfig, SimHandle, SimStats};
 use serde_json::{Value, json};
 
@@ -146,4 +146,41 @@ impl Handler<StreamDelta> for Deltas {
     fn handle(&mut self, delta: StreamDelta, _: &mut Self::Context) {
         self.0.lock().expect("not poisoned").push(delta);
     }
+}
+
+/// Collects health reports for a test; [`Seen`] answers those it has handled.
+pub struct Collector(Arc<Mutex<Vec<HealthReport>>>);
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<HealthReport> for Collector {
+    type Result = ();
+    fn handle(&mut self, report: HealthReport, _: &mut Self::Context) {
+        self.0.lock().expect("not poisoned").push(report);
+    }
+}
+
+/// Asks a [`Collector`] for the reports handled so far: in mailbox order, so every report
+/// sent to it before this message.
+#[derive(Message)]
+#[rtype(result = "Vec<HealthReport>")]
+pub struct Seen;
+
+impl Handler<Seen> for Collector {
+    type Result = MessageResult<Seen>;
+    fn handle(&mut self, _: Seen, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.0.lock().expect("not poisoned").clone())
+    }
+}
+
+/// Subscribes a fresh [`Collector`] to `dispatcher`'s health reports.
+pub async fn collect_reports(dispatcher: &Addr<Dispatcher>) -> Addr<Collector> {
+    let collector = Collector(Arc::default()).start();
+    dispatcher
+        .send(Subscribe(collector.clone().recipient()))
+        .await
+        .expect("subscribed");
+    collector
 }

@@ -55,7 +55,7 @@ pub(crate) struct EndpointSummary {
 impl Serialize for EndpointSummary {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let (report, counts) = (&self.report, &self.report.counts);
-        let mut json = serializer.serialize_struct("EndpointSummary", 14)?;
+        let mut json = serializer.serialize_struct("EndpointSummary", 15)?;
         json.serialize_field("name", &report.name)?;
         json.serialize_field("state", &report.state)?;
         json.serialize_field("disabled_reason", &report.disabled_reason)?;
@@ -64,6 +64,7 @@ impl Serialize for EndpointSummary {
         json.serialize_field("rate_limited", &counts.rate_limited)?;
         json.serialize_field("timeouts", &counts.timeouts)?;
         json.serialize_field("errors", &counts.errors)?;
+        json.serialize_field("stale_retries", &counts.stale_retries)?;
         json.serialize_field("prompt_tokens", &counts.prompt_tokens)?;
         json.serialize_field("completion_tokens", &counts.completion_tokens)?;
         json.serialize_field("mean_latency_ms", &self.mean_latency_ms())?;
@@ -427,6 +428,13 @@ impl Summary {
                     &rate,
                 ],
             );
+            if counts.stale_retries > 0 {
+                let resent = format!(
+                    "{} resent on a fresh connection (the server had closed the pooled one)",
+                    counts.stale_retries
+                );
+                wrap_words(out, &resent, "  ");
+            }
             // What held it when the run ended, if jobs were left (a disable always shows).
             let held = self.unfinished > 0 || report.state == EndpointState::Disabled;
             if held && let Some(waiting) = report.waiting_for(std::time::SystemTime::now()) {
@@ -624,6 +632,21 @@ mod tests {
     }
 
     #[test]
+    fn render_counts_stale_connection_resends_only_when_there_were_some() {
+        let mut summary = Summary {
+            endpoints: vec![endpoint("east", 2, None)],
+            ..Default::default()
+        };
+        assert!(!summary.render().contains("fresh connection"));
+        summary.endpoints[0].report.counts.stale_retries = 3;
+        let text = summary.render();
+        assert!(text.contains("3 resent on a fresh connection"), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+        let json = serde_json::to_value(&summary.endpoints[0]).unwrap();
+        assert_eq!(json["stale_retries"], 3);
+    }
+
+    #[test]
     fn endpoint_json_keeps_its_field_names() {
         let json = serde_json::to_value(endpoint("east", 4, Some(12.5))).unwrap();
         let keys: Vec<&str> = json
@@ -645,6 +668,7 @@ mod tests {
                 "rate_limited",
                 "requests",
                 "shared_quota",
+                "stale_retries",
                 "state",
                 "successes",
                 "timeouts",

@@ -21,6 +21,7 @@ pub mod scheduler;
 pub mod secret;
 pub mod shared;
 pub mod sse;
+pub mod stale;
 pub mod strategy;
 pub mod tokens;
 

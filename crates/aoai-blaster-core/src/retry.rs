@@ -11,7 +11,8 @@
 //! - a transient failure or an endpoint-fatal reply is retried, preferably on another endpoint,
 //!   while the job has counted attempts left: at most `1 + max_job_retry` of them;
 //! - 429s, lost attempts (the endpoint's actor restarted mid-request) and declined ones (the
-//!   endpoint was cooling when the attempt arrived) do not count;
+//!   endpoint was cooling when the attempt arrived) do not count; a request resent at once
+//!   after a stale pooled connection ([`crate::stale`]) is one attempt, not two;
 //! - a stream that fails after deltas reached the caller is not retried;
 //! - `job_deadline`, when set, bounds a job's whole life, 429s included.
 //!

@@ -1,7 +1,8 @@
-//! `EndpointActor`: one per deployment. It owns the HTTP client, the auth, the cooldown timer
+//! `EndpointActor`: one per deployment. It owns the HTTP clients, the auth, the cooldown timer
 //! and the failure streak; it sends the request of each [`Attempt`] and answers with an
 //! [`AttemptDone`]. Every decision is made by pure code from `aoai-blaster-core`
-//! (`classify`, `EndpointHealth`); this file only performs the effects.
+//! (`classify`, `EndpointHealth`, `StaleRetry` for a stale pooled connection); this file only
+//! performs the effects.
 //!
 //! Each HTTP call runs as a task of its own on the actor's arbiter, not as a future of the
 //! actor's context: actix polls every future of a context whenever the context wakes, which
@@ -36,6 +37,7 @@ use aoai_blaster_core::operation::{Operation, Reply};
 use aoai_blaster_core::raw_reply::RawReply;
 use aoai_blaster_core::scheduler::{AttemptEnd, AttemptReport};
 use aoai_blaster_core::sse::{SseDecoder, StreamAssembler};
+use aoai_blaster_core::stale::{Connection, SendFailure, StaleRetry};
 use awc::error::{ConnectError, PayloadError, SendRequestError};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
@@ -49,7 +51,10 @@ use crate::messages::{
 };
 use crate::metrics::{EndpointMetrics, FinishedAttempt, server_time_from_headers};
 
+mod connection;
 mod events;
+
+use connection::Clients;
 
 /// Largest error reply body read.
 const MAX_ERROR_BYTES: usize = 1024 * 1024;
@@ -121,7 +126,7 @@ impl EndpointSettings {
 /// The actor for one deployment. Start it with [`EndpointActor::start_supervised`].
 pub(crate) struct EndpointActor {
     settings: Arc<EndpointSettings>,
-    client: awc::Client,
+    clients: Clients,
     auth: Auth,
     health: EndpointHealth,
     generation: u64,
@@ -164,7 +169,7 @@ impl EndpointActor {
         done: Recipient<AttemptDone>,
     ) -> Addr<EndpointActor> {
         Supervisor::start_in_arbiter(arbiter, move |_ctx| {
-            let client = build_client(&settings);
+            let clients = Clients::new(&settings);
             EndpointActor {
                 metrics: EndpointMetrics::new(&settings.name),
                 health: EndpointHealth::new(
@@ -172,7 +177,7 @@ impl EndpointActor {
                     rand::rngs::StdRng::from_rng(&mut rand::rng()),
                 ),
                 settings: Arc::new(settings),
-                client,
+                clients,
                 auth,
                 generation: 0,
                 reports,
@@ -298,6 +303,7 @@ impl EndpointActor {
             elapsed: call.elapsed,
             server_time: call.server_time,
             usage,
+            stale_retries: call.stale_retries,
         });
         record_on_span(span, &call);
         let now = clock::now();
@@ -315,32 +321,10 @@ impl EndpointActor {
             elapsed: call.elapsed,
             server_time: call.server_time,
             deltas_delivered: call.deltas_delivered,
+            stale_retries: call.stale_retries,
             health: self.snapshot(),
         }
     }
-}
-
-/// How long an idle pooled connection may be reused (awc's default is 15 s). Servers close
-/// idle keep-alive connections on their own clock (5 s is common: actix-web, uvicorn,
-/// Node); a request sent on one the server has closed, or closes as it arrives, fails with
-/// "connector has been disconnected", and that transient failure cools the endpoint for up
-/// to `backoff_base` (a 0.6-0.9 s stall of every request at 256 connections after 6 s
-/// idle). Dropping connections before 5 s of idleness avoids the race, for the price of one
-/// new connection after a pause.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
-
-fn build_client(settings: &EndpointSettings) -> awc::Client {
-    // awc builds a rustls config for every client, even a plain-http one.
-    crate::tls::install_crypto_provider();
-    let connector = awc::Connector::new()
-        .timeout(settings.timeouts.connect)
-        .limit(settings.max_connections)
-        .conn_keep_alive(POOL_IDLE_TIMEOUT);
-    awc::Client::builder()
-        .connector(connector)
-        .timeout(settings.timeouts.request)
-        .disable_redirects()
-        .finish()
 }
 
 impl Actor for EndpointActor {
@@ -361,7 +345,7 @@ impl Supervised for EndpointActor {
             self.lost(call.job, call.number);
         }
         self.cooldown_timer = None;
-        self.client = build_client(&self.settings);
+        self.clients = Clients::new(&self.settings);
         self.announce(HealthEvent::Restarted, None);
         self.arm_timer(ctx, clock::now());
     }
@@ -450,7 +434,7 @@ impl EndpointActor {
             self.settings.model.as_deref(),
         );
         let http = HttpCall {
-            client: self.client.clone(),
+            clients: self.clients.clone(),
             settings: self.settings.clone(),
             auth: self.auth.clone(),
             operation: attempt.request.operation(),
@@ -548,6 +532,8 @@ struct CallResult {
     elapsed: Duration,
     server_time: Option<Duration>,
     deltas_delivered: u32,
+    /// Resends on a fresh connection after a stale pooled one (`core::stale`).
+    stale_retries: u32,
 }
 
 /// Fills the attempt span's result fields.
@@ -575,9 +561,16 @@ fn record_on_span(span: &tracing::Span, call: &CallResult) {
     }
 }
 
+/// A send that got no reply: its outcome, and unless nothing went out (no credentials), the
+/// connection it used and how far it went.
+struct Unsent {
+    outcome: AttemptOutcome,
+    sent: Option<(Connection, SendFailure)>,
+}
+
 /// Everything one HTTP call needs; `run` performs it.
 struct HttpCall {
-    client: awc::Client,
+    clients: Clients,
     settings: Arc<EndpointSettings>,
     auth: Auth,
     operation: Operation,
@@ -600,6 +593,7 @@ impl CallResult {
             elapsed: Duration::ZERO,
             server_time: None,
             deltas_delivered: 0,
+            stale_retries: 0,
         }
     }
 
@@ -616,14 +610,46 @@ impl CallResult {
 impl HttpCall {
     async fn run(self) -> CallResult {
         let started = clock::now();
+        let deadline = started
+            .checked_add(self.settings.timeouts.request)
+            .unwrap_or(started);
         let mut refreshed_token = false;
+        let mut stale = StaleRetry::default();
+        let mut connection = Connection::Pooled;
+        // The request that got the reply left here (a resend's own start, so that quota
+        // pacing counts it from when it left).
+        let mut sent_at = started;
         loop {
-            let mut result = self.send_once(started).await;
-            result.elapsed = clock::now().saturating_duration_since(started);
+            let mut result = match self.send_once(connection, deadline).await {
+                Ok(result) => {
+                    stale.answered();
+                    result
+                }
+                Err(unsent) => {
+                    if let Some((used, failure)) = unsent.sent
+                        && stale.resend(used, failure)
+                    {
+                        tracing::debug!(
+                            endpoint = %self.settings.name,
+                            ?failure,
+                            "pooled connection closed by the server; resending on a fresh one"
+                        );
+                        connection = Connection::Fresh;
+                        sent_at = clock::now();
+                        continue;
+                    }
+                    let mut result = CallResult::new();
+                    result.outcome = unsent.outcome;
+                    result
+                }
+            };
+            result.elapsed = clock::now().saturating_duration_since(sent_at);
+            result.stale_retries = stale.resent();
             // On a 401 with a bearer token, refresh the token once before giving up.
             if result.status == Some(401) && self.auth.is_refreshable() && !refreshed_token {
                 refreshed_token = true;
                 self.auth.invalidate();
+                connection = Connection::Pooled;
                 continue;
             }
             // The one gate for upstream text: what it says goes to logs, reports and output
@@ -633,22 +659,17 @@ impl HttpCall {
         }
     }
 
-    /// One exchange: authenticate, send, read the head, then the body (error reply, plain
-    /// reply or stream), all within `request_timeout` of `started`.
-    async fn send_once(&self, started: Instant) -> CallResult {
+    /// One exchange on `connection`: authenticate, send, read the head, then the body (error
+    /// reply, plain reply or stream), all before `deadline`. `Err` when no reply came.
+    async fn send_once(
+        &self,
+        connection: Connection,
+        deadline: Instant,
+    ) -> Result<CallResult, Unsent> {
+        let response = self.send(connection, deadline).await?;
         let mut result = CallResult::new();
-        let response = match self.send().await {
-            Ok(response) => response,
-            Err(outcome) => {
-                result.outcome = outcome;
-                return result;
-            }
-        };
         let status = response.status().as_u16();
         result.read_head(response.headers(), status);
-        let deadline = started
-            .checked_add(self.settings.timeouts.request)
-            .unwrap_or(started);
         result.outcome = if !(200..300).contains(&status) {
             self.read_error_reply(status, response, deadline).await
         } else if self.stream {
@@ -657,21 +678,21 @@ impl HttpCall {
             self.read_plain_reply(status, response, deadline, &mut result)
                 .await
         };
-        result
+        Ok(result)
     }
 
-    /// Authenticates and sends the request; the reply's head, or what went wrong.
+    /// Authenticates and sends the request on `connection`; the reply's head, or what went
+    /// wrong.
     async fn send(
         &self,
+        connection: Connection,
+        deadline: Instant,
     ) -> Result<
         awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, PayloadError>> + Unpin>,
-        AttemptOutcome,
+        Unsent,
     > {
-        let header = self
-            .auth
-            .header()
-            .await
-            .map_err(|error| AttemptOutcome::EndpointFatal {
+        let header = self.auth.header().await.map_err(|error| Unsent {
+            outcome: AttemptOutcome::EndpointFatal {
                 reason: format!(
                     "{error}; check `api_key` of deployment '{}'",
                     self.settings.name
@@ -681,28 +702,37 @@ impl HttpCall {
                     code: Some("CredentialUnavailable".into()),
                     message: error.to_string(),
                 },
-            })?;
+            },
+            sent: None,
+        })?;
         let timeouts = &self.settings.timeouts;
         let target = &self.settings.targets[self.operation as usize];
-        let request = match &target.uri {
-            Some(uri) => self.client.post(uri.clone()),
-            None => self.client.post(&target.url),
+        let client = self.clients.get(connection, &self.settings);
+        let mut request = match &target.uri {
+            Some(uri) => client.post(uri.clone()),
+            None => client.post(&target.url),
         };
+        if connection == Connection::Fresh {
+            // Not back into the pool: the fresh client's connections serve one request.
+            request = request.force_close();
+        }
         let sent = request
             .insert_header((
                 awc::http::header::CONTENT_TYPE,
                 awc::http::header::HeaderValue::from_static("application/json"),
             ))
             .insert_header((header.name, header.value.expose()))
-            .timeout(timeouts.request)
+            .timeout(time_left(deadline))
             .send_body(self.body.clone());
         // awc checks each pooled connection for the server's close with a read that tokio's
         // cooperative budget answers "pending" once spent, i.e. "alive": with over ~128 dead
-        // connections in the pool a burst got a closed one (see `POOL_IDLE_TIMEOUT`). Outside
-        // the budget the check sees the truth; the work is bounded (the pool, one head).
-        tokio::task::unconstrained(sent)
-            .await
-            .map_err(|error| AttemptOutcome::Transient(send_error(&error, timeouts)))
+        // connections in the pool a burst got a closed one. Outside the budget the check sees
+        // the truth; the work is bounded (the pool, one head).
+        let (sent, used) = connection::track(tokio::task::unconstrained(sent)).await;
+        sent.map_err(|error| Unsent {
+            outcome: AttemptOutcome::Transient(send_error(&error, timeouts)),
+            sent: Some((used, connection::send_failure(&error))),
+        })
     }
 
     /// Reads a non-2xx reply's body (capped, within the deadline) and classifies it.

@@ -33,6 +33,7 @@
 //! | `aoai_blaster_rate_limited_total{endpoint}` | counter | 429 replies |
 //! | `aoai_blaster_retries_total{endpoint}` | counter | attempts that were not a job's first |
 //! | `aoai_blaster_declined_total{endpoint}` | counter | attempts the endpoint turned back unsent (it was cooling down or disabled) |
+//! | `aoai_blaster_stale_connection_retries_total{endpoint}` | counter | requests resent at once on a fresh connection because a pooled one the server had closed failed them before any reply byte (not failures: the attempt's outcome is the resend's) |
 //! | `aoai_blaster_endpoint_in_flight{endpoint}` | gauge | HTTP calls in flight |
 //! | `aoai_blaster_endpoint_state{endpoint,state}` | gauge | 1 for the current state (`healthy`, `cooling`, `probing`, `disabled`), 0 for the others |
 //! | `aoai_blaster_endpoint_failure_streak{endpoint}` | gauge | consecutive transient failures |
@@ -173,6 +174,11 @@ fn describe_all() {
         "aoai_blaster_retries_total",
         Unit::Count,
         "Attempts that were not their job's first"
+    );
+    describe_counter!(
+        "aoai_blaster_stale_connection_retries_total",
+        Unit::Count,
+        "Requests resent on a fresh connection after a pooled one the server had closed"
     );
     describe_counter!(
         "aoai_blaster_declined_total",
@@ -364,6 +370,7 @@ pub struct EndpointMetrics {
     outcomes: [Counter; OUTCOME_LABELS.len()],
     rate_limited: Counter,
     retries: Counter,
+    stale_retries: Counter,
     declined: Counter,
     in_flight: Gauge,
     state: [Gauge; 4],
@@ -397,6 +404,7 @@ impl EndpointMetrics {
             outcomes,
             rate_limited: metrics::counter!("aoai_blaster_rate_limited_total", "endpoint" => name.clone()),
             retries: metrics::counter!("aoai_blaster_retries_total", "endpoint" => name.clone()),
+            stale_retries: metrics::counter!("aoai_blaster_stale_connection_retries_total", "endpoint" => name.clone()),
             declined: metrics::counter!("aoai_blaster_declined_total", "endpoint" => name.clone()),
             in_flight: metrics::gauge!("aoai_blaster_endpoint_in_flight", "endpoint" => name.clone()),
             state,
@@ -434,6 +442,8 @@ impl EndpointMetrics {
         if class == StatusClass::RateLimited {
             self.rate_limited.increment(1);
         }
+        self.stale_retries
+            .increment(u64::from(finished.stale_retries));
         if let Some(usage) = finished.usage {
             self.prompt_tokens.increment(usage.prompt_tokens);
             self.completion_tokens.increment(usage.completion_tokens);
@@ -492,6 +502,8 @@ pub struct FinishedAttempt<'a> {
     pub server_time: Option<Duration>,
     /// Token usage of a successful reply.
     pub usage: Option<TokenCounts>,
+    /// Resends on a fresh connection after a stale pooled one, within the call.
+    pub stale_retries: u32,
 }
 
 /// The Dispatcher's metric handles, registered once (a label lookup per job would cost more

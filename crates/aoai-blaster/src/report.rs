@@ -196,19 +196,20 @@ fn seconds<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<
     }
 }
 
-/// The counts as the report's JSON fields: the nine counts and `mean_latency`, not the latency
+/// The counts as the report's JSON fields: the ten counts and `mean_latency`, not the latency
 /// sums (`EndpointCounters` is the scheduler's type and not `Serialize`).
 fn counts_fields<S: Serializer>(
     counts: &EndpointCounters,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    let mut json = serializer.serialize_struct("EndpointCounters", 10)?;
+    let mut json = serializer.serialize_struct("EndpointCounters", 11)?;
     json.serialize_field("requests", &counts.requests)?;
     json.serialize_field("successes", &counts.successes)?;
     json.serialize_field("rate_limited", &counts.rate_limited)?;
     json.serialize_field("timeouts", &counts.timeouts)?;
     json.serialize_field("errors", &counts.errors)?;
     json.serialize_field("lost", &counts.lost)?;
+    json.serialize_field("stale_retries", &counts.stale_retries)?;
     json.serialize_field("restarts", &counts.restarts)?;
     json.serialize_field("prompt_tokens", &counts.prompt_tokens)?;
     json.serialize_field("completion_tokens", &counts.completion_tokens)?;
@@ -239,6 +240,13 @@ impl fmt::Display for EndpointReport {
         }
         if let Some(sharing) = self.shared_quota {
             write!(f, " | quota {}", sharing.as_str())?;
+        }
+        if self.counts.stale_retries > 0 {
+            write!(
+                f,
+                " | {} resent after a stale connection",
+                self.counts.stale_retries
+            )?;
         }
         Ok(())
     }
@@ -285,6 +293,7 @@ mod tests {
                 "rate_limited",
                 "requests",
                 "restarts",
+                "stale_retries",
                 "state",
                 "successes",
                 "timeouts",
@@ -293,6 +302,22 @@ mod tests {
         );
         assert_eq!(json["requests"], 3);
         assert_eq!(json["mean_latency"]["nanos"], 15_000_000);
+    }
+
+    #[test]
+    fn display_names_stale_connection_resends_only_when_there_were_some() {
+        let mut report = EndpointReport {
+            name: "east".into(),
+            ..Default::default()
+        };
+        assert!(!report.to_string().contains("stale"), "{report}");
+        report.counts.stale_retries = 2;
+        assert!(
+            report
+                .to_string()
+                .ends_with(" | 2 resent after a stale connection"),
+            "{report}"
+        );
     }
 
     #[test]

@@ -86,10 +86,24 @@ impl SlidingLog {
     /// When a charge made at `at` stops counting: the end of its span, or the server's turn
     /// after it when that is known to come first. Never decreases as `at` grows.
     fn expiry_of(&self, at: Instant) -> Instant {
+        self.expiry_under(at, self.turns)
+    }
+
+    /// [`SlidingLog::expiry_of`] were the server's window turning at `turns`.
+    fn expiry_under(&self, at: Instant, turns: Option<Turns>) -> Instant {
         let end = at.checked_add(self.span).unwrap_or_else(|| far_future(at));
-        self.turns
+        turns
             .and_then(|turns| turns.forgotten(at, self.span.saturating_sub(turns.window())))
             .map_or(end, |turn| turn.min(end))
+    }
+
+    /// Tokens still counted at `now` were the server's window turning at `turns` (without
+    /// pruning; what a probe of a supposed turn compares, see `probe`).
+    pub(super) fn tokens_turning_at(&self, now: Instant, turns: Turns) -> u64 {
+        self.entries
+            .iter()
+            .filter(|c| self.expiry_under(c.last, Some(turns)) > now)
+            .fold(0u64, |sum, c| sum.saturating_add(c.tokens))
     }
 
     pub(super) fn prune(&mut self, now: Instant) {

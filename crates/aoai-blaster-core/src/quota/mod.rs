@@ -54,18 +54,19 @@
 //! `cost` (what a request is charged: [`options_cost`], [`prompt_charge`]), `calibrate`
 //! (what the server's remaining counts say about its own charges, and whether to believe them)
 //! and `phase` (where a server's fixed windows turn, so their charges can be forgotten at the
-//! turn).
+//! turn), `probe` (asking a server without remaining counts where its minute turns).
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::classify::{AttemptOutcome, RateLimitHeaders};
+use crate::classify::{AttemptOutcome, RateLimitHeaders, WaitSource};
 
 mod adaptive;
 mod calibrate;
 mod cost;
 mod log;
 mod phase;
+mod probe;
 mod window;
 
 pub use adaptive::{AdaptiveBudget, CEILING_MEMORY, DECREASE_FACTOR, FIRST_FLIGHT, INCREASE_SHARE};
@@ -142,6 +143,9 @@ pub struct QuotaFeedback {
     pub remaining_tokens: Option<u64>,
     /// A 429's wait: admit nothing until it is over.
     pub rate_limited_for: Option<Duration>,
+    /// Where that wait came from (`None`: not known, read as whole seconds): a wait of the
+    /// configured fallback says nothing about where the server's window turns.
+    pub wait_source: Option<WaitSource>,
     /// Tokens the reply's `usage` reports (not refunded: Azure does not; kept for statistics).
     pub used_tokens: Option<u64>,
     /// How long the HTTP call took, from when the endpoint started it: the request left no
@@ -163,6 +167,10 @@ impl QuotaFeedback {
             remaining_tokens: headers.remaining_tokens,
             rate_limited_for: match outcome {
                 AttemptOutcome::RateLimited { wait, .. } => Some(*wait),
+                _ => None,
+            },
+            wait_source: match outcome {
+                AttemptOutcome::RateLimited { source, .. } => Some(*source),
                 _ => None,
             },
             used_tokens,

@@ -62,6 +62,19 @@ pub(super) struct Turns {
 }
 
 impl Turns {
+    /// Turns of windows of `window` lying in `(earliest, latest]` (and a window apart); `None`
+    /// unless that is shorter than a window.
+    pub(super) fn within(earliest: Instant, latest: Instant, window: Duration) -> Option<Turns> {
+        latest
+            .checked_duration_since(earliest)
+            .filter(|width| *width < window)
+            .map(|width| Turns {
+                start: earliest,
+                width,
+                window,
+            })
+    }
+
     /// The window's length.
     pub(super) fn window(&self) -> Duration {
         self.window
@@ -231,14 +244,16 @@ impl FixedPhase {
     /// request left and from its reply; see `AdaptiveBudget`): narrows the learned turns as
     /// a bracket from the remaining counts does.
     pub(super) fn turn_within(&mut self, earliest: Instant, latest: Instant) {
-        if let Some(width) = latest.checked_duration_since(earliest)
-            && width < self.window
-        {
-            self.bracket(Turns {
-                start: earliest,
-                width,
-                window: self.window,
-            });
+        if let Some(turns) = Turns::within(earliest, latest, self.window) {
+            self.bracket(turns);
+        }
+    }
+
+    /// Turns found otherwise (a probe's 429 and its confirmation, see `probe`): narrows the
+    /// learned ones as a bracket does (windows of another length are ignored).
+    pub(super) fn learn(&mut self, turns: Turns) {
+        if turns.window == self.window {
+            self.bracket(turns);
         }
     }
 

@@ -3,9 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use crate::classify::WaitSource;
+
 use super::calibrate::Calibration;
 use super::log::{SlidingLog, far_future};
 use super::phase::{FixedPhase, Turns};
+use super::probe::{self, Ask, Lesson, ProbeReply, TurnProbe};
 use super::{BudgetSnapshot, Cost, QuotaBudget, QuotaFeedback, Refusal, Reservation};
 
 pub(super) const MINUTE: Duration = Duration::from_secs(60);
@@ -206,6 +209,11 @@ impl Counts {
         self.window.set_turns(window);
     }
 
+    /// Tokens the minute span would count at `now` were the server's minute turning at `turns`.
+    pub(super) fn tokens_if_turning(&self, now: Instant, turns: Turns) -> u64 {
+        self.minute.tokens_turning_at(now, turns)
+    }
+
     /// The request window's span in force.
     #[cfg(test)]
     pub(super) fn request_span(&self) -> Duration {
@@ -367,6 +375,12 @@ pub struct WindowBudget {
     spread_count: u32,
     /// Other processes share the quota ([`QuotaBudget::shared_with_others`]).
     shared: bool,
+    /// Whether any reply carried a remaining token count (`-1`, missing or garbage: none), and
+    /// how many successes came without one.
+    remaining_seen: bool,
+    uncounted_successes: u32,
+    /// Where the minute turns, asked with a 429 while no remaining count has come.
+    probe: TurnProbe,
 }
 
 /// The request windows Azure is known to use, shortest first.
@@ -420,6 +434,9 @@ impl WindowBudget {
             spread_due: None,
             spread_count: 0,
             shared: false,
+            remaining_seen: false,
+            uncounted_successes: 0,
+            probe: TurnProbe::new(),
         }
     }
 
@@ -534,6 +551,95 @@ impl WindowBudget {
         });
     }
 
+    /// Whether the minute's turn is to be asked with a probe (see the `probe` module): a
+    /// configured TPM, successes but never a remaining count (before the first reply, a full
+    /// first flight says nothing about the headers), the turn neither learned nor refuted, and
+    /// no other process sharing the quota.
+    fn probing(&self) -> bool {
+        self.limits.tpm.is_some()
+            && !self.shared
+            && !self.remaining_seen
+            && self.uncounted_successes > 0
+            && self.minute_phase.learning()
+    }
+
+    /// A request the minute's tokens refused at `now` (until `until`), sent anyway as a probe
+    /// of where a fixed minute turns, if the probe asks for one and the request limits admit it.
+    fn probe_over_minute(
+        &mut self,
+        now: Instant,
+        until: Instant,
+        cost: Cost,
+        limits: Limits,
+    ) -> Option<Reservation> {
+        let tpm = limits.tpm.filter(|_| self.probing())?;
+        match self.probe.ask() {
+            Ask::Nothing => return None,
+            Ask::Turn if until < now + probe::ASK_WHEN_WAITING => return None,
+            Ask::Turn => {}
+            Ask::Confirm(turns) => {
+                // A sliding server surely refuses it (counting only what it surely still holds,
+                // less what step 1 showed our count holds over its); a minute turning there
+                // admits it.
+                let (sliding, _) = self.counts.sliding_at(now, self.request_window);
+                let slack = tpm.saturating_add(self.probe.admitted());
+                let turned = self.counts.tokens_if_turning(now, turns);
+                if sliding.saturating_add(cost.tokens) <= slack
+                    || turned.saturating_add(cost.tokens) > tpm
+                {
+                    return None;
+                }
+            }
+        }
+        let over = Limits {
+            tpm: None,
+            ..limits
+        };
+        let reservation = self.counts.try_charge(now, cost, over).ok()?;
+        self.probe.sent(reservation.id);
+        Some(reservation)
+    }
+
+    /// A reply, for the probe of the minute's turn; and, once the probe taught the turns, a
+    /// 429 without remaining counts must wait until one of them (or they are refuted).
+    fn probe_replied(&mut self, now: Instant, reservation: &Reservation, feedback: &QuotaFeedback) {
+        let Some(tpm) = self.limits.tpm else {
+            return;
+        };
+        let reply = ProbeReply {
+            id: reservation.id,
+            tokens: reservation.cost.tokens,
+            tpm: self.token_header.to_ours(tpm),
+            left: reservation.at,
+            replied: now,
+        };
+        let wait = feedback
+            .rate_limited_for
+            .map(|wait| (wait, feedback.wait_source));
+        if self.probing() {
+            if wait.is_some() && self.probe.out(reservation.id) {
+                // The server did not count it: neither do we (our count then stays its).
+                self.counts.release(reservation);
+            }
+            match self.probe.replied(reply, wait, self.request_window) {
+                Lesson::Learned(turns) => self.minute_phase.learn(turns),
+                Lesson::Refuted => self.minute_phase.refute(),
+                Lesson::Nothing => {}
+            }
+            return;
+        }
+        self.probe.stop();
+        if let (Some((wait, source)), false, Some(_)) =
+            (wait, self.remaining_seen, self.minute_phase.turns())
+        {
+            if source == Some(WaitSource::Fallback) {
+                self.minute_phase.refute();
+            } else if let Some(turns) = probe::turn_of(reply, wait, source, self.request_window) {
+                self.minute_phase.learn(turns);
+            }
+        }
+    }
+
     /// What the server charges per token of our estimate, as its remaining counts taught
     /// (1.0 until they have; see [`WindowBudget`]).
     pub fn charge_factor(&self) -> f64 {
@@ -566,7 +672,12 @@ impl QuotaBudget for WindowBudget {
         if let Some(until) = self.spread_until(now, cost.requests) {
             return Err(never_fits(cost, limits).unwrap_or(Refusal::NotUntil(until)));
         }
-        let reservation = self.counts.try_charge(now, cost, limits)?;
+        let reservation = match self.counts.try_charge(now, cost, limits) {
+            Err(Refusal::NotUntil(until)) => self
+                .probe_over_minute(now, until, cost, limits)
+                .ok_or(Refusal::NotUntil(until))?,
+            result => result?,
+        };
         self.spread_charged(now, cost.requests);
         self.token_header
             .charged(reservation.id, self.counts.churn());
@@ -580,6 +691,11 @@ impl QuotaBudget for WindowBudget {
         self.counts.prune(now);
         let reservation = self.counts.settled(now, reservation, feedback.call_time);
         let (own_tokens, own_requests) = own_charge(&reservation, feedback);
+        self.remaining_seen |= feedback.remaining_tokens.is_some();
+        if feedback.rate_limited_for.is_none() && feedback.remaining_tokens.is_none() {
+            self.uncounted_successes = self.uncounted_successes.saturating_add(1);
+        }
+        self.probe_replied(now, &reservation, feedback);
         if let Some(remaining) = feedback.remaining_tokens {
             self.token_header.observe(
                 reservation.id,
@@ -1053,6 +1169,9 @@ mod tests {
         // the next burst would go at 1.02 s and be refused whole.
         let t0 = Instant::now();
         let mut b = WindowBudget::new(Some(600), Some(100_000), S);
+        // Its replies carry no remaining counts: the probe of the minute's turn (tested below)
+        // would send the refused requests; not the point here.
+        b.probe.stop();
         let first: Vec<Reservation> = (0..10)
             .map(|_| b.try_reserve(t0, cost(1_000)).unwrap())
             .collect();
@@ -1351,6 +1470,264 @@ mod tests {
         assert_eq!(run.refused[..2], [0, 0]);
         assert!(run.refused[2] <= 10, "{run:?}");
         assert!(run.admitted[2] <= 110, "{run:?}");
+    }
+
+    /// A server of 100,000 TPM whose minute is fixed (turning every 60 s from our start) or
+    /// sliding, that sends no remaining counts (`-1`: none) and a 429's exact wait in
+    /// `retry-after-ms`; it leaves requests to the budget's window.
+    struct Headerless {
+        sliding: bool,
+        /// What it charges per 100 tokens of ours.
+        percent: u64,
+        admitted: Vec<(Duration, u64)>,
+    }
+
+    impl Headerless {
+        const TPM: u64 = 100_000;
+
+        fn new(sliding: bool) -> Self {
+            Headerless {
+                sliding,
+                percent: 100,
+                admitted: Vec::new(),
+            }
+        }
+
+        fn arrive(&mut self, at: Duration, ours: u64) -> QuotaFeedback {
+            let tokens = ours * self.percent / 100;
+            let minute = 60 * S;
+            let fixed_start = minute * (at.as_secs() / 60) as u32;
+            let counts = |(when, _): &&(Duration, u64)| {
+                if self.sliding {
+                    *when + minute > at
+                } else {
+                    *when >= fixed_start
+                }
+            };
+            let used: u64 = self.admitted.iter().filter(counts).map(|(_, t)| t).sum();
+            if used + tokens <= Self::TPM {
+                self.admitted.push((at, tokens));
+                return QuotaFeedback::default();
+            }
+            let wait = if self.sliding {
+                // Until enough of the oldest charges slide out.
+                let mut left = used + tokens - Self::TPM;
+                let mut until = at;
+                for (when, t) in self.admitted.iter().filter(counts) {
+                    until = *when + minute;
+                    left = left.saturating_sub(*t);
+                    if left == 0 {
+                        break;
+                    }
+                }
+                until - at
+            } else {
+                fixed_start + minute - at
+            };
+            QuotaFeedback {
+                rate_limited_for: Some(wait),
+                wait_source: Some(WaitSource::RetryAfterMs),
+                ..QuotaFeedback::default()
+            }
+        }
+    }
+
+    /// 400 jobs, the first 200 of 500 tokens and the rest of 1,500, offered every 10 ms for
+    /// `seconds` to a budget (of 100,000 TPM and 600 RPM, ten a second, in these tests); see
+    /// [`offer`].
+    fn headerless_batch(
+        budget: &mut WindowBudget,
+        server: &mut Headerless,
+        seconds: u32,
+    ) -> (Vec<Duration>, u32) {
+        let jobs = (0..400).map(|k| if k < 200 { 500 } else { 1_500 });
+        offer(budget, server, seconds, jobs.collect())
+    }
+
+    /// `jobs` (their tokens) offered in order every 10 ms for `seconds` to `budget`; `server`
+    /// answers each at once, the reply is settled 20 ms later, and a refused job goes back to
+    /// the front. Returns when each job the server admitted was sent, and the 429s.
+    fn offer(
+        budget: &mut WindowBudget,
+        server: &mut Headerless,
+        seconds: u32,
+        jobs: Vec<u64>,
+    ) -> (Vec<Duration>, u32) {
+        let t0 = Instant::now();
+        let mut pending: std::collections::VecDeque<u64> = jobs.into();
+        let (mut admitted, mut refused) = (Vec::new(), 0);
+        let mut in_flight = InFlight::new();
+        for k in 0..seconds * 100 {
+            let now = t0 + k * 10 * MS;
+            settle_due(budget, &mut in_flight, now);
+            while let Some(tokens) = pending.pop_front() {
+                let Ok(r) = budget.try_reserve(now, cost(tokens)) else {
+                    pending.push_front(tokens);
+                    break;
+                };
+                let feedback = server.arrive(now - t0, tokens);
+                if feedback.rate_limited_for.is_some() {
+                    refused += 1;
+                    pending.push_front(tokens);
+                } else {
+                    admitted.push(now - t0);
+                }
+                in_flight.push_back((now + 20 * MS, r, feedback));
+            }
+        }
+        (admitted, refused)
+    }
+
+    fn in_minute_two(admitted: &[Duration], until: Duration) -> usize {
+        admitted
+            .iter()
+            .filter(|at| **at >= 60 * S && **at < until)
+            .count()
+    }
+
+    #[test]
+    fn without_remaining_counts_a_probe_learns_where_a_fixed_minute_turns() {
+        // The first minute carries 200 jobs of 500 tokens at ten a span (0-19.4 s); at 20.4 s
+        // the tokens first refuse one (of 1,500) the request window has room for: it is sent
+        // anyway, and the 429 waits until 60 s (a turn supposed there; the refused charge is
+        // taken back). At 60.3 s the sliding span frees the first 5,000 tokens: three jobs go.
+        // At 60.33 s a fourth, which a sliding minute surely refuses (it still holds the first
+        // minute's 95,000 after its first span, and the 4,500 since), is sent as a minute
+        // turned at 60 s admits it: admitted, the turn is learned, and the second minute runs
+        // at the request limit.
+        let mut b = WindowBudget::new(Some(600), Some(100_000), S);
+        let mut server = Headerless::new(false);
+        let (admitted, refused) = headerless_batch(&mut b, &mut server, 75);
+        assert_eq!(refused, 1);
+        let turns = b.minute_phase.turns().expect("learned");
+        assert_eq!(turns.window(), 60 * S);
+        assert_eq!(admitted.iter().filter(|at| **at < 60 * S).count(), 200);
+        // The second minute's 100,000 tokens: 66 jobs by 66.5 s, and nothing more before 120 s.
+        assert_eq!(in_minute_two(&admitted, 70 * S), 66);
+        assert_eq!(admitted.len(), 266);
+        // Without the probe the sliding spans free 5,000 tokens a span (1.02 s) from 60.3 s:
+        // three or four jobs, 33 by 70 s.
+        let mut c = WindowBudget::new(Some(600), Some(100_000), S);
+        c.probe.stop();
+        let (slow, refused) = headerless_batch(&mut c, &mut Headerless::new(false), 75);
+        assert_eq!((refused, in_minute_two(&slow, 70 * S)), (0, 33));
+    }
+
+    #[test]
+    fn a_sliding_minute_refuses_the_probes_twice_and_keeps_its_spans() {
+        // The same batch to a sliding minute: its first 429 waits until 60 s too (when the
+        // first jobs slide out), but at 60.33 s it still holds 95,000 tokens of the first
+        // minute and 4,500 of the second: the 1,500 more are refused. Two 429s in all, and
+        // never a probe again; the batch ends on sliding spans.
+        let mut b = WindowBudget::new(Some(600), Some(100_000), S);
+        let mut server = Headerless::new(true);
+        let (admitted, refused) = headerless_batch(&mut b, &mut server, 250);
+        assert_eq!(refused, 2);
+        assert_eq!(b.minute_phase.turns(), None);
+        assert!(!b.minute_phase.learning());
+        assert_eq!(b.probe.ask(), Ask::Nothing);
+        assert_eq!(admitted.len(), 400);
+    }
+
+    #[test]
+    fn a_sliding_minute_that_counts_less_than_we_do_is_not_taken_for_a_fixed_one() {
+        // It charges 98 % of our estimate: at 20.4 s it admits the first request sent over our
+        // minute (1,500 of ours, hiding 1,500 more room than our count says) and refuses the
+        // second (a turn supposed at 60 s). At 60.33 s our sliding minute refuses a 1,500-token
+        // job that this server admits (it holds 98 % of 99,500): only a refusal by more than
+        // the 1,500 hidden would show a sliding minute. None comes: nothing more is asked, no
+        // false turn, no 429 beyond the one.
+        let mut b = WindowBudget::new(Some(600), Some(100_000), S);
+        let mut server = Headerless::new(true);
+        server.percent = 98;
+        let (admitted, refused) = headerless_batch(&mut b, &mut server, 250);
+        assert_eq!(refused, 1);
+        assert_eq!(b.probe.admitted(), 1_500);
+        assert_eq!(b.minute_phase.turns(), None);
+        assert_eq!(admitted.len(), 400);
+    }
+
+    #[test]
+    fn no_probe_with_remaining_counts_or_a_shared_quota() {
+        // Shared with other processes: their charges hide ours, nothing is asked.
+        let mut shared = WindowBudget::new(Some(600), Some(100_000), S);
+        shared.shared_with_others();
+        let (_, refused) = headerless_batch(&mut shared, &mut Headerless::new(false), 62);
+        assert_eq!(refused, 0);
+        // Remaining counts from the 11th second on (here a constant the budget does not
+        // believe): they are what the phase is learned from; no probe when the minute's tokens
+        // refuse at 20.4 s.
+        let mut counted = WindowBudget::new(Some(600), Some(100_000), S);
+        let mut server = Headerless::new(false);
+        let t0 = Instant::now();
+        let mut in_flight = InFlight::new();
+        let mut refused = 0;
+        for k in 0..3_000u32 {
+            let now = t0 + k * 10 * MS;
+            settle_due(&mut counted, &mut in_flight, now);
+            if let Ok(r) = counted.try_reserve(now, cost(500)) {
+                let mut feedback = server.arrive(now - t0, 500);
+                refused += u32::from(feedback.rate_limited_for.is_some());
+                feedback.remaining_tokens = (k >= 1_000).then_some(7);
+                in_flight.push_back((now + 20 * MS, r, feedback));
+            }
+        }
+        assert_eq!(refused, 0);
+        assert_eq!(counted.probe.ask(), Ask::Nothing);
+    }
+
+    #[test]
+    fn no_probe_before_a_reply_or_for_a_short_wait() {
+        // A first flight that fills the minute before any reply came says nothing about the
+        // headers: refused, nothing sent over.
+        let t0 = Instant::now();
+        let mut b = WindowBudget::new(None, Some(100_000), S);
+        let first = b.try_reserve(t0, cost(100_000)).unwrap();
+        assert_eq!(not_until(b.try_reserve(t0, cost(1))), t0 + M);
+        // After a success without counts it would be the probe (the minute holds it 60.3 s).
+        b.settle(t0 + 10 * MS, first, &QuotaFeedback::default());
+        assert!(b.try_reserve(t0 + 20 * MS, cost(1)).is_ok());
+        // Jobs of 200 tokens at ten a second fill the minute only at 50 s: a 429 then would
+        // block for as long as the minute holds them anyway (10 s), or for the fallback's 15 s
+        // without a wait of the server's: not asked. Nor when the sliding minute frees room
+        // every second after.
+        let mut late = WindowBudget::new(Some(600), Some(100_000), S);
+        let mut server = Headerless::new(false);
+        let (admitted, refused) = offer(&mut late, &mut server, 130, vec![200; 1_000]);
+        assert_eq!((admitted.len(), refused), (1_000, 0));
+        assert_eq!(late.probe.ask(), Ask::Turn);
+    }
+
+    #[test]
+    fn a_429_whose_wait_misses_the_probed_turn_refutes_it() {
+        // Turns learned by the probe at 60 s (a minute apart); a later 429 for the minute whose
+        // wait ends at 95 s contradicts them: back to sliding spans. One ending at a turn, or
+        // within the request window, does not.
+        let mut b = WindowBudget::new(Some(600), Some(100_000), S);
+        let mut server = Headerless::new(false);
+        headerless_batch(&mut b, &mut server, 62);
+        assert!(b.minute_phase.turns().is_some());
+        let t0 = Instant::now();
+        let none = Cost {
+            requests: 0,
+            tokens: 0,
+        };
+        let mut sent: Vec<Reservation> = (0..3)
+            .map(|_| b.try_reserve(t0 + 89 * S, none).unwrap())
+            .collect();
+        let mut settle_429 = |b: &mut WindowBudget, at: Duration, wait: Duration| {
+            let feedback = QuotaFeedback {
+                rate_limited_for: Some(wait),
+                wait_source: Some(WaitSource::RetryAfterMs),
+                ..QuotaFeedback::default()
+            };
+            b.settle(t0 + at, sent.remove(0), &feedback);
+        };
+        settle_429(&mut b, 90 * S, 30 * S);
+        settle_429(&mut b, 91 * S, 500 * MS);
+        assert!(b.minute_phase.turns().is_some());
+        settle_429(&mut b, 92 * S, 3 * S);
+        assert_eq!(b.minute_phase.turns(), None);
     }
 
     /// One step of a random workload.

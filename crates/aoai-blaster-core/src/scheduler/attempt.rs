@@ -43,6 +43,10 @@ pub struct AttemptReport {
     pub server_time: Option<Duration>,
     /// Deltas already delivered to the caller (a failure after the first is not retried).
     pub deltas_delivered: u32,
+    /// Times the request was resent at once on a fresh connection because a pooled one the
+    /// server had closed failed it before any reply byte ([`crate::stale`]); the outcome is
+    /// the resend's.
+    pub stale_retries: u32,
     /// The endpoint's health after this attempt.
     pub health: HealthSnapshot,
 }
@@ -171,6 +175,9 @@ pub struct EndpointCounters {
     pub errors: u64,
     /// Attempts lost to an actor restart.
     pub lost: u64,
+    /// Requests resent at once on a fresh connection after a pooled connection the server had
+    /// closed failed them before any reply byte (not failures: see [`crate::stale`]).
+    pub stale_retries: u64,
     /// Supervisor restarts.
     pub restarts: u64,
     /// Prompt tokens reported by successful replies.
@@ -198,6 +205,7 @@ impl EndpointCounters {
             AttemptOutcome::Transient(TransientKind::Timeout(_)) => self.timeouts += 1,
             _ => self.errors += 1,
         }
+        self.stale_retries += u64::from(report.stale_retries);
         if report.status.is_some() {
             self.latency_total += report.elapsed;
             self.latency_count += 1;

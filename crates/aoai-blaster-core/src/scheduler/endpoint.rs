@@ -193,6 +193,10 @@ fn feedback_of(report: &AttemptReport) -> QuotaFeedback {
             AttemptOutcome::RateLimited { wait, .. } => Some(*wait),
             _ => None,
         },
+        wait_source: match &report.outcome {
+            AttemptOutcome::RateLimited { source, .. } => Some(*source),
+            _ => None,
+        },
         used_tokens: report.usage().map(|u| u.total_tokens),
         call_time: Some(report.elapsed),
     }

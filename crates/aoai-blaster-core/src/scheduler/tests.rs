@@ -117,6 +117,7 @@ fn report(outcome: AttemptOutcome, elapsed: Duration) -> AttemptEnd {
         elapsed,
         server_time: None,
         deltas_delivered: 0,
+        stale_retries: 0,
         health: HealthSnapshot::initial(),
     }))
 }

@@ -111,6 +111,7 @@ impl Scripted {
             elapsed: Duration::from_millis(5),
             server_time: None,
             deltas_delivered: 0,
+            stale_retries: 0,
             health,
         }))
     }
