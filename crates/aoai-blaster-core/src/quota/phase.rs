@@ -240,17 +240,9 @@ impl FixedPhase {
         });
     }
 
-    /// A turn lies in `(earliest, latest]` (a 429's wait for this limit, from when its
-    /// request left and from its reply; see `AdaptiveBudget`): narrows the learned turns as
-    /// a bracket from the remaining counts does.
-    pub(super) fn turn_within(&mut self, earliest: Instant, latest: Instant) {
-        if let Some(turns) = Turns::within(earliest, latest, self.window) {
-            self.bracket(turns);
-        }
-    }
-
-    /// Turns found otherwise (a probe's 429 and its confirmation, see `probe`): narrows the
-    /// learned ones as a bracket does (windows of another length are ignored).
+    /// Turns found otherwise (a 429's wait: a probe's and its confirmation, see `probe`, or
+    /// an adaptive budget's): narrows the learned ones as a bracket does (windows of another
+    /// length are ignored).
     pub(super) fn learn(&mut self, turns: Turns) {
         if turns.window == self.window {
             self.bracket(turns);

@@ -197,12 +197,29 @@ pub(super) fn turn_of(
     source: Option<WaitSource>,
     window: Duration,
 ) -> Option<Turns> {
-    let rounding = rounding_of(source)?;
-    if wait <= window || wait > Duration::from_secs(60) {
+    if wait <= window {
         return None;
     }
-    let earliest = reply.left.checked_add(wait)?.checked_sub(rounding)?;
-    let latest = reply.replied.checked_add(wait)?.checked_add(rounding)?;
+    turn_after_wait(reply.left, reply.replied, wait, source)
+}
+
+/// Where a fixed minute turns, from a 429 for its tokens whose request left at `left` and
+/// was answered at `replied`: `wait` after the request arrived, widened by the wait's
+/// rounding (`None`: no wait of the server's, or one longer than a minute). Unwidened, a
+/// wait in milliseconds rounded up put a request answered within a millisecond past the
+/// turn, and two such brackets missed each other: the turns were refuted for good.
+pub(super) fn turn_after_wait(
+    left: Instant,
+    replied: Instant,
+    wait: Duration,
+    source: Option<WaitSource>,
+) -> Option<Turns> {
+    let rounding = rounding_of(source)?;
+    if wait > Duration::from_secs(60) {
+        return None;
+    }
+    let earliest = left.checked_add(wait)?.checked_sub(rounding)?;
+    let latest = replied.checked_add(wait)?.checked_add(rounding)?;
     Turns::within(earliest, latest, Duration::from_secs(60))
 }
 
