@@ -1502,5 +1502,35 @@ async fn a_run_reaches_https_deployments_whose_ca_ssl_cert_file_names() {
     let served = sim.stats().total();
     assert_eq!((served.requests, served.ok), (30, 30), "{served:?}");
     assert_eq!(served.http2_requests, 30, "{served:?}");
+
+    // `check` trusts what `run` does: with the CA, its one request answers; with a missing
+    // file it stops at once; with the webpki roots alone, the certificate is refused before
+    // any request.
+    let check_args = vec![
+        "check".to_owned(),
+        "--config".to_owned(),
+        config.display().to_string(),
+    ];
+    for (ca, status, requests) in [(certificates.ca.clone(), 0, 31), (missing.clone(), 2, 31)] {
+        let mut check = command(&check_args);
+        check.env("SSL_CERT_FILE", &ca);
+        let check = actix_rt::task::spawn_blocking(move || check.output().expect("runs"))
+            .await
+            .expect("joined");
+        assert_eq!(check.status.code(), Some(status), "{}", describe(&check));
+        assert_eq!(sim.stats().total().requests, requests);
+    }
+    let mut untrusted = command(&check_args);
+    untrusted.env_remove("SSL_CERT_FILE");
+    let untrusted = actix_rt::task::spawn_blocking(move || untrusted.output().expect("runs"))
+        .await
+        .expect("joined");
+    assert_eq!(untrusted.status.code(), Some(1), "{}", describe(&untrusted));
+    assert!(
+        text(&untrusted.stdout).contains("UnknownIssuer"),
+        "{}",
+        describe(&untrusted)
+    );
+    assert_eq!(sim.stats().total().requests, 31);
     sim.stop().await;
 }

@@ -114,9 +114,9 @@ impl TrustedCas {
         })
     }
 
-    /// The rustls config of the deployments' HTTPS clients: these CAs, ALPN `h2` then
-    /// `http/1.1`.
-    pub(crate) fn https_config(&self) -> Arc<ClientConfig> {
+    /// The rustls config of the deployments' HTTPS clients (for awc's
+    /// `Connector::rustls_0_23`): these CAs, ALPN `h2` then `http/1.1`.
+    pub fn client_config(&self) -> Arc<ClientConfig> {
         install_crypto_provider();
         let mut roots = actix_tls::connect::rustls_0_23::webpki_roots_cert_store();
         if let Some(file) = &self.file {
@@ -211,13 +211,13 @@ mod tests {
         let webpki = actix_tls::connect::rustls_0_23::webpki_roots_cert_store().len();
         assert!(webpki > 100, "{webpki}");
         // The webpki roots stay: the CA is added, not swapped in.
-        let config = trusted.https_config();
+        let config = trusted.client_config();
         assert_eq!(config.alpn_protocols.len(), 2);
     }
 
     #[test]
     fn the_https_config_offers_http2_first() {
-        let config = TrustedCas::default().https_config();
+        let config = TrustedCas::default().client_config();
         assert_eq!(
             config.alpn_protocols,
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]

@@ -106,7 +106,7 @@ impl Dispatcher {
             return Err(StartError::NoSystem);
         }
         // One config for every endpoint's clients (and their TLS session cache).
-        let tls = trust.https_config();
+        let tls = trust.client_config();
         let mut auths = Vec::with_capacity(config.deployments.len());
         for deployment in &config.deployments {
             let auth = registry
