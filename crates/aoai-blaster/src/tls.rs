@@ -80,7 +80,7 @@ impl TrustedCas {
     /// The webpki roots, plus the CAs of the PEM file at `path` (whatever `SSL_CERT_FILE`
     /// says).
     pub fn with_pem_file(path: impl AsRef<Path>) -> Result<TrustedCas, TlsError> {
-        Self::load(path.as_ref(), "the CA file")
+        Self::load(path.as_ref(), "TrustedCas::with_pem_file")
     }
 
     fn load(path: &Path, source_name: &str) -> Result<TrustedCas, TlsError> {
@@ -169,7 +169,9 @@ mod tests {
         assert!(matches!(error, TlsError::Unreadable { .. }), "{error:?}");
         let text = error.to_string();
         assert!(
-            text.starts_with("the CA file names \"/nonexistent/ca.pem\", which cannot be read"),
+            text.starts_with(
+                "TrustedCas::with_pem_file names \"/nonexistent/ca.pem\", which cannot be read"
+            ),
             "{text}"
         );
         assert!(text.contains("point it at a PEM file"), "{text}");

@@ -50,3 +50,78 @@ pub(crate) fn server_config(files: &TlsFiles) -> Result<ServerConfig, SimError> 
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(files: &TlsFiles) -> String {
+        server_config(files).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn each_bad_file_is_named_by_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = aoai_testkit::TestCertificates::make(dir.path()).expect("certificates");
+        let good = TlsFiles {
+            cert_file: made.cert.clone(),
+            key_file: made.key.clone(),
+        };
+        assert!(server_config(&good).is_ok());
+
+        let missing = dir.path().join("missing.pem");
+        let text = error_of(&TlsFiles {
+            cert_file: missing.clone(),
+            ..good.clone()
+        });
+        assert!(text.contains("tls.cert_file: "), "{text}");
+        assert!(text.contains("cannot be read as PEM"), "{text}");
+
+        // The key where the certificate should be: PEM, but no certificate in it.
+        let text = error_of(&TlsFiles {
+            cert_file: made.key.clone(),
+            ..good.clone()
+        });
+        assert!(
+            text.contains("tls.cert_file: ") && text.contains("holds no certificate"),
+            "{text}"
+        );
+
+        let text = error_of(&TlsFiles {
+            key_file: made.cert.clone(),
+            ..good.clone()
+        });
+        assert!(
+            text.contains("tls.key_file: ") && text.contains("holds no private key"),
+            "{text}"
+        );
+
+        // The CA's key does not go with the server's certificate.
+        let text = error_of(&TlsFiles {
+            key_file: dir.path().join("ca.key"),
+            ..good
+        });
+        assert!(text.contains("does not go with tls.cert_file"), "{text}");
+    }
+
+    #[test]
+    fn flags_set_the_files_and_the_address() {
+        let mut config = crate::SimConfig::default();
+        crate::ListenFlags {
+            bind: Some("127.0.0.1:9".to_owned()),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+        }
+        .apply(&mut config);
+        assert_eq!(config.bind, "127.0.0.1:9");
+        assert_eq!(
+            config.tls,
+            Some(TlsFiles {
+                cert_file: "c.pem".into(),
+                key_file: "k.pem".into(),
+            })
+        );
+        crate::ListenFlags::default().apply(&mut config);
+        assert_eq!(config.bind, "127.0.0.1:9", "absent flags change nothing");
+    }
+}
