@@ -1,7 +1,8 @@
 //! HTTPS end to end: the library's clients (TLS through the wrapped connector that counts
 //! dials) against the simulator serving HTTPS on 127.0.0.1 (port 0) with a certificate signed
-//! by a CA the test makes. Trusted, every job succeeds, over HTTP/2 (ALPN); not trusted, each
-//! job fails, naming the certificate problem, without a byte reaching the server.
+//! by a CA the test makes. Trusted, every job succeeds, over HTTP/1.1 (the simulator offers
+//! `h2` too; we ask for `http/1.1` alone); not trusted, each job fails, naming the
+//! certificate problem, without a byte reaching the server.
 
 mod common;
 
@@ -32,7 +33,7 @@ async fn https_sim(dir: &tempfile::TempDir) -> (SimHandle, TestCertificates) {
 }
 
 #[actix_rt::test]
-async fn jobs_go_over_https_and_http2_when_the_ca_is_trusted() {
+async fn jobs_go_over_https_and_http1_when_the_ca_is_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let (sim, certificates) = https_sim(&dir).await;
     assert!(
@@ -47,9 +48,12 @@ async fn jobs_go_over_https_and_http2_when_the_ca_is_trusted() {
             deployment(&sim, "west", json!({})),
         ],
     );
-    let trust = TrustedCas::with_pem_file(&certificates.ca).expect("the test CA loads");
-    let dispatcher = Dispatcher::start_with(config, CredentialRegistry::default(), trust)
-        .expect("the dispatcher starts");
+    let dispatcher = Dispatcher::start_with(
+        config,
+        CredentialRegistry::default(),
+        trusting(&certificates),
+    )
+    .expect("the dispatcher starts");
 
     let jobs: Vec<_> = (0..40)
         .map(|i| dispatcher.send(ChatJob::new(prompt(i))))
@@ -62,8 +66,8 @@ async fn jobs_go_over_https_and_http2_when_the_ca_is_trusted() {
     let stats = sim.stats();
     let total = stats.total();
     assert_eq!((total.requests, total.ok), (40, 40), "{total:?}");
-    // Both sides offer h2 first by ALPN: every request went over HTTP/2.
-    assert_eq!(total.http2_requests, 40, "{total:?}");
+    // The simulator offers h2 first by ALPN, we offer http/1.1 alone: no request on HTTP/2.
+    assert_eq!(total.http2_requests, 0, "{total:?}");
     let report = dispatcher.send(GetReport).await.expect("a report");
     assert_eq!(report.len(), 2);
     for endpoint in &report {
@@ -77,7 +81,31 @@ async fn jobs_go_over_https_and_http2_when_the_ca_is_trusted() {
         assert_eq!(endpoint.counts.errors, 0, "{endpoint:?}");
         assert_eq!(endpoint.counts.stale_retries, 0, "{endpoint:?}");
     }
+
+    // The count above is not vacuous: a client offering h2 (awc's default) gets HTTP/2.
+    let mut offers_h2 = (*trusting(&certificates).client_config()).clone();
+    offers_h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(std::sync::Arc::new(offers_h2)))
+        .finish();
+    let url = format!(
+        "{}openai/deployments/east/chat/completions?api-version=2024-10-21",
+        sim.base_url()
+    );
+    let reply = client
+        .post(url)
+        .insert_header(("api-key", aoai_sim::DEFAULT_API_KEY))
+        .send_json(&json!({"messages": common::messages(0)}))
+        .await
+        .expect("the simulator answers");
+    assert_eq!(reply.status().as_u16(), 200);
+    assert_eq!(reply.version(), awc::http::Version::HTTP_2);
+    assert_eq!(sim.stats().total().http2_requests, 1);
     sim.stop().await;
+}
+
+fn trusting(certificates: &TestCertificates) -> TrustedCas {
+    TrustedCas::with_pem_file(&certificates.ca).expect("the test CA loads")
 }
 
 #[actix_rt::test]

@@ -65,7 +65,9 @@ impl EndpointLink {
 impl Dispatcher {
     /// Starts the endpoint actors (on the current arbiter, or on `endpoint_threads` arbiters of
     /// their own) and the Dispatcher, in the current actix System. Use
-    /// [`Blaster`](crate::Blaster) when you are not in an actix app.
+    /// [`Blaster`](crate::Blaster) when you are not in an actix app. HTTPS trusts
+    /// [`TrustedCas::from_env`]: the webpki roots plus the CAs of the file `SSL_CERT_FILE`
+    /// names ([`StartError::Tls`] when it cannot be used).
     pub fn start(config: BlasterConfig) -> Result<Addr<Dispatcher>, StartError> {
         Self::start_with_registry(config, CredentialRegistry::default())
     }

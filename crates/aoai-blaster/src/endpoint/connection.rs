@@ -66,7 +66,7 @@ impl Clients {
 
 fn build_client(settings: &EndpointSettings, keep_alive: Duration) -> awc::Client {
     // awc builds a rustls config for every client, even a plain-http one: replaced by ours
-    // (its CAs, the same ALPN), which the dial counter sits under (TCP, then TLS on top).
+    // (its CAs, ALPN http/1.1), which the dial counter sits under (TCP, then TLS on top).
     crate::tls::install_crypto_provider();
     let dialer = CountDials {
         inner: TcpConnector::new(Resolver::default()).service(),

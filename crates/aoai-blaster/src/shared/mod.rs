@@ -86,7 +86,8 @@ impl std::fmt::Debug for SharedRedis {
 
 impl SharedRedis {
     /// A client for `url`; nothing is sent until the first call ([`SharedRedis::ping`] checks
-    /// that Redis answers).
+    /// that Redis answers). `rediss://` trusts the CAs of the file `SSL_CERT_FILE` names, else
+    /// the system's.
     pub fn new(url: &RedisUrl) -> Result<SharedRedis, SharedError> {
         let trust = TrustedCas::from_env().map_err(|e| SharedError {
             action: "open",
