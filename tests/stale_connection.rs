@@ -7,7 +7,8 @@
 //! The upstream is a scripted HTTP/1.1 server on 127.0.0.1 (port 0) that this file runs itself:
 //! it answers requests with keep-alive, or reads one whole and closes the connection without a
 //! byte of reply, which is what the client sees when the server closes an idle connection as
-//! the request arrives.
+//! the request arrives. It also serves over TLS (a CA the test makes; ALPN `http/1.1`), where
+//! the close comes without TLS's `close_notify`, as from a server that just drops the socket.
 
 mod common;
 
@@ -15,13 +16,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::prelude::*;
+use aoai_blaster::auth::CredentialRegistry;
 use aoai_blaster::core::health::HealthState;
 use aoai_blaster::metrics::MetricsHandle;
-use aoai_blaster::{ChatJob, Dispatcher, GetReport, JobErrorKind};
+use aoai_blaster::{ChatJob, Dispatcher, GetReport, JobErrorKind, TrustedCas};
+use aoai_testkit::TestCertificates;
 use common::{Collector, Seen, collect_reports, config, prompt};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::rustls;
 
 /// What the server does with one request on a connection.
 #[derive(Clone, Copy, Debug)]
@@ -40,12 +44,15 @@ struct Upstream {
 }
 
 /// Starts a server whose n-th accepted connection follows `script[n]` (then closes); later
-/// connections are counted and closed at once.
-async fn upstream(script: Vec<Vec<Step>>) -> Upstream {
+/// connections are counted and closed at once. Over TLS with `tls`'s certificate when given.
+async fn upstream(script: Vec<Vec<Step>>, tls: Option<&TestCertificates>) -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
-    let endpoint = format!("http://{}/", listener.local_addr().expect("bound address"));
+    let address = listener.local_addr().expect("bound address");
+    let acceptor = tls.map(acceptor);
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://{address}/");
     let connections = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
     let (accepted, read) = (connections.clone(), requests.clone());
@@ -54,7 +61,18 @@ async fn upstream(script: Vec<Vec<Step>>) -> Upstream {
         while let Ok((socket, _)) = listener.accept().await {
             accepted.fetch_add(1, Ordering::SeqCst);
             let steps = script.next().unwrap_or_default();
-            tokio::spawn(serve(socket, steps, read.clone()));
+            let read = read.clone();
+            match &acceptor {
+                None => drop(tokio::spawn(serve(socket, steps, read))),
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(socket);
+                    tokio::spawn(async move {
+                        if let Ok(stream) = handshake.await {
+                            serve(stream, steps, read).await;
+                        }
+                    });
+                }
+            }
         }
     });
     Upstream {
@@ -64,7 +82,30 @@ async fn upstream(script: Vec<Vec<Step>>) -> Upstream {
     }
 }
 
-async fn serve(mut socket: TcpStream, steps: Vec<Step>, requests: Arc<AtomicUsize>) {
+/// A TLS acceptor for `certificates`' server certificate, speaking HTTP/1.1 only.
+fn acceptor(certificates: &TestCertificates) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(&certificates.cert)
+        .expect("the certificate file")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("PEM certificates");
+    let key = PrivateKeyDer::from_pem_file(&certificates.key).expect("the private key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("a server config");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+async fn serve<S>(mut socket: S, steps: Vec<Step>, requests: Arc<AtomicUsize>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut buffer = Vec::new();
     for step in steps {
         if !read_request(&mut socket, &mut buffer).await {
@@ -73,7 +114,7 @@ async fn serve(mut socket: TcpStream, steps: Vec<Step>, requests: Arc<AtomicUsiz
         requests.fetch_add(1, Ordering::SeqCst);
         match step {
             Step::Answer => {
-                if socket.write_all(&reply()).await.is_err() {
+                if socket.write_all(&reply()).await.is_err() || socket.flush().await.is_err() {
                     return;
                 }
             }
@@ -84,7 +125,10 @@ async fn serve(mut socket: TcpStream, steps: Vec<Step>, requests: Arc<AtomicUsiz
 }
 
 /// Reads one request (head and `content-length` body) off `socket`; false at EOF or error.
-async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> bool {
+async fn read_request<S>(socket: &mut S, buffer: &mut Vec<u8>) -> bool
+where
+    S: AsyncRead + Unpin,
+{
     loop {
         if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
@@ -131,7 +175,11 @@ fn reply() -> Vec<u8> {
 /// A Dispatcher on `upstream` with one deployment named `name`, no retries (a job fails at its
 /// first counted failure) and a 30 s backoff (a cooling would outlast the test), and a
 /// collector of its health reports.
-async fn dispatcher(upstream: &Upstream, name: &str) -> (Addr<Dispatcher>, Addr<Collector>) {
+async fn dispatcher(
+    upstream: &Upstream,
+    name: &str,
+    trust: TrustedCas,
+) -> (Addr<Dispatcher>, Addr<Collector>) {
     let deployment = json!({
         "name": name,
         "endpoint": upstream.endpoint,
@@ -139,7 +187,12 @@ async fn dispatcher(upstream: &Upstream, name: &str) -> (Addr<Dispatcher>, Addr<
         "model": "gpt-4o",
     });
     let top = json!({"max_job_retry": 0, "backoff_base": "30s", "backoff_max": "60s"});
-    let dispatcher = Dispatcher::start(config(top, vec![deployment])).expect("dispatcher starts");
+    let dispatcher = Dispatcher::start_with(
+        config(top, vec![deployment]),
+        CredentialRegistry::default(),
+        trust,
+    )
+    .expect("dispatcher starts");
     let collector = collect_reports(&dispatcher).await;
     (dispatcher, collector)
 }
@@ -170,9 +223,22 @@ struct Run {
 
 impl Run {
     async fn start(name: &'static str, script: Vec<Vec<Step>>) -> Run {
+        Self::start_over(name, script, None).await
+    }
+
+    /// [`Run::start`], over TLS with `tls`'s certificates (their CA trusted) when given.
+    async fn start_over(
+        name: &'static str,
+        script: Vec<Vec<Step>>,
+        tls: Option<&TestCertificates>,
+    ) -> Run {
         let metrics = MetricsHandle::install().expect("metrics recorder");
-        let upstream = upstream(script).await;
-        let (dispatcher, collector) = dispatcher(&upstream, name).await;
+        let upstream = upstream(script, tls).await;
+        let trust = match tls {
+            Some(certificates) => TrustedCas::with_pem_file(&certificates.ca).expect("the CA"),
+            None => TrustedCas::default(),
+        };
+        let (dispatcher, collector) = dispatcher(&upstream, name, trust).await;
         Run {
             name,
             metrics,
@@ -224,16 +290,23 @@ impl Run {
     }
 }
 
-#[actix_rt::test]
-async fn a_stale_pooled_connection_is_resent_fresh_without_cooling() {
-    let run = Run::start(
-        "stale-ok",
-        vec![vec![Step::Answer, Step::Close], vec![Step::Answer]],
-    )
-    .await;
+/// Two jobs; the server closes the first one's connection as the second request arrives on it
+/// (without TLS's close_notify when `certificates` is given): the second job is resent on a fresh
+/// connection within its one attempt, and the endpoint is never cooled.
+async fn stale_pooled_connection_is_resent(
+    name: &'static str,
+    certificates: Option<&TestCertificates>,
+) {
+    let script = vec![vec![Step::Answer, Step::Close], vec![Step::Answer]];
+    let run = Run::start_over(name, script, certificates).await;
+    let scheme = if certificates.is_some() {
+        "https://"
+    } else {
+        "http://"
+    };
+    assert!(run.upstream.endpoint.starts_with(scheme));
     let first = run.job(0).await.expect("first job succeeds");
     assert_eq!(first.attempts.len(), 1);
-    // The second job takes the pooled connection, which the server closes on reading it.
     let second = run.job(1).await.expect("second job succeeds");
     assert_eq!(second.attempts.len(), 1, "the resend is within the attempt");
     assert_eq!(second.text(), Some("ok"));
@@ -247,6 +320,18 @@ async fn a_stale_pooled_connection_is_resent_fresh_without_cooling() {
         cooled: false,
     })
     .await;
+}
+
+#[actix_rt::test]
+async fn a_stale_pooled_connection_is_resent_fresh_without_cooling() {
+    stale_pooled_connection_is_resent("stale-ok", None).await;
+}
+
+#[actix_rt::test]
+async fn a_stale_pooled_tls_connection_is_resent_fresh_without_cooling() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = TestCertificates::make(dir.path()).expect("openssl makes certificates");
+    stale_pooled_connection_is_resent("stale-tls", Some(&certificates)).await;
 }
 
 #[actix_rt::test]

@@ -5,7 +5,8 @@
 //! The table has one row per deployment and operation: whether it answered at all, whether the
 //! credentials were accepted, the status, the latency and the `x-ratelimit-remaining-*`
 //! headers. The exit status is 0 when every row answered 2xx (or 429: reachable and
-//! authorised, just busy), 1 otherwise, 2 for a config that does not load.
+//! authorised, just busy), 1 otherwise, 2 for a config that does not load (or an unusable
+//! `SSL_CERT_FILE`). HTTPS trusts what `run` trusts.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -13,10 +14,12 @@ use std::time::{Duration, Instant};
 use aoai_blaster::auth::{Auth, AuthError, AuthHeader, CredentialRegistry};
 use aoai_blaster::core::classify::{ApiError, parse_rate_limit_headers};
 use aoai_blaster::core::config::DeploymentConfig;
-use aoai_blaster::{ChatRequest, EmbeddingsRequest, JobRequest, Operation, ResponsesRequest};
+use aoai_blaster::{
+    ChatRequest, EmbeddingsRequest, JobRequest, Operation, ResponsesRequest, TrustedCas,
+};
 
 use crate::cli::CheckArgs;
-use crate::summary::{EXIT_OK, EXIT_SOME_FAILED};
+use crate::summary::{EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE};
 
 /// Largest reply body read, in bytes.
 const MAX_BODY: usize = 1 << 20;
@@ -160,6 +163,7 @@ fn test_request(operation: Operation) -> JobRequest {
 pub(crate) async fn check_deployment(
     deployment: &DeploymentConfig,
     auth: Result<Auth, AuthError>,
+    trust: &TrustedCas,
 ) -> Vec<CheckRow> {
     let row = |operation| CheckRow {
         name: deployment.name.clone(),
@@ -179,8 +183,13 @@ pub(crate) async fn check_deployment(
             return vec![row];
         }
     };
+    // The CAs `run` trusts (webpki roots plus SSL_CERT_FILE's), so the check sees what it would.
+    let connector = awc::Connector::new()
+        .rustls_0_23(trust.client_config())
+        .timeout(deployment.timeouts.connect)
+        .handshake_timeout(deployment.timeouts.connect);
     let client = awc::Client::builder()
-        .connector(awc::Connector::new().timeout(deployment.timeouts.connect))
+        .connector(connector)
         .timeout(deployment.timeouts.request)
         .disable_redirects()
         .finish();
@@ -248,10 +257,17 @@ pub(crate) async fn check_command(args: CheckArgs) -> u8 {
         Ok(config) => config,
         Err(status) => return status,
     };
+    let trust = match TrustedCas::from_env() {
+        Ok(trust) => trust,
+        Err(error) => {
+            eprintln!("aoai-blaster: {error}");
+            return EXIT_USAGE;
+        }
+    };
     let mut registry = CredentialRegistry::default();
     let checks = config.deployments.iter().map(|deployment| {
         let auth = registry.auth_for(&deployment.auth);
-        check_deployment(deployment, auth)
+        check_deployment(deployment, auth, &trust)
     });
     let checks: Vec<_> = checks.collect();
     let rows: Vec<CheckRow> = futures_util::future::join_all(checks)

@@ -174,9 +174,9 @@ pub(crate) struct SimArgs {
     /// Simulator config (YAML, JSON or TOML, by extension).
     #[arg(long, short, value_name = "FILE")]
     pub(crate) config: PathBuf,
-    /// Override the shared listener's address (e.g. 127.0.0.1:8080).
-    #[arg(long)]
-    pub(crate) bind: Option<String>,
+    /// Address and HTTPS.
+    #[command(flatten)]
+    pub(crate) listen: aoai_sim::ListenFlags,
 }
 
 fn parse_bytes(text: &str) -> Result<u64, String> {

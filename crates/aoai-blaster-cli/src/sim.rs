@@ -17,9 +17,7 @@ pub(crate) async fn sim_command(args: SimArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    if let Some(bind) = args.bind {
-        config.bind = bind;
-    }
+    args.listen.apply(&mut config);
     let mut stop = match StopSignals::listen() {
         Ok(stop) => stop,
         Err(status) => return status,

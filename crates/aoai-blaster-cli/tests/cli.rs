@@ -888,6 +888,43 @@ fn sim_serves_until_ctrl_c() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 
+    // HTTPS with a certificate and its key given as flags.
+    let certificates =
+        aoai_testkit::TestCertificates::make(ws.dir.path()).expect("openssl makes certificates");
+    let tls_args = |with_key: bool| {
+        let mut args = vec![
+            "sim".to_owned(),
+            "--config".to_owned(),
+            config.display().to_string(),
+            "--tls-cert".to_owned(),
+            certificates.cert.display().to_string(),
+        ];
+        if with_key {
+            args.extend([
+                "--tls-key".to_owned(),
+                certificates.key.display().to_string(),
+            ]);
+        }
+        args
+    };
+    let mut child = command(&tls_args(true)).spawn().expect("the binary starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).unwrap();
+    assert!(
+        first.starts_with("aoai-sim listening on https://127.0.0.1:"),
+        "{first}"
+    );
+    send_signal(&child, "-INT");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let half = command(&tls_args(false)).output().unwrap();
+    assert_eq!(half.status.code(), Some(2), "{}", describe(&half));
+    assert!(
+        text(&half.stderr).contains("--tls-key"),
+        "{}",
+        describe(&half)
+    );
+
     let broken = ws.path("broken.yaml");
     std::fs::write(&broken, "deployments: 3\n").unwrap();
     let result = command(&[
@@ -1398,5 +1435,102 @@ async fn a_run_shares_its_quota_through_redis_over_tls_and_its_summary_says_so()
     );
     assert_eq!(sim.stats().total().ok, 40);
     assert_eq!(sim.stats().total().rate_limited, 0);
+    sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_run_reaches_https_deployments_whose_ca_ssl_cert_file_names() {
+    let ws = Workspace::new();
+    let certificates =
+        aoai_testkit::TestCertificates::make(ws.dir.path()).expect("openssl makes certificates");
+    let sim = aoai_sim::start(aoai_sim::SimConfig {
+        deployments: vec![roomy("east")],
+        workers: 2,
+        tls: Some(aoai_sim::TlsFiles {
+            cert_file: certificates.cert.clone(),
+            key_file: certificates.key.clone(),
+        }),
+        ..aoai_sim::SimConfig::default()
+    })
+    .await
+    .expect("the simulator serves HTTPS");
+    let url = endpoint(&sim, "east");
+    assert!(url.starts_with("https://"), "{url}");
+    let config = ws.config(&[("east", url, "sim-key")], "");
+    let input = ws.input(&request_lines(30));
+    let output = ws.path("results.jsonl");
+
+    // A CA file that is not there stops the start, naming the variable and the fix.
+    let missing = ws.path("no-such-ca.pem");
+    let mut bad = command(&run_args(&config, &input, &output));
+    bad.env("SSL_CERT_FILE", &missing);
+    let bad = actix_rt::task::spawn_blocking(move || bad.output().expect("runs"))
+        .await
+        .expect("joined");
+    assert_eq!(bad.status.code(), Some(2), "{}", describe(&bad));
+    let stderr = text(&bad.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "SSL_CERT_FILE names {:?}, which cannot be read",
+            missing.display().to_string()
+        )),
+        "{}",
+        describe(&bad)
+    );
+    assert!(
+        stderr.contains("point it at a PEM file"),
+        "{}",
+        describe(&bad)
+    );
+    assert_eq!(sim.stats().total().requests, 0);
+
+    // Trusting the test's CA, every line is answered, over HTTP/1.1 (the one we offer).
+    let mut trusted = command(&run_args(&config, &input, &output));
+    trusted.env("SSL_CERT_FILE", &certificates.ca);
+    let trusted = actix_rt::task::spawn_blocking(move || trusted.output().expect("runs"))
+        .await
+        .expect("joined");
+    assert_eq!(trusted.status.code(), Some(0), "{}", describe(&trusted));
+    let lines = output_lines(&output);
+    assert_eq!(lines.len(), 30);
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["response"]["status_code"] == 200),
+        "{lines:?}"
+    );
+    let served = sim.stats().total();
+    assert_eq!((served.requests, served.ok), (30, 30), "{served:?}");
+    assert_eq!(served.http2_requests, 0, "{served:?}");
+
+    // `check` trusts what `run` does: with the CA, its one request answers; with a missing
+    // file it stops at once; with the webpki roots alone, the certificate is refused before
+    // any request.
+    let check_args = vec![
+        "check".to_owned(),
+        "--config".to_owned(),
+        config.display().to_string(),
+    ];
+    for (ca, status, requests) in [(certificates.ca.clone(), 0, 31), (missing.clone(), 2, 31)] {
+        let mut check = command(&check_args);
+        check.env("SSL_CERT_FILE", &ca);
+        let check = actix_rt::task::spawn_blocking(move || check.output().expect("runs"))
+            .await
+            .expect("joined");
+        assert_eq!(check.status.code(), Some(status), "{}", describe(&check));
+        assert_eq!(sim.stats().total().requests, requests);
+    }
+    let mut untrusted = command(&check_args);
+    untrusted.env_remove("SSL_CERT_FILE");
+    let untrusted = actix_rt::task::spawn_blocking(move || untrusted.output().expect("runs"))
+        .await
+        .expect("joined");
+    assert_eq!(untrusted.status.code(), Some(1), "{}", describe(&untrusted));
+    assert!(
+        text(&untrusted.stdout).contains("UnknownIssuer"),
+        "{}",
+        describe(&untrusted)
+    );
+    assert_eq!(sim.stats().total().requests, 31);
     sim.stop().await;
 }

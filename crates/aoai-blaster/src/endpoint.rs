@@ -80,6 +80,8 @@ pub(crate) struct EndpointSettings {
     pub(crate) rate_limit_fallback: Duration,
     /// Connection pool size.
     pub(crate) max_connections: usize,
+    /// The HTTPS clients' rustls config (which CAs are trusted: `tls.rs`).
+    pub(crate) tls: Arc<rustls::ClientConfig>,
 }
 
 /// One operation's URL.
@@ -93,7 +95,11 @@ pub(crate) struct Target {
 
 impl EndpointSettings {
     /// Settings for the deployment at `index`.
-    pub(crate) fn from_config(index: usize, config: &DeploymentConfig) -> Self {
+    pub(crate) fn from_config(
+        index: usize,
+        config: &DeploymentConfig,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
         let resilience = &config.resilience;
         let targets = Operation::ALL.map(|operation| {
             let url = config.url(operation);
@@ -119,6 +125,7 @@ impl EndpointSettings {
             },
             rate_limit_fallback: resilience.rate_limit_fallback,
             max_connections: config.max_in_flight.max(1),
+            tls,
         }
     }
 }

@@ -54,6 +54,7 @@ pub use messages::{
     Job, JobResult, RestartEndpoint, StreamDelta, Subscribe,
 };
 pub use report::{EndpointReport, EndpointState, clock_time};
+pub use tls::{CERT_FILE_ENV, TlsError, TrustedCas};
 
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]

@@ -79,6 +79,50 @@ pub struct SimConfig {
     pub managed_identity: Option<ManagedIdentitySpec>,
     /// The deployments served.
     pub deployments: Vec<DeploymentSpec>,
+    /// Serve HTTPS (HTTP/2 or HTTP/1.1 by ALPN) on every listener with this certificate, instead
+    /// of plain HTTP (the default).
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of an HTTPS listener (`tls:` in a file; `--tls-cert`/`--tls-key` on the
+/// command line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The server's certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
+}
+
+/// The command-line flags that say where and how the simulator listens, shared by the
+/// `aoai-sim` binary and `aoai-blaster sim`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ListenFlags {
+    /// Override the shared listener's address (e.g. 127.0.0.1:8080).
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl ListenFlags {
+    /// Applies the flags given over what `config` says.
+    pub fn apply(self, config: &mut SimConfig) {
+        if let Some(bind) = self.bind {
+            config.bind = bind;
+        }
+        if let (Some(cert_file), Some(key_file)) = (self.tls_cert, self.tls_key) {
+            config.tls = Some(TlsFiles {
+                cert_file,
+                key_file,
+            });
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -93,6 +137,7 @@ impl Default for SimConfig {
             bearer_tokens: vec![DEFAULT_BEARER_TOKEN.to_owned()],
             managed_identity: None,
             deployments: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -115,6 +160,7 @@ impl fmt::Debug for SimConfig {
             )
             .field("managed_identity", &self.managed_identity)
             .field("deployments", &self.deployments)
+            .field("tls", &self.tls)
             .finish()
     }
 }

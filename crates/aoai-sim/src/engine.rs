@@ -96,6 +96,8 @@ pub(crate) struct ApiCall<'a> {
     pub(crate) api: Api,
     pub(crate) route: Route<'a>,
     pub(crate) credentials: Credentials<'a>,
+    /// Whether it came over HTTP/2 (else HTTP/1.x).
+    pub(crate) http2: bool,
     pub(crate) body: &'a [u8],
 }
 
@@ -260,7 +262,7 @@ impl Engine {
             }
         };
         let counters = deployment.map_or(&self.unrouted, |d| &d.counters);
-        counters.request();
+        counters.request(call.http2);
         let in_flight = deployment.map(InFlight::enter);
 
         let early = || -> Result<(&Arc<DeploymentState>, &str), AzureError> {

@@ -63,12 +63,13 @@ mod retry_after;
 mod server;
 mod stream;
 mod thread;
+mod tls;
 
 pub use config::{
     ABSURD_RETRY_AFTER_SECS, ClockMode, DEFAULT_API_KEY, DEFAULT_BEARER_TOKEN, DEFAULT_MAX_TOKENS,
-    DeploymentSpec, FaultSpec, LatencySpec, Listener, ManagedIdentitySpec, OutageMode, OutageSpec,
-    QuotaWindow, RemainingHeaders, RetryHeader, RetryHeaders, RpmWindow, SimConfig, TokenCharge,
-    TrickleEvent, TrickleSpec,
+    DeploymentSpec, FaultSpec, LatencySpec, ListenFlags, Listener, ManagedIdentitySpec, OutageMode,
+    OutageSpec, QuotaWindow, RemainingHeaders, RetryHeader, RetryHeaders, RpmWindow, SimConfig,
+    TlsFiles, TokenCharge, TrickleEvent, TrickleSpec,
 };
 pub use content::messages_digest;
 pub use embeddings::{MAX_INPUTS as MAX_EMBEDDING_INPUTS, embedding_base64, embedding_vector};

@@ -12,9 +12,8 @@ struct Args {
     /// Configuration file (YAML, JSON or TOML, by extension).
     #[arg(long, short)]
     config: PathBuf,
-    /// Override the shared listener's address (e.g. 127.0.0.1:8080).
-    #[arg(long)]
-    bind: Option<String>,
+    #[command(flatten)]
+    listen: aoai_sim::ListenFlags,
 }
 
 fn main() -> ExitCode {
@@ -38,9 +37,7 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(bind) = args.bind {
-        config.bind = bind;
-    }
+    args.listen.apply(&mut config);
     let sim = match aoai_sim::start(config).await {
         Ok(sim) => sim,
         Err(err) => {

@@ -44,6 +44,8 @@ struct Running {
 struct ListenerCtl {
     ctx: web::Data<ListenerCtx>,
     addr: SocketAddr,
+    /// HTTPS when set.
+    tls: Option<rustls::ServerConfig>,
     deployments: Vec<String>,
     workers: usize,
     running: tokio::sync::Mutex<Option<Running>>,
@@ -57,7 +59,11 @@ impl ListenerCtl {
     }
 
     fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        format!("{}://{}/", self.scheme(), self.addr)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// Open or close the listening socket as the schedule (or a forced state) wants.
@@ -75,7 +81,8 @@ impl ListenerCtl {
             }
             (false, None) => {
                 tracing::info!(listener = %self.ctx.key, "accepting connections again");
-                let (server, _) = launch(self.ctx.clone(), self.addr, self.workers)?;
+                let (server, _) =
+                    launch(self.ctx.clone(), self.addr, self.workers, self.tls.clone())?;
                 *running = Some(server);
             }
             (_, server) => *running = server,
@@ -100,6 +107,7 @@ fn launch(
     ctx: web::Data<ListenerCtx>,
     addr: SocketAddr,
     workers: usize,
+    tls: Option<rustls::ServerConfig>,
 ) -> Result<(Running, SocketAddr), SimError> {
     let bind_error = |source: io::Error| SimError::Bind {
         addr: addr.to_string(),
@@ -113,8 +121,11 @@ fn launch(
     })
     .workers(workers)
     .shutdown_timeout(1)
-    .disable_signals()
-    .bind(addr)
+    .disable_signals();
+    let server = match tls {
+        Some(tls) => server.bind_rustls_0_23(addr, tls),
+        None => server.bind(addr),
+    }
     .map_err(bind_error)?;
     let bound = server
         .addrs()
@@ -198,6 +209,7 @@ async fn on_deployment(
         api,
         route,
         credentials: credentials(&req),
+        http2: req.version() == actix_web::http::Version::HTTP_2,
         body: &body,
     });
     respond(decision, started).await
@@ -219,6 +231,7 @@ async fn on_v1(
         api,
         route,
         credentials: credentials(&req),
+        http2: req.version() == actix_web::http::Version::HTTP_2,
         body: &body,
     });
     respond(decision, started).await
@@ -341,7 +354,7 @@ async fn not_found() -> HttpResponse {
 /// A listener as the binary reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerInfo {
-    /// `http://127.0.0.1:PORT/`.
+    /// `http://127.0.0.1:PORT/` (`https://` with `tls:`).
     pub url: String,
     /// Whether it is the shared listener.
     pub shared: bool,
@@ -384,7 +397,8 @@ impl SimHandle {
         &self.shared
     }
 
-    /// The shared listener's base URL, `http://127.0.0.1:PORT/` (with the trailing slash).
+    /// The shared listener's base URL, `http://127.0.0.1:PORT/` (with the trailing slash;
+    /// `https://` with `tls:`).
     pub fn base_url(&self) -> String {
         self.shared().url()
     }
@@ -397,8 +411,13 @@ impl SimHandle {
     /// The URL to put in `IDENTITY_ENDPOINT` when a managed identity is configured (use the
     /// configured `identity_header` as `IDENTITY_HEADER`).
     pub fn managed_identity_endpoint(&self) -> Option<String> {
-        self.has_managed_identity
-            .then(|| format!("http://{}/msi/token", self.shared().addr))
+        self.has_managed_identity.then(|| {
+            format!(
+                "{}://{}/msi/token",
+                self.shared().scheme(),
+                self.shared().addr
+            )
+        })
     }
 
     /// Every listener: URL and deployments, the shared one first.
@@ -494,6 +513,11 @@ pub(crate) async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         ClockMode::Real => SimClock::real(Instant::now()),
         ClockMode::Manual => SimClock::manual(),
     };
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()?;
     let engine = Arc::new(Engine::new(&config, clock.clone()));
     let shared_addr: SocketAddr = config
         .bind
@@ -521,7 +545,7 @@ pub(crate) async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         } else {
             SocketAddr::new(shared_addr.ip(), 0)
         };
-        let started = launch(ctx.clone(), want, config.workers);
+        let started = launch(ctx.clone(), want, config.workers, tls.clone());
         let (server, addr) = match started {
             Ok(started) => started,
             Err(err) => {
@@ -534,6 +558,7 @@ pub(crate) async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         listeners.push(Arc::new(ListenerCtl {
             ctx,
             addr,
+            tls: tls.clone(),
             deployments,
             workers: config.workers,
             running: tokio::sync::Mutex::new(Some(server)),

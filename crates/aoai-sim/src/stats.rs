@@ -41,6 +41,9 @@ impl SimStats {
 pub struct DeploymentStats {
     /// Requests received (chat, embeddings, responses).
     pub requests: u64,
+    /// Requests of `requests` that came over HTTP/2 (the others over HTTP/1.1).
+    #[serde(default)]
+    pub http2_requests: u64,
     /// Replies with a 2xx status (including faulty 200s).
     pub ok: u64,
     /// 429 replies.
@@ -82,6 +85,7 @@ pub struct DeploymentStats {
 impl DeploymentStats {
     fn add(&mut self, other: &DeploymentStats) {
         self.requests += other.requests;
+        self.http2_requests += other.http2_requests;
         self.ok += other.ok;
         self.rate_limited += other.rate_limited;
         self.refused_for_tokens += other.refused_for_tokens;
@@ -118,6 +122,7 @@ pub(crate) enum FaultCounter {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     requests: AtomicU64,
+    http2_requests: AtomicU64,
     ok: AtomicU64,
     rate_limited: AtomicU64,
     refused_for_tokens: AtomicU64,
@@ -142,8 +147,11 @@ fn bump(counter: &AtomicU64, by: u64) {
 }
 
 impl Counters {
-    pub(crate) fn request(&self) {
+    pub(crate) fn request(&self, http2: bool) {
         bump(&self.requests, 1);
+        if http2 {
+            bump(&self.http2_requests, 1);
+        }
     }
 
     pub(crate) fn status(&self, status: u16) {
@@ -199,6 +207,7 @@ impl Counters {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         DeploymentStats {
             requests: get(&self.requests),
+            http2_requests: get(&self.http2_requests),
             ok: get(&self.ok),
             rate_limited: get(&self.rate_limited),
             refused_for_tokens: get(&self.refused_for_tokens),
@@ -227,8 +236,11 @@ mod tests {
     #[test]
     fn statuses_land_in_their_class() {
         let counters = Counters::default();
-        for status in [200, 201, 429, 400, 401, 404, 408, 500, 503] {
-            counters.request();
+        for (index, status) in [200, 201, 429, 400, 401, 404, 408, 500, 503]
+            .into_iter()
+            .enumerate()
+        {
+            counters.request(index < 3);
             counters.status(status);
         }
         counters.refused(crate::quota::LimitKind::Tokens);
@@ -249,6 +261,7 @@ mod tests {
             ),
             (9, 2, 1, 4, 2)
         );
+        assert_eq!(stats.http2_requests, 3);
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::certificates::TestCertificates;
+
 /// Environment variable naming the `redis-server` binary to run instead of the one on `PATH`.
 pub const REDIS_SERVER_ENV: &str = "AOAI_REDIS_SERVER";
 
@@ -32,23 +34,9 @@ pub enum RedisServerError {
         /// Why it could not be installed here.
         why: String,
     },
-    /// No `openssl` to make a TLS server's certificates, and this process may not install it.
-    #[error(
-        "openssl is not installed and {why}; install it with `sudo apt-get install -y openssl` \
-         (Debian/Ubuntu)"
-    )]
-    OpensslMissing {
-        /// Why it could not be installed here.
-        why: String,
-    },
-    /// `openssl` failed to make the certificates.
-    #[error("openssl could not make the test certificates ({step}): {output}")]
-    Certificates {
-        /// Which step failed.
-        step: &'static str,
-        /// What it printed.
-        output: String,
-    },
+    /// The TLS certificates could not be made.
+    #[error(transparent)]
+    Certificates(#[from] crate::certificates::CertificateError),
     /// The temp dir, the process or the socket failed.
     #[error("redis-server ({context}): {source}")]
     Io {
@@ -86,13 +74,11 @@ pub struct RedisServer {
     tls: Option<Tls>,
 }
 
-/// TLS beside the unix socket: the port, and the CA that signed the server's certificate.
+/// TLS beside the unix socket: the port, and the certificates.
 #[derive(Debug)]
 struct Tls {
     port: u16,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+    certificates: TestCertificates,
 }
 
 impl RedisServer {
@@ -119,7 +105,12 @@ impl RedisServer {
             .tempdir()
             .map_err(io_error("creating its temp dir"))?;
         let tls = if tls {
-            Some(make_certificates(dir.path())?)
+            let certificates = TestCertificates::make(dir.path())?;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .map_err(io_error("picking a loopback port"))?
+                .port();
+            Some(Tls { port, certificates })
         } else {
             None
         };
@@ -144,7 +135,7 @@ impl RedisServer {
 
     /// The PEM file of the CA that signed the TLS certificate (for `SSL_CERT_FILE`).
     pub fn tls_ca(&self) -> Option<&Path> {
-        self.tls.as_ref().map(|tls| tls.ca.as_path())
+        self.tls.as_ref().map(|tls| tls.certificates.ca.as_path())
     }
 
     /// The unix socket it listens on.
@@ -197,11 +188,11 @@ impl RedisServer {
                 .arg("--tls-port")
                 .arg(tls.port.to_string())
                 .arg("--tls-cert-file")
-                .arg(&tls.cert)
+                .arg(&tls.certificates.cert)
                 .arg("--tls-key-file")
-                .arg(&tls.key)
+                .arg(&tls.certificates.key)
                 .arg("--tls-ca-cert-file")
-                .arg(&tls.ca)
+                .arg(&tls.certificates.ca)
                 .args(["--tls-auth-clients", "no"]);
         }
         let child = command
@@ -318,124 +309,7 @@ fn find_or_install() -> Result<PathBuf, RedisServerError> {
     })
 }
 
-/// `openssl` on `PATH`, installed first when missing and this process may.
-fn openssl() -> Result<PathBuf, RedisServerError> {
-    static INSTALLING: Mutex<()> = Mutex::new(());
-    if let Some(path) = on_path("openssl") {
-        return Ok(path);
-    }
-    let _one_at_a_time = INSTALLING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if on_path("openssl").is_none() {
-        install("openssl").map_err(|why| RedisServerError::OpensslMissing { why })?;
-    }
-    on_path("openssl").ok_or_else(|| RedisServerError::OpensslMissing {
-        why: "`apt-get install -y openssl` ran but put no openssl on PATH".to_owned(),
-    })
-}
-
-/// A CA and a server certificate for `localhost` and `127.0.0.1` (P-256 keys, valid two
-/// days) in `dir`, and a free loopback port to serve TLS on.
-fn make_certificates(dir: &Path) -> Result<Tls, RedisServerError> {
-    let openssl = openssl()?;
-    let path = |name: &str| dir.join(name);
-    let (ca, ca_key) = (path("ca.crt"), path("ca.key"));
-    let (cert, key, csr, ext) = (
-        path("server.crt"),
-        path("server.key"),
-        path("server.csr"),
-        path("server.ext"),
-    );
-    std::fs::write(
-        &ext,
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         extendedKeyUsage=serverAuth\n",
-    )
-    .map_err(io_error("writing the certificate extensions"))?;
-    let run = |step: &'static str, args: &[&std::ffi::OsStr]| {
-        let output = Command::new(&openssl)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(io_error("running openssl"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(RedisServerError::Certificates {
-                step,
-                output: String::from_utf8_lossy(&output.stderr).into_owned(),
-            })
-        }
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let os = |s: &'static str| std::ffi::OsStr::new(s);
-    let mut ca_args: Vec<&std::ffi::OsStr> = vec![os("req"), os("-x509")];
-    ca_args.extend(ec.map(os));
-    ca_args.extend(
-        [
-            "-days",
-            "2",
-            "-subj",
-            "/CN=aoai-testkit-ca",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ]
-        .map(os),
-    );
-    ca_args.extend([
-        os("-keyout"),
-        ca_key.as_os_str(),
-        os("-out"),
-        ca.as_os_str(),
-    ]);
-    run("the CA", &ca_args)?;
-    let mut req_args: Vec<&std::ffi::OsStr> = vec![os("req")];
-    req_args.extend(ec.map(os));
-    req_args.extend([os("-subj"), os("/CN=localhost")]);
-    req_args.extend([os("-keyout"), key.as_os_str(), os("-out"), csr.as_os_str()]);
-    run("the server's request", &req_args)?;
-    run(
-        "the server's certificate",
-        &[
-            os("x509"),
-            os("-req"),
-            os("-in"),
-            csr.as_os_str(),
-            os("-CA"),
-            ca.as_os_str(),
-            os("-CAkey"),
-            ca_key.as_os_str(),
-            os("-CAcreateserial"),
-            os("-days"),
-            os("2"),
-            os("-extfile"),
-            ext.as_os_str(),
-            os("-out"),
-            cert.as_os_str(),
-        ],
-    )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map_err(io_error("picking a loopback port"))?
-        .port();
-    Ok(Tls {
-        port,
-        ca,
-        cert,
-        key,
-    })
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
@@ -444,7 +318,7 @@ fn on_path(name: &str) -> Option<PathBuf> {
 
 /// Installs Debian's `package` with apt-get, as root or through password-less sudo; `Err`
 /// says why it could not.
-fn install(package: &str) -> Result<(), String> {
+pub(crate) fn install(package: &str) -> Result<(), String> {
     if on_path("apt-get").is_none() {
         return Err("there is no apt-get here to install it".to_owned());
     }

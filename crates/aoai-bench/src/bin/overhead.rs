@@ -16,8 +16,9 @@ use aoai_bench::cpu;
 use aoai_bench::drive::{self, Collected};
 use aoai_bench::say;
 use aoai_bench::sim::SimProcess;
+use aoai_blaster::auth::CredentialRegistry;
 use aoai_blaster::metrics::MetricsHandle;
-use aoai_blaster::{BlasterConfig, ChatJob, Dispatcher};
+use aoai_blaster::{BlasterConfig, ChatJob, Dispatcher, TrustedCas};
 use aoai_sim::{DeploymentSpec, SimConfig};
 use clap::Parser;
 use serde_json::json;
@@ -60,6 +61,10 @@ struct Args {
     /// Run without the Prometheus recorder (what metrics cost shows as the difference).
     #[arg(long)]
     no_metrics: bool,
+    /// Serve and send over HTTPS, with a CA the benchmark makes (HTTP/2 by ALPN): what TLS
+    /// costs shows as the difference.
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -76,17 +81,33 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> Result<(), String> {
     say_machine();
-    let sim = SimProcess::start(
-        &SimConfig::default().deployment(
-            DeploymentSpec::new("bench")
-                .tpm(10_000_000_000)
-                .reply_tokens(16),
-        ),
-    )?;
+    let mut sim_config = SimConfig::default().deployment(
+        DeploymentSpec::new("bench")
+            .tpm(10_000_000_000)
+            .reply_tokens(16),
+    );
+    let certificates_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let trust = if args.tls {
+        let made = aoai_testkit::TestCertificates::make(certificates_dir.path())
+            .map_err(|e| e.to_string())?;
+        sim_config.tls = Some(aoai_sim::TlsFiles {
+            cert_file: made.cert,
+            key_file: made.key,
+        });
+        TrustedCas::with_pem_file(&made.ca).map_err(|e| e.to_string())?
+    } else {
+        TrustedCas::default()
+    };
+    let sim = SimProcess::start(&sim_config)?;
     say(format!(
-        "simulator: child process {} at {} (1 worker, zero latency, 10 G TPM)",
+        "simulator: child process {} at {} (1 worker, zero latency, 10 G TPM{})",
         sim.pid(),
-        sim.base_url()
+        sim.base_url(),
+        if args.tls {
+            ", HTTPS: HTTP/2 by ALPN"
+        } else {
+            ""
+        }
     ));
     // The Prometheus recorder stays installed for the whole run, as with `--metrics-addr`.
     let _metrics = if args.no_metrics {
@@ -113,7 +134,8 @@ fn run(args: &Args) -> Result<(), String> {
         .unwrap_or(config.queue_capacity + config.num_workers);
     let system = actix::System::new();
     let result = system.block_on(async {
-        let dispatcher = Dispatcher::start(config).map_err(|e| e.to_string())?;
+        let dispatcher = Dispatcher::start_with(config, CredentialRegistry::default(), trust)
+            .map_err(|e| e.to_string())?;
         say(format!("warm-up: {} jobs", args.warmup));
         let warm = drive::closed_loop(&dispatcher, args.warmup, outstanding, job).await;
         check_all_ok(&warm, "warm-up")?;

@@ -56,12 +56,15 @@ pub(crate) struct SharedStart {
 impl SharedStart {
     /// Pings Redis for `config.shared` (nothing without it): an error with `fallback: error`,
     /// a warning and local pacing with `fallback: local`.
-    pub(crate) fn connect(config: &BlasterConfig) -> Result<Option<SharedStart>, StartError> {
+    pub(crate) fn connect(
+        config: &BlasterConfig,
+        trust: &crate::tls::TrustedCas,
+    ) -> Result<Option<SharedStart>, StartError> {
         let Some(shared) = &config.shared else {
             return Ok(None);
         };
         let url = shared.redis_url.redacted();
-        let mut redis = SharedRedis::new(&shared.redis_url).map_err(|e| {
+        let mut redis = SharedRedis::trusting(&shared.redis_url, trust).map_err(|e| {
             StartError::Shared(aoai_blaster_core::shared::RedisUnreachable {
                 url: url.to_owned(),
                 error: e.message,

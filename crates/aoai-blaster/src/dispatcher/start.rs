@@ -1,6 +1,8 @@
 //! How a Dispatcher starts: credentials, endpoint actors (on their arbiters) and the wiring
 //! between them.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use aoai_blaster_core::config::BlasterConfig;
 use aoai_blaster_core::scheduler::Scheduler;
@@ -12,6 +14,7 @@ use crate::auth::{AuthError, CredentialRegistry};
 use crate::endpoint::{EndpointActor, EndpointSettings};
 use crate::messages::{Attempt, AttemptDone, HealthReport, MirrorHealth, StopForRestart};
 use crate::metrics::DispatcherMetrics;
+use crate::tls::TrustedCas;
 
 /// Why the Dispatcher could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,9 @@ pub enum StartError {
     /// `shared:` is configured, Redis cannot be reached and `shared.fallback` is `error`.
     #[error(transparent)]
     Shared(#[from] aoai_blaster_core::shared::RedisUnreachable),
+    /// The CA file to trust (`SSL_CERT_FILE`) cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// `Dispatcher::start` was called outside a running actix system.
     #[error(
         "no actix system is running: call Dispatcher::start inside #[actix::main] or \
@@ -59,7 +65,9 @@ impl EndpointLink {
 impl Dispatcher {
     /// Starts the endpoint actors (on the current arbiter, or on `endpoint_threads` arbiters of
     /// their own) and the Dispatcher, in the current actix System. Use
-    /// [`Blaster`](crate::Blaster) when you are not in an actix app.
+    /// [`Blaster`](crate::Blaster) when you are not in an actix app. HTTPS trusts
+    /// [`TrustedCas::from_env`]: the webpki roots plus the CAs of the file `SSL_CERT_FILE`
+    /// names ([`StartError::Tls`] when it cannot be used).
     pub fn start(config: BlasterConfig) -> Result<Addr<Dispatcher>, StartError> {
         Self::start_with_registry(config, CredentialRegistry::default())
     }
@@ -69,23 +77,38 @@ impl Dispatcher {
         config: BlasterConfig,
         registry: CredentialRegistry,
     ) -> Result<Addr<Dispatcher>, StartError> {
-        Ok(Self::prepare_with_registry(config, registry)?.start_here())
+        let trust = TrustedCas::from_env()?;
+        Self::start_with(config, registry, trust)
+    }
+
+    /// Like [`Dispatcher::start`], with credentials built by `registry`, and HTTPS (and
+    /// `rediss://`) trusting `trust` instead of what `SSL_CERT_FILE` says.
+    pub fn start_with(
+        config: BlasterConfig,
+        registry: CredentialRegistry,
+        trust: TrustedCas,
+    ) -> Result<Addr<Dispatcher>, StartError> {
+        Ok(Self::prepare_with(config, registry, trust)?.start_here())
     }
 
     /// Prepares a Dispatcher (credentials checked now) to run on the thread that later calls
     /// [`DispatcherSeed::start_here`]: an actix-web worker's, so that a request and its job
     /// never cross threads. Call it inside a running actix System.
     pub fn prepare(config: BlasterConfig) -> Result<DispatcherSeed, StartError> {
-        Self::prepare_with_registry(config, CredentialRegistry::default())
+        let trust = TrustedCas::from_env()?;
+        Self::prepare_with(config, CredentialRegistry::default(), trust)
     }
 
-    fn prepare_with_registry(
+    fn prepare_with(
         config: BlasterConfig,
         mut registry: CredentialRegistry,
+        trust: TrustedCas,
     ) -> Result<DispatcherSeed, StartError> {
         if actix::System::try_current().is_none() {
             return Err(StartError::NoSystem);
         }
+        // One config for every endpoint's clients (and their TLS session cache).
+        let tls = trust.client_config();
         let mut auths = Vec::with_capacity(config.deployments.len());
         for deployment in &config.deployments {
             let auth = registry
@@ -99,7 +122,7 @@ impl Dispatcher {
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
-        let shared = SharedStart::connect(&config)?;
+        let shared = SharedStart::connect(&config, &trust)?;
         // Endpoint actors on threads of their own only when asked: one thread for everything
         // costs least per job (no wake-ups across threads) and keeps up at well over 10,000
         // jobs/s.
@@ -117,7 +140,8 @@ impl Dispatcher {
                         0 => Arbiter::current(),
                         n => handles[index % n].clone(),
                     };
-                    let settings = EndpointSettings::from_config(index, deployment);
+                    let settings =
+                        EndpointSettings::from_config(index, deployment, Arc::clone(&tls));
                     let addr = EndpointActor::start_supervised(
                         &arbiter,
                         settings,

@@ -10,6 +10,7 @@
 
 use std::cell::{Cell, OnceCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_service::Service;
@@ -64,14 +65,17 @@ impl Clients {
 }
 
 fn build_client(settings: &EndpointSettings, keep_alive: Duration) -> awc::Client {
-    // awc builds a rustls config for every client, even a plain-http one.
+    // awc builds a rustls config for every client, even a plain-http one: replaced by ours
+    // (its CAs, ALPN http/1.1), which the dial counter sits under (TCP, then TLS on top).
     crate::tls::install_crypto_provider();
     let dialer = CountDials {
         inner: TcpConnector::new(Resolver::default()).service(),
     };
     let connector = awc::Connector::new()
         .connector(dialer)
+        .rustls_0_23(Arc::clone(&settings.tls))
         .timeout(settings.timeouts.connect)
+        .handshake_timeout(settings.timeouts.connect)
         .limit(settings.max_connections)
         .conn_keep_alive(keep_alive);
     awc::Client::builder()

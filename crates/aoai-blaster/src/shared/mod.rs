@@ -36,6 +36,8 @@ use aoai_blaster_core::shared::{
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script};
 
+use crate::tls::TrustedCas;
+
 mod usage;
 pub use usage::RedisUse;
 
@@ -52,6 +54,12 @@ pub struct SharedError {
     pub url: String,
     /// Why (redacted).
     pub message: String,
+}
+
+/// Whether `url` is a `rediss://` one (schemes are case-insensitive).
+fn is_tls(url: &str) -> bool {
+    url.get(..9)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
 }
 
 /// One process's connection to the shared quotas in Redis.
@@ -78,12 +86,30 @@ impl std::fmt::Debug for SharedRedis {
 
 impl SharedRedis {
     /// A client for `url`; nothing is sent until the first call ([`SharedRedis::ping`] checks
-    /// that Redis answers).
+    /// that Redis answers). `rediss://` trusts the CAs of the file `SSL_CERT_FILE` names, else
+    /// the system's.
     pub fn new(url: &RedisUrl) -> Result<SharedRedis, SharedError> {
+        let trust = TrustedCas::from_env().map_err(|e| SharedError {
+            action: "open",
+            url: url.redacted().to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::trusting(url, &trust)
+    }
+
+    /// A client for `url` that verifies a `rediss://` server against `trust`'s CA file when
+    /// it has one, else against the system's CAs (see `tls.rs`).
+    pub(crate) fn trusting(url: &RedisUrl, trust: &TrustedCas) -> Result<SharedRedis, SharedError> {
         // `rediss://` builds a rustls config on connecting.
         crate::tls::install_crypto_provider();
         let shown = url.redacted().to_owned();
-        let client = redis::Client::open(url.expose()).map_err(|e| SharedError {
+        let client = match trust.redis_certificates() {
+            Some(certificates) if is_tls(url.expose()) => {
+                redis::Client::build_with_tls(url.expose(), certificates)
+            }
+            _ => redis::Client::open(url.expose()),
+        };
+        let client = client.map_err(|e| SharedError {
             action: "open",
             url: shown.clone(),
             message: redact(&e.to_string()).into_owned(),

@@ -21,6 +21,7 @@ fn call<'a>(name: &'a str, body: &'a str) -> ApiCall<'a> {
             api_version: Some("2024-10-21"),
         },
         credentials: KEY,
+        http2: false,
         body: body.as_bytes(),
     }
 }
@@ -119,6 +120,7 @@ fn v1_route_takes_the_deployment_from_model() {
         listener: SHARED_LISTENER,
         route: Route::V1 { api_version: None },
         credentials: KEY,
+        http2: false,
         body: body.as_bytes(),
     };
     assert_eq!(
